@@ -1,0 +1,74 @@
+"""``ropeext`` command line: argument parsing only.
+
+Each subcommand lives in a module of ``ropeext.commands`` that declares
+
+    COMMAND = ("solve",)            # or ("eval", "ppl") for a nested subcommand
+    HELP = "one line"
+    def add_arguments(parser): ...
+    def run(args) -> int | None: ...
+
+Modules import their heavy dependencies inside ``run`` so that ``ropeext --help`` stays fast.
+A RopeextError anywhere becomes ``error: <message>`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import ropeext.commands as commands_pkg
+from ropeext import __version__
+from ropeext.errors import RopeextError
+
+GROUP_HELP = {
+    "eval": "evaluate a model (perplexity, passkey, LongBench, Open LLM tasks, RULER)",
+    "analyze": "analyses of a model (BF16 relative-position deviation)",
+}
+
+
+def _command_modules():
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+        if hasattr(module, "COMMAND"):
+            yield module
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ropeext", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ropeext {__version__}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for module in _command_modules():
+        path = module.COMMAND
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=module.HELP, description=module.HELP)
+        else:
+            group = path[0]
+            if group not in groups:
+                gp = top.add_parser(group, help=GROUP_HELP.get(group, group))
+                groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            sub = groups[group].add_parser(path[1], help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._run(args)
+    except RopeextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI subcommand; see ropeext.cli for the contract."""

@@ -1,0 +1,1 @@
+"""Document sources, tokenizer training, packing layouts. No torch training code, no MLflow."""

@@ -1,0 +1,1 @@
+"""Evaluations: perplexity by length, passkey, LongBench, Open LLM tasks (lm-eval), RULER."""

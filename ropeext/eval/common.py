@@ -1,0 +1,113 @@
+"""Pieces every generative evaluation shares: greedy decoding and resumable prediction files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ropeext.errors import RopeextError
+
+
+def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
+                    stop_strings: list[str] | None = None) -> str:
+    """Greedy decoding without a KV cache mismatch: returns the decoded continuation only.
+
+    ``stop_strings`` end the generation once the decoded text contains one of them (the text is
+    cut before it).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    eos = tokenizer.eos_token_id
+    generated: list[int] = []
+    past = None
+    with torch.no_grad():
+        inp = ids
+        for _ in range(max_new_tokens):
+            out = model(input_ids=inp, cache=past, use_cache=True)
+            past = out.cache
+            nxt = int(out.logits[0, -1].argmax())
+            if eos is not None and nxt == eos:
+                break
+            generated.append(nxt)
+            inp = torch.tensor([[nxt]], device=device)
+            if stop_strings:
+                text = tokenizer.decode(generated, skip_special_tokens=True)
+                if any(s in text for s in stop_strings):
+                    break
+    text = tokenizer.decode(generated, skip_special_tokens=True)
+    if stop_strings:
+        cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
+class ResumableJsonl:
+    """Append-only JSONL of per-sample records keyed by ``key``.
+
+    A rerun after an interruption skips the keys already written and never duplicates a line; a
+    last line cut off mid-write is dropped on open.
+    """
+
+    def __init__(self, path: str | Path, key: str = "_id"):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            good_lines = []
+            with open(self.path) as fh:
+                for line in fh:
+                    if not line.endswith("\n"):
+                        break  # torn final line from a crash
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    if rec.get(key) not in self.records:
+                        self.records[rec[key]] = rec
+                        good_lines.append(line)
+            with open(self.path, "w") as fh:
+                fh.writelines(good_lines)
+
+    def __contains__(self, k) -> bool:
+        return k in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, record: dict) -> None:
+        k = record.get(self.key)
+        if k is None:
+            raise RopeextError(f"record without key {self.key!r}: {record}")
+        if k in self.records:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records[k] = record
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.records.values())
+
+
+def read_jsonl(path: str | Path, *, on_error: str = "fail") -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, record); a malformed line fails naming file and line, or is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise RopeextError(f"file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as exc:
+                if on_error == "skip":
+                    continue
+                raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None

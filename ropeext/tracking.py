@@ -1,0 +1,183 @@
+"""MLflow: one run per stage job.
+
+Every CLI stage wraps its work in ``stage_run(...)``. The run is tagged with the experiment,
+stage, variant and git state, gets the resolved settings it used as params, and collects the
+stage's metrics and its JSON/CSV/PNG files as artifacts. The store is
+``sqlite:///results/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says otherwise.
+``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ropeext.config import config_hash, flatten
+from ropeext.errors import RopeextError
+
+DEFAULT_URI = "sqlite:///results/mlflow.db"
+_MAX_PARAM_LEN = 6000
+
+
+def resolve_uri(config: dict | None = None) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if config and config.get("mlflow", {}).get("tracking_uri"):
+        return config["mlflow"]["tracking_uri"]
+    return DEFAULT_URI
+
+
+def resolve_experiment(config: dict | None = None) -> str:
+    env = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if env:
+        return env
+    if config and config.get("mlflow", {}).get("experiment"):
+        return config["mlflow"]["experiment"]
+    return "ropeext"
+
+
+def git_state(cwd: Path | None = None) -> dict[str, str]:
+    """Commit SHA and dirty flag of the repository holding the package (empty outside git)."""
+    cwd = cwd or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if not sha:
+        return {}
+    return {"git.sha": sha, "git.dirty": str(bool(dirty)).lower()}
+
+
+def _prepare_store(uri: str) -> str | None:
+    """Create the folder of a local sqlite store; return the artifact root to use beside it."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return (db.parent.resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
+    for attempt in range(5):
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_root)
+        except Exception:  # another job created it at the same moment
+            time.sleep(0.5 * (attempt + 1))
+    raise RopeextError(f"MLflow: could not create or find experiment {name!r}")
+
+
+class StageRun:
+    """Thin handle over an active MLflow run (or a no-op when tracking is off)."""
+
+    def __init__(self, mlflow=None, run_id: str | None = None):
+        self._mlflow = mlflow
+        self.run_id = run_id
+
+    @property
+    def active(self) -> bool:
+        return self._mlflow is not None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        flat = {k: (str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 90):
+            self._mlflow.log_params(dict(items[i:i + 90]))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.active:
+            return
+        clean = {}
+        for k, v in metrics.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(fv):
+                clean[k.replace("@", "_at_")] = fv
+        if clean:
+            self._mlflow.log_metrics(clean, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.active:
+            self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active and Path(path).exists():
+            if Path(path).is_dir():
+                self._mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+            else:
+                self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_outputs(self, folder: str | Path, suffixes=(".json", ".csv", ".png", ".md")) -> None:
+        """Log every file under ``folder`` with one of ``suffixes`` (model weights are not copied)."""
+        folder = Path(folder)
+        if not self.active or not folder.exists():
+            return
+        files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+        for f in files:
+            if f.suffix in suffixes:
+                rel = f.parent.relative_to(folder) if folder.is_dir() else Path(".")
+                self.log_artifact(f, None if str(rel) == "." else str(rel))
+
+
+@contextmanager
+def stage_run(stage: str, *, config: dict | None = None, params: dict | None = None,
+              variant: str | None = None, tags: dict | None = None,
+              enabled: bool = True) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage job; close it FAILED if the body raises."""
+    if not enabled or os.environ.get("ROPEEXT_MLFLOW", "1") == "0":
+        yield StageRun()
+        return
+    import mlflow
+
+    uri = resolve_uri(config)
+    artifact_root = _prepare_store(uri)
+    mlflow.set_tracking_uri(uri)
+    exp_name = resolve_experiment(config)
+    try:
+        exp_id = _experiment_id(mlflow, exp_name, artifact_root)
+    except RopeextError:
+        raise
+    except Exception as exc:
+        raise RopeextError(f"MLflow tracking store {uri!r} cannot be used: {exc}") from None
+
+    all_tags = {"ropeext.stage": stage, **git_state()}
+    if config:
+        all_tags["ropeext.experiment"] = config.get("experiment", "")
+        all_tags["ropeext.config_hash"] = config_hash(config)
+    if variant:
+        all_tags["ropeext.variant"] = variant
+    parent = os.environ.get("ROPEEXT_PARENT_RUN_ID")
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    for key in ("SNAKEMAKE_RULE", "ROPEEXT_RULE"):
+        if os.environ.get(key):
+            all_tags["ropeext.rule"] = os.environ[key]
+    all_tags.update(tags or {})
+    run_name = f"{stage}:{variant}" if variant else stage
+
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+    handle = StageRun(mlflow, run.info.run_id)
+    try:
+        if params:
+            handle.log_params(params)
+        yield handle
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
