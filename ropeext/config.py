@@ -26,10 +26,10 @@ def load_schema() -> dict:
 
 
 def _validator_with_defaults(schema: dict):
-    """A Draft-7 validator that also fills in each property's ``default`` (as Snakemake's does)."""
-    from jsonschema import Draft7Validator, validators
+    """A Draft 2020-12 validator that also fills in each property's ``default`` (as Snakemake's does)."""
+    from jsonschema import Draft202012Validator, validators
 
-    validate_properties = Draft7Validator.VALIDATORS["properties"]
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema_):
         if isinstance(instance, dict):
@@ -38,7 +38,7 @@ def _validator_with_defaults(schema: dict):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema_)
 
-    cls = validators.extend(Draft7Validator, {"properties": set_defaults})
+    cls = validators.extend(Draft202012Validator, {"properties": set_defaults})
     return cls(schema)
 
 

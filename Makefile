@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the whole pipeline on the embedded default (config/config.yaml)
+#   make test   set up .venv and run the test suite
+# Both create and reuse one virtual environment at .venv/.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test bench lint dry-run clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# one install command, every pin exact (torch==2.13.0 included: an unpinned torch pulls a CUDA build)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+lint: setup
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+
+dry-run: setup
+	$(BIN)/snakemake -n --configfile config/config.yaml
+
+clean:
+	rm -rf results logs benchmarks/*/ .snakemake

@@ -1,0 +1,73 @@
+"""ropeext eval ppl: perplexity by context length on held-out documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+
+COMMAND = ("eval", "ppl")
+HELP = "perplexity at a list of context lengths (sliding window with a stride)"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser) -> None:
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", required=True, help="model directory or hub id")
+    parser.add_argument("--scaling", default=None, help="apply this scaling.json before evaluating (no fine-tuning)")
+    parser.add_argument("--tokens", required=True, help="held-out tokenized documents (.parquet)")
+    parser.add_argument("--lengths", type=_int_list, default=None, help="context lengths, e.g. 256,512,1024")
+    parser.add_argument("--stride", type=int, default=None, help="scored tokens per window (default 256)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="stop after this many scored tokens")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--threads", type=int, default=None)
+    add_tracking_args(parser)
+
+
+def run(args) -> None:
+    import torch
+
+    from ropeext import tracking
+    from ropeext.data.tokens import read_tokens
+    from ropeext.errors import RopeextError
+    from ropeext.eval.ppl import perplexity_by_length
+    from ropeext.modeling import load_causal_lm
+    from ropeext.report.plots import plot_lines
+
+    config = config_from_args(args)
+    pcfg = (config or {}).get("eval", {}).get("ppl", {})
+    lengths = args.lengths or pcfg.get("lengths") or [256, 512, 1024, 2048]
+    stride = args.stride or pcfg.get("stride") or 256
+    max_tokens = args.max_tokens or pcfg.get("max_tokens") or 32768
+    if min(lengths) < 2:
+        raise RopeextError(f"--lengths: every length must be >= 2, got {lengths}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scaling = read_json(args.scaling, "scaling file") if args.scaling else None
+    out = Path(args.output_dir)
+    with tracking.stage_run("eval_ppl", config=config,
+                            params={"model": args.model, "scaling": args.scaling, "lengths": lengths,
+                                    "stride": stride, "max_tokens": max_tokens},
+                            variant=args.variant, enabled=not args.no_mlflow) as run_:
+        model = load_causal_lm(args.model, scaling=scaling)
+        docs = read_tokens(args.tokens)
+        result = perplexity_by_length(model, docs, lengths, stride, max_tokens)
+        result["variant"] = args.variant
+        result["model"] = str(args.model)
+        result["rope_parameters"] = dict(model.config.rope_parameters or {})
+        out.mkdir(parents=True, exist_ok=True)
+        plot_lines({args.variant or "model": (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
+                   out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity", logx=True,
+                   title=f"perplexity by context length: {args.variant or args.model}")
+        write_json(out / "metrics.json", result)
+        run_.log_metrics({f"ppl_at_{c}": v for c, v in result["ppl"].items()})
+        run_.log_outputs(out)
+    print("ppl: " + ", ".join(f"{c}={v:.2f}" for c, v in result["ppl"].items()))

@@ -1,0 +1,85 @@
+"""Perplexity by context length with a sliding window.
+
+For every context length C the same target tokens are scored: windows end at positions
+e = max(C) - 1, max(C) - 1 + stride, ... of each held-out document long enough, the model reads
+doc[e - C + 1 .. e] with rotary positions 0..C-1, and the last ``stride`` predictions of the
+window are scored. So each scored token has between C - stride + 1 and C tokens of context, and
+the lengths differ only in how much context the model gets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ropeext.errors import RopeextError
+
+
+def window_ends(doc_len: int, max_context: int, stride: int) -> list[int]:
+    """Index of the last input token of each window in a document of ``doc_len`` tokens."""
+    return list(range(max_context - 1, doc_len - 1, stride))
+
+
+def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int) -> list[tuple[int, int]]:
+    """(document index, window end) pairs until ``max_tokens`` target tokens are covered."""
+    if stride > min(lengths):
+        raise RopeextError(f"eval.ppl.stride: {stride} is larger than the shortest length {min(lengths)}")
+    max_c = max(lengths)
+    picked: list[tuple[int, int]] = []
+    for d, doc in enumerate(docs):
+        for e in window_ends(len(doc), max_c, stride):
+            if len(picked) * stride >= max_tokens:
+                return picked
+            picked.append((d, e))
+    if not picked:
+        longest = max((len(x) for x in docs), default=0)
+        raise RopeextError(f"no held-out document is longer than the largest context length {max_c} "
+                           f"(longest has {longest} tokens)")
+    return picked
+
+
+def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int,
+                         tokens_per_batch: int = 8192, progress: bool = True) -> dict:
+    import torch
+
+    lengths = sorted(set(int(x) for x in lengths))
+    windows = select_windows(docs, lengths, stride, max_tokens)
+    device = next(model.parameters()).device
+    results = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(windows) * len(lengths), desc="ppl", mininterval=5.0)
+    model.eval()
+    for C in lengths:
+        per_batch = max(1, tokens_per_batch // C)
+        nll, count = 0.0, 0
+        for b in range(0, len(windows), per_batch):
+            chunk = windows[b:b + per_batch]
+            inputs = np.stack([docs[d][e - C + 1:e + 1] for d, e in chunk])
+            targets = np.stack([docs[d][e - stride + 2:e + 2] for d, e in chunk])
+            ids = torch.from_numpy(inputs).to(device)
+            pos = torch.arange(C, device=device).unsqueeze(0).expand(len(chunk), -1)
+            with torch.no_grad():
+                logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, -stride:].float()
+            tgt = torch.from_numpy(targets).to(device)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                     reduction="sum")
+            nll += float(loss)
+            count += tgt.numel()
+            if bar is not None:
+                bar.update(len(chunk))
+        results[C] = {"nll": nll / count, "ppl": math.exp(nll / count), "tokens": count}
+    if bar is not None:
+        bar.close()
+    return {
+        "lengths": lengths,
+        "stride": stride,
+        "windows": len(windows),
+        "documents": len({d for d, _ in windows}),
+        "tokens_scored": len(windows) * stride,
+        "ppl": {str(C): r["ppl"] for C, r in results.items()},
+        "nll": {str(C): r["nll"] for C, r in results.items()},
+    }

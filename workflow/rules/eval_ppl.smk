@@ -1,0 +1,28 @@
+# Perplexity by length for every variant: each method applied to the base model without
+# fine-tuning ("noft"), and each fine-tuned (method x layout) model.
+
+
+rule eval_ppl:
+    input:
+        unpack(ppl_inputs),
+    output:
+        metrics=f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
+    wildcard_constraints:
+        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+    params:
+        cfg=CONFIG,
+        settings=section("eval"),
+        model=ppl_model_args,
+        variant=lambda w: variant(w.method, w.target, w.layout),
+        outdir=lambda w, output: os.path.dirname(output.metrics),
+    threads: 2
+    log:
+        "logs/eval_ppl/{method}-{target}-{layout}.log",
+    benchmark:
+        "benchmarks/eval_ppl/{method}-{target}-{layout}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext eval ppl --config {params.cfg} {params.model} --tokens {input.tokens} "
+        "--output-dir {params.outdir} --threads {threads} "
+        "--variant {params.variant} > {log} 2>&1"

@@ -1,0 +1,25 @@
+rule pack:
+    input:
+        tokens=f"{R}/tokens/{{split}}.parquet",
+        tokenizer=rules.tokenizer.output.tokenizer,
+    output:
+        data=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.parquet",
+        stats=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.stats.json",
+    params:
+        settings=section("packing", "seed"),
+        seed=config["seed"],
+        tokdir=lambda w, input: os.path.dirname(input.tokenizer),
+        flags=lambda w: " ".join(
+            (["--pad-last"] if not config["packing"]["drop_last"] else [])
+            + (["--no-mask-boundary-labels"] if not config["packing"]["mask_boundary_labels"] else [])
+        ),
+    log:
+        "logs/pack/{layout}-w{window}-{split}.log",
+    benchmark:
+        "benchmarks/pack/{layout}-w{window}-{split}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
+        "--layout {wildcards.layout} --seed {params.seed} {params.flags} --output {output.data} "
+        "--stats {output.stats} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log} 2>&1"

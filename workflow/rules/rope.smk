@@ -1,0 +1,55 @@
+# RoPE geometry: angle histograms, the per-method scaling solve, and the method comparison.
+
+
+rule angles:
+    output:
+        directory(f"{R}/rope/angles-{{target}}"),
+    params:
+        geometry=geometry_args,
+        methods=",".join(config["rope"]["compare_methods"]),
+        variant=lambda w: f"{MODEL}-{w.target}",
+    log:
+        "logs/angles/{target}.log",
+    benchmark:
+        "benchmarks/angles/{target}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext angles {params.geometry} --methods {params.methods} --output-dir {output} "
+        "--variant {params.variant} > {log} 2>&1"
+
+
+rule solve:
+    output:
+        f"{R}/rope/scaling/{{method}}-{{target}}.json",
+    params:
+        geometry=geometry_args,
+        extra=solve_args,
+        variant=lambda w: f"{MODEL}-{w.method}-{w.target}",
+    log:
+        "logs/solve/{method}-{target}.log",
+    benchmark:
+        "benchmarks/solve/{method}-{target}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext solve {params.geometry} --method {wildcards.method} {params.extra} "
+        "--output {output} --variant {params.variant} > {log} 2>&1"
+
+
+rule compare:
+    output:
+        table=f"{R}/rope/compare-{{target}}/table.csv",
+    params:
+        geometry=geometry_args,
+        methods=",".join(config["rope"]["compare_methods"]),
+        variant=lambda w: f"{MODEL}-{w.target}",
+    log:
+        "logs/compare/{target}.log",
+    benchmark:
+        "benchmarks/compare/{target}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext compare {params.geometry} --methods {params.methods} --output {output.table} "
+        "--variant {params.variant} > {log} 2>&1"
