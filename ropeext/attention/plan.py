@@ -1,0 +1,133 @@
+"""Segment plans: a packed batch cut into independent causal attention problems.
+
+Every layout's mask (``ropeext.attention.masks``) is a union of causal blocks, one per segment:
+
+- ``full``: all non-padding tokens of a row form one segment;
+- ``intra_doc`` / ``intra_doc_reset``: each run of one document id is a segment (the anchor alone
+  is a segment of length 1);
+- ``anchor``: as intra_doc, and each document segment is *extended* by the anchor's key and value
+  placed in front of it. A causal problem on [anchor, d_1..d_L] gives each d_i exactly the anchor
+  plus d_1..d_i; the output at the extra front row (the anchor as a query) is discarded, since the
+  anchor's own output comes from its length-1 segment. This is exact: the anchor's key and value
+  are the very tensors of column 0 (rotary position 0 already applied), reused, not recomputed;
+- padding: every padding token is its own segment of length 1 (it sees itself only).
+
+A plan holds flat token indices (row * W + column) so that the attention backends gather
+queries/keys/values into segments, run plain causal attention, and scatter the outputs back with
+one permutation. Each token's output is produced exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ropeext.data.packing import PAD_DOC, check_layout
+
+
+@dataclass
+class SegmentPlan:
+    batch: int
+    window: int
+    start: np.ndarray     # flat index of each segment's first own token
+    length: np.ndarray    # own tokens per segment
+    prefix: np.ndarray    # 1 where the anchor key is placed in front (anchor layout), else 0
+    anchor: np.ndarray    # flat index of the anchor of the segment's row
+    _cache: dict | None = None
+
+    @property
+    def ext_length(self) -> np.ndarray:
+        return self.length + self.prefix
+
+    @property
+    def plain_causal(self) -> bool:
+        """True when every row is one causal segment (full layout without padding)."""
+        return len(self.start) == self.batch and bool((self.length == self.window).all()) \
+            and not bool(self.prefix.any())
+
+    def sum_sq(self) -> int:
+        """Attention cost of the plan: sum over segments of (extended length)^2."""
+        return int((self.ext_length.astype(np.int64) ** 2).sum())
+
+    def gather_rows(self, seg: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Index matrix (n, width) of flat token indices for segments ``seg``, and a validity mask
+        of the output columns (False for the extra anchor row and for right padding)."""
+        col = np.arange(width, dtype=np.int64)[None, :]
+        pre = self.prefix[seg][:, None]
+        start = self.start[seg][:, None]
+        last = start + self.length[seg][:, None] - 1
+        idx = np.minimum(start + col - pre, last)
+        idx = np.where((pre == 1) & (col == 0), self.anchor[seg][:, None], idx)
+        valid = (col >= pre) & (col < pre + self.length[seg][:, None])
+        return idx, valid
+
+    def buckets(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Segments grouped by padded length: [(width, gather_idx (n,width), out_select, out_dest)].
+
+        Lengths are rounded up to a multiple of 2^(floor(log2 L) - 3), so padding wastes at most
+        1/8 of a segment's length. Right padding is safe under causal attention: real queries
+        never see keys after them, and padded query rows are dropped.
+        """
+        if self._cache is not None and "buckets" in self._cache:
+            return self._cache["buckets"]
+        ext = self.ext_length
+        granule = np.left_shift(1, np.maximum(np.floor(np.log2(np.maximum(ext, 1))).astype(np.int64) - 3, 0))
+        width = -(-ext // granule) * granule
+        out = []
+        for w in np.unique(width):
+            seg = np.flatnonzero(width == w)
+            idx, valid = self.gather_rows(seg, int(w))
+            out.append((int(w), idx, np.flatnonzero(valid.reshape(-1)), idx[valid]))
+        self._cache = {**(self._cache or {}), "buckets": out}
+        return out
+
+    def varlen(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+        """Unpadded form for varlen kernels: gather index, cu_seqlens, max_seqlen, out_select, out_dest."""
+        if self._cache is not None and "varlen" in self._cache:
+            return self._cache["varlen"]
+        ext = self.ext_length
+        total = int(ext.sum())
+        seg_of = np.repeat(np.arange(len(ext)), ext)
+        cu = np.zeros(len(ext) + 1, dtype=np.int64)
+        np.cumsum(ext, out=cu[1:])
+        j = np.arange(total, dtype=np.int64) - cu[seg_of]  # column inside the extended segment
+        pre = self.prefix[seg_of]
+        idx = np.where((pre == 1) & (j == 0), self.anchor[seg_of], self.start[seg_of] + j - pre)
+        valid = j >= pre
+        res = (idx, cu, int(ext.max()) if len(ext) else 0, np.flatnonzero(valid), idx[valid])
+        self._cache = {**(self._cache or {}), "varlen": res}
+        return res
+
+
+def build_plan(doc_ids, layout: str) -> SegmentPlan:
+    """Cut a (B, W) doc-id array (numpy or torch) into the segments of ``layout``."""
+    check_layout(layout)
+    if hasattr(doc_ids, "detach"):
+        doc_ids = doc_ids.detach().to("cpu").numpy()
+    doc = np.asarray(doc_ids, dtype=np.int64)
+    if doc.ndim != 2:
+        raise ValueError(f"doc_ids must be (batch, window), got shape {doc.shape}")
+    B, W = doc.shape
+    pad = doc == PAD_DOC
+    if layout == "full":
+        key = np.where(pad, 0, 1)
+    else:
+        key = doc
+    # a fresh segment at column 0, where the key changes, and at every padding token
+    new = np.ones((B, W), dtype=bool)
+    new[:, 1:] = key[:, 1:] != key[:, :-1]
+    new |= pad
+    new[:, 0] = True
+    flat_new = new.reshape(-1)
+    start = np.flatnonzero(flat_new)
+    length = np.diff(np.append(start, B * W))
+    row = start // W
+    first_doc = doc.reshape(-1)[start]
+    if layout == "anchor":
+        if np.any(doc[:, 0] != 0):
+            raise ValueError("anchor layout: every window must start with the anchor (doc id 0 at column 0)")
+        prefix = (first_doc > 0).astype(np.int64)
+    else:
+        prefix = np.zeros(len(start), dtype=np.int64)
+    return SegmentPlan(batch=B, window=W, start=start, length=length, prefix=prefix, anchor=row * W)
