@@ -122,6 +122,8 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
     other methods; ``factors`` (d/2 divisors) is what ``longrope`` exports.
     """
     check_method(method)
+    if threshold is not None and interpolated_dims is not None:
+        raise RopeextError("--threshold and --interpolated-dims cannot be combined: give one of them")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         geometry = make_geometry(rope_theta, head_dim, train_length, target_length)
@@ -130,8 +132,6 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
         raise RopeextError("solve: the workspace was built for another geometry")
     if method == "dprope":
         opts = resolve_options("dprope", method_options)
-        if threshold is not None and interpolated_dims is not None:
-            dp.check_selection(threshold, interpolated_dims, geometry.head_dim)
         out = _solve_dprope(ws, threshold, interpolated_dims, opts["candidates"])
     else:
         if factors is not None and method == "longrope":
