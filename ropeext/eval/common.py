@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ropeext.errors import RopeextError
 
 
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
-                    stop_strings: list[str] | None = None) -> str:
+                    stop_strings: list[str] | None = None, *, stop_token_ids: list[int] | None = None,
+                    min_new_tokens: int = 0) -> str:
     """Greedy decoding without a KV cache mismatch: returns the decoded continuation only.
 
     ``stop_strings`` end the generation once the decoded text contains one of them (the text is
-    cut before it).
+    cut before it). ``stop_token_ids`` end it after one of those tokens is generated (the token is
+    kept, as ``generate(eos_token_id=[...])`` keeps it). For the first ``min_new_tokens`` steps EOS
+    and the stop tokens are suppressed (as ``generate(min_length=...)``).
     """
     import torch
 
@@ -23,16 +26,24 @@ def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     eos = tokenizer.eos_token_id
     generated: list[int] = []
+    stops = set(stop_token_ids or ())
+    banned = sorted(stops | ({eos} if eos is not None else set()))
     past = None
     with torch.no_grad():
         inp = ids
         for _ in range(max_new_tokens):
             out = model(input_ids=inp, cache=past, use_cache=True)
             past = out.cache
-            nxt = int(out.logits[0, -1].argmax())
+            logits = out.logits[0, -1]
+            if len(generated) < min_new_tokens and banned:
+                logits = logits.clone()
+                logits[banned] = float("-inf")
+            nxt = int(logits.argmax())
             if eos is not None and nxt == eos:
                 break
             generated.append(nxt)
+            if nxt in stops:
+                break
             inp = torch.tensor([[nxt]], device=device)
             if stop_strings:
                 text = tokenizer.decode(generated, skip_special_tokens=True)
@@ -96,8 +107,10 @@ class ResumableJsonl:
         return iter(self.records.values())
 
 
-def read_jsonl(path: str | Path, *, on_error: str = "fail") -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, record); a malformed line fails naming file and line, or is skipped."""
+def read_jsonl(path: str | Path, *, on_error: str = "fail",
+               on_skip: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, record); a malformed line fails naming file and line, or is skipped
+    (then ``on_skip(line_number, reason)`` is called, if given)."""
     path = Path(path)
     if not path.is_file():
         raise RopeextError(f"file not found: {path}")
@@ -109,5 +122,7 @@ def read_jsonl(path: str | Path, *, on_error: str = "fail") -> Iterator[tuple[in
                 yield n, json.loads(line)
             except json.JSONDecodeError as exc:
                 if on_error == "skip":
+                    if on_skip is not None:
+                        on_skip(n, f"malformed JSON line ({exc.msg})")
                     continue
                 raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None
