@@ -58,6 +58,9 @@ def _plan_from_kwargs(query, key, kwargs):
             raise RopeextError("packed attention got doc_ids without packed_layout; build the inputs with "
                                "ropeext.attention.model_inputs")
         plan = build_plan(kwargs["doc_ids"], layout)
+    if plan is not None and kwargs.get("use_cache"):
+        raise RopeextError("packed attention needs use_cache=False (transformers stops applying packed masks "
+                           "once a cache exists); build the inputs with ropeext.attention.model_inputs")
     if plan is not None and (key.shape[2] != query.shape[2] or query.shape[2] != plan.window):
         raise RopeextError(
             f"packed attention needs use_cache=False: got {query.shape[2]} queries against {key.shape[2]} keys "
