@@ -1,0 +1,166 @@
+"""ropeext analyze bf16: how far BF16 breaks RoPE's relative-position invariance in one model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+
+COMMAND = ("analyze", "bf16")
+HELP = "attention deviation under position shifts in bf16 vs fp32 vs a random bf16 copy (JSON + 3 plots)"
+
+RESULT_NAME = "bf16_deviation.json"
+DEFAULTS = {
+    "length": 4096,
+    "num_sequences": 50,
+    "deltas": None,  # ropeext.analysis.bf16.DEFAULT_DELTAS
+    "delta_ref": 16,
+    "logit_lengths": None,  # 64, 128, ... up to the window
+    "chunk_size": 512,
+    "numeric_path": "fa2-like",
+    "settings": None,  # bf16, fp32, random-bf16
+    "seed": 0,
+}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser) -> None:
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", required=True, help="model directory (or hub id)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens", metavar="PARQUET",
+                        help="tokenized held-out documents (column input_ids), e.g. results/tokens/test.parquet")
+    source.add_argument("--text-file", metavar="TXT", help="plain text, tokenized with the model's tokenizer")
+    parser.add_argument("--output", "--output-dir", dest="output", required=True, metavar="DIR",
+                        help=f"folder for {RESULT_NAME} and the three PNG plots")
+    parser.add_argument("--length", type=int, default=None,
+                        help="sequence length T (default 4096; the model's window if shorter)")
+    parser.add_argument("--num-sequences", type=int, default=None, help="sequences to average over (default 50)")
+    parser.add_argument("--deltas", type=_int_list, default=None,
+                        help="shifts delta1 compared with the reference (default 0,2,...,22,50,100,200,500,1000,2000)")
+    parser.add_argument("--delta-ref", type=int, default=None, help="reference shift delta2 (default 16)")
+    parser.add_argument("--logit-lengths", type=_int_list, default=None,
+                        help="lengths T for D_logit (default 64,128,... up to the model's window)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="query rows per block of the attention comparison (default 512)")
+    parser.add_argument("--numeric-path", choices=["fa2-like", "eager-bf16"], default=None,
+                        help="fa2-like: bf16 q,k with fp32 accumulation; eager-bf16: logits rounded to bf16 "
+                             "(default fa2-like)")
+    parser.add_argument("--settings", type=_str_list, default=None,
+                        help="comma-separated among bf16, fp32, random-bf16, fp64-exact (default bf16,fp32,random-bf16)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random-init copy and of the order documents are picked in (default 0)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    add_tracking_args(parser)
+
+
+def _resolve(args, config: dict | None) -> dict:
+    """CLI option, else config ``analysis.bf16.<key>``, else the built-in default."""
+    section = ((config or {}).get("analysis") or {}).get("bf16") or {}
+    values = {}
+    for key, default in DEFAULTS.items():
+        cli = getattr(args, key, None)
+        values[key] = cli if cli is not None else section.get(key, default)
+    return values
+
+
+def _bos_id(model_dir: str, tokenizer=None) -> int:
+    from transformers import AutoConfig
+
+    from ropeext.errors import RopeextError
+
+    config = AutoConfig.from_pretrained(model_dir)
+    for candidate in (getattr(config, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None),
+                      getattr(config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(candidate, list):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    raise RopeextError(f"{model_dir}: the model config names no bos_token_id (nor eos_token_id) to start sequences with")
+
+
+def run(args) -> None:
+    import torch
+    from transformers import AutoConfig
+
+    from ropeext import tracking
+    from ropeext.analysis.bf16 import DEFAULT_DELTAS, DEFAULT_SETTINGS, Spec, analyze, fit_lengths, jsonable, model_window
+    from ropeext.analysis.plots import write_plots
+    from ropeext.analysis.sequences import build_sequences, check_vocab, documents_from_parquet, documents_from_text
+    from ropeext.errors import RopeextError
+
+    config = config_from_args(args)
+    opts = _resolve(args, config)
+    if opts["num_sequences"] < 1:
+        raise RopeextError(f"--num-sequences: must be positive, got {opts['num_sequences']}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = str(args.model)
+    if not (Path(model_dir).is_dir() or "/" in model_dir):
+        raise RopeextError(f"--model: {model_dir} is neither a model directory nor a hub id like org/name")
+    try:
+        model_config = AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:  # noqa: BLE001
+        raise RopeextError(f"--model: cannot load a model config from {model_dir}: {exc}") from None
+
+    window = model_window(model_config)
+    length, logit_lengths, notes = fit_lengths(opts["length"], window, opts["logit_lengths"])
+    spec = Spec(length=length, deltas=list(opts["deltas"] or DEFAULT_DELTAS), delta_ref=opts["delta_ref"],
+                logit_lengths=logit_lengths, path=opts["numeric_path"], chunk_size=opts["chunk_size"])
+    settings = list(opts["settings"] or DEFAULT_SETTINGS)
+
+    if args.tokens:
+        source = args.tokens
+        docs = documents_from_parquet(args.tokens)
+        bos = _bos_id(model_dir)
+    else:
+        from ropeext.data.tokenizer import load_tokenizer
+
+        source = args.text_file
+        tokenizer = load_tokenizer(model_dir)
+        docs = documents_from_text(args.text_file, tokenizer)
+        bos = _bos_id(model_dir, tokenizer)
+    sequences, origin = build_sequences(docs, length=spec.max_length, count=opts["num_sequences"], bos_id=bos,
+                                        seed=opts["seed"], source=source)
+    check_vocab(sequences, int(model_config.vocab_size), source)
+    for note in notes:
+        print(f"note: {note}")
+
+    out = Path(args.output)
+    params = {"model": model_dir, "source": source, "length": spec.length, "num_sequences": opts["num_sequences"],
+              "deltas": spec.deltas, "delta_ref": spec.delta_ref, "logit_lengths": spec.logit_lengths,
+              "chunk_size": spec.chunk_size, "numeric_path": spec.path, "forward_attention": spec.forward_attention,
+              "settings": settings, "seed": opts["seed"]}
+    with tracking.stage_run("analyze_bf16", config=config, params=params, variant=args.variant,
+                            enabled=not args.no_mlflow) as run_:
+        result = analyze(model_dir, sequences, spec, settings=settings, seed=opts["seed"], device=args.device)
+        result.update({"variant": args.variant, "source": str(source), "sequences": origin, "window": window,
+                       "length_requested": opts["length"], "notes": notes, "seed": opts["seed"]})
+        out.mkdir(parents=True, exist_ok=True)
+        write_plots(result, out)
+        write_json(out / RESULT_NAME, jsonable(result))
+        run_.set_tags({"analysis.numeric_path": spec.path})
+        run_.log_metrics(result["summary"])
+        for name, res in result["settings"].items():
+            for delta, value in zip(res["shift"]["delta1"], res["shift"]["column"]["mean"]):
+                run_.log_metrics({f"{name}.D_vs_delta": value}, step=int(delta))
+            if res.get("logits"):
+                for t, first, mid in zip(res["logits"]["lengths"], res["logits"]["first"], res["logits"]["mid"]):
+                    run_.log_metrics({f"{name}.D_logit_first_vs_T": first, f"{name}.D_logit_mid_vs_T": mid}, step=int(t))
+        run_.log_outputs(out)
+    summary = result["summary"]
+    print(f"analyze bf16 ({spec.path}, T={spec.length}, {opts['num_sequences']} sequences) -> {out}")
+    for key, value in summary.items():
+        print(f"  {key}: {value:.4g}")
