@@ -1,0 +1,289 @@
+"""Attention backends against the dense-mask reference: outputs, gradients, leakage, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ropeext.attention import BACKENDS, model_inputs, set_backend
+from ropeext.attention.blockwise import blockwise_attention
+from ropeext.attention.flash import sdpa_varlen_kernel, varlen_attention
+from ropeext.attention.masks import attention_mask, attention_mask_torch, mask_predicate
+from ropeext.attention.plan import build_plan
+from ropeext.data.packing import LAYOUTS, pack_documents
+from ropeext.errors import RopeextError
+
+VOCAB = 120
+ANCHOR = 1
+
+
+def _packed(seed, W=48, n=40, hi=30, layout="anchor", pad_last=True):
+    rng = np.random.default_rng(seed)
+    docs = [list(rng.integers(3, VOCAB, rng.integers(1, hi))) for _ in range(n)]
+    out = pack_documents(docs, W, layout, ANCHOR, seed=seed, pad_last=pad_last)
+    return {k: torch.as_tensor(v) for k, v in out.items()}
+
+
+def _qkv(B, W, H=4, Hkv=2, D=8, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, h, W, D, generator=g, dtype=dtype).requires_grad_(True) for h in (H, Hkv, Hkv)]
+
+
+def _reference(q, k, v, doc_ids, layout):
+    mask = attention_mask_torch(doc_ids.long(), layout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blockwise_and_varlen_equal_dense_reference(layout, seed):
+    batch = _packed(seed, layout=layout)
+    doc = batch["doc_ids"]
+    B, W = doc.shape
+    q, k, v = _qkv(B, W, seed=seed)
+    ref = _reference(q, k, v, doc, layout)
+    plan = build_plan(doc, layout)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad((ref * grad_out).sum(), [q, k, v])
+    for out in (blockwise_attention(q, k, v, plan), varlen_attention(q, k, v, plan, kernel=sdpa_varlen_kernel)):
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+        grads = torch.autograd.grad((out * grad_out).sum(), [q, k, v])
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_plan_cost_is_sum_of_squares():
+    batch = _packed(3, W=64, layout="intra_doc")
+    doc = batch["doc_ids"].numpy()
+    plan = build_plan(doc, "intra_doc")
+    expect = 0
+    for row in doc:
+        _, counts = np.unique(row[row >= 0], return_counts=True)
+        expect += int((counts ** 2).sum()) + int((row < 0).sum())
+    assert plan.sum_sq() == expect
+    # anchor: every document segment grows by one (the anchor key), the anchor segment does not
+    aplan = build_plan(doc, "anchor")
+    docs_per_row = sum(int(r.max()) for r in doc)
+    assert aplan.sum_sq() == expect + sum(2 * int(c) + 1 for r in doc for c in np.unique(r[r > 0], return_counts=True)[1])
+    assert len(aplan.start) == len(plan.start) and docs_per_row == int(aplan.prefix.sum())
+
+
+def test_flex_mask_predicate_matches_mask():
+    batch = _packed(4, W=32)
+    doc = batch["doc_ids"].long()
+    idx = torch.arange(32)
+    for layout in LAYOUTS:
+        mod = mask_predicate(doc, layout)
+        for b in range(doc.shape[0]):
+            got = mod(torch.tensor(b), torch.tensor(0), idx[:, None], idx[None, :])
+            assert (got.numpy() == attention_mask(doc[b].numpy(), layout)).all()
+
+
+# --- through a transformers model -----------------------------------------------------------------
+
+def _model(dtype=torch.float32, kv_heads=2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=kv_heads, intermediate_size=96, max_position_embeddings=64,
+                      tie_word_embeddings=True, use_cache=False)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(dtype)
+
+
+def _logits_and_grads(model, batch, layout, backend):
+    set_backend(model, backend)
+    model.zero_grad()
+    out = model(**model_inputs(batch, layout, backend)).logits
+    labels = batch["labels"].long()
+    loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    loss.backward()
+    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_model_blockwise_equals_sdpa_mask(layout):
+    model = _model()
+    model.train()
+    batch = _packed(11, layout=layout)
+    ref, ref_g = _logits_and_grads(model, batch, layout, "sdpa_mask")
+    out, g = _logits_and_grads(model, batch, layout, "blockwise")
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    for name in ref_g:
+        torch.testing.assert_close(g[name], ref_g[name], atol=2e-5, rtol=1e-3, msg=name)
+    assert model.config._attn_implementation == "ropeext_blockwise"
+
+
+def test_sdpa_mask_full_uses_causal_fast_path():
+    batch = _packed(12, layout="full", pad_last=False)
+    kw = model_inputs(batch, "full", "sdpa_mask")
+    assert kw["attention_mask"] is None and kw["use_cache"] is False
+    model = _model()
+    set_backend(model, "sdpa_mask")
+    fast = model(**kw).logits
+    dense = model(**{**kw, "attention_mask": attention_mask_torch(batch["doc_ids"].long(), "full")}).logits
+    torch.testing.assert_close(fast, dense, atol=1e-5, rtol=1e-5)
+    padded = _packed(12, layout="full", pad_last=True, n=41)
+    assert (padded["doc_ids"] == -1).any()
+    mask = model_inputs(padded, "full", "sdpa_mask")["attention_mask"]  # padding needs the dense mask
+    assert mask.dtype == torch.bool and mask.shape == (len(padded["doc_ids"]), 1, 48, 48)
+
+
+def test_intra_doc_reset_matches_transformers_packed_mask():
+    """transformers builds its own per-sequence mask from restarting position ids (attention_mask=None)."""
+    model = _model()
+    set_backend(model, "sdpa_mask")
+    batch = _packed(13, layout="intra_doc_reset", pad_last=True)
+    ours = model(**model_inputs(batch, "intra_doc_reset", "sdpa_mask")).logits
+    theirs = model(input_ids=batch["input_ids"].long(), position_ids=batch["position_ids"].long(),
+                   use_cache=False).logits
+    real = batch["doc_ids"] >= 0  # transformers lets padding see padding; real tokens must agree
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+    set_backend(model, "blockwise")
+    block = model(**model_inputs(batch, "intra_doc_reset", "blockwise")).logits
+    torch.testing.assert_close(block[real], theirs[real], atol=1e-5, rtol=1e-5)
+
+
+def test_rope_relative_property_intra_doc_vs_reset():
+    """In float64, continuous and restarted positions give the same logits under per-document masks
+    (up to transformers computing the rotary angles in float32), unlike full attention."""
+    model = _model(torch.float64)
+    set_backend(model, "blockwise")
+    a = _packed(14, layout="intra_doc")
+    b = _packed(14, layout="intra_doc_reset")
+    assert (a["input_ids"] == b["input_ids"]).all() and not (a["position_ids"] == b["position_ids"]).all()
+    la = model(**model_inputs(a, "intra_doc", "blockwise")).logits
+    lb = model(**model_inputs(b, "intra_doc_reset", "blockwise")).logits
+    torch.testing.assert_close(la, lb, atol=1e-6, rtol=1e-5)
+    lf = model(**model_inputs(a, "full", "blockwise")).logits
+    assert (lf - la).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", ["sdpa_mask", "blockwise"])
+@pytest.mark.parametrize("layout", ["intra_doc", "intra_doc_reset", "anchor", "full"])
+def test_no_leakage_between_documents(backend, layout):
+    model = _model()
+    set_backend(model, backend)
+    batch = _packed(15, layout=layout, W=40)
+    doc = batch["doc_ids"]
+    row = int(torch.argmax((doc.max(dim=1).values >= 3).int()))
+    k = 2
+    changed = {**batch, "input_ids": batch["input_ids"].clone()}
+    sel = doc[row] == k
+    changed["input_ids"][row, sel] = (changed["input_ids"][row, sel] + 7) % (VOCAB - 3) + 3
+    with torch.no_grad():
+        before = model(**model_inputs(batch, layout, backend)).logits
+        after = model(**model_inputs(changed, layout, backend)).logits
+    diff = (before - after).abs().amax(-1)
+    outside = torch.ones_like(doc, dtype=torch.bool)
+    outside[row, sel] = False
+    assert diff[row, sel].max() > 1e-3  # the changed document itself does change
+    if layout == "full":  # full attention: later documents see document k
+        later = doc[row] > k
+        assert diff[row, later].max() > 1e-3
+        assert diff[row, doc[row] < k].max() == 0
+    else:
+        assert diff[outside].max() == 0
+        # the anchor's own state (column 0) is identical whatever the documents hold
+        assert diff[:, 0].max() == 0
+
+
+def test_gqa_and_bf16_blockwise():
+    model = _model(kv_heads=1)
+    batch = _packed(16, layout="anchor")
+    set_backend(model, "sdpa_mask")
+    ref = model(**model_inputs(batch, "anchor", "sdpa_mask")).logits
+    set_backend(model, "blockwise")
+    out = model(**model_inputs(batch, "anchor", "blockwise")).logits
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    model = model.to(torch.bfloat16)
+    out16 = model(**model_inputs(batch, "anchor", "blockwise")).logits
+    assert torch.isfinite(out16).all() and (out16.float() - ref).abs().mean() < 0.05
+
+
+def test_fallback_without_packing_info_is_plain_sdpa():
+    model = _model()
+    ids = torch.randint(3, VOCAB, (2, 24))
+    set_backend(model, "sdpa_mask")
+    ref = model(input_ids=ids).logits
+    set_backend(model, "blockwise")
+    torch.testing.assert_close(model(input_ids=ids).logits, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_use_cache_is_enforced():
+    model = _model()
+    set_backend(model, "blockwise")
+    batch = _packed(17, layout="anchor")
+    kw = model_inputs(batch, "anchor", "blockwise")
+    assert kw["use_cache"] is False and model.config.use_cache is False
+    with pytest.raises(RopeextError, match="use_cache=False"):
+        model(**{**kw, "use_cache": True})
+
+
+def test_bad_backend_and_batches():
+    model = _model()
+    batch = _packed(18)
+    with pytest.raises(RopeextError, match="unknown attention backend 'magic'"):
+        set_backend(model, "magic")
+    with pytest.raises(RopeextError, match="unknown attention backend"):
+        model_inputs(batch, "anchor", "magic")
+    with pytest.raises(RopeextError, match="unknown packing layout"):
+        model_inputs(batch, "diagonal", "blockwise")
+    with pytest.raises(RopeextError, match="doc_ids"):
+        model_inputs({"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, "anchor", "blockwise")
+    shifted = {**batch, "doc_ids": batch["doc_ids"] + 1}
+    with pytest.raises(RopeextError, match="anchor"):
+        model_inputs(shifted, "anchor", "blockwise")
+    assert set(BACKENDS) == {"sdpa_mask", "blockwise", "flex", "flash_varlen"}
+
+
+def test_flex_refuses_cpu_training():
+    model = _model()
+    model.train()
+    with pytest.raises(RopeextError, match="flex.*CPU"):
+        set_backend(model, "flex")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_flash_varlen_needs_flash_attn_and_gpu():
+    with pytest.raises(RopeextError, match="flash"):
+        set_backend(_model(), "flash_varlen")
+
+
+# --- GPU ------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (FlexAttention/flash-attn)")
+
+
+def _flash_available():
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@needs_cuda
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gpu_flex_equals_reference(layout):
+    model = _model().cuda().train()
+    batch = {k: v.cuda() for k, v in _packed(21, W=256, n=60, hi=90, layout=layout).items()}
+    ref, ref_g = _logits_and_grads(model, batch, layout, "sdpa_mask")
+    for backend in ("flex", "blockwise"):
+        out, g = _logits_and_grads(model, batch, layout, backend)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-3)
+        for name in ref_g:
+            torch.testing.assert_close(g[name], ref_g[name], atol=1e-4, rtol=1e-2, msg=name)
+
+
+@pytest.mark.skipif(not _flash_available(), reason="needs flash-attn and a CUDA GPU")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gpu_flash_varlen_equals_reference(layout):
+    model = _model(torch.bfloat16).cuda().train()
+    batch = {k: v.cuda() for k, v in _packed(22, W=256, n=60, hi=90, layout=layout).items()}
+    ref, _ = _logits_and_grads(model, batch, layout, "sdpa_mask")
+    out, _ = _logits_and_grads(model, batch, layout, "flash_varlen")
+    assert (out.float() - ref.float()).abs().mean() < 0.02
