@@ -1,0 +1,106 @@
+"""The RULER evaluation loop and its summary.
+
+``evaluate`` walks tasks x lengths x samples, builds each sample, generates greedily through the
+callable it is given and appends one record per sample to a resumable JSONL store, so a rerun
+continues where it stopped. Records keep the prompt's hash and size, not the prompt (prompts are
+rebuilt from the seed; at long lengths they would make the file huge).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+from ropeext.errors import RopeextError
+from ropeext.eval.ruler.fit import TooShort, encode
+from ropeext.eval.ruler.generate import Sources, make_sample
+from ropeext.eval.ruler.metrics import (RULER_THRESHOLD, average_by_length, effective_length, score_sample,
+                                        task_scores)
+
+
+def fingerprint(seed: int, templates: dict, sources: Sources, tokenizer) -> str:
+    """A short hash of everything that shapes the prompts (a resumed run must match it)."""
+    blob = json.dumps({
+        "seed": seed, "templates": templates,
+        "essay": None if sources.essay is None else hashlib.sha256(sources.essay.text.encode()).hexdigest(),
+        "qa": {k: [v.path, len(v.items), len(v.documents)] for k, v in sorted(sources.qa.items())},
+        "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id],
+    }, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: list[str], lengths: list[int],
+             num_samples: int, seed: int, sources: Sources, templates: dict, store,
+             progress=None, log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+    """Run (or resume) the grid; return the records and {task: {length: reason}} of skipped cells."""
+    fp = fingerprint(seed, templates, sources, tokenizer)
+    stale = [r["_id"] for r in store if r.get("fingerprint") != fp]
+    if stale:
+        raise RopeextError(f"{store.path}: holds predictions made with other settings (seed, templates, "
+                           f"sources or tokenizer), e.g. {stale[0]}; use another output folder or delete the file")
+    records: list[dict] = []
+    skipped: dict[str, dict[str, str]] = {}
+    for task in tasks:
+        for length in lengths:
+            hint = None
+            for index in range(num_samples):
+                _id = f"{task}/{length}/{index}"
+                if _id in store:
+                    records.append(store.records[_id])
+                    if progress is not None:
+                        progress.update(1)
+                    continue
+                try:
+                    sample = make_sample(task, length, index, tokenizer, seed=seed, sources=sources,
+                                         templates=templates, hint=hint)
+                except TooShort as exc:
+                    skipped.setdefault(task, {})[str(length)] = str(exc)
+                    log(f"skipped {task} at length {length}: {exc}")
+                    if progress is not None:
+                        progress.update(num_samples - index)
+                    break
+                hint = sample["n_units"] or None
+                prompt = sample.pop("prompt")
+                ids = encode(tokenizer, prompt)
+                prediction = generate(ids, sample["max_new_tokens"])
+                record = {**sample, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+                          "prediction": prediction,
+                          "score": score_sample(sample["metric"], prediction, sample["answers"]),
+                          "fingerprint": fp}
+                store.append(record)
+                records.append(record)
+                if progress is not None:
+                    progress.update(1)
+    return records, skipped
+
+
+def summarize(records: list[dict], *, tasks: list[str], lengths: list[int], subset: str,
+              threshold: float = RULER_THRESHOLD, skipped: dict | None = None) -> dict:
+    """Per task per length (x100), the average over tasks per length, its mean, the effective length."""
+    scores = task_scores(records)
+    avg = average_by_length(scores, tasks, lengths)
+    ran = [t for t in tasks if t in scores]
+    partial = {}
+    for L in lengths:
+        vals = [scores[t][L] for t in ran if L in scores[t]]
+        partial[L] = round(sum(vals) / len(vals), 2) if vals else None
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        c = counts.setdefault(r["task"], {})
+        c[str(r["length"])] = c.get(str(r["length"]), 0) + 1
+    full = [v for v in avg.values() if v is not None]
+    return {
+        "benchmark": "ruler",
+        "subset": subset,
+        "tasks": list(tasks),
+        "lengths": list(lengths),
+        "threshold": threshold,
+        "scores": {t: {str(L): v for L, v in s.items()} for t, s in scores.items()},
+        "average": {str(L): v for L, v in avg.items()},
+        "avg": round(sum(full) / len(full), 2) if full and len(full) == len(lengths) else None,
+        "effective_length": effective_length(avg, threshold),
+        "average_of_tasks_run": {str(L): v for L, v in partial.items()},
+        "samples": counts,
+        "skipped": skipped or {},
+    }
