@@ -105,13 +105,15 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     info.documents_kept = len(order)
     doc_len = lengths[order]
 
-    # Gather the shuffled documents into one stream without a Python loop over tokens.
+    # Gather the shuffled documents into one stream without a Python loop over tokens:
+    # stream[j] = tokens[j + shift of j's document].
     total = int(doc_len.sum())
     doc_start = np.zeros(len(order) + 1, dtype=np.int64)  # start of each document in the stream
     np.cumsum(doc_len, out=doc_start[1:])
-    doc_of = np.repeat(np.arange(len(order), dtype=np.int64), doc_len)  # stream position -> document
-    src = np.arange(total, dtype=np.int64) - doc_start[doc_of] + offsets[order][doc_of]
-    stream = tokens[src]
+    shift = np.repeat(offsets[order] - doc_start[:-1], doc_len)
+    shift += np.arange(total, dtype=np.int64)
+    stream = tokens[shift].astype(np.int32, copy=False)
+    del shift
 
     room = W - 1
     n_full = total // room
@@ -122,40 +124,44 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     info.tokens_dropped_last = total - used
     info.padding_tokens = n_win * room - used
 
-    body_tok = np.full(n_win * room, pad_id, dtype=np.int64)
-    body_tok[:used] = stream[:used]
-    body_doc = np.full(n_win * room, -1, dtype=np.int64)
-    body_doc[:used] = doc_of[:used]
-    body_tok = body_tok.reshape(n_win, room)
-    body_doc = body_doc.reshape(n_win, room)
-
-    # Document ids inside a window: 1 for the piece at column 1, +1 at every boundary.
-    real = body_doc >= 0
-    first_doc = body_doc[:, :1]
-    local_doc = np.where(real, body_doc - first_doc + 1, PAD_DOC)
-
     input_ids = np.empty((n_win, W), dtype=np.int32)
     input_ids[:, 0] = anchor_id
-    input_ids[:, 1:] = body_tok
+    body = input_ids[:, 1:]  # a view: the W-1 document columns
+    if n_win:
+        body[:n_full] = stream[:n_full * room].reshape(n_full, room)
+        if n_win > n_full:
+            body[n_full, :rest] = stream[n_full * room:]
+            body[n_full, rest:] = pad_id
+
+    # Document starts inside the body; column 0 of a window always starts a piece.
+    starts = np.zeros(n_win * room, dtype=bool)
+    first = doc_start[:-1]
+    starts[first[first < used]] = True
+    starts = starts.reshape(n_win, room)
+    starts[:, 0] = True
     doc_ids = np.empty((n_win, W), dtype=np.int32)
     doc_ids[:, 0] = 0
-    doc_ids[:, 1:] = local_doc
+    np.cumsum(starts, axis=1, dtype=np.int32, out=doc_ids[:, 1:])
 
-    position_ids = np.broadcast_to(np.arange(W, dtype=np.int32), (n_win, W)).copy()
-    if layout == "intra_doc_reset":
-        col = np.arange(room, dtype=np.int64)
-        win_start = np.arange(n_win, dtype=np.int64)[:, None] * room
-        piece_start = np.maximum(doc_start[np.where(real, body_doc, 0)] - win_start, 0)
-        position_ids[:, 1:] = np.where(real, col - piece_start, col + 1)
+    position_ids = np.empty((n_win, W), dtype=np.int32)
+    position_ids[:] = np.arange(W, dtype=np.int32)
+    if layout == "intra_doc_reset" and n_win:
+        col = np.arange(room, dtype=np.int32)
+        piece_start = np.where(starts, col, 0)
+        np.maximum.accumulate(piece_start, axis=1, out=piece_start)
+        np.subtract(col, piece_start, out=position_ids[:, 1:])
 
-    labels = np.full((n_win, W), IGNORE_INDEX, dtype=np.int32)
+    labels = np.empty((n_win, W), dtype=np.int32)
     labels[:, :-1] = input_ids[:, 1:]
-    nxt_doc = doc_ids[:, 1:]
-    cut = (nxt_doc == PAD_DOC) | (doc_ids[:, :-1] == PAD_DOC)
+    labels[:, -1] = IGNORE_INDEX
     if mask_boundary_labels:
-        cut |= doc_ids[:, :-1] != nxt_doc
-    labels[:, :-1][cut] = IGNORE_INDEX
-
+        labels[:, 0] = IGNORE_INDEX  # the anchor's label crosses into document 1
+        labels[:, 1:-1][starts[:, 1:]] = IGNORE_INDEX
+    if n_win > n_full:  # padding: doc id -1, position = column, no label at or before it
+        pad_from = 1 + rest
+        doc_ids[-1, pad_from:] = PAD_DOC
+        position_ids[-1, pad_from:] = np.arange(pad_from, W, dtype=np.int32)
+        labels[-1, pad_from - 1:] = IGNORE_INDEX
     columns = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
     return columns, info
 
