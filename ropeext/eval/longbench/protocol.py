@@ -132,7 +132,8 @@ def encode_prompt(tokenizer, prompt: str, max_length: int, *, chat: bool = False
                   add_bos: bool = False) -> tuple[list[int], dict]:
     """Tokenize a prompt the way the official prediction script does.
 
-    A prompt longer than ``max_length`` tokens keeps its first and last ``max_length // 2`` tokens;
+    A prompt longer than ``max_length`` tokens keeps its first and last ``max_length // 2`` tokens
+    (one less in all when a BOS is to be prepended);
     both halves are decoded and the joined text re-tokenized (after the chat template, where
     used). Re-tokenization can change the count by a few tokens; if the result still exceeds
     ``max_length`` it is cut again in the middle, in token space, so the input always fits.
@@ -142,8 +143,9 @@ def encode_prompt(tokenizer, prompt: str, max_length: int, *, chat: bool = False
         raise RopeextError(f"maximum input length {max_length} leaves no room for a prompt (need >= 2 tokens)")
     ids = tokenizer(prompt).input_ids
     info = {"prompt_tokens": len(ids), "truncated": False, "recut": False}
-    if len(ids) > max_length:
-        half = max_length // 2
+    room = max_length - 1 if add_bos and (not ids or ids[0] != tokenizer.bos_token_id) else max_length
+    if len(ids) > room:
+        half = room // 2
         prompt = (tokenizer.decode(ids[:half], skip_special_tokens=True)
                   + tokenizer.decode(ids[-half:], skip_special_tokens=True))
         info["truncated"] = True
