@@ -334,3 +334,17 @@ def test_cli_text_file_and_bad_inputs(tiny_model_dir, tmp_path, capsys):
     assert "vocabulary" in capsys.readouterr().err
     assert main(args[:-1] + ["bf17", "--text-file", str(text)]) == 2
     assert "bf17" in capsys.readouterr().err
+
+
+def test_options_resolve_cli_then_config_then_default():
+    import argparse
+
+    from ropeext.commands.analyze_bf16 import _resolve, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--tokens", "t.parquet", "--output", "o", "--length", "128"])
+    opts = _resolve(args, {"analysis": {"bf16": {"length": 512, "num_sequences": 7, "numeric_path": "eager-bf16"}}})
+    assert opts["length"] == 128  # the command line wins
+    assert opts["num_sequences"] == 7 and opts["numeric_path"] == "eager-bf16"  # then the config
+    assert opts["chunk_size"] == 512 and opts["delta_ref"] == 16  # then the defaults

@@ -35,7 +35,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def _title(result: dict, what: str) -> str:
-    return f"{what}\n{Path(result['model']).name} · path {result['numeric_path']} · {result['num_sequences']} sequences"
+    name = result.get("variant") or Path(result["model"]).name
+    return f"{what}\n{name} · path {result['numeric_path']} · {result['num_sequences']} sequences"
 
 
 def plot_shift(result: dict, path: str | Path) -> Path:
