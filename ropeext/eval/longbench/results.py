@@ -182,7 +182,8 @@ def plot_buckets(metrics_json: dict, path) -> None:
         ax.bar(range(len(tasks)), [metrics_json["tasks"][t]["score"] or 0 for t in tasks])
         ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
     ax.set_ylabel("score (x100)")
-    top = max([line_y for line in ax.get_lines() for line_y in line.get_ydata() if line_y == line_y] or [0])
+    ys = [y for line in ax.get_lines() for y in line.get_ydata()] + [p.get_height() for p in ax.patches]
+    top = max([y for y in ys if y == y] or [0])
     ax.set_ylim(0, max(5.0, 1.1 * float(top)))
     title = metrics_json.get("variant") or metrics_json.get("model") or "LongBench"
     ax.set_title(f"LongBench: {title}")
