@@ -187,7 +187,8 @@ def plot_buckets(metrics_json: dict, path) -> None:
     ax.set_ylim(0, max(5.0, 1.1 * float(top)))
     title = metrics_json.get("variant") or metrics_json.get("model") or "LongBench"
     ax.set_title(f"LongBench: {title}")
-    ax.legend(fontsize=7)
+    if names:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     from pathlib import Path
 
