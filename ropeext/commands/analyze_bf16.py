@@ -120,6 +120,10 @@ def run(args) -> None:
     spec = Spec(length=length, deltas=list(opts["deltas"] or DEFAULT_DELTAS), delta_ref=opts["delta_ref"],
                 logit_lengths=logit_lengths, path=opts["numeric_path"], chunk_size=opts["chunk_size"])
     settings = list(opts["settings"] or DEFAULT_SETTINGS)
+    rope_type = (getattr(model_config, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope_type == "dynamic":
+        notes.append("rope_type 'dynamic' rescales frequencies with the largest position, so a shift also "
+                     "changes the frequencies: deviations are not due to precision alone")
 
     if args.tokens:
         source = args.tokens
