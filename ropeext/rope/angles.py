@@ -45,11 +45,32 @@ def angle_bins(inv_freq: np.ndarray, positions: np.ndarray, bins: int, angle_dty
     two_pi = dtype.type(2.0 * math.pi)
     to_bin = dtype.type(bins / (2.0 * math.pi))
     angles = np.multiply.outer(positions.astype(dtype), freq)
-    np.fmod(angles, two_pi, out=angles)
+    if dtype == np.float32:
+        angles = remainder_float32(angles, two_pi)
+    else:
+        np.fmod(angles, two_pi, out=angles)
     angles *= to_bin
     idx = np.floor(angles, out=angles).astype(np.int64)
     np.minimum(idx, bins - 1, out=idx)
     return idx
+
+
+def remainder_float32(angles: np.ndarray, divisor: np.float32) -> np.ndarray:
+    """``fmod(angles, divisor)`` for non-negative float32 values, exactly, about 3x faster than np.fmod.
+
+    In float64 the product q * divisor (q < 2^28, divisor with a 24-bit mantissa) and the
+    difference angles - q * divisor are exact, so once the quotient q is corrected by one where the
+    float64 division rounded across an integer, the remainder is the exact one, which float32 holds.
+    """
+    if angles.size and float(angles.max()) >= 2.0 ** 27 * float(divisor):
+        return np.fmod(angles, divisor)
+    a = angles.astype(np.float64)
+    b = np.float64(divisor)
+    q = np.floor(a / b)
+    r = a - q * b
+    r[r < 0] += b
+    r[r >= b] -= b
+    return r.astype(np.float32)
 
 
 def angle_counts(inv_freq, length: int, bins: int, angle_dtype: str = "float32") -> np.ndarray:

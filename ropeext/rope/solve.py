@@ -93,7 +93,11 @@ def _solve_dprope(ws: Workspace, threshold, interpolated_dims, candidates) -> di
     pairs = np.arange(g.pairs)
     factors = np.stack([c.factors for c in cands])[chosen, pairs]
     result = per_pair(g, factors, "dprope", {"candidates": names})
-    d_final = ws.disturbance(result)
+    picked = np.stack([r.frequencies(g, ws.angle_dtype) for r in per_cand])[chosen, pairs]
+    if np.array_equal(result.frequencies(g, ws.angle_dtype), picked):
+        d_final = dist[chosen, pairs]  # the same per-pair frequencies, so the same histograms
+    else:
+        d_final = ws.disturbance(result)
     out = _scaling_dict(ws, result, d_final)
     out["threshold"] = None if n is not None else t
     out["interpolated_dims_requested"] = n
