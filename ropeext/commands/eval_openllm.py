@@ -1,0 +1,172 @@
+"""ropeext eval openllm: Open LLM tasks through lm-eval over a model directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+from ropeext.errors import RopeextError
+
+COMMAND = ("eval", "openllm")
+HELP = "Open LLM tasks with lm-eval (presets dprope_paper, leaderboard_v1, or local tasks built from held-out text)"
+
+LOCAL_DEFAULTS = {"items": 40, "fewshot_items": 5, "context_lines": 6, "choices": 4,
+                  "max_context_tokens": 192, "max_line_tokens": 32, "ppl_docs": 8, "ppl_tokens": 512}
+DEFAULTS = {"preset": "local", "tasks": None, "num_fewshot": None, "batch_size": 8, "limit": None,
+            "local": LOCAL_DEFAULTS}
+
+
+def add_arguments(parser) -> None:
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder for metrics.json, results.jsonl, predictions.jsonl and the local task folders")
+    parser.add_argument("--preset", default=None,
+                        help="dprope_paper, leaderboard_v1 or local (default: config eval.openllm.preset or local)")
+    parser.add_argument("--tasks", default=None,
+                        help="explicit lm-eval tasks instead of a preset, as name[:num_fewshot],... e.g. hellaswag:10,mmlu:5")
+    parser.add_argument("--num-fewshot", type=int, default=None,
+                        help="few-shot count for every task (overrides the preset's counts)")
+    parser.add_argument("--heldout", default=None,
+                        help="Parquet of held-out tokenized documents (input_ids) for the local tasks")
+    parser.add_argument("--include-path", action="append", default=[],
+                        help="extra folder of lm-eval task YAMLs (repeatable)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="the window lm-eval gives the model (default: the model's max_position_embeddings)")
+    parser.add_argument("--batch-size", default=None, help="lm-eval batch size (an integer or 'auto'; default 8)")
+    parser.add_argument("--limit", type=float, default=None,
+                        help="at most this many samples per task (a fraction if < 1); for quick checks only")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: config seed or 0)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracking_args(parser)
+
+
+def resolve_settings(args, config: dict | None) -> dict:
+    section = ((config or {}).get("eval") or {}).get("openllm") or {}
+    s = {k: section.get(k, v) for k, v in DEFAULTS.items()}
+    s["local"] = {**LOCAL_DEFAULTS, **(section.get("local") or {})}
+    if args.preset is not None or args.tasks is not None:
+        s["preset"], s["tasks"] = args.preset, args.tasks
+    if args.num_fewshot is not None:
+        s["num_fewshot"] = args.num_fewshot
+    if args.batch_size is not None:
+        s["batch_size"] = args.batch_size
+    if args.limit is not None:
+        s["limit"] = args.limit
+    bs = s["batch_size"]
+    if not (isinstance(bs, int) or str(bs) == "auto" or str(bs).isdigit()) or str(bs) == "0":
+        raise RopeextError(f"--batch-size: expected a positive integer or 'auto', got {bs!r}")
+    s["batch_size"] = bs if str(bs) == "auto" else int(bs)
+    if s["limit"] is not None:
+        if s["limit"] <= 0:
+            raise RopeextError(f"--limit: {s['limit']} must be positive")
+        s["limit"] = int(s["limit"]) if s["limit"] >= 1 else float(s["limit"])
+    if s["num_fewshot"] is not None and s["num_fewshot"] < 0:
+        raise RopeextError(f"--num-fewshot: {s['num_fewshot']} must be >= 0")
+    s["seed"] = args.seed if args.seed is not None else int((config or {}).get("seed", 0))
+    return s
+
+
+def _model_window(model: str) -> int:
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(str(model))
+    except Exception as exc:  # noqa: BLE001
+        raise RopeextError(f"cannot load model config from {model}: {str(exc).splitlines()[0]}") from None
+    window = getattr(cfg, "max_position_embeddings", None)
+    if not window:
+        raise RopeextError(f"{model}: config has no max_position_embeddings; give --max-length")
+    return int(window)
+
+
+def _fresh_state(out: Path, fingerprint: dict) -> None:
+    """Keep earlier per-entry results only when they were made with the same settings."""
+    state = out / "state.json"
+    if state.exists() and read_json(state) != fingerprint:
+        for name in ("results.jsonl", "predictions.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        print(f"openllm: settings changed since the last run in {out}; starting over")
+    write_json(state, fingerprint)
+
+
+def run(args) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from ropeext import tracking
+    from ropeext.config import config_hash
+    from ropeext.data.tokenizer import load_tokenizer
+    from ropeext.eval.common import ResumableJsonl
+    from ropeext.eval.openllm import presets, report, runner
+    from ropeext.eval.openllm.local_tasks import build_local_tasks
+
+    config = config_from_args(args)
+    s = resolve_settings(args, config)
+    entries = presets.resolve_tasks(s["preset"], s["tasks"], s["num_fewshot"])
+    names = [n for n, _ in entries]
+    out = Path(args.output_dir)
+    include = [Path(p) for p in args.include_path]
+    for p in include:
+        if not p.is_dir():
+            raise RopeextError(f"--include-path: folder not found: {p}")
+    model_path = str(args.model)
+    if not Path(model_path).is_dir() and "/" not in model_path:
+        raise RopeextError(f"model not found: {model_path} (expected a model directory or a hub id like org/name)")
+    max_length = args.max_length or _model_window(model_path)
+    variant = args.variant or Path(model_path.rstrip("/")).name
+    tok_path = args.tokenizer or model_path
+
+    local_manifest = None
+    if any(n in presets.LOCAL_TASKS for n in names):
+        if not args.heldout:
+            raise RopeextError(f"--heldout (a Parquet of held-out tokenized documents) is required for the local "
+                               f"tasks {', '.join(n for n in names if n in presets.LOCAL_TASKS)}")
+        tokenizer = load_tokenizer(tok_path)
+        loc = s["local"]
+        if max_length <= loc["max_line_tokens"] + 1:
+            raise RopeextError(f"--max-length {max_length} leaves no room for a context before a next line of up "
+                               f"to {loc['max_line_tokens']} tokens")
+        local_manifest = build_local_tasks(
+            args.heldout, tokenizer, out / "tasks", n_items=loc["items"], n_fewshot_items=loc["fewshot_items"],
+            context_lines=loc["context_lines"], n_choices=loc["choices"],
+            max_context_tokens=min(loc["max_context_tokens"], max_length - loc["max_line_tokens"] - 1),
+            max_line_tokens=loc["max_line_tokens"],
+            ppl_docs=loc["ppl_docs"], ppl_tokens=loc["ppl_tokens"],
+            seed=s["seed"])
+        include.append(out / "tasks")
+    elif (out / "tasks").is_dir():
+        shutil.rmtree(out / "tasks")
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"model": str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path,
+                   "max_length": max_length, "limit": s["limit"], "seed": s["seed"], "dtype": args.dtype,
+                   "local_tasks": config_hash(local_manifest["sha256"]) if local_manifest else None}
+    params = {"eval.openllm": s, "tasks": dict(entries), "model": model_path, "max_length": max_length,
+              "dtype": args.dtype, "device": device}
+    with tracking.stage_run("eval_openllm", config=config, params=params, variant=variant,
+                            enabled=not args.no_mlflow) as run_:
+        tm = runner.task_manager(include, names)
+        _fresh_state(out, fingerprint)
+        results_store = ResumableJsonl(out / "results.jsonl", key="_id")
+        samples_store = ResumableJsonl(out / "predictions.jsonl", key="_id")
+        lm = runner.make_lm(model_path, tokenizer=args.tokenizer, max_length=max_length,
+                            batch_size=s["batch_size"], device=device, dtype=args.dtype)
+        with tqdm(total=len(entries), desc="openllm", unit="task", disable=args.no_progress) as bar:
+            records = runner.evaluate_entries(lm, tm, entries, results_store=results_store,
+                                              samples_store=samples_store, limit=s["limit"], seed=s["seed"],
+                                              progress=bar)
+        preset = None if s["tasks"] else (s["preset"] or "local")
+        metrics = report.build_metrics(records, variant=variant, model=model_path, max_length=max_length,
+                                       preset=preset, local_tasks=local_manifest)
+        write_json(out / "metrics.json", metrics)
+        run_.set_tags({"lm_eval.version": metrics["lm_eval_version"]})
+        run_.log_metrics(report.flat_metrics(metrics))
+        run_.log_outputs(out)
+    scores = ", ".join(f"{t}: {v['score']:.4f}" for t, v in metrics["tasks"].items() if v["score"] is not None)
+    print(f"openllm {variant}: {scores} -> {out}")
