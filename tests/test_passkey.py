@@ -153,3 +153,25 @@ def test_cli_refuses_length_past_limit(tiny_model_dir, tmp_path, capsys):
                  "--no-mlflow"])
     assert code == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_cli_logs_mlflow_run(tiny_model_dir, tmp_path, monkeypatch):
+    import mlflow
+
+    from ropeext.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "passkey-test")
+    out = tmp_path / "pk"
+    assert main(["eval", "passkey", "--model", str(tiny_model_dir), "--output-dir", str(out), "--lengths", "48",
+                 "--depths", "0.5", "--samples", "2", "--max-new-tokens", "3", "--no-progress",
+                 "--variant", "v1"]) == 0
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["passkey-test"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    acc = json.loads((out / "metrics.json").read_text())["accuracy"]
+    assert runs[0].data.metrics["passkey.accuracy"] == acc
+    assert runs[0].data.tags["ropeext.variant"] == "v1"
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)}
+    assert {"metrics.json", "heatmap.png", "predictions.jsonl"} <= names
