@@ -20,3 +20,15 @@ rule all:
     input:
         f"{R}/report/summary.md",
     default_target: True
+
+
+onstart:
+    mlflow_start()
+
+
+onsuccess:
+    mlflow_end("FINISHED")
+
+
+onerror:
+    mlflow_end("FAILED")

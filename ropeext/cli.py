@@ -38,7 +38,8 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ropeext", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ropeext", description="RoPE context-window extension: DPRoPE scaling, AnchorAttention packing, evaluation.")
     parser.add_argument("--version", action="version", version=f"ropeext {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}

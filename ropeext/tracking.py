@@ -134,6 +134,63 @@ class StageRun:
                 self.log_artifact(f, None if str(rel) == "." else str(rel))
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise RopeextError(
+            f"MLflow tracking server {uri} cannot be reached ({exc}); start it, or set MLFLOW_TRACKING_URI / "
+            "mlflow.tracking_uri to a reachable store (default sqlite:///results/mlflow.db)") from None
+
+
+def init_store(uri: str, experiment: str) -> str:
+    """Create (or open) the store and the experiment once, before any job runs; return its id.
+
+    Run at workflow start: concurrent jobs creating a fresh sqlite store race each other.
+    """
+    check_reachable(uri)
+    import mlflow
+
+    artifact_root = _prepare_store(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return _experiment_id(mlflow, experiment, artifact_root)
+    except RopeextError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise RopeextError(f"MLflow tracking store {uri!r} cannot be used: {exc}") from None
+
+
+def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
+    """Open the parent run of one workflow invocation; stage runs nest under it."""
+    import mlflow
+
+    exp_id = init_store(uri, experiment)
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(exp_id, run_name="workflow", tags={"ropeext.stage": "workflow", **git_state(),
+                                                                **{k: str(v) for k, v in (tags or {}).items()}})
+    return run.info.run_id
+
+
+def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Close the parent run; delete it when no stage ran under it (a no-op invocation adds no run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1)
+    if not children:
+        client.delete_run(run_id)
+        return
+    client.set_terminated(run_id, status=status)
+
+
 @contextmanager
 def stage_run(stage: str, *, config: dict | None = None, params: dict | None = None,
               variant: str | None = None, tags: dict | None = None,

@@ -79,12 +79,33 @@ def _autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, device) -> float:
+    """Forward and backward over ``s.grad_accum`` micro-batches; return the batch's mean token loss.
+
+    Each micro-batch's summed loss is divided by the label count of the whole batch, so the
+    accumulated gradient equals the full batch's whatever the split.
+    """
+    from ropeext.attention import model_inputs
+
+    micro = s.batch_size // s.grad_accum
+    denom = max(1, int((batch["labels"] != -100).sum()))
+    total = 0.0
+    for a in range(s.grad_accum):
+        part = {k: torch.from_numpy(v[a * micro:(a + 1) * micro]).to(device) for k, v in batch.items()}
+        with _autocast(s.precision, device):
+            out = model(**model_inputs(part, s.layout, s.backend))
+        loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
+        (loss_sum / denom).backward()
+        total += float(loss_sum.detach())
+    return total / denom
+
+
 def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True) -> dict:
     """Train ``model`` in place on packed windows; return a summary dict.
 
     ``run`` is a ``ropeext.tracking.StageRun`` receiving per-step metrics.
     """
-    from ropeext.attention import model_inputs, set_backend
+    from ropeext.attention import set_backend
 
     s = settings
     device = next(model.parameters()).device
@@ -105,7 +126,6 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
         [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=s.lr, betas=tuple(s.betas), foreach=True)
 
-    micro = s.batch_size // s.grad_accum
     history: list[dict] = []
     tokens_seen = 0
     t_start = time.perf_counter()
@@ -120,20 +140,8 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
         for g in opt.param_groups:
             g["lr"] = lr
         idx = batch_indices(step, s.batch_size, data.windows, s.seed)
-        total_loss, total_count = 0.0, 0
-        denom = max(1, int((data.batch(idx)["labels"] != -100).sum()))
-        for a in range(s.grad_accum):
-            part = data.batch(idx[a * micro:(a + 1) * micro])
-            batch = {k: torch.from_numpy(v).to(device) for k, v in part.items()}
-            n_label = int((batch["labels"] != -100).sum())
-            with _autocast(s.precision, device):
-                out = model(**model_inputs(batch, s.layout, s.backend))
-            loss_sum, _ = causal_lm_loss(out.logits, batch["labels"])
-            (loss_sum / denom).backward()
-            total_loss += float(loss_sum)
-            total_count += n_label
-            tokens_seen += int(batch["input_ids"].numel())
-        loss = total_loss / max(1, total_count)
+        loss = accumulate_gradients(model, data.batch(idx), s, device)
+        tokens_seen += s.batch_size * data.window
         if not math.isfinite(loss):
             raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping")
         if s.precision == "bf16":

@@ -9,7 +9,7 @@ min_version("9.0")
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-from ropeext.config import validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.config import config_hash, validate_config  # noqa: E402  (cross-key checks, same schema)
 
 validate_config(config, source="config")
 
@@ -120,3 +120,21 @@ wildcard_constraints:
     target=r"\d+",
     window=r"\d+",
     split="train|validation|test",
+
+
+def mlflow_start():
+    """Open the store once (fail fast if unreachable) and a parent run for this invocation."""
+    from ropeext.tracking import start_parent
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    run_id = start_parent(uri, os.environ["MLFLOW_EXPERIMENT_NAME"],
+                          tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
+    os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
+
+
+def mlflow_end(status):
+    from ropeext.tracking import end_parent
+
+    run_id = os.environ.get("ROPEEXT_PARENT_RUN_ID")
+    if run_id:
+        end_parent(os.environ["MLFLOW_TRACKING_URI"], run_id, status)

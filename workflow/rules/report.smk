@@ -2,7 +2,7 @@ rule report:
     input:
         ppl=[f"{R}/eval/ppl/{v}/metrics.json" for v in all_variants()],
         compare=expand(f"{R}/rope/compare-{{target}}/table.csv", target=TARGETS),
-        angles=expand(f"{R}/rope/angles-{{target}}", target=TARGETS),
+        angles=expand(f"{R}/rope/angles-{{target}}/heatmap.png", target=TARGETS),
     output:
         summary=f"{R}/report/summary.md",
         ppl_csv=f"{R}/report/ppl.csv",

@@ -3,7 +3,8 @@
 
 rule angles:
     output:
-        directory(f"{R}/rope/angles-{{target}}"),
+        npz=f"{R}/rope/angles-{{target}}/histograms.npz",
+        png=f"{R}/rope/angles-{{target}}/heatmap.png",
     params:
         geometry=geometry_args,
         methods=",".join(config["rope"]["compare_methods"]),
@@ -15,7 +16,7 @@ rule angles:
     conda:
         ENV
     shell:
-        "ropeext angles {params.geometry} --methods {params.methods} --output-dir {output} "
+        "ropeext angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
         "--variant {params.variant} > {log} 2>&1"
 
 
