@@ -1,0 +1,198 @@
+"""ropeext eval ruler: the RULER-style long-context suite, generated locally at any length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.errors import RopeextError
+
+COMMAND = ("eval", "ruler")
+HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
+        "metrics JSON, predictions JSONL, heat maps")
+
+DEFAULTS = {
+    "lengths": [256, 512, 1024],
+    "samples": 5,
+    "subset": "all",
+    "tasks": None,
+    "threshold": 85.6,
+    "essay_source": None,
+    "squad": None,
+    "hotpotqa": None,
+    "templates": None,
+    "max_length": None,
+}
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise RopeextError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise RopeextError(f"{option}: expected positive integers, got {text!r}")
+    return vals
+
+
+def add_arguments(parser) -> None:
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder for metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
+    parser.add_argument("--lengths", default=None,
+                        help=f"comma-separated sequence lengths in model tokens, prompt + answer budget "
+                             f"(default: config eval.ruler.lengths or {DEFAULTS['lengths']})")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"samples per task and length (RULER uses 500; default {DEFAULTS['samples']})")
+    parser.add_argument("--subset", default=None,
+                        help="task subset: all, synthetic (no QA) or anchor_llama2 (without niah_multikey_3 "
+                             "and cwe, as the AnchorAttention paper's Llama-2 tables); default all")
+    parser.add_argument("--tasks", default=None, help="comma-separated task names (overrides --subset)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="effective-length threshold on the average score (default 85.6, RULER's)")
+    parser.add_argument("--essay-source", default=None,
+                        help="essay haystack: a folder of .txt files or a Parquet with an input_ids column "
+                             "(decoded with the tokenizer)")
+    parser.add_argument("--essay-tokenizer", default=None,
+                        help="tokenizer that wrote the essay Parquet's input_ids (default: the model's)")
+    parser.add_argument("--squad", default=None, help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
+    parser.add_argument("--hotpotqa", default=None, help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
+    parser.add_argument("--templates", default=None,
+                        help="YAML/JSON overriding per-kind template / answer_prefix / max_new_tokens")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="the longest sequence the model may be given (default: its max_position_embeddings); "
+                             "raise it to measure extrapolation past the window")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the samples (default: config seed or 0)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracking_args(parser)
+
+
+def resolve_settings(args, config: dict | None) -> dict:
+    from ropeext.eval.ruler.tasks import resolve_tasks
+
+    section = ((config or {}).get("eval") or {}).get("ruler") or {}
+    s = {k: section.get(k, v) for k, v in DEFAULTS.items()}
+    if args.lengths is not None:
+        s["lengths"] = _ints(args.lengths, "--lengths")
+    for name in ("samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
+                 "max_length"):
+        if getattr(args, name) is not None:
+            s[name] = getattr(args, name)
+    s["seed"] = args.seed if args.seed is not None else int((config or {}).get("seed", 0))
+    if int(s["samples"]) <= 0:
+        raise RopeextError(f"--samples: {s['samples']} must be positive")
+    if not s["lengths"] or any(int(L) <= 0 for L in s["lengths"]):
+        raise RopeextError(f"lengths: expected positive integers, got {s['lengths']}")
+    s["lengths"] = sorted(dict.fromkeys(int(L) for L in s["lengths"]))
+    s["tasks"], s["subset"] = resolve_tasks(s["tasks"], s["subset"])
+    return s
+
+
+def _window(model_path: str, max_length: int | None) -> int | None:
+    if max_length is not None:
+        return int(max_length)
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(str(model_path))
+    except Exception as exc:  # noqa: BLE001
+        raise RopeextError(f"cannot load model config from {model_path}: {exc}") from None
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def run(args) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from ropeext import tracking
+    from ropeext.data.tokenizer import load_tokenizer
+    from ropeext.eval.common import ResumableJsonl, greedy_generate
+    from ropeext.eval.ruler import qa as qa_mod
+    from ropeext.eval.ruler import report
+    from ropeext.eval.ruler.generate import Sources
+    from ropeext.eval.ruler.haystack import essay_stream
+    from ropeext.eval.ruler.run import evaluate, summarize
+    from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates
+    from ropeext.modeling import load_causal_lm
+
+    config = config_from_args(args)
+    s = resolve_settings(args, config)
+    templates = load_templates(s["templates"])
+    if not Path(str(args.model)).exists() and "/" not in str(args.model):
+        raise RopeextError(f"model not found: {args.model} (expected a model directory or a hub id like org/name)")
+    window = _window(args.model, s["max_length"])
+    if window:
+        too_long = [L for L in s["lengths"] if L > window]
+        if too_long:
+            raise RopeextError(f"--lengths: {', '.join(map(str, too_long))} exceed the model's window of {window} "
+                               f"tokens (max_position_embeddings of {args.model}); pass --max-length to allow "
+                               f"extrapolation past it")
+
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    tasks = list(s["tasks"])
+    sources = Sources()
+    if any(TASKS[t].get("haystack") == "essay" for t in tasks):
+        if not s["essay_source"]:
+            need = [t for t in tasks if TASKS[t].get("haystack") == "essay"]
+            raise RopeextError(f"tasks {', '.join(need)} need an essay haystack: pass --essay-source (a folder "
+                               f"of .txt files or a Parquet of input_ids) or choose other --tasks")
+        essay_tok = load_tokenizer(args.essay_tokenizer) if args.essay_tokenizer else tokenizer
+        sources.essay = essay_stream(s["essay_source"], essay_tok, max_tokens=4 * max(s["lengths"]) + 4096)
+    qa_skipped = {}
+    for task in [t for t in tasks if t in QA_TASKS]:
+        dataset = TASKS[task]["dataset"]
+        path = s[dataset]
+        if path:
+            sources.qa[dataset] = qa_mod.LOADERS[dataset](path)
+        else:
+            option = "--squad" if dataset == "squad" else "--hotpotqa"
+            print(f"skipping {task}: no {dataset} file given ({option} PATH)")
+            qa_skipped[task] = {str(L): f"no {dataset} file given ({option})" for L in s["lengths"]}
+    tasks_to_run = [t for t in tasks if t not in qa_skipped]
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    variant = args.variant or Path(str(args.model).rstrip("/")).name
+    dtype = getattr(torch, args.dtype)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(args.model, dtype=dtype).to(device).eval()
+
+    def generate(ids: list[int], max_new_tokens: int) -> str:
+        return greedy_generate(model, tokenizer, ids, max_new_tokens)
+
+    params = {"eval.ruler": {k: v for k, v in s.items()}, "model": str(args.model), "dtype": args.dtype,
+              "device": device, "window": window}
+    with tracking.stage_run("eval_ruler", config=config, params=params, variant=variant,
+                            enabled=not args.no_mlflow) as run_:
+        store = ResumableJsonl(out / "predictions.jsonl", key="_id")
+        total = len(tasks_to_run) * len(s["lengths"]) * s["samples"]
+        with tqdm(total=total, desc="ruler", unit="sample", disable=args.no_progress) as bar:
+            records, skipped = evaluate(generate, tokenizer, tasks=tasks_to_run, lengths=s["lengths"],
+                                        num_samples=s["samples"], seed=s["seed"], sources=sources,
+                                        templates=templates, store=store, progress=bar,
+                                        log=lambda msg: tqdm.write(msg))
+        skipped.update(qa_skipped)
+        summary = summarize(records, tasks=tasks, lengths=s["lengths"], subset=s["subset"],
+                            threshold=float(s["threshold"]), skipped=skipped)
+        metrics = {"variant": variant, "model": str(args.model), "window": window, "seed": s["seed"],
+                   "samples_per_cell": s["samples"], **summary}
+        write_json(out / "metrics.json", metrics)
+        report.plot_overview(metrics, out / "heatmap.png")
+        report.plot_task_heatmaps(records, s["lengths"], out / "heatmaps")
+        logged = {f"ruler.{t}.L{L}": v for t, by in metrics["scores"].items() for L, v in by.items()}
+        logged |= {f"ruler.avg.L{L}": v for L, v in metrics["average"].items() if v is not None}
+        if metrics["avg"] is not None:
+            logged["ruler.avg"] = metrics["avg"]
+        if metrics["effective_length"] is not None:
+            logged["ruler.effective_length"] = metrics["effective_length"]
+        run_.log_metrics(logged)
+        run_.set_tags({"ruler.subset": s["subset"]})
+        run_.log_outputs(out)
+        run_.log_artifact(out / "predictions.jsonl")
+    by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
+    print(f"ruler {variant} ({s['subset']}): average by length {by_len}; effective length "
+          f"{metrics['effective_length']} (threshold {s['threshold']}) -> {out}")
