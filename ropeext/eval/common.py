@@ -32,7 +32,7 @@ def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int
     with torch.no_grad():
         inp = ids
         for _ in range(max_new_tokens):
-            out = model(input_ids=inp, cache=past, use_cache=True)
+            out = model(input_ids=inp, cache=past, use_cache=True, logits_to_keep=1)
             past = out.cache
             logits = out.logits[0, -1]
             if len(generated) < min_new_tokens and banned:
