@@ -43,26 +43,37 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     vf = value.transpose(1, 2).reshape(B * W, Hkv, D)
 
     def make():
-        parts = []
-        for width, idx, sel, dest in plan.buckets():
-            parts.append((width, torch.as_tensor(idx, device=device), torch.as_tensor(sel, device=device),
-                          torch.as_tensor(dest, device=device)))
-        dest_all = torch.cat([p[3] for p in parts])
+        # One gather for every bucket (a single index_add in the backward pass), and one gather that
+        # picks each token's output row out of the concatenated bucket outputs.
+        widths, counts, gathers, picks = [], [], [], []
+        offset = 0
+        for width, idx, sel, _dest in plan.buckets():
+            widths.append(width)
+            counts.append(idx.shape[0])
+            gathers.append(torch.as_tensor(idx.reshape(-1)))
+            picks.append(torch.as_tensor(sel) + offset)
+            offset += idx.size
+        dest_all = torch.cat([torch.as_tensor(b[3]) for b in plan.buckets()])
         inverse = torch.empty_like(dest_all)
-        inverse[dest_all] = torch.arange(len(dest_all), device=device)
-        return parts, inverse
+        inverse[dest_all] = torch.arange(len(dest_all))
+        pick = torch.cat(picks)[inverse]
+        return widths, counts, torch.cat(gathers).to(device), pick.to(device)
 
-    parts, inverse = _index(plan, device, "buckets", make)
-    outs = []
+    widths, counts, gather, pick = _index(plan, device, "buckets", make)
     gqa = Hkv != H
-    for width, idx, sel, _dest in parts:
-        n = idx.shape[0]
-        flat = idx.reshape(-1)
-        qg = qf.index_select(0, flat).view(n, width, H, D).transpose(1, 2)
-        kg = kf.index_select(0, flat).view(n, width, Hkv, D).transpose(1, 2)
-        vg = vf.index_select(0, flat).view(n, width, Hkv, D).transpose(1, 2)
+    qg_all = qf.index_select(0, gather)
+    kg_all = kf.index_select(0, gather)
+    vg_all = vf.index_select(0, gather)
+    sizes = [n * width for width, n in zip(widths, counts)]
+    # split, not slicing: its backward is one concatenation instead of a zero-filled full-size
+    # gradient per bucket
+    outs = []
+    for width, n, qg, kg, vg in zip(widths, counts, qg_all.split(sizes), kg_all.split(sizes), vg_all.split(sizes)):
+        qg = qg.view(n, width, H, D).transpose(1, 2)
+        kg = kg.view(n, width, Hkv, D).transpose(1, 2)
+        vg = vg.view(n, width, Hkv, D).transpose(1, 2)
         og = F.scaled_dot_product_attention(qg, kg, vg, is_causal=width > 1, scale=scale,
                                             dropout_p=dropout, enable_gqa=gqa)
-        outs.append(og.transpose(1, 2).reshape(n * width, H, D).index_select(0, sel))
-    out = torch.cat(outs).index_select(0, inverse)
+        outs.append(og.transpose(1, 2).reshape(n * width, H, D))
+    out = torch.cat(outs).index_select(0, pick)
     return out.view(B, W, H, D)
