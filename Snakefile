@@ -6,6 +6,10 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+from ropeext.workflow import end_invocation, start_invocation  # noqa: E402
+
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/rope.smk"
@@ -23,12 +27,12 @@ rule all:
 
 
 onstart:
-    mlflow_start()
+    start_invocation(config)
 
 
 onsuccess:
-    mlflow_end("FINISHED")
+    end_invocation("FINISHED")
 
 
 onerror:
-    mlflow_end("FAILED")
+    end_invocation("FAILED")

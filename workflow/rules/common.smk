@@ -1,6 +1,5 @@
 # Config validation, path helpers and the variant grid shared by every rule file.
 import json
-import os
 
 from snakemake.utils import min_version, validate
 
@@ -9,7 +8,8 @@ min_version("9.0")
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-from ropeext.config import config_hash, validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.config import validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.workflow import export_tracking_env, write_resolved_config  # noqa: E402
 
 validate_config(config, source="config")
 
@@ -25,25 +25,8 @@ ARCH = config["model"]["architecture"]
 HEAD_DIM = ARCH["hidden_size"] // ARCH["num_attention_heads"]
 ROPE_THETA = ARCH["rope_theta"]
 
-# every stage job logs to the same MLflow store and experiment unless the environment says otherwise
-os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
-os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
-
-
-def resolved_config_path():
-    """The validated config with defaults filled, written once per change; every CLI call reads it."""
-    path = f"{R}/.config/config.yaml"
-    text = json.dumps(config, sort_keys=True, indent=1)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    return path
-
-
-CONFIG = resolved_config_path()
+export_tracking_env(config)
+CONFIG = write_resolved_config(config, R)
 
 
 def section(*keys):
@@ -121,20 +104,3 @@ wildcard_constraints:
     window=r"\d+",
     split="train|validation|test",
 
-
-def mlflow_start():
-    """Open the store once (fail fast if unreachable) and a parent run for this invocation."""
-    from ropeext.tracking import start_parent
-
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    run_id = start_parent(uri, os.environ["MLFLOW_EXPERIMENT_NAME"],
-                          tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
-    os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
-
-
-def mlflow_end(status):
-    from ropeext.tracking import end_parent
-
-    run_id = os.environ.get("ROPEEXT_PARENT_RUN_ID")
-    if run_id:
-        end_parent(os.environ["MLFLOW_TRACKING_URI"], run_id, status)

@@ -1,0 +1,48 @@
+"""Python support for the Snakemake workflow (called from workflow/rules/common.smk and the Snakefile).
+
+Kept in the package so the rule files stay declarative: the resolved config every job reads,
+the MLflow environment jobs inherit, and the parent run of one workflow invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ropeext.config import config_hash
+
+
+def write_resolved_config(config: dict, results_dir: str) -> str:
+    """Write the validated config (defaults filled) where every job reads it; rewrite only on change."""
+    path = os.path.join(results_dir, ".config", "config.yaml")
+    text = json.dumps(config, sort_keys=True, indent=1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not os.path.exists(path) or open(path).read() != text:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def export_tracking_env(config: dict) -> None:
+    """Jobs log to the config's MLflow store and experiment unless the environment already names them."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
+
+
+def start_invocation(config: dict) -> None:
+    """Open the store once (failing fast when it cannot be reached) and this invocation's parent run."""
+    from ropeext.tracking import start_parent
+
+    run_id = start_parent(os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"],
+                          tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
+    os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
+
+
+def end_invocation(status: str) -> None:
+    from ropeext.tracking import end_parent
+
+    run_id = os.environ.pop("ROPEEXT_PARENT_RUN_ID", None)
+    if run_id:
+        end_parent(os.environ["MLFLOW_TRACKING_URI"], run_id, status)

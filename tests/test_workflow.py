@@ -1,0 +1,115 @@
+"""One real Snakemake run of the whole DAG on the micro config (.test/config.yaml)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("ROPEEXT_PARENT_RUN_ID", None)
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
+           "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("logs/*/*.log")))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-4000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("micro")
+    _snakemake(workdir)
+    return workdir
+
+
+def _runs(workdir: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/results/mlflow.db")
+    exps = [e for e in client.search_experiments() if e.name != "Default"]
+    assert [e.name for e in exps] == ["ropeext-micro"]
+    return client, client.search_runs([exps[0].experiment_id], max_results=1000)
+
+
+def test_report_has_every_variant(micro_run):
+    import pandas as pd
+
+    summary = (micro_run / "results" / "report" / "summary.md").read_text()
+    table = pd.read_csv(micro_run / "results" / "report" / "ppl.csv", index_col=0)
+    variants = {f"micro-{m}-64-{lay}" for m in ("none", "dprope") for lay in ("noft", "full", "anchor")}
+    assert set(table.index) == variants
+    assert list(table.columns[-3:]) == ["32", "64", "128"]
+    assert (table[["32", "64", "128"]] > 1).all().all()
+    for v in variants:
+        assert v in summary
+    assert (micro_run / "results" / "report" / "ppl.png").stat().st_size > 1000
+    assert "RoPE disturbance" in summary
+
+
+def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
+    client, runs = _runs(micro_run)
+    jobs = sorted(micro_run.glob("benchmarks/*/*.tsv"))
+    parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
+    stages = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
+    assert len(parents) == 1 and len(stages) == len(jobs) > 15
+    for r in stages:
+        assert r.info.status == "FINISHED", r.info.run_name
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert r.data.params, r.info.run_name
+        assert "git.sha" in r.data.tags
+    by_stage = {}
+    for r in stages:
+        by_stage.setdefault(r.data.tags["ropeext.stage"], []).append(r)
+    assert len(by_stage["finetune"]) == 4 and len(by_stage["eval_ppl"]) == 6
+    ppl = by_stage["eval_ppl"][0]
+    assert {"ppl_at_32", "ppl_at_64", "ppl_at_128"} <= set(ppl.data.metrics)
+    assert {a.path for a in client.list_artifacts(ppl.info.run_id)} >= {"metrics.json", "ppl.png"}
+    ft = by_stage["finetune"][0]
+    assert "train/loss" in ft.data.metrics and len(client.get_metric_history(ft.info.run_id, "train/loss")) >= 1
+    report = by_stage["report"][0]
+    assert "summary.md" in {a.path for a in client.list_artifacts(report.info.run_id)}
+
+
+def test_rerun_does_nothing_and_adds_no_run(micro_run):
+    _, before = _runs(micro_run)
+    dry = _snakemake(micro_run, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    _snakemake(micro_run)
+    _, after = _runs(micro_run)
+    assert len(after) == len(before)
+
+
+def test_lint_is_clean_and_dry_run_lists_every_stage(tmp_path):
+    lint = _snakemake(tmp_path, "--lint")
+    assert "Congratulations" in lint.stdout + lint.stderr
+    dry = _snakemake(tmp_path, "-n")
+    for rule in ("corpus", "tokenizer", "angles", "solve", "compare", "pack", "pretrain", "finetune", "eval_ppl",
+                 "report"):
+        assert f"rule {rule}:" in dry.stdout, rule
+    assert not (tmp_path / "results" / "mlflow.db").exists()  # a dry run opens no store
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune:\n  lr: fast\n")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
+                           str(REPO / ".test" / "config.yaml"), str(bad), "--cores", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "lr" in proc.stderr and "fast" in proc.stderr
+    assert not (tmp_path / "results" / "corpus").exists()
