@@ -42,7 +42,8 @@ def test_eval_ruler_end_to_end_and_resume(tmp_path, tiny_model_dir, essay_dir, m
     assert "skipping qa_2" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["subset"] == "all" and len(metrics["tasks"]) == 13 and metrics["lengths"] == [512, 1024]
+    assert metrics["subset"] == "all without qa_2" and len(metrics["tasks"]) == 12
+    assert "qa_2" not in metrics["tasks"] and metrics["lengths"] == [512, 1024]
     assert "qa_2" in metrics["skipped"] and "cwe" in metrics["skipped"]  # no file; too long for 1024
     assert metrics["average"]["1024"] is None  # not all 13 tasks ran at 1024
     assert metrics["effective_length"] is None
@@ -97,3 +98,18 @@ def test_eval_ruler_bad_input(tmp_path, tiny_model_dir, capsys, extra, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_eval_ruler_average_and_effective_length(tmp_path, tiny_model_dir):
+    templates = tmp_path / "templates.yaml"
+    templates.write_text("niah:\n  max_new_tokens: 4\nvt:\n  max_new_tokens: 4\n")
+    out = tmp_path / "r"
+    assert main(["eval", "ruler", "--model", str(tiny_model_dir), "--output-dir", str(out), "--templates",
+                 str(templates), "--tasks", "vt,niah_single_1", "--lengths", "1024,512", "--samples", "1",
+                 "--max-length", "1024", "--threshold", "-1", "--no-mlflow", "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["subset"] == "custom" and m["tasks"] == ["niah_single_1", "vt"] and m["lengths"] == [512, 1024]
+    for L in ("512", "1024"):
+        assert m["average"][L] == round((m["scores"]["niah_single_1"][L] + m["scores"]["vt"][L]) / 2, 2)
+    assert m["effective_length"] == 1024  # every average is above a threshold of -1
+    assert m["threshold"] == -1.0

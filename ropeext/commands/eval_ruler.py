@@ -176,7 +176,10 @@ def run(args) -> None:
                                         templates=templates, store=store, progress=bar,
                                         log=lambda msg: tqdm.write(msg))
         skipped.update(qa_skipped)
-        summary = summarize(records, tasks=tasks, lengths=s["lengths"], subset=s["subset"],
+        # QA tasks without a source leave the task list (and the label says so); tasks too long
+        # for a length stay in it, so that length has no complete average
+        subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")
+        summary = summarize(records, tasks=tasks_to_run, lengths=s["lengths"], subset=subset,
                             threshold=float(s["threshold"]), skipped=skipped)
         metrics = {"variant": variant, "model": str(args.model), "window": window, "seed": s["seed"],
                    "samples_per_cell": s["samples"], **summary}
@@ -194,5 +197,5 @@ def run(args) -> None:
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
-    print(f"ruler {variant} ({s['subset']}): average by length {by_len}; effective length "
+    print(f"ruler {variant} ({subset}): average by length {by_len}; effective length "
           f"{metrics['effective_length']} (threshold {s['threshold']}) -> {out}")
