@@ -1,16 +1,36 @@
-"""One readable training loop for pre-training and fine-tuning.
+"""One readable training loop for pre-training and fine-tuning, on one CPU process or many GPUs.
 
 Precision modes:
   fp32        fp32 weights, fp32 compute.
   bf16-mixed  fp32 weights, bf16 autocast for the forward pass.
   bf16        bf16 weights and activations; fp32 master weights and fp32 optimizer state
-              (the model's bf16 weights are refreshed from the fp32 masters after every step).
+              (the model's bf16 weights are refreshed from the fp32 masters after every step, as
+              DeepSpeed's bf16 mode does). Under FSDP / DeepSpeed the engine keeps the fp32 masters
+              (sharded) and computes in bf16 (``mixed_precision: bf16`` in the shipped configs).
+
+Devices and processes come from ``accelerate``: ``accelerate launch`` with one of the configs in
+config/accelerate/ runs the same code with DDP or FSDP; a plain ``ropeext finetune`` is one process.
+
+Data: every process knows the whole global batch of a step (a pure function of the step, see
+``data.batch_indices``) and takes its own rows (``shard_rows``). Each micro-batch's summed token loss
+is divided by the label count of the *global* batch, so gradients, after DDP's average across
+processes is undone by the ``world`` factor, equal the single-process full batch's whatever the
+split. Nothing here assumes a process holds whole sequences beyond ``shard_rows``: sequence
+parallelism would split columns there too (each process a slice of every window, positions and
+doc ids travelling with it) and reduce the per-slice loss sums the same way.
+
+Checkpoints (``checkpoint.py``) every ``checkpoint_every`` steps; ``train`` resumes from the newest
+complete one in ``checkpoint_dir``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import random
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,13 +39,19 @@ import numpy as np
 import torch
 
 from ropeext.errors import RopeextError
+from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
+
+PRECISIONS = ("fp32", "bf16", "bf16-mixed")
+SCHEDULES = ("cosine", "constant", "linear")
+# Settings that may change between a run and its resumption without changing its result.
+_NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
 
 
 @dataclass
 class TrainSettings:
     steps: int
-    batch_size: int
+    batch_size: int  # global batch (sequences per optimizer step, over all processes and micro-batches)
     lr: float
     warmup_steps: int = 0
     schedule: str = "cosine"  # cosine | constant | linear
@@ -38,17 +64,38 @@ class TrainSettings:
     seed: int = 0
     layout: str = "full"
     backend: str = "sdpa_mask"
-    log_every: int = 10
+    gradient_checkpointing: bool = False
+    log_every: int = 1
+    checkpoint_every: int = 0  # 0: no checkpoints
+    keep_checkpoints: int = 2
+    system_metrics: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "bf16", "bf16-mixed"):
-            raise RopeextError(f"precision: {self.precision!r} is not one of fp32, bf16, bf16-mixed")
-        if self.schedule not in ("cosine", "constant", "linear"):
-            raise RopeextError(f"schedule: {self.schedule!r} is not one of cosine, constant, linear")
+        if self.precision not in PRECISIONS:
+            raise RopeextError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise RopeextError(f"schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name in ("steps", "batch_size", "grad_accum", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise RopeextError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise RopeextError("checkpoint_every and warmup_steps must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise RopeextError(f"lr: expected a positive number, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise RopeextError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise RopeextError(f"max_grad_norm: expected a positive number or null, got {self.max_grad_norm!r}")
         if self.batch_size % self.grad_accum:
             raise RopeextError(
                 f"batch_size {self.batch_size} does not divide into grad_accum {self.grad_accum} micro-batches")
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run that wrote the checkpoint."""
+        d = {k: v for k, v in asdict(self).items() if k not in _NOT_RESUME_RELEVANT}
+        return json.loads(json.dumps(d))
 
 
 def lr_at(step: int, s: TrainSettings) -> float:
@@ -73,51 +120,138 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return loss, int((flat != -100).sum())
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "bf16-mixed":
+def shard_rows(batch: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+    """This process's share of the global batch: a contiguous block of rows (whole windows).
+
+    The one place that decides what a process holds; sequence parallelism would slice columns here.
+    """
+    n = len(batch["input_ids"])
+    if n % world:
+        raise RopeextError(f"global batch of {n} windows does not divide over {world} processes")
+    per = n // world
+    return {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
+
+
+def _autocast(precision: str, device: torch.device, engine: bool = False):
+    if precision == "bf16-mixed" and not engine:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, device) -> float:
-    """Forward and backward over ``s.grad_accum`` micro-batches; return the batch's mean token loss.
+def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, device, *,
+                         rank: int = 0, world: int = 1, accelerator=None, engine: bool = False) -> float:
+    """Forward and backward over this process's ``s.grad_accum`` micro-batches of the global ``batch``.
 
-    Each micro-batch's summed loss is divided by the label count of the whole batch, so the
-    accumulated gradient equals the full batch's whatever the split.
+    Returns this process's summed token loss divided by the global batch's label count (the mean
+    token loss of the batch once summed over processes). Gradients are synchronised across
+    processes on the last micro-batch only.
     """
     from ropeext.attention import model_inputs
 
-    micro = s.batch_size // s.grad_accum
     denom = max(1, int((batch["labels"] != -100).sum()))
+    mine = shard_rows(batch, rank, world)
+    rows = len(mine["input_ids"])
+    if rows % s.grad_accum:
+        raise RopeextError(f"{rows} windows per process do not divide into grad_accum {s.grad_accum} micro-batches")
+    micro = rows // s.grad_accum
     total = 0.0
     for a in range(s.grad_accum):
-        part = {k: torch.from_numpy(v[a * micro:(a + 1) * micro]).to(device) for k, v in batch.items()}
-        with _autocast(s.precision, device):
-            out = model(**model_inputs(part, s.layout, s.backend))
-        loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
-        (loss_sum / denom).backward()
+        part = {k: torch.from_numpy(v[a * micro:(a + 1) * micro]).to(device) for k, v in mine.items()}
+        sync = a == s.grad_accum - 1
+        no_sync = accelerator.no_sync(model) if (accelerator is not None and world > 1 and not sync) \
+            else contextlib.nullcontext()
+        with no_sync:
+            with _autocast(s.precision, device, engine):
+                out = model(**model_inputs(part, s.layout, s.backend))
+            loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
+            scaled = loss_sum * (world / denom)  # DDP averages gradients over processes; undo it
+            if accelerator is not None:
+                accelerator.backward(scaled)
+            else:
+                scaled.backward()
         total += float(loss_sum.detach())
     return total / denom
 
 
-def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True) -> dict:
+def make_accelerator(precision: str):
+    """An ``accelerate.Accelerator`` for this process (one CPU process when not launched)."""
+    from accelerate import Accelerator
+
+    mp = "bf16" if _engine_env() and precision != "fp32" else "no"
+    try:
+        return Accelerator(mixed_precision=mp)
+    except (ValueError, RuntimeError) as exc:
+        raise RopeextError(f"accelerate cannot set up this run ({exc}); check the --config_file of accelerate "
+                           "launch") from None
+
+
+def _engine_env() -> bool:
+    return any(os.environ.get(k, "false").lower() in ("true", "1")
+               for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
+def _is_engine(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _peak_memory_gb(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"train/peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+    return {"train/peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def _system_monitor(run, enabled: bool):
+    if not (enabled and run is not None and getattr(run, "active", False)):
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run.run_id, sampling_interval=5, samples_before_logging=1)
+        monitor.start()
+        return monitor
+    except Exception:  # noqa: BLE001 - system metrics are a convenience, never a reason to fail
+        return None
+
+
+def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True,
+          checkpoint_dir: str | Path | None = None, resume: bool = True, accelerator=None,
+          on_step=None) -> dict:
     """Train ``model`` in place on packed windows; return a summary dict.
 
-    ``run`` is a ``ropeext.tracking.StageRun`` receiving per-step metrics.
+    ``run``            a ``ropeext.tracking.StageRun`` receiving per-step metrics (main process only).
+    ``checkpoint_dir`` where checkpoints go; with ``resume`` the newest complete one is continued.
+    ``on_step``        called as ``on_step(steps_done)`` after each optimizer step (and checkpoint).
+    The model ends in fp32 on its device in eval mode (fp32 masters copied in for ``bf16``).
     """
     from ropeext.attention import set_backend
+    from ropeext.train.observe import observe_numeric_path
 
     s = settings
-    device = next(model.parameters()).device
+    accelerator = accelerator or make_accelerator(s.precision)
+    engine = _is_engine(accelerator)
+    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if s.batch_size % (s.grad_accum * world):
+        raise RopeextError(f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
+                           f"on each of {world} processes")
+    device = accelerator.device
+    random.seed(s.seed)
+    np.random.seed(s.seed % 2**32)
     torch.manual_seed(s.seed)
-    set_backend(model, s.backend)
+
+    model.to(device)
+    set_backend(model, s.backend, training=True)
     model.config.use_cache = False
     model.train()
+    if s.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    own_masters = s.precision == "bf16" and not engine
     params = [p for p in model.parameters() if p.requires_grad]
-    if s.precision == "bf16":
-        model.to(torch.bfloat16)
+    if own_masters:
         master = [p.detach().float().clone().requires_grad_(True) for p in params]
+        model.to(torch.bfloat16)
     else:
         master = params
     decay = [m for m, p in zip(master, params) if p.ndim >= 2]
@@ -125,79 +259,192 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=s.lr, betas=tuple(s.betas), foreach=True)
+    if engine:
+        model, opt = accelerator.prepare(model, opt)
+    else:
+        model = accelerator.prepare(model)
+    raw_model = accelerator.unwrap_model(model)
 
+    # ----------------------------------------------------------------------------- resume
     history: list[dict] = []
-    tokens_seen = 0
-    t_start = time.perf_counter()
-    t_last, tok_last = t_start, 0
+    start, tokens_seen, resumed_from = 0, 0, None
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckdir is not None and resume:
+        if is_main:
+            ckpt.clear_incomplete(ckdir)
+        accelerator.wait_for_everyone()
+        found = ckpt.latest_checkpoint(ckdir)
+        if found is not None:
+            _check_same_run(found, s, ckdir)
+            _load_checkpoint(found, raw_model, opt, master if own_masters else None, accelerator, engine, rank)
+            start, tokens_seen = found.step, int(found.state["tokens"])
+            history = list(found.state["history"])
+            resumed_from = found.step
+
+    # ------------------------------------------------------------------------------- loop
+    observed: dict = {}
     bar = None
-    if progress:
+    if progress and is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=s.steps, desc=f"train[{s.layout}]", mininterval=5.0)
-    for step in range(s.steps):
-        lr = lr_at(step, s)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = batch_indices(step, s.batch_size, data.windows, s.seed)
-        loss = accumulate_gradients(model, data.batch(idx), s, device)
-        tokens_seen += s.batch_size * data.window
-        if not math.isfinite(loss):
-            raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping")
-        if s.precision == "bf16":
-            for m, p in zip(master, params):
-                m.grad = None if p.grad is None else p.grad.float()
-                p.grad = None
-        grad_norm = torch.nn.utils.clip_grad_norm_(master, s.max_grad_norm or float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if s.precision == "bf16":
-            with torch.no_grad():
+        bar = tqdm(total=s.steps, initial=start, desc=f"train[{s.layout}]", mininterval=2.0)
+    monitor = _system_monitor(run, s.system_metrics and is_main)
+    t_start = time.perf_counter()
+    tokens_at_start = tokens_seen
+    step_tokens = s.batch_size * data.window
+    try:
+        for step in range(start, s.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, s)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = data.batch(batch_indices(step, s.batch_size, data.windows, s.seed))
+            watch = observe_numeric_path(raw_model, observed) if step == start else contextlib.nullcontext()
+            with watch:
+                local = accumulate_gradients(model, batch, s, device, rank=rank, world=world,
+                                             accelerator=accelerator, engine=engine)
+            loss = _global_sum(local, accelerator, device, world)
+            if not math.isfinite(loss):
+                raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping"
+                                   + _kept(ckdir))
+            if own_masters:
                 for m, p in zip(master, params):
-                    p.copy_(m)
-        record = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
-        history.append(record)
+                    m.grad = None if p.grad is None else p.grad.float()
+                    p.grad = None
+            max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
+            if engine:
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+            else:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(master, max_norm))
+            if not math.isfinite(grad_norm):
+                raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping"
+                                   + _kept(ckdir))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if own_masters:
+                with torch.no_grad():
+                    for m, p in zip(master, params):
+                        p.copy_(m)
+            tokens_seen += step_tokens
+            history.append({"loss": loss, "lr": lr, "grad_norm": grad_norm})
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if run is not None and is_main and (done % s.log_every == 0 or done == s.steps):
+                seconds = time.perf_counter() - t0
+                run.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                                 "train/tokens_per_s": step_tokens / max(1e-9, seconds),
+                                 **_peak_memory_gb(device)}, step=done)
+            if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
+                _save_checkpoint(ckdir, done, s, model, raw_model, opt, master if own_masters else None,
+                                 accelerator, engine, {"tokens": tokens_seen, "history": history})
+            if on_step is not None:
+                on_step(done)
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-        if (step + 1) % s.log_every == 0 or step + 1 == s.steps:
-            now = time.perf_counter()
-            tps = (tokens_seen - tok_last) / max(1e-9, now - t_last)
-            t_last, tok_last = now, tokens_seen
-            if run is not None:
-                metrics = {"train/loss": loss, "train/lr": lr, "train/grad_norm": float(grad_norm),
-                           "train/tokens_per_s": tps}
-                if device.type == "cuda":
-                    metrics["train/peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                run.log_metrics(metrics, step=step + 1)
-    if bar is not None:
-        bar.close()
+            bar.close()
+        if monitor is not None:
+            monitor.finish()
     elapsed = time.perf_counter() - t_start
+
     model.eval()
-    if s.precision == "bf16":
-        model.to(torch.float32)
+    if s.gradient_checkpointing:
+        raw_model.gradient_checkpointing_disable()
+    if own_masters:
+        raw_model.to(torch.float32)
+        with torch.no_grad():
+            for m, p in zip(master, params):
+                p.copy_(m)
     tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
+    trained = tokens_seen - tokens_at_start
     return {
         "settings": asdict(s),
         "steps": s.steps,
         "tokens": tokens_seen,
         "seconds": elapsed,
-        "tokens_per_s": tokens_seen / max(1e-9, elapsed),
-        "final_loss": float(np.mean(tail)),
+        "tokens_per_s": trained / max(1e-9, elapsed),
+        "final_loss": float(np.mean(tail)) if tail else None,
         "first_loss": history[0]["loss"] if history else None,
-        "numeric_path": numeric_path(s, device),
+        "resumed_from_step": resumed_from,
+        "processes": world,
+        "distributed": str(accelerator.distributed_type).split(".")[-1],
+        "numeric_path": numeric_path(s, device, observed, engine=engine),
     }
 
 
-def numeric_path(s: TrainSettings, device: torch.device) -> dict:
-    """What arithmetic RoPE and attention actually ran in, for the run record."""
-    if s.precision == "fp32":
-        rope = attn = "fp32"
-    elif s.precision == "bf16-mixed":
-        rope = "cos/sin computed in fp32 (autocast disabled in the rotary embedding); q/k projected in bf16"
-        attn = "bf16 under autocast"
+def _kept(ckdir: Path | None) -> str:
+    if ckdir is None:
+        return ""
+    last = ckpt.latest_checkpoint(ckdir)
+    return f" (last good checkpoint kept: {last.path})" if last else " (no checkpoint written yet)"
+
+
+def _global_sum(value: float, accelerator, device, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    return float(accelerator.reduce(t, reduction="sum").item())
+
+
+def _check_same_run(found, s: TrainSettings, ckdir: Path) -> None:
+    saved = found.state.get("settings", {})
+    now = s.fingerprint()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
+                           "to start over, or restore the settings to resume")
+
+
+def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator, engine, state) -> None:
+    is_main = accelerator.is_main_process
+    tmp = ckpt.begin(ckdir, step, is_main=is_main)
+    accelerator.wait_for_everyone()
+    if engine:
+        accelerator.save_state(str(tmp / "engine"), safe_serialization=False)
+    ckpt.write_rank_files(tmp, accelerator.process_index)
+    if is_main:
+        ckpt.write_main_files(
+            tmp, model_state=None if engine else raw_model.state_dict(),
+            optimizer_state=None if engine else opt.state_dict(), masters=masters,
+            state={"step": step, "settings": s.fingerprint(), "processes": accelerator.num_processes, **state})
+    accelerator.wait_for_everyone()
+    if is_main:
+        ckpt.finish(tmp, step, s.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(found, raw_model, opt, masters, accelerator, engine, rank) -> None:
+    if engine:
+        accelerator.load_state(str(found.path / "engine"))
     else:
-        rope = "bf16 cos/sin cast to bf16 weights' dtype"
-        attn = "bf16"
-    return {"device": device.type, "precision": s.precision, "rope": rope, "attention": attn,
-            "attention_backend": s.backend, "layout": s.layout}
+        model_state = ckpt.load(found.path, "model.pt")
+        opt_state = ckpt.load(found.path, "optimizer.pt")
+        if model_state is None or opt_state is None:
+            raise RopeextError(f"checkpoint {found.path} lacks model.pt or optimizer.pt; delete it to resume "
+                               "from an older one")
+        raw_model.load_state_dict(model_state)
+        opt.load_state_dict(opt_state)
+        if masters is not None:
+            saved = ckpt.load(found.path, "masters.pt")
+            if saved is None or len(saved) != len(masters):
+                raise RopeextError(f"checkpoint {found.path} lacks the fp32 master weights of precision bf16")
+            with torch.no_grad():
+                for m, v in zip(masters, saved):
+                    m.copy_(v)
+    rng = ckpt.load_rng(found.path, rank)
+    if rng is not None:
+        ckpt.set_rng_state(rng)
+
+
+def numeric_path(s: TrainSettings, device: torch.device, observed: dict | None = None, *,
+                 engine: bool = False) -> dict:
+    """What arithmetic RoPE and attention ran in: the settings plus the dtypes observed in one forward."""
+    out = {"device": device.type, "precision": s.precision, "attention_backend": s.backend, "layout": s.layout,
+           "weights": "bf16 (fp32 masters)" if s.precision == "bf16" else "fp32",
+           "autocast": "bf16" if s.precision == "bf16-mixed" or (engine and s.precision != "fp32") else "none",
+           "engine_mixed_precision": engine and s.precision != "fp32"}
+    if observed:
+        out["observed"] = dict(observed)
+    return out
