@@ -1,6 +1,15 @@
-"""ropeext finetune: extend a base model's RoPE with a scaling.json and fine-tune on packed windows."""
+"""ropeext finetune: extend a base model's RoPE with a scaling.json and fine-tune on packed windows.
+
+Settings come from the config's ``finetune`` section on top of a recipe (``finetune.recipe`` or
+``--recipe``: dprope, anchor; see ropeext/train/recipes.py) and ``--set KEY=VALUE`` on top of both.
+Checkpoints go to OUTPUT.checkpoints; running the same command again resumes from the newest
+complete one. Multi-GPU: ``accelerate launch --config_file config/accelerate/<ddp|fsdp>.yaml -m
+ropeext.cli finetune ...`` with the same options.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json
 
@@ -14,49 +23,92 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scaling", required=True, help="scaling.json from `ropeext solve`")
     parser.add_argument("--train", required=True, help="packed training windows (.parquet)")
     parser.add_argument("--layout", required=True, help="packing layout of --train")
-    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--recipe", default=None, choices=("none", "dprope", "anchor"),
+                        help="paper recipe; its values replace the config's finetune values (--set overrides)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one finetune setting, e.g. --set lr=1e-5 --set grad_accum=4 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
     add_tracking_args(parser)
+
+
+def check_base(base: str) -> None:
+    """A base that looks like a local path must be a model directory with a config.json."""
+    path = Path(base)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            from ropeext.errors import RopeextError
+
+            raise RopeextError(f"--base {base}: directory has no config.json (expected a Hugging Face model directory)")
+        return
+    looks_local = path.is_absolute() or base.startswith((".", "~")) or base.count("/") != 1 or \
+        (str(path.parent) not in ("", ".") and path.parent.exists())
+    if looks_local:
+        from ropeext.errors import RopeextError
+
+        raise RopeextError(f"--base {base}: base model directory not found (expected a Hugging Face model directory "
+                           "or a hub id like org/name)")
+
+
+def resolve_settings(config: dict, args, target_length: int | None):
+    """The finetune section resolved against the recipe and --set overrides; returns (resolved dict, recipe)."""
+    from ropeext.train.recipes import RECIPES, resolve
+    from ropeext.train.stage import apply_overrides
+
+    section = dict(config.get("finetune", {}))
+    if args.recipe is not None:
+        section["recipe"] = args.recipe
+        if args.recipe in RECIPES:  # a recipe chosen on the command line beats the config's values
+            section = {k: v for k, v in section.items() if k not in RECIPES[args.recipe]}
+    resolved = resolve(section, target_length=target_length)
+    return apply_overrides(resolved, args.overrides)
 
 
 def run(args) -> None:
     import torch
 
-    from ropeext import tracking
+    from ropeext.attention import check_backend
+    from ropeext.data.packing import check_layout
     from ropeext.data.tokenizer import load_tokenizer
     from ropeext.errors import RopeextError
     from ropeext.modeling import load_causal_lm
     from ropeext.train.data import load_packed
-    from ropeext.train.io import save_model_dir
-    from ropeext.train.loop import TrainSettings, train
+    from ropeext.train.loop import make_accelerator
+    from ropeext.train.stage import run_stage, settings_from
 
     config = config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    fcfg = config["finetune"]
+    check_layout(args.layout)
+    backend = check_backend(config["attention"]["backend"])
     scaling = read_json(args.scaling, "scaling file")
+    for key in ("target_length", "head_dim", "rope_parameters", "method"):
+        if key not in scaling:
+            raise RopeextError(f"{args.scaling}: missing key {key!r} (expected a scaling.json from `ropeext solve`)")
+    target = int(scaling["target_length"])
+    resolved = resolve_settings(config, args, target)
+    settings = settings_from(resolved, seed=config["seed"], layout=args.layout, backend=backend, section="finetune")
     data = load_packed(args.train)
-    if int(scaling["target_length"]) < data.window:
-        raise RopeextError(f"{args.scaling}: target length {scaling['target_length']} is below the packing "
-                           f"window {data.window} of {args.train}")
+    if target < data.window:
+        raise RopeextError(f"{args.scaling}: target length {target} is below the packing window {data.window} of "
+                           f"{args.train}")
+    check_base(args.base)
+    accelerator = make_accelerator(settings.precision)
     model = load_causal_lm(args.base, scaling=scaling)
     tok = load_tokenizer(args.base)
-    settings = TrainSettings(steps=fcfg["steps"], batch_size=fcfg["batch_size"], lr=fcfg["lr"],
-                             warmup_steps=fcfg["warmup_steps"], weight_decay=fcfg["weight_decay"],
-                             precision=fcfg["precision"], schedule="cosine", seed=config["seed"],
-                             layout=args.layout, backend=config["attention"]["backend"])
-    with tracking.stage_run("finetune", config=config,
-                            params={"finetune": fcfg, "scaling": {k: scaling[k] for k in ("method", "target_length")},
-                                    "layout": args.layout, "backend": settings.backend},
-                            variant=args.variant, enabled=not args.no_mlflow) as run_:
-        summary = train(model, data, settings, run=run_)
-        summary["scaling"] = {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]}
-        summary["train_windows"] = data.windows
-        save_model_dir(model, tok, args.output, summary)
-        run_.set_tags({"ropeext.method": scaling["method"], "ropeext.layout": args.layout})
-        run_.log_metrics({"final_loss": summary["final_loss"], "tokens_per_s": summary["tokens_per_s"],
-                          "seconds": summary["seconds"]})
-        run_.log_artifact(f"{args.output}/training_summary.json")
-        run_.log_artifact(f"{args.output}/config.json")
-    print(f"finetune[{scaling['method']}/{args.layout}]: final loss {summary['final_loss']:.3f}, "
-          f"{summary['tokens_per_s']:.0f} tokens/s")
+    params = {"finetune": {k: resolved[k] for k in sorted(resolved)}, "layout": args.layout, "backend": backend,
+              "scaling": {k: scaling[k] for k in ("method", "target_length")}, "base": args.base,
+              "processes": accelerator.num_processes}
+    summary = run_stage(
+        "finetune", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
+        params=params, variant=args.variant, mlflow=not args.no_mlflow, resume=not args.no_resume,
+        cleanup=bool(resolved.get("cleanup_checkpoints", True)), accelerator=accelerator,
+        tags={"ropeext.method": scaling["method"], "ropeext.layout": args.layout, "ropeext.recipe": resolved["recipe"]},
+        extra_summary={"scaling": {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]},
+                       "train_windows": data.windows, "recipe": resolved["recipe"]})
+    if accelerator.is_main_process:
+        resumed = summary.get("resumed_from_step")
+        print(f"finetune[{scaling['method']}/{args.layout}]: final loss {summary['final_loss']:.3f}, "
+              f"{summary['tokens_per_s']:.0f} tokens/s" + (f" (resumed at step {resumed})" if resumed else ""))

@@ -1,4 +1,8 @@
-"""ropeext pretrain: pre-train the embedded default's tiny Llama from scratch at the short window."""
+"""ropeext pretrain: pre-train the embedded default's tiny Llama from scratch at the short window.
+
+Settings: the config's ``pretrain`` section (keys as for finetune, without recipes) and ``--set
+KEY=VALUE``. Checkpoints go to OUTPUT.checkpoints; running the same command again resumes.
+"""
 
 from __future__ import annotations
 
@@ -12,47 +16,47 @@ def add_arguments(parser) -> None:
     add_config_args(parser)
     parser.add_argument("--tokenizer", required=True, help="HF tokenizer directory")
     parser.add_argument("--train", required=True, help="packed training windows (.parquet, layout full)")
-    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one pretrain setting, e.g. --set steps=200 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
     add_tracking_args(parser)
 
 
 def run(args) -> None:
     import torch
 
-    from ropeext import tracking
     from ropeext.data.tokenizer import load_tokenizer
     from ropeext.errors import RopeextError
     from ropeext.modeling import build_tiny_llama
     from ropeext.train.data import load_packed
-    from ropeext.train.io import save_model_dir
-    from ropeext.train.loop import TrainSettings, train
+    from ropeext.train.loop import make_accelerator
+    from ropeext.train.recipes import PRETRAIN_DEFAULTS, resolve
+    from ropeext.train.stage import apply_overrides, run_stage, settings_from
 
     config = config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    mcfg = config["model"]
+    resolved = apply_overrides(resolve(config.get("pretrain", {}), recipe="none", defaults=PRETRAIN_DEFAULTS),
+                               args.overrides)
+    settings = settings_from(resolved, seed=config["seed"], layout="full", backend="sdpa_mask", section="pretrain")
     tok = load_tokenizer(args.tokenizer)
     data = load_packed(args.train)
-    mcfg, pcfg = config["model"], config["pretrain"]
     if data.window != mcfg["train_length"]:
         raise RopeextError(f"{args.train}: windows of {data.window} tokens, but model.train_length is {mcfg['train_length']}")
+    accelerator = make_accelerator(settings.precision)
     model = build_tiny_llama(len(tok), mcfg["train_length"], **mcfg["architecture"],
                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id, seed=config["seed"])
-    settings = TrainSettings(steps=pcfg["steps"], batch_size=pcfg["batch_size"], lr=pcfg["lr"],
-                             warmup_steps=pcfg["warmup_steps"], weight_decay=pcfg["weight_decay"],
-                             precision=pcfg["precision"], schedule="cosine", seed=config["seed"],
-                             layout="full", backend="sdpa_mask")
     n_params = sum(p.numel() for p in model.parameters())
-    with tracking.stage_run("pretrain", config=config, params={"model": mcfg, "pretrain": pcfg},
-                            variant=args.variant, enabled=not args.no_mlflow) as run_:
-        summary = train(model, data, settings, run=run_)
-        summary["parameters"] = n_params
-        summary["train_windows"] = data.windows
-        save_model_dir(model, tok, args.output, summary)
-        run_.log_metrics({"final_loss": summary["final_loss"], "tokens_per_s": summary["tokens_per_s"],
-                          "seconds": summary["seconds"], "parameters": n_params})
-        run_.log_artifact(f"{args.output}/training_summary.json")
-        run_.log_artifact(f"{args.output}/config.json")
-    print(f"pretrain: {n_params/1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "
-          f"{summary['tokens_per_s']:.0f} tokens/s")
+    summary = run_stage(
+        "pretrain", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
+        params={"model": mcfg, "pretrain": {k: resolved[k] for k in sorted(resolved)}}, variant=args.variant,
+        mlflow=not args.no_mlflow, resume=not args.no_resume, cleanup=bool(resolved.get("cleanup_checkpoints", True)),
+        accelerator=accelerator, extra_summary={"parameters": n_params, "train_windows": data.windows})
+    if accelerator.is_main_process:
+        print(f"pretrain: {n_params/1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "
+              f"{summary['tokens_per_s']:.0f} tokens/s")

@@ -217,12 +217,14 @@ def _system_monitor(run, enabled: bool):
 
 def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True,
           checkpoint_dir: str | Path | None = None, resume: bool = True, accelerator=None,
-          on_step=None) -> dict:
+          on_step=None, gather_state: bool = False) -> dict:
     """Train ``model`` in place on packed windows; return a summary dict.
 
     ``run``            a ``ropeext.tracking.StageRun`` receiving per-step metrics (main process only).
     ``checkpoint_dir`` where checkpoints go; with ``resume`` the newest complete one is continued.
     ``on_step``        called as ``on_step(steps_done)`` after each optimizer step (and checkpoint).
+    ``gather_state``   under FSDP / DeepSpeed, put the full gathered state dict (main process) in
+                       ``summary["state_dict"]`` for saving; all processes must call ``train``.
     The model ends in fp32 on its device in eval mode (fp32 masters copied in for ``bf16``).
     """
     from ropeext.attention import set_backend
@@ -356,6 +358,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
         with torch.no_grad():
             for m, p in zip(master, params):
                 p.copy_(m)
+    full_state = accelerator.get_state_dict(model) if (engine and gather_state) else None
     tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
     trained = tokens_seen - tokens_at_start
     return {
@@ -370,6 +373,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
         "processes": world,
         "distributed": str(accelerator.distributed_type).split(".")[-1],
         "numeric_path": numeric_path(s, device, observed, engine=engine),
+        **({"state_dict": full_state} if full_state is not None else {}),
     }
 
 

@@ -35,7 +35,12 @@ DEFAULTS: dict = {
     "keep_checkpoints": 2,
     "log_every": 1,
     "system_metrics": True,
+    "cleanup_checkpoints": True,
 }
+
+# Pre-training of the embedded tiny model (config/config.yaml ``pretrain``).
+PRETRAIN_DEFAULTS: dict = {**DEFAULTS, "steps": 1000, "batch_size": 16, "lr": 3.0e-3, "warmup_steps": 50,
+                           "weight_decay": 0.1, "checkpoint_every": 100}
 
 RECIPES: dict[str, dict] = {
     "dprope": {

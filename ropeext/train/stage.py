@@ -1,0 +1,78 @@
+"""What ``ropeext finetune`` and ``ropeext pretrain`` share: settings from a config section, the
+MLflow run around ``train``, the atomic final save and the checkpoint folder beside the output.
+
+Checkpoints of a run writing OUTPUT live in OUTPUT.checkpoints (see ``checkpoint.checkpoints_dir_for``).
+Running the same command again resumes from the newest complete checkpoint there; after the final
+model directory is in place the checkpoints are removed (``cleanup_checkpoints``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ropeext.errors import RopeextError
+from ropeext.train.loop import TrainSettings
+
+SETTING_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "betas",
+                "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing", "log_every",
+                "checkpoint_every", "keep_checkpoints", "system_metrics")
+
+
+def settings_from(resolved: dict, *, seed: int, layout: str, backend: str, section: str) -> TrainSettings:
+    """TrainSettings from a resolved config section; a bad value names ``section.key``."""
+    kwargs = {k: resolved[k] for k in SETTING_KEYS if k in resolved}
+    kwargs["betas"] = tuple(kwargs.get("betas", (0.9, 0.95)))
+    try:
+        return TrainSettings(seed=int(seed), layout=layout, backend=backend, **kwargs)
+    except RopeextError as exc:
+        raise RopeextError(f"{section}: {exc}") from None
+    except TypeError as exc:
+        raise RopeextError(f"{section}: {exc}") from None
+
+
+def apply_overrides(resolved: dict, overrides: list[str] | None) -> dict:
+    from ropeext.train.recipes import parse_override
+
+    out = dict(resolved)
+    for text in overrides or ():
+        key, value = parse_override(text)
+        out[key] = value
+    return out
+
+
+def run_stage(stage: str, *, model, tokenizer, data, settings: TrainSettings, output: str | Path, config: dict,
+              params: dict, variant: str | None, mlflow: bool, resume: bool, cleanup: bool, accelerator,
+              tags: dict | None = None, extra_summary: dict | None = None, progress: bool = True) -> dict:
+    """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints."""
+    from ropeext import tracking
+    from ropeext.train import checkpoint as ckpt
+    from ropeext.train.io import save_model_dir
+    from ropeext.train.loop import train
+
+    output = Path(output)
+    ckdir = ckpt.checkpoints_dir_for(output)
+    is_main = accelerator.is_main_process
+    with tracking.stage_run(stage, config=config, params=params, variant=variant,
+                            enabled=mlflow and is_main) as run_:
+        summary = train(model, data, settings, run=run_, checkpoint_dir=ckdir, resume=resume,
+                        accelerator=accelerator, gather_state=True, progress=progress)
+        state_dict = summary.pop("state_dict", None)
+        summary.update(extra_summary or {})
+        if is_main:
+            save_model_dir(model, tokenizer, output, summary, state_dict=state_dict)
+            path = summary["numeric_path"]
+            run_.set_tags({**(tags or {}), "ropeext.precision": settings.precision,
+                           "ropeext.numeric_path.attention": path.get("observed", {}).get("query_after_rope", "?"),
+                           "ropeext.numeric_path.rope": path.get("observed", {}).get("rope_cos", "?")})
+            metrics = {"final_loss": summary["final_loss"], "tokens_per_s": summary["tokens_per_s"],
+                       "seconds": summary["seconds"]}
+            if summary.get("resumed_from_step") is not None:
+                metrics["resumed_from_step"] = summary["resumed_from_step"]
+            run_.log_metrics(metrics)
+            run_.log_artifact(output / "training_summary.json")
+            run_.log_artifact(output / "config.json")
+        accelerator.wait_for_everyone()
+        if is_main and cleanup and ckdir.exists():
+            shutil.rmtree(ckdir, ignore_errors=True)
+    return summary
