@@ -16,7 +16,13 @@ include: "workflow/rules/rope.smk"
 include: "workflow/rules/pack.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/extend.smk"
 include: "workflow/rules/eval_ppl.smk"
+include: "workflow/rules/eval_passkey.smk"
+include: "workflow/rules/eval_longbench.smk"
+include: "workflow/rules/eval_openllm.smk"
+include: "workflow/rules/eval_ruler.smk"
+include: "workflow/rules/analyze_bf16.smk"
 include: "workflow/rules/report.smk"
 
 

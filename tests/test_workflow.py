@@ -57,7 +57,13 @@ def test_report_has_every_variant(micro_run):
     for v in variants:
         assert v in summary
     assert (micro_run / "results" / "report" / "ppl.png").stat().st_size > 1000
-    assert "RoPE disturbance" in summary
+    for section in ("RoPE disturbance", "Angle histograms", "Passkey retrieval", "LongBench-E-style",
+                    "Open LLM tasks", "RULER-style suite", "BF16 relative-position deviation"):
+        assert section in summary, section
+    for csv in ("passkey.csv", "longbench.csv", "openllm.csv", "ruler.csv", "bf16.csv", "disturbance-compare-64.csv"):
+        assert len(pd.read_csv(micro_run / "results" / "report" / csv)) >= 1, csv
+    ruler = pd.read_csv(micro_run / "results" / "report" / "ruler.csv", index_col=0)
+    assert ruler["512"].notna().all()  # every task fits at 512 tokens: an average exists
 
 
 def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
@@ -74,7 +80,10 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     by_stage = {}
     for r in stages:
         by_stage.setdefault(r.data.tags["ropeext.stage"], []).append(r)
-    assert len(by_stage["finetune"]) == 4 and len(by_stage["eval_ppl"]) == 6
+    assert len(by_stage["finetune"]) == 4 and len(by_stage["eval_ppl"]) == 6 and len(by_stage["extend"]) == 2
+    for stage in ("eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler"):
+        assert len(by_stage[stage]) == 2, stage  # the anchor variants only (.test/config.yaml)
+    assert len(by_stage["analyze_bf16"]) == 1
     ppl = by_stage["eval_ppl"][0]
     assert {"ppl_at_32", "ppl_at_64", "ppl_at_128"} <= set(ppl.data.metrics)
     assert {a.path for a in client.list_artifacts(ppl.info.run_id)} >= {"metrics.json", "ppl.png"}

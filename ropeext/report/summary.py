@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,50 +12,52 @@ from ropeext.errors import RopeextError
 
 
 def parse_variant(name: str) -> dict:
-    """'tiny-dprope-1024-anchor' -> model, method, target, layout (method names may hold underscores)."""
+    """'tiny-dprope-1024-anchor' -> model, method, target, layout."""
     parts = name.split("-")
     if len(parts) < 4:
         return {"model": name, "method": "", "target": "", "layout": ""}
     return {"model": parts[0], "method": "-".join(parts[1:-2]), "target": parts[-2], "layout": parts[-1]}
 
 
-def load_metrics(paths: list[str | Path]) -> list[dict]:
+def load_json(paths: list[str | Path]) -> list[dict]:
     out = []
     for p in paths:
         p = Path(p)
         if not p.is_file():
-            raise RopeextError(f"metrics file not found: {p}")
+            raise RopeextError(f"results file not found: {p}")
         with open(p) as fh:
             m = json.load(fh)
-        m.setdefault("variant", p.parent.name)
+        if not m.get("variant"):
+            m["variant"] = p.parent.name
         out.append(m)
     return out
 
 
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    """noft rows first, then by method and layout, so before/after fine-tuning read top to bottom."""
+    keys = [(parse_variant(v)["layout"] != "noft", parse_variant(v)["method"], parse_variant(v)["layout"]) for v in df.index]
+    return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])]
+
+
 def ppl_table(metrics: list[dict]) -> pd.DataFrame:
-    """Rows: variants (sorted by method, then no-fine-tune first); columns: context lengths."""
+    """Rows: variants; columns: method, layout, then one column per context length."""
     rows = []
     for m in metrics:
         info = parse_variant(m["variant"])
         row = {"variant": m["variant"], "method": info["method"], "layout": info["layout"]}
         row.update({int(c): v for c, v in m["ppl"].items()})
         rows.append(row)
-    df = pd.DataFrame(rows)
-    order = {"noft": 0}
-    df["_o"] = df["layout"].map(lambda x: order.get(x, 1))
-    df = df.sort_values(["_o", "method", "layout"]).drop(columns="_o").set_index("variant")
-    return df
+    return _order(pd.DataFrame(rows).set_index("variant"))
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |",
-             "|" + "---|" * (len(cols) + 1)]
+    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for idx, row in df.iterrows():
         cells = []
         for v in row.tolist():
             if isinstance(v, float):
-                cells.append(format(v, floatfmt))
+                cells.append("–" if pd.isna(v) else format(v, floatfmt))
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
@@ -62,11 +65,118 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
 
 
 def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[str]:
-    """Plain statements of what the perplexity table shows around the pre-training window."""
-    lines = []
-    if train_length not in df.columns or target_length not in df.columns:
-        return lines
-    ratio = df[target_length] / df[train_length]
-    for variant, r in ratio.items():
-        lines.append(f"- `{variant}`: perplexity at {target_length} is {r:.2f}x its value at {train_length}")
+    """What the perplexity table shows around the windows, in plain sentences."""
+    lengths = [c for c in df.columns if isinstance(c, int)]
+    if train_length not in lengths or target_length not in lengths:
+        return []
+    lines = [f"Perplexity at L' = {target_length} relative to L = {train_length} (1.00 = flat):", ""]
+    for variant, row in df.iterrows():
+        lines.append(f"- `{variant}`: {row[target_length] / row[train_length]:.2f}x")
     return lines
+
+
+def _section(title: str, body: list[str]) -> list[str]:
+    return [f"## {title}", ""] + body + [""]
+
+
+def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]:
+    """Write summary.md plus a CSV per table and the plots; return the written files."""
+    from ropeext.report.plots import plot_lines
+
+    out.mkdir(parents=True, exist_ok=True)
+    L = config["model"]["train_length"]
+    targets = config["extension"]["target_lengths"]
+    written: list[Path] = []
+    md = [f"# ropeext report: {config['experiment']}", "",
+          f"Base model `{config['model']['path'] or config['model']['name']}` (pre-training window L = {L}), "
+          f"extended to L' = {', '.join(map(str, targets))} with {', '.join(config['extension']['methods'])}, "
+          f"fine-tuned with the layouts {', '.join(config['extension']['layouts'])}. "
+          "Variants are named `model-method-L'-layout`; `noft` is the method applied to the base model "
+          "without fine-tuning (`none-...-noft` is the base model itself).", ""]
+
+    def save(df: pd.DataFrame, name: str, index: bool = True) -> None:
+        df.to_csv(out / name, index=index)
+        written.append(out / name)
+
+    if inputs.get("ppl"):
+        df = ppl_table(load_json(inputs["ppl"]))
+        lengths = [c for c in df.columns if isinstance(c, int)]
+        save(df, "ppl.csv")
+        series = {v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()}
+        written.append(plot_lines(series, out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity",
+                                  logx=True, logy=True, title="Perplexity by context length",
+                                  vlines={f"L={L}": L} | {f"L'={t}": t for t in targets}))
+        body = ["Held-out test documents; at every length the same target tokens are scored, each with up to "
+                "that many tokens of context (sliding window, `ropeext eval ppl`).", "",
+                markdown_table(df[["method", "layout"] + lengths]), "", "![perplexity by length](ppl.png)", ""]
+        for t in targets:
+            body += phenomenon(df[lengths], L, t) + [""]
+        md += _section("Perplexity by context length", body)
+
+    for path in inputs.get("compare", []):
+        table = pd.read_csv(path)
+        name = Path(path).parent.name
+        save(table, f"disturbance-{name}.csv", index=False)
+        body = ["Rotary-angle disturbance (KL from the pre-training angle distribution, mean over pairs; "
+                "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.", "",
+                markdown_table(table.set_index(table.columns[0]), ".4f")]
+        for png in sorted(Path(path).parent.glob("*.png")):
+            shutil.copy(png, out / f"{name}-{png.name}")
+            written.append(out / f"{name}-{png.name}")
+            body += ["", f"![{png.stem}]({name}-{png.name})"]
+        md += _section(f"RoPE disturbance ({name})", body)
+    for png in inputs.get("angles", []):
+        png = Path(png)
+        dest = out / f"{png.parent.name}-{png.name}"
+        shutil.copy(png, dest)
+        written.append(dest)
+        md += _section(f"Angle histograms ({png.parent.name})", [f"![angle heat map]({dest.name})"])
+
+    if inputs.get("passkey"):
+        from ropeext.eval.passkey import summary_table
+
+        df = _order(summary_table(inputs["passkey"]))
+        save(df, "passkey.csv")
+        md += _section("Passkey retrieval (accuracy %, rows: variants, columns: prompt length)",
+                       [markdown_table(df, ".1f")])
+    if inputs.get("longbench"):
+        from ropeext.eval.longbench.results import table1
+
+        metrics = load_json(inputs["longbench"])
+        df = _order(table1(metrics, [m["variant"] for m in metrics]))
+        save(df, "longbench.csv")
+        md += _section("LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the first bucket)",
+                       [markdown_table(df)])
+    if inputs.get("openllm"):
+        from ropeext.eval.openllm import summary_table
+
+        df = _order(summary_table(inputs["openllm"]))
+        save(df, "openllm.csv")
+        md += _section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)", [markdown_table(df)])
+    if inputs.get("ruler"):
+        from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
+
+        df = _order(ruler_table(inputs["ruler"]))
+        save(df, "ruler.csv")
+        maps = ruler_task_heatmaps(inputs["ruler"], out / "ruler")
+        written += maps
+        md += _section("RULER-style suite (average over tasks, % by length; effective length)",
+                       [markdown_table(df, ".1f"), ""] + [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]])
+    if inputs.get("bf16"):
+        from ropeext.analysis.bf16 import summary_row
+
+        rows = []
+        for m in load_json(inputs["bf16"]):
+            variant = m.get("variant") or Path(m.get("model", "")).name
+            rows.append({"variant": variant, **summary_row(m)})
+        df = _order(pd.DataFrame(rows).set_index("variant"))
+        save(df, "bf16.csv")
+        keep = [c for c in df.columns if c.endswith(("D_0_16", "first_key_share")) or c == "bf16_over_fp32"]
+        md += _section("BF16 relative-position deviation (D(0,16): attention change under a position shift)",
+                       ["In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
+                        "breaks RoPE's relative-position property more (`ropeext analyze bf16`).", "",
+                        markdown_table(df[keep], ".3g")])
+
+    (out / "summary.md").write_text("\n".join(md))
+    written.append(out / "summary.md")
+    return written

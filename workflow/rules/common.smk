@@ -46,14 +46,31 @@ def base_model_input(wildcards):
     return [] if config["model"]["path"] else [f"{R}/models/{MODEL}-base"]
 
 
-def all_variants():
-    """Every evaluated model: each method before fine-tuning (noft) and after, per layout."""
+def selected_variants(selection):
+    """Variant names for a `variants` selection (see the schema's variant_selection)."""
     out = []
     for target in TARGETS:
+        if "base" in selection:
+            out.append(variant("none", target, "noft"))
         for method in METHODS:
-            out.append(variant(method, target, "noft"))
-            out.extend(variant(method, target, layout) for layout in LAYOUTS)
-    return out
+            if "noft" in selection:
+                out.append(variant(method, target, "noft"))
+            out.extend(variant(method, target, layout) for layout in LAYOUTS
+                       if "finetuned" in selection or layout in selection)
+    return list(dict.fromkeys(out))
+
+
+def suite_outputs(suite, filename="metrics.json"):
+    """Metrics files of an evaluation suite, or [] when it is disabled."""
+    cfg = config["analysis"]["bf16"] if suite == "bf16" else config["eval"][suite]
+    if not cfg.get("enabled", True):
+        return []
+    folder = "analysis/bf16" if suite == "bf16" else f"eval/{suite}"
+    return [f"{R}/{folder}/{v}/{filename}" for v in selected_variants(cfg["variants"])]
+
+
+def model_dir(wildcards):
+    return f"{R}/models/{variant(wildcards.method, wildcards.target, wildcards.layout)}"
 
 
 def geometry_args(wildcards):
@@ -63,44 +80,45 @@ def geometry_args(wildcards):
 
 
 def solve_args(wildcards):
+    """Method options of `ropeext solve` from the rope section (options a method ignores are dropped)."""
     rope = config["rope"]
-    args = []
+    args = [f"--angle-dtype {rope['angle_dtype']}",
+            f"--beta-fast {rope['yarn']['beta_fast']} --beta-slow {rope['yarn']['beta_slow']}",
+            f"--low-freq-factor {rope['llama3']['low_freq_factor']} --high-freq-factor {rope['llama3']['high_freq_factor']}"]
+    if not rope["yarn"]["truncate"]:
+        args.append("--yarn-no-truncate")
     dims = rope["interpolated_dims"]
     if isinstance(dims, dict):
         dims = dims.get(str(wildcards.target), dims.get(int(wildcards.target)))
-    if wildcards.method == "dprope":
-        args.append(f"--interpolated-dims {dims}" if dims is not None else f"--threshold {rope['threshold']}")
-    if wildcards.method == "longrope":
+    args.append(f"--interpolated-dims {dims}" if dims is not None else f"--threshold {rope['threshold']}")
+    if rope["candidates"]:
+        args.append(f"--candidates {','.join(rope['candidates'])}")
+    if rope["factors_file"]:
         args.append(f"--factors-file {rope['factors_file']}")
-    if wildcards.method == "base_change" and rope["base_change_theta"]:
-        args.append(f"--new-rope-theta {rope['base_change_theta']}")
+    if rope["new_rope_theta"]:
+        args.append(f"--new-rope-theta {rope['new_rope_theta']}")
     return " ".join(args)
 
 
-
-
-def ppl_inputs(wildcards):
-    inputs = {"tokens": f"{R}/tokens/test.parquet"}
-    if wildcards.layout == "noft":
-        inputs["scaling"] = f"{R}/rope/scaling/{wildcards.method}-{wildcards.target}.json"
-        if not config["model"]["path"]:
-            inputs["model"] = f"{R}/models/{MODEL}-base"
-    else:
-        inputs["model"] = f"{R}/models/{MODEL}-{wildcards.method}-{wildcards.target}-{wildcards.layout}"
-    return inputs
-
-
-def ppl_model_args(wildcards):
-    if wildcards.layout == "noft":
-        return (f"--model {base_model()} "
-                f"--scaling {R}/rope/scaling/{wildcards.method}-{wildcards.target}.json")
-    return f"--model {R}/models/{MODEL}-{wildcards.method}-{wildcards.target}-{wildcards.layout}"
-
-
 wildcard_constraints:
-    method="|".join(sorted(set(METHODS) | set(config["rope"]["compare_methods"]))),
+    method="|".join(sorted(set(METHODS) | set(config["rope"]["compare_methods"]) | {"none"})),
     layout="full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     target=r"\d+",
     window=r"\d+",
     split="train|validation|test",
 
+
+
+def longbench_data(wildcards):
+    """The embedded task's files, or nothing when the user names their LongBench copy."""
+    if config["eval"]["longbench"]["data_dir"]:
+        return []
+    return [f"{R}/eval/longbench-data/buckets.json"]
+
+
+def longbench_data_arg(wildcards):
+    return config["eval"]["longbench"]["data_dir"] or f"{R}/eval/longbench-data"
+
+
+def ruler_essay_source(wildcards):
+    return config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet"

@@ -1,18 +1,19 @@
-# Perplexity by length for every variant: each method applied to the base model without
-# fine-tuning ("noft"), and each fine-tuned (method x layout) model.
+# Perplexity by length for every selected variant (eval.ppl.variants): each method applied to
+# the base model without fine-tuning ("noft") and each fine-tuned (method x layout) model.
 
 
 rule eval_ppl:
     input:
-        unpack(ppl_inputs),
+        model=model_dir,
+        tokens=f"{R}/tokens/test.parquet",
     output:
         metrics=f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
+        png=f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/ppl.png",
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
         cfg=CONFIG,
         settings=section("eval"),
-        model=ppl_model_args,
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
     threads: 2
@@ -23,6 +24,5 @@ rule eval_ppl:
     conda:
         ENV
     shell:
-        "ropeext eval ppl --config {params.cfg} {params.model} --tokens {input.tokens} "
-        "--output-dir {params.outdir} --threads {threads} "
-        "--variant {params.variant} > {log} 2>&1"
+        "ropeext eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "--output-dir {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -5,6 +5,8 @@ rule finetune:
         train=f"{R}/packed/{{layout}}-w{{target}}/train.parquet",
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-{{layout}}"),
+    wildcard_constraints:
+        layout="full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed"),

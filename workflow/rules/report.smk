@@ -1,6 +1,11 @@
 rule report:
     input:
-        ppl=[f"{R}/eval/ppl/{v}/metrics.json" for v in all_variants()],
+        ppl=suite_outputs("ppl"),
+        passkey=suite_outputs("passkey"),
+        longbench=suite_outputs("longbench"),
+        openllm=suite_outputs("openllm"),
+        ruler=suite_outputs("ruler"),
+        bf16=suite_outputs("bf16", "bf16_deviation.json"),
         compare=expand(f"{R}/rope/compare-{{target}}/table.csv", target=TARGETS),
         angles=expand(f"{R}/rope/angles-{{target}}/heatmap.png", target=TARGETS),
     output:
@@ -17,5 +22,6 @@ rule report:
     conda:
         ENV
     shell:
-        "ropeext report --config {params.cfg} --ppl {input.ppl} --compare {input.compare} "
-        "--output-dir {params.outdir} > {log} 2>&1"
+        "ropeext report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
+        "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
+        "--compare {input.compare} --angles {input.angles} --output-dir {params.outdir} > {log} 2>&1"

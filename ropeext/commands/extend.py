@@ -1,0 +1,34 @@
+"""ropeext extend: a base model with a RoPE extension applied and no training (a "noft" variant)."""
+
+from __future__ import annotations
+
+from ropeext.commands._common import add_tracking_args, read_json
+
+COMMAND = ("extend",)
+HELP = "write a base model with a scaling.json's rope_parameters applied (no fine-tuning)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--base", required=True, help="base model: HF directory or hub id")
+    parser.add_argument("--scaling", required=True, help="scaling.json from `ropeext solve`")
+    parser.add_argument("--output", required=True, help="model directory to write")
+    add_tracking_args(parser)
+
+
+def run(args) -> None:
+    from ropeext import tracking
+    from ropeext.data.tokenizer import load_tokenizer
+    from ropeext.modeling import load_causal_lm
+    from ropeext.train.io import save_model_dir
+
+    scaling = read_json(args.scaling, "scaling file")
+    with tracking.stage_run("extend", params={"base": args.base, "scaling": args.scaling, "method": scaling["method"],
+                                              "rope_parameters": scaling["rope_parameters"]},
+                            variant=args.variant, enabled=not args.no_mlflow) as run_:
+        model = load_causal_lm(args.base, scaling=scaling)
+        tok = load_tokenizer(args.base)
+        save_model_dir(model, tok, args.output, {"scaling": {"method": scaling["method"],
+                                                             "rope_parameters": scaling["rope_parameters"]},
+                                                 "steps": 0, "base": str(args.base)})
+        run_.log_artifact(f"{args.output}/config.json")
+    print(f"extend: {scaling['method']} applied to {args.base} -> {args.output}")

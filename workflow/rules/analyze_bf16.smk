@@ -1,0 +1,23 @@
+rule analyze_bf16:
+    input:
+        model=model_dir,
+        tokens=f"{R}/tokens/test.parquet",
+    output:
+        result=f"{R}/analysis/bf16/{MODEL}-{{method}}-{{target}}-{{layout}}/bf16_deviation.json",
+    wildcard_constraints:
+        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+    params:
+        cfg=CONFIG,
+        settings=section("analysis", "seed"),
+        variant=lambda w: variant(w.method, w.target, w.layout),
+        outdir=lambda w, output: os.path.dirname(output.result),
+    threads: 2
+    log:
+        "logs/analyze_bf16/{method}-{target}-{layout}.log",
+    benchmark:
+        "benchmarks/analyze_bf16/{method}-{target}-{layout}.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "--output {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -1,0 +1,54 @@
+# LongBench / LongBench-E on the user's data (eval.longbench.data_dir), or the embedded
+# LongBench-E-style code-completion task built from the held-out split.
+
+
+rule longbench_embedded:
+    input:
+        tokens=f"{R}/tokens/test.parquet",
+        tokenizer=rules.tokenizer.output.tokenizer,
+    output:
+        data=f"{R}/eval/longbench-data/{config['eval']['longbench']['embedded']['task']}_e.jsonl",
+        buckets=f"{R}/eval/longbench-data/buckets.json",
+    params:
+        cfg=CONFIG,
+        settings=section("eval", "seed"),
+        tokdir=lambda w, input: os.path.dirname(input.tokenizer),
+        outdir=lambda w, output: os.path.dirname(output.buckets),
+        windows=",".join(map(str, config["eval"]["longbench"]["embedded"]["windows"] or [L, 2 * L, max(TARGETS)])),
+    log:
+        "logs/longbench_embedded/embedded.log",
+    benchmark:
+        "benchmarks/longbench_embedded/embedded.tsv"
+    conda:
+        ENV
+    shell:
+        "ropeext eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
+        "--tokenizer {params.tokdir} --windows {params.windows} --output-dir {params.outdir} "
+        "--variant embedded > {log} 2>&1"
+
+
+rule eval_longbench:
+    input:
+        longbench_data,
+        model=model_dir,
+    output:
+        metrics=f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
+        png=f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/longbench.png",
+    wildcard_constraints:
+        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+    params:
+        cfg=CONFIG,
+        settings=section("eval"),
+        data=longbench_data_arg,
+        variant=lambda w: variant(w.method, w.target, w.layout),
+        outdir=lambda w, output: os.path.dirname(output.metrics),
+    threads: 1
+    log:
+        "logs/eval_longbench/{method}-{target}-{layout}.log",
+    benchmark:
+        "benchmarks/eval_longbench/{method}-{target}-{layout}.tsv"
+    conda:
+        ENV
+    shell:
+        "OMP_NUM_THREADS={threads} ropeext eval longbench --config {params.cfg} --model {input.model} "
+        "--data {params.data} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"
