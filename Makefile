@@ -32,7 +32,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/snakemake --lint --configfile config/config.yaml
