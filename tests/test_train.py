@@ -78,3 +78,80 @@ def test_non_finite_loss_names_the_step(tiny_model_dir):
         model.model.norm.weight.fill_(float("nan"))
     with pytest.raises(RopeextError, match="non-finite loss .* at step 1"):
         train(model, _packed(), TrainSettings(steps=3, batch_size=2, lr=1e-3, precision="fp32"), progress=False)
+
+
+def test_process_shards_sum_to_the_full_batch_gradient(tiny_model_dir):
+    """What DDP averages (each process's gradient over its rows, scaled by the world size) equals the
+    single-process full-batch gradient, with unequal label counts per process and accumulation."""
+    from ropeext.train.loop import accumulate_gradients
+
+    data = _packed(n=4)
+    data.arrays["labels"][:1, :10] = -100
+    data.arrays["input_ids"][1::2] = (data.arrays["input_ids"][1::2] + 5) % 300
+    batch = data.batch(np.arange(4))
+
+    def grads(**kw):
+        model = _model(tiny_model_dir)
+        s = TrainSettings(steps=1, batch_size=4, lr=1e-2, precision="fp32", grad_accum=kw.pop("accum", 1))
+        loss = accumulate_gradients(model, batch, s, torch.device("cpu"), **kw)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    full_loss, full = grads()
+    parts = [grads(rank=r, world=2, accum=2) for r in range(2)]
+    assert parts[0][0] + parts[1][0] == pytest.approx(full_loss, rel=1e-6)
+    for i, g in enumerate(full):
+        torch.testing.assert_close((parts[0][1][i] + parts[1][1][i]) / 2, g, rtol=1e-4, atol=1e-7)
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_path):
+    from ropeext.train import checkpoint as ckpt
+
+    model = _model(tiny_model_dir)
+    calls = {"n": 0}
+
+    def poison(module, args, out):  # the 5th forward pass returns NaN
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == 5 else out
+
+    model.model.norm.register_forward_hook(poison)
+    s = TrainSettings(steps=8, batch_size=2, lr=1e-3, precision="fp32", checkpoint_every=2, keep_checkpoints=1)
+    with pytest.raises(RopeextError, match=r"non-finite loss \(nan\) at step 5; .*last good checkpoint kept: .*step-0000004"):
+        train(model, _packed(), s, checkpoint_dir=tmp_path, progress=False)
+    assert [f.step for f in ckpt.list_checkpoints(tmp_path)] == [4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000004"]
+
+
+def test_cut_off_checkpoint_is_never_resumed_from(tiny_model_dir, tmp_path):
+    from ropeext.train import checkpoint as ckpt
+
+    s = TrainSettings(steps=6, batch_size=2, lr=1e-3, precision="fp32", checkpoint_every=2, keep_checkpoints=3)
+    model = _model(tiny_model_dir)
+    stop = RuntimeError("stop after step 4")
+
+    def halt(done):
+        if done == 4:
+            raise stop
+    with pytest.raises(RuntimeError):
+        train(model, _packed(), s, checkpoint_dir=tmp_path, progress=False, on_step=halt)
+    assert [f.step for f in ckpt.list_checkpoints(tmp_path)] == [2, 4]
+    # step 4 truncated as by a copy cut short, a stray temp folder from a killed writer
+    opt = tmp_path / "step-0000004" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:100])
+    (tmp_path / "step-0000006.tmp").mkdir()
+    (tmp_path / "step-0000006.tmp" / "model.pt").write_bytes(b"x")
+    assert ckpt.latest_checkpoint(tmp_path).step == 2
+    summary = train(_model(tiny_model_dir), _packed(), s, checkpoint_dir=tmp_path, progress=False)
+    assert summary["resumed_from_step"] == 2
+    assert not (tmp_path / "step-0000006.tmp").exists()
+
+
+def test_shipped_accelerate_configs_parse():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).resolve().parents[1] / "config" / "accelerate"
+    kinds = {p.stem: load_config_from_file(str(p)) for p in folder.glob("*.yaml")}
+    assert str(kinds["ddp"].distributed_type).endswith("MULTI_GPU") and kinds["ddp"].mixed_precision == "no"
+    assert kinds["fsdp"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert kinds["deepspeed_zero3"].deepspeed_config["zero_stage"] == 3

@@ -237,6 +237,11 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
     if s.batch_size % (s.grad_accum * world):
         raise RopeextError(f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
                            f"on each of {world} processes")
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and s.grad_accum != 1:
+        raise RopeextError("grad_accum must be 1 under DeepSpeed (it steps its optimizer inside backward); raise the "
+                           "per-process batch or use config/accelerate/fsdp.yaml")
     device = accelerator.device
     random.seed(s.seed)
     np.random.seed(s.seed % 2**32)
@@ -315,7 +320,10 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
                     p.grad = None
             max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
             if engine:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+                if norm is None:  # DeepSpeed clips inside its step and reports the norm itself
+                    norm = getattr(model, "get_global_grad_norm", lambda: 0.0)() or 0.0
+                grad_norm = float(norm)
             else:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(master, max_norm))
             if not math.isfinite(grad_norm):
