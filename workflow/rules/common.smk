@@ -46,6 +46,12 @@ def base_model_input(wildcards):
     return [] if config["model"]["path"] else [f"{R}/models/{MODEL}-base"]
 
 
+def launcher():
+    """`ropeext`, or `accelerate launch` of it when finetune.accelerate_config names a config."""
+    acc = config["finetune"]["accelerate_config"]
+    return f"accelerate launch --config_file {acc} -m ropeext.cli" if acc else "ropeext"
+
+
 def selected_variants(selection):
     """Variant names for a `variants` selection (see the schema's variant_selection)."""
     out = []

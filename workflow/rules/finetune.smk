@@ -5,13 +5,12 @@ rule finetune:
         train=f"{R}/packed/{{layout}}-w{{target}}/train.parquet",
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-{{layout}}"),
-    wildcard_constraints:
-        layout="full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed"),
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, w.layout),
+        launcher=launcher(),
     threads: 2
     log:
         "logs/finetune/{method}-{target}-{layout}.log",
@@ -20,6 +19,6 @@ rule finetune:
     conda:
         ENV
     shell:
-        "ropeext finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
+        "{params.launcher} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
         "--train {input.train} --layout {wildcards.layout} --output {output} --threads {threads} "
         "--variant {params.variant} > {log} 2>&1"
