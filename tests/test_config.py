@@ -64,3 +64,26 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(RopeextError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def _leaf_keys(node, defs, prefix=()):
+    if "$ref" in node and "properties" not in node:
+        node = {**defs[node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    if node.get("type") == "object" and "properties" in node:
+        for key, sub in node["properties"].items():
+            yield from _leaf_keys(sub, defs, prefix + (key,))
+    else:
+        yield ".".join(prefix)
+
+
+def test_config_readme_documents_every_key():
+    from ropeext.config import load_schema
+
+    schema = load_schema()
+    doc = (REPO / "config" / "README.md").read_text()
+    missing = []
+    for key in _leaf_keys(schema, schema["$defs"]):
+        last = key.rsplit(".", 1)[-1]
+        if f"`{key}`" not in doc and not (f"`{key.rsplit('.', 1)[0]}." in doc and last in doc):
+            missing.append(key)
+    assert not missing, f"config/README.md does not document: {missing}"
