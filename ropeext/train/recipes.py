@@ -59,10 +59,14 @@ def _by_target(value, target_length: int | None):
     """A value that depends on the target window: {max_target: value, ..., None: value beyond}."""
     if not isinstance(value, dict):
         return value
-    for limit in sorted(k for k in value if k is not None):
+    # config files give the limits as YAML ints or (after a JSON round trip) as strings
+    table = {None if k in (None, "null", "None") else int(k): v for k, v in value.items()}
+    for limit in sorted(k for k in table if k is not None):
         if target_length is None or target_length <= limit:
-            return value[limit]
-    return value[None]
+            return table[limit]
+    if None not in table:
+        raise RopeextError(f"finetune.steps: no entry for target length {target_length} in {value}")
+    return table[None]
 
 
 def resolve(section: dict | None, *, recipe: str | None = None, target_length: int | None = None,
@@ -81,7 +85,7 @@ def resolve(section: dict | None, *, recipe: str | None = None, target_length: i
     for key, value in section.items():
         if key == "recipe" or value is None:
             continue
-        base[key] = value
+        base[key] = _by_target(value, target_length) if key == "steps" else value
     base["recipe"] = recipe or "none"
     return base
 
