@@ -99,6 +99,7 @@ def slurm_run(tmp_path_factory):
     return SimpleNamespace(workdir=workdir, state=state, stderr=proc.stderr, jobs={j["id"]: j for j in jobs})
 
 
+@pytest.mark.slow
 def test_dag_completes_through_the_slurm_executor(slurm_run):
     model = slurm_run.workdir / TARGET
     assert (model / "config.json").exists()
@@ -126,6 +127,7 @@ def _job_for(slurm_run, rule: str) -> tuple[dict, dict]:
     return matches[0], _sbatch_options(call)
 
 
+@pytest.mark.slow
 def test_finetune_is_one_task_holding_every_gpu(slurm_run):
     want = _profile()["set-resources"]["finetune"]
     threads = _profile()["set-threads"]["finetune"]
@@ -145,6 +147,7 @@ def test_finetune_is_one_task_holding_every_gpu(slurm_run):
     assert "--target-jobs" in command and "finetune:method=dprope,target=64,layout=anchor" in command
 
 
+@pytest.mark.slow
 def test_cpu_rules_get_the_default_resources(slurm_run):
     defaults = _profile()["default-resources"]
     for rule in ("corpus", "tokenizer", "pretrain", "solve"):
@@ -155,6 +158,7 @@ def test_cpu_rules_get_the_default_resources(slurm_run):
         assert opts["mem"] == str(defaults["mem_mb"]) and opts["time"] == str(defaults["runtime"])
 
 
+@pytest.mark.slow
 def test_jobs_log_under_the_invocation_parent_run(slurm_run):
     """ROPEEXT_PARENT_RUN_ID reaches the jobs through sbatch --export=ALL: one parent, a child per job."""
     import mlflow
