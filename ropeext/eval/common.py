@@ -10,6 +10,15 @@ from typing import Callable, Iterator
 from ropeext.errors import RopeextError
 
 
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids as the model reads a prompt: the tokenizer's special tokens, BOS first where it has one."""
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
                     stop_strings: list[str] | None = None, *, stop_token_ids: list[int] | None = None,
                     min_new_tokens: int = 0) -> str:

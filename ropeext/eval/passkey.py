@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ropeext.errors import RopeextError
+from ropeext.eval.common import encode_prompt as encode  # noqa: F401 (re-exported)
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
@@ -40,15 +41,6 @@ def build_text(n_blocks: int, depth: float, key: int) -> tuple[str, int]:
     before = int(round(depth * n_blocks))
     parts = [FILLER] * before + [KEY_LINE.format(key=key)] + [FILLER] * (n_blocks - before) + [QUESTION]
     return " ".join(parts), before
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids as the model sees them: the tokenizer's own special tokens, BOS first where it has one."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    return ids
 
 
 def make_prompt(tokenizer, length: int, depth: float, key: int) -> PasskeyPrompt:

@@ -14,15 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ropeext.errors import RopeextError
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids as the model reads them: the tokenizer's special tokens, BOS first where it has one."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    return ids
+from ropeext.eval.common import encode_prompt as encode  # noqa: F401 (re-exported)
 
 
 def tolerance(length: int, fraction: float = 0.02) -> int:
