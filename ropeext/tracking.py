@@ -78,6 +78,27 @@ def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
     raise RopeextError(f"MLflow: could not create or find experiment {name!r}")
 
 
+def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):
+    """Call ``fn``, retrying transient store errors (a busy sqlite file, a hiccup of a server).
+
+    With ``fatal=False`` a persistent failure is reported as a warning and the job goes on: a
+    long training run should not die because one metric point could not be written.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for the same condition
+            if attempt + 1 < attempts:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if fatal:
+                raise
+            import warnings
+
+            warnings.warn(f"MLflow: could not {what} ({exc}); continuing without it", RuntimeWarning, stacklevel=3)
+            return None
+
+
 class StageRun:
     """Thin handle over an active MLflow run (or a no-op when tracking is off)."""
 
@@ -109,7 +130,7 @@ class StageRun:
             if math.isfinite(fv):
                 clean[k.replace("@", "_at_")] = fv
         if clean:
-            self._mlflow.log_metrics(clean, step=step)
+            _retry(lambda: self._mlflow.log_metrics(clean, step=step), what="log metrics", fatal=False)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.active:

@@ -1,0 +1,62 @@
+import mlflow
+import pytest
+
+from ropeext import tracking
+from ropeext.errors import RopeextError
+
+
+def test_stage_run_logs_params_metrics_tags_and_artifacts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.json").write_text("{}")
+    (tmp_path / "out" / "weights.bin").write_bytes(b"x")
+    with tracking.stage_run("solve", params={"a": {"b": 1}}, variant="v1") as run:
+        run.log_metrics({"x": 1.5, "bad": float("nan"), "skip": "text"}, step=3)
+        run.log_outputs(tmp_path / "out")
+    client = mlflow.MlflowClient(uri)
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.params == {"a.b": "1"}
+    assert r.data.metrics == {"x": 1.5}
+    assert r.data.tags["ropeext.stage"] == "solve" and r.data.tags["ropeext.variant"] == "v1"
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["a.json"]  # weights are not copied
+
+
+def test_failed_stage_marks_the_run_failed(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(RopeextError):
+        with tracking.stage_run("pack") as run:
+            raise RopeextError("boom")
+    assert mlflow.MlflowClient(uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_a_metric_the_store_refuses_warns_instead_of_killing_the_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    with tracking.stage_run("finetune") as run:
+        calls = []
+
+        def refuse(*a, **k):
+            calls.append(1)
+            raise RuntimeError("database is locked")
+
+        monkeypatch.setattr(run._mlflow, "log_metrics", refuse)
+        with pytest.warns(RuntimeWarning, match="could not log metrics"):
+            run.log_metrics({"loss": 1.0}, step=1)
+        assert len(calls) == 4
+        monkeypatch.undo()
+
+
+def test_unreachable_server_is_a_clear_error():
+    with pytest.raises(RopeextError, match="cannot be reached"):
+        tracking.check_reachable("http://127.0.0.1:9", timeout=2)
+
+
+def test_tracking_off(monkeypatch):
+    monkeypatch.setenv("ROPEEXT_MLFLOW", "0")
+    with tracking.stage_run("x") as run:
+        assert not run.active
+        run.log_metrics({"a": 1})
