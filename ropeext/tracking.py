@@ -57,6 +57,48 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
     return {"git.sha": sha, "git.dirty": str(bool(dirty)).lower()}
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers, as run tags."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("ropeext", "torch", "transformers", "accelerate", "lm-eval", "mlflow", "snakemake"):
+        try:
+            out[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def data_fingerprints(config: dict | None) -> dict[str, str]:
+    """The corpus fingerprint recorded by the corpus stage, when this config's corpus exists."""
+    if not config:
+        return {}
+    manifest = Path(config.get("results_dir", "results")) / "corpus" / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    import json
+
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"data.corpus_fingerprint": str(data.get("file_list_sha256", ""))[:16],
+            "data.corpus_source": str(data.get("source", ""))}
+
+
+def job_tags() -> dict[str, str]:
+    """The Snakemake rule and wildcards of this job (set by the rules as ROPEEXT_RULE / ROPEEXT_WILDCARDS)."""
+    tags = {}
+    if os.environ.get("ROPEEXT_RULE"):
+        tags["ropeext.rule"] = os.environ["ROPEEXT_RULE"]
+    for item in filter(None, os.environ.get("ROPEEXT_WILDCARDS", "").split(",")):
+        key, _, value = item.partition("=")
+        if key and value:
+            tags[f"ropeext.wildcards.{key}"] = value
+    return tags
+
+
 def _prepare_store(uri: str) -> str | None:
     """Create the folder of a local sqlite store; return the artifact root to use beside it."""
     if uri.startswith("sqlite:///"):
@@ -242,9 +284,9 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
     parent = os.environ.get("ROPEEXT_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    for key in ("SNAKEMAKE_RULE", "ROPEEXT_RULE"):
-        if os.environ.get(key):
-            all_tags["ropeext.rule"] = os.environ[key]
+    all_tags.update(job_tags())
+    all_tags.update(package_versions())
+    all_tags.update(data_fingerprints(config))
     all_tags.update(tags or {})
     run_name = f"{stage}:{variant}" if variant else stage
 

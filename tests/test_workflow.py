@@ -76,7 +76,8 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
         assert r.info.status == "FINISHED", r.info.run_name
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.data.params, r.info.run_name
-        assert "git.sha" in r.data.tags
+        assert "git.sha" in r.data.tags and r.data.tags["version.torch"].startswith("2.13")
+        assert r.data.tags["ropeext.rule"]
     by_stage = {}
     for r in stages:
         by_stage.setdefault(r.data.tags["ropeext.stage"], []).append(r)
@@ -88,6 +89,9 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     assert {"ppl_at_32", "ppl_at_64", "ppl_at_128"} <= set(ppl.data.metrics)
     assert {a.path for a in client.list_artifacts(ppl.info.run_id)} >= {"metrics.json", "ppl.png"}
     ft = by_stage["finetune"][0]
+    assert ft.data.tags["ropeext.rule"] == "finetune" and ft.data.tags["ropeext.wildcards.target"] == "64"
+    assert ft.data.tags["ropeext.wildcards.layout"] in {"full", "anchor"}
+    assert len(ft.data.tags["data.corpus_fingerprint"]) == 16
     assert "train/loss" in ft.data.metrics and len(client.get_metric_history(ft.info.run_id, "train/loss")) >= 1
     report = by_stage["report"][0]
     assert "summary.md" in {a.path for a in client.list_artifacts(report.info.run_id)}

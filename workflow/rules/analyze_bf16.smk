@@ -7,6 +7,7 @@ rule analyze_bf16:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("analyze_bf16"),
         cfg=CONFIG,
         settings=section("analysis", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
@@ -19,5 +20,5 @@ rule analyze_bf16:
     conda:
         ENV
     shell:
-        "ropeext analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "{params.job} ropeext analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
         "--output {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -46,10 +46,27 @@ def base_model_input(wildcards):
     return [] if config["model"]["path"] else [f"{R}/models/{MODEL}-base"]
 
 
-def launcher():
-    """`ropeext`, or `accelerate launch` of it when finetune.accelerate_config names a config."""
+def job_env(rule_name):
+    """Environment naming a job's rule and wildcards, which its MLflow run records as tags."""
+
+    def env(wildcards):
+        pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
+        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs}"
+
+    return env
+
+
+def launcher(wildcards, resources):
+    """`ropeext`, or `accelerate launch` of it when finetune.accelerate_config names a config.
+
+    The process count follows the job's `gpu` resource (set by a cluster profile) when it has one.
+    """
     acc = config["finetune"]["accelerate_config"]
-    return f"accelerate launch --config_file {acc} -m ropeext.cli" if acc else "ropeext"
+    if not acc:
+        return "ropeext"
+    gpus = resources.get("gpu", 0)
+    procs = f" --num_processes {gpus}" if gpus else ""
+    return f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
 
 
 def selected_variants(selection):

@@ -3,6 +3,7 @@ rule corpus:
         splits=expand(f"{R}/corpus/{{split}}.parquet", split=SPLITS),
         manifest=f"{R}/corpus/manifest.json",
     params:
+        job=job_env("corpus"),
         cfg=CONFIG,
         settings=section("corpus", "seed"),
         outdir=lambda w, output: os.path.dirname(output.manifest),
@@ -13,4 +14,4 @@ rule corpus:
     conda:
         ENV
     shell:
-        "ropeext corpus --config {params.cfg} --output-dir {params.outdir} > {log} 2>&1"
+        "{params.job} ropeext corpus --config {params.cfg} --output-dir {params.outdir} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule longbench_embedded:
         data=f"{R}/eval/longbench-data/{config['eval']['longbench']['embedded']['task']}_e.jsonl",
         buckets=f"{R}/eval/longbench-data/buckets.json",
     params:
+        job=job_env("longbench_embedded"),
         cfg=CONFIG,
         settings=section("eval", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -22,7 +23,7 @@ rule longbench_embedded:
     conda:
         ENV
     shell:
-        "ropeext eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
+        "{params.job} ropeext eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
         "--tokenizer {params.tokdir} --windows {params.windows} --output-dir {params.outdir} "
         "--variant embedded > {log} 2>&1"
 
@@ -37,6 +38,7 @@ rule eval_longbench:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("eval_longbench"),
         cfg=CONFIG,
         settings=section("eval"),
         data=longbench_data_arg,
@@ -50,5 +52,5 @@ rule eval_longbench:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} ropeext eval longbench --config {params.cfg} --model {input.model} "
+        "{params.job} OMP_NUM_THREADS={threads} ropeext eval longbench --config {params.cfg} --model {input.model} "
         "--data {params.data} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

@@ -7,6 +7,7 @@ rule eval_openllm:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("eval_openllm"),
         cfg=CONFIG,
         settings=section("eval", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
@@ -19,5 +20,5 @@ rule eval_openllm:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} ropeext eval openllm --config {params.cfg} --model {input.model} "
+        "{params.job} OMP_NUM_THREADS={threads} ropeext eval openllm --config {params.cfg} --model {input.model} "
         "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

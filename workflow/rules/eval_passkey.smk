@@ -7,6 +7,7 @@ rule eval_passkey:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("eval_passkey"),
         cfg=CONFIG,
         settings=section("eval"),
         variant=lambda w: variant(w.method, w.target, w.layout),
@@ -19,5 +20,5 @@ rule eval_passkey:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} ropeext eval passkey --config {params.cfg} --model {input.model} "
+        "{params.job} OMP_NUM_THREADS={threads} ropeext eval passkey --config {params.cfg} --model {input.model} "
         "--output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

@@ -12,6 +12,7 @@ rule eval_ppl:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("eval_ppl"),
         cfg=CONFIG,
         settings=section("eval"),
         variant=lambda w: variant(w.method, w.target, w.layout),
@@ -24,5 +25,5 @@ rule eval_ppl:
     conda:
         ENV
     shell:
-        "ropeext eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "{params.job} ropeext eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
         "--output-dir {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

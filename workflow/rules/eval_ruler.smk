@@ -9,6 +9,7 @@ rule eval_ruler:
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:
+        job=job_env("eval_ruler"),
         cfg=CONFIG,
         settings=section("eval", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -22,6 +23,6 @@ rule eval_ruler:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} ropeext eval ruler --config {params.cfg} --model {input.model} "
+        "{params.job} OMP_NUM_THREADS={threads} ropeext eval ruler --config {params.cfg} --model {input.model} "
         "--essay-source {input.essay} --essay-tokenizer {params.tokdir} --output-dir {params.outdir} "
         "--no-progress --variant {params.variant} > {log} 2>&1"

@@ -9,6 +9,7 @@ rule extend:
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-noft"),
     params:
+        job=job_env("extend"),
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, "noft"),
     log:
@@ -18,5 +19,5 @@ rule extend:
     conda:
         ENV
     shell:
-        "ropeext extend --base {params.base} --scaling {input.scaling} --output {output} "
+        "{params.job} ropeext extend --base {params.base} --scaling {input.scaling} --output {output} "
         "--variant {params.variant} > {log} 2>&1"

@@ -6,11 +6,12 @@ rule finetune:
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-{{layout}}"),
     params:
+        job=job_env("finetune"),
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed"),
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, w.layout),
-        launcher=launcher(),
+        launcher=launcher,
     threads: 2
     log:
         "logs/finetune/{method}-{target}-{layout}.log",
@@ -19,6 +20,6 @@ rule finetune:
     conda:
         ENV
     shell:
-        "{params.launcher} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
+        "{params.job} {params.launcher} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
         "--train {input.train} --layout {wildcards.layout} --output {output} --threads {threads} "
         "--variant {params.variant} > {log} 2>&1"

@@ -6,6 +6,7 @@ rule pack:
         data=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.parquet",
         stats=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.stats.json",
     params:
+        job=job_env("pack"),
         settings=section("packing", "seed"),
         seed=config["seed"],
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -20,6 +21,6 @@ rule pack:
     conda:
         ENV
     shell:
-        "ropeext pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
+        "{params.job} ropeext pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
         "--layout {wildcards.layout} --seed {params.seed} {params.flags} --output {output.data} "
         "--stats {output.stats} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log} 2>&1"

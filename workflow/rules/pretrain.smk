@@ -5,6 +5,7 @@ rule pretrain:
     output:
         directory(f"{R}/models/{MODEL}-base"),
     params:
+        job=job_env("pretrain"),
         cfg=CONFIG,
         settings=section("model", "pretrain", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -17,5 +18,5 @@ rule pretrain:
     conda:
         ENV
     shell:
-        "ropeext pretrain --config {params.cfg} --tokenizer {params.tokdir} --train {input.train} "
+        "{params.job} ropeext pretrain --config {params.cfg} --tokenizer {params.tokdir} --train {input.train} "
         "--output {output} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule report:
         ppl_csv=f"{R}/report/ppl.csv",
         ppl_png=f"{R}/report/ppl.png",
     params:
+        job=job_env("report"),
         cfg=CONFIG,
         outdir=lambda w, output: os.path.dirname(output.summary),
     log:
@@ -22,6 +23,6 @@ rule report:
     conda:
         ENV
     shell:
-        "ropeext report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
+        "{params.job} ropeext report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
         "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
         "--compare {input.compare} --angles {input.angles} --output-dir {params.outdir} > {log} 2>&1"

@@ -6,8 +6,9 @@ rule angles:
         npz=f"{R}/rope/angles-{{target}}/histograms.npz",
         png=f"{R}/rope/angles-{{target}}/heatmap.png",
     params:
+        job=job_env("angles"),
         geometry=geometry_args,
-        methods=",".join(config["rope"]["compare_methods"]),
+        methods=",".join(config["rope"]["angles_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
     log:
         "logs/angles/{target}.log",
@@ -16,7 +17,7 @@ rule angles:
     conda:
         ENV
     shell:
-        "ropeext angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
+        "{params.job} ropeext angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
         "--variant {params.variant} > {log} 2>&1"
 
 
@@ -24,6 +25,7 @@ rule solve:
     output:
         f"{R}/rope/scaling/{{method}}-{{target}}.json",
     params:
+        job=job_env("solve"),
         geometry=geometry_args,
         extra=solve_args,
         variant=lambda w: f"{MODEL}-{w.method}-{w.target}",
@@ -34,7 +36,7 @@ rule solve:
     conda:
         ENV
     shell:
-        "ropeext solve {params.geometry} --method {wildcards.method} {params.extra} "
+        "{params.job} ropeext solve {params.geometry} --method {wildcards.method} {params.extra} "
         "--output {output} --variant {params.variant} > {log} 2>&1"
 
 
@@ -42,6 +44,7 @@ rule compare:
     output:
         table=f"{R}/rope/compare-{{target}}/table.csv",
     params:
+        job=job_env("compare"),
         geometry=geometry_args,
         methods=",".join(config["rope"]["compare_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
@@ -52,5 +55,5 @@ rule compare:
     conda:
         ENV
     shell:
-        "ropeext compare {params.geometry} --methods {params.methods} --output {output.table} "
+        "{params.job} ropeext compare {params.geometry} --methods {params.methods} --output {output.table} "
         "--variant {params.variant} > {log} 2>&1"

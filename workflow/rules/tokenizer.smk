@@ -6,6 +6,7 @@ rule tokenizer:
         tokens=expand(f"{R}/tokens/{{split}}.parquet", split=SPLITS),
         stats=f"{R}/tokens/stats.json",
     params:
+        job=job_env("tokenizer"),
         cfg=CONFIG,
         settings=section("tokenizer"),
         corpus=lambda w, input: os.path.dirname(input[0]),
@@ -18,5 +19,5 @@ rule tokenizer:
     conda:
         ENV
     shell:
-        "ropeext tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
+        "{params.job} ropeext tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
         "--tokenizer-dir {params.tokdir} --tokens-dir {params.tokens} > {log} 2>&1"
