@@ -126,3 +126,15 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "lr" in proc.stderr and "fast" in proc.stderr
     assert not (tmp_path / "results" / "corpus").exists()
+
+
+def test_snakemake_html_report_has_the_figures(micro_run):
+    _snakemake(micro_run, "--report", "report.zip")
+    import zipfile
+
+    with zipfile.ZipFile(micro_run / "report.zip") as zf:
+        names = zf.namelist()
+    pngs = [n for n in names if n.endswith(".png")]
+    assert any(n.endswith("report/ppl.png") for n in pngs)
+    assert any("per_pair_disturbance.png" in n for n in pngs) and any("deviation_vs_delta.png" in n for n in pngs)
+    assert any(n.endswith("report.html") for n in names)

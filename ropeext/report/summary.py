@@ -75,6 +75,50 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
     return lines
 
 
+def load_references(path: str | Path | None) -> list[dict]:
+    """Entries of a reference-values file (config/reference_values.yaml); [] without one."""
+    if not path:
+        return []
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RopeextError(f"reference values file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    refs = data.get("references", [])
+    for i, r in enumerate(refs):
+        missing = {"paper", "where", "table", "setting", "metric", "value"} - set(r)
+        if missing:
+            raise RopeextError(f"{path}: entry {i} lacks {sorted(missing)}")
+    return refs
+
+
+def _compare_geometry(folder: Path) -> dict:
+    """The geometry a `ropeext compare` folder was solved for (from its compare.json)."""
+    f = folder / "compare.json"
+    if not f.is_file():
+        return {}
+    solutions = json.loads(f.read_text()).get("solutions", {})
+    first = next(iter(solutions.values()), {})
+    return {k: first.get(k) for k in ("rope_theta", "head_dim", "train_length", "target_length")}
+
+
+def _matches(setting: dict, ours: dict) -> bool:
+    """Every key of the reference's setting but `method` equals ours (numbers compared as floats)."""
+    for key, value in setting.items():
+        if key == "method":
+            continue
+        if key not in ours:
+            return False
+        mine = ours[key]
+        if isinstance(value, (int, float)) and isinstance(mine, (int, float)):
+            if abs(float(value) - float(mine)) > 1e-9 * max(1.0, abs(float(value))):
+                return False
+        elif value != mine:
+            return False
+    return True
+
+
 def _section(title: str, body: list[str]) -> list[str]:
     return [f"## {title}", ""] + body + [""]
 
@@ -113,9 +157,17 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
             body += phenomenon(df[lengths], L, t) + [""]
         md += _section("Perplexity by context length", body)
 
+    references = load_references(inputs.get("references"))
+    used_refs: list[dict] = []
     for path in inputs.get("compare", []):
         table = pd.read_csv(path)
         name = Path(path).parent.name
+        geometry = _compare_geometry(Path(path).parent)
+        matched = [r for r in references if r.get("table") == "disturbance" and _matches(r["setting"], geometry)]
+        if matched:
+            col = {r["setting"]["method"]: r["value"] for r in matched}
+            table["reduction_vs_pi (paper)"] = table["method"].map(col)
+            used_refs += matched
         save(table, f"disturbance-{name}.csv", index=False)
         body = ["Rotary-angle disturbance (KL from the pre-training angle distribution, mean over pairs; "
                 "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.", "",
@@ -176,6 +228,14 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
                        ["In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
                         "breaks RoPE's relative-position property more (`ropeext analyze bf16`).", "",
                         markdown_table(df[keep], ".3g")])
+
+    if references:
+        lines = ["Published values from `config/reference_values.yaml`; a value appears beside ours only where "
+                 "our run has the same setting.", ""]
+        lines += [f"- {r['paper']} ({r['where']}): {r['metric']} = {r['value']}"
+                  f"{' — shown above' if r in used_refs else ' — no run of this config has that setting'}"
+                  for r in references]
+        md += _section("Published reference values", lines)
 
     (out / "summary.md").write_text("\n".join(md))
     written.append(out / "summary.md")

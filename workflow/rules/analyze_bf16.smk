@@ -4,6 +4,8 @@ rule analyze_bf16:
         tokens=f"{R}/tokens/test.parquet",
     output:
         result=f"{R}/analysis/bf16/{MODEL}-{{method}}-{{target}}-{{layout}}/bf16_deviation.json",
+        png=report(f"{R}/analysis/bf16/{MODEL}-{{method}}-{{target}}-{{layout}}/deviation_vs_delta.png",
+                   caption="../report/bf16.rst", category="BF16", subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:

@@ -27,6 +27,7 @@ ROPE_THETA = ARCH["rope_theta"]
 
 export_tracking_env(config)
 CONFIG = write_resolved_config(config, R)
+REFERENCES = config["report"]["references"] or f"{workflow.basedir}/config/reference_values.yaml"
 
 
 def section(*keys):

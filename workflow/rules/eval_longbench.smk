@@ -34,7 +34,8 @@ rule eval_longbench:
         model=model_dir,
     output:
         metrics=f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
-        png=f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/longbench.png",
+        png=report(f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/longbench.png", caption="../report/longbench.rst", category="LongBench",
+                   subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:

@@ -3,7 +3,8 @@ rule eval_passkey:
         model=model_dir,
     output:
         metrics=f"{R}/eval/passkey/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
-        png=f"{R}/eval/passkey/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png",
+        png=report(f"{R}/eval/passkey/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png", caption="../report/passkey.rst", category="Passkey",
+                   subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:

@@ -8,7 +8,8 @@ rule eval_ppl:
         tokens=f"{R}/tokens/test.parquet",
     output:
         metrics=f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
-        png=f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/ppl.png",
+        png=report(f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/ppl.png", caption="../report/ppl_variant.rst", category="Perplexity",
+                   subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:

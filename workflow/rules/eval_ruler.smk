@@ -5,7 +5,8 @@ rule eval_ruler:
         tokenizer=rules.tokenizer.output.tokenizer,
     output:
         metrics=f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
-        png=f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png",
+        png=report(f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png", caption="../report/ruler.rst", category="RULER",
+                   subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
         layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
     params:

@@ -8,10 +8,11 @@ rule report:
         bf16=suite_outputs("bf16", "bf16_deviation.json"),
         compare=expand(f"{R}/rope/compare-{{target}}/table.csv", target=TARGETS),
         angles=expand(f"{R}/rope/angles-{{target}}/heatmap.png", target=TARGETS),
+        references=REFERENCES,
     output:
         summary=f"{R}/report/summary.md",
         ppl_csv=f"{R}/report/ppl.csv",
-        ppl_png=f"{R}/report/ppl.png",
+        ppl_png=report(f"{R}/report/ppl.png", caption="../report/ppl.rst", category="Perplexity"),
     params:
         job=job_env("report"),
         cfg=CONFIG,
@@ -25,4 +26,4 @@ rule report:
     shell:
         "{params.job} ropeext report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
         "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
-        "--compare {input.compare} --angles {input.angles} --output-dir {params.outdir} > {log} 2>&1"
+        "--compare {input.compare} --angles {input.angles} --references {input.references} --output-dir {params.outdir} > {log} 2>&1"

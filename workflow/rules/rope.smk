@@ -4,7 +4,7 @@
 rule angles:
     output:
         npz=f"{R}/rope/angles-{{target}}/histograms.npz",
-        png=f"{R}/rope/angles-{{target}}/heatmap.png",
+        png=report(f"{R}/rope/angles-{{target}}/heatmap.png", caption="../report/angles.rst", category="RoPE"),
     params:
         job=job_env("angles"),
         geometry=geometry_args,
@@ -43,6 +43,10 @@ rule solve:
 rule compare:
     output:
         table=f"{R}/rope/compare-{{target}}/table.csv",
+        per_pair=report(f"{R}/rope/compare-{{target}}/per_pair_disturbance.png", caption="../report/disturbance.rst",
+                        category="RoPE"),
+        histograms=report(f"{R}/rope/compare-{{target}}/angle_histograms.png", caption="../report/histograms.rst",
+                          category="RoPE"),
     params:
         job=job_env("compare"),
         geometry=geometry_args,
