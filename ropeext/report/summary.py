@@ -119,6 +119,20 @@ def _matches(setting: dict, ours: dict) -> bool:
     return True
 
 
+def variant_styles(variants: list[str]) -> dict[str, dict]:
+    """One colour per method, one line style per layout (dashed: no fine-tuning)."""
+    import matplotlib
+
+    methods = sorted({parse_variant(v)["method"] for v in variants})
+    layouts = sorted({parse_variant(v)["layout"] for v in variants} - {"noft"})
+    colours = matplotlib.colormaps["tab10"]
+    dashes = {"noft": "--"} | {lay: ls for lay, ls in zip(layouts, ["-", ":", "-.", (0, (5, 1)), (0, (1, 3))])}
+    markers = {"noft": "x"} | {lay: m for lay, m in zip(layouts, ["o", "s", "^", "D", "v"])}
+    return {v: {"color": colours(methods.index(parse_variant(v)["method"]) % 10),
+                "linestyle": dashes.get(parse_variant(v)["layout"], "-"),
+                "marker": markers.get(parse_variant(v)["layout"], "o")} for v in variants}
+
+
 def _section(title: str, body: list[str]) -> list[str]:
     return [f"## {title}", ""] + body + [""]
 
@@ -149,7 +163,8 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
         series = {v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()}
         written.append(plot_lines(series, out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity",
                                   logx=True, logy=True, title="Perplexity by context length",
-                                  vlines={f"L={L}": L} | {f"L'={t}": t for t in targets}))
+                                  vlines={f"L={L}": L} | {f"L'={t}": t for t in targets},
+                                  styles=variant_styles(list(df.index))))
         body = ["Held-out test documents; at every length the same target tokens are scored, each with up to "
                 "that many tokens of context (sliding window, `ropeext eval ppl`).", "",
                 markdown_table(df[["method", "layout"] + lengths]), "", "![perplexity by length](ppl.png)", ""]
