@@ -48,6 +48,10 @@ def apply_scaling(model_config, scaling: dict) -> None:
         raise RopeextError(
             f"scaling.json was solved for rope_theta {scaling['rope_theta']}, but the model has rope_theta {theta}")
     model_config.rope_parameters = dict(scaling["rope_parameters"])
+    # Some configs (Phi-3 style) carry their own original_max_position_embeddings, which transformers
+    # prefers over the one in rope_parameters: make it agree with the scaling's pre-training length.
+    if getattr(model_config, "original_max_position_embeddings", None) is not None:
+        model_config.original_max_position_embeddings = int(scaling["train_length"])
     model_config.max_position_embeddings = int(scaling.get("max_position_embeddings", scaling["target_length"]))
 
 
