@@ -55,18 +55,26 @@ def apply_scaling(model_config, scaling: dict) -> None:
     model_config.max_position_embeddings = int(scaling.get("max_position_embeddings", scaling["target_length"]))
 
 
-def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None, attn_implementation: str = "sdpa"):
-    """Load a model directory (or hub id), optionally with a RoPE extension applied."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def load_model_config(path: str | Path, option: str = "model"):
+    """The transformers config of a model directory or hub id, or a clear error naming ``option``."""
+    from transformers import AutoConfig
 
     path = str(path)
     if not (Path(path).is_dir() or "/" in path):
-        raise RopeextError(f"model not found: {path} (expected a model directory or a hub id like org/name)")
+        raise RopeextError(f"{option}: {path} is neither a model directory nor a hub id like org/name")
     try:
-        config = AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001
-        raise RopeextError(f"cannot load model config from {path}: {exc}") from None
+        raise RopeextError(f"{option}: cannot load a model config from {path}: {exc}") from None
+
+
+def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None, attn_implementation: str = "sdpa"):
+    """Load a model directory (or hub id), optionally with a RoPE extension applied."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = str(path)
+    config = load_model_config(path)
     if scaling is not None:
         apply_scaling(config, scaling)
     config.use_cache = False

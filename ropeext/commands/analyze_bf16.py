@@ -93,10 +93,10 @@ def _bos_id(model_dir: str, tokenizer=None) -> int:
 
 def run(args) -> None:
     import torch
-    from transformers import AutoConfig
 
     from ropeext import tracking
     from ropeext.analysis.bf16 import DEFAULT_DELTAS, DEFAULT_SETTINGS, Spec, analyze, fit_lengths, jsonable, model_window
+    from ropeext.modeling import load_model_config
     from ropeext.analysis.plots import write_plots
     from ropeext.analysis.sequences import build_sequences, check_vocab, documents_from_parquet, documents_from_text
     from ropeext.errors import RopeextError
@@ -108,12 +108,7 @@ def run(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_dir = str(args.model)
-    if not (Path(model_dir).is_dir() or "/" in model_dir):
-        raise RopeextError(f"--model: {model_dir} is neither a model directory nor a hub id like org/name")
-    try:
-        model_config = AutoConfig.from_pretrained(model_dir)
-    except Exception as exc:  # noqa: BLE001
-        raise RopeextError(f"--model: cannot load a model config from {model_dir}: {exc}") from None
+    model_config = load_model_config(model_dir, "--model")
 
     window = model_window(model_config)
     length, logit_lengths, notes = fit_lengths(opts["length"], window, opts["logit_lengths"])

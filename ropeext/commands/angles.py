@@ -7,6 +7,7 @@ from pathlib import Path
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, geometry_kwargs,
                                     method_kwargs, run_params)
+from ropeext.report.plots import save_figure
 
 COMMAND = ("angles",)
 HELP = "rotary angle histograms per pair: pre-training and each method at the target length (.npz + heat map)"
@@ -81,11 +82,7 @@ def plot_heatmaps(path: Path, arrays: dict, title: str) -> Path:
     axes[0, 0].set_ylabel("rotary pair i")
     fig.colorbar(image, ax=axes[0].tolist(), label="P_i(k)", shrink=0.85)
     fig.suptitle(title, fontsize=10)
-    tmp = atomic_path(path)
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def run(args) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
 from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, geometry_kwargs,
                                     method_kwargs, run_params)
+from ropeext.report.plots import save_figure
 
 COMMAND = ("compare",)
 HELP = "compare RoPE methods at one geometry: table.csv, per-pair disturbance and angle histogram plots"
@@ -71,11 +72,7 @@ def plot_per_pair(path: Path, solutions: dict, title: str) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = atomic_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_histograms(path: Path, geometry, solutions: dict, bins: int, angle_dtype: str, pairs: list[int],
@@ -109,11 +106,7 @@ def plot_histograms(path: Path, geometry, solutions: dict, bins: int, angle_dtyp
     axes[-1, 0].set_xlabel("rotary angle (degrees)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = atomic_path(path)
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def run(args) -> int:

@@ -14,6 +14,20 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a figure atomically (temporary sibling, then rename) and close it."""
+    import os
+
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str, ylabel: str,
                title: str = "", logx: bool = False, logy: bool = False, vlines: dict[str, float] | None = None,
                styles: dict[str, dict] | None = None) -> Path:
@@ -43,8 +57,4 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel
     if len(series) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
