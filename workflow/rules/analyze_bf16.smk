@@ -14,7 +14,7 @@ rule analyze_bf16:
         settings=section("analysis", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.result),
-    threads: 2
+    threads: 1
     log:
         "logs/analyze_bf16/{method}-{target}-{layout}.log",
     benchmark:

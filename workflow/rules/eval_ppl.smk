@@ -18,7 +18,7 @@ rule eval_ppl:
         settings=section("eval"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 2
+    threads: 1
     log:
         "logs/eval_ppl/{method}-{target}-{layout}.log",
     benchmark:

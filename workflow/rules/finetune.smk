@@ -12,7 +12,7 @@ rule finetune:
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, w.layout),
         launcher=launcher,
-    threads: 2
+    threads: 1
     log:
         "logs/finetune/{method}-{target}-{layout}.log",
     benchmark:
