@@ -69,6 +69,12 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     # gradient per bucket
     outs = []
     for width, n, qg, kg, vg in zip(widths, counts, qg_all.split(sizes), kg_all.split(sizes), vg_all.split(sizes)):
+        if width == 1 and dropout == 0.0:
+            # a query that sees only its own key: the softmax weight is exactly 1, the output is the
+            # value (anchors alone, padding tokens); no kernel call, no gradient for q and k
+            og = vg if not gqa else vg.repeat_interleave(H // Hkv, dim=1)
+            outs.append(og)
+            continue
         qg = qg.view(n, width, H, D).transpose(1, 2)
         kg = kg.view(n, width, Hkv, D).transpose(1, 2)
         vg = vg.view(n, width, Hkv, D).transpose(1, 2)
