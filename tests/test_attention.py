@@ -97,6 +97,34 @@ def test_blockwise_long_padded_segments_equal_reference(layout):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["anchor", "full"])
+@pytest.mark.parametrize("all_whole", [False, True])
+def test_blockwise_whole_row_segments_equal_reference(layout, all_whole):
+    # a document longer than the window fills whole rows (behind the anchor), which run without a
+    # token gather; mixed rows beside them still go through the gathered buckets
+    W = 40
+    rng = np.random.default_rng(11)
+    docs = [list(rng.integers(3, VOCAB, 4 * W))]
+    if not all_whole:
+        docs += [list(rng.integers(3, VOCAB, rng.integers(3, 15))) for _ in range(12)]
+    cols = pack_documents(docs, W, layout, ANCHOR, seed=0, pad_last=not all_whole)
+    doc = torch.as_tensor(cols["doc_ids"])
+    if all_whole:
+        doc = doc[:3]
+    B = doc.shape[0]
+    plan = build_plan(doc, layout)
+    whole = int(((plan.ext_length == W)).sum())
+    assert whole >= 2 and (whole == B) == all_whole == plan.whole_rows
+    q, k, v = _qkv(B, W, seed=11)
+    ref = _reference(q, k, v, doc, layout)
+    out = blockwise_attention(q, k, v, plan)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    grad_out = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((out * grad_out).sum(), [q, k, v]),
+                    torch.autograd.grad((ref * grad_out).sum(), [q, k, v])):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
 def test_plan_cost_is_sum_of_squares():
     batch = _packed(3, W=64, layout="intra_doc")
     doc = batch["doc_ids"].numpy()

@@ -34,7 +34,7 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     if (B, W) != (plan.batch, plan.window):
         raise ValueError(f"plan is for batch x window {plan.batch} x {plan.window}, got {B} x {W}")
     device = query.device
-    if plan.plain_causal:
+    if plan.plain_causal or (plan.whole_rows and dropout == 0.0):
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, dropout_p=dropout,
                                              enable_gqa=Hkv != H)
         return out.transpose(1, 2)

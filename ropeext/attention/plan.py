@@ -49,6 +49,13 @@ class SegmentPlan:
         return len(self.start) == self.batch and bool((self.length == self.window).all()) \
             and not bool(self.prefix.any())
 
+    @property
+    def whole_rows(self) -> bool:
+        """True when every row is one causal problem over the whole window: plain causal rows, or
+        (anchor layout) one document filling the window behind its anchor. The anchor's own output
+        is then the same in both forms (as a query it sees only itself)."""
+        return int((self.ext_length == self.window).sum()) == self.batch
+
     def sum_sq(self) -> int:
         """Attention cost of the plan: sum over segments of (extended length)^2."""
         return int((self.ext_length.astype(np.int64) ** 2).sum())
