@@ -3,7 +3,8 @@
 Document-length mix: the embedded default corpus (standard library files plus top-level
 definitions, tokenized with a 2048-token byte-level BPE trained on them; see bench_packing.py),
 packed with the ``anchor`` layout at each window W. The measured op is one attention call with
-the demo model's head layout (4 heads of 32) on a batch of windows of about 16k tokens.
+the demo model's head layout (4 heads of 32) on a batch of windows of about 16k tokens (at least
+4 windows).
 
 Columns: ``flop ratio`` is the sum of squared document lengths over W^2 (per window, averaged);
 ``plan ratio`` is the cost the blockwise plan really runs (anchor key and bucket padding
@@ -59,6 +60,9 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="W = 2048, 4096 only, fewer repeats")
     ap.add_argument("--windows", type=int, nargs="+", default=None)
     ap.add_argument("--tokens", type=int, default=16384, help="tokens per measured batch")
+    ap.add_argument("--min-windows", type=int, default=4,
+                    help="at least this many windows per batch (at large W a 2-window sample is often all "
+                         "single-document windows, which says nothing about the packed case)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
@@ -80,7 +84,7 @@ def main(argv=None) -> None:
     g = torch.Generator().manual_seed(0)
     for W in windows:
         cols, info = pack_flat(np.zeros_like(flat), offsets, W, "anchor", 1, seed=0)
-        B = max(1, args.tokens // W)
+        B = min(len(cols["doc_ids"]), max(args.min_windows, args.tokens // W))
         rng = np.random.default_rng(W)
         pick = rng.choice(len(cols["doc_ids"]), size=B, replace=False)
         doc = torch.as_tensor(cols["doc_ids"][pick]).long()
