@@ -357,3 +357,24 @@ def test_gpu_flash_varlen_equals_reference(layout):
     ref, _ = _logits_and_grads(model, batch, layout, "sdpa_mask")
     out, _ = _logits_and_grads(model, batch, layout, "flash_varlen")
     assert (out.float() - ref.float()).abs().mean() < 0.02
+
+
+def test_doc_ids_without_a_plan_build_it_once_per_forward(monkeypatch):
+    import ropeext.attention as attn
+    from ropeext.attention import plan as plan_mod
+
+    calls = []
+    real = plan_mod.build_plan
+
+    def counting(doc_ids, layout):
+        calls.append(layout)
+        return real(doc_ids, layout)
+
+    monkeypatch.setattr(plan_mod, "build_plan", counting)
+    attn._PLAN_CACHE.clear()
+    doc_ids = torch.tensor([[0, 1, 1, 2, 2, 2, 2, 2]])
+    first = attn._cached_plan(doc_ids, "anchor")
+    assert attn._cached_plan(doc_ids, "anchor") is first  # a second layer reuses it
+    assert len(calls) == 1
+    attn._cached_plan(torch.tensor([[0, 1, 1, 1, 2, 2, 2, 2]]), "anchor")  # another batch: rebuilt
+    assert len(calls) == 2

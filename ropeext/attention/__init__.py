@@ -48,16 +48,28 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def _plan_from_kwargs(query, key, kwargs):
+_PLAN_CACHE: dict = {}
+
+
+def _cached_plan(doc_ids, layout: str):
+    """The plan of the last doc_ids tensor seen, so the layers of one forward pass share it."""
     from ropeext.attention.plan import build_plan
 
+    key = (doc_ids.data_ptr(), tuple(doc_ids.shape), doc_ids._version, str(doc_ids.device), layout)
+    if _PLAN_CACHE.get("key") != key:
+        _PLAN_CACHE.clear()
+        _PLAN_CACHE.update(key=key, plan=build_plan(doc_ids, layout))
+    return _PLAN_CACHE["plan"]
+
+
+def _plan_from_kwargs(query, key, kwargs):
     plan = kwargs.get("packed_plan")
     if plan is None and kwargs.get("doc_ids") is not None:
         layout = kwargs.get("packed_layout")
         if layout is None:
             raise RopeextError("packed attention got doc_ids without packed_layout; build the inputs with "
                                "ropeext.attention.model_inputs")
-        plan = build_plan(kwargs["doc_ids"], layout)
+        plan = _cached_plan(kwargs["doc_ids"], layout)
     if plan is not None and kwargs.get("use_cache"):
         raise RopeextError("packed attention needs use_cache=False (transformers stops applying packed masks "
                            "once a cache exists); build the inputs with ropeext.attention.model_inputs")
