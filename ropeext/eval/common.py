@@ -22,7 +22,7 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
                     stop_strings: list[str] | None = None, *, stop_token_ids: list[int] | None = None,
                     min_new_tokens: int = 0) -> str:
-    """Greedy decoding without a KV cache mismatch: returns the decoded continuation only.
+    """Greedy decoding with a KV cache; returns the decoded continuation only.
 
     ``stop_strings`` end the generation once the decoded text contains one of them (the text is
     cut before it). ``stop_token_ids`` end it after one of those tokens is generated (the token is
