@@ -26,12 +26,9 @@ def _positive(x, y):
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    from ropeext.report.plots import save_figure
+
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def _title(result: dict, what: str) -> str:

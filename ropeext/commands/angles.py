@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
-from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, geometry_kwargs,
-                                    method_kwargs, run_params)
+from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, compare_from_args,
+                                    run_params)
 from ropeext.report.plots import save_figure
 
 COMMAND = ("angles",)
@@ -29,15 +29,8 @@ def histograms(args) -> dict:
     import numpy as np
 
     from ropeext.rope.angles import angle_histograms
-    from ropeext.rope.methods import METHOD_OPTIONS
-    from ropeext.rope.solve import compare_solutions
 
-    kwargs = method_kwargs(args)
-    allowed = {k for opts in METHOD_OPTIONS.values() for k in opts}
-    options = {k: v for k, v in kwargs.items() if k in allowed}
-    _, solutions = compare_solutions(args.methods, **geometry_kwargs(args), threshold=kwargs.get("threshold"),
-                                     interpolated_dims=kwargs.get("interpolated_dims"),
-                                     factors=kwargs.get("factors"), **options)
+    _, solutions = compare_from_args(args)
     from ropeext.rope.geometry import make_geometry
     from ropeext.rope.methods import method_frequencies
 

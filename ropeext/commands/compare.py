@@ -6,8 +6,8 @@ import csv
 from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
-from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, geometry_kwargs,
-                                    method_kwargs, run_params)
+from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, compare_from_args,
+                                    run_params)
 from ropeext.report.plots import save_figure
 
 COMMAND = ("compare",)
@@ -112,16 +112,10 @@ def plot_histograms(path: Path, geometry, solutions: dict, bins: int, angle_dtyp
 def run(args) -> int:
     from ropeext import tracking
     from ropeext.rope.geometry import make_geometry
-    from ropeext.rope.methods import METHOD_OPTIONS
-    from ropeext.rope.solve import TABLE_COLUMNS, compare_solutions
+    from ropeext.rope.solve import TABLE_COLUMNS
 
     _show_warnings()
-    kwargs = method_kwargs(args)
-    allowed = {k for opts in METHOD_OPTIONS.values() for k in opts}
-    options = {k: v for k, v in kwargs.items() if k in allowed}
-    rows, solutions = compare_solutions(args.methods, **geometry_kwargs(args), threshold=kwargs.get("threshold"),
-                                        interpolated_dims=kwargs.get("interpolated_dims"),
-                                        factors=kwargs.get("factors"), **options)
+    rows, solutions = compare_from_args(args)
     geometry = make_geometry(args.rope_theta, args.head_dim, args.train_length, args.target_length, warn=False)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

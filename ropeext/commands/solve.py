@@ -52,6 +52,19 @@ def geometry_kwargs(args) -> dict:
             "angle_dtype": args.angle_dtype}
 
 
+def compare_from_args(args):
+    """(rows, solutions) of `compare_solutions` for the methods and options on the command line."""
+    from ropeext.rope.methods import METHOD_OPTIONS
+    from ropeext.rope.solve import compare_solutions
+
+    kwargs = method_kwargs(args)
+    allowed = {k for opts in METHOD_OPTIONS.values() for k in opts}
+    options = {k: v for k, v in kwargs.items() if k in allowed}
+    return compare_solutions(args.methods, **geometry_kwargs(args), threshold=kwargs.get("threshold"),
+                             interpolated_dims=kwargs.get("interpolated_dims"), factors=kwargs.get("factors"),
+                             **options)
+
+
 def method_kwargs(args) -> dict:
     """Selection settings, factors and method options present on the command line."""
     from ropeext.rope.methods import read_factors_file

@@ -14,7 +14,7 @@ def _plt():
     return plt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
     """Save a figure atomically (temporary sibling, then rename) and close it."""
     import os
 
@@ -22,7 +22,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", **savefig)
     plt.close(fig)
     tmp.replace(path)
     return path
