@@ -1,0 +1,91 @@
+"""File output every layer shares: atomic writes, JSON, figures.
+
+Everything a stage writes goes through ``atomic_path``: the content is written under a temporary
+sibling name and renamed into place only when complete, so an interrupted job never leaves a
+file that looks finished. This module sits at the bottom of the package: it imports nothing
+from ropeext but the error type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ropeext.errors import RopeextError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; rename it onto ``path`` on success, remove it on failure.
+
+    The temporary name keeps the suffix (``.name.<pid>.tmp.parquet``) so writers that pick a format
+    from the extension still work.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RopeextError(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
+    if path.parent.exists() and not path.parent.is_dir():
+        raise RopeextError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except PermissionError as exc:
+        raise RopeextError(f"cannot write {path}: permission denied ({exc.filename or path.parent})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write JSON atomically (2-space indent, numpy values and paths converted)."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """Parsed JSON, or a RopeextError naming ``what`` and the path when missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise RopeextError(f"{what} not found: {path}")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise RopeextError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", **savefig)
+    finally:
+        plt.close(fig)
+    return path
