@@ -44,4 +44,4 @@ dry-run: setup
 	$(BIN)/snakemake -n --configfile config/config.yaml
 
 clean:
-	rm -rf results logs benchmarks/*/ .snakemake
+	rm -rf results .snakemake

@@ -3,7 +3,7 @@
 Every CLI stage wraps its work in ``stage_run(...)``. The run is tagged with the experiment,
 stage, variant and git state, gets the resolved settings it used as params, and collects the
 stage's metrics and its JSON/CSV/PNG files as artifacts. The store is
-``sqlite:///results/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says otherwise.
+``sqlite:///<results_dir>/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says otherwise.
 ``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent.
 """
 
@@ -20,17 +20,24 @@ from typing import Any, Iterator
 from ropeext.config import config_hash, flatten
 from ropeext.errors import RopeextError
 
-DEFAULT_URI = "sqlite:///results/mlflow.db"
 _MAX_PARAM_LEN = 6000
 
 
+def store_uri(config: dict) -> str:
+    """The config's MLflow store: ``mlflow.tracking_uri``, or a SQLite file inside its results_dir."""
+    return config["mlflow"]["tracking_uri"] or f"sqlite:///{config['results_dir']}/mlflow.db"
+
+
 def resolve_uri(config: dict | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set, else the config's store (a config validated from {} without one)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    if config and config.get("mlflow", {}).get("tracking_uri"):
-        return config["mlflow"]["tracking_uri"]
-    return DEFAULT_URI
+    if config is None:
+        from ropeext.config import validate_config
+
+        config = validate_config({})
+    return store_uri(config)
 
 
 def resolve_experiment(config: dict | None = None) -> str:
@@ -209,7 +216,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         raise RopeextError(
             f"MLflow tracking server {uri} cannot be reached ({exc}); start it, or set MLFLOW_TRACKING_URI / "
-            "mlflow.tracking_uri to a reachable store (default sqlite:///results/mlflow.db)") from None
+            "mlflow.tracking_uri to a reachable store (default sqlite:///<results_dir>/mlflow.db)") from None
 
 
 def init_store(uri: str, experiment: str) -> str:

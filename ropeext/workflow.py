@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from ropeext.config import config_hash
 
@@ -25,9 +26,22 @@ def write_resolved_config(config: dict, results_dir: str) -> str:
     return path
 
 
+def export_job_paths(repo_root: str) -> None:
+    """Jobs run `python -m ropeext.cli` with the interpreter that runs Snakemake, activated or not, and
+    import the package from this checkout, so the rules and the code they call always match.
+
+    Under ``--sdm conda`` the activated environment's bin comes before this one, and PYTHONPATH gives
+    that environment the package without installing it.
+    """
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
+
+
 def export_tracking_env(config: dict) -> None:
     """Jobs log to the config's MLflow store and experiment unless the environment already names them."""
-    os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
+    from ropeext.tracking import store_uri
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", store_uri(config))
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
 
 

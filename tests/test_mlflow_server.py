@@ -90,14 +90,14 @@ def _snakemake(workdir: Path, uri: str, *targets: str) -> subprocess.CompletedPr
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MLFLOW_TRACKING_URI=uri)
     for key in ("MLFLOW_EXPERIMENT_NAME", "ROPEEXT_PARENT_RUN_ID", "ROPEEXT_MLFLOW"):
         env.pop(key, None)
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2",
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2",
            *targets]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _check(proc: subprocess.CompletedProcess, workdir: Path) -> None:
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("logs/*/*.log")))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs}")
 
 
@@ -148,7 +148,7 @@ def test_one_parent_and_one_child_per_job(lineage):
     assert ptags["ropeext.experiment"] == yaml.safe_load(CONFIG.read_text())["experiment"]
     assert len(ptags["ropeext.config_hash"]) >= 8 and len(ptags["git.sha"]) == 40
 
-    jobs = sorted(workdir.glob("benchmarks/*/*.tsv"))  # one benchmark file per executed job
+    jobs = sorted(workdir.glob("results/benchmarks/*/*.tsv"))  # one benchmark file per executed job
     assert len(children) == len(jobs) == 3
     by_variant = {}
     for run in children:

@@ -28,7 +28,12 @@ BIN = Path(sys.executable).parent
 FAKE = REPO / "tests" / "fake_slurm"
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("finetune", "eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler", "analyze_bf16")
+GROUP = {"finetune": "finetune", **{rule: "eval" for rule in GPU_RULES[1:]}}
 TARGET = "results/models/micro-dprope-64-anchor"
+# what a user sets once in their config for a GPU cluster (the micro DAG itself runs on CPU here)
+RESOURCES = {"finetune": {"threads": 2, "gpu": 8, "mem_mb": 480000, "runtime": 2880},
+             "data": {"threads": 1, "gpu": 0, "mem_mb": 12000, "runtime": 90},
+             "pretrain": {"threads": 1, "gpu": 0, "mem_mb": 9000, "runtime": 45}}
 FILLED = {  # the profile's commented placeholders, as a user fills them in
     '# slurm_account: "<account>"': 'slurm_account: "testacct"',
     '# slurm_partition: "<cpu-partition>"': 'slurm_partition: "cpu"',
@@ -86,7 +91,10 @@ def slurm_run(tmp_path_factory):
     workdir, state = root / "work", root / "fake"
     workdir.mkdir()
     profile = _fill_profile(root / "profile")
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
+    overlay = root / "resources.yaml"
+    overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
+           str(overlay),
            "--workflow-profile", str(profile), "--jobs", "2", "--retries", "0",
            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
            "--slurm-keep-successful-logs", TARGET]
@@ -103,11 +111,13 @@ def slurm_run(tmp_path_factory):
 def test_dag_completes_through_the_slurm_executor(slurm_run):
     model = slurm_run.workdir / TARGET
     assert (model / "config.json").exists()
-    executed = sorted(slurm_run.workdir.glob("benchmarks/*/*.tsv"))  # one per job that ran
+    executed = sorted(slurm_run.workdir.glob("results/benchmarks/*/*.tsv"))  # one per job that ran
     rules = sorted(p.parent.name for p in executed)
     assert rules == ["corpus", "finetune", "pack", "pack", "pretrain", "solve", "tokenizer"]
     submitted = _calls(slurm_run.state, "sbatch")
-    assert len(submitted) == len(executed) == len(slurm_run.jobs)
+    # solve is a local rule (seconds of arithmetic): it runs on the submitting host, not through sbatch
+    assert len(submitted) == len(executed) - 1 == len(slurm_run.jobs)
+    assert not any(j["options"]["comment"].startswith("rule_solve") for j in slurm_run.jobs.values())
     assert all(j["state"] == "COMPLETED" and j["exit_code"] == 0 for j in slurm_run.jobs.values())
     # the executor learned the outcome from sacct, filtered on its run's job name
     polls = _calls(slurm_run.state, "sacct")
@@ -129,8 +139,8 @@ def _job_for(slurm_run, rule: str) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_finetune_is_one_task_holding_every_gpu(slurm_run):
-    want = _profile()["set-resources"]["finetune"]
-    threads = _profile()["set-threads"]["finetune"]
+    want = RESOURCES["finetune"]
+    threads = want["threads"]
     job, opts = _job_for(slurm_run, "finetune")
     assert opts["gpus"] == str(want["gpu"]) and job["gpus"] == want["gpu"] > 1
     assert "ntasks-per-gpu" not in opts and opts.get("ntasks", "1") == "1"
@@ -148,14 +158,14 @@ def test_finetune_is_one_task_holding_every_gpu(slurm_run):
 
 
 @pytest.mark.slow
-def test_cpu_rules_get_the_default_resources(slurm_run):
-    defaults = _profile()["default-resources"]
-    for rule in ("corpus", "tokenizer", "pretrain", "solve"):
+def test_cpu_rules_get_their_config_resources(slurm_run):
+    for rule, group in (("corpus", "data"), ("tokenizer", "data"), ("pretrain", "pretrain")):
         job, opts = _job_for(slurm_run, rule)
         assert "gpus" not in opts and "gres" not in opts and job["gpus"] == 0
         assert opts["ntasks"] == "1" and job["ntasks"] == 1
         assert opts["partition"] == "cpu" and opts["account"] == "testacct"
-        assert opts["mem"] == str(defaults["mem_mb"]) and opts["time"] == str(defaults["runtime"])
+        want = RESOURCES[group]
+        assert opts["mem"] == str(want["mem_mb"]) and opts["time"] == str(want["runtime"]), rule
 
 
 @pytest.mark.slow
@@ -200,18 +210,25 @@ def _submit_flags(resources: dict, threads: int) -> dict:
     return opts
 
 
-def test_every_gpu_rule_is_one_task_and_the_guard_matters():
+@pytest.mark.parametrize("config", ["llama2-dprope.yaml", "llama2-anchor.yaml"])
+def test_every_gpu_rule_of_a_paper_config_is_one_task_and_the_guard_matters(config):
+    from ropeext.config import load_config
+
     profile = _profile()
+    groups = load_config(REPO / "config" / config)["resources"]
     for rule in GPU_RULES:
-        resources = profile["set-resources"][rule]
-        threads = profile["set-threads"][rule]
+        # what the executor sees: the rule's resources (from the config), then the profile's blocks
+        mine = {k: v for k, v in groups[GROUP[rule]].items() if k != "threads"}
+        resources = {**profile["default-resources"], **mine, **profile["set-resources"][rule]}
+        threads = groups[GROUP[rule]]["threads"]
         opts = _submit_flags(resources, threads)
         assert fake.gpu_count(opts) == resources["gpu"] >= 1, rule
         assert fake.task_count(opts) == 1, (rule, opts)
         assert opts["cpus-per-task"] == str(threads), rule
-    # `tasks: 1` in default-resources (usual for CPU rules) reaches the GPU rules too: `tasks_per_gpu: 0`
-    # keeps them at one task, without it SLURM allocates one task per GPU
-    finetune = {"tasks": 1, **profile["set-resources"]["finetune"]}
+        assert opts["mem"] == str(mine["mem_mb"]) and opts["time"] == str(mine["runtime"]), rule
+    # `tasks: 1` (usual for CPU rules) reaching the GPU rules: `tasks_per_gpu: 0` keeps them at one
+    # task, without it SLURM allocates one task per GPU
+    finetune = {"tasks": 1, **profile["default-resources"], **groups["finetune"]}
     assert fake.task_count(_submit_flags(finetune, 32)) == 1
     del finetune["tasks_per_gpu"]
     opts = _submit_flags(finetune, 32)
@@ -219,12 +236,12 @@ def test_every_gpu_rule_is_one_task_and_the_guard_matters():
 
 
 def test_profile_names_only_rules_of_the_workflow(tmp_path):
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
                            str(REPO / ".test" / "config.yaml"), "--list-rules"],
                           cwd=tmp_path, env=_env(tmp_path / "fake"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rules = set(proc.stdout.split())
     profile = _profile()
-    named = set(profile["set-resources"]) | set(profile["set-threads"])
+    named = set(profile["set-resources"]) | set(profile.get("set-threads", {}))
     assert named <= rules, named - rules
     assert set(GPU_RULES) <= set(profile["set-resources"])

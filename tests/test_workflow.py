@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -16,15 +18,22 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("ROPEEXT_PARENT_RUN_ID", None)
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
-           "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+def _unactivated_env() -> dict:
+    """The environment of a shell where the virtualenv is NOT activated: its bin is not on PATH."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()]
+    env = dict(os.environ, PATH=os.pathsep.join(path))
+    for key in ("MLFLOW_TRACKING_URI", "ROPEEXT_PARENT_RUN_ID", "VIRTUAL_ENV", "PYTHONPATH"):
+        env.pop(key, None)
+    return env
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True, configs: tuple = ()) -> subprocess.CompletedProcess:
+    """`.venv/bin/snakemake` by its path, as the README runs it, without activating the virtualenv."""
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+           str(REPO / ".test" / "config.yaml"), *map(str, configs), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=_unactivated_env(), capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("logs/*/*.log")))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/**/logs/*/*.log")))
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-4000:]}\n{logs}")
     return proc
 
@@ -68,7 +77,7 @@ def test_report_has_every_variant(micro_run):
 
 def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     client, runs = _runs(micro_run)
-    jobs = sorted(micro_run.glob("benchmarks/*/*.tsv"))
+    jobs = sorted(micro_run.glob("results/benchmarks/*/*.tsv"))
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     stages = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
     assert len(parents) == 1 and len(stages) == len(jobs) > 15
@@ -119,10 +128,7 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(tmp_path):
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("finetune:\n  lr: fast\n")
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-                           str(REPO / ".test" / "config.yaml"), str(bad), "--cores", "1"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = _snakemake(tmp_path, configs=(bad,), check=False)
     assert proc.returncode != 0
     assert "lr" in proc.stderr and "fast" in proc.stderr
     assert not (tmp_path / "results" / "corpus").exists()
@@ -138,3 +144,42 @@ def test_snakemake_html_report_has_the_figures(micro_run):
     assert pngs.count("ppl.png") == 7  # the report's plot and one per evaluated variant
     assert {"per_pair_disturbance.png", "angle_histograms.png", "deviation_vs_delta.png", "longbench.png"} <= set(pngs)
     assert any(n.endswith("report.html") for n in names)
+
+
+def _dry_run_jobs(workdir: Path, *configs) -> dict[str, int]:
+    out = _snakemake(workdir, "-n", configs=configs).stdout
+    if "Nothing to be done" in out:
+        return {}
+    stats = out[out.index("Job stats"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_a_change_to_one_suite_reruns_that_suite_only(micro_run, tmp_path):
+    """Rules carry only the config keys their command reads: more RULER samples re-run RULER and the report."""
+    overlay = tmp_path / "ruler.yaml"
+    overlay.write_text(yaml.safe_dump({"eval": {"ruler": {"samples": 2}}}))
+    assert _dry_run_jobs(micro_run, overlay) == {"eval_ruler": 2, "report": 1, "all": 1}
+    overlay.write_text(yaml.safe_dump({"eval": {"ppl": {"stride": 8}}}))
+    assert _dry_run_jobs(micro_run, overlay) == {"eval_ppl": 6, "report": 1, "all": 1}
+    overlay.write_text(yaml.safe_dump({"mlflow": {"experiment": "elsewhere"}}))
+    assert _dry_run_jobs(micro_run, overlay) == {}
+
+
+def test_two_configs_in_one_checkout_share_no_file(tmp_path):
+    """Everything a run writes (outputs, logs, benchmarks, the MLflow store) lives under its results_dir."""
+    written = {}
+    for name in ("a", "b"):
+        overlay = tmp_path / f"{name}.yaml"
+        overlay.write_text(yaml.safe_dump({"results_dir": f"out/{name}", "experiment": f"exp_{name}"}))
+        before = {p for p in tmp_path.rglob("*") if p.is_file()}
+        _snakemake(tmp_path, f"out/{name}/rope/scaling/dprope-64.json", f"out/{name}/rope/compare-64/table.csv",
+                   configs=(overlay,))
+        written[name] = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()} - {
+            p.relative_to(tmp_path) for p in before}
+    for name, files in written.items():
+        mine = {f for f in files if f.parts[0] != ".snakemake"}
+        assert mine and all(f.parts[:2] == ("out", name) or f.name == f"{name}.yaml" for f in mine), mine
+        for kind in ("logs", "benchmarks"):
+            assert any(f.parts[2] == kind for f in mine), (name, kind)
+        assert Path("out", name, "mlflow.db") in mine
+    assert not (written["a"] & written["b"])

@@ -7,20 +7,22 @@ rule analyze_bf16:
         png=report(f"{R}/analysis/bf16/{MODEL}-{{method}}-{{target}}-{{layout}}/deviation_vs_delta.png",
                    caption="../report/bf16.rst", category="BF16", subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("analyze_bf16"),
+        cli=cli("analyze_bf16"),
         cfg=CONFIG,
-        settings=section("analysis", "seed"),
+        settings=section("analysis.bf16", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.result),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/analyze_bf16/{method}-{target}-{layout}.log",
+        log_file("analyze_bf16", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/analyze_bf16/{method}-{target}-{layout}.tsv"
+        bench_file("analyze_bf16", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "{params.cli} analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
         "--output {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -1,15 +1,22 @@
-# Config validation, path helpers and the variant grid shared by every rule file.
+# Config validation, path helpers, job commands and resources, and the variant grid shared by every rule file.
 import json
+import os
+import sys
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+REPO_ROOT = os.path.dirname(workflow.basedir)
+sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-from ropeext.config import validate_config  # noqa: E402  (cross-key checks, same schema)
-from ropeext.workflow import export_tracking_env, write_resolved_config  # noqa: E402
+from ropeext.config import load_schema, validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
+
+export_job_paths(REPO_ROOT)
 
 validate_config(config, source="config")
 
@@ -27,12 +34,43 @@ ROPE_THETA = ARCH["rope_theta"]
 
 export_tracking_env(config)
 CONFIG = write_resolved_config(config, R)
-REFERENCES = config["report"]["references"] or f"{workflow.basedir}/config/reference_values.yaml"
+REFERENCES = config["report"]["references"] or f"{REPO_ROOT}/config/reference_values.yaml"
+
+
+# Wildcard patterns of the layouts the schema knows, and of evaluated models (noft: no fine-tuning).
+TRAIN_LAYOUT = "|".join(load_schema()["$defs"]["layout"]["enum"])
+EVAL_LAYOUT = f"noft|{TRAIN_LAYOUT}"
 
 
 def section(*keys):
-    """JSON of config sections, passed as a param so that a change in them re-runs the rule."""
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    """JSON of the config keys a rule's command reads ("eval.ruler", "seed"), passed as a param so that
+    a change in them, and only in them, re-runs the rule."""
+
+    def get(key):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        return value
+
+    return json.dumps({k: get(k) for k in keys}, sort_keys=True)
+
+
+def log_file(rule_name, name):
+    return f"{R}/logs/{rule_name}/{name}.log"
+
+
+def bench_file(rule_name, name):
+    return f"{R}/benchmarks/{rule_name}/{name}.tsv"
+
+
+def threads_of(group):
+    return config["resources"][group]["threads"]
+
+
+def resources_of(group):
+    """A rule group's scheduler resources from the config (resources.<group>)."""
+    r = config["resources"][group]
+    return {"gpu": r["gpu"], "mem_mb": r["mem_mb"], "runtime": r["runtime"]}
 
 
 def variant(method, target, layout):
@@ -47,27 +85,28 @@ def base_model_input(wildcards):
     return [] if config["model"]["path"] else [f"{R}/models/{MODEL}-base"]
 
 
-def job_env(rule_name):
-    """Environment naming a job's rule and wildcards, which its MLflow run records as tags."""
+def cli(rule_name):
+    """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
+    environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
 
-    def env(wildcards):
-        pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
-        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs}"
-
-    return env
-
-
-def launcher(wildcards, resources):
-    """`ropeext`, or `accelerate launch` of it when finetune.accelerate_config names a config.
-
-    The process count follows the job's `gpu` resource (set by a cluster profile) when it has one.
+    A fine-tune with finetune.accelerate_config runs under `accelerate launch`, one process per GPU of
+    the job. A job that asks for GPUs runs under ropeext.gpu_slots, which gives it devices of its own
+    on a shared node (and keeps the ones a scheduler such as SLURM assigned).
     """
-    acc = config["finetune"]["accelerate_config"]
-    if not acc:
-        return "ropeext"
-    gpus = resources.get("gpu", 0)
-    procs = f" --num_processes {gpus}" if gpus else ""
-    return f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
+
+    def command(wildcards, threads, resources):
+        pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
+        gpus = int(resources.get("gpu", 0))
+        run = "python -m ropeext.cli"
+        acc = config["finetune"]["accelerate_config"]
+        if rule_name == "finetune" and acc:
+            procs = f" --num_processes {gpus}" if gpus else ""
+            run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
+        if gpus:
+            run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
+        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads} {run}"
+
+    return command
 
 
 def selected_variants(selection):
@@ -126,7 +165,7 @@ def solve_args(wildcards):
 
 wildcard_constraints:
     method="|".join(sorted(set(METHODS) | set(config["rope"]["compare_methods"]) | {"none"})),
-    layout="full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+    layout=TRAIN_LAYOUT,
     target=r"\d+",
     window=r"\d+",
     split="train|validation|test",

@@ -3,15 +3,18 @@ rule corpus:
         splits=expand(f"{R}/corpus/{{split}}.parquet", split=SPLITS),
         manifest=f"{R}/corpus/manifest.json",
     params:
-        job=job_env("corpus"),
+        cli=cli("corpus"),
         cfg=CONFIG,
         settings=section("corpus", "seed"),
         outdir=lambda w, output: os.path.dirname(output.manifest),
+    threads: threads_of("data")
+    resources:
+        **resources_of("data"),
     log:
-        "logs/corpus/corpus.log",
+        log_file("corpus", "corpus"),
     benchmark:
-        "benchmarks/corpus/corpus.tsv"
+        bench_file("corpus", "corpus")
     conda:
         ENV
     shell:
-        "{params.job} ropeext corpus --config {params.cfg} --output-dir {params.outdir} > {log} 2>&1"
+        "{params.cli} corpus --config {params.cfg} --output-dir {params.outdir} > {log} 2>&1"

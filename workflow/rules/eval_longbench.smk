@@ -10,20 +10,23 @@ rule longbench_embedded:
         data=f"{R}/eval/longbench-data/{config['eval']['longbench']['embedded']['task']}_e.jsonl",
         buckets=f"{R}/eval/longbench-data/buckets.json",
     params:
-        job=job_env("longbench_embedded"),
+        cli=cli("longbench_embedded"),
         cfg=CONFIG,
-        settings=section("eval", "seed"),
+        settings=section("eval.longbench.embedded", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
         outdir=lambda w, output: os.path.dirname(output.buckets),
         windows=",".join(map(str, config["eval"]["longbench"]["embedded"]["windows"] or [L, 2 * L, max(TARGETS)])),
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/longbench_embedded/embedded.log",
+        log_file("longbench_embedded", "embedded"),
     benchmark:
-        "benchmarks/longbench_embedded/embedded.tsv"
+        bench_file("longbench_embedded", "embedded")
     conda:
         ENV
     shell:
-        "{params.job} ropeext eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
+        "{params.cli} eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
         "--tokenizer {params.tokdir} --windows {params.windows} --output-dir {params.outdir} "
         "--variant embedded > {log} 2>&1"
 
@@ -37,21 +40,23 @@ rule eval_longbench:
         png=report(f"{R}/eval/longbench/{MODEL}-{{method}}-{{target}}-{{layout}}/longbench.png", caption="../report/longbench.rst", category="LongBench",
                    subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("eval_longbench"),
+        cli=cli("eval_longbench"),
         cfg=CONFIG,
-        settings=section("eval"),
+        settings=section("eval.longbench", "seed"),
         data=longbench_data_arg,
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/eval_longbench/{method}-{target}-{layout}.log",
+        log_file("eval_longbench", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/eval_longbench/{method}-{target}-{layout}.tsv"
+        bench_file("eval_longbench", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} OMP_NUM_THREADS={threads} ropeext eval longbench --config {params.cfg} --model {input.model} "
+        "{params.cli} eval longbench --config {params.cfg} --model {input.model} "
         "--data {params.data} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

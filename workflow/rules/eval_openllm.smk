@@ -5,20 +5,22 @@ rule eval_openllm:
     output:
         metrics=f"{R}/eval/openllm/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("eval_openllm"),
+        cli=cli("eval_openllm"),
         cfg=CONFIG,
-        settings=section("eval", "seed"),
+        settings=section("eval.openllm", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/eval_openllm/{method}-{target}-{layout}.log",
+        log_file("eval_openllm", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/eval_openllm/{method}-{target}-{layout}.tsv"
+        bench_file("eval_openllm", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} OMP_NUM_THREADS={threads} ropeext eval openllm --config {params.cfg} --model {input.model} "
+        "{params.cli} eval openllm --config {params.cfg} --model {input.model} "
         "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

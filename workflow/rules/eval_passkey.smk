@@ -6,20 +6,22 @@ rule eval_passkey:
         png=report(f"{R}/eval/passkey/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png", caption="../report/passkey.rst", category="Passkey",
                    subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("eval_passkey"),
+        cli=cli("eval_passkey"),
         cfg=CONFIG,
-        settings=section("eval"),
+        settings=section("eval.passkey", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/eval_passkey/{method}-{target}-{layout}.log",
+        log_file("eval_passkey", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/eval_passkey/{method}-{target}-{layout}.tsv"
+        bench_file("eval_passkey", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} OMP_NUM_THREADS={threads} ropeext eval passkey --config {params.cfg} --model {input.model} "
+        "{params.cli} eval passkey --config {params.cfg} --model {input.model} "
         "--output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

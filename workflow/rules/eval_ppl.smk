@@ -11,20 +11,22 @@ rule eval_ppl:
         png=report(f"{R}/eval/ppl/{MODEL}-{{method}}-{{target}}-{{layout}}/ppl.png", caption="../report/ppl_variant.rst", category="Perplexity",
                    subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("eval_ppl"),
+        cli=cli("eval_ppl"),
         cfg=CONFIG,
-        settings=section("eval"),
+        settings=section("eval.ppl"),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/eval_ppl/{method}-{target}-{layout}.log",
+        log_file("eval_ppl", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/eval_ppl/{method}-{target}-{layout}.tsv"
+        bench_file("eval_ppl", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+        "{params.cli} eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
         "--output-dir {params.outdir} --threads {threads} --variant {params.variant} > {log} 2>&1"

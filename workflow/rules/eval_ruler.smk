@@ -8,22 +8,24 @@ rule eval_ruler:
         png=report(f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png", caption="../report/ruler.rst", category="RULER",
                    subcategory="{method}-{target}-{layout}"),
     wildcard_constraints:
-        layout="noft|full|intra_doc_reset|intra_doc|anchor_tag|anchor",
+        layout=EVAL_LAYOUT,
     params:
-        job=job_env("eval_ruler"),
+        cli=cli("eval_ruler"),
         cfg=CONFIG,
-        settings=section("eval", "seed"),
+        settings=section("eval.ruler", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
-    threads: 1
+    threads: threads_of("eval")
+    resources:
+        **resources_of("eval"),
     log:
-        "logs/eval_ruler/{method}-{target}-{layout}.log",
+        log_file("eval_ruler", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/eval_ruler/{method}-{target}-{layout}.tsv"
+        bench_file("eval_ruler", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} OMP_NUM_THREADS={threads} ropeext eval ruler --config {params.cfg} --model {input.model} "
+        "{params.cli} eval ruler --config {params.cfg} --model {input.model} "
         "--essay-source {input.essay} --essay-tokenizer {params.tokdir} --output-dir {params.outdir} "
         "--no-progress --variant {params.variant} > {log} 2>&1"

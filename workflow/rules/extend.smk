@@ -9,15 +9,18 @@ rule extend:
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-noft"),
     params:
-        job=job_env("extend"),
+        cli=cli("extend"),
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, "noft"),
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/extend/{method}-{target}.log",
+        log_file("extend", "{method}-{target}"),
     benchmark:
-        "benchmarks/extend/{method}-{target}.tsv"
+        bench_file("extend", "{method}-{target}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext extend --base {params.base} --scaling {input.scaling} --output {output} "
+        "{params.cli} extend --base {params.base} --scaling {input.scaling} --output {output} "
         "--variant {params.variant} > {log} 2>&1"

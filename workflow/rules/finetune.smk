@@ -6,20 +6,21 @@ rule finetune:
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-{{layout}}"),
     params:
-        job=job_env("finetune"),
+        cli=cli("finetune"),
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed"),
         base=base_model(),
         variant=lambda w: variant(w.method, w.target, w.layout),
-        launcher=launcher,
-    threads: 1
+    threads: threads_of("finetune")
+    resources:
+        **resources_of("finetune"),
     log:
-        "logs/finetune/{method}-{target}-{layout}.log",
+        log_file("finetune", "{method}-{target}-{layout}"),
     benchmark:
-        "benchmarks/finetune/{method}-{target}-{layout}.tsv"
+        bench_file("finetune", "{method}-{target}-{layout}")
     conda:
         ENV
     shell:
-        "{params.job} {params.launcher} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
+        "{params.cli} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
         "--train {input.train} --layout {wildcards.layout} --output {output} --threads {threads} "
         "--variant {params.variant} > {log} 2>&1"

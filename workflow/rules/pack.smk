@@ -6,7 +6,7 @@ rule pack:
         data=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.parquet",
         stats=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.stats.json",
     params:
-        job=job_env("pack"),
+        cli=cli("pack"),
         settings=section("packing", "seed"),
         seed=config["seed"],
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -14,13 +14,16 @@ rule pack:
             (["--pad-last"] if not config["packing"]["drop_last"] else [])
             + (["--no-mask-boundary-labels"] if not config["packing"]["mask_boundary_labels"] else [])
         ),
+    threads: threads_of("data")
+    resources:
+        **resources_of("data"),
     log:
-        "logs/pack/{layout}-w{window}-{split}.log",
+        log_file("pack", "{layout}-w{window}-{split}"),
     benchmark:
-        "benchmarks/pack/{layout}-w{window}-{split}.tsv"
+        bench_file("pack", "{layout}-w{window}-{split}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
+        "{params.cli} pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
         "--layout {wildcards.layout} --seed {params.seed} {params.flags} --output {output.data} "
         "--stats {output.stats} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log} 2>&1"

@@ -5,18 +5,20 @@ rule pretrain:
     output:
         directory(f"{R}/models/{MODEL}-base"),
     params:
-        job=job_env("pretrain"),
+        cli=cli("pretrain"),
         cfg=CONFIG,
         settings=section("model", "pretrain", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
         variant=f"{MODEL}-base",
-    threads: 2
+    threads: threads_of("pretrain")
+    resources:
+        **resources_of("pretrain"),
     log:
-        f"logs/pretrain/{MODEL}-base.log",
+        log_file("pretrain", f"{MODEL}-base"),
     benchmark:
-        f"benchmarks/pretrain/{MODEL}-base.tsv"
+        bench_file("pretrain", f"{MODEL}-base")
     conda:
         ENV
     shell:
-        "{params.job} ropeext pretrain --config {params.cfg} --tokenizer {params.tokdir} --train {input.train} "
+        "{params.cli} pretrain --config {params.cfg} --tokenizer {params.tokdir} --train {input.train} "
         "--output {output} --threads {threads} --variant {params.variant} > {log} 2>&1"

@@ -14,16 +14,20 @@ rule report:
         ppl_csv=f"{R}/report/ppl.csv",
         ppl_png=report(f"{R}/report/ppl.png", caption="../report/ppl.rst", category="Perplexity"),
     params:
-        job=job_env("report"),
+        cli=cli("report"),
         cfg=CONFIG,
+        settings=section("experiment", "model", "extension", "report"),
         outdir=lambda w, output: os.path.dirname(output.summary),
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/report/report.log",
+        log_file("report", "report"),
     benchmark:
-        "benchmarks/report/report.tsv"
+        bench_file("report", "report")
     conda:
         ENV
     shell:
-        "{params.job} ropeext report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
+        "{params.cli} report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
         "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
         "--compare {input.compare} --angles {input.angles} --references {input.references} --output-dir {params.outdir} > {log} 2>&1"

@@ -6,18 +6,21 @@ rule angles:
         npz=f"{R}/rope/angles-{{target}}/histograms.npz",
         png=report(f"{R}/rope/angles-{{target}}/heatmap.png", caption="../report/angles.rst", category="RoPE"),
     params:
-        job=job_env("angles"),
+        cli=cli("angles"),
         geometry=geometry_args,
         methods=",".join(config["rope"]["angles_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/angles/{target}.log",
+        log_file("angles", "{target}"),
     benchmark:
-        "benchmarks/angles/{target}.tsv"
+        bench_file("angles", "{target}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
+        "{params.cli} angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
         "--variant {params.variant} > {log} 2>&1"
 
 
@@ -25,18 +28,21 @@ rule solve:
     output:
         f"{R}/rope/scaling/{{method}}-{{target}}.json",
     params:
-        job=job_env("solve"),
+        cli=cli("solve"),
         geometry=geometry_args,
         extra=solve_args,
         variant=lambda w: f"{MODEL}-{w.method}-{w.target}",
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/solve/{method}-{target}.log",
+        log_file("solve", "{method}-{target}"),
     benchmark:
-        "benchmarks/solve/{method}-{target}.tsv"
+        bench_file("solve", "{method}-{target}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext solve {params.geometry} --method {wildcards.method} {params.extra} "
+        "{params.cli} solve {params.geometry} --method {wildcards.method} {params.extra} "
         "--output {output} --variant {params.variant} > {log} 2>&1"
 
 
@@ -48,16 +54,19 @@ rule compare:
         histograms=report(f"{R}/rope/compare-{{target}}/angle_histograms.png", caption="../report/histograms.rst",
                           category="RoPE"),
     params:
-        job=job_env("compare"),
+        cli=cli("compare"),
         geometry=geometry_args,
         methods=",".join(config["rope"]["compare_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
+    threads: threads_of("light")
+    resources:
+        **resources_of("light"),
     log:
-        "logs/compare/{target}.log",
+        log_file("compare", "{target}"),
     benchmark:
-        "benchmarks/compare/{target}.tsv"
+        bench_file("compare", "{target}")
     conda:
         ENV
     shell:
-        "{params.job} ropeext compare {params.geometry} --methods {params.methods} --output {output.table} "
+        "{params.cli} compare {params.geometry} --methods {params.methods} --output {output.table} "
         "--variant {params.variant} > {log} 2>&1"

@@ -6,18 +6,21 @@ rule tokenizer:
         tokens=expand(f"{R}/tokens/{{split}}.parquet", split=SPLITS),
         stats=f"{R}/tokens/stats.json",
     params:
-        job=job_env("tokenizer"),
+        cli=cli("tokenizer"),
         cfg=CONFIG,
         settings=section("tokenizer"),
         corpus=lambda w, input: os.path.dirname(input[0]),
         tokdir=lambda w, output: os.path.dirname(output.tokenizer),
         tokens=lambda w, output: os.path.dirname(output.stats),
+    threads: threads_of("data")
+    resources:
+        **resources_of("data"),
     log:
-        "logs/tokenizer/tokenizer.log",
+        log_file("tokenizer", "tokenizer"),
     benchmark:
-        "benchmarks/tokenizer/tokenizer.tsv"
+        bench_file("tokenizer", "tokenizer")
     conda:
         ENV
     shell:
-        "{params.job} ropeext tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
+        "{params.cli} tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
         "--tokenizer-dir {params.tokdir} --tokens-dir {params.tokens} > {log} 2>&1"
