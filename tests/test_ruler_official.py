@@ -255,7 +255,8 @@ def fake_lm_eval(tmp_path, monkeypatch):
 def test_missing_or_changed_files_fail_clearly(fake_lm_eval):
     version = lmeval_assets.version()
     (fake_lm_eval / "vt_utils.py").unlink()
-    with pytest.raises(RopeextError, match=rf"lm-eval {re.escape(version)}: lm_eval/tasks/ruler/vt_utils.py: not found"):
+    with pytest.raises(RopeextError,
+                       match=rf"lm-eval {re.escape(version)}: lm_eval/tasks/ruler/vt_utils.py: not found"):
         load_templates("official")
     shutil.copy(INSTALLED / "tasks" / "ruler" / "vt_utils.py", fake_lm_eval)
     official._load.cache_clear()

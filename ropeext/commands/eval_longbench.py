@@ -245,7 +245,8 @@ def _evaluate(args, s: dict, config) -> None:
             per_task, benchmark=s["benchmark"], variant=variant, model=str(args.model), window=window,
             max_input_length=budgets, max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
             prompt_source={t: specs[t].source for t in tasks},
-            prompt_differences={t: list(specs[t].differences) for t in tasks}, chat_template=s["chat_template"], bos=add_bos,
+            prompt_differences={t: list(specs[t].differences) for t in tasks},
+            chat_template=s["chat_template"], bos=add_bos,
             limit=s["limit"], code_sim_backend=metrics.code_sim_backend(), prediction_stats=stats,
             data_dir=str(data_dir))
         write_json(out / "metrics.json", result)

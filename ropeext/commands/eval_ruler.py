@@ -61,7 +61,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hotpotqa", default=None, help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
     parser.add_argument("--templates", default=None,
                         help="prompt wording: official (RULER's, read from the installed lm-eval; the default), "
-                             "ropeext, or a YAML/JSON file overriding per-kind template / answer_prefix / max_new_tokens")
+                             "ropeext, or a YAML/JSON file overriding per-kind template / answer_prefix / "
+                             "max_new_tokens")
     parser.add_argument("--max-length", type=int, default=None,
                         help="the longest sequence the model may be given (default: its max_position_embeddings); "
                              "raise it to measure extrapolation past the window")
