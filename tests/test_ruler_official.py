@@ -235,6 +235,8 @@ def test_sources_are_recorded(tpl):
     assert all(s.startswith(f"lm-eval {lmeval_assets.version()}: lm_eval/tasks/ruler/")
                for s in info["template_source"].values())
     assert "vt_utils.py" in info["template_source"]["vt"] and "vt.yaml" in info["template_source"]["vt"]
+    assert [n.split(":")[0] for n in info["template_notes"]] == ["vt", "vt", "cwe", "cwe"]
+    assert any("'\\n\\n' before the answer prefix" in n for n in info["template_notes"])
     own = describe_templates(load_templates("ropeext"))
     assert own == {"template_source": {k: "ropeext" for k in tpl}, "lm_eval_version": None}
     assert load_templates(None) == tpl
@@ -268,6 +270,16 @@ def test_missing_or_changed_files_fail_clearly(fake_lm_eval):
     official._load.cache_clear()
     with pytest.raises(RopeextError, match=r"prepare_niah.py: the niah gen_prefix uses \{type_needle_v.upper\(\)\}"):
         load_templates("official")
+
+
+def test_notes_follow_the_installed_files(fake_lm_eval):
+    from ropeext.eval.ruler.tasks import describe_templates
+
+    y = fake_lm_eval / "cwe.yaml"
+    y.write_text(y.read_text().replace('target_delimiter: "\\n\\n"', 'target_delimiter: " "'))
+    tpl = load_templates("official")
+    assert tpl["cwe"]["delimiter"] == " "
+    assert not any("before the answer prefix" in n for n in describe_templates(tpl)["template_notes"])
 
 
 def test_bad_generation_length_and_missing_package(fake_lm_eval, monkeypatch):

@@ -4,7 +4,8 @@ Every sample is a pure function of (seed, task, length, index) and the sources: 
 draws come from ``random.Random`` seeded with a string naming the sample, so a resumed run,
 another machine or another process order builds the same prompt. The sequence length is
 counted as RULER counts it: prompt tokens (BOS included) plus the generation budget; every
-sample lands in [length - 2%, length].
+sample lands in [length - 2%, length]. ``templates`` (see ``tasks.load_templates``) give the
+wording; without them the in-code ``ropeext`` wording is used.
 """
 
 from __future__ import annotations

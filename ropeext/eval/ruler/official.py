@@ -10,7 +10,8 @@ put before the answer prefix (``target_delimiter``) are in the task YAMLs. They 
 The prompt is then assembled as lm-eval assembles it for a base model: the filled template, the
 task's ``target_delimiter`` where neither side has whitespace at the seam, then the answer prefix
 stripped of surrounding whitespace (lm-eval's ``gen_prefix``). A worked example keeps the raw
-answer prefix, as RULER's generators write it.
+answer prefix, as RULER's generators write it. Where that assembly departs from RULER's own
+scripts, ``notes`` says so (derived from what was read, so a fix in lm-eval drops the note).
 """
 
 from __future__ import annotations
@@ -198,3 +199,22 @@ def official_templates() -> dict[str, dict]:
     """Per task kind: template, answer_prefix, delimiter, max_new_tokens (and the niah one-needle
     wording, the raw answer prefix of worked examples), with their source and the lm-eval version."""
     return copy.deepcopy(_load())
+
+
+def notes(templates: dict[str, dict]) -> list[str]:
+    """How prompts assembled from lm-eval's RULER files depart from RULER's own scripts."""
+    out = []
+    vt, cwe = templates.get("vt", {}), templates.get("cwe", {})
+    if vt.get("example_answer_prefix", "").endswith(" ") and not vt.get("answer_prefix", " ").endswith(" "):
+        out.append("vt: the question's answer prefix ends at 'they are:' (lm-eval strips the trailing space "
+                   "RULER's scripts keep; worked examples keep it)")
+    if "assgined" in vt.get("answer_prefix", ""):
+        out.append("vt: the answer prefix spells 'assgined', as lm-eval's copy of RULER does (RULER's current "
+                   "repository spells 'assigned')")
+    if cwe.get("delimiter", " ") != " ":
+        out.append(f"cwe: {cwe['delimiter']!r} before the answer prefix, lm-eval's target_delimiter (RULER's "
+                   "scripts put a space)")
+    if cwe:
+        out.append("cwe: one worked example precedes the question, as RULER's scripts write it (lm-eval's task "
+                   "leaves it out)")
+    return out

@@ -131,10 +131,16 @@ def load_templates(source: str | Path | None = "official") -> dict[str, dict]:
 
 
 def describe_templates(templates: dict[str, dict]) -> dict:
-    """What the metrics record about the prompts: each kind's source, and the lm-eval version if any."""
+    """What the metrics record about the prompts: each kind's source, the lm-eval version if any,
+    and how lm-eval's assembly of RULER's wording departs from RULER's own scripts."""
     versions = sorted({e["lm_eval_version"] for e in templates.values() if e.get("lm_eval_version")})
-    return {"template_source": {kind: e.get("source", "ropeext") for kind, e in templates.items()},
-            "lm_eval_version": versions[0] if len(versions) == 1 else (versions or None)}
+    out = {"template_source": {kind: e.get("source", "ropeext") for kind, e in templates.items()},
+           "lm_eval_version": versions[0] if len(versions) == 1 else (versions or None)}
+    if versions:
+        from ropeext.eval.ruler.official import notes
+
+        out["template_notes"] = notes({k: e for k, e in templates.items() if e.get("lm_eval_version")})
+    return out
 
 
 def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
