@@ -54,7 +54,8 @@ def add_arguments(parser) -> None:
     ev.add_argument("--data", default=None, help="folder of <task>.jsonl / <task>_e.jsonl, the benchmark's "
                     "data.zip, or hf:THUDM/LongBench (default: config eval.longbench.data_dir)")
     ev.add_argument("--prompts", default=None, help="the official repository's config/ folder with "
-                    "dataset2prompt.json and dataset2maxlen.json (needed for the benchmark's tasks)")
+                    "dataset2prompt.json and dataset2maxlen.json (default: the installed lm-eval's LongBench "
+                    "task files; metrics.json lists how they differ)")
     ev.add_argument("--benchmark", choices=["longbench-e", "longbench"], default=None,
                     help="read the _e files and score by length bucket (default), or LongBench v1")
     ev.add_argument("--tasks", default=None, help="comma-separated tasks (default: those in the data folder's "
@@ -192,7 +193,7 @@ def _evaluate(args, s: dict, config) -> None:
     specs, samples, schemes = {}, {}, {}
     for t in tasks:
         specs[t] = protocol.task_spec(t, prompts, maxlens, prompts_dir=s["prompts_dir"],
-                                      embedded_max_new_tokens=s["embedded_max_new_tokens"])
+                                      embedded_max_new_tokens=s["embedded_max_new_tokens"], benchmark=s["benchmark"])
         if t in manifest.get("tasks", {}):
             edges = manifest["tasks"][t]["edges"]
             schemes[t] = results.edge_buckets(edges, manifest["tasks"][t].get("unit", "tokens"))
@@ -243,7 +244,9 @@ def _evaluate(args, s: dict, config) -> None:
         result = results.build_metrics(
             per_task, benchmark=s["benchmark"], variant=variant, model=str(args.model), window=window,
             max_input_length=budgets, max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
-            prompt_source={t: specs[t].source for t in tasks}, chat_template=s["chat_template"], bos=add_bos,
+            prompt_source={t: specs[t].source for t in tasks},
+            prompt_differences={t: list(specs[t].differences) for t in tasks},
+            chat_template=s["chat_template"], bos=add_bos,
             limit=s["limit"], code_sim_backend=metrics.code_sim_backend(), prediction_stats=stats,
             data_dir=str(data_dir))
         write_json(out / "metrics.json", result)

@@ -60,7 +60,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--squad", default=None, help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
     parser.add_argument("--hotpotqa", default=None, help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
     parser.add_argument("--templates", default=None,
-                        help="YAML/JSON overriding per-kind template / answer_prefix / max_new_tokens")
+                        help="prompt wording: official (RULER's, read from the installed lm-eval; the default), "
+                             "ropeext, or a YAML/JSON file overriding per-kind template / answer_prefix / "
+                             "max_new_tokens")
     parser.add_argument("--max-length", type=int, default=None,
                         help="the longest sequence the model may be given (default: its max_position_embeddings); "
                              "raise it to measure extrapolation past the window")
@@ -180,7 +182,7 @@ def run(args) -> None:
         # for a length stay in it, so that length has no complete average
         subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")
         summary = summarize(records, tasks=tasks_to_run, lengths=s["lengths"], subset=subset,
-                            threshold=float(s["threshold"]), skipped=skipped)
+                            threshold=float(s["threshold"]), skipped=skipped, templates=templates)
         metrics = {"variant": variant, "model": str(args.model), "window": window, "seed": s["seed"],
                    "samples_per_cell": s["samples"], **summary}
         write_json(out / "metrics.json", metrics)

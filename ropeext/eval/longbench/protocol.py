@@ -2,9 +2,11 @@
 
 The per-task prompt templates and generation lengths are the benchmark's own files
 (``dataset2prompt.json`` and ``dataset2maxlen.json`` in the ``config/`` folder of the official
-repository); they are read at run time from the user's copy and never shipped here. What lives in
-code are facts of the protocol: which tasks skip a chat template, which stop at a newline, and
-the prompt of this project's own embedded code-completion task.
+repository); they are read at run time from the user's copy and never shipped here. Without that
+folder they come from the installed lm-eval's LongBench task files (``lmeval_prompts``), and each
+known difference from the official templates travels with the task. What lives in code are facts
+of the protocol: which tasks skip a chat template, which stop at a newline, and the prompt of this
+project's own embedded code-completion task.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class TaskSpec:
     use_chat: bool          # whether a chat template may be applied
     stop_at_newline: bool
     source: str             # where the template came from
+    differences: tuple[str, ...] = ()  # known differences from the official template
 
 
 def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
@@ -78,21 +81,30 @@ def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
 
 
 def task_spec(task: str, prompts: dict, maxlens: dict, *, prompts_dir=None,
-              embedded_max_new_tokens: int | None = None) -> TaskSpec:
-    """Everything the prediction loop needs for one task."""
+              embedded_max_new_tokens: int | None = None, benchmark: str = "longbench-e") -> TaskSpec:
+    """Everything the prediction loop needs for one task.
+
+    The template and generation length come from the official files (``prompts``/``maxlens``
+    read from ``prompts_dir``); without a ``prompts_dir``, from the installed lm-eval's task file
+    for ``benchmark`` (``longbench-e`` reads ``<task>_e.yaml``), with the known differences.
+    """
     name = metrics.base_task(task)
     metric = metrics.metric_name(name)  # raises for an unknown task
     if name == EMBEDDED_TASK:
         return TaskSpec(name, EMBEDDED_PROMPT, int(embedded_max_new_tokens or EMBEDDED_MAX_NEW_TOKENS), metric,
                         use_chat=False, stop_at_newline=False, source="ropeext (embedded task)")
     where = Path(prompts_dir) if prompts_dir else None
+    if where is None and name not in prompts:
+        from ropeext.eval.longbench.lmeval_prompts import lm_eval_prompt
+
+        if benchmark not in ("longbench-e", "longbench"):
+            raise RopeextError(f"benchmark {benchmark!r} is not one of longbench-e, longbench")
+        lm = lm_eval_prompt(name, longbench_e=benchmark == "longbench-e")
+        return TaskSpec(name, lm.template, lm.max_new_tokens, metric, use_chat=name not in NO_CHAT_TASKS,
+                        stop_at_newline=name in NEWLINE_STOP_TASKS, source=lm.source, differences=lm.differences)
     if name not in prompts or name not in maxlens:
-        if where is None:
-            raise RopeextError(
-                f"task {name!r} needs the benchmark's prompt files: pass --prompts DIR (the official "
-                f"repository's config/ folder with {PROMPT_FILE} and {MAXLEN_FILE})")
         missing = PROMPT_FILE if name not in prompts else MAXLEN_FILE
-        raise RopeextError(f"{where / missing}: no entry for task {name!r}")
+        raise RopeextError(f"{where / missing if where else missing}: no entry for task {name!r}")
     max_new = maxlens[name]
     if not isinstance(max_new, int) or max_new < 1:
         raise RopeextError(f"{where / MAXLEN_FILE}: {name}: expected a positive integer, got {max_new!r}")

@@ -4,7 +4,8 @@ Every sample is a pure function of (seed, task, length, index) and the sources: 
 draws come from ``random.Random`` seeded with a string naming the sample, so a resumed run,
 another machine or another process order builds the same prompt. The sequence length is
 counted as RULER counts it: prompt tokens (BOS included) plus the generation budget; every
-sample lands in [length - 2%, length].
+sample lands in [length - 2%, length]. ``templates`` (see ``tasks.load_templates``) give the
+wording; without them the in-code ``ropeext`` wording is used.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ropeext.eval.ruler import words as W
 from ropeext.eval.ruler.fit import TooShort, encode, fit_prompt, tolerance
 from ropeext.eval.ruler.haystack import NOISE_SENTENCES, WordStream, filler_words, noise_stream
 from ropeext.eval.ruler.qa import QASource
-from ropeext.eval.ruler.tasks import DEFAULT_TEMPLATES, METRICS, TASKS
+from ropeext.eval.ruler.tasks import METRICS, ROPEEXT_TEMPLATES, TASKS
 
 NEEDLE = "One of the special magic {type_v} for {key} is: {value}."
 
@@ -55,9 +56,46 @@ def _fill(text: str, fields: dict, what: str) -> str:
                            f"{', '.join(sorted(fields))}") from None
 
 
-def _prompt(tpl: dict, kind: str, context: str, fields: dict) -> str:
+def render(tpl: dict, kind: str, context: str, fields: dict, *, single: bool = False) -> str:
+    """The question prompt: the filled template, then the answer prefix.
+
+    Templates with a ``delimiter`` (RULER's, as lm-eval assembles them) put it between the two
+    where neither side has whitespace at the seam; others join them as they are. ``single``
+    selects a one-needle wording where the templates have one.
+    """
+    template = tpl.get("template_single", tpl["template"]) if single else tpl["template"]
+    prefix = tpl.get("answer_prefix_single", tpl["answer_prefix"]) if single else tpl["answer_prefix"]
+    text = _fill(template, {**fields, "context": context}, f"{kind} template")
+    answer = _fill(prefix, fields, f"{kind} answer_prefix")
+    delim = tpl.get("delimiter")
+    if delim and text and answer and not text[-1].isspace() and not answer[0].isspace():
+        return text + delim + answer
+    return text + answer
+
+
+def render_example(tpl: dict, kind: str, context: str, fields: dict, answer: str) -> str:
+    """A worked example as RULER's generators write one: template, raw answer prefix, a space, the answer."""
+    prefix = tpl.get("example_answer_prefix", tpl["answer_prefix"])
     return (_fill(tpl["template"], {**fields, "context": context}, f"{kind} template")
-            + _fill(tpl["answer_prefix"], fields, f"{kind} answer_prefix"))
+            + _fill(prefix, fields, f"{kind} answer_prefix") + " " + answer)
+
+
+def niah_fields(value_kind: str, queries: list[str], num_values: int) -> dict:
+    """The fields of a needle question; one value asked about reads in the singular."""
+    single = len(queries) * num_values == 1
+    type_v = value_kind[:-1] if single else value_kind
+    return {"type_v": type_v, "type_needle_v": type_v, "verb": "is" if single else "are",
+            "them": "it" if single else "them", "query": _join_keys(queries)}
+
+
+def vt_example(tpl: dict, context: str, fields: dict, names: list[str]) -> str:
+    """A worked variable-tracking example and its answer, then a blank line twice (as RULER)."""
+    return render_example(tpl, "vt", context, fields, " ".join(names)) + "\n\n\n\n"
+
+
+def cwe_example(tpl: dict, context: str, fields: dict, common: list[str]) -> str:
+    """A worked common-words example and its numbered answer, then a newline (as RULER)."""
+    return render_example(tpl, "cwe", context, fields, _numbered(common)) + "\n"
 
 
 def _join_keys(keys: list[str]) -> str:
@@ -100,8 +138,7 @@ def _plan_niah(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sou
     queries = rng.sample(keys, spec["q"])
     answers = [v for q in queries for v in values[q]]
     single = spec["q"] * spec["v"] == 1
-    fields = {"type_v": spec["value"][:-1] if single else spec["value"], "verb": "is" if single else "are",
-              "them": "it" if single else "them", "query": _join_keys(queries)}
+    fields = niah_fields(spec["value"], queries, spec["v"])
     depth = depths[[k for k, _ in needles].index(queries[0])]
 
     if spec["haystack"] in ("noise", "essay"):
@@ -137,7 +174,7 @@ def _plan_niah(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sou
 
         hint = max(1, budget // 20)
 
-    return _Plan(lambda n, p: _prompt(tpl, "niah", context(n, p), fields), answers, depth, hint)
+    return _Plan(lambda n, p: render(tpl, "niah", context(n, p), fields, single=single), answers, depth, hint)
 
 
 # ---------------------------------------------------------------- variable tracking
@@ -170,22 +207,15 @@ def _plan_vt(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sourc
     erng = random.Random(key + ":example")
     e_chains, e_groups, e_fracs = _vt_chains(erng, spec["chains"], min(10, spec["hops"]), 3)
     e_names, e_value = e_groups[0]
-    example = (_prompt(tpl, "vt", _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
-                       {"query": e_value, "num_v": len(e_names)}) + " ".join(e_names) + "\n\n")
+    example = vt_example(tpl, _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
+                         {"query": e_value, "num_v": len(e_names)}, e_names)
     use_example = len(encode(tokenizer, example)) <= budget // 4
     prefix = example if use_example else ""
-    return _Plan(lambda n, p: prefix + _prompt(tpl, "vt", _vt_context(chains, fracs, n, p), fields),
+    return _Plan(lambda n, p: prefix + render(tpl, "vt", _vt_context(chains, fracs, n, p), fields),
                  names, fracs[0][0], max(1, budget // 8), extra={"fewshot": use_example})
 
 
 # ---------------------------------------------------------------- common words extraction
-
-
-def _vocab(need: int) -> tuple[str, ...]:
-    size = 8192
-    while size < need:
-        size *= 2
-    return W.syllable_vocabulary(size)
 
 
 def _numbered(entries: list[str], first: int = 1) -> str:
@@ -193,7 +223,7 @@ def _numbered(entries: list[str], first: int = 1) -> str:
 
 
 def _cwe_list(r: random.Random, num_words: int, freq_cw: int, freq_ucw: int, num_cw: int):
-    chosen = r.sample(_vocab(num_words), num_words)
+    chosen = r.sample(W.cwe_vocabulary(num_words), num_words)
     common, uncommon = chosen[:num_cw], chosen[num_cw:]
     entries = common * freq_cw + uncommon * freq_ucw
     r.shuffle(entries)
@@ -209,17 +239,17 @@ def _plan_cwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sour
         freq_cw, freq_ucw, ex = spec["freq_cw"], spec["freq_ucw"], (40, 10, 3)
     fields = {"num_cw": num_cw, "query": ""}
     e_entries, e_common = _cwe_list(random.Random(key + ":example"), ex[0], ex[1], ex[2], num_cw)
-    example = _prompt(tpl, "cwe", _numbered(e_entries), fields) + " " + _numbered(e_common) + "\n"
+    example = cwe_example(tpl, _numbered(e_entries), fields, e_common)
     common = _cwe_list(random.Random(key + ":common"), num_cw, 1, 0, num_cw)[1]
 
     def build(n: int, p: int) -> str:
         r = random.Random(f"{key}:{n}:{p}")
-        others = [w for w in r.sample(_vocab(num_cw + n + p), num_cw + n + p) if w not in common][:n + p]
+        others = [w for w in r.sample(W.cwe_vocabulary(num_cw + n + p), num_cw + n + p) if w not in common][:n + p]
         uncommon, singles = others[:n], others[n:]
         entries = common * freq_cw + uncommon * freq_ucw
         r.shuffle(entries)
         entries += singles  # padding: words seen once, never among the most common
-        return example + _prompt(tpl, "cwe", _numbered(entries), fields)
+        return example + render(tpl, "cwe", _numbered(entries), fields)
 
     return _Plan(build, list(common), None, max(0, budget // (8 * freq_ucw)), max_units=1_000_000,
                  extra={"freq_cw": freq_cw, "freq_ucw": freq_ucw})
@@ -253,7 +283,7 @@ def _plan_fwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sour
         text = [w for w, c in zip(vocab, counts) for _ in range(c)]
         random.Random(f"{key}:{n}").shuffle(text)
         text += ["..."] * p
-        return _prompt(tpl, "fwe", " ".join(text), fields)
+        return render(tpl, "fwe", " ".join(text), fields)
 
     return _Plan(build, vocab[1:4], None, max(1, budget // 3), max_units=10_000_000,
                  extra={"vocab_size": len(vocab)})
@@ -281,7 +311,7 @@ def _plan_qa(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sourc
         if p and pool:
             docs.append(" ".join(src.documents[pool[n % len(pool)]].split()[:p]))
         ctx = "\n\n".join(f"Document {j}:\n{d}" for j, d in enumerate(docs, 1))
-        return _prompt(tpl, "qa", ctx, fields)
+        return render(tpl, "qa", ctx, fields)
 
     first = sorted(gold_fracs, key=lambda t: t[0])[0][0]
     return _Plan(build, list(item.answers), first, max(0, budget // 200),
@@ -298,7 +328,7 @@ def make_sample(task: str, length: int, index: int, tokenizer, *, seed: int = 0,
         raise RopeextError(f"unknown RULER task {task!r}")
     spec = TASKS[task]
     kind = spec["kind"]
-    tpl = (templates or DEFAULT_TEMPLATES)[kind]
+    tpl = (templates or ROPEEXT_TEMPLATES)[kind]
     max_new = int(tpl["max_new_tokens"])
     budget = length - max_new
     what = f"{task} at length {length}"

@@ -17,6 +17,7 @@ from ropeext.eval.ruler.fit import TooShort, encode
 from ropeext.eval.ruler.generate import Sources, make_sample
 from ropeext.eval.ruler.metrics import (RULER_THRESHOLD, average_by_length, effective_length, score_sample,
                                         task_scores)
+from ropeext.eval.ruler.tasks import describe_templates
 
 
 def fingerprint(seed: int, templates: dict, sources: Sources, tokenizer) -> str:
@@ -76,8 +77,9 @@ def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: lis
 
 
 def summarize(records: list[dict], *, tasks: list[str], lengths: list[int], subset: str,
-              threshold: float = RULER_THRESHOLD, skipped: dict | None = None) -> dict:
-    """Per task per length (x100), the average over tasks per length, its mean, the effective length."""
+              threshold: float = RULER_THRESHOLD, skipped: dict | None = None, templates: dict | None = None) -> dict:
+    """Per task per length (x100), the average over tasks per length, its mean, the effective length,
+    and (given the templates) where each task kind's prompt wording came from."""
     scores = task_scores(records)
     avg = average_by_length(scores, tasks, lengths)
     ran = [t for t in tasks if t in scores]
@@ -103,4 +105,5 @@ def summarize(records: list[dict], *, tasks: list[str], lengths: list[int], subs
         "average_of_tasks_run": {str(L): v for L, v in partial.items()},
         "samples": counts,
         "skipped": skipped or {},
+        **(describe_templates(templates) if templates is not None else {}),
     }

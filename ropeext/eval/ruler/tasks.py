@@ -1,10 +1,15 @@
 """The 13 RULER tasks: their settings, prompt templates, answer prefixes and task subsets.
 
 Task settings, answer prefixes, generation lengths and metrics follow RULER's task table. The
-instruction wording is ropeext's own; a user who wants another wording (RULER's exact one, say)
-passes a templates file (YAML or JSON: kind -> template / answer_prefix / max_new_tokens), read
-at run time. Prompts use the base-model format: instructions, then the answer prefix, no chat
-template.
+prompt wording comes from one of three sources (``load_templates``):
+
+- ``official``: RULER's own templates, answer prefixes and generation lengths, read at run time
+  from the installed lm-eval package (``ropeext.eval.ruler.official``);
+- ``ropeext``: this project's own wording (``ROPEEXT_TEMPLATES``), with RULER's generation lengths;
+- a templates file (YAML or JSON: kind -> template / answer_prefix / max_new_tokens) whose fields
+  replace those of the ``ropeext`` wording.
+
+Prompts use the base-model format: instructions, then the answer prefix, no chat template.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ SUBSETS: dict[str, tuple[str, ...]] = {
 METRICS = {"niah": "string_match_all", "vt": "string_match_all", "cwe": "string_match_all",
            "fwe": "string_match_all", "qa": "string_match_part"}
 
-DEFAULT_TEMPLATES: dict[str, dict] = {
+ROPEEXT_TEMPLATES: dict[str, dict] = {
     "niah": {
         "template": "Memorize the special magic {type_v} hidden in the text below; a question about "
                     "{them} follows.\n{context}\nWhat {verb} the special magic {type_v} for {query} "
@@ -104,14 +109,45 @@ def resolve_tasks(tasks: list[str] | str | None = None, subset: str | None = Non
     return list(SUBSETS[subset]), subset
 
 
-def load_templates(path: str | Path | None) -> dict[str, dict]:
-    """The default templates, with any kind's fields replaced by those in the file at ``path``."""
-    templates = copy.deepcopy(DEFAULT_TEMPLATES)
-    if path is None:
+SOURCES = ("official", "ropeext")
+
+
+def load_templates(source: str | Path | None = "official") -> dict[str, dict]:
+    """The templates of ``source``: ``official`` (also None), ``ropeext`` or a templates file.
+
+    Every kind's entry names where it came from (``source``); ``official`` entries also carry the
+    lm-eval version they were read from.
+    """
+    if source is None or str(source) == "official":
+        from ropeext.eval.ruler.official import official_templates
+
+        return official_templates()
+    templates = copy.deepcopy(ROPEEXT_TEMPLATES)
+    for entry in templates.values():
+        entry["source"] = "ropeext"
+    if str(source) == "ropeext":
         return templates
-    path = Path(path)
+    return _overlay_file(templates, Path(source))
+
+
+def describe_templates(templates: dict[str, dict]) -> dict:
+    """What the metrics record about the prompts: each kind's source, the lm-eval version if any,
+    and how lm-eval's assembly of RULER's wording departs from RULER's own scripts."""
+    versions = sorted({e["lm_eval_version"] for e in templates.values() if e.get("lm_eval_version")})
+    out = {"template_source": {kind: e.get("source", "ropeext") for kind, e in templates.items()},
+           "lm_eval_version": versions[0] if len(versions) == 1 else (versions or None)}
+    if versions:
+        from ropeext.eval.ruler.official import notes
+
+        out["template_notes"] = notes({k: e for k, e in templates.items() if e.get("lm_eval_version")})
+    return out
+
+
+def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
+    """``templates`` with any kind's fields replaced by those in the file at ``path``."""
     if not path.is_file():
-        raise RopeextError(f"templates file not found: {path}")
+        raise RopeextError(f"templates file not found: {path} (eval.ruler.templates takes official, ropeext "
+                           "or the path of a YAML/JSON templates file)")
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -137,6 +173,7 @@ def load_templates(path: str | Path | None) -> dict[str, dict]:
             if key != "max_new_tokens" and not isinstance(value, str):
                 raise RopeextError(f"templates file {path}: {kind}.{key}: expected a string")
             templates[kind][key] = value
+        templates[kind]["source"] = f"ropeext, with fields from {path}"
         if "{context}" not in templates[kind]["template"]:
             raise RopeextError(f"templates file {path}: {kind}.template has no {{context}} placeholder")
     return templates

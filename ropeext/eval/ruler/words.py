@@ -1,7 +1,15 @@
-"""Deterministic word material: pronounceable syllable words, numbers, UUIDs, coded words.
+"""Deterministic word material: word keys, common words, numbers, UUIDs, coded words.
 
-Nothing here is a shipped word list: the vocabulary is generated from syllables under a fixed
-seed, so every run (and every machine) draws the same words for the same sample seed.
+Word keys are adjective-noun pairs drawn from the word lists of the ``wonderwords`` package (the
+version pinned in requirements.lock), as RULER draws them: RULER picks uniformly among the
+distinct strings ``f"{adjective}-{noun}"`` of its deduplicated adjective and noun lists; no two
+pairs of those lists spell the same string, so drawing the adjective and the noun independently
+and uniformly gives the same distribution without building the six-million-entry list. The
+common-words task draws from the nouns, adjectives and verbs together (RULER's list for it) and,
+when a sample needs more distinct words than those lists hold, from pronounceable syllable words
+(where RULER switches to a larger English word list). The lists are read from the installed
+package's files; every draw uses the sample's own seeded ``random.Random``, so every run and
+every machine draws the same words for the same seed, offline.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ import random
 import string
 import uuid
 from functools import lru_cache
+
+from ropeext.errors import RopeextError
 
 _ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
            "br", "dr", "gr", "kl", "pl", "st", "tr", "ch", "sh"]
@@ -42,10 +52,47 @@ def random_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+WORD_LISTS = {"nouns": "nounlist.txt", "adjectives": "adjectivelist.txt", "verbs": "verblist.txt"}
+
+
+@lru_cache(maxsize=None)
+def wonderwords_list(category: str) -> tuple[str, ...]:
+    """The sorted distinct entries of one of wonderwords' word lists (``nouns``, ``adjectives``, ``verbs``)."""
+    from importlib.resources import files
+
+    name = WORD_LISTS[category]
+    try:
+        text = files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
+        raise RopeextError(f"cannot read the wonderwords word list {name} ({exc}); install the wonderwords "
+                           "version pinned in requirements.lock") from None
+    words = tuple(sorted({w.rstrip() for w in text.splitlines() if w.strip()}))
+    if not words:
+        raise RopeextError(f"the wonderwords word list {name} is empty")
+    return words
+
+
 def random_key_word(rng: random.Random) -> str:
-    """A two-part key such as ``brona-telis`` (the role RULER gives an adjective-noun pair)."""
-    vocab = syllable_vocabulary()
-    return f"{rng.choice(vocab)}-{rng.choice(vocab)}"
+    """An adjective-noun key such as ``ancient-harbor``, uniform over RULER's key strings."""
+    return f"{rng.choice(wonderwords_list('adjectives'))}-{rng.choice(wonderwords_list('nouns'))}"
+
+
+@lru_cache(maxsize=1)
+def common_words() -> tuple[str, ...]:
+    """RULER's common-words vocabulary: wonderwords' nouns, adjectives and verbs, distinct and sorted."""
+    return tuple(sorted(set(wonderwords_list("nouns")) | set(wonderwords_list("adjectives"))
+                        | set(wonderwords_list("verbs"))))
+
+
+def cwe_vocabulary(need: int) -> tuple[str, ...]:
+    """A vocabulary holding at least ``need`` distinct words: RULER's list, or syllable words beyond it."""
+    english = common_words()
+    if need <= len(english):
+        return english
+    size = 8192
+    while size < need:
+        size *= 2
+    return syllable_vocabulary(size)
 
 
 def random_item(rng: random.Random, kind: str) -> str:
