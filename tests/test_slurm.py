@@ -179,7 +179,7 @@ def test_jobs_log_under_the_invocation_parent_run(slurm_run):
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     children = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == len(slurm_run.jobs)
+    assert len(children) == len(slurm_run.jobs) + 1  # the submitted jobs and the local solve
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     submitted_with = {j["submit_env"].get("ROPEEXT_PARENT_RUN_ID") for j in slurm_run.jobs.values()}
     assert submitted_with == {parents[0].info.run_id}
