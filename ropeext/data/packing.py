@@ -46,11 +46,15 @@ so the document order is the same as in the other layouts.
 Domain tags (``anchor_tag``; ``packing.tag_template``, rendered and tokenized by ``ropeext pack``).
 Each document's tag tokens are put in front of its text and belong to the document (same doc id,
 attended like its tokens) but are never a target: a label that would predict a tag token is -100,
-whatever ``mask_boundary_labels`` says. The last tag token predicts the first text token. A piece
-that continues a document in the next window gets the full tag again in front, so every document
-piece in every window is read after its domain tag; the window then holds W-1-len(tag) tokens of
-the document's text. When the window edge cuts a tag, the next window starts with the whole tag
-again and the document's text from its first token. A tag needs at most W-2 tokens.
+whatever ``mask_boundary_labels`` says. The last tag token predicts the first text token.
+Continuations are tagged again: a piece that continues a document in the next window starts with
+the document's full tag, then its text from where the previous window stopped, so every document
+token in every window is read after its domain tag (untagged continuations would be a large share
+of the tokens at short windows, diluting the comparison with ``anchor``; the price is at most one
+extra tag per window). When the window edge cuts a tag, or falls right after it, the next window
+starts with the whole tag again and the document's text from its first token; the tag left at
+the end of the earlier window is attended by nothing and predicts nothing. A tag needs at most
+W-2 tokens. Documents come in the same order as in ``anchor``; the window edges shift by the tags.
 
 Columns (int32, windows x W):
 
@@ -449,7 +453,7 @@ def _columns(tokens, bank, seg: _Segments, W: int, layout: str, anchor_id: int, 
     rank = np.empty(len(first), dtype=np.int64)
     rank[appear] = np.arange(len(first)) - np.searchsorted(rows_sorted, rows_sorted, side="left")
     doc_body = np.full(size, PAD_DOC, dtype=np.int32)
-    doc_body[:used] = np.repeat(rank[inverse] + 1, run_len)
+    doc_body[:used] = np.repeat((rank[inverse] + 1).astype(np.int32), run_len)
 
     input_ids = np.empty((n_win, W), dtype=np.int32)
     input_ids[:, 0] = anchor_id
@@ -460,9 +464,9 @@ def _columns(tokens, bank, seg: _Segments, W: int, layout: str, anchor_id: int, 
     position_ids = np.empty((n_win, W), dtype=np.int32)
     position_ids[:] = np.arange(W, dtype=np.int32)
     if layout == "intra_doc_reset" and used:
-        pos = position_ids[:, 1:].reshape(-1)  # a copy; written back below
-        pos[:used] = np.arange(used, dtype=np.int64) - np.repeat(run_start, run_len)
-        position_ids[:, 1:] = pos.reshape(n_win, room)
+        run_col = np.zeros(size, dtype=np.int32)  # each token's run start, as a body column
+        run_col[:used] = np.repeat((run_start % room).astype(np.int32), run_len)
+        position_ids[:, 1:] -= 1 + run_col.reshape(n_win, room)
 
     # labels[t] = input_ids[t+1], masked before every run start (with mask_boundary), before every
     # tag token, at the last column and at and before padding
