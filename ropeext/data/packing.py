@@ -53,8 +53,8 @@ token in every window is read after its domain tag (untagged continuations would
 of the tokens at short windows, diluting the comparison with ``anchor``; the price is at most one
 extra tag per window). When the window edge cuts a tag, or falls right after it, the next window
 starts with the whole tag again and the document's text from its first token; the tag left at
-the end of the earlier window is attended by nothing and predicts nothing. A tag needs at most
-W-2 tokens. Documents come in the same order as in ``anchor``; the window edges shift by the tags.
+the end of the earlier window has no text after it and so takes no part in any loss. A tag needs
+at most W-2 tokens. Documents come in the same order as in ``anchor``; the window edges shift by the tags.
 
 Columns (int32, windows x W):
 
