@@ -6,9 +6,10 @@ Every layout's mask (``ropeext.attention.masks``) is a union of causal blocks, o
 - ``intra_doc`` rule (intra_doc, intra_doc_reset, intra_doc_interleaved): the tokens of one
   document id in a row are a segment (the anchor alone is a segment of length 1);
 - ``anchor`` rule (anchor, anchor_tag, anchor_interleaved): as intra_doc, and each document
-  segment is *extended* by the anchor's key and value placed in front of it. A causal problem on [anchor, d_1..d_L] gives each d_i exactly the anchor
-  plus d_1..d_i; the output at the extra front row (the anchor as a query) is discarded, since the
-  anchor's own output comes from its length-1 segment. This is exact: the anchor's key and value
+  segment is *extended* by the anchor's key and value placed in front of it. A causal problem on
+  [anchor, d_1..d_L] gives each d_i exactly the anchor plus d_1..d_i; the output at the extra
+  front row (the anchor as a query) is discarded, since the anchor's own output comes from its
+  length-1 segment. This is exact: the anchor's key and value
   are the very tensors of column 0 (rotary position 0 already applied), reused, not recomputed;
 - padding: every padding token is its own segment of length 1 (it sees itself only).
 

@@ -507,7 +507,10 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
     """Per-window statistics and totals of a packed set of windows.
 
     ``docs`` counts the documents of a window, ``gapped_docs`` those whose tokens there are not
-    contiguous (interleaved chunks with other documents between them).
+    contiguous (interleaved chunks with other documents between them). With ``info``: the
+    interleaved layouts add ``documents_interleaved`` (documents cut into chunks, whether or not
+    another document's chunk landed between them) and ``chunks``; ``anchor_tag`` adds the tag
+    tokens (in total and per window) and the continuation pieces tagged again.
     """
     doc_ids = np.asarray(columns["doc_ids"])
     labels = np.asarray(columns["labels"])
