@@ -12,18 +12,40 @@ from ropeext.attention.blockwise import blockwise_attention
 from ropeext.attention.flash import sdpa_varlen_kernel, varlen_attention
 from ropeext.attention.masks import attention_mask, attention_mask_torch, mask_predicate
 from ropeext.attention.plan import build_plan
-from ropeext.data.packing import LAYOUTS, pack_documents
+from ropeext.data.packing import INTERLEAVED, LAYOUTS, TAGGED, pack_documents
 from ropeext.errors import RopeextError
 
 VOCAB = 120
 ANCHOR = 1
+# short documents are cut too, so that the small test windows hold documents split by gaps
+INTERLEAVE = {"min_tokens": 6, "max_tokens": 60, "chunks": [2, 3], "cut_range": [0.2, 0.8]}
+TAG_TABLE = [[5, 6], [7], [8, 9, 10]]
+
+
+def _layout_kwargs(layout, n, rng):
+    if layout in INTERLEAVED:
+        return {"interleave": INTERLEAVE}
+    if layout in TAGGED:
+        return {"tags": [TAG_TABLE[i] for i in rng.integers(0, len(TAG_TABLE), n)]}
+    return {}
 
 
 def _packed(seed, W=48, n=40, hi=30, layout="anchor", pad_last=True):
     rng = np.random.default_rng(seed)
     docs = [list(rng.integers(3, VOCAB, rng.integers(1, hi))) for _ in range(n)]
-    out = pack_documents(docs, W, layout, ANCHOR, seed=seed, pad_last=pad_last)
+    out = pack_documents(docs, W, layout, ANCHOR, seed=seed, pad_last=pad_last, **_layout_kwargs(layout, n, rng))
     return {k: torch.as_tensor(v) for k, v in out.items()}
+
+
+def _gapped(doc_ids):
+    """(row, doc id) of the documents whose tokens in a window are not contiguous."""
+    out = []
+    for r, row in enumerate(np.asarray(doc_ids)):
+        for d in np.unique(row[row > 0]):
+            cols = np.flatnonzero(row == d)
+            if cols[-1] - cols[0] + 1 != len(cols):
+                out.append((r, int(d)))
+    return out
 
 
 def _qkv(B, W, H=4, Hkv=2, D=8, seed=0, dtype=torch.float64):
@@ -45,6 +67,8 @@ def test_blockwise_and_varlen_equal_dense_reference(layout, seed):
     q, k, v = _qkv(B, W, seed=seed)
     ref = _reference(q, k, v, doc, layout)
     plan = build_plan(doc, layout)
+    # the interleaved batches do hold documents split by gaps, and the plan groups them
+    assert (len(_gapped(doc)) >= 3) == (layout in INTERLEAVED) == (plan.order is not None)
     grad_out = torch.randn_like(ref)
     ref_grads = torch.autograd.grad((ref * grad_out).sum(), [q, k, v])
     for out in (blockwise_attention(q, k, v, plan), varlen_attention(q, k, v, plan, kernel=sdpa_varlen_kernel)):
@@ -125,31 +149,71 @@ def test_blockwise_whole_row_segments_equal_reference(layout, all_whole):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
-def test_plan_cost_is_sum_of_squares():
-    batch = _packed(3, W=64, layout="intra_doc")
+def test_plan_groups_a_document_across_gaps():
+    doc = np.array([[0, 1, 1, 2, 2, 1, 3, 2, 1, -1, -1],
+                    [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]])
+    W = doc.shape[1]
+    for layout, front in (("intra_doc_interleaved", 0), ("anchor_interleaved", 1)):
+        plan = build_plan(doc, layout)
+        assert plan.order is not None
+        segs = {}
+        for s_, n, pre in zip(plan.start, plan.length, plan.prefix):
+            own = plan.order[s_:s_ + n]
+            segs.setdefault(int(own[0]) // W, []).append((own % W).tolist())
+            assert pre == (front if doc.reshape(-1)[own[0]] > 0 else 0)
+        assert sorted(segs[0]) == sorted([[0], [1, 2, 5, 8], [3, 4, 7], [6], [9], [10]])
+        assert sorted(segs[1]) == sorted([[0], [1, 2, 3], list(range(4, 11))])
+        # the gathered rows (bucket form) and the unpadded stream (varlen form) hold the same tokens
+        idx, _, _, sel, dest = plan.varlen()
+        assert sorted(dest.tolist()) == list(range(doc.size))
+        assert len(idx) == doc.size + int(plan.prefix.sum())  # own tokens + one anchor key per document
+    assert build_plan(doc[1:], "anchor_interleaved").order is None  # contiguous: plain runs
+
+
+@pytest.mark.parametrize("layout", ["intra_doc", "intra_doc_interleaved"])
+def test_plan_cost_is_sum_of_squares(layout):
+    batch = _packed(3, W=64, layout=layout)
     doc = batch["doc_ids"].numpy()
-    plan = build_plan(doc, "intra_doc")
+    plan = build_plan(doc, layout)
     expect = 0
     for row in doc:
         _, counts = np.unique(row[row >= 0], return_counts=True)
         expect += int((counts ** 2).sum()) + int((row < 0).sum())
     assert plan.sum_sq() == expect
     # anchor: every document segment grows by one (the anchor key), the anchor segment does not
-    aplan = build_plan(doc, "anchor")
+    aplan = build_plan(doc, "anchor" if layout == "intra_doc" else "anchor_interleaved")
     docs_per_row = sum(int(r.max()) for r in doc)
     assert aplan.sum_sq() == expect + sum(2 * int(c) + 1 for r in doc for c in np.unique(r[r > 0], return_counts=True)[1])
     assert len(aplan.start) == len(plan.start) and docs_per_row == int(aplan.prefix.sum())
 
 
-def test_flex_mask_predicate_matches_mask():
-    batch = _packed(4, W=32)
-    doc = batch["doc_ids"].long()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_flex_mask_predicate_matches_mask(layout):
+    doc = _packed(4, W=32, layout=layout)["doc_ids"].long()
     idx = torch.arange(32)
-    for layout in LAYOUTS:
-        mod = mask_predicate(doc, layout)
-        for b in range(doc.shape[0]):
-            got = mod(torch.tensor(b), torch.tensor(0), idx[:, None], idx[None, :])
-            assert (got.numpy() == attention_mask(doc[b].numpy(), layout)).all()
+    mod = mask_predicate(doc, layout)
+    for b in range(doc.shape[0]):
+        got = mod(torch.tensor(b), torch.tensor(0), idx[:, None], idx[None, :])
+        assert (got.numpy() == attention_mask(doc[b].numpy(), layout)).all()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_flex_forward_equals_dense_reference_on_cpu(layout):
+    """FlexAttention's forward pass runs (unfused) on CPU: its BlockMask from doc_ids gives the
+    dense reference's output in float64. (Its backward pass needs a GPU: test_gpu_flex_*.)"""
+    import warnings
+
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    batch = _packed(8, W=48, layout=layout)
+    doc = batch["doc_ids"].long()
+    B, W = doc.shape
+    q, k, v = (t.detach() for t in _qkv(B, W, H=2, Hkv=2, seed=8))
+    block = create_block_mask(mask_predicate(doc, layout), B, None, W, W, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "called without torch.compile": the unfused path is the point
+        out = flex_attention(q, k, v, block_mask=block).transpose(1, 2)
+    torch.testing.assert_close(out, _reference(q, k, v, doc, layout), atol=1e-12, rtol=1e-12)
 
 
 # --- through a transformers model -----------------------------------------------------------------
@@ -233,14 +297,18 @@ def test_rope_relative_property_intra_doc_vs_reset():
 
 
 @pytest.mark.parametrize("backend", ["sdpa_mask", "blockwise"])
-@pytest.mark.parametrize("layout", ["intra_doc", "intra_doc_reset", "anchor", "full"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_no_leakage_between_documents(backend, layout):
     model = _model()
     set_backend(model, backend)
     batch = _packed(15, layout=layout, W=40)
     doc = batch["doc_ids"]
-    row = int(torch.argmax((doc.max(dim=1).values >= 3).int()))
-    k = 2
+    if layout in INTERLEAVED:  # change a document that other documents' chunks interrupt
+        row, k = _gapped(doc)[0]
+        assert k < int(doc[row].max())
+    else:
+        row = int(torch.argmax((doc.max(dim=1).values >= 3).int()))
+        k = 2
     changed = {**batch, "input_ids": batch["input_ids"].clone()}
     sel = doc[row] == k
     changed["input_ids"][row, sel] = (changed["input_ids"][row, sel] + 7) % (VOCAB - 3) + 3
@@ -259,6 +327,29 @@ def test_no_leakage_between_documents(backend, layout):
         assert diff[outside].max() == 0
         # the anchor's own state (column 0) is identical whatever the documents hold
         assert diff[:, 0].max() == 0
+
+
+@pytest.mark.parametrize("backend", ["sdpa_mask", "blockwise"])
+@pytest.mark.parametrize("layout", INTERLEAVED)
+def test_interleaved_chunk_sees_its_earlier_chunk_across_the_gap(backend, layout):
+    model = _model()
+    set_backend(model, backend)
+    batch = _packed(15, layout=layout, W=40)
+    doc = batch["doc_ids"]
+    row, k = _gapped(doc)[0]
+    cols = torch.nonzero(doc[row] == k).flatten()
+    gap = int(torch.nonzero(cols.diff() > 1).flatten()[0])
+    first, later = cols[:gap + 1], cols[gap + 1:]
+    between = torch.arange(int(first[-1]) + 1, int(later[0]))
+    changed = {**batch, "input_ids": batch["input_ids"].clone()}
+    changed["input_ids"][row, first] = (changed["input_ids"][row, first] + 7) % (VOCAB - 3) + 3
+    with torch.no_grad():
+        before = model(**model_inputs(batch, layout, backend)).logits
+        after = model(**model_inputs(changed, layout, backend)).logits
+    diff = (before - after).abs().amax(-1)
+    assert diff[row, later].min() > 1e-4  # every later token of the document sees the first chunk
+    assert diff[row, between].max() == 0  # the documents in the gap do not
+    assert (batch["position_ids"][row] == torch.arange(40)).all()  # positions stay the columns
 
 
 def test_gqa_and_bf16_blockwise():
@@ -305,8 +396,9 @@ def test_bad_backend_and_batches():
     with pytest.raises(RopeextError, match="doc_ids"):
         model_inputs({"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, "anchor", "blockwise")
     shifted = {**batch, "doc_ids": batch["doc_ids"] + 1}
-    with pytest.raises(RopeextError, match="anchor"):
-        model_inputs(shifted, "anchor", "blockwise")
+    for layout in ("anchor", "anchor_tag", "anchor_interleaved"):
+        with pytest.raises(RopeextError, match=f"the {layout} layout needs the anchor"):
+            model_inputs(shifted, layout, "blockwise")
     assert set(BACKENDS) == {"sdpa_mask", "blockwise", "flex", "flash_varlen"}
 
 

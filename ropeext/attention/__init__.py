@@ -5,11 +5,18 @@
 ``sdpa_mask``     transformers' SDPA with a dense boolean (B, 1, W, W) mask built from doc_ids: the
                   reference. ``full`` without padding uses SDPA's causal fast path (no mask).
 ``blockwise``     ``ropeext_blockwise``: only the allowed blocks (each document's causal block, plus
-                  the anchor key for ``anchor``), see ``blockwise.py``. Any device; CPU default.
+                  the anchor key for the anchor layouts), see ``blockwise.py``. Any device; CPU default.
 ``flex``          ``ropeext_flex``: FlexAttention with a BlockMask built from doc_ids (GPU; torch has no
                   FlexAttention backward on CPU, so CPU training is refused).
 ``flash_varlen``  ``ropeext_flash_varlen``: flash-attn's varlen kernel over the segments (GPU,
                   flash-attn imported lazily), see ``flash.py``.
+
+Every backend runs all seven packing layouts exactly, including the interleaved ones whose
+documents are not contiguous in a window: the dense mask and FlexAttention's mask_mod compare doc
+ids wherever the tokens are, and the segment plan of blockwise / flash_varlen gathers each
+document's tokens into one causal segment (``plan.py``). Tested against the dense reference in
+tests/test_attention.py (outputs and gradients, float64 on CPU; flex and flash_varlen on a GPU).
+No layout is refused; ``check_backend`` and ``ropeext.data.packing.check_layout`` are the checks.
 
 Two calls are all a training or evaluation loop needs::
 
@@ -26,7 +33,7 @@ registered backends fall back to transformers' own SDPA path with the mask trans
 
 from __future__ import annotations
 
-from ropeext.data.packing import LAYOUTS, PAD_DOC, check_layout
+from ropeext.data.packing import LAYOUTS, PAD_DOC, attention_rule, check_layout
 from ropeext.errors import RopeextError
 
 BACKENDS = ("sdpa_mask", "blockwise", "flex", "flash_varlen")
@@ -189,8 +196,8 @@ def model_inputs(batch: dict, layout: str, backend: str) -> dict:
         raise RopeextError(
             f"packed batch: input_ids, position_ids and doc_ids must all be (batch, window), got "
             f"{tuple(input_ids.shape)}, {tuple(position_ids.shape)}, {tuple(doc_ids.shape)}")
-    if layout == "anchor" and bool((doc_ids[:, 0] != 0).any()):
-        raise RopeextError("packed batch: the anchor layout needs the anchor (doc id 0) at column 0 of every window")
+    if attention_rule(layout) == "anchor" and bool((doc_ids[:, 0] != 0).any()):
+        raise RopeextError(f"packed batch: the {layout} layout needs the anchor (doc id 0) at column 0 of every window")
     out = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
     if backend == "sdpa_mask":
         if layout == "full" and not bool((doc_ids == PAD_DOC).any()):

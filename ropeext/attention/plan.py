@@ -3,18 +3,26 @@
 Every layout's mask (``ropeext.attention.masks``) is a union of causal blocks, one per segment:
 
 - ``full``: all non-padding tokens of a row form one segment;
-- ``intra_doc`` / ``intra_doc_reset``: each run of one document id is a segment (the anchor alone
-  is a segment of length 1);
-- ``anchor``: as intra_doc, and each document segment is *extended* by the anchor's key and value
-  placed in front of it. A causal problem on [anchor, d_1..d_L] gives each d_i exactly the anchor
-  plus d_1..d_i; the output at the extra front row (the anchor as a query) is discarded, since the
-  anchor's own output comes from its length-1 segment. This is exact: the anchor's key and value
+- ``intra_doc`` rule (intra_doc, intra_doc_reset, intra_doc_interleaved): the tokens of one
+  document id in a row are a segment (the anchor alone is a segment of length 1);
+- ``anchor`` rule (anchor, anchor_tag, anchor_interleaved): as intra_doc, and each document
+  segment is *extended* by the anchor's key and value placed in front of it. A causal problem on
+  [anchor, d_1..d_L] gives each d_i exactly the anchor plus d_1..d_i; the output at the extra
+  front row (the anchor as a query) is discarded, since the anchor's own output comes from its
+  length-1 segment. This is exact: the anchor's key and value
   are the very tensors of column 0 (rotary position 0 already applied), reused, not recomputed;
 - padding: every padding token is its own segment of length 1 (it sees itself only).
 
 A plan holds flat token indices (row * W + column) so that the attention backends gather
 queries/keys/values into segments, run plain causal attention, and scatter the outputs back with
 one permutation. Each token's output is produced exactly once.
+
+A document need not be contiguous (interleaved chunks): its segment is then its tokens in column
+order, wherever they are in the row, held in ``order`` (flat indices sorted by row, document,
+column). Causal attention over that gathered sequence lets each token see exactly the earlier
+tokens of its document, across the gaps; the rotary positions travel with the queries and keys,
+which are rotated before attention. Where every document is contiguous ``order`` is None (the
+identity) and segments are plain runs.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ropeext.data.packing import PAD_DOC, check_layout
+from ropeext.data.packing import PAD_DOC, attention_rule
 
 # padding granule of a bucket: 2^(floor(log2 length) - BUCKET_SHIFT)
 BUCKET_SHIFT = 6
@@ -33,10 +41,11 @@ BUCKET_SHIFT = 6
 class SegmentPlan:
     batch: int
     window: int
-    start: np.ndarray     # flat index of each segment's first own token
+    start: np.ndarray     # position in ``order`` (the flat index, without one) of each segment's first own token
     length: np.ndarray    # own tokens per segment
     prefix: np.ndarray    # 1 where the anchor key is placed in front (anchor layout), else 0
     anchor: np.ndarray    # flat index of the anchor of the segment's row
+    order: np.ndarray | None = None  # flat token indices, segment by segment (None: the identity)
     _cache: dict | None = None
 
     @property
@@ -68,6 +77,8 @@ class SegmentPlan:
         start = self.start[seg][:, None]
         last = start + self.length[seg][:, None] - 1
         idx = np.minimum(start + col - pre, last)
+        if self.order is not None:
+            idx = self.order[idx]
         idx = np.where((pre == 1) & (col == 0), self.anchor[seg][:, None], idx)
         valid = (col >= pre) & (col < pre + self.length[seg][:, None])
         return idx, valid
@@ -106,7 +117,10 @@ class SegmentPlan:
         np.cumsum(ext, out=cu[1:])
         j = np.arange(total, dtype=np.int64) - cu[seg_of]  # column inside the extended segment
         pre = self.prefix[seg_of]
-        idx = np.where((pre == 1) & (j == 0), self.anchor[seg_of], self.start[seg_of] + j - pre)
+        own = np.maximum(self.start[seg_of] + j - pre, 0)
+        if self.order is not None:
+            own = self.order[own]
+        idx = np.where((pre == 1) & (j == 0), self.anchor[seg_of], own)
         valid = j >= pre
         res = (idx, cu, int(ext.max()) if len(ext) else 0, np.flatnonzero(valid), idx[valid])
         self._cache = {**(self._cache or {}), "varlen": res}
@@ -115,7 +129,7 @@ class SegmentPlan:
 
 def build_plan(doc_ids, layout: str) -> SegmentPlan:
     """Cut a (B, W) doc-id array (numpy or torch) into the segments of ``layout``."""
-    check_layout(layout)
+    rule = attention_rule(layout)
     if hasattr(doc_ids, "detach"):
         doc_ids = doc_ids.detach().to("cpu").numpy()
     doc = np.asarray(doc_ids, dtype=np.int64)
@@ -123,7 +137,7 @@ def build_plan(doc_ids, layout: str) -> SegmentPlan:
         raise ValueError(f"doc_ids must be (batch, window), got shape {doc.shape}")
     B, W = doc.shape
     pad = doc == PAD_DOC
-    if layout == "full":
+    if rule == "full":
         key = np.where(pad, 0, 1)
     else:
         key = doc
@@ -135,12 +149,35 @@ def build_plan(doc_ids, layout: str) -> SegmentPlan:
     flat_new = new.reshape(-1)
     start = np.flatnonzero(flat_new)
     length = np.diff(np.append(start, B * W))
-    row = start // W
-    first_doc = doc.reshape(-1)[start]
-    if layout == "anchor":
+    order = None
+    flat_doc = doc.reshape(-1)
+    span = int(doc.max(initial=0)) + 2
+    if rule != "full":
+        runs = start[flat_doc[start] != PAD_DOC]
+        pair = (runs // W) * span + flat_doc[runs]
+        if len(np.unique(pair)) < len(pair):  # some document comes back after a gap: group by document
+            start, length, order = _grouped(flat_doc, B, W, span)
+    first = start if order is None else order[start]
+    row = first // W
+    first_doc = flat_doc[first]
+    if rule == "anchor":
         if np.any(doc[:, 0] != 0):
             raise ValueError("anchor layout: every window must start with the anchor (doc id 0 at column 0)")
         prefix = (first_doc > 0).astype(np.int64)
     else:
         prefix = np.zeros(len(start), dtype=np.int64)
-    return SegmentPlan(batch=B, window=W, start=start, length=length, prefix=prefix, anchor=row * W)
+    return SegmentPlan(batch=B, window=W, start=start, length=length, prefix=prefix, anchor=row * W, order=order)
+
+
+def _grouped(flat_doc: np.ndarray, B: int, W: int, span: int):
+    """Segments of all tokens of one document id per row, each in column order; every padding
+    token alone. Returns (start, length) into ``order`` and ``order``."""
+    col = np.tile(np.arange(W, dtype=np.int64), B)
+    row = np.repeat(np.arange(B, dtype=np.int64), W)
+    group = np.where(flat_doc == PAD_DOC, span + col, flat_doc) + row * (span + W)
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = sorted_group[1:] != sorted_group[:-1]
+    start = np.flatnonzero(new)
+    return start, np.diff(np.append(start, len(order))), order

@@ -1,46 +1,99 @@
-"""Packing tokenized documents into fixed windows, with the layouts of the packing study.
+"""Packing tokenized documents into fixed windows, with the seven layouts of the packing study.
 
-Every window has the same token stream in every layout: the anchor token (the tokenizer's BOS,
-or EOS where there is no BOS) at column 0, then document pieces filling the remaining W-1
-columns. Layouts differ only in the rotary positions and in which keys a query may see
-(``ropeext.attention.masks``):
+Every window starts with the anchor token (the tokenizer's BOS, or EOS where there is no BOS) at
+column 0; document pieces fill the remaining W-1 columns. Layouts differ in what those columns
+hold, in the rotary positions and in which keys a query may see (``ropeext.attention.masks``;
+``attention_rule`` names the mask each layout uses):
 
-``full``             positions 0..W-1; causal attention across the whole window.
-``intra_doc``        positions 0..W-1; a token sees earlier tokens of its own document only.
-``intra_doc_reset``  as ``intra_doc`` with positions restarting at 0 in every document piece.
-``anchor``           positions 0..W-1 (never reset); a token sees earlier tokens of its own
-                     document and the anchor (AnchorAttention).
+``full``                   positions 0..W-1; causal attention across the whole window.
+``intra_doc``              positions 0..W-1; a token sees earlier tokens of its own document only.
+``intra_doc_reset``        as ``intra_doc`` with positions restarting at 0 in every document piece.
+``intra_doc_interleaved``  as ``intra_doc`` on interleaved chunks (below).
+``anchor``                 positions 0..W-1 (never reset); a token sees earlier tokens of its own
+                           document and the anchor (AnchorAttention).
+``anchor_tag``             as ``anchor`` with a domain tag in front of every document piece (below).
+``anchor_interleaved``     as ``anchor`` on interleaved chunks (below).
 
 Policy: documents of 2 tokens or fewer are dropped; the rest are taken in a seeded shuffled
-order and appended greedily; a document longer than the room left is split at the window edge
-and continues in the next window, which again starts with the anchor. This is the same as
-cutting the concatenated stream into pieces of W-1 tokens, which is how it is computed: the
-whole packer is array work. The last partial window is dropped, or padded when asked.
+order (the same order in every layout for one seed) and appended greedily; a document longer than
+the room left is split at the window edge and continues in the next window, which again starts
+with the anchor. Except for ``anchor_tag`` this is the same as cutting one concatenated stream into
+pieces of W-1 tokens, which is how it is computed: the whole packer is array work over segments
+(contiguous runs of source tokens). The last partial window is dropped, or padded when asked.
+
+Interleaved chunks (``*_interleaved``; settings ``packing.interleave``). Every document of
+``min_tokens``..``max_tokens`` tokens (both included) is cut into k chunks, k drawn uniformly from
+``chunks`` = [lo, hi], at k-1 distinct cut points drawn uniformly from the integers in
+[ceil(a L), floor(b L)] for ``cut_range`` = [a, b] (defaults: 64..2048 tokens, 2-3 chunks, cuts
+within 20-80% of the length). Other documents stay whole (one chunk). Documents are grouped by the
+window in which they would begin in the plain stream (``floor(start / (W-1))``), and the chunks of
+each group are put in a uniformly random interleaving that keeps every document's chunks in their
+order. A group occupies the same stretch of the stream as before, so a document's chunks stay
+within the window where it began and the next one(s). Draws come from their own seeded generator,
+so the document order is the same as in the other layouts.
+
+- Positions stay the window columns 0..W-1: a later chunk keeps the distance to the earlier
+  chunks of its document that the gap between them makes (no reset, no closing of gaps).
+- ``doc_ids`` number the documents of a window 1..n in order of first appearance; every chunk of
+  one document in one window has the same id, so attention follows documents across gaps: a chunk
+  sees the earlier chunks of its document in the same window. Chunks (or parts of a chunk cut at
+  the window edge) that fall into another window are invisible, as for any split document; in
+  that window the document gets that window's own id.
+- Labels never cross a gap: the last token of a chunk predicts nothing (with
+  ``mask_boundary_labels``), so the first token of a later chunk is never a target. Two chunks of
+  one document that end up adjacent join again and keep their label between them.
+
+Domain tags (``anchor_tag``; ``packing.tag_template``, rendered and tokenized by ``ropeext pack``).
+Each document's tag tokens are put in front of its text and belong to the document (same doc id,
+attended like its tokens) but are never a target: a label that would predict a tag token is -100,
+whatever ``mask_boundary_labels`` says. The last tag token predicts the first text token.
+Continuations are tagged again: a piece that continues a document in the next window starts with
+the document's full tag, then its text from where the previous window stopped, so every document
+token in every window is read after its domain tag (untagged continuations would be a large share
+of the tokens at short windows, diluting the comparison with ``anchor``; the price is at most one
+extra tag per window). When the window edge cuts a tag, or falls right after it, the next window
+starts with the whole tag again and the document's text from its first token; the tag left at
+the end of the earlier window has no text after it and so takes no part in any loss. A tag needs
+at most W-2 tokens. Documents come in the same order as in ``anchor``; the window edges shift by the tags.
 
 Columns (int32, windows x W):
 
 ``input_ids``     tokens (padding uses ``pad_id``, the anchor by default).
 ``labels``        the NEXT token: ``labels[t] = input_ids[t+1]``; -100 at the last column, at and
-                  before padding, and (by default) where t and t+1 belong to different documents,
-                  including the anchor's own label.
+                  before padding, before a tag token, and (by default) where t and t+1 are not
+                  consecutive tokens of one document piece, including the anchor's own label.
 ``position_ids``  rotary positions.
-``doc_ids``       0 for the anchor, 1..n for the document pieces of the window, -1 for padding.
-                  Padding only ever occupies the tail of a window.
+``doc_ids``       0 for the anchor, 1..n for the documents of the window (in order of first
+                  appearance), -1 for padding. Padding only ever occupies the tail of a window.
+
+No further column records tags or chunks: the labels already carry the no-loss rule, and the same
+four columns in every layout keep the readers layout-agnostic. ``PackInfo`` and ``packing_stats``
+report both (tag tokens per window, interleaved documents, documents split by a gap).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ropeext.errors import RopeextError
 
-LAYOUTS = ("full", "intra_doc", "intra_doc_reset", "anchor")
+LAYOUTS = ("full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag",
+           "anchor_interleaved")
+_RULE = {"full": "full", "intra_doc": "intra_doc", "intra_doc_reset": "intra_doc",
+         "intra_doc_interleaved": "intra_doc", "anchor": "anchor", "anchor_tag": "anchor",
+         "anchor_interleaved": "anchor"}
+INTERLEAVED = ("intra_doc_interleaved", "anchor_interleaved")
+TAGGED = ("anchor_tag",)
 IGNORE_INDEX = -100
 PAD_DOC = -1
 MIN_DOC_TOKENS = 3  # documents of 2 tokens or fewer are dropped
 COLUMNS = ("input_ids", "labels", "position_ids", "doc_ids")
+INTERLEAVE_KEYS = ("min_tokens", "max_tokens", "chunks", "cut_range")
 
 
 def check_layout(layout: str) -> str:
@@ -49,15 +102,92 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+def attention_rule(layout: str) -> str:
+    """The visibility rule of ``layout``: ``full``, ``intra_doc`` (own document) or ``anchor``."""
+    return _RULE[check_layout(layout)]
+
+
 def check_window(window: int) -> int:
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 2:
         raise RopeextError(f"packing window must be an integer > 2 (anchor + at least 2 tokens), got {window!r}")
     return int(window)
 
 
+def check_interleave(settings) -> dict:
+    """Validate ``packing.interleave`` settings (see the module docstring); returns them as a dict."""
+    if not isinstance(settings, dict) or set(settings) != set(INTERLEAVE_KEYS):
+        raise RopeextError(f"packing.interleave: expected the keys {', '.join(INTERLEAVE_KEYS)}, got {settings!r}")
+    lo_n, hi_n = settings["min_tokens"], settings["max_tokens"]
+    chunks, cut = list(settings["chunks"]), list(settings["cut_range"])
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (lo_n, hi_n, *chunks)):
+        raise RopeextError(f"packing.interleave: min_tokens, max_tokens and chunks must be integers, got {settings!r}")
+    if not MIN_DOC_TOKENS <= lo_n <= hi_n:
+        raise RopeextError(f"packing.interleave: need {MIN_DOC_TOKENS} <= min_tokens <= max_tokens, got {lo_n}, {hi_n}")
+    if len(chunks) != 2 or not 2 <= chunks[0] <= chunks[1]:
+        raise RopeextError(f"packing.interleave.chunks: expected [lo, hi] with 2 <= lo <= hi, got {chunks}")
+    if len(cut) != 2 or not 0 < cut[0] < cut[1] < 1:
+        raise RopeextError(f"packing.interleave.cut_range: expected [a, b] with 0 < a < b < 1, got {cut}")
+    # k-1 distinct cuts need k-1 integers in [ceil(aL), floor(bL)]; beyond L = k/(b-a) there always are
+    top = min(hi_n, lo_n + int(math.ceil(chunks[1] / (cut[1] - cut[0]))) + 1)
+    L = np.arange(lo_n, top + 1)
+    short = L[_cut_choices(L, cut) < chunks[1] - 1]
+    if len(short):
+        raise RopeextError(
+            f"packing.interleave: a document of {int(short[0])} tokens has fewer than {chunks[1] - 1} cut points in "
+            f"cut_range {cut}; raise min_tokens or widen cut_range")
+    return {"min_tokens": int(lo_n), "max_tokens": int(hi_n), "chunks": [int(c) for c in chunks],
+            "cut_range": [float(c) for c in cut]}
+
+
+def _cut_bounds(L, cut):
+    L = np.asarray(L, dtype=np.int64)
+    return np.ceil(cut[0] * L).astype(np.int64), np.floor(cut[1] * L).astype(np.int64)
+
+
+def _cut_choices(L, cut):
+    lo, hi = _cut_bounds(L, cut)
+    return hi - lo + 1
+
+
+def render_tag(template: str, domain: str) -> str:
+    """The tag text of one domain: ``template`` with ``$domain`` replaced (``packing.tag_template``).
+
+    ``string.Template`` syntax (``$domain`` or ``${domain}``, ``$$`` for a literal dollar) rather
+    than braces: a config value with ``{name}`` in it would read as a wildcard in Snakemake params.
+    """
+    from string import Template
+
+    if not isinstance(template, str) or not re.search(r"\$(domain\b|\{domain\})", template):
+        raise RopeextError(f"packing.tag_template must be a string containing $domain, got {template!r}")
+    try:
+        return Template(template).substitute(domain=domain)
+    except (KeyError, ValueError) as exc:
+        raise RopeextError(f"packing.tag_template {template!r}: only $domain may be used, and a literal $ "
+                           f"written $$ ({exc!r})") from None
+
+
+@dataclass
+class Tags:
+    """Tag tokens of every document: document i gets ``table[index[i]]``."""
+
+    index: np.ndarray
+    table: list
+
+    @classmethod
+    def from_lists(cls, tags: list) -> "Tags":
+        keys, index = {}, []
+        for t in tags:
+            index.append(keys.setdefault(tuple(int(x) for x in t), len(keys)))
+        return cls(np.asarray(index, dtype=np.int64), [np.asarray(k, dtype=np.int64) for k in keys])
+
+
 @dataclass
 class PackInfo:
-    """What the packer kept and dropped (the columns themselves say the rest)."""
+    """What the packer kept and dropped (the columns themselves say the rest).
+
+    ``tokens_kept`` counts document tokens placed in windows (tag tokens are counted apart, in
+    ``extra["tag_tokens"]``); ``per_window`` holds per-window counts the columns cannot tell.
+    """
 
     documents_in: int = 0
     documents_kept: int = 0
@@ -67,24 +197,47 @@ class PackInfo:
     tokens_dropped_last: int = 0
     padding_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    per_window: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Segments:
+    """Contiguous runs of source tokens, in stream order. ``src`` indexes the document tokens, or
+    (``tag``) the tag bank placed after them; ``unit`` is the document's row index."""
+
+    src: np.ndarray
+    length: np.ndarray
+    unit: np.ndarray
+    tag: np.ndarray | None = None
+
+    def starts(self) -> np.ndarray:
+        out = np.zeros(len(self.length), dtype=np.int64)
+        np.cumsum(self.length[:-1], out=out[1:])
+        return out
 
 
 def pack_documents(docs: list[list[int]], window: int, layout: str, anchor_id: int, seed: int = 0, *,
-                   pad_last: bool = False, mask_boundary_labels: bool = True,
-                   pad_id: int | None = None) -> dict[str, np.ndarray]:
-    """Pack ``docs`` (token id lists) into windows of ``window`` tokens; see the module docstring."""
+                   pad_last: bool = False, mask_boundary_labels: bool = True, pad_id: int | None = None,
+                   tags: list[list[int]] | None = None, interleave: dict | None = None) -> dict[str, np.ndarray]:
+    """Pack ``docs`` (token id lists) into windows of ``window`` tokens; see the module docstring.
+
+    ``tags``: the tag tokens of each document (``anchor_tag``); ``interleave``: the
+    ``packing.interleave`` settings (interleaved layouts).
+    """
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=int(lengths.sum()))
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     columns, _ = pack_flat(flat, offsets, window, layout, anchor_id, seed, pad_last=pad_last,
-                           mask_boundary_labels=mask_boundary_labels, pad_id=pad_id)
+                           mask_boundary_labels=mask_boundary_labels, pad_id=pad_id,
+                           tags=None if tags is None else Tags.from_lists(tags), interleave=interleave)
     return columns
 
 
 def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str, anchor_id: int,
               seed: int = 0, *, pad_last: bool = False, mask_boundary_labels: bool = True,
-              pad_id: int | None = None) -> tuple[dict[str, np.ndarray], PackInfo]:
+              pad_id: int | None = None, tags: Tags | None = None,
+              interleave: dict | None = None) -> tuple[dict[str, np.ndarray], PackInfo]:
     """The packer on flat arrays: document i is ``tokens[offsets[i]:offsets[i+1]]`` (Arrow's list layout)."""
     W = check_window(window)
     check_layout(layout)
@@ -93,8 +246,16 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(tokens) \
             or np.any(np.diff(offsets) < 0):
         raise RopeextError("document offsets must start at 0, never decrease and end at the number of tokens")
+    if (tags is not None) != (layout in TAGGED):
+        raise RopeextError(f"layout {layout}: tags are {'required' if layout in TAGGED else 'only used by anchor_tag'}")
+    if (interleave is not None) != (layout in INTERLEAVED):
+        raise RopeextError(f"layout {layout}: packing.interleave settings are "
+                           f"{'required' if layout in INTERLEAVED else 'only used by the interleaved layouts'}")
+    if tags is not None and len(tags.index) != len(offsets) - 1:
+        raise RopeextError(f"{len(tags.index)} tags for {len(offsets) - 1} documents")
     pad_id = anchor_id if pad_id is None else pad_id
     info = PackInfo(documents_in=len(offsets) - 1)
+    room = W - 1
 
     lengths = np.diff(offsets)
     keep = lengths >= MIN_DOC_TOKENS
@@ -103,67 +264,234 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     kept = np.flatnonzero(keep)
     order = kept[np.random.default_rng(seed).permutation(len(kept))]
     info.documents_kept = len(order)
-    doc_len = lengths[order]
+    seg = _Segments(offsets[order], lengths[order], order)
+    bank = retag = None
+    if layout in INTERLEAVED:
+        seg = _interleave(seg, room, check_interleave(interleave), seed, info)
+    elif layout in TAGGED:
+        seg, bank, retag = _tag_windows(seg, tags, room, len(tokens))
+    columns = _columns(tokens, bank, seg, W, layout, anchor_id, pad_id, pad_last, mask_boundary_labels, info)
+    if retag is not None:
+        again = retag[:len(columns["input_ids"])] >= 0
+        info.per_window["retagged"] = again
+        info.extra["retagged_pieces"] = int(again.sum())
+        info.extra["documents_per_tag"] = np.bincount(tags.index[order], minlength=len(tags.table)).tolist()
+    return columns, info
 
-    # Gather the shuffled documents into one stream without a Python loop over tokens:
-    # stream[j] = tokens[j + shift of j's document].
-    total = int(doc_len.sum())
-    doc_start = np.zeros(len(order) + 1, dtype=np.int64)  # start of each document in the stream
-    np.cumsum(doc_len, out=doc_start[1:])
-    shift = np.repeat(offsets[order] - doc_start[:-1], doc_len)
-    shift += np.arange(total, dtype=np.int64)
-    stream = tokens[shift].astype(np.int32, copy=False)
-    del shift
 
+def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: PackInfo) -> _Segments:
+    """Documents (in order) -> their chunks, interleaved within groups; see the module docstring."""
+    rng = np.random.default_rng([seed, 1])
+    L = seg.length
+    n = len(L)
+    group = seg.starts() // room
+    eligible = (L >= settings["min_tokens"]) & (L <= settings["max_tokens"])
+    lo_k, hi_k = settings["chunks"]
+    k = np.ones(n, dtype=np.int64)
+    k[eligible] = rng.integers(lo_k, hi_k + 1, size=int(eligible.sum()))
+    # k-1 distinct cut points per document, uniform over the allowed integers: the j-th draw picks
+    # among the values not yet taken, shifted past the taken ones in increasing order
+    cut_lo, cut_hi = _cut_bounds(L, settings["cut_range"])
+    m = k - 1
+    cuts = np.full((n, max(hi_k - 1, 1)), np.iinfo(np.int64).max, dtype=np.int64)
+    for j in range(hi_k - 1):
+        active = np.flatnonzero(m > j)
+        if not len(active):
+            break
+        v = cut_lo[active] + rng.integers(0, cut_hi[active] - cut_lo[active] + 1 - j)
+        for c in range(j):
+            v += v >= cuts[active, c]
+        cuts[active, j] = v
+        cuts[active, :j + 1] = np.sort(cuts[active, :j + 1], axis=1)
+    starts = np.concatenate([np.zeros((n, 1), dtype=np.int64), cuts], axis=1)
+    valid = np.arange(starts.shape[1])[None, :] < k[:, None]
+    chunk_off = starts[valid]  # row-major: documents in order, chunks in order
+    chunk_doc = np.repeat(np.arange(n), k)
+    last = np.ones(len(chunk_off), dtype=bool)
+    last[:-1] = chunk_doc[1:] != chunk_doc[:-1]
+    chunk_end = np.where(last, L[chunk_doc], np.roll(chunk_off, -1))
+    # a uniformly random interleaving per group that keeps each document's chunks in order: random
+    # keys, the j-th chunk of a document taking the j-th smallest of its document's keys
+    keys = rng.random(len(chunk_off))
+    keys = keys[np.lexsort((keys, chunk_doc))]
+    final = np.lexsort((keys, group[chunk_doc]))
+    info.extra.update(documents_interleaved=int((k > 1).sum()), chunks=int(len(chunk_off)))
+    return _Segments(seg.src[chunk_doc[final]] + chunk_off[final], (chunk_end - chunk_off)[final],
+                     seg.unit[chunk_doc[final]])
+
+
+def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
+    """Documents (in order) -> tag and text segments cut into windows, each continuation re-tagged.
+
+    Returns the segments (whose concatenation, cut every ``room`` tokens, gives the windows), the
+    tag bank (all distinct tags, concatenated; a tag segment's ``src`` is ``n_tokens`` + its offset
+    in the bank) and, per window, the position (in document order) of the document whose tag it
+    repeats, or -1.
+    """
+    table = [np.asarray(t, dtype=np.int64) for t in tags.table]
+    tag_len = np.array([len(t) for t in table], dtype=np.int64)
+    bank_off = np.zeros(len(table) + 1, dtype=np.int64)
+    np.cumsum(tag_len, out=bank_off[1:])
+    bank = np.concatenate(table) if table else np.zeros(0, dtype=np.int64)
+    which = tags.index[seg.unit]
+    t = tag_len[which]
+    if len(t) and t.min() < 1:
+        raise RopeextError("anchor_tag: a document has an empty tag (the tag template rendered no tokens)")
+    if len(t) and t.max() > room - 1:
+        raise RopeextError(f"anchor_tag: a tag of {int(t.max())} tokens leaves no room for the document in a window "
+                           f"of {room + 1} (anchor + tag + at least one token); use a shorter packing.tag_template "
+                           f"or a larger window")
+    n = len(t)
+    doc_start = np.zeros(n + 1, dtype=np.int64)  # of each tagged document in the base stream (tags once)
+    np.cumsum(t + seg.length, out=doc_start[1:])
+    total = int(doc_start[-1])
+    # base segments: tag, text, tag, text, ...
+    base = _Segments(np.empty(2 * n, dtype=np.int64), np.empty(2 * n, dtype=np.int64),
+                     np.repeat(seg.unit, 2), np.tile([True, False], n))
+    base.src[0::2] = n_tokens + bank_off[which]
+    base.src[1::2] = seg.src
+    base.length[0::2] = t
+    base.length[1::2] = seg.length
+    base_start = base.starts()
+
+    # window by window: a window starting inside a document first repeats its tag, then takes the
+    # document's text from where the previous window stopped (from its first token if a tag was cut)
+    starts_list = doc_start[:-1].tolist()
+    t_list = t.tolist()
+    a, b, retag = [], [], []
+    p = 0
+    while p < total:
+        i = bisect.bisect_right(starts_list, p) - 1
+        if p > starts_list[i]:
+            p = max(p, starts_list[i] + t_list[i])
+            cap = room - t_list[i]
+            retag.append(i)
+        else:
+            cap = room
+            retag.append(-1)
+        a.append(p)
+        p = min(p + cap, total)
+        b.append(p)
+    a, b, retag = (np.asarray(x, dtype=np.int64) for x in (a, b, retag))
+
+    # the base segments cut to the windows' slices [a, b): elementary intervals between all breakpoints
+    points = np.unique(np.concatenate([base_start, a, b]))
+    points = points[points < total]
+    ends = np.append(points[1:], total)
+    slot = np.searchsorted(a, points, side="right") - 1
+    inside = (slot >= 0) & (points < b[np.maximum(slot, 0)])
+    points, ends = points[inside], ends[inside]
+    s = np.searchsorted(base_start, points, side="right") - 1
+    parts = _Segments(base.src[s] + points - base_start[s], ends - points, base.unit[s], base.tag[s])
+    w = np.flatnonzero(retag >= 0)
+    r = retag[w]
+    again = _Segments(n_tokens + bank_off[which[r]], t[r], seg.unit[r], np.ones(len(r), dtype=bool))
+    pos = np.concatenate([points, a[w]])
+    kind = np.concatenate([np.ones(len(points), dtype=np.int8), np.zeros(len(w), dtype=np.int8)])
+    final = np.lexsort((kind, pos))  # a repeated tag goes in front of its window's first interval
+    out = _Segments(*(np.concatenate([getattr(parts, f), getattr(again, f)])[final]
+                      for f in ("src", "length", "unit", "tag")))
+    return out, bank, retag
+
+
+def _columns(tokens, bank, seg: _Segments, W: int, layout: str, anchor_id: int, pad_id: int, pad_last: bool,
+             mask_boundary: bool, info: PackInfo) -> dict[str, np.ndarray]:
     room = W - 1
+    length = seg.length
+    seg_start = seg.starts()
+    total = int(length.sum())
     n_full = total // room
     rest = total - n_full * room
     n_win = n_full + (1 if (pad_last and rest) else 0)
     used = min(total, n_win * room)
-    info.tokens_kept = used
-    info.tokens_dropped_last = total - used
-    info.padding_tokens = n_win * room - used
+    size = n_win * room
+    is_tag = None
+    if seg.tag is not None and seg.tag.any():
+        is_tag = np.repeat(seg.tag, length)[:used]
+        tag_total = int(is_tag.sum())
+        tag_all = int(length[seg.tag].sum())
+    else:
+        tag_total = tag_all = 0
+    info.tokens_kept = used - tag_total
+    info.tokens_dropped_last = (total - used) - (tag_all - tag_total)
+    info.padding_tokens = size - used
+
+    # stream[j] = source[j + shift of j's segment], gathered without a Python loop over tokens
+    shift = np.repeat(seg.src - seg_start, length)[:used]
+    shift += np.arange(used, dtype=np.int64)
+    body = np.full(size, pad_id, dtype=np.int32)
+    if is_tag is None:
+        body[:used] = tokens[shift]
+    else:
+        body[:used] = tokens.take(shift, mode="clip")
+        body[:used][is_tag] = bank[shift[is_tag] - len(tokens)]
+    del shift
+
+    # runs: maximal stretches of one document inside a window. A segment continues the previous
+    # one (no new run) when it is the text right after its own tag, or the next source tokens of
+    # the same document; every window's first column starts a run.
+    joined = np.zeros(len(length), dtype=bool)
+    if len(length) > 1:
+        same = seg.unit[1:] == seg.unit[:-1]
+        if seg.tag is not None:
+            after_tag = seg.tag[:-1] & ~seg.tag[1:]
+            contiguous = (seg.src[1:] == seg.src[:-1] + length[:-1]) & (seg.tag[1:] == seg.tag[:-1])
+            joined[1:] = same & (after_tag | contiguous)
+        else:
+            joined[1:] = same & (seg.src[1:] == seg.src[:-1] + length[:-1])
+    run_start = np.unique(np.concatenate([seg_start[~joined & (seg_start < used)],
+                                          np.arange(n_win, dtype=np.int64) * room]))
+    run_len = np.diff(np.append(run_start, used))
+    run_unit = seg.unit[np.searchsorted(seg_start, run_start, side="right") - 1]
+    run_row = run_start // room
+
+    # doc ids: a window's documents numbered by first appearance (a document's runs share its id)
+    key = run_row * (int(seg.unit.max(initial=0)) + 1) + run_unit
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    appear = np.argsort(first, kind="stable")
+    rows_sorted = run_row[first[appear]]
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[appear] = np.arange(len(first)) - np.searchsorted(rows_sorted, rows_sorted, side="left")
+    doc_body = np.full(size, PAD_DOC, dtype=np.int32)
+    doc_body[:used] = np.repeat((rank[inverse] + 1).astype(np.int32), run_len)
 
     input_ids = np.empty((n_win, W), dtype=np.int32)
     input_ids[:, 0] = anchor_id
-    body = input_ids[:, 1:]  # a view: the W-1 document columns
-    if n_win:
-        body[:n_full] = stream[:n_full * room].reshape(n_full, room)
-        if n_win > n_full:
-            body[n_full, :rest] = stream[n_full * room:]
-            body[n_full, rest:] = pad_id
-
-    # Document starts inside the body; column 0 of a window always starts a piece.
-    starts = np.zeros(n_win * room, dtype=bool)
-    first = doc_start[:-1]
-    starts[first[first < used]] = True
-    starts = starts.reshape(n_win, room)
-    starts[:, 0] = True
+    input_ids[:, 1:] = body.reshape(n_win, room)
     doc_ids = np.empty((n_win, W), dtype=np.int32)
     doc_ids[:, 0] = 0
-    np.cumsum(starts, axis=1, dtype=np.int32, out=doc_ids[:, 1:])
-
+    doc_ids[:, 1:] = doc_body.reshape(n_win, room)
     position_ids = np.empty((n_win, W), dtype=np.int32)
     position_ids[:] = np.arange(W, dtype=np.int32)
-    if layout == "intra_doc_reset" and n_win:
-        col = np.arange(room, dtype=np.int32)
-        piece_start = np.where(starts, col, 0)
-        np.maximum.accumulate(piece_start, axis=1, out=piece_start)
-        np.subtract(col, piece_start, out=position_ids[:, 1:])
+    if layout == "intra_doc_reset" and used:
+        run_col = np.zeros(size, dtype=np.int32)  # each token's run start, as a body column
+        run_col[:used] = np.repeat((run_start % room).astype(np.int32), run_len)
+        position_ids[:, 1:] -= 1 + run_col.reshape(n_win, room)
 
+    # labels[t] = input_ids[t+1], masked before every run start (with mask_boundary), before every
+    # tag token, at the last column and at and before padding
+    masked_next = np.zeros(size, dtype=bool)
+    if mask_boundary:
+        masked_next[run_start] = True
+    if is_tag is not None:
+        masked_next[:used] |= is_tag
+    masked_next[used:] = True
     labels = np.empty((n_win, W), dtype=np.int32)
     labels[:, :-1] = input_ids[:, 1:]
+    labels[:, :-1][masked_next.reshape(n_win, room)] = IGNORE_INDEX
     labels[:, -1] = IGNORE_INDEX
-    if mask_boundary_labels:
-        labels[:, 0] = IGNORE_INDEX  # the anchor's label crosses into document 1
-        labels[:, 1:-1][starts[:, 1:]] = IGNORE_INDEX
-    if n_win > n_full:  # padding: doc id -1, position = column, no label at or before it
+    if n_win > n_full:  # padding: doc id -1, position = column, never attended
         pad_from = 1 + rest
-        doc_ids[-1, pad_from:] = PAD_DOC
         position_ids[-1, pad_from:] = np.arange(pad_from, W, dtype=np.int32)
         labels[-1, pad_from - 1:] = IGNORE_INDEX
-    columns = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
-    return columns, info
+
+    if seg.tag is not None:
+        per_row = np.zeros(size, dtype=np.int64)
+        if is_tag is not None:
+            per_row[:used] = is_tag
+        info.per_window["tag_tokens"] = per_row.reshape(n_win, room).sum(axis=1)
+        info.extra["tag_tokens"] = tag_total
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
 
 
 def segment_lengths(doc_row: np.ndarray) -> np.ndarray:
@@ -176,20 +504,33 @@ def segment_lengths(doc_row: np.ndarray) -> np.ndarray:
 
 def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
                   per_window: bool = True) -> dict:
-    """Per-window statistics and totals of a packed set of windows."""
+    """Per-window statistics and totals of a packed set of windows.
+
+    ``docs`` counts the documents of a window, ``gapped_docs`` those whose tokens there are not
+    contiguous (interleaved chunks with other documents between them). With ``info``: the
+    interleaved layouts add ``documents_interleaved`` (documents cut into chunks, whether or not
+    another document's chunk landed between them) and ``chunks``; ``anchor_tag`` adds the tag
+    tokens (in total and per window) and the continuation pieces tagged again.
+    """
     doc_ids = np.asarray(columns["doc_ids"])
     labels = np.asarray(columns["labels"])
     n_win, W = doc_ids.shape if doc_ids.ndim == 2 else (0, 0)
     docs = doc_ids.max(axis=1).clip(min=0) if n_win else np.zeros(0, dtype=np.int64)
     real = (doc_ids > 0).sum(axis=1) if n_win else np.zeros(0, dtype=np.int64)
     label_tokens = (labels != IGNORE_INDEX).sum(axis=1) if n_win else np.zeros(0, dtype=np.int64)
-    # sum over the document pieces of a window of length^2, over W^2 (anchor and padding excluded)
+    # sum over the documents of a window of (tokens)^2, over W^2 (anchor and padding excluded):
+    # the attention cost of the per-document masks
     sum_sq = np.zeros(n_win, dtype=np.float64)
+    gapped = np.zeros(n_win, dtype=np.int64)
     if n_win:
         flat_doc = doc_ids.astype(np.int64) + (np.arange(n_win, dtype=np.int64) * (W + 2))[:, None]
         valid = doc_ids > 0
         counts = np.bincount(flat_doc[valid], minlength=n_win * (W + 2)).reshape(n_win, W + 2)
         sum_sq = (counts.astype(np.float64) ** 2).sum(axis=1) / float(W) ** 2
+        run_first = valid.copy()
+        run_first[:, 1:] &= doc_ids[:, 1:] != doc_ids[:, :-1]
+        runs = np.bincount(flat_doc[run_first], minlength=n_win * (W + 2)).reshape(n_win, W + 2)
+        gapped = (runs > 1).sum(axis=1)
     crossing = docs > 1
     totals = {
         "windows": int(n_win),
@@ -202,6 +543,8 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
         "frac_windows_crossing_boundary": float(crossing.mean()) if n_win else 0.0,
         "mean_sum_sq_doc_len_over_w2": float(sum_sq.mean()) if n_win else 0.0,
         "padding_tokens": int((doc_ids == PAD_DOC).sum()),
+        "gapped_document_pieces": int(gapped.sum()),
+        "frac_windows_with_gapped_docs": float((gapped > 0).mean()) if n_win else 0.0,
     }
     if info is not None:
         totals.update({
@@ -211,6 +554,18 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
             "tokens_dropped_short": info.tokens_dropped_short,
             "tokens_dropped_last": info.tokens_dropped_last,
         })
+        if "documents_interleaved" in info.extra:
+            totals.update({
+                "documents_interleaved": info.extra["documents_interleaved"],
+                "frac_documents_interleaved": info.extra["documents_interleaved"] / max(info.documents_kept, 1),
+                "chunks": info.extra["chunks"],
+            })
+        if "tag_tokens" in info.extra:
+            totals.update({
+                "tag_tokens": info.extra["tag_tokens"],
+                "frac_tag_tokens": info.extra["tag_tokens"] / max(int(real.sum()), 1),
+                "retagged_pieces": info.extra["retagged_pieces"],
+            })
     out = {"totals": totals}
     if per_window:
         out["per_window"] = {
@@ -219,5 +574,9 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
             "label_tokens": label_tokens.astype(int).tolist(),
             "crosses_boundary": crossing.astype(bool).tolist(),
             "sum_sq_doc_len_over_w2": [round(float(x), 6) for x in sum_sq],
+            "gapped_docs": gapped.astype(int).tolist(),
         }
+        if info is not None:
+            for name, values in info.per_window.items():
+                out["per_window"][name] = np.asarray(values).tolist()
     return out
