@@ -1,4 +1,5 @@
 # Config validation, path helpers, job commands and resources, and the variant grid shared by every rule file.
+import hashlib
 import json
 import os
 import sys
@@ -43,8 +44,9 @@ EVAL_LAYOUT = f"noft|{TRAIN_LAYOUT}"
 
 
 def section(*keys):
-    """JSON of the config keys a rule's command reads ("eval.ruler", "seed"), passed as a param so that
-    a change in them, and only in them, re-runs the rule."""
+    """A digest of the config keys a rule's command reads ("eval.ruler", "seed"), passed as a param so
+    that a change in them, and only in them, re-runs the rule. (A digest, not the JSON itself: Snakemake
+    would read a `{word}` inside a config string as a wildcard.)"""
 
     def get(key):
         value = config
@@ -52,7 +54,8 @@ def section(*keys):
             value = value[part]
         return value
 
-    return json.dumps({k: get(k) for k in keys}, sort_keys=True)
+    blob = json.dumps({k: get(k) for k in keys}, sort_keys=True)
+    return f"{'+'.join(keys)}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
 def log_file(rule_name, name):

@@ -7,6 +7,7 @@ rule pack:
         stats=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.stats.json",
     params:
         cli=cli("pack"),
+        cfg=CONFIG,
         settings=section("packing", "seed"),
         seed=config["seed"],
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
@@ -24,6 +25,6 @@ rule pack:
     conda:
         ENV
     shell:
-        "{params.cli} pack --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
+        "{params.cli} pack --config {params.cfg} --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
         "--layout {wildcards.layout} --seed {params.seed} {params.flags} --output {output.data} "
         "--stats {output.stats} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log} 2>&1"
