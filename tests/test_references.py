@@ -327,3 +327,27 @@ def test_report_puts_dprope_open_llm_beside_ours_only_with_the_papers_shots(tmp_
             "paper.") in md
     assert "76.08" not in md  # the PI row's published HellaSwag stays out
     assert "lm-eval 0.4.13 tasks: truthfulqa_mc2 0-shot, hellaswag 0-shot, mmlu 5-shot, arc_challenge 25-shot" in md
+
+
+def test_longbench_categories_stand_beside_anchor_table12_and_not_beside_longbench_e(refs):
+    from ropeext.eval.longbench.results import table1
+
+    cfg = load_config(REPO / "config" / "llama2-anchor.yaml")
+    scores = {"lcc": 60.0, "repobench-p": 50.0, "trec": 70.0, "triviaqa": 80.0, "samsum": 30.0, "hotpotqa": 9.0,
+              "qasper": 20.0, "gov_report": 15.0, "passage_count": 3.0}
+    m = {"variant": "llama2-base_change-65536-anchor", "benchmark": "longbench", "limit": None,
+         "tasks": {t: {"score": v} for t, v in scores.items()}, "Avg": 37.44,
+         "prompt_source": {t: "data/LongBench/config" for t in scores}}
+    ours = table1([m])
+    by_variant = {m["variant"]: m}
+    comp = R.compare_table(_table(refs, "anchor-table12"), ours, by_variant, cfg)
+    [(variant, row, values)] = comp.shown
+    assert row.label == "SP-64K Anchor" and values["code"] == 55.0 and values["icl"] == 60.0
+    assert values["summarization"] == 15.0 and row.values["code"] == 62.04
+    assert "62.04" in R.comparison_lines(comp)[2]
+    for lbe in ("dprope-table1", "dprope-table4"):  # LongBench-E tables: another benchmark, never matched
+        comp = R.compare_table(_table(refs, lbe), ours, by_variant, cfg)
+        assert comp.shown == [] and comp.blocked == []
+    own = {**m, "prompt_source": {**m["prompt_source"], "lcc": "ropeext (embedded task)"}}
+    comp = R.compare_table(_table(refs, "anchor-table12"), ours, {m["variant"]: own}, cfg)
+    assert comp.shown == [] and "prompts of lcc are the project's own" in comp.blocked[0][2][0]
