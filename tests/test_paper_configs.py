@@ -17,10 +17,13 @@ from tests.conftest import REPO
 BIN = Path(sys.executable).parent
 
 
-def _dry_run(tmp_path: Path, config: str, *extra: str) -> tuple[dict[str, int], str]:
+def _dry_run(tmp_path: Path, config: str, *extra: str, overlay: str | None = None) -> tuple[dict[str, int], str]:
+    """Job counts and output of `snakemake -n -p` on a config (plus an overlay config file, as a user
+    gives the RoPE base the 128k configs leave open)."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    configs = [str(REPO / "config" / config)] + ([overlay] if overlay else [])
     proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
-                           str(REPO / "config" / config), "-n", "-p", "--cores", "8", *extra],
+                           *configs, "-n", "-p", "--cores", "8", *extra],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout[proc.stdout.index("Job stats"):]
@@ -28,10 +31,35 @@ def _dry_run(tmp_path: Path, config: str, *extra: str) -> tuple[dict[str, int], 
     return counts, proc.stdout
 
 
-@pytest.mark.parametrize("config", ["llama2-dprope.yaml", "llama2-anchor.yaml"])
+ANCHOR_128K = ["llama2-anchor-128k.yaml", "llama2-anchor-upmix128k.yaml"]
+CROSS_MODEL = {  # Table 6 of the AnchorAttention paper: hub id, pre-training window, rope_theta, head dim
+    "llama3-anchor.yaml": ("meta-llama/Meta-Llama-3-8B", 8192, 500000.0, 128),
+    "mistral-anchor.yaml": ("mistralai/Mistral-7B-v0.3", 32768, 1000000.0, 128),
+    "qwen15-anchor.yaml": ("Qwen/Qwen1.5-1.8B", 32768, 1000000.0, 128),
+}
+
+
+@pytest.mark.parametrize("config", ["llama2-dprope.yaml", "llama2-anchor.yaml", *ANCHOR_128K])
 def test_paper_configs_validate(config):
     cfg = load_config(REPO / "config" / config)
     assert cfg["model"]["path"] == "meta-llama/Llama-2-7b-hf" and cfg["model"]["train_length"] == 4096
+
+
+@pytest.mark.parametrize("config", [*ANCHOR_128K, *CROSS_MODEL])
+def test_128k_configs_state_no_base_of_their_own(config):
+    """The published tables give no RoPE base for the 128k runs: the configs leave it to the user
+    (a second config file), and ask the scheduler for a whole node per fine-tune."""
+    cfg = load_config(REPO / "config" / config)
+    assert cfg["rope"]["new_rope_theta"] is None and cfg["extension"]["methods"] == ["base_change"]
+    assert cfg["extension"]["target_lengths"] == [131072] and cfg["eval"]["ruler"]["max_length"] == 131072
+    assert "rope: {new_rope_theta: <base>}" in (REPO / "config" / config).read_text()
+    assert cfg["resources"]["finetune"]["gpu"] == 8 and cfg["resources"]["eval"]["gpu"] == 1
+
+
+def _base_file(tmp_path: Path, base: float = 2.5e7) -> str:
+    path = tmp_path / "my-base.yaml"
+    path.write_text(yaml.safe_dump({"rope": {"new_rope_theta": base}}))
+    return str(path)
 
 
 def test_dprope_paper_dag(tmp_path):
@@ -47,15 +75,58 @@ def test_dprope_paper_dag(tmp_path):
             "--num_processes 8 -m ropeext.cli finetune") in out
 
 
+TABLE5 = ["full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag",
+          "anchor_interleaved"]
+
+
 def test_anchor_paper_dag(tmp_path):
     counts, out = _dry_run(tmp_path, "llama2-anchor.yaml")
-    assert counts["finetune"] == 4 and counts["pack"] == 4  # full, intra_doc, intra_doc_reset, anchor at 64k
-    assert counts["analyze_bf16"] == 5 and counts["eval_ruler"] == 5  # the base model + 4 fine-tuned
+    assert counts["finetune"] == 7 and counts["pack"] == 7  # the seven layouts of Table 5 at 64k
+    assert counts["analyze_bf16"] == 8 and counts["eval_ruler"] == 8  # the base model + 7 fine-tuned
+    assert counts["eval_longbench"] == 7 and counts["eval_openllm"] == 7 and counts["eval_ppl"] == 8
     assert "eval_passkey" not in counts and "pretrain" not in counts
-    assert "--method base_change" in out and "--new-rope-theta 5000000.0" in out
-    for layout in ("full", "intra_doc", "intra_doc_reset", "anchor"):
+    assert re.search(r"solve --rope-theta 10000.0 .*--target-length 65536 .*--method base_change .*"
+                     r"--new-rope-theta 5000000.0", out)
+    for layout in TABLE5:
         assert f"results/llama2-anchor/packed/{layout}-w65536/train.parquet" in out
+        assert f"--variant llama2-base_change-65536-{layout} " in out
     assert "--no-mask-boundary-labels" in out
+
+
+@pytest.mark.parametrize("config,name,layouts", [
+    ("llama2-anchor-128k.yaml", "llama2-anchor-128k", TABLE5[:6]),  # SlimPajama-128K: all but anchor_interleaved
+    ("llama2-anchor-upmix128k.yaml", "llama2-anchor-upmix128k", ["full", "intra_doc", "intra_doc_reset", "anchor",
+                                                                 "anchor_tag"]),
+])
+def test_anchor_128k_dags(tmp_path, config, name, layouts):
+    counts, out = _dry_run(tmp_path, config, overlay=_base_file(tmp_path))
+    n = len(layouts)
+    assert counts["finetune"] == n and counts["pack"] == n
+    assert counts["eval_ruler"] == n + 1 and counts["analyze_bf16"] == n + 1  # the base model too
+    assert counts["eval_longbench"] == n and counts["eval_openllm"] == n and "eval_passkey" not in counts
+    assert re.search(r"solve --rope-theta 10000.0 --head-dim 128 --train-length 4096 --target-length 131072 .*"
+                     r"--method base_change .*--new-rope-theta 25000000.0", out)
+    for layout in layouts:
+        assert f"results/{name}/packed/{layout}-w131072/train.parquet" in out
+        assert f"--variant llama2-base_change-131072-{layout} " in out
+    assert "anchor_interleaved" not in out and ("intra_doc_interleaved" in out) == ("intra_doc_interleaved" in layouts)
+    assert "--base meta-llama/Llama-2-7b-hf" in out
+
+
+@pytest.mark.parametrize("config", CROSS_MODEL)
+def test_anchor_cross_model_dags(tmp_path, config):
+    hub, window, theta, head = CROSS_MODEL[config]
+    name = load_config(REPO / "config" / config)["model"]["name"]
+    counts, out = _dry_run(tmp_path, config, overlay=_base_file(tmp_path))
+    assert counts["finetune"] == 3 and counts["pack"] == 3 and counts["eval_ruler"] == 4  # base + 3 layouts
+    assert counts["eval_ppl"] == 3
+    for absent in ("eval_longbench", "eval_openllm", "eval_passkey", "analyze_bf16", "pretrain"):
+        assert absent not in counts, absent
+    assert re.search(rf"solve --rope-theta {theta} --head-dim {head} --train-length {window} --target-length 131072 "
+                     r".*--method base_change .*--new-rope-theta 25000000.0", out)
+    for layout in ("full", "anchor", "anchor_tag"):
+        assert f"--variant {name}-base_change-131072-{layout} " in out
+    assert f"--base {hub} " in out and "-m ropeext.cli finetune" in out
 
 
 def _jobs(out: str) -> list[dict]:

@@ -4,10 +4,8 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 
-from ropeext.errors import RopeextError
-from ropeext.report.summary import build_report, load_references, parse_variant, ppl_table
+from ropeext.report.summary import build_report, parse_variant, ppl_table
 from tests.conftest import REPO
 
 
@@ -55,12 +53,3 @@ def test_published_values_stand_beside_ours_only_for_the_same_setting(tmp_path):
     assert "reduction_vs_pi (paper)" not in tiny.columns
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "Published reference values" in md and "arXiv:2410.01490" in md
-
-
-def test_reference_file_errors(tmp_path):
-    bad = tmp_path / "refs.yaml"
-    bad.write_text(yaml.safe_dump({"references": [{"paper": "x", "value": 1}]}))
-    with pytest.raises(RopeextError, match="entry 0 lacks"):
-        load_references(bad)
-    with pytest.raises(RopeextError, match="not found"):
-        load_references(tmp_path / "missing.yaml")

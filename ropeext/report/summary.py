@@ -75,24 +75,6 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
     return lines
 
 
-def load_references(path: str | Path | None) -> list[dict]:
-    """Entries of a reference-values file (config/reference_values.yaml); [] without one."""
-    if not path:
-        return []
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise RopeextError(f"reference values file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    refs = data.get("references", [])
-    for i, r in enumerate(refs):
-        missing = {"paper", "where", "table", "setting", "metric", "value"} - set(r)
-        if missing:
-            raise RopeextError(f"{path}: entry {i} lacks {sorted(missing)}")
-    return refs
-
-
 def _compare_geometry(folder: Path) -> dict:
     """The geometry a `ropeext compare` folder was solved for (from its compare.json)."""
     f = folder / "compare.json"
@@ -101,22 +83,6 @@ def _compare_geometry(folder: Path) -> dict:
     solutions = json.loads(f.read_text()).get("solutions", {})
     first = next(iter(solutions.values()), {})
     return {k: first.get(k) for k in ("rope_theta", "head_dim", "train_length", "target_length")}
-
-
-def _matches(setting: dict, ours: dict) -> bool:
-    """Every key of the reference's setting but `method` equals ours (numbers compared as floats)."""
-    for key, value in setting.items():
-        if key == "method":
-            continue
-        if key not in ours:
-            return False
-        mine = ours[key]
-        if isinstance(value, (int, float)) and isinstance(mine, (int, float)):
-            if abs(float(value) - float(mine)) > 1e-9 * max(1.0, abs(float(value))):
-                return False
-        elif value != mine:
-            return False
-    return True
 
 
 def variant_styles(variants: list[str]) -> dict[str, dict]:
@@ -139,6 +105,7 @@ def _section(title: str, body: list[str]) -> list[str]:
 
 def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]:
     """Write summary.md plus a CSV per table and the plots; return the written files."""
+    from ropeext.report import references as published
     from ropeext.report.plots import plot_lines
 
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +123,17 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
         df.to_csv(out / name, index=index)
         written.append(out / name)
 
+    refs = published.load_references(inputs.get("references"))
+    compared: list = []
+
+    def beside(benchmark: str, df: pd.DataFrame, metrics: list[dict], floatfmt: str = ".2f") -> list[str]:
+        """Lines stating what produced our numbers, and the published values beside them where comparable."""
+        found = published.beside_ours(benchmark, df, metrics, config, refs, floatfmt)
+        compared.extend(found.comparisons)
+        for name, frame in found.frames.items():
+            save(frame, name)
+        return ["", *found.lines]
+
     if inputs.get("ppl"):
         df = ppl_table(load_json(inputs["ppl"]))
         lengths = [c for c in df.columns if isinstance(c, int)]
@@ -172,17 +150,11 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
             body += phenomenon(df[lengths], L, t) + [""]
         md += _section("Perplexity by context length", body)
 
-    references = load_references(inputs.get("references"))
-    used_refs: list[dict] = []
     for path in inputs.get("compare", []):
         table = pd.read_csv(path)
         name = Path(path).parent.name
-        geometry = _compare_geometry(Path(path).parent)
-        matched = [r for r in references if r.get("table") == "disturbance" and _matches(r["setting"], geometry)]
-        if matched:
-            col = {r["setting"]["method"]: r["value"] for r in matched}
-            table["reduction_vs_pi (paper)"] = table["method"].map(col)
-            used_refs += matched
+        table, found = published.disturbance_beside(table, _compare_geometry(Path(path).parent), refs)
+        compared.extend(found)
         save(table, f"disturbance-{name}.csv", index=False)
         body = ["Rotary-angle disturbance (KL from the pre-training angle distribution, mean over pairs; "
                 "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.", "",
@@ -213,13 +185,14 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
         df = _order(table1(metrics, [m["variant"] for m in metrics]))
         save(df, "longbench.csv")
         md += _section("LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the first bucket)",
-                       [markdown_table(df)])
+                       [markdown_table(df)] + beside("longbench", df, metrics))
     if inputs.get("openllm"):
         from ropeext.eval.openllm import summary_table
 
         df = _order(summary_table(inputs["openllm"]))
         save(df, "openllm.csv")
-        md += _section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)", [markdown_table(df)])
+        md += _section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)",
+                       [markdown_table(df)] + beside("openllm", df, load_json(inputs["openllm"])))
     if inputs.get("ruler"):
         from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
 
@@ -228,7 +201,8 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
         maps = ruler_task_heatmaps(inputs["ruler"], out / "ruler")
         written += maps
         md += _section("RULER-style suite (average over tasks, % by length; effective length)",
-                       [markdown_table(df, ".1f"), ""] + [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]])
+                       [markdown_table(df, ".1f"), ""] + [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]]
+                       + beside("ruler", df, load_json(inputs["ruler"])))
     if inputs.get("bf16"):
         from ropeext.analysis.bf16 import summary_row
 
@@ -244,13 +218,8 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
                         "breaks RoPE's relative-position property more (`ropeext analyze bf16`).", "",
                         markdown_table(df[keep], ".3g")])
 
-    if references:
-        lines = ["Published values from `config/reference_values.yaml`; a value appears beside ours only where "
-                 "our run has the same setting.", ""]
-        lines += [f"- {r['paper']} ({r['where']}): {r['metric']} = {r['value']}"
-                  f"{' — shown above' if r in used_refs else ' — no run of this config has that setting'}"
-                  for r in references]
-        md += _section("Published reference values", lines)
+    if refs.tables or refs.claims:
+        md += _section("Published reference values", published.summary_lines(refs, compared))
 
     (out / "summary.md").write_text("\n".join(md))
     written.append(out / "summary.md")
