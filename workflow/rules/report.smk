@@ -16,7 +16,7 @@ rule report:
     params:
         cli=cli("report"),
         cfg=CONFIG,
-        settings=section("experiment", "model", "extension", "report"),
+        settings=section("experiment", "model", "extension", "report", "corpus", "rope", "eval"),
         outdir=lambda w, output: os.path.dirname(output.summary),
     threads: threads_of("light")
     resources:
