@@ -114,7 +114,8 @@ def resolve_model_dir(path: str | Path, option: str = "--base") -> Path:
     local = Path(text).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise RopeextError(f"{option} {text}: directory has no config.json (expected a Hugging Face model directory)")
+            raise RopeextError(f"{option} {text}: directory has no config.json "
+                               "(expected a Hugging Face model directory)")
         return local
     snapshot = None if local.exists() else local_snapshot(text)
     if snapshot is None or not (snapshot / "config.json").is_file():
@@ -168,7 +169,8 @@ def write_variant(base: str | Path, scaling: dict, output: str | Path, *, info: 
     """
     missing = [k for k in ("method", "head_dim", "rope_theta", "target_length", "rope_parameters") if k not in scaling]
     if missing:
-        raise RopeextError(f"scaling: missing key(s) {', '.join(missing)} (expected a scaling.json from `ropeext solve`)")
+        raise RopeextError(f"scaling: missing key(s) {', '.join(missing)} "
+                           "(expected a scaling.json from `ropeext solve`)")
     base_dir = resolve_model_dir(base)
     config = load_model_config(base_dir, option="--base")
     apply_scaling(config, scaling)

@@ -42,10 +42,11 @@ for name, ids, ref_ids in (
     x, rx = torch.tensor([ids]), torch.tensor([ref_ids])
     with torch.no_grad():
         gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False)[0, x.shape[1]:]
-        ref_gen = ref.generate(rx, attention_mask=torch.ones_like(rx), max_new_tokens=6, do_sample=False)[0, rx.shape[1]:]
+        ref_gen = ref.generate(rx, attention_mask=torch.ones_like(rx), max_new_tokens=6,
+                               do_sample=False)[0, rx.shape[1]:]
         diff = (model(x).logits - ref(rx).logits).abs().max().item() if ids == ref_ids else None
-    out[name] = {"ids": ids, "ref_ids": ref_ids, "gen": gen.tolist(), "ref_gen": ref_gen.tolist(), "max_logit_diff": diff,
-                 "text": tok.decode(gen)}
+    out[name] = {"ids": ids, "ref_ids": ref_ids, "gen": gen.tolist(), "ref_gen": ref_gen.tolist(),
+                 "max_logit_diff": diff, "text": tok.decode(gen)}
 print("RESULT " + json.dumps(out))
 '''
 
@@ -192,3 +193,21 @@ def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch,
     assert not list(tmp_path.glob(".*partial"))
     assert main(["import-model", "--source", str(tiny_model_dir), "--output", str(tiny_model_dir), "--no-mlflow"]) == 2
     assert "would overwrite the source" in capsys.readouterr().err
+
+
+def test_cli_reads_model_import_from_the_config(tmp_path, tiny_model_dir, capsys):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"model:\n  import: {{source: '{tiny_model_dir}', num_layers: 1, dtype: bfloat16}}\n")
+    assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m"), "--no-mlflow"]) == 0
+    manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
+    assert manifest["num_hidden_layers"] == 1 and manifest["dtype"] == "bfloat16"
+    assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m2"), "--num-layers", "2",
+                 "--dtype", "float32", "--no-mlflow"]) == 0  # the command line wins
+    manifest = json.loads((tmp_path / "m2" / MANIFEST).read_text())
+    assert manifest["num_hidden_layers"] == 2 and manifest["dtype"] == "float32"
+    cfg.write_text("model:\n  import: {num_layers: 0}\n")
+    capsys.readouterr()
+    assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m3"), "--no-mlflow"]) == 2
+    assert "model.import.num_layers" in capsys.readouterr().err
+    assert main(["import-model", "--output", str(tmp_path / "m3"), "--no-mlflow"]) == 2
+    assert "pass --source SRC or set model.import.source" in capsys.readouterr().err
