@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import shutil
+import sys
 from pathlib import Path
 
 from ropeext.errors import RopeextError
+
+# Weight files of a model directory (single or sharded safetensors, legacy PyTorch bins) and their indexes.
+WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+                   "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json")
+# Everything else a variant takes from its base: tokenizer files, chat template, generation config.
+TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                      "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
+                      "tokenizer.model", "spiece.model", "*.tiktoken", "generation_config.json")
+VARIANT_MANIFEST = "variant_manifest.json"
 
 
 def build_tiny_llama(vocab_size: int, train_length: int, *, hidden_size: int = 128, num_hidden_layers: int = 4,
@@ -82,3 +95,113 @@ def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None,
         path, config=config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
     )
     return model
+
+
+def local_snapshot(repo_id: str) -> Path | None:
+    """The folder of a hub model in the local Hugging Face cache (``HF_HUB_CACHE``), or None; never downloads."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    except Exception:  # noqa: BLE001 - not cached (or not a valid id): the caller reports what was expected
+        return None
+    return Path(folder)
+
+
+def resolve_model_dir(path: str | Path, option: str = "--base") -> Path:
+    """A local model directory, or the cached snapshot folder of a hub id; a clear error otherwise."""
+    text = str(path)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise RopeextError(f"{option} {text}: directory has no config.json "
+                               "(expected a Hugging Face model directory)")
+        return local
+    snapshot = None if local.exists() else local_snapshot(text)
+    if snapshot is None or not (snapshot / "config.json").is_file():
+        raise RopeextError(f"{option} {text}: neither a model directory nor a hub id in the local Hugging Face cache "
+                           "(nothing is downloaded; set HF_HUB_CACHE or pass a directory)")
+    return snapshot
+
+
+def _matching(folder: Path, patterns: tuple[str, ...]) -> list[str]:
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    return [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
+
+
+def weight_files(folder: str | Path) -> list[str]:
+    """Names of the weight files (and weight indexes) in a model directory."""
+    return _matching(Path(folder), WEIGHT_PATTERNS)
+
+
+def link_file(src: Path, dst: Path, final_dir: Path) -> str:
+    """Make ``dst`` share ``src``'s content without copying it; return how.
+
+    A hard link first (to the file ``src`` resolves to, as cache snapshots hold symlinks); where the
+    file system refuses one (another device, no hard links), a symlink relative to ``final_dir``, the
+    folder ``dst`` ends up in (it is written under a temporary sibling and renamed); failing that, a
+    copy, with a warning.
+    """
+    real = Path(os.path.realpath(src))
+    try:
+        os.link(real, dst)
+        return "hardlink"
+    except OSError:
+        pass
+    try:
+        os.symlink(os.path.relpath(real, final_dir.resolve()), dst)
+        return "symlink"
+    except OSError:
+        pass
+    print(f"warning: cannot link {real} (neither a hard link nor a symlink); copying it to {dst}", file=sys.stderr)
+    shutil.copyfile(real, dst)
+    return "copy"
+
+
+def write_variant(base: str | Path, scaling: dict, output: str | Path, *, info: dict | None = None) -> dict:
+    """A base model with a RoPE extension and no training, written without copying its weights.
+
+    OUTPUT gets ``config.json`` with the scaling's rope_parameters applied (``apply_scaling``), copies of
+    the base's tokenizer files and generation config, and every weight file linked to the base's
+    (``link_file``: hard link, else relative symlink, else copy). ``variant_manifest.json`` records the
+    base, the scaling and how each weight file was linked. Written under a temporary sibling, then
+    renamed. A hub-id base resolves to its snapshot in the local cache.
+    """
+    missing = [k for k in ("method", "head_dim", "rope_theta", "target_length", "rope_parameters") if k not in scaling]
+    if missing:
+        raise RopeextError(f"scaling: missing key(s) {', '.join(missing)} "
+                           "(expected a scaling.json from `ropeext solve`)")
+    base_dir = resolve_model_dir(base)
+    config = load_model_config(base_dir, option="--base")
+    apply_scaling(config, scaling)
+    weights = weight_files(base_dir)
+    if not any(not name.endswith(".json") for name in weights):
+        raise RopeextError(f"--base {base}: {base_dir} has no weight files (expected model.safetensors, sharded "
+                           "model-*-of-*.safetensors or pytorch_model.bin)")
+    from ropeext.io import write_json
+
+    output = Path(output)
+    if output.resolve() == base_dir.resolve():
+        raise RopeextError(f"--output {output}: is the base model directory itself")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        config.save_pretrained(tmp)
+        copied = _matching(base_dir, TOKENIZER_PATTERNS)
+        for name in copied:
+            shutil.copyfile(base_dir / name, tmp / name)
+        linked = {name: link_file(base_dir / name, tmp / name, output) for name in weights}
+        write_json(tmp / VARIANT_MANIFEST, {
+            "base": str(base), "base_dir": str(base_dir.resolve()),
+            "scaling": {k: scaling.get(k) for k in ("method", "train_length", "target_length", "rope_parameters")},
+            "weights": linked, "copied": copied, **(info or {})})
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"base_dir": base_dir, "weights": linked, "copied": copied}

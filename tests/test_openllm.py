@@ -101,7 +101,7 @@ def test_local_tasks_are_real_next_lines(heldout, tok, tmp_path):
                            for x in d.split("\n"))
     assert len({t["label"] for t in test}) > 1  # the right answer is not always in one place
     ppl = [json.loads(x) for x in (tmp_path / "tasks" / "ropeext_code_ppl" / "test.jsonl").read_text().splitlines()]
-    assert [p["text"] for p in ppl] == [tok.decode(tok(d)["input_ids"][:40]) for d in docs[:3]]
+    assert [p["text"] for p in ppl] == [tok.decode(tok(d, add_special_tokens=False)["input_ids"][:40]) for d in docs[:3]]
     cfg = yaml.safe_load((nl / "ropeext_nextline.yaml").read_text())
     assert cfg["dataset_path"] == "json"
     assert cfg["dataset_kwargs"]["data_files"]["test"] == str((nl / "test.jsonl").resolve())
@@ -139,8 +139,8 @@ def _continuation_logprob(model, tok, context: str, continuation: str) -> float:
     """Sum of log p(continuation tokens | context) by a plain forward pass."""
     import torch
 
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    whole = tok(context + continuation)["input_ids"]  # the tokenizer's own special tokens, as lm-eval encodes
+    ctx = tok(context)["input_ids"]
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
     return float(sum(logp[i - 1, whole[i]] for i in range(len(ctx), len(whole))))

@@ -67,7 +67,7 @@ def add_arguments(parser) -> None:
     ev.add_argument("--chat-template", choices=["auto", "never"], default=None,
                     help="auto: use the tokenizer's chat template where it has one and the task allows it")
     ev.add_argument("--bos", choices=["auto", "always", "never"], default=None,
-                    help="prepend BOS when the tokenizer does not add it itself (auto), always, or never")
+                    help="BOS in front of raw prompts: as the tokenizer does (auto), always, or never")
     ev.add_argument("--on-bad-line", choices=["fail", "skip"], default=None,
                     help="a malformed JSONL line: stop with file:line (fail) or warn and skip it")
     ev.add_argument("--embedded-max-new-tokens", type=int, default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ropeext.commands._common import add_tracking_args, read_json
 
 COMMAND = ("extend",)
-HELP = "write a base model with a scaling.json's rope_parameters applied (no fine-tuning)"
+HELP = "write a base model with a scaling.json's rope_parameters applied (no fine-tuning; weights linked, not copied)"
 
 
 def add_arguments(parser) -> None:
@@ -17,18 +17,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     from ropeext import tracking
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.modeling import load_causal_lm
-    from ropeext.train.io import save_model_dir
+    from ropeext.modeling import write_variant
 
     scaling = read_json(args.scaling, "scaling file")
     with tracking.stage_run("extend", params={"base": args.base, "scaling": args.scaling, "method": scaling["method"],
                                               "rope_parameters": scaling["rope_parameters"]},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
-        model = load_causal_lm(args.base, scaling=scaling)
-        tok = load_tokenizer(args.base)
-        save_model_dir(model, tok, args.output, {"scaling": {"method": scaling["method"],
-                                                             "rope_parameters": scaling["rope_parameters"]},
-                                                 "steps": 0, "base": str(args.base)})
+        written = write_variant(args.base, scaling, args.output, info={"steps": 0})
         run_.log_artifact(f"{args.output}/config.json")
-    print(f"extend: {scaling['method']} applied to {args.base} -> {args.output}")
+        run_.log_artifact(f"{args.output}/variant_manifest.json")
+    links = ", ".join(sorted(set(written["weights"].values())))
+    print(f"extend: {scaling['method']} applied to {args.base} -> {args.output} (weights: {links})")

@@ -13,7 +13,9 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
     """Train a byte-level BPE with BOS/EOS/PAD and return a ``PreTrainedTokenizerFast``.
 
-    The tokenizer does not add BOS/EOS by itself: packing and evaluation place them explicitly.
+    Tokenizing a string (``tok(text)``) puts BOS first, as every window the model trains on starts
+    with BOS, so evaluation prompts that follow the tokenizer get it too; document tokenization
+    passes ``add_special_tokens=False`` and packing places BOS/EOS explicitly.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -31,7 +33,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False,
+        add_bos_token=True,
     )
 
 

@@ -1,4 +1,4 @@
-"""Pieces every generative evaluation shares: greedy decoding and resumable prediction files."""
+"""Pieces every generative evaluation shares: prompt encoding, greedy decoding, resumable prediction files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,23 @@ from ropeext.errors import RopeextError
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids as the model reads a prompt: the tokenizer's special tokens, BOS first where it has one."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    """Token ids as the model reads a raw prompt: whatever special tokens the tokenizer itself adds.
+
+    A model trained with BOS in front of every sequence has a tokenizer that adds it (this
+    project's own tokenizers do, see ``data.tokenizer.train_bpe``); a tokenizer that adds nothing
+    (SmolLM2, whose BOS is the chat marker ``<|im_start|>``) gets nothing prepended. This is how the
+    official LongBench prediction script tokenizes.
+    """
+    return list(tokenizer(text)["input_ids"])
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether tokenizing a plain string puts the tokenizer's BOS token first."""
     bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    return ids
+    if bos is None:
+        return False
+    ids = tokenizer("x")["input_ids"]
+    return bool(ids) and ids[0] == bos and tokenizer("x", add_special_tokens=False)["input_ids"][:1] != [bos]
 
 
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,

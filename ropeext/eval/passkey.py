@@ -52,7 +52,7 @@ def make_prompt(tokenizer, length: int, depth: float, key: int) -> PasskeyPrompt
     if count(0) > length:
         raise RopeextError(
             f"passkey length {length} is too short: the key line and question alone take {count(0)} tokens")
-    per_block = max(1, len(encode(tokenizer, FILLER + " ")) - (1 if tokenizer.bos_token_id is not None else 0))
+    per_block = max(1, len(tokenizer(FILLER + " ", add_special_tokens=False)["input_ids"]))
     lo, hi = 0, max(1, (length // per_block) + 1)
     while count(hi) <= length:  # the estimate can be low where blocks merge into fewer tokens
         lo, hi = hi, hi * 2

