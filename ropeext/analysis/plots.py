@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ropeext.io import save_figure
+
 COLORS = {"bf16": "tab:red", "fp32": "tab:blue", "random-bf16": "tab:orange", "fp64-exact": "tab:green"}
 
 
@@ -26,8 +28,6 @@ def _positive(x, y):
 
 
 def _save(fig, path: Path) -> Path:
-    from ropeext.report.plots import save_figure
-
     return save_figure(fig, path, bbox_inches="tight")
 
 

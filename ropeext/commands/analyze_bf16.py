@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import write_json
 
 COMMAND = ("analyze", "bf16")
 HELP = "attention deviation under position shifts in bf16 vs fp32 vs a random bf16 copy (JSON + 3 plots)"

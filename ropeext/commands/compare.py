@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import write_json
 from ropeext.commands.solve import (_show_warnings, add_geometry_args, atomic_path, compare_from_args,
                                     run_params)
 from ropeext.report.plots import save_figure

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import read_json, write_json
 from ropeext.errors import RopeextError
 
 COMMAND = ("eval", "openllm")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import read_json, write_json
 
 COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"

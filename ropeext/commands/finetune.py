@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import read_json
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"

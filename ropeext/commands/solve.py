@@ -7,7 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import write_json
 
 COMMAND = ("solve",)
 HELP = "solve one RoPE scaling method at a geometry and write scaling.json (factors, inv_freq, rope_parameters)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ropeext.io import save_figure
+
 
 def _plt():
     import matplotlib
@@ -12,20 +14,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
-    """Save a figure atomically (temporary sibling, then rename) and close it."""
-    import os
-
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", **savefig)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str, ylabel: str,

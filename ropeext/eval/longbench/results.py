@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from ropeext.errors import RopeextError
 from ropeext.eval.longbench import metrics
+from ropeext.io import save_figure
 
 LONGBENCH_E_EDGES = (0, 4000, 8000, None)
 LONGBENCH_E_NAMES = ("0-4k", "4-8k", "8k+")
@@ -190,10 +191,4 @@ def plot_buckets(metrics_json: dict, path) -> None:
     if names:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
