@@ -99,10 +99,19 @@ def read_json(path: str | Path, what: str = "file"):
         raise RopeextError(f"{path}: not valid JSON ({exc})") from None
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
-    """Save a matplotlib figure atomically and close it."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    plt = pyplot()
     path = Path(path)
     try:
         with atomic_path(path) as tmp:

@@ -6,18 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ropeext.io import save_figure
+from ropeext.io import pyplot, save_figure
 
 COLORS = {"bf16": "tab:red", "fp32": "tab:blue", "random-bf16": "tab:orange", "fp64-exact": "tab:green"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _positive(x, y):
@@ -38,7 +29,7 @@ def _title(result: dict, what: str) -> str:
 
 def plot_shift(result: dict, path: str | Path) -> Path:
     """D(delta1, delta2) against delta1: column variant solid, row variant dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, out in result["settings"].items():
         shift = out["shift"]
@@ -59,7 +50,7 @@ def plot_shift(result: dict, path: str | Path) -> Path:
 
 def plot_key_columns(result: dict, path: str | Path) -> Path:
     """Per-key-column contribution to D(delta_decompose, delta2); key 0 is marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     d1 = d2 = None
     for name, out in result["settings"].items():
@@ -84,7 +75,7 @@ def plot_key_columns(result: dict, path: str | Path) -> Path:
 
 def plot_logits(result: dict, path: str | Path) -> Path:
     """D_logit(T) for the first key (solid) and the key at T // 2 (dashed)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     d1 = d2 = None
     for name, out in result["settings"].items():
@@ -115,5 +106,5 @@ PLOTS = {
 
 def write_plots(result: dict, folder: str | Path) -> list[Path]:
     paths = [fn(result, Path(folder) / name) for name, fn in PLOTS.items()]
-    _pyplot().close("all")
+    pyplot().close("all")
     return paths

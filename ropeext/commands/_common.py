@@ -1,15 +1,24 @@
-"""Arguments and helpers shared by the stage commands."""
+"""Arguments and helpers shared by the stage commands.
+
+A command parses its options, resolves them against the validated config and calls one library
+function. Every default lives in the config schema: an option left out takes the config's value
+(the schema's default when no ``--config`` is given), an option given on the command line wins.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+from typing import Iterable
 
-from ropeext.config import load_config
+from ropeext.config import load_config, parse_sets
+from ropeext.errors import RopeextError
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", required=required, metavar="YAML",
-                        help="pipeline config (validated against workflow/schemas/config.schema.yaml)")
+                        help="pipeline config (validated against workflow/schemas/config.schema.yaml; "
+                             "without it the schema's defaults apply)")
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -17,5 +26,60 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
 
 
-def config_from_args(args) -> dict | None:
-    return load_config(args.config) if getattr(args, "config", None) else None
+def add_training_args(parser: argparse.ArgumentParser, section: str, example: str) -> None:
+    """Output, threads, ``--set`` and ``--no-resume``: what pretrain and finetune share."""
+    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one {section} setting, e.g. {example} (repeatable)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Where a model runs: what every evaluation shares."""
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args, section: str | None = None) -> dict:
+    """The resolved config: ``--config`` (or the schema's defaults alone), with ``--recipe`` and the
+    ``--set KEY=VALUE`` options of ``section`` applied."""
+    overrides = parse_sets(getattr(args, "overrides", None), section) if section else None
+    return load_config(getattr(args, "config", None), overrides, recipe=getattr(args, "recipe", None))
+
+
+def overlay(section: dict, args, options: dict[str, str] | Iterable[str], lists: dict[str, type] | None = None) -> dict:
+    """A copy of a config ``section`` with every option given on the command line laid over its key.
+
+    ``options`` maps an argparse destination to a key of the section (dotted for nested keys); a
+    plain list means the same names. Options named in ``lists`` are comma-separated text, read as
+    lists of that type (int, float or str).
+    """
+    out = copy.deepcopy(section)
+    pairs = options.items() if isinstance(options, dict) else ((name, name) for name in options)
+    for dest, key in pairs:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if lists and dest in lists:
+            value = parse_list(value, "--" + dest.replace("_", "-"), lists[dest])
+        node = out
+        *parents, last = key.split(".")
+        for name in parents:
+            node = node[name]
+        node[last] = value
+    return out
+
+
+def parse_list(text: str, option: str, kind: type = int) -> list:
+    """``"1,2,3"`` from the command line as a list of ``kind`` (int, float or str)."""
+    try:
+        values = [kind(x.strip()) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(kind, "values")
+        raise RopeextError(f"{option}: expected comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise RopeextError(f"{option}: expected at least one value, got {text!r}")
+    return values

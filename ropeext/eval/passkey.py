@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from ropeext.errors import RopeextError
 from ropeext.eval.common import encode_prompt as encode  # noqa: F401 (re-exported)
-from ropeext.io import read_json, save_figure
+from ropeext.io import pyplot, read_json, save_figure
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
@@ -160,11 +160,9 @@ def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> d
 
 def plot_heatmap(metrics: dict, path: str | Path, title: str | None = None) -> Path:
     """Accuracy heat map: depth down, length across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     lengths, depths = metrics["lengths"], metrics["depths"]
     data = np.array(metrics["grid"], dtype=float).T  # depths x lengths

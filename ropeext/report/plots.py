@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.io import save_figure
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ropeext.io import pyplot, save_figure
 
 
 def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str, ylabel: str,
@@ -23,7 +14,7 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel
 
     ``styles`` maps a series name to matplotlib keyword arguments (color, linestyle, marker).
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     for name, (xs, ys) in series.items():
         kw = {"linestyle": "--" if name.endswith("noft") else "-", "marker": "o"}

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ropeext.config import training_defaults
 from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
@@ -48,27 +49,36 @@ SCHEDULES = ("cosine", "constant", "linear")
 _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
 
 
+_DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
+
+
 @dataclass
 class TrainSettings:
+    """One run's optimisation settings.
+
+    Keys ``pretrain`` and ``finetune`` share take the schema's defaults; those whose default differs
+    between the two sections are off here (no warm-up, no decay, no checkpoints).
+    """
+
     steps: int
     batch_size: int  # global batch (sequences per optimizer step, over all processes and micro-batches)
     lr: float
     warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine | constant | linear
-    min_lr_ratio: float = 0.1
+    schedule: str = _DEFAULTS["schedule"]  # cosine | constant | linear
+    min_lr_ratio: float = _DEFAULTS["min_lr_ratio"]
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    max_grad_norm: float | None = 1.0
-    grad_accum: int = 1
-    precision: str = "bf16-mixed"
+    betas: tuple[float, float] = tuple(_DEFAULTS["betas"])
+    max_grad_norm: float | None = _DEFAULTS["max_grad_norm"]
+    grad_accum: int = _DEFAULTS["grad_accum"]
+    precision: str = _DEFAULTS["precision"]
     seed: int = 0
     layout: str = "full"
     backend: str = "sdpa_mask"
-    gradient_checkpointing: bool = False
-    log_every: int = 1
+    gradient_checkpointing: bool = _DEFAULTS["gradient_checkpointing"]
+    log_every: int = _DEFAULTS["log_every"]
     checkpoint_every: int = 0  # 0: no checkpoints
-    keep_checkpoints: int = 2
-    system_metrics: bool = False
+    keep_checkpoints: int = _DEFAULTS["keep_checkpoints"]
+    system_metrics: bool = _DEFAULTS["system_metrics"]  # acts only with an active MLflow run
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -6,12 +6,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-from ropeext.config import validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.config import resolve_config  # noqa: E402
 from ropeext.workflow import export_tracking_env, write_resolved_config  # noqa: E402
 
-validate_config(config, source="config")
+# the recipe overlay needs the raw config, so it runs before any default is filled in
+resolve_config(config, source="config")
+validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results_dir"]
 MODEL = config["model"]["name"]

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from ropeext.errors import RopeextError
 from ropeext.eval.longbench import metrics
-from ropeext.io import save_figure
+from ropeext.io import pyplot, save_figure
 
 LONGBENCH_E_EDGES = (0, 4000, 8000, None)
 LONGBENCH_E_NAMES = ("0-4k", "4-8k", "8k+")
@@ -161,11 +161,7 @@ def table1_markdown(metrics_list: Sequence[dict], names: Sequence[str] | None = 
 
 def plot_buckets(metrics_json: dict, path) -> None:
     """Score per bucket for each task, with the bucket average in bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     names = metrics_json.get("buckets")
     if names:

@@ -12,18 +12,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ropeext.errors import RopeextError
-from ropeext.io import save_figure
+from ropeext.io import pyplot as _plt, save_figure
 
 DEPTH_BINS = 5
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _heatmap(ax, data, row_labels, col_labels, title):
