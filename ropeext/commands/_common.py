@@ -50,14 +50,18 @@ def config_from_args(args, section: str | None = None) -> dict:
     return load_config(getattr(args, "config", None), overrides, recipe=getattr(args, "recipe", None))
 
 
-def overlay(section: dict, args, options: dict[str, str] | Iterable[str], lists: dict[str, type] | None = None) -> dict:
-    """A copy of a config ``section`` with every option given on the command line laid over its key.
+def overlay(config: dict, section: str, args, options: dict[str, str] | Iterable[str],
+            lists: dict[str, type] | None = None) -> dict:
+    """A copy of the config section ``section`` (dotted, e.g. ``eval.passkey``) with every option given
+    on the command line laid over its key.
 
     ``options`` maps an argparse destination to a key of the section (dotted for nested keys); a
     plain list means the same names. Options named in ``lists`` are comma-separated text, read as
     lists of that type (int, float or str).
     """
-    out = copy.deepcopy(section)
+    for name in section.split("."):
+        config = config[name]
+    out = copy.deepcopy(config)
     pairs = options.items() if isinstance(options, dict) else ((name, name) for name in options)
     for dest, key in pairs:
         value = getattr(args, dest, None)
@@ -78,7 +82,7 @@ def parse_list(text: str, option: str, kind: type = int) -> list:
     try:
         values = [kind(x.strip()) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        what = {int: "integers", float: "numbers"}.get(kind, "values")
+        what = "integers" if kind is int else "numbers" if kind is float else "values"
         raise RopeextError(f"{option}: expected comma-separated {what}, got {text!r}") from None
     if not values:
         raise RopeextError(f"{option}: expected at least one value, got {text!r}")

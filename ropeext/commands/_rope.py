@@ -7,7 +7,7 @@ import warnings
 
 from ropeext.commands._common import add_config_args, add_tracking_args, overlay, parse_list
 
-# options laid over the config section rope
+SECTION = "rope"  # the config section the options below are laid over
 OPTIONS = {"bins": "bins", "kl_direction": "kl_direction", "angle_dtype": "angle_dtype", "candidates": "candidates",
            "factors_file": "factors_file", "new_rope_theta": "new_rope_theta", "beta_fast": "yarn.beta_fast",
            "beta_slow": "yarn.beta_slow", "low_freq_factor": "llama3.low_freq_factor",
@@ -59,7 +59,7 @@ def rope_settings(args, config: dict) -> dict:
     A selection on the command line (``--threshold`` or ``--interpolated-dims``) replaces the config's;
     a mapping ``rope.interpolated_dims`` is looked up at the target length.
     """
-    s = overlay(config["rope"], args, OPTIONS, lists=LISTS)
+    s = overlay(config, SECTION, args, OPTIONS, lists=LISTS)
     if args.yarn_no_truncate:
         s["yarn"]["truncate"] = False
     threshold, dims = getattr(args, "threshold", None), getattr(args, "interpolated_dims", None)

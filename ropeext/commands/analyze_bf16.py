@@ -11,7 +11,7 @@ COMMAND = ("analyze", "bf16")
 HELP = "attention deviation under position shifts in bf16 vs fp32 vs a random bf16 copy (JSON + 3 plots)"
 
 RESULT_NAME = "bf16_deviation.json"
-# options laid over the config section analysis.bf16 (and how list options are read)
+SECTION = "analysis.bf16"  # the config section the options below are laid over
 OPTIONS = ("length", "num_sequences", "deltas", "delta_ref", "logit_lengths", "chunk_size", "numeric_path",
            "settings", "seed")
 LISTS = {"deltas": int, "logit_lengths": int, "settings": str}
@@ -52,7 +52,7 @@ def add_arguments(parser) -> None:
 
 def resolve_settings(args, config: dict) -> dict:
     """The config's ``analysis.bf16`` section with the command line laid over it."""
-    return overlay(config["analysis"]["bf16"], args, OPTIONS, lists=LISTS)
+    return overlay(config, SECTION, args, OPTIONS, lists=LISTS)
 
 
 def _bos_id(model_dir: str, tokenizer=None) -> int:
@@ -95,7 +95,7 @@ def run(args) -> None:
     spec = Spec(length=length, deltas=list(opts["deltas"]), delta_ref=opts["delta_ref"],
                 logit_lengths=logit_lengths, path=opts["numeric_path"], chunk_size=opts["chunk_size"])
     settings = list(opts["settings"])
-    rope_type = (getattr(model_config, "rope_parameters", None) or {}).get("rope_type", "default")
+    rope_type = (getattr(model_config, "rope_parameters", None) or {}).get("rope_type")
     if rope_type == "dynamic":
         notes.append("rope_type 'dynamic' rescales frequencies with the largest position, so a shift also "
                      "changes the frequencies: deviations are not due to precision alone")

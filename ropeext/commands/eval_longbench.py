@@ -18,7 +18,7 @@ from ropeext.errors import RopeextError
 COMMAND = ("eval", "longbench")
 HELP = "LongBench / LongBench-E (official protocol and metrics) or build the embedded code-completion task"
 
-# options laid over the config section eval.longbench (and how list options are read)
+SECTION = "eval.longbench"  # the config section the options below are laid over
 OPTIONS = {"data": "data_dir", "prompts": "prompts_dir", "benchmark": "benchmark", "tasks": "tasks", "limit": "limit",
            "max_input_length": "max_input_length", "chat_template": "chat_template", "bos": "bos",
            "on_bad_line": "on_bad_line", "embedded_max_new_tokens": "embedded_max_new_tokens",
@@ -78,7 +78,7 @@ def add_arguments(parser) -> None:
 
 
 def resolve_settings(args, config: dict) -> dict:
-    s = overlay(config["eval"]["longbench"], args, OPTIONS, lists=LISTS)
+    s = overlay(config, SECTION, args, OPTIONS, lists=LISTS)
     s["seed"] = config["seed"] if args.seed is None else args.seed
     if s["limit"] is not None and int(s["limit"]) < 1:
         raise RopeextError(f"--limit: {s['limit']} must be >= 1")

@@ -12,7 +12,7 @@ from ropeext.errors import RopeextError
 COMMAND = ("eval", "openllm")
 HELP = "Open LLM tasks with lm-eval (presets dprope_paper, leaderboard_v1, or local tasks built from held-out text)"
 
-# options laid over the config section eval.openllm
+SECTION = "eval.openllm"  # the config section the options below are laid over
 OPTIONS = ("preset", "tasks", "num_fewshot", "batch_size", "limit")
 
 
@@ -42,10 +42,9 @@ def add_arguments(parser) -> None:
 
 
 def resolve_settings(args, config: dict) -> dict:
-    section = config["eval"]["openllm"]
+    s = overlay(config, SECTION, args, OPTIONS)
     if args.preset is not None or args.tasks is not None:  # either one on the command line replaces both
-        section = {**section, "preset": None, "tasks": None}
-    s = overlay(section, args, OPTIONS)
+        s["preset"], s["tasks"] = args.preset, args.tasks
     bs = s["batch_size"]
     if not (isinstance(bs, int) or str(bs) == "auto" or str(bs).isdigit()) or str(bs) == "0":
         raise RopeextError(f"--batch-size: expected a positive integer or 'auto', got {bs!r}")
@@ -140,7 +139,7 @@ def run(args) -> None:
             records = runner.evaluate_entries(lm, tm, entries, results_store=results_store,
                                               samples_store=samples_store, limit=s["limit"], seed=s["seed"],
                                               progress=bar)
-        preset = None if s["tasks"] else (s["preset"] or "local")
+        preset = presets.preset_label(s["preset"], s["tasks"])
         metrics = report.build_metrics(records, variant=variant, model=model_path, max_length=max_length,
                                        preset=preset, local_tasks=local_manifest)
         write_json(out / "metrics.json", metrics)

@@ -11,7 +11,7 @@ from ropeext.io import write_json
 COMMAND = ("eval", "passkey")
 HELP = "passkey retrieval accuracy over context lengths x key depths (metrics JSON, predictions JSONL, heat map)"
 
-# options laid over the config section eval.passkey
+SECTION = "eval.passkey"  # the config section the options below are laid over
 OPTIONS = ("lengths", "depths", "samples", "digits", "max_new_tokens", "max_length")
 
 
@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
 
 
 def resolve_settings(args, config: dict) -> dict:
-    s = overlay(config["eval"]["passkey"], args, OPTIONS, lists={"lengths": int, "depths": float})
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "depths": float})
     s["seed"] = config["seed"] if args.seed is None else args.seed
     s["depths"] = [float(d) for d in s["depths"]]
     if not 1 <= int(s["digits"]) <= 18:

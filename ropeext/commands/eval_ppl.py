@@ -10,7 +10,7 @@ from ropeext.io import read_json, write_json
 COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
 
-# options laid over the config section eval.ppl
+SECTION = "eval.ppl"  # the config section the options below are laid over
 OPTIONS = ("lengths", "stride", "max_tokens")
 
 
@@ -38,7 +38,7 @@ def run(args) -> None:
     from ropeext.report.plots import plot_lines
 
     config = config_from_args(args)
-    s = overlay(config["eval"]["ppl"], args, OPTIONS, lists={"lengths": int})
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int})
     lengths, stride, max_tokens = s["lengths"], s["stride"], s["max_tokens"]
     if min(lengths) < 2:
         raise RopeextError(f"--lengths: every length must be >= 2, got {lengths}")
@@ -57,7 +57,8 @@ def run(args) -> None:
         result["model"] = str(args.model)
         result["rope_parameters"] = dict(model.config.rope_parameters or {})
         out.mkdir(parents=True, exist_ok=True)
-        plot_lines({args.variant or "model": (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
+        label = args.variant or Path(str(args.model)).name
+        plot_lines({label: (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
                    out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity", logx=True,
                    title=f"perplexity by context length: {args.variant or args.model}")
         write_json(out / "metrics.json", result)

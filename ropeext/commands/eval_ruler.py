@@ -12,7 +12,7 @@ COMMAND = ("eval", "ruler")
 HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
         "metrics JSON, predictions JSONL, heat maps")
 
-# options laid over the config section eval.ruler
+SECTION = "eval.ruler"  # the config section the options below are laid over
 OPTIONS = ("lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
            "max_length")
 
@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
 def resolve_settings(args, config: dict) -> dict:
     from ropeext.eval.ruler.tasks import resolve_tasks
 
-    s = overlay(config["eval"]["ruler"], args, OPTIONS, lists={"lengths": int, "tasks": str})
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "tasks": str})
     s["seed"] = config["seed"] if args.seed is None else args.seed
     if int(s["samples"]) <= 0:
         raise RopeextError(f"--samples: {s['samples']} must be positive")
