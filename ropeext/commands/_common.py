@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 from typing import Iterable
 
 from ropeext.config import load_config, parse_sets
@@ -36,11 +37,38 @@ def add_training_args(parser: argparse.ArgumentParser, section: str, example: st
                         help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
 
 
-def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """Where a model runs: what every evaluation shares."""
+def add_eval_args(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """Config, model, tokenizer and output folder: how every evaluation starts."""
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
+    parser.add_argument("--output-dir", required=True, help=f"folder for {outputs}")
+
+
+def add_run_args(parser, seed: str | None = None) -> None:
+    """Where a model runs (and, when ``seed`` says what it seeds, the seed): what every evaluation shares."""
+    if seed:
+        parser.add_argument("--seed", type=int, help=f"{seed} (default: the config's seed)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def seed_of(args, config: dict) -> int:
+    """``--seed`` when given, else the config's ``seed``."""
+    return config["seed"] if args.seed is None else args.seed
+
+
+def variant_of(args) -> str:
+    """``--variant`` when given, else the model folder's name."""
+    return args.variant or Path(str(args.model).rstrip("/")).name
+
+
+def check_model_path(model: str) -> str:
+    """A model must be a local directory or look like a hub id (org/name)."""
+    if not Path(str(model)).exists() and "/" not in str(model):
+        raise RopeextError(f"model not found: {model} (expected a model directory or a hub id like org/name)")
+    return str(model)
 
 
 def config_from_args(args, section: str | None = None) -> dict:

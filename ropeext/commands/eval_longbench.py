@@ -10,9 +10,8 @@ Two modes:
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ropeext.commands._common import add_config_args, add_run_args, add_tracking_args, config_from_args, overlay
+from ropeext.commands._common import (add_config_args, add_run_args, add_tracking_args, config_from_args, overlay,
+                                     seed_of, variant_of)
 from ropeext.errors import RopeextError
 
 COMMAND = ("eval", "longbench")
@@ -79,7 +78,7 @@ def add_arguments(parser) -> None:
 
 def resolve_settings(args, config: dict) -> dict:
     s = overlay(config, SECTION, args, OPTIONS, lists=LISTS)
-    s["seed"] = config["seed"] if args.seed is None else args.seed
+    s["seed"] = seed_of(args, config)
     if s["limit"] is not None and int(s["limit"]) < 1:
         raise RopeextError(f"--limit: {s['limit']} must be >= 1")
     return s
@@ -103,7 +102,7 @@ def run(args) -> None:
         return
     if not args.model:
         raise RopeextError("--model is required to evaluate (or pass --build-embedded)")
-    variant = args.variant or Path(str(args.model).rstrip("/")).name
+    variant = variant_of(args)
     result = evaluate(s, model=args.model, output_dir=args.output_dir, tokenizer=args.tokenizer, dtype=args.dtype,
                       device=args.device, cache_dir=args.cache_dir, overwrite=args.overwrite, config=config,
                       variant=variant, mlflow=not args.no_mlflow, progress=not args.no_progress)

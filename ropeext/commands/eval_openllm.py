@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_run_args, add_tracking_args, config_from_args, overlay
+from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
+                                     config_from_args, overlay, seed_of, variant_of)
 from ropeext.io import read_json, write_json
 from ropeext.errors import RopeextError
 
@@ -17,11 +18,7 @@ OPTIONS = ("preset", "tasks", "num_fewshot", "batch_size", "limit")
 
 
 def add_arguments(parser) -> None:
-    add_config_args(parser, required=False)
-    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for metrics.json, results.jsonl, predictions.jsonl and the local task folders")
+    add_eval_args(parser, "metrics.json, results.jsonl, predictions.jsonl and the local task folders")
     parser.add_argument("--preset", help="dprope_paper, leaderboard_v1 or local (default: eval.openllm.preset)")
     parser.add_argument("--tasks",
                         help="explicit lm-eval tasks instead of a preset, as name[:num_fewshot],... e.g. hellaswag:10,mmlu:5")
@@ -36,8 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", help="lm-eval batch size, an integer or 'auto' (default: eval.openllm.batch_size)")
     parser.add_argument("--limit", type=float,
                         help="at most this many samples per task (a fraction if < 1); for quick checks only")
-    parser.add_argument("--seed", type=int, help="seed (default: the config's seed)")
-    add_run_args(parser)
+    add_run_args(parser, seed="seed of the local tasks and of lm-eval")
     add_tracking_args(parser)
 
 
@@ -55,7 +51,7 @@ def resolve_settings(args, config: dict) -> dict:
         s["limit"] = int(s["limit"]) if s["limit"] >= 1 else float(s["limit"])
     if s["num_fewshot"] is not None and s["num_fewshot"] < 0:
         raise RopeextError(f"--num-fewshot: {s['num_fewshot']} must be >= 0")
-    s["seed"] = config["seed"] if args.seed is None else args.seed
+    s["seed"] = seed_of(args, config)
     return s
 
 
@@ -90,13 +86,11 @@ def run(args) -> None:
     for p in include:
         if not p.is_dir():
             raise RopeextError(f"--include-path: folder not found: {p}")
-    model_path = str(args.model)
-    if not Path(model_path).is_dir() and "/" not in model_path:
-        raise RopeextError(f"model not found: {model_path} (expected a model directory or a hub id like org/name)")
+    model_path = check_model_path(args.model)
     max_length = args.max_length or model_window(load_model_config(model_path, "--model"))
     if not max_length:
         raise RopeextError(f"{model_path}: config has no max_position_embeddings; give --max-length")
-    variant = args.variant or Path(model_path.rstrip("/")).name
+    variant = variant_of(args)
     tok_path = args.tokenizer or model_path
 
     local_manifest = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_run_args, add_tracking_args, config_from_args, overlay
+from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, config_from_args, overlay,
+                                     seed_of, variant_of)
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
 
@@ -16,10 +17,7 @@ OPTIONS = ("lengths", "depths", "samples", "digits", "max_new_tokens", "max_leng
 
 
 def add_arguments(parser) -> None:
-    add_config_args(parser, required=False)
-    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--output-dir", required=True, help="folder for metrics.json, predictions.jsonl, heatmap.png")
+    add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png")
     parser.add_argument("--lengths",
                         help="comma-separated prompt lengths in model tokens (default: eval.passkey.lengths)")
     parser.add_argument("--depths",
@@ -31,14 +29,13 @@ def add_arguments(parser) -> None:
                         help="refuse lengths whose prompt + generation exceed this many tokens "
                              "(default: eval.passkey.max_length; null = no limit, lengths past "
                              "max_position_embeddings are allowed)")
-    parser.add_argument("--seed", type=int, help="seed of the keys (default: the config's seed)")
-    add_run_args(parser)
+    add_run_args(parser, seed="seed of the keys")
     add_tracking_args(parser)
 
 
 def resolve_settings(args, config: dict) -> dict:
     s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "depths": float})
-    s["seed"] = config["seed"] if args.seed is None else args.seed
+    s["seed"] = seed_of(args, config)
     s["depths"] = [float(d) for d in s["depths"]]
     if not 1 <= int(s["digits"]) <= 18:
         raise RopeextError(f"--digits: {s['digits']} must be between 1 and 18")
@@ -63,7 +60,7 @@ def run(args) -> None:
     passkey.check_grid(s["lengths"], s["depths"], s["samples"], s["max_length"], s["max_new_tokens"])
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    variant = args.variant or Path(str(args.model).rstrip("/")).name
+    variant = variant_of(args)
 
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     dtype = getattr(torch, args.dtype)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_run_args, add_tracking_args, config_from_args, overlay
+from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
+                                     config_from_args, overlay, seed_of, variant_of)
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
 
@@ -18,11 +19,7 @@ OPTIONS = ("lengths", "samples", "subset", "tasks", "threshold", "essay_source",
 
 
 def add_arguments(parser) -> None:
-    add_config_args(parser, required=False)
-    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
+    add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
     parser.add_argument("--lengths", help="comma-separated sequence lengths in model tokens, prompt + answer budget "
                         "(default: eval.ruler.lengths)")
     parser.add_argument("--samples", type=int, help="samples per task and length (default: eval.ruler.samples)")
@@ -43,8 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-length", type=int,
                         help="the longest sequence the model may be given (default: eval.ruler.max_length; null = "
                              "its max_position_embeddings); raise it to measure extrapolation past the window")
-    parser.add_argument("--seed", type=int, help="seed of the samples (default: the config's seed)")
-    add_run_args(parser)
+    add_run_args(parser, seed="seed of the samples")
     add_tracking_args(parser)
 
 
@@ -52,7 +48,7 @@ def resolve_settings(args, config: dict) -> dict:
     from ropeext.eval.ruler.tasks import resolve_tasks
 
     s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "tasks": str})
-    s["seed"] = config["seed"] if args.seed is None else args.seed
+    s["seed"] = seed_of(args, config)
     if int(s["samples"]) <= 0:
         raise RopeextError(f"--samples: {s['samples']} must be positive")
     if any(int(L) <= 0 for L in s["lengths"]):
@@ -81,8 +77,7 @@ def run(args) -> None:
     config = config_from_args(args)
     s = resolve_settings(args, config)
     templates = load_templates(s["templates"])
-    if not Path(str(args.model)).exists() and "/" not in str(args.model):
-        raise RopeextError(f"model not found: {args.model} (expected a model directory or a hub id like org/name)")
+    check_model_path(args.model)
     window = s["max_length"] or model_window(load_model_config(args.model, "--model"))
     if window:
         too_long = [L for L in s["lengths"] if L > window]
@@ -115,7 +110,7 @@ def run(args) -> None:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    variant = args.variant or Path(str(args.model).rstrip("/")).name
+    variant = variant_of(args)
     dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device)
     model = load_causal_lm(args.model, dtype=dtype).to(device).eval()
