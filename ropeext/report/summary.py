@@ -73,6 +73,10 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
     return lines
 
 
+# what ``report.references: null`` names: the published values shipped with the repository
+REPOSITORY_REFERENCES = Path(__file__).resolve().parents[2] / "config" / "reference_values.yaml"
+
+
 def load_references(path: str | Path | None) -> list[dict]:
     """Entries of a reference-values file (config/reference_values.yaml); [] without one."""
     if not path:
