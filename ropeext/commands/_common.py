@@ -18,8 +18,8 @@ from ropeext.errors import RopeextError
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", required=required, metavar="YAML",
-                        help="pipeline config (validated against workflow/schemas/config.schema.yaml; "
-                             "without it the schema's defaults apply)")
+                        help="pipeline config (validated against workflow/schemas/config.schema.yaml)"
+                             + ("" if required else "; without one, the schema's defaults apply"))
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
