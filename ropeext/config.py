@@ -1,13 +1,16 @@
 """Load and validate a pipeline config against workflow/schemas/config.schema.yaml.
 
-The same schema validates the config in Snakemake (``validate()`` in rules/common.smk) and in
-the CLI (``load_config``), so a wrong key or value fails before any job runs, with a message
-naming the key and what was expected.
+The schema is the one place a default lives. ``resolve_config`` turns a raw config into the one
+every stage reads: the ``finetune.recipe`` overlay (ropeext/recipes.py) first, then validation that
+fills the schema's defaults. The workflow (rules/common.smk) and the CLI (``load_config``) both call
+it, so a wrong key or value fails before any job runs, with a message naming the key and what was
+expected.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -20,9 +23,13 @@ from ropeext.errors import RopeextError
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text(encoding="utf-8")
+
+
 def load_schema() -> dict:
-    with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+    return yaml.safe_load(_schema_text())
 
 
 def _validator_with_defaults(schema: dict):
@@ -42,27 +49,136 @@ def _validator_with_defaults(schema: dict):
     return cls(schema)
 
 
-def _describe(error) -> str:
+def section_properties(node: dict, schema: dict) -> dict:
+    """The properties of an object schema, those of the definition it refers to (``$ref``) included."""
+    props = {}
+    if "$ref" in node:
+        props.update(section_properties(schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], schema))
+    for key, sub in node.get("properties", {}).items():
+        props[key] = {**props.get(key, {}), **sub}
+    return props
+
+
+def _describe(error, schema: dict) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        return f"{key}: {error.message} (allowed keys: {', '.join(allowed)})"
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(section_properties(error.schema, schema))
+        message = error.message.replace("Unevaluated properties", "Additional properties")
+        return f"{key}: {message} (allowed keys: {', '.join(allowed)})"
     if error.validator == "enum":
         return f"{key}: {error.instance!r} is not one of {error.validator_value}"
     return f"{key}: {error.message}"
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` in place (filling defaults) and return it; raise RopeextError on failure."""
+    """Validate ``config`` in place (filling defaults) and return it; raise RopeextError on failure.
+
+    Recipes are not applied here: ``resolve_config`` applies them first, to the raw config.
+    """
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
-    validator = _validator_with_defaults(load_schema())
+    schema = load_schema()
+    validator = _validator_with_defaults(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "\n  ".join(_describe(e) for e in errors)
+        lines = "\n  ".join(_describe(e, schema) for e in errors)
         raise RopeextError(f"{source}: invalid config:\n  {lines}")
     _check_consistency(config, source)
     return config
+
+
+def resolve_config(config: dict, source: str = "config") -> dict:
+    """The one way a raw config becomes the config every stage reads (CLI and workflow alike).
+
+    In place: apply the ``finetune.recipe`` overlay to the keys the user left out, then validate and
+    fill the schema's defaults. Applying it again to its own result changes nothing.
+    """
+    if not isinstance(config, dict):
+        raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
+    apply_recipe(config, source)
+    return validate_config(config, source)
+
+
+def apply_recipe(config: dict, source: str = "config") -> dict:
+    """Fill the ``finetune`` keys the user did not set from the named recipe (in place).
+
+    ``finetune.steps`` given as a mapping gets string keys (as JSON writes them), so a resolved
+    config reads the same before and after a JSON round trip.
+    """
+    from ropeext.recipes import RECIPES
+
+    section = config.get("finetune")
+    if not isinstance(section, dict):
+        return config  # absent (defaults follow) or malformed (validation names it)
+    name = section.get("recipe", "none")
+    if not isinstance(name, str) or (name != "none" and name not in RECIPES):
+        raise RopeextError(f"{source}: finetune.recipe: {name!r} is not one of none, {', '.join(RECIPES)}")
+    for key, value in RECIPES.get(name, {}).items():
+        section.setdefault(key, copy.deepcopy(value))
+    if isinstance(section.get("steps"), dict):
+        section["steps"] = {("null" if k is None else str(k)): v for k, v in section["steps"].items()}
+    return config
+
+
+def by_target(value, target_length: int | None, key: str = "finetune.steps"):
+    """A value that may depend on the target window: a mapping {max_target: value, ..., null: value beyond}.
+
+    Each entry covers the targets up to its length; ``null`` (or a missing target) covers the rest.
+    Keys may be YAML integers or, after a JSON round trip, strings.
+    """
+    if not isinstance(value, dict):
+        return value
+    table = {}
+    for k, v in value.items():
+        if k in (None, "null", "None"):
+            table[None] = v
+            continue
+        try:
+            table[int(k)] = v
+        except (TypeError, ValueError):
+            raise RopeextError(f"{key}: {k!r} is not a target length (expected an integer or null)") from None
+    for limit in sorted(k for k in table if k is not None):
+        if target_length is None or target_length <= limit:
+            return table[limit]
+    if None not in table:
+        raise RopeextError(f"{key}: no entry for target length {target_length} in {value}")
+    return table[None]
+
+
+def parse_sets(texts, section: str) -> dict:
+    """``--set KEY=VALUE`` options as a nested override of ``section``; VALUE is read as YAML.
+
+    KEY must be a key of the section (the recipe is chosen with ``--recipe``); a string given for a
+    number key (YAML reads ``1e-5`` as text) is converted.
+    """
+    schema = load_schema()
+    props = section_properties(schema["properties"][section], schema)
+    known = sorted(k for k in props if k != "recipe")
+    out: dict = {}
+    for text in texts or ():
+        if "=" not in text:
+            raise RopeextError(f"--set {text!r}: expected KEY=VALUE, e.g. --set lr=1e-5")
+        key, raw = (part.strip() for part in text.split("=", 1))
+        if key not in known:
+            raise RopeextError(f"--set {text!r}: unknown key {key!r} (known: {', '.join(known)})")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RopeextError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+        types = props[key].get("type", [])
+        if isinstance(value, str) and "number" in ([types] if isinstance(types, str) else types):
+            try:
+                value = float(value)
+            except ValueError:
+                raise RopeextError(f"--set {text!r}: {key} must be a number") from None
+        out[key] = value
+    return {section: out} if out else {}
+
+
+def training_defaults() -> dict:
+    """Defaults of the optimisation keys that pre-training and fine-tuning share (``$defs/training``)."""
+    props = load_schema()["$defs"]["training"]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
 def _check_consistency(config: dict, source: str) -> None:
@@ -82,19 +198,48 @@ def _check_consistency(config: dict, source: str) -> None:
         raise RopeextError(f"{source}: model.architecture: the head dimension must be even for RoPE")
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read a YAML config file, apply ``overrides`` (nested dict), validate, fill defaults."""
-    path = Path(path)
-    if not path.is_file():
-        raise RopeextError(f"config file not found: {path}")
-    try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as exc:
-        raise RopeextError(f"{path}: not valid YAML: {exc}") from None
+def load_config(path: str | Path | None = None, overrides: dict | None = None, *,
+                recipe: str | None = None) -> dict:
+    """The resolved config of a YAML file, or of the schema's defaults alone when ``path`` is None.
+
+    ``recipe`` (a command line's choice) replaces the file's own values for the keys that recipe
+    sets; ``overrides`` (a nested dict, e.g. from ``--set``) are laid over the file as keys the user set.
+    """
+    config: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise RopeextError(f"config file not found: {path}")
+        try:
+            with open(path) as fh:
+                config = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise RopeextError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise RopeextError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    if recipe is not None:
+        config = choose_recipe(config, recipe)
     if overrides:
         config = deep_merge(config, overrides)
-    return validate_config(config, source=str(path))
+    return resolve_config(config, source=source)
+
+
+def choose_recipe(config: dict, name: str) -> dict:
+    """A copy of a config whose ``finetune.recipe`` is ``name`` and whose values for that recipe's keys are dropped.
+
+    So a recipe chosen on the command line wins over the file's values (also over those of a resolved
+    config, where every key is set).
+    """
+    from ropeext.recipes import RECIPES
+
+    out = copy.deepcopy(config)
+    section = out.get("finetune")
+    section = dict(section) if isinstance(section, dict) else {}
+    drop = RECIPES.get(name, {})
+    out["finetune"] = {k: v for k, v in section.items() if k not in drop} | {"recipe": name}
+    return out
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -43,9 +43,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: str | Path, rows) -> Path:
+    """Write one JSON object per line atomically (UTF-8, non-ASCII kept as is)."""
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows))
+
+
+def write_csv(path: str | Path, rows, columns) -> Path:
+    """Write dict rows as CSV with a header of ``columns`` atomically (keys outside ``columns`` are dropped)."""
+    import csv
+
+    columns = list(columns)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k) for k in columns})
     return path
 
 
@@ -78,10 +99,19 @@ def read_json(path: str | Path, what: str = "file"):
         raise RopeextError(f"{path}: not valid JSON ({exc})") from None
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
-    """Save a matplotlib figure atomically and close it."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    plt = pyplot()
     path = Path(path)
     try:
         with atomic_path(path) as tmp:

@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from ropeext.config import config_hash
+from ropeext.io import write_text
 
 
 def write_resolved_config(config: dict, results_dir: str) -> str:
     """Write the validated config (defaults filled) where every job reads it; rewrite only on change."""
-    path = os.path.join(results_dir, ".config", "config.yaml")
+    path = Path(results_dir) / ".config" / "config.yaml"
     text = json.dumps(config, sort_keys=True, indent=1)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not os.path.exists(path) or open(path).read() != text:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    return path
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)
+    return str(path)
 
 
 def export_job_paths(repo_root: str) -> None:

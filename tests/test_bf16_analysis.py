@@ -339,12 +339,17 @@ def test_cli_text_file_and_bad_inputs(tiny_model_dir, tmp_path, capsys):
 def test_options_resolve_cli_then_config_then_default():
     import argparse
 
-    from ropeext.commands.analyze_bf16 import _resolve, add_arguments
+    from ropeext.commands.analyze_bf16 import add_arguments, resolve_settings
+    from ropeext.config import resolve_config
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--model", "m", "--tokens", "t.parquet", "--output", "o", "--length", "128"])
-    opts = _resolve(args, {"analysis": {"bf16": {"length": 512, "num_sequences": 7, "numeric_path": "eager-bf16"}}})
-    assert opts["length"] == 128  # the command line wins
+    args = parser.parse_args(["--model", "m", "--tokens", "t.parquet", "--output", "o", "--length", "128",
+                              "--deltas", "0,4", "--settings", "fp32, bf16"])
+    config = resolve_config({"analysis": {"bf16": {"length": 512, "num_sequences": 7, "numeric_path": "eager-bf16"}}})
+    opts = resolve_settings(args, config)
+    assert opts["length"] == 128 and opts["deltas"] == [0, 4]  # the command line wins
+    assert opts["settings"] == ["fp32", "bf16"]
     assert opts["num_sequences"] == 7 and opts["numeric_path"] == "eager-bf16"  # then the config
-    assert opts["chunk_size"] == 512 and opts["delta_ref"] == 16  # then the defaults
+    assert opts["chunk_size"] == 512 and opts["delta_ref"] == 16  # then the schema's defaults
+    assert config["analysis"]["bf16"]["length"] == 512  # the config itself is left as it was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -73,6 +74,13 @@ def test_dprope_paper_dag(tmp_path):
     assert re.search(r"--target-length 16384 .*--method dprope .*--interpolated-dims 64", out)
     assert ("python -m ropeext.gpu_slots --gpus 8 -- accelerate launch --config_file config/accelerate/fsdp.yaml "
             "--num_processes 8 -m ropeext.cli finetune") in out
+    # the recipe is laid over the raw config before the defaults: the jobs read the recipe's values
+    # where the file is silent and the file's own values where it is not
+    resolved = json.loads((tmp_path / "results" / "llama2-dprope" / ".config" / "config.yaml").read_text())
+    ft = resolved["finetune"]
+    assert (ft["lr"], ft["betas"], ft["batch_size"], ft["warmup_steps"]) == (2e-5, [0.9, 0.999], 64, 0)
+    assert ft["steps"] == {"8192": 1000, "null": 500} and ft["schedule"] == "constant"
+    assert (ft["grad_accum"], ft["precision"], ft["checkpoint_every"]) == (8, "bf16", 100)
 
 
 TABLE5 = ["full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag",

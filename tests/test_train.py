@@ -155,14 +155,3 @@ def test_shipped_accelerate_configs_parse():
     assert str(kinds["ddp"].distributed_type).endswith("MULTI_GPU") and kinds["ddp"].mixed_precision == "no"
     assert kinds["fsdp"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
     assert kinds["deepspeed_zero3"].deepspeed_config["zero_stage"] == 3
-
-
-def test_steps_by_target_length_from_yaml_or_json_keys():
-    from ropeext.train.recipes import resolve
-
-    assert resolve({"recipe": "dprope"}, target_length=8192)["steps"] == 1000
-    assert resolve({"recipe": "dprope"}, target_length=16384)["steps"] == 500
-    assert resolve({"steps": {"8192": 1000, "16384": 500}}, target_length=16384)["steps"] == 500
-    assert resolve({"steps": {8192: 7}, "recipe": "anchor"}, target_length=4096)["steps"] == 7
-    with pytest.raises(RopeextError, match="no entry for target length 32768"):
-        resolve({"steps": {"8192": 1000}}, target_length=32768)

@@ -98,19 +98,6 @@ def test_recipe_values_and_key_by_key_override(finetune_inputs, tmp_path):
     assert s["steps"] == 2 and s["batch_size"] == 4  # overridden key by key
 
 
-def test_recipes_resolve():
-    from ropeext.train.recipes import resolve
-
-    d8 = resolve({"recipe": "dprope"}, target_length=8192)
-    d16 = resolve({"recipe": "dprope", "lr": None}, target_length=16384)
-    assert (d8["steps"], d16["steps"], d8["batch_size"], d8["betas"]) == (1000, 500, 64, [0.9, 0.999])
-    assert d8["warmup_steps"] == 0 and d8["weight_decay"] == 0.0 and d16["lr"] == 2e-5
-    a = resolve({"recipe": "anchor", "lr": 1e-5, "steps": None})
-    assert (a["steps"], a["batch_size"], a["weight_decay"], a["lr"], a["betas"]) == (2000, 8, 0.1, 1e-5, [0.9, 0.95])
-    plain = resolve({"steps": 80, "lr": 3e-4})
-    assert plain["recipe"] == "none" and plain["schedule"] == "cosine" and plain["grad_accum"] == 1
-
-
 def _fails(capsys, argv, *fragments):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -129,7 +116,7 @@ def test_bad_input_fails_before_training(finetune_inputs, tmp_path, capsys, tiny
     _fails(capsys, _args(inp, out, train=wide), "target length 64 is below the packing window 128")
     _fails(capsys, _args(inp, out, "--set", "grad_accum=3"), "batch_size 4 does not divide into grad_accum 3")
     _fails(capsys, _args(inp, out, "--set", "warmup=3"), "unknown key 'warmup'")
-    _fails(capsys, _args(inp, out, "--set", "precision=fp8"), "finetune: precision: 'fp8'")
+    _fails(capsys, _args(inp, out, "--set", "precision=fp8"), "finetune.precision: 'fp8' is not one of")
     assert not out.exists() and not (tmp_path / "model.checkpoints").exists()
 
 

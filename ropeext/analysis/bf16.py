@@ -32,8 +32,7 @@ import torch
 from ropeext.analysis.capture import capture_qk, exact_rope_angles
 from ropeext.analysis.deviation import check_path, key_logits, layer_deviation, logit_deviation
 from ropeext.errors import RopeextError
-
-DEFAULT_DELTAS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 50, 100, 200, 500, 1000, 2000]
+from ropeext.runtime import resolve_device
 
 # name -> (dtype, weights, exact RoPE angles)
 SETTINGS = {
@@ -42,7 +41,6 @@ SETTINGS = {
     "random-bf16": (torch.bfloat16, "random", False),
     "fp64-exact": (torch.float64, "pretrained", True),
 }
-DEFAULT_SETTINGS = ["bf16", "fp32", "random-bf16"]
 
 # the numeric path's natural attention implementation for the forward pass itself
 FORWARD_ATTENTION = {"fa2-like": "sdpa", "eager-bf16": "eager"}
@@ -53,7 +51,7 @@ class Spec:
     """What to measure. ``length`` and ``logit_lengths`` are already fitted to the model's window."""
 
     length: int
-    deltas: list[int] = field(default_factory=lambda: list(DEFAULT_DELTAS))
+    deltas: list[int]
     delta_ref: int = 16
     delta_decompose: int = 0
     logit_lengths: list[int] = field(default_factory=list)
@@ -75,11 +73,6 @@ class Spec:
     @property
     def max_length(self) -> int:
         return max([self.length, *self.logit_lengths])
-
-
-def model_window(config) -> int | None:
-    window = getattr(config, "max_position_embeddings", None)
-    return int(window) if window else None
 
 
 def fit_lengths(requested: int, window: int | None, logit_lengths: list[int] | None = None,
@@ -278,18 +271,13 @@ def load_setting(model_dir: str, setting: str, *, seed: int, device: str, attn_i
     return model.to(device)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RopeextError(f"--device {device}: CUDA is not available on this machine")
-    return device
-
-
-def analyze(model_dir: str, sequences: np.ndarray, spec: Spec, *, settings: list[str] | None = None,
+def analyze(model_dir: str, sequences: np.ndarray, spec: Spec, *, settings: list[str],
             seed: int = 0, device: str = "auto", log: Callable[[str], None] | None = None) -> dict:
-    """Run every setting on ``sequences`` (N, >= spec.max_length) and collect one result dict."""
-    settings = list(settings or DEFAULT_SETTINGS)
+    """Run every setting (config ``analysis.bf16.settings``) on ``sequences`` (N, >= spec.max_length)
+    and collect one result dict."""
+    settings = list(settings)
+    if not settings:
+        raise RopeextError("--settings: name at least one of " + ", ".join(SETTINGS))
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise RopeextError(f"--settings: {unknown} not among {', '.join(SETTINGS)}")

@@ -6,16 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ropeext.io import pyplot, save_figure
+
 COLORS = {"bf16": "tab:red", "fp32": "tab:blue", "random-bf16": "tab:orange", "fp64-exact": "tab:green"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _positive(x, y):
@@ -25,9 +18,14 @@ def _positive(x, y):
     return x[keep], y[keep]
 
 
-def _save(fig, path: Path) -> Path:
-    from ropeext.report.plots import save_figure
-
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Log-scaled y axis, labels, grid and legend; then save and close the figure."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     return save_figure(fig, path, bbox_inches="tight")
 
 
@@ -38,7 +36,7 @@ def _title(result: dict, what: str) -> str:
 
 def plot_shift(result: dict, path: str | Path) -> Path:
     """D(delta1, delta2) against delta1: column variant solid, row variant dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, out in result["settings"].items():
         shift = out["shift"]
@@ -48,18 +46,13 @@ def plot_shift(result: dict, path: str | Path) -> Path:
                 label=f"{name} (rows)")
     delta2 = next(iter(result["settings"].values()))["shift"]["delta2"]
     ax.set_xscale("symlog", linthresh=25)
-    ax.set_yscale("log")
-    ax.set_xlabel(r"$\delta_1$ (position shift)")
-    ax.set_ylabel(rf"D($\delta_1$, {delta2})")
-    ax.set_title(_title(result, f"Attention deviation under a position shift (T={result['spec']['length']})"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel=r"$\delta_1$ (position shift)", ylabel=rf"D($\delta_1$, {delta2})",
+                   title=_title(result, f"Attention deviation under a position shift (T={result['spec']['length']})"))
 
 
 def plot_key_columns(result: dict, path: str | Path) -> Path:
     """Per-key-column contribution to D(delta_decompose, delta2); key 0 is marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     d1 = d2 = None
     for name, out in result["settings"].items():
@@ -73,18 +66,14 @@ def plot_key_columns(result: dict, path: str | Path) -> Path:
         if values.size and values[0] > 0:
             ax.plot([1], [values[0]], "o", ms=7, color=line.get_color())
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("key position j + 1")
-    ax.set_ylabel(rf"$\sum_{{l,h}}$ mean$_{{i\geq j}}$ |P$_{{ij}}$({d1}) - P$_{{ij}}$({d2})|")
-    ax.set_title(_title(result, f"Contribution of each key column to D({d1}, {d2})"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel="key position j + 1",
+                   ylabel=rf"$\sum_{{l,h}}$ mean$_{{i\geq j}}$ |P$_{{ij}}$({d1}) - P$_{{ij}}$({d2})|",
+                   title=_title(result, f"Contribution of each key column to D({d1}, {d2})"))
 
 
 def plot_logits(result: dict, path: str | Path) -> Path:
     """D_logit(T) for the first key (solid) and the key at T // 2 (dashed)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     d1 = d2 = None
     for name, out in result["settings"].items():
@@ -97,13 +86,8 @@ def plot_logits(result: dict, path: str | Path) -> Path:
         ax.plot(*_positive(logits["lengths"], logits["mid"]), "s--", color=color, alpha=0.6,
                 label=f"{name} (key T/2)")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length T")
-    ax.set_ylabel(rf"D$_{{logit}}$ ({d1} vs {d2})")
-    ax.set_title(_title(result, "Pre-softmax logit deviation by sequence length"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel="sequence length T", ylabel=rf"D$_{{logit}}$ ({d1} vs {d2})",
+                   title=_title(result, "Pre-softmax logit deviation by sequence length"))
 
 
 PLOTS = {
@@ -115,5 +99,5 @@ PLOTS = {
 
 def write_plots(result: dict, folder: str | Path) -> list[Path]:
     paths = [fn(result, Path(folder) / name) for name, fn in PLOTS.items()]
-    _pyplot().close("all")
+    pyplot().close("all")
     return paths

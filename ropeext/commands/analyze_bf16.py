@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
+from ropeext.io import write_json
 
 COMMAND = ("analyze", "bf16")
 HELP = "attention deviation under position shifts in bf16 vs fp32 vs a random bf16 copy (JSON + 3 plots)"
 
 RESULT_NAME = "bf16_deviation.json"
-DEFAULTS = {
-    "length": 4096,
-    "num_sequences": 50,
-    "deltas": None,  # ropeext.analysis.bf16.DEFAULT_DELTAS
-    "delta_ref": 16,
-    "logit_lengths": None,  # 64, 128, ... up to the window
-    "chunk_size": 512,
-    "numeric_path": "fa2-like",
-    "settings": None,  # bf16, fp32, random-bf16
-    "seed": 0,
-}
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _str_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+SECTION = "analysis.bf16"  # the config section the options below are laid over
+OPTIONS = ("length", "num_sequences", "deltas", "delta_ref", "logit_lengths", "chunk_size", "numeric_path",
+           "settings", "seed")
+LISTS = {"deltas": int, "logit_lengths": int, "settings": str}
 
 
 def add_arguments(parser) -> None:
@@ -44,36 +26,33 @@ def add_arguments(parser) -> None:
     source.add_argument("--text-file", metavar="TXT", help="plain text, tokenized with the model's tokenizer")
     parser.add_argument("--output", "--output-dir", dest="output", required=True, metavar="DIR",
                         help=f"folder for {RESULT_NAME} and the three PNG plots")
-    parser.add_argument("--length", type=int, default=None,
-                        help="sequence length T (default 4096; the model's window if shorter)")
-    parser.add_argument("--num-sequences", type=int, default=None, help="sequences to average over (default 50)")
-    parser.add_argument("--deltas", type=_int_list, default=None,
-                        help="shifts delta1 compared with the reference (default 0,2,...,22,50,100,200,500,1000,2000)")
-    parser.add_argument("--delta-ref", type=int, default=None, help="reference shift delta2 (default 16)")
-    parser.add_argument("--logit-lengths", type=_int_list, default=None,
-                        help="lengths T for D_logit (default 64,128,... up to the model's window)")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="query rows per block of the attention comparison (default 512)")
-    parser.add_argument("--numeric-path", choices=["fa2-like", "eager-bf16"], default=None,
+    parser.add_argument("--length", type=int,
+                        help="sequence length T (default: analysis.bf16.length; the model's window if shorter)")
+    parser.add_argument("--num-sequences", type=int, help="sequences to average over (default: analysis.bf16.num_sequences)")
+    parser.add_argument("--deltas", help="comma-separated shifts delta1 compared with the reference "
+                        "(default: analysis.bf16.deltas)")
+    parser.add_argument("--delta-ref", type=int, help="reference shift delta2 (default: analysis.bf16.delta_ref)")
+    parser.add_argument("--logit-lengths",
+                        help="comma-separated lengths T for D_logit (default: analysis.bf16.logit_lengths; null = "
+                             "64,128,... up to the model's window)")
+    parser.add_argument("--chunk-size", type=int,
+                        help="query rows per block of the attention comparison (default: analysis.bf16.chunk_size)")
+    parser.add_argument("--numeric-path", choices=["fa2-like", "eager-bf16"],
                         help="fa2-like: bf16 q,k with fp32 accumulation; eager-bf16: logits rounded to bf16 "
-                             "(default fa2-like)")
-    parser.add_argument("--settings", type=_str_list, default=None,
-                        help="comma-separated among bf16, fp32, random-bf16, fp64-exact (default bf16,fp32,random-bf16)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the random-init copy and of the order documents are picked in (default 0)")
+                             "(default: analysis.bf16.numeric_path)")
+    parser.add_argument("--settings",
+                        help="comma-separated among bf16, fp32, random-bf16, fp64-exact (default: analysis.bf16.settings)")
+    parser.add_argument("--seed", type=int,
+                        help="seed of the random-init copy and of the order documents are picked in "
+                             "(default: analysis.bf16.seed)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     add_tracking_args(parser)
 
 
-def _resolve(args, config: dict | None) -> dict:
-    """CLI option, else config ``analysis.bf16.<key>``, else the built-in default."""
-    section = ((config or {}).get("analysis") or {}).get("bf16") or {}
-    values = {}
-    for key, default in DEFAULTS.items():
-        cli = getattr(args, key, None)
-        values[key] = cli if cli is not None else section.get(key, default)
-    return values
+def resolve_settings(args, config: dict) -> dict:
+    """The config's ``analysis.bf16`` section with the command line laid over it."""
+    return overlay(config, SECTION, args, OPTIONS, lists=LISTS)
 
 
 def _bos_id(model_dir: str, tokenizer=None) -> int:
@@ -95,14 +74,15 @@ def run(args) -> None:
     import torch
 
     from ropeext import tracking
-    from ropeext.analysis.bf16 import DEFAULT_DELTAS, DEFAULT_SETTINGS, Spec, analyze, fit_lengths, jsonable, model_window
-    from ropeext.modeling import load_model_config
+    from ropeext.analysis.bf16 import Spec, analyze, fit_lengths, jsonable
     from ropeext.analysis.plots import write_plots
     from ropeext.analysis.sequences import build_sequences, check_vocab, documents_from_parquet, documents_from_text
     from ropeext.errors import RopeextError
+    from ropeext.modeling import load_model_config
+    from ropeext.runtime import model_window
 
     config = config_from_args(args)
-    opts = _resolve(args, config)
+    opts = resolve_settings(args, config)
     if opts["num_sequences"] < 1:
         raise RopeextError(f"--num-sequences: must be positive, got {opts['num_sequences']}")
     if args.threads:
@@ -112,10 +92,10 @@ def run(args) -> None:
 
     window = model_window(model_config)
     length, logit_lengths, notes = fit_lengths(opts["length"], window, opts["logit_lengths"])
-    spec = Spec(length=length, deltas=list(opts["deltas"] or DEFAULT_DELTAS), delta_ref=opts["delta_ref"],
+    spec = Spec(length=length, deltas=list(opts["deltas"]), delta_ref=opts["delta_ref"],
                 logit_lengths=logit_lengths, path=opts["numeric_path"], chunk_size=opts["chunk_size"])
-    settings = list(opts["settings"] or DEFAULT_SETTINGS)
-    rope_type = (getattr(model_config, "rope_parameters", None) or {}).get("rope_type", "default")
+    settings = list(opts["settings"])
+    rope_type = (getattr(model_config, "rope_parameters", None) or {}).get("rope_type")
     if rope_type == "dynamic":
         notes.append("rope_type 'dynamic' rescales frequencies with the largest position, so a shift also "
                      "changes the frequencies: deviations are not due to precision alone")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.io import write_json
 
 COMMAND = ("corpus",)
 HELP = "read documents (stdlib, text, jsonl, parquet, HF dataset) and write deterministic splits"

@@ -5,29 +5,24 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
+                                     config_from_args, overlay, seed_of, variant_of)
+from ropeext.io import read_json, write_json
 from ropeext.errors import RopeextError
 
 COMMAND = ("eval", "openllm")
 HELP = "Open LLM tasks with lm-eval (presets dprope_paper, leaderboard_v1, or local tasks built from held-out text)"
 
-LOCAL_DEFAULTS = {"items": 40, "fewshot_items": 5, "context_lines": 6, "choices": 4,
-                  "max_context_tokens": 192, "max_line_tokens": 32, "ppl_docs": 8, "ppl_tokens": 512}
-DEFAULTS = {"preset": "local", "tasks": None, "num_fewshot": None, "batch_size": 8, "limit": None,
-            "local": LOCAL_DEFAULTS}
+SECTION = "eval.openllm"  # the config section the options below are laid over
+OPTIONS = ("preset", "tasks", "num_fewshot", "batch_size", "limit")
 
 
 def add_arguments(parser) -> None:
-    add_config_args(parser, required=False)
-    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for metrics.json, results.jsonl, predictions.jsonl and the local task folders")
-    parser.add_argument("--preset", default=None,
-                        help="dprope_paper, leaderboard_v1 or local (default: config eval.openllm.preset or local)")
-    parser.add_argument("--tasks", default=None,
+    add_eval_args(parser, "metrics.json, results.jsonl, predictions.jsonl and the local task folders")
+    parser.add_argument("--preset", help="dprope_paper, leaderboard_v1 or local (default: eval.openllm.preset)")
+    parser.add_argument("--tasks",
                         help="explicit lm-eval tasks instead of a preset, as name[:num_fewshot],... e.g. hellaswag:10,mmlu:5")
-    parser.add_argument("--num-fewshot", type=int, default=None,
+    parser.add_argument("--num-fewshot", type=int,
                         help="few-shot count for every task (overrides the preset's counts)")
     parser.add_argument("--heldout", default=None,
                         help="Parquet of held-out tokenized documents (input_ids) for the local tasks")
@@ -35,28 +30,17 @@ def add_arguments(parser) -> None:
                         help="extra folder of lm-eval task YAMLs (repeatable)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="the window lm-eval gives the model (default: the model's max_position_embeddings)")
-    parser.add_argument("--batch-size", default=None, help="lm-eval batch size (an integer or 'auto'; default 8)")
-    parser.add_argument("--limit", type=float, default=None,
+    parser.add_argument("--batch-size", help="lm-eval batch size, an integer or 'auto' (default: eval.openllm.batch_size)")
+    parser.add_argument("--limit", type=float,
                         help="at most this many samples per task (a fraction if < 1); for quick checks only")
-    parser.add_argument("--seed", type=int, default=None, help="seed (default: config seed or 0)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(parser, seed="seed of the local tasks and of lm-eval")
     add_tracking_args(parser)
 
 
-def resolve_settings(args, config: dict | None) -> dict:
-    section = ((config or {}).get("eval") or {}).get("openllm") or {}
-    s = {k: section.get(k, v) for k, v in DEFAULTS.items()}
-    s["local"] = {**LOCAL_DEFAULTS, **(section.get("local") or {})}
-    if args.preset is not None or args.tasks is not None:
+def resolve_settings(args, config: dict) -> dict:
+    s = overlay(config, SECTION, args, OPTIONS)
+    if args.preset is not None or args.tasks is not None:  # either one on the command line replaces both
         s["preset"], s["tasks"] = args.preset, args.tasks
-    if args.num_fewshot is not None:
-        s["num_fewshot"] = args.num_fewshot
-    if args.batch_size is not None:
-        s["batch_size"] = args.batch_size
-    if args.limit is not None:
-        s["limit"] = args.limit
     bs = s["batch_size"]
     if not (isinstance(bs, int) or str(bs) == "auto" or str(bs).isdigit()) or str(bs) == "0":
         raise RopeextError(f"--batch-size: expected a positive integer or 'auto', got {bs!r}")
@@ -67,21 +51,8 @@ def resolve_settings(args, config: dict | None) -> dict:
         s["limit"] = int(s["limit"]) if s["limit"] >= 1 else float(s["limit"])
     if s["num_fewshot"] is not None and s["num_fewshot"] < 0:
         raise RopeextError(f"--num-fewshot: {s['num_fewshot']} must be >= 0")
-    s["seed"] = args.seed if args.seed is not None else int((config or {}).get("seed", 0))
+    s["seed"] = seed_of(args, config)
     return s
-
-
-def _model_window(model: str) -> int:
-    from transformers import AutoConfig
-
-    try:
-        cfg = AutoConfig.from_pretrained(str(model))
-    except Exception as exc:  # noqa: BLE001
-        raise RopeextError(f"cannot load model config from {model}: {str(exc).splitlines()[0]}") from None
-    window = getattr(cfg, "max_position_embeddings", None)
-    if not window:
-        raise RopeextError(f"{model}: config has no max_position_embeddings; give --max-length")
-    return int(window)
 
 
 def _fresh_state(out: Path, fingerprint: dict) -> None:
@@ -95,7 +66,6 @@ def _fresh_state(out: Path, fingerprint: dict) -> None:
 
 
 def run(args) -> None:
-    import torch
     from tqdm import tqdm
 
     from ropeext import tracking
@@ -104,6 +74,8 @@ def run(args) -> None:
     from ropeext.eval.common import ResumableJsonl
     from ropeext.eval.openllm import presets, report, runner
     from ropeext.eval.openllm.local_tasks import build_local_tasks
+    from ropeext.modeling import load_model_config
+    from ropeext.runtime import model_window, resolve_device
 
     config = config_from_args(args)
     s = resolve_settings(args, config)
@@ -114,11 +86,11 @@ def run(args) -> None:
     for p in include:
         if not p.is_dir():
             raise RopeextError(f"--include-path: folder not found: {p}")
-    model_path = str(args.model)
-    if not Path(model_path).is_dir() and "/" not in model_path:
-        raise RopeextError(f"model not found: {model_path} (expected a model directory or a hub id like org/name)")
-    max_length = args.max_length or _model_window(model_path)
-    variant = args.variant or Path(model_path.rstrip("/")).name
+    model_path = check_model_path(args.model)
+    max_length = args.max_length or model_window(load_model_config(model_path, "--model"))
+    if not max_length:
+        raise RopeextError(f"{model_path}: config has no max_position_embeddings; give --max-length")
+    variant = variant_of(args)
     tok_path = args.tokenizer or model_path
 
     local_manifest = None
@@ -142,7 +114,7 @@ def run(args) -> None:
     elif (out / "tasks").is_dir():
         shutil.rmtree(out / "tasks")
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = {"model": str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path,
                    "max_length": max_length, "limit": s["limit"], "seed": s["seed"], "dtype": args.dtype,
@@ -161,7 +133,7 @@ def run(args) -> None:
             records = runner.evaluate_entries(lm, tm, entries, results_store=results_store,
                                               samples_store=samples_store, limit=s["limit"], seed=s["seed"],
                                               progress=bar)
-        preset = None if s["tasks"] else (s["preset"] or "local")
+        preset = presets.preset_label(s["preset"], s["tasks"])
         metrics = report.build_metrics(records, variant=variant, model=model_path, max_length=max_length,
                                        preset=preset, local_tasks=local_manifest)
         write_json(out / "metrics.json", metrics)

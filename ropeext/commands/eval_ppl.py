@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json, write_json
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
+from ropeext.io import read_json, write_json
 
 COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+SECTION = "eval.ppl"  # the config section the options below are laid over
+OPTIONS = ("lengths", "stride", "max_tokens")
 
 
 def add_arguments(parser) -> None:
@@ -24,9 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model directory or hub id")
     parser.add_argument("--scaling", default=None, help="apply this scaling.json before evaluating (no fine-tuning)")
     parser.add_argument("--tokens", required=True, help="held-out tokenized documents (.parquet)")
-    parser.add_argument("--lengths", type=_int_list, default=None, help="context lengths, e.g. 256,512,1024")
-    parser.add_argument("--stride", type=int, default=None, help="scored tokens per window (default 256)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="stop after this many scored tokens")
+    parser.add_argument("--lengths", help="comma-separated context lengths, e.g. 256,512,1024 (default: eval.ppl.lengths)")
+    parser.add_argument("--stride", type=int, help="scored tokens per window (default: eval.ppl.stride)")
+    parser.add_argument("--max-tokens", type=int, help="stop after this many scored tokens (default: eval.ppl.max_tokens)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--threads", type=int, default=None)
     add_tracking_args(parser)
@@ -43,10 +38,8 @@ def run(args) -> None:
     from ropeext.report.plots import plot_lines
 
     config = config_from_args(args)
-    pcfg = (config or {}).get("eval", {}).get("ppl", {})
-    lengths = args.lengths or pcfg.get("lengths") or [256, 512, 1024, 2048]
-    stride = args.stride or pcfg.get("stride") or 256
-    max_tokens = args.max_tokens or pcfg.get("max_tokens") or 32768
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int})
+    lengths, stride, max_tokens = s["lengths"], s["stride"], s["max_tokens"]
     if min(lengths) < 2:
         raise RopeextError(f"--lengths: every length must be >= 2, got {lengths}")
     if args.threads:
@@ -64,7 +57,8 @@ def run(args) -> None:
         result["model"] = str(args.model)
         result["rope_parameters"] = dict(model.config.rope_parameters or {})
         out.mkdir(parents=True, exist_ok=True)
-        plot_lines({args.variant or "model": (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
+        label = args.variant or Path(str(args.model)).name
+        plot_lines({label: (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
                    out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity", logx=True,
                    title=f"perplexity by context length: {args.variant or args.model}")
         write_json(out / "metrics.json", result)

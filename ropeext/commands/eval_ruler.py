@@ -4,106 +4,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, write_json
+from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
+                                     config_from_args, overlay, seed_of, variant_of)
 from ropeext.errors import RopeextError
+from ropeext.io import write_json
 
 COMMAND = ("eval", "ruler")
 HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
         "metrics JSON, predictions JSONL, heat maps")
 
-DEFAULTS = {
-    "lengths": [256, 512, 1024],
-    "samples": 5,
-    "subset": "all",
-    "tasks": None,
-    "threshold": 85.6,
-    "essay_source": None,
-    "squad": None,
-    "hotpotqa": None,
-    "templates": None,
-    "max_length": None,
-}
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise RopeextError(f"{option}: expected comma-separated integers, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise RopeextError(f"{option}: expected positive integers, got {text!r}")
-    return vals
+SECTION = "eval.ruler"  # the config section the options below are laid over
+OPTIONS = ("lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
+           "max_length")
 
 
 def add_arguments(parser) -> None:
-    add_config_args(parser, required=False)
-    parser.add_argument("--model", required=True, help="model directory (or hub id) to evaluate")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
-    parser.add_argument("--lengths", default=None,
-                        help=f"comma-separated sequence lengths in model tokens, prompt + answer budget "
-                             f"(default: config eval.ruler.lengths or {DEFAULTS['lengths']})")
-    parser.add_argument("--samples", type=int, default=None,
-                        help=f"samples per task and length (RULER uses 500; default {DEFAULTS['samples']})")
-    parser.add_argument("--subset", default=None,
+    add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
+    parser.add_argument("--lengths", help="comma-separated sequence lengths in model tokens, prompt + answer budget "
+                        "(default: eval.ruler.lengths)")
+    parser.add_argument("--samples", type=int, help="samples per task and length (default: eval.ruler.samples)")
+    parser.add_argument("--subset",
                         help="task subset: all, synthetic (no QA) or anchor_llama2 (without niah_multikey_3 "
-                             "and cwe, as the AnchorAttention paper's Llama-2 tables); default all")
-    parser.add_argument("--tasks", default=None, help="comma-separated task names (overrides --subset)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="effective-length threshold on the average score (default 85.6, RULER's)")
-    parser.add_argument("--essay-source", default=None,
+                             "and cwe, as the AnchorAttention paper's Llama-2 tables); default: eval.ruler.subset")
+    parser.add_argument("--tasks", help="comma-separated task names (overrides --subset)")
+    parser.add_argument("--threshold", type=float,
+                        help="effective-length threshold on the average score (default: eval.ruler.threshold)")
+    parser.add_argument("--essay-source",
                         help="essay haystack: a folder of .txt files or a Parquet with an input_ids column "
                              "(decoded with the tokenizer)")
     parser.add_argument("--essay-tokenizer", default=None,
                         help="tokenizer that wrote the essay Parquet's input_ids (default: the model's)")
-    parser.add_argument("--squad", default=None, help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
-    parser.add_argument("--hotpotqa", default=None, help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
-    parser.add_argument("--templates", default=None,
-                        help="prompt wording: official (RULER's, read from the installed lm-eval; the default), "
-                             "ropeext, or a YAML/JSON file overriding per-kind template / answer_prefix / "
-                             "max_new_tokens")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="the longest sequence the model may be given (default: its max_position_embeddings); "
-                             "raise it to measure extrapolation past the window")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the samples (default: config seed or 0)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--squad", help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
+    parser.add_argument("--hotpotqa", help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
+    parser.add_argument("--templates",
+                        help="prompt wording: official (RULER's, read from the installed lm-eval), ropeext, or a "
+                             "YAML/JSON file overriding per-kind template / answer_prefix / max_new_tokens "
+                             "(default: eval.ruler.templates)")
+    parser.add_argument("--max-length", type=int,
+                        help="the longest sequence the model may be given (default: eval.ruler.max_length; null = "
+                             "its max_position_embeddings); raise it to measure extrapolation past the window")
+    add_run_args(parser, seed="seed of the samples")
     add_tracking_args(parser)
 
 
-def resolve_settings(args, config: dict | None) -> dict:
+def resolve_settings(args, config: dict) -> dict:
     from ropeext.eval.ruler.tasks import resolve_tasks
 
-    section = ((config or {}).get("eval") or {}).get("ruler") or {}
-    s = {k: section.get(k, v) for k, v in DEFAULTS.items()}
-    if args.lengths is not None:
-        s["lengths"] = _ints(args.lengths, "--lengths")
-    for name in ("samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
-                 "max_length"):
-        if getattr(args, name) is not None:
-            s[name] = getattr(args, name)
-    s["seed"] = args.seed if args.seed is not None else int((config or {}).get("seed", 0))
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "tasks": str})
+    s["seed"] = seed_of(args, config)
     if int(s["samples"]) <= 0:
         raise RopeextError(f"--samples: {s['samples']} must be positive")
-    if not s["lengths"] or any(int(L) <= 0 for L in s["lengths"]):
-        raise RopeextError(f"lengths: expected positive integers, got {s['lengths']}")
+    if any(int(L) <= 0 for L in s["lengths"]):
+        raise RopeextError(f"--lengths: expected positive integers, got {s['lengths']}")
     s["lengths"] = sorted(dict.fromkeys(int(L) for L in s["lengths"]))
     s["tasks"], s["subset"] = resolve_tasks(s["tasks"], s["subset"])
     return s
-
-
-def _window(model_path: str, max_length: int | None) -> int | None:
-    if max_length is not None:
-        return int(max_length)
-    from transformers import AutoConfig
-
-    try:
-        cfg = AutoConfig.from_pretrained(str(model_path))
-    except Exception as exc:  # noqa: BLE001
-        raise RopeextError(f"cannot load model config from {model_path}: {exc}") from None
-    return getattr(cfg, "max_position_embeddings", None)
 
 
 def run(args) -> None:
@@ -119,14 +74,14 @@ def run(args) -> None:
     from ropeext.eval.ruler.haystack import essay_stream
     from ropeext.eval.ruler.run import evaluate, summarize
     from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates
-    from ropeext.modeling import load_causal_lm
+    from ropeext.modeling import load_causal_lm, load_model_config
+    from ropeext.runtime import model_window, resolve_device
 
     config = config_from_args(args)
     s = resolve_settings(args, config)
     templates = load_templates(s["templates"])
-    if not Path(str(args.model)).exists() and "/" not in str(args.model):
-        raise RopeextError(f"model not found: {args.model} (expected a model directory or a hub id like org/name)")
-    window = _window(args.model, s["max_length"])
+    check_model_path(args.model)
+    window = s["max_length"] or model_window(load_model_config(args.model, "--model"))
     if window:
         too_long = [L for L in s["lengths"] if L > window]
         if too_long:
@@ -158,9 +113,9 @@ def run(args) -> None:
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    variant = args.variant or Path(str(args.model).rstrip("/")).name
+    variant = variant_of(args)
     dtype = getattr(torch, args.dtype)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model = load_causal_lm(args.model, dtype=dtype).to(device).eval()
 
     def generate(ids: list[int], max_new_tokens: int) -> str:

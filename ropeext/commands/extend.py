@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ropeext.commands._common import add_tracking_args, read_json
+from ropeext.commands._common import add_tracking_args
+from ropeext.io import read_json
 
 COMMAND = ("extend",)
 HELP = "write a base model with a scaling.json's rope_parameters applied (no fine-tuning; weights linked, not copied)"

@@ -1,7 +1,8 @@
 """ropeext finetune: extend a base model's RoPE with a scaling.json and fine-tune on packed windows.
 
-Settings come from the config's ``finetune`` section on top of a recipe (``finetune.recipe`` or
-``--recipe``: dprope, anchor; see ropeext/train/recipes.py) and ``--set KEY=VALUE`` on top of both.
+Settings: the config's ``finetune`` section, resolved with its recipe (``finetune.recipe``, see
+ropeext/recipes.py); ``--recipe`` on the command line replaces the config's values for the keys that
+recipe sets, and ``--set KEY=VALUE`` wins over everything.
 Checkpoints go to OUTPUT.checkpoints; running the same command again resumes from the newest
 complete one. Multi-GPU: ``accelerate launch --config_file config/accelerate/<ddp|fsdp>.yaml -m
 ropeext.cli finetune ...`` with the same options.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, read_json
+from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
+from ropeext.io import read_json
+from ropeext.recipes import RECIPES
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"
@@ -23,14 +26,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scaling", required=True, help="scaling.json from `ropeext solve`")
     parser.add_argument("--train", required=True, help="packed training windows (.parquet)")
     parser.add_argument("--layout", required=True, help="packing layout of --train")
-    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--recipe", default=None, choices=("none", "dprope", "anchor"),
+    add_training_args(parser, "finetune", "--set lr=1e-5 --set grad_accum=4")
+    parser.add_argument("--recipe", default=None, choices=("none", *RECIPES),
                         help="paper recipe; its values replace the config's finetune values (--set overrides)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one finetune setting, e.g. --set lr=1e-5 --set grad_accum=4 (repeatable)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
     add_tracking_args(parser)
 
 
@@ -52,20 +50,6 @@ def check_base(base: str) -> None:
                            "or a hub id like org/name)")
 
 
-def resolve_settings(config: dict, args, target_length: int | None):
-    """The finetune section resolved against the recipe and --set overrides; returns (resolved dict, recipe)."""
-    from ropeext.train.recipes import RECIPES, resolve
-    from ropeext.train.stage import apply_overrides
-
-    section = dict(config.get("finetune", {}))
-    if args.recipe is not None:
-        section["recipe"] = args.recipe
-        if args.recipe in RECIPES:  # a recipe chosen on the command line beats the config's values
-            section = {k: v for k, v in section.items() if k not in RECIPES[args.recipe]}
-    resolved = resolve(section, target_length=target_length)
-    return apply_overrides(resolved, args.overrides)
-
-
 def run(args) -> None:
     import torch
 
@@ -78,7 +62,7 @@ def run(args) -> None:
     from ropeext.train.loop import make_accelerator
     from ropeext.train.stage import run_stage, settings_from
 
-    config = config_from_args(args)
+    config = config_from_args(args, "finetune")
     if args.threads:
         torch.set_num_threads(args.threads)
     check_layout(args.layout)
@@ -88,8 +72,9 @@ def run(args) -> None:
         if key not in scaling:
             raise RopeextError(f"{args.scaling}: missing key {key!r} (expected a scaling.json from `ropeext solve`)")
     target = int(scaling["target_length"])
-    resolved = resolve_settings(config, args, target)
-    settings = settings_from(resolved, seed=config["seed"], layout=args.layout, backend=backend, section="finetune")
+    section = config["finetune"]
+    settings = settings_from(section, seed=config["seed"], layout=args.layout, backend=backend, name="finetune",
+                             target_length=target)
     data = load_packed(args.train)
     if target < data.window:
         raise RopeextError(f"{args.scaling}: target length {target} is below the packing window {data.window} of "
@@ -98,13 +83,14 @@ def run(args) -> None:
     accelerator = make_accelerator(settings.precision)
     model = load_causal_lm(args.base, scaling=scaling)
     tok = load_tokenizer(args.base)
+    resolved = {**section, "steps": settings.steps}
     params = {"finetune": {k: resolved[k] for k in sorted(resolved)}, "layout": args.layout, "backend": backend,
               "scaling": {k: scaling[k] for k in ("method", "target_length")}, "base": args.base,
               "processes": accelerator.num_processes}
     summary = run_stage(
         "finetune", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
         params=params, variant=args.variant, mlflow=not args.no_mlflow, resume=not args.no_resume,
-        cleanup=bool(resolved.get("cleanup_checkpoints", True)), accelerator=accelerator,
+        cleanup=section["cleanup_checkpoints"], accelerator=accelerator,
         tags={"ropeext.method": scaling["method"], "ropeext.layout": args.layout, "ropeext.recipe": resolved["recipe"]},
         extra_summary={"scaling": {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]},
                        "train_windows": data.windows, "recipe": resolved["recipe"]})

@@ -1,12 +1,12 @@
 """ropeext pretrain: pre-train the embedded default's tiny Llama from scratch at the short window.
 
 Settings: the config's ``pretrain`` section (keys as for finetune, without recipes) and ``--set
-KEY=VALUE``. Checkpoints go to OUTPUT.checkpoints; running the same command again resumes.
+KEY=VALUE`` on top. Checkpoints go to OUTPUT.checkpoints; running the same command again resumes.
 """
 
 from __future__ import annotations
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 
 COMMAND = ("pretrain",)
 HELP = "pre-train the tiny Llama of the embedded default on packed windows"
@@ -16,12 +16,7 @@ def add_arguments(parser) -> None:
     add_config_args(parser)
     parser.add_argument("--tokenizer", required=True, help="HF tokenizer directory")
     parser.add_argument("--train", required=True, help="packed training windows (.parquet, layout full)")
-    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one pretrain setting, e.g. --set steps=200 (repeatable)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
+    add_training_args(parser, "pretrain", "--set steps=200")
     add_tracking_args(parser)
 
 
@@ -33,16 +28,14 @@ def run(args) -> None:
     from ropeext.modeling import build_tiny_llama
     from ropeext.train.data import load_packed
     from ropeext.train.loop import make_accelerator
-    from ropeext.train.recipes import PRETRAIN_DEFAULTS, resolve
-    from ropeext.train.stage import apply_overrides, run_stage, settings_from
+    from ropeext.train.stage import run_stage, settings_from
 
-    config = config_from_args(args)
+    config = config_from_args(args, "pretrain")
     if args.threads:
         torch.set_num_threads(args.threads)
     mcfg = config["model"]
-    resolved = apply_overrides(resolve(config.get("pretrain", {}), recipe="none", defaults=PRETRAIN_DEFAULTS),
-                               args.overrides)
-    settings = settings_from(resolved, seed=config["seed"], layout="full", backend="sdpa_mask", section="pretrain")
+    section = config["pretrain"]
+    settings = settings_from(section, seed=config["seed"], layout="full", backend="sdpa_mask", name="pretrain")
     tok = load_tokenizer(args.tokenizer)
     data = load_packed(args.train)
     if data.window != mcfg["train_length"]:
@@ -54,8 +47,8 @@ def run(args) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     summary = run_stage(
         "pretrain", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
-        params={"model": mcfg, "pretrain": {k: resolved[k] for k in sorted(resolved)}}, variant=args.variant,
-        mlflow=not args.no_mlflow, resume=not args.no_resume, cleanup=bool(resolved.get("cleanup_checkpoints", True)),
+        params={"model": mcfg, "pretrain": {k: section[k] for k in sorted(section)}}, variant=args.variant,
+        mlflow=not args.no_mlflow, resume=not args.no_resume, cleanup=section["cleanup_checkpoints"],
         accelerator=accelerator, extra_summary={"parameters": n_params, "train_windows": data.windows})
     if accelerator.is_main_process:
         print(f"pretrain: {n_params/1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "

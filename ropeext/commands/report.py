@@ -18,20 +18,21 @@ def add_arguments(parser) -> None:
                        ("bf16", "`ropeext analyze bf16` bf16_deviation.json"), ("compare", "`ropeext compare` table.csv"),
                        ("angles", "`ropeext angles` heat-map PNGs")):
         parser.add_argument(f"--{name}", nargs="*", default=[], help=f"files of {what}")
-    parser.add_argument("--references", default=None,
-                        help="published values to show beside ours (config/reference_values.yaml)")
+    parser.add_argument("--references",
+                        help="published values to show beside ours (default: report.references; null = the "
+                             "repository's config/reference_values.yaml)")
     parser.add_argument("--output-dir", required=True)
     add_tracking_args(parser)
 
 
 def run(args) -> None:
     from ropeext import tracking
-    from ropeext.report.summary import build_report
+    from ropeext.report.summary import REPOSITORY_REFERENCES, build_report
 
     config = config_from_args(args)
     out = Path(args.output_dir)
     inputs = {k: getattr(args, k) for k in ("ppl", "passkey", "longbench", "openllm", "ruler", "bf16", "compare", "angles")}
-    inputs["references"] = args.references
+    inputs["references"] = args.references or config["report"]["references"] or str(REPOSITORY_REFERENCES)
     with tracking.stage_run("report", config=config, params={k: len(v) for k, v in inputs.items() if isinstance(v, list)},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
         written = build_report(config, inputs, out)

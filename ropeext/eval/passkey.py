@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 from ropeext.errors import RopeextError
 from ropeext.eval.common import encode_prompt as encode  # noqa: F401 (re-exported)
+from ropeext.io import pyplot, read_json, save_figure
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 KEY_LINE = "The pass key is {key}. Remember it. {key} is the pass key."
@@ -159,11 +160,9 @@ def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> d
 
 def plot_heatmap(metrics: dict, path: str | Path, title: str | None = None) -> Path:
     """Accuracy heat map: depth down, length across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     lengths, depths = metrics["lengths"], metrics["depths"]
     data = np.array(metrics["grid"], dtype=float).T  # depths x lengths
@@ -178,13 +177,7 @@ def plot_heatmap(metrics: dict, path: str | Path, title: str | None = None) -> P
     fig.colorbar(im, ax=ax, label="accuracy")
     ax.set_title(title or "passkey retrieval")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def summary_table(metrics: Iterable[dict | str | Path]):
@@ -193,8 +186,6 @@ def summary_table(metrics: Iterable[dict | str | Path]):
     ``metrics`` are passkey metrics JSONs (dicts or paths). Lengths a variant was not run at are NaN.
     """
     import pandas as pd
-
-    from ropeext.commands._common import read_json
 
     rows = {}
     for m in metrics:

@@ -4,28 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
-    """Save a figure atomically (temporary sibling, then rename) and close it."""
-    import os
-
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png", **savefig)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+from ropeext.io import pyplot, save_figure
 
 
 def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str, ylabel: str,
@@ -35,7 +14,7 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel
 
     ``styles`` maps a series name to matplotlib keyword arguments (color, linestyle, marker).
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     for name, (xs, ys) in series.items():
         kw = {"linestyle": "--" if name.endswith("noft") else "-", "marker": "o"}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ropeext.errors import RopeextError
+from ropeext.io import atomic_path, read_json, write_text
 
 
 def parse_variant(name: str) -> dict:
@@ -23,10 +24,7 @@ def load_json(paths: list[str | Path]) -> list[dict]:
     out = []
     for p in paths:
         p = Path(p)
-        if not p.is_file():
-            raise RopeextError(f"results file not found: {p}")
-        with open(p) as fh:
-            m = json.load(fh)
+        m = read_json(p, "results file")
         if not m.get("variant"):
             m["variant"] = p.parent.name
         out.append(m)
@@ -75,6 +73,10 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
     return lines
 
 
+# what ``report.references: null`` names: the published values shipped with the repository
+REPOSITORY_REFERENCES = Path(__file__).resolve().parents[2] / "config" / "reference_values.yaml"
+
+
 def _compare_geometry(folder: Path) -> dict:
     """The geometry a `ropeext compare` folder was solved for (from its compare.json)."""
     f = folder / "compare.json"
@@ -120,7 +122,8 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
           "without fine-tuning (`none-...-noft` is the base model itself).", ""]
 
     def save(df: pd.DataFrame, name: str, index: bool = True) -> None:
-        df.to_csv(out / name, index=index)
+        with atomic_path(out / name) as tmp:
+            df.to_csv(tmp, index=index)
         written.append(out / name)
 
     refs = published.load_references(inputs.get("references"))
@@ -133,6 +136,12 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
         for name, frame in found.frames.items():
             save(frame, name)
         return ["", *found.lines]
+
+    def copy(src: Path, dest: Path) -> Path:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+        written.append(dest)
+        return dest
 
     if inputs.get("ppl"):
         df = ppl_table(load_json(inputs["ppl"]))
@@ -160,15 +169,12 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
                 "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.", "",
                 markdown_table(table.set_index(table.columns[0]), ".4f")]
         for png in sorted(Path(path).parent.glob("*.png")):
-            shutil.copy(png, out / f"{name}-{png.name}")
-            written.append(out / f"{name}-{png.name}")
+            copy(png, out / f"{name}-{png.name}")
             body += ["", f"![{png.stem}]({name}-{png.name})"]
         md += _section(f"RoPE disturbance ({name})", body)
     for png in inputs.get("angles", []):
         png = Path(png)
-        dest = out / f"{png.parent.name}-{png.name}"
-        shutil.copy(png, dest)
-        written.append(dest)
+        dest = copy(png, out / f"{png.parent.name}-{png.name}")
         md += _section(f"Angle histograms ({png.parent.name})", [f"![angle heat map]({dest.name})"])
 
     if inputs.get("passkey"):
@@ -221,6 +227,5 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
     if refs.tables or refs.claims:
         md += _section("Published reference values", published.summary_lines(refs, compared))
 
-    (out / "summary.md").write_text("\n".join(md))
-    written.append(out / "summary.md")
+    written.append(write_text(out / "summary.md", "\n".join(md)))
     return written

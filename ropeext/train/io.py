@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ropeext.commands._common import write_json
+from ropeext.io import write_json
 
 
 def save_model_dir(model, tokenizer, output: str | Path, summary: dict, state_dict: dict | None = None) -> Path:

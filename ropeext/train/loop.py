@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ropeext.config import training_defaults
 from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
@@ -48,27 +49,36 @@ SCHEDULES = ("cosine", "constant", "linear")
 _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
 
 
+_DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
+
+
 @dataclass
 class TrainSettings:
+    """One run's optimisation settings.
+
+    Keys ``pretrain`` and ``finetune`` share take the schema's defaults; those whose default differs
+    between the two sections are off here (no warm-up, no decay, no checkpoints).
+    """
+
     steps: int
     batch_size: int  # global batch (sequences per optimizer step, over all processes and micro-batches)
     lr: float
     warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine | constant | linear
-    min_lr_ratio: float = 0.1
+    schedule: str = _DEFAULTS["schedule"]  # cosine | constant | linear
+    min_lr_ratio: float = _DEFAULTS["min_lr_ratio"]
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    max_grad_norm: float | None = 1.0
-    grad_accum: int = 1
-    precision: str = "bf16-mixed"
+    betas: tuple[float, float] = tuple(_DEFAULTS["betas"])
+    max_grad_norm: float | None = _DEFAULTS["max_grad_norm"]
+    grad_accum: int = _DEFAULTS["grad_accum"]
+    precision: str = _DEFAULTS["precision"]
     seed: int = 0
     layout: str = "full"
     backend: str = "sdpa_mask"
-    gradient_checkpointing: bool = False
-    log_every: int = 1
+    gradient_checkpointing: bool = _DEFAULTS["gradient_checkpointing"]
+    log_every: int = _DEFAULTS["log_every"]
     checkpoint_every: int = 0  # 0: no checkpoints
-    keep_checkpoints: int = 2
-    system_metrics: bool = False
+    keep_checkpoints: int = _DEFAULTS["keep_checkpoints"]
+    system_metrics: bool = _DEFAULTS["system_metrics"]  # acts only with an active MLflow run
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -215,6 +225,38 @@ def _system_monitor(run, enabled: bool):
         return None
 
 
+@dataclass
+class _Setup:
+    """What the set-up phase builds and the later phases use."""
+
+    accelerator: object
+    model: torch.nn.Module      # as accelerate prepared it (a DDP/FSDP wrapper, or the model itself)
+    raw_model: torch.nn.Module  # the model underneath
+    opt: torch.optim.Optimizer
+    params: list                # the model's trainable parameters
+    master: list                # what the optimizer updates: fp32 copies of ``params`` (own masters) or ``params``
+    own_masters: bool           # precision bf16 without FSDP/DeepSpeed: we keep the fp32 masters
+    engine: bool                # FSDP or DeepSpeed holds the optimizer state and the precision
+    device: torch.device
+    world: int
+    rank: int
+    is_main: bool
+
+    @property
+    def masters(self) -> list | None:
+        return self.master if self.own_masters else None
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: the next step, tokens seen, per-step history and the step it resumed at."""
+
+    start: int = 0
+    tokens: int = 0
+    history: list = field(default_factory=list)
+    resumed_from: int | None = None
+
+
 def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True,
           checkpoint_dir: str | Path | None = None, resume: bool = True, accelerator=None,
           on_step=None, gather_state: bool = False) -> dict:
@@ -227,18 +269,84 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
                        ``summary["state_dict"]`` for saving; all processes must call ``train``.
     The model ends in fp32 on its device in eval mode (fp32 masters copied in for ``bf16``).
     """
-    from ropeext.attention import set_backend
-    from ropeext.train.observe import observe_numeric_path
-
     s = settings
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    # set-up: processes and device, seeds, the model in training mode, fp32 masters, the optimizer
+    st = _set_up(model, s, accelerator)
+
+    # resume: continue from the newest complete checkpoint, which must come from the same settings
+    pos = _resume(st, s, ckdir) if ckdir is not None and resume else _Progress()
+
+    # steps: one optimizer step per global batch, then logging, checkpoint and callback
+    observed: dict = {}
+    bar = None
+    if progress and st.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.steps, initial=pos.start, desc=f"train[{s.layout}]", mininterval=2.0)
+    monitor = _system_monitor(run, s.system_metrics and st.is_main)
+    t_start = time.perf_counter()
+    tokens_at_start = pos.tokens
+    step_tokens = s.batch_size * data.window
+    try:
+        for step in range(pos.start, s.steps):
+            t0 = time.perf_counter()
+            loss, lr, grad_norm = _step(st, data, s, step, observed if step == pos.start else None, ckdir)
+            pos.tokens += step_tokens
+            pos.history.append({"loss": loss, "lr": lr, "grad_norm": grad_norm})
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if run is not None and st.is_main and (done % s.log_every == 0 or done == s.steps):
+                seconds = time.perf_counter() - t0
+                run.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                                 "train/tokens_per_s": step_tokens / max(1e-9, seconds),
+                                 **_peak_memory_gb(st.device)}, step=done)
+            if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
+                _save_checkpoint(ckdir, done, s, st.model, st.raw_model, st.opt, st.masters, st.accelerator,
+                                 st.engine, {"tokens": pos.tokens, "history": pos.history})
+            if on_step is not None:
+                on_step(done)
+    finally:
+        if bar is not None:
+            bar.close()
+        if monitor is not None:
+            monitor.finish()
+    elapsed = time.perf_counter() - t_start
+
+    # finish: eval mode, fp32 weights from the masters, the gathered state under FSDP / DeepSpeed
+    full_state = _finish(st, s, gather_state)
+    tail = [h["loss"] for h in pos.history[-max(1, len(pos.history) // 10):]]
+    trained = pos.tokens - tokens_at_start
+    return {
+        "settings": asdict(s),
+        "steps": s.steps,
+        "tokens": pos.tokens,
+        "seconds": elapsed,
+        "tokens_per_s": trained / max(1e-9, elapsed),
+        "final_loss": float(np.mean(tail)) if tail else None,
+        "first_loss": pos.history[0]["loss"] if pos.history else None,
+        "resumed_from_step": pos.resumed_from,
+        "processes": st.world,
+        "distributed": str(st.accelerator.distributed_type).split(".")[-1],
+        "numeric_path": numeric_path(s, st.device, observed, engine=st.engine),
+        **({"state_dict": full_state} if full_state is not None else {}),
+    }
+
+
+def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
+    from accelerate.utils import DistributedType
+
+    from ropeext.attention import set_backend
+
     accelerator = accelerator or make_accelerator(s.precision)
     engine = _is_engine(accelerator)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if s.batch_size % (s.grad_accum * world):
         raise RopeextError(f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
                            f"on each of {world} processes")
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.DEEPSPEED and s.grad_accum != 1:
         raise RopeextError("grad_accum must be 1 under DeepSpeed (it steps its optimizer inside backward); raise the "
                            "per-process batch or use config/accelerate/fsdp.yaml")
@@ -270,119 +378,77 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
         model, opt = accelerator.prepare(model, opt)
     else:
         model = accelerator.prepare(model)
-    raw_model = accelerator.unwrap_model(model)
+    return _Setup(accelerator=accelerator, model=model, raw_model=accelerator.unwrap_model(model), opt=opt,
+                  params=params, master=master, own_masters=own_masters, engine=engine, device=device, world=world,
+                  rank=rank, is_main=is_main)
 
-    # ----------------------------------------------------------------------------- resume
-    history: list[dict] = []
-    start, tokens_seen, resumed_from = 0, 0, None
-    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckdir is not None and resume:
-        if is_main:
-            ckpt.clear_incomplete(ckdir)
-        accelerator.wait_for_everyone()
-        found = ckpt.latest_checkpoint(ckdir)
-        if found is not None:
-            _check_same_run(found, s, ckdir)
-            _load_checkpoint(found, raw_model, opt, master if own_masters else None, accelerator, engine, rank)
-            start, tokens_seen = found.step, int(found.state["tokens"])
-            history = list(found.state["history"])
-            resumed_from = found.step
 
-    # ------------------------------------------------------------------------------- loop
-    observed: dict = {}
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
+def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
+    if st.is_main:
+        ckpt.clear_incomplete(ckdir)
+    st.accelerator.wait_for_everyone()
+    found = ckpt.latest_checkpoint(ckdir)
+    if found is None:
+        return _Progress()
+    _check_same_run(found, s, ckdir)
+    _load_checkpoint(found, st.raw_model, st.opt, st.masters, st.accelerator, st.engine, st.rank)
+    return _Progress(start=found.step, tokens=int(found.state["tokens"]), history=list(found.state["history"]),
+                     resumed_from=found.step)
 
-        bar = tqdm(total=s.steps, initial=start, desc=f"train[{s.layout}]", mininterval=2.0)
-    monitor = _system_monitor(run, s.system_metrics and is_main)
-    t_start = time.perf_counter()
-    tokens_at_start = tokens_seen
-    step_tokens = s.batch_size * data.window
-    try:
-        for step in range(start, s.steps):
-            t0 = time.perf_counter()
-            lr = lr_at(step, s)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = data.batch(batch_indices(step, s.batch_size, data.windows, s.seed))
-            watch = observe_numeric_path(raw_model, observed) if step == start else contextlib.nullcontext()
-            with watch:
-                local = accumulate_gradients(model, batch, s, device, rank=rank, world=world,
-                                             accelerator=accelerator, engine=engine)
-            loss = _global_sum(local, accelerator, device, world)
-            if not math.isfinite(loss):
-                raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping"
-                                   + _kept(ckdir))
-            if own_masters:
-                for m, p in zip(master, params):
-                    m.grad = None if p.grad is None else p.grad.float()
-                    p.grad = None
-            max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
-            if engine:
-                norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-                if norm is None:  # DeepSpeed clips inside its step and reports the norm itself
-                    norm = getattr(model, "get_global_grad_norm", lambda: 0.0)() or 0.0
-                grad_norm = float(norm)
-            else:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(master, max_norm))
-            if not math.isfinite(grad_norm):
-                raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping"
-                                   + _kept(ckdir))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if own_masters:
-                with torch.no_grad():
-                    for m, p in zip(master, params):
-                        p.copy_(m)
-            tokens_seen += step_tokens
-            history.append({"loss": loss, "lr": lr, "grad_norm": grad_norm})
-            done = step + 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-            if run is not None and is_main and (done % s.log_every == 0 or done == s.steps):
-                seconds = time.perf_counter() - t0
-                run.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                                 "train/tokens_per_s": step_tokens / max(1e-9, seconds),
-                                 **_peak_memory_gb(device)}, step=done)
-            if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
-                _save_checkpoint(ckdir, done, s, model, raw_model, opt, master if own_masters else None,
-                                 accelerator, engine, {"tokens": tokens_seen, "history": history})
-            if on_step is not None:
-                on_step(done)
-    finally:
-        if bar is not None:
-            bar.close()
-        if monitor is not None:
-            monitor.finish()
-    elapsed = time.perf_counter() - t_start
 
-    model.eval()
-    if s.gradient_checkpointing:
-        raw_model.gradient_checkpointing_disable()
-    if own_masters:
-        raw_model.to(torch.float32)
+def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: dict | None,
+          ckdir: Path | None) -> tuple[float, float, float]:
+    """One optimizer step on the global batch of ``step``; returns (loss, lr, gradient norm).
+
+    ``observe`` (a dict) records the dtypes of this step's forward pass (see ``observe_numeric_path``).
+    """
+    from ropeext.train.observe import observe_numeric_path
+
+    lr = lr_at(step, s)
+    for g in st.opt.param_groups:
+        g["lr"] = lr
+    batch = data.batch(batch_indices(step, s.batch_size, data.windows, s.seed))
+    watch = observe_numeric_path(st.raw_model, observe) if observe is not None else contextlib.nullcontext()
+    with watch:
+        local = accumulate_gradients(st.model, batch, s, st.device, rank=st.rank, world=st.world,
+                                     accelerator=st.accelerator, engine=st.engine)
+    loss = _global_sum(local, st.accelerator, st.device, st.world)
+    if not math.isfinite(loss):
+        raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping" + _kept(ckdir))
+    if st.own_masters:
+        for m, p in zip(st.master, st.params):
+            m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None
+    max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
+    if st.engine:
+        norm = st.accelerator.clip_grad_norm_(st.model.parameters(), max_norm)
+        if norm is None:  # DeepSpeed clips inside its step and reports the norm itself
+            norm = getattr(st.model, "get_global_grad_norm", lambda: 0.0)() or 0.0
+        grad_norm = float(norm)
+    else:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(st.master, max_norm))
+    if not math.isfinite(grad_norm):
+        raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping" + _kept(ckdir))
+    st.opt.step()
+    st.opt.zero_grad(set_to_none=True)
+    if st.own_masters:
         with torch.no_grad():
-            for m, p in zip(master, params):
+            for m, p in zip(st.master, st.params):
                 p.copy_(m)
-    full_state = accelerator.get_state_dict(model) if (engine and gather_state) else None
-    tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
-    trained = tokens_seen - tokens_at_start
-    return {
-        "settings": asdict(s),
-        "steps": s.steps,
-        "tokens": tokens_seen,
-        "seconds": elapsed,
-        "tokens_per_s": trained / max(1e-9, elapsed),
-        "final_loss": float(np.mean(tail)) if tail else None,
-        "first_loss": history[0]["loss"] if history else None,
-        "resumed_from_step": resumed_from,
-        "processes": world,
-        "distributed": str(accelerator.distributed_type).split(".")[-1],
-        "numeric_path": numeric_path(s, device, observed, engine=engine),
-        **({"state_dict": full_state} if full_state is not None else {}),
-    }
+    return loss, lr, grad_norm
+
+
+def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
+    """Leave the model in eval mode in fp32 (masters copied in); the full state dict under FSDP / DeepSpeed."""
+    st.model.eval()
+    if s.gradient_checkpointing:
+        st.raw_model.gradient_checkpointing_disable()
+    if st.own_masters:
+        st.raw_model.to(torch.float32)
+        with torch.no_grad():
+            for m, p in zip(st.master, st.params):
+                p.copy_(m)
+    return st.accelerator.get_state_dict(st.model) if (st.engine and gather_state) else None
 
 
 def _kept(ckdir: Path | None) -> str:

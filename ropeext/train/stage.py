@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ropeext.config import by_target
 from ropeext.errors import RopeextError
 from ropeext.train.loop import TrainSettings
 
@@ -19,26 +20,18 @@ SETTING_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "schedule", "min_lr
                 "checkpoint_every", "keep_checkpoints", "system_metrics")
 
 
-def settings_from(resolved: dict, *, seed: int, layout: str, backend: str, section: str) -> TrainSettings:
-    """TrainSettings from a resolved config section; a bad value names ``section.key``."""
-    kwargs = {k: resolved[k] for k in SETTING_KEYS if k in resolved}
-    kwargs["betas"] = tuple(kwargs.get("betas", (0.9, 0.95)))
+def settings_from(section: dict, *, seed: int, layout: str, backend: str, name: str,
+                  target_length: int | None = None) -> TrainSettings:
+    """TrainSettings from a resolved config section (``steps`` picked for ``target_length``); a bad
+    value names ``name.key``."""
+    kwargs = {k: section[k] for k in SETTING_KEYS if k in section}
+    kwargs["steps"] = by_target(kwargs.get("steps"), target_length, f"{name}.steps")
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
     try:
         return TrainSettings(seed=int(seed), layout=layout, backend=backend, **kwargs)
-    except RopeextError as exc:
-        raise RopeextError(f"{section}: {exc}") from None
-    except TypeError as exc:
-        raise RopeextError(f"{section}: {exc}") from None
-
-
-def apply_overrides(resolved: dict, overrides: list[str] | None) -> dict:
-    from ropeext.train.recipes import parse_override
-
-    out = dict(resolved)
-    for text in overrides or ():
-        key, value = parse_override(text)
-        out[key] = value
-    return out
+    except (RopeextError, TypeError) as exc:
+        raise RopeextError(f"{name}: {exc}") from None
 
 
 def run_stage(stage: str, *, model, tokenizer, data, settings: TrainSettings, output: str | Path, config: dict,

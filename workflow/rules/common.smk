@@ -12,14 +12,14 @@ REPO_ROOT = os.path.dirname(workflow.basedir)
 sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-from ropeext.config import load_schema, validate_config  # noqa: E402  (cross-key checks, same schema)
+from ropeext.config import load_schema, resolve_config  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
 
-validate_config(config, source="config")
+# the recipe overlay needs the raw config, so it runs before any default is filled in
+resolve_config(config, source="config")
+validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results_dir"]
 MODEL = config["model"]["name"]

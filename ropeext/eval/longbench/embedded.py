@@ -23,6 +23,7 @@ from ropeext.errors import RopeextError
 from ropeext.eval.longbench import protocol
 from ropeext.eval.longbench.data import MANIFEST
 from ropeext.eval.longbench.results import edge_buckets
+from ropeext.io import write_json, write_jsonl
 
 MIN_ANSWER_CHARS = 4
 
@@ -154,12 +155,7 @@ def write_task(out_dir: str | Path, samples: Sequence[dict], *, task: str, edges
     """Write ``<task>_e.jsonl`` (atomically) and merge the task into ``buckets.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{task}_e.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for s in samples:
-            fh.write(json.dumps(s, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    path = write_jsonl(out / f"{task}_e.jsonl", samples)
     buckets = edge_buckets(edges)
     counts = {name: 0 for name in buckets.names}
     for s in samples:
@@ -171,9 +167,7 @@ def write_task(out_dir: str | Path, samples: Sequence[dict], *, task: str, edges
         "counts": counts, "metric": "code_sim", "prompt": protocol.EMBEDDED_PROMPT,
         "max_new_tokens": protocol.EMBEDDED_MAX_NEW_TOKENS, **meta,
     }
-    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(manifest_path)
+    write_json(manifest_path, manifest)
     return manifest
 
 

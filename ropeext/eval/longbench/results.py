@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from ropeext.errors import RopeextError
 from ropeext.eval.longbench import metrics
+from ropeext.io import pyplot, save_figure
 
 LONGBENCH_E_EDGES = (0, 4000, 8000, None)
 LONGBENCH_E_NAMES = ("0-4k", "4-8k", "8k+")
@@ -160,11 +161,7 @@ def table1_markdown(metrics_list: Sequence[dict], names: Sequence[str] | None = 
 
 def plot_buckets(metrics_json: dict, path) -> None:
     """Score per bucket for each task, with the bucket average in bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     names = metrics_json.get("buckets")
     if names:
@@ -190,10 +187,4 @@ def plot_buckets(metrics_json: dict, path) -> None:
     if names:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import CODE_PPL_TASK, NEXTLINE_TASK
+from ropeext.io import write_text
 
 MIN_LINE_CHARS = 8
 
@@ -138,18 +139,14 @@ def ppl_items(docs: list[str], tokenizer, *, n_docs: int, max_tokens: int) -> li
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
     blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(blob, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, blob)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _write_yaml(path: Path, cfg: dict) -> None:
     import yaml
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def nextline_yaml(train: Path, test: Path) -> dict:

@@ -74,6 +74,11 @@ def parse_task_list(text: str) -> list[tuple[str, int | None]]:
     return out
 
 
+def preset_label(preset: str | None, tasks) -> str | None:
+    """The preset a run used: None for an explicit task list, ``local`` when none is named."""
+    return None if tasks else (preset or "local")
+
+
 def resolve_tasks(preset: str | None = None, tasks: str | list | None = None,
                   num_fewshot: int | None = None) -> list[tuple[str, int]]:
     """The (task, num_fewshot) list a run evaluates: a preset, or an explicit list.

@@ -7,6 +7,7 @@ from typing import Iterable
 
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import headline_metric, is_percent
+from ropeext.io import read_json
 
 
 def split_metrics(raw: dict) -> dict[str, float]:
@@ -81,8 +82,6 @@ def summary_table(metrics: Iterable[dict | str | Path]):
     perplexity-like column (bits per byte) stays as it is. Returns a pandas DataFrame.
     """
     import pandas as pd
-
-    from ropeext.commands._common import read_json
 
     rows = {}
     for m in metrics:

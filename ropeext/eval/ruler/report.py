@@ -12,17 +12,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ropeext.errors import RopeextError
+from ropeext.io import pyplot as _plt, save_figure
 
 DEPTH_BINS = 5
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _heatmap(ax, data, row_labels, col_labels, title):
@@ -41,10 +33,7 @@ def _heatmap(ax, data, row_labels, col_labels, title):
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_overview(metrics: dict, path: str | Path) -> Path:
