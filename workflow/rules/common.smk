@@ -81,11 +81,8 @@ def variant(method, target, layout):
 
 
 def base_model():
-    return config["model"]["path"] or f"{R}/models/{MODEL}-base"
-
-
-def base_model_input(wildcards):
-    return [] if config["model"]["path"] else [f"{R}/models/{MODEL}-base"]
+    """The base model directory: pre-trained here (model.path null) or imported from model.path."""
+    return f"{R}/models/{MODEL}-base"
 
 
 def cli(rule_name):

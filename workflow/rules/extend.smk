@@ -4,13 +4,12 @@
 
 rule extend:
     input:
-        base_model_input,
+        base=base_model(),
         scaling=f"{R}/rope/scaling/{{method}}-{{target}}.json",
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-noft"),
     params:
         cli=cli("extend"),
-        base=base_model(),
         variant=lambda w: variant(w.method, w.target, "noft"),
     threads: threads_of("light")
     resources:
@@ -22,5 +21,5 @@ rule extend:
     conda:
         ENV
     shell:
-        "{params.cli} extend --base {params.base} --scaling {input.scaling} --output {output} "
+        "{params.cli} extend --base {input.base} --scaling {input.scaling} --output {output} "
         "--variant {params.variant} > {log} 2>&1"

@@ -1,6 +1,6 @@
 rule finetune:
     input:
-        base_model_input,
+        base=base_model(),
         scaling=f"{R}/rope/scaling/{{method}}-{{target}}.json",
         train=f"{R}/packed/{{layout}}-w{{target}}/train.parquet",
     output:
@@ -9,7 +9,6 @@ rule finetune:
         cli=cli("finetune"),
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed"),
-        base=base_model(),
         variant=lambda w: variant(w.method, w.target, w.layout),
     threads: threads_of("finetune")
     resources:
@@ -21,6 +20,6 @@ rule finetune:
     conda:
         ENV
     shell:
-        "{params.cli} finetune --config {params.cfg} --base {params.base} --scaling {input.scaling} "
+        "{params.cli} finetune --config {params.cfg} --base {input.base} --scaling {input.scaling} "
         "--train {input.train} --layout {wildcards.layout} --output {output} --threads {threads} "
         "--variant {params.variant} > {log} 2>&1"
