@@ -867,6 +867,9 @@ def main(argv=None) -> int:
     held = {}
 
     def big_model():
+        # compiled FlexAttention graphs of the small model would make the big one's shapes dynamic
+        # from its first call; start it from static shapes
+        torch._dynamo.reset()
         held["model"] = build_llama(plan.big, biggest).to(device)
         held["state0"] = {k: v.detach().clone() for k, v in held["model"].state_dict().items()}
         bf16_check(rt, held["model"], held["state0"], corpus, plan.check_layouts, plan.check_precisions, results)
