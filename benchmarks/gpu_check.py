@@ -264,6 +264,26 @@ def build_llama(spec: ModelSpec, max_len: int, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+class Snapshot:
+    """The model's initial fp32 parameters and buffers. ``model.to(bf16)`` also rounds the rotary
+    ``inv_freq`` buffer, which is no part of the state dict: without the buffers, every fp32
+    reference after a bf16 run would use bf16-rounded RoPE frequencies."""
+
+    def __init__(self, model):
+        self.params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+
+    def restore(self, model, dtype) -> None:
+        """``model`` in ``dtype`` with the initial values (rounded once from fp32, as the loop does)."""
+        import torch
+
+        model.to(dtype)
+        model.load_state_dict(self.params)
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(self.buffers[name])
+
+
 def count_params(model) -> int:
     """Parameters, a tied matrix once (it counts as the output projection; lookups are free)."""
     return sum(p.numel() for p in model.parameters()) - (
@@ -462,7 +482,7 @@ def fp32_check(rt: Runtime, corpus: Corpus, layouts, results: dict) -> None:
         rt.reset_memory()
 
 
-def bf16_check(rt: Runtime, model, state0: dict, corpus: Corpus, layouts, precisions, results: dict) -> None:
+def bf16_check(rt: Runtime, model, snap: Snapshot, corpus: Corpus, layouts, precisions, results: dict) -> None:
     torch = rt.torch
     plan = rt.plan
     W = plan.windows[0]
@@ -470,8 +490,7 @@ def bf16_check(rt: Runtime, model, state0: dict, corpus: Corpus, layouts, precis
     rows = results["bf16_check"]
 
     def restore(dtype):
-        model.to(dtype)
-        model.load_state_dict(state0)
+        snap.restore(model, dtype)
 
     for layout in layouts:
         batch = first_windows(corpus.packed(W, layout), B)
@@ -532,7 +551,7 @@ def timed_pairs(data, layout: str, batch: int, plan: Plan) -> float:
     return float(np.mean([per_window[batch_indices(k, batch, data.windows, 0)].sum() for k in steps]))
 
 
-def throughput(rt: Runtime, model, state0: dict, corpus: Corpus, precision: str, peak: float,
+def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: str, peak: float,
                nominal, results: dict) -> None:
     torch = rt.torch
     plan = rt.plan
@@ -556,8 +575,7 @@ def throughput(rt: Runtime, model, state0: dict, corpus: Corpus, precision: str,
                 if rt.elapsed() > plan.budget_s:
                     rows.append({**row, "status": f"skipped: time budget of {plan.budget_s:.0f} s spent"})
                     continue
-                model.to(torch.float32)
-                model.load_state_dict(state0)
+                snap.restore(model, torch.float32)
                 rt.reset_memory()
                 stamps = []
 
@@ -598,8 +616,7 @@ def throughput(rt: Runtime, model, state0: dict, corpus: Corpus, precision: str,
                 last = rows[-1]
                 progress(f"gpu_check: W={W} {backend} {layout}: " + (
                     f"{last['step_s'] * 1e3:.1f} ms/step" if last["status"] == "ok" else last["status"]))
-    model.to(torch.float32)
-    model.load_state_dict(state0)
+    snap.restore(model, torch.float32)
 
 
 def throughput_setup(plan: Plan, corpus: Corpus, model, precision: str) -> dict:
@@ -871,13 +888,13 @@ def main(argv=None) -> int:
         # from its first call; start it from static shapes
         torch._dynamo.reset()
         held["model"] = build_llama(plan.big, biggest).to(device)
-        held["state0"] = {k: v.detach().clone() for k, v in held["model"].state_dict().items()}
-        bf16_check(rt, held["model"], held["state0"], corpus, plan.check_layouts, plan.check_precisions, results)
+        held["snap"] = Snapshot(held["model"])
+        bf16_check(rt, held["model"], held["snap"], corpus, plan.check_layouts, plan.check_precisions, results)
 
     run_phase(results, "bf16_check", big_model)
-    if "state0" in held:
+    if "snap" in held:
         results["throughput_setup"] = throughput_setup(plan, corpus, held["model"], args.precision)
-        run_phase(results, "throughput", lambda: throughput(rt, held["model"], held["state0"], corpus, args.precision,
+        run_phase(results, "throughput", lambda: throughput(rt, held["model"], held["snap"], corpus, args.precision,
                                                             peak["flop_s"], nominal, results))
     results["anchor_vs_full"] = anchor_ratios(results["throughput"])
 

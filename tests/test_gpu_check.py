@@ -100,6 +100,19 @@ def test_compare_names_the_worst_tensor():
     assert off["loss_rel"] == pytest.approx(0.01)
 
 
+def test_snapshot_restores_the_rope_buffers_a_bf16_cast_rounds():
+    model = gc.build_llama(gc.ModelSpec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=48, vocab=64), 64)
+    before = {k: v.clone() for k, v in [*model.state_dict().items(), *model.named_buffers()]}
+    snap = gc.Snapshot(model)
+    model.to(torch.bfloat16).to(torch.float32)
+    assert not torch.equal(model.model.rotary_emb.inv_freq, before["model.rotary_emb.inv_freq"])
+    snap.restore(model, torch.bfloat16)
+    assert model.model.rotary_emb.inv_freq.dtype == torch.bfloat16
+    snap.restore(model, torch.float32)
+    after = dict([*model.state_dict().items(), *model.named_buffers()])
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()
