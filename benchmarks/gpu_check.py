@@ -135,14 +135,19 @@ class Plan:
 
 BIG = ModelSpec(hidden=2048, layers=4, heads=16, kv_heads=4, intermediate=5632, vocab=32000)
 SMALL = ModelSpec(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=688, vocab=4096)
+FULL = Plan(name="full", big=BIG, small=SMALL, tokens_per_step=32768, windows=(8192, 16384, 32768), warmup=2,
+            timed=4, small_window=1024, small_batch=2, doc_median=1000.0, doc_sigma=1.5, small_doc_median=100.0,
+            check_layouts=("full", "anchor", "anchor_interleaved"), check_precisions=("bf16", "bf16-mixed"),
+            peak_n=8192, budget_s=450.0)
 PLANS = {
-    "full": Plan("full", BIG, SMALL, 32768, (8192, 16384, 32768), 2, 4, 1024, 2, 1000.0, 1.5, 100.0,
-                 ("full", "anchor", "anchor_interleaved"), ("bf16", "bf16-mixed"), 8192, 450.0),
-    "quick": Plan("quick", BIG, SMALL, 32768, (16384,), 1, 2, 1024, 2, 1000.0, 1.5, 100.0,
-                  ("full", "anchor"), ("bf16",), 8192, 150.0),
-    "smoke": Plan("smoke", ModelSpec(96, 2, 4, 2, 192, 1024), ModelSpec(64, 2, 4, 2, 128, 512), 1024, (256, 512),
-                  1, 2, 128, 2, 24.0, 1.0, 12.0, ("full", "anchor", "anchor_interleaved"), ("bf16", "bf16-mixed"),
-                  256, 120.0, {"min_tokens": 8, "max_tokens": 512, "chunks": [2, 3], "cut_range": [0.2, 0.8]}),
+    "full": FULL,
+    "quick": replace(FULL, name="quick", windows=(16384,), warmup=1, timed=2, check_layouts=("full", "anchor"),
+                     check_precisions=("bf16",), budget_s=150.0),
+    # every CPU path at tiny sizes; document lengths and interleave cuts scaled to the small windows
+    "smoke": replace(FULL, name="smoke", big=ModelSpec(96, 2, 4, 2, 192, 1024), small=ModelSpec(64, 2, 4, 2, 128, 512),
+                     tokens_per_step=1024, windows=(256, 512), warmup=1, timed=2, small_window=128,
+                     doc_median=24.0, doc_sigma=1.0, small_doc_median=12.0, peak_n=256, budget_s=120.0,
+                     interleave={"min_tokens": 8, "max_tokens": 512, "chunks": [2, 3], "cut_range": [0.2, 0.8]}),
 }
 
 
@@ -606,8 +611,9 @@ def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: st
                                  "flop_s": flops / sec, "mfu": flops / sec / peak,
                                  "mfu_datasheet": flops / sec / nominal[1] if nominal else None,
                                  "inputs_s": statistics.median(build), "peak_gib": rt.peak_memory_gib(),
-                                 "loss_first": summary["first_loss"], "loss_last": summary["final_loss"],
-                                 "numeric_path": summary["numeric_path"].get("observed"), "status": "ok"})
+                                 "loss_first": summary.get("first_loss"), "loss_last": summary.get("final_loss"),
+                                 "numeric_path": (summary.get("numeric_path") or {}).get("observed"),
+                                 "status": "ok"})
                 except Exception as exc:  # noqa: BLE001
                     rows.append({**row, **error_row(exc)})
                 finally:
@@ -697,7 +703,7 @@ def print_tables(results: dict, rt: Runtime) -> None:
           f"precision {t['precision']}, median of {plan.timed} steps after {plan.warmup} warm-up")
         for W, d in t["mix"].items():
             p(f"   W={W}: {d['docs_per_window']:.1f} documents/window, anchor attends "
-              f"{d['anchor_pairs_over_full']:.3f} of full's query-key pairs")
+              f"{d['anchor_pairs_over_full']:.3f} of full's query-key pairs (all packed windows)")
         head = (f"{'W':>6} {'B':>3} {'backend':<12} {'layout':<7} {'step ms':>8} {'tokens/s':>9} {'TFLOP/s':>8} "
                 f"{'MFU':>6} {'MFU ds':>6} {'attn %':>6} {'inputs ms':>9} {'peak GiB':>8}  status")
         p(head)
@@ -714,7 +720,8 @@ def print_tables(results: dict, rt: Runtime) -> None:
               f"{r['inputs_s'] * 1e3:>9.2f} {mem:>8}  ok")
     rows = results["anchor_vs_full"]
     if rows:
-        p("\n== anchor vs full step time (ratio < 1: anchor is faster; ideal = anchor's share of the step FLOPs)")
+        p("\n== anchor vs full step time (ratio < 1: anchor is faster; ideal = anchor's share of the step FLOPs; "
+          "attn pairs = its share of the query-key pairs, both over the timed batches)")
         head = (f"{'W':>6} {'backend':<12} {'full ms':>8} {'anchor ms':>9} {'time ratio':>10} {'ideal':>6} "
                 f"{'attn pairs':>10}")
         p(head)
@@ -777,6 +784,9 @@ def parse_args(argv):
         ap.error(f"--windows: {bad} must divide the {plan.tokens_per_step} tokens of a step")
     if args.cpu_flex and not args.cpu_smoke:
         ap.error("--cpu-flex only applies with --cpu-smoke")
+    if args.json and (Path(args.json).is_dir() or (Path(args.json).parent.exists()
+                                                   and not Path(args.json).parent.is_dir())):
+        ap.error(f"--json: {args.json} cannot be written (a folder, or under a file); give a file path")
     return args, plan
 
 
@@ -823,18 +833,30 @@ def run_phase(results: dict, name: str, fn) -> None:
     progress(f"gpu_check: {name} done ({results['phases_s'][name]:.1f} s)")
 
 
+def save(path: str | None, results: dict) -> bool:
+    """Write the JSON results when asked; False (and a line saying why) when it cannot be written."""
+    from ropeext.errors import RopeextError
+    from ropeext.io import write_json
+
+    if path is None:
+        return True
+    try:
+        write_json(path, results)
+        return True
+    except (RopeextError, OSError) as exc:
+        print(f"gpu_check: cannot write --json {path}: {exc}")
+        return False
+
+
 def main(argv=None) -> int:
     args, plan = parse_args(argv)
     import torch
 
     from ropeext.config import validate_config
-    from ropeext.io import write_json
 
     if not args.cpu_smoke and (reason := skip_reason(torch)):
         print(f"gpu_check: skipped: {reason} (--cpu-smoke runs it at tiny sizes on CPU)")
-        if args.json:
-            write_json(args.json, {"skipped": reason})
-        return 0
+        return 0 if save(args.json, {"skipped": reason}) else 1
     device = torch.device("cpu") if args.cpu_smoke else torch.device("cuda", 0)
     if args.threads or args.cpu_smoke:
         torch.set_num_threads(args.threads or 1)
@@ -862,8 +884,7 @@ def main(argv=None) -> int:
     run_phase(results, "peak", lambda: peak.update(flop_s=measure_peak(rt, plan.peak_n)))
     if "flop_s" not in peak:
         print(f"FAILED: the peak measurement raised: {results['phase_errors'][0]['status']}")
-        if args.json:
-            write_json(args.json, results)
+        save(args.json, results)
         return 1
     results["peak"] = {"measured_flop_s": peak["flop_s"], "gemm": plan.peak_n,
                        "datasheet": None if nominal is None else {"gpu": nominal[0], "flop_s": nominal[1]}}
@@ -912,9 +933,7 @@ def main(argv=None) -> int:
             print(f"  {f}")
     else:
         print("all checks passed")
-    if args.json:
-        write_json(args.json, results)
-    return 1 if failed else 0
+    return 1 if not save(args.json, results) or failed else 0
 
 
 if __name__ == "__main__":
