@@ -2,7 +2,9 @@
 `.venv/bin/python benchmarks/run_all.py [--quick] [--only rope,packing]`.
 
 Each benchmark measures its baseline in the same run and prints ratios against it; timings on a
-shared machine are noisy, so compare ratios, not seconds.
+shared machine are noisy, so compare ratios, not seconds. ``gpu_check`` (benchmarks/gpu_check.py)
+runs last: the backends, MFU and anchor-vs-full check on a CUDA GPU; without one it prints a line
+and exits 0.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
-    ap.add_argument("--only", default=None, help="comma-separated names, e.g. rope,packing,attention,train")
+    ap.add_argument("--only", default=None, help="comma-separated names, e.g. rope,packing,attention,train,gpu_check")
     args = ap.parse_args()
-    scripts = sorted(HERE.glob("bench_*.py"))
+    scripts = sorted(HERE.glob("bench_*.py")) + [HERE / "gpu_check.py"]
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
