@@ -470,3 +470,25 @@ def test_doc_ids_without_a_plan_build_it_once_per_forward(monkeypatch):
     assert len(calls) == 1
     attn._cached_plan(torch.tensor([[0, 1, 1, 1, 2, 2, 2, 2]]), "anchor")  # another batch: rebuilt
     assert len(calls) == 2
+
+
+def test_varlen_hands_the_kernel_one_dtype_under_bf16_autocast():
+    """Under bf16-mixed the rotary embedding hands attention fp32 queries/keys beside a bf16 value; flash-attn
+    has no fp32 kernel, so the varlen path casts all three to autocast's dtype before calling it."""
+    ids = _packed(0, W=32, n=12, hi=10, layout="anchor")["doc_ids"]
+    plan = build_plan(ids, "anchor")
+    q, k, v = _qkv(ids.shape[0], ids.shape[1], dtype=torch.float32)
+    seen = []
+
+    def kernel(qf, kf, vf, *args, **kwargs):
+        seen.append((qf.dtype, kf.dtype, vf.dtype))
+        return sdpa_varlen_kernel(qf, kf, vf, *args, **kwargs)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = varlen_attention(q, k, v.to(torch.bfloat16), plan, kernel=kernel)
+    assert seen == [(torch.bfloat16,) * 3] and out.dtype == torch.bfloat16
+    ref = varlen_attention(q, k, v, plan, kernel=sdpa_varlen_kernel)
+    assert torch.allclose(out.float(), ref, atol=3e-2)
+    seen.clear()
+    varlen_attention(q, k, v, plan, kernel=kernel)  # no autocast, one dtype: left alone
+    assert seen == [(torch.float32,) * 3]

@@ -52,6 +52,24 @@ def test_training_lowers_the_loss(tiny_model_dir, precision):
     assert summary["final_loss"] < 0.7 * summary["first_loss"]
     assert next(model.parameters()).dtype == torch.float32  # saved in fp32 whatever the training precision
     assert summary["numeric_path"]["precision"] == precision
+    rotary = {n: b for n, b in model.named_buffers() if "inv_freq" in n}
+    assert rotary and all(b.dtype == torch.float32 for b in rotary.values())
+
+
+def test_bf16_weights_keep_float32_rotary_frequencies(tiny_model_dir):
+    """Casting the weights to bf16 (precision bf16) must not round RoPE's inverse frequencies: they are
+    not weights, and rounded ones would shift every rotary angle."""
+    from ropeext.train.loop import to_dtype_keeping_rope
+
+    model = _model(tiny_model_dir)
+    before = {n: b.clone() for n, b in model.named_buffers() if "inv_freq" in n}
+    assert before
+    to_dtype_keeping_rope(model, torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    after = dict(model.named_buffers())
+    for name, value in before.items():
+        assert after[name].dtype == torch.float32 and torch.equal(after[name], value), name
+    assert not torch.equal(value.to(torch.bfloat16).float(), value)  # what a plain .to(bf16) would have done
 
 
 def test_gradient_accumulation_equals_the_full_batch(tiny_model_dir):

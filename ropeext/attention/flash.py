@@ -53,12 +53,26 @@ def sdpa_varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     return torch.cat(outs)
 
 
+def half_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in one dtype for the kernel: autocast's where autocast is on (under bf16-mixed the
+    rotary embedding hands over fp32 queries and keys beside a bf16 value, and flash-attn has no fp32
+    kernel), else the half dtype among them when they disagree; as they are otherwise."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        halves = [t.dtype for t in tensors if t.dtype in (torch.float16, torch.bfloat16)]
+        dtype = halves[0] if halves else tensors[0].dtype
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
+
+
 def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: SegmentPlan, *,
                      scale: float | None = None, dropout: float = 0.0, kernel: Callable | None = None) -> torch.Tensor:
     """(B, H, W, D) query, (B, Hkv, W, D) key/value -> (B, W, H, D) output following ``plan``."""
     B, H, W, D = query.shape
     Hkv = key.shape[1]
     kernel = kernel or flash_varlen_kernel()
+    query, key, value = half_precision(query, key, value)
     device = query.device
     cache = plan._cache if plan._cache is not None else {}
     slot = ("varlen", str(device))

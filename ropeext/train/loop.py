@@ -366,7 +366,7 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     params = [p for p in model.parameters() if p.requires_grad]
     if own_masters:
         master = [p.detach().float().clone().requires_grad_(True) for p in params]
-        model.to(torch.bfloat16)
+        to_dtype_keeping_rope(model, torch.bfloat16)
     else:
         master = params
     decay = [m for m, p in zip(master, params) if p.ndim >= 2]
@@ -436,6 +436,16 @@ def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: di
             for m, p in zip(st.master, st.params):
                 p.copy_(m)
     return loss, lr, grad_norm
+
+
+def to_dtype_keeping_rope(model, dtype) -> None:
+    """``model.to(dtype)`` that leaves the rotary frequency buffers (``inv_freq`` and kin, not part of the
+    state dict) in float32: cast to bf16 they would be rounded, and every rotary angle with them."""
+    kept = {name: buf.detach().clone() for name, buf in model.named_buffers() if "inv_freq" in name}
+    model.to(dtype)
+    for name, buf in kept.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, buf)
 
 
 def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
