@@ -41,3 +41,13 @@ def test_perplexity_matches_a_per_window_loop(tiny_model_dir):
                     n += 1
         assert got["ppl"][str(C)] == pytest.approx(math.exp(nll / n), rel=1e-4)
     assert got["tokens_scored"] == n
+
+
+def test_windows_per_document_spreads_the_budget_over_documents():
+    docs = [np.arange(200), np.arange(100), np.arange(90)]
+    uncapped = select_windows(docs, [16, 32], stride=16, max_tokens=48)
+    assert {d for d, _ in uncapped} == {0}  # the first long document takes the whole budget
+    capped = select_windows(docs, [16, 32], stride=16, max_tokens=48, per_document=1)
+    assert capped == [(0, 31), (1, 31), (2, 31)]
+    assert select_windows(docs, [16, 32], stride=16, max_tokens=10_000, per_document=2) == [
+        (0, 31), (0, 47), (1, 31), (1, 47), (2, 31), (2, 47)]

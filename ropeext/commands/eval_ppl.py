@@ -11,7 +11,7 @@ COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
 
 SECTION = "eval.ppl"  # the config section the options below are laid over
-OPTIONS = ("lengths", "stride", "max_tokens")
+OPTIONS = ("lengths", "stride", "max_tokens", "windows_per_document")
 
 
 def add_arguments(parser) -> None:
@@ -22,6 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lengths", help="comma-separated context lengths, e.g. 256,512,1024 (default: eval.ppl.lengths)")
     parser.add_argument("--stride", type=int, help="scored tokens per window (default: eval.ppl.stride)")
     parser.add_argument("--max-tokens", type=int, help="stop after this many scored tokens (default: eval.ppl.max_tokens)")
+    parser.add_argument("--windows-per-document", type=int,
+                        help="at most this many windows from one document (default: eval.ppl.windows_per_document)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--threads", type=int, default=None)
     add_tracking_args(parser)
@@ -48,11 +50,12 @@ def run(args) -> None:
     out = Path(args.output_dir)
     with tracking.stage_run("eval_ppl", config=config,
                             params={"model": args.model, "scaling": args.scaling, "lengths": lengths,
-                                    "stride": stride, "max_tokens": max_tokens},
+                                    "stride": stride, "max_tokens": max_tokens,
+                                    "windows_per_document": s["windows_per_document"]},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
         model = load_causal_lm(args.model, scaling=scaling)
         docs = read_tokens(args.tokens)
-        result = perplexity_by_length(model, docs, lengths, stride, max_tokens)
+        result = perplexity_by_length(model, docs, lengths, stride, max_tokens, s["windows_per_document"])
         result["variant"] = args.variant
         result["model"] = str(args.model)
         result["rope_parameters"] = dict(model.config.rope_parameters or {})

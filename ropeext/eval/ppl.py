@@ -24,14 +24,19 @@ def window_ends(doc_len: int, max_context: int, stride: int) -> list[int]:
     return list(range(max_context - 1, doc_len - 1, stride))
 
 
-def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int) -> list[tuple[int, int]]:
-    """(document index, window end) pairs until ``max_tokens`` target tokens are covered."""
+def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int,
+                   per_document: int | None = None) -> list[tuple[int, int]]:
+    """(document index, window end) pairs until ``max_tokens`` target tokens are covered.
+
+    ``per_document`` takes at most that many windows from one document, so that a small budget is
+    spread over several documents instead of spent on the first long one.
+    """
     if stride > min(lengths):
         raise RopeextError(f"eval.ppl.stride: {stride} is larger than the shortest length {min(lengths)}")
     max_c = max(lengths)
     picked: list[tuple[int, int]] = []
     for d, doc in enumerate(docs):
-        for e in window_ends(len(doc), max_c, stride):
+        for e in window_ends(len(doc), max_c, stride)[:per_document]:
             if len(picked) * stride >= max_tokens:
                 return picked
             picked.append((d, e))
@@ -70,6 +75,7 @@ def scored_logits(model, ids, pos, keep: int, *, slice_only: bool | None = None)
 
 
 def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int,
+                         per_document: int | None = None,
                          tokens_per_batch: int = 8192, progress: bool = True,
                          slice_only: bool | None = None) -> dict:
     """NLL and perplexity at each context length over the same scored tokens (see the module docstring).
@@ -79,7 +85,7 @@ def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stri
     import torch
 
     lengths = sorted(set(int(x) for x in lengths))
-    windows = select_windows(docs, lengths, stride, max_tokens)
+    windows = select_windows(docs, lengths, stride, max_tokens, per_document)
     device = next(model.parameters()).device
     results = {}
     bar = None

@@ -33,6 +33,11 @@ ARCH = config["model"]["architecture"]
 HEAD_DIM = ARCH["hidden_size"] // ARCH["num_attention_heads"]
 ROPE_THETA = ARCH["rope_theta"]
 
+# An imported base model brings its own tokenizer: tokenizer.path null then means that one.
+TOKENIZER_FROM_BASE = bool(config["model"]["path"]) and not config["tokenizer"]["path"]
+if TOKENIZER_FROM_BASE:
+    config["tokenizer"]["path"] = f"{R}/models/{MODEL}-base"
+
 export_tracking_env(config)
 CONFIG = write_resolved_config(config, R)
 REFERENCES = config["report"]["references"] or f"{REPO_ROOT}/config/reference_values.yaml"

@@ -1,6 +1,7 @@
 rule tokenizer:
     input:
-        rules.corpus.output.splits,
+        splits=rules.corpus.output.splits,
+        base=[f"{R}/models/{MODEL}-base"] if TOKENIZER_FROM_BASE else [],
     output:
         tokenizer=f"{R}/tokenizer/tokenizer.json",
         tokens=expand(f"{R}/tokens/{{split}}.parquet", split=SPLITS),
@@ -9,7 +10,7 @@ rule tokenizer:
         cli=cli("tokenizer"),
         cfg=CONFIG,
         settings=section("tokenizer"),
-        corpus=lambda w, input: os.path.dirname(input[0]),
+        corpus=lambda w, input: os.path.dirname(input.splits[0]),
         tokdir=lambda w, output: os.path.dirname(output.tokenizer),
         tokens=lambda w, output: os.path.dirname(output.stats),
     threads: threads_of("data")
