@@ -118,7 +118,7 @@ def test_anchor_128k_dags(tmp_path, config, name, layouts):
         assert f"results/{name}/packed/{layout}-w131072/train.parquet" in out
         assert f"--variant llama2-base_change-131072-{layout} " in out
     assert "anchor_interleaved" not in out and ("intra_doc_interleaved" in out) == ("intra_doc_interleaved" in layouts)
-    assert "--base meta-llama/Llama-2-7b-hf" in out
+    assert counts["import_model"] == 1 and "--base results/llama2-anchor" in out
 
 
 @pytest.mark.parametrize("config", CROSS_MODEL)
@@ -134,7 +134,9 @@ def test_anchor_cross_model_dags(tmp_path, config):
                      r".*--method base_change .*--new-rope-theta 25000000.0", out)
     for layout in ("full", "anchor", "anchor_tag"):
         assert f"--variant {name}-base_change-131072-{layout} " in out
-    assert f"--base {hub} " in out and "-m ropeext.cli finetune" in out
+    # the hub model is imported once (its weights linked, not copied) and every job reads the import
+    assert counts["import_model"] == 1 and f"--base results/{Path(config).stem}/models/{name}-base " in out
+    assert "-m ropeext.cli finetune" in out and "-m ropeext.cli import-model" in out
 
 
 def _jobs(out: str) -> list[dict]:
