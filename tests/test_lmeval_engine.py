@@ -127,6 +127,20 @@ def test_offline_message_names_what_to_download_and_the_cache(offline_cache, tmp
     assert not out.exists()
 
 
+def test_what_each_ruler_task_fetches_matches_rulers_task_table():
+    """Read from lm-eval's code: the essay haystack tasks (RULER's table, ropeext.eval.ruler.tasks) need the
+    essay dataset and nltk data, the QA tasks a URL each, the rest nothing."""
+    from ropeext.eval.ruler.tasks import TASKS
+
+    found = needs.ruler_needs(list(TASKS))
+    kinds = {t: sorted(type(n).__name__ for n in ns) for t, (_, ns) in found.items()}
+    for task, spec in TASKS.items():
+        want = (["HubData", "NltkData"] if spec.get("haystack") == "essay" else ["Url"] if spec["kind"] == "qa" else [])
+        assert kinds[task] == want, task
+    assert {t: n for t, (n, _) in found.items() if t != n} == {
+        "vt": "ruler_vt", "cwe": "ruler_cwe", "fwe": "ruler_fwe", "qa_1": "ruler_qa_squad", "qa_2": "ruler_qa_hotpot"}
+
+
 def test_cache_lookup_agrees_with_datasets(offline_cache, tmp_path):
     """A config counts as cached exactly when ``datasets`` itself loads it offline."""
     import datasets
@@ -204,7 +218,8 @@ def test_ruler_metrics_from_lm_eval_samples():
     entries = {("niah_single_1", 4096): {"results": {"niah_single_1": {"4096,none": 0.75}}, "lm_eval_version": "0.4.13",
                                          "configs": {"niah_single_1": {"task": "niah_single_1"}}},
                ("niah_single_1", 8192): {"results": {"niah_single_1": {"4096,none": -1, "8192,none": 0.25}}},
-               ("vt", 4096): {"results": {"ruler_vt": {"4096,none": 0.7}}, "configs": {"ruler_vt": {"task": "ruler_vt"}}}}
+               ("vt", 4096): {"results": {"ruler_vt": {"4096,none": 0.7}},
+                              "configs": {"ruler_vt": {"task": "ruler_vt"}}}}
     m = ruler_engine.build_metrics(records, entries, names={"niah_single_1": "niah_single_1", "vt": "ruler_vt"},
                                    tasks=["niah_single_1", "vt"], lengths=[4096, 8192], subset="custom",
                                    threshold=70.0, skipped={"vt": {"8192": "lm-eval built no sample"}}, samples=4,

@@ -18,7 +18,8 @@ COMMAND = ("eval", "longbench")
 HELP = "LongBench / LongBench-E (official protocol and metrics) or build the embedded code-completion task"
 
 SECTION = "eval.longbench"  # the config section the options below are laid over
-OPTIONS = {"engine": "engine", "data": "data_dir", "prompts": "prompts_dir", "benchmark": "benchmark", "tasks": "tasks", "limit": "limit",
+OPTIONS = {"engine": "engine", "data": "data_dir", "prompts": "prompts_dir", "benchmark": "benchmark", "tasks": "tasks",
+           "limit": "limit",
            "max_input_length": "max_input_length", "chat_template": "chat_template", "bos": "bos",
            "on_bad_line": "on_bad_line", "embedded_max_new_tokens": "embedded_max_new_tokens",
            "windows": "embedded.windows", "margin": "embedded.margin", "bucket_edges": "embedded.bucket_edges",

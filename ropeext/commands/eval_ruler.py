@@ -14,8 +14,8 @@ HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, 
         "metrics JSON, predictions JSONL, heat maps")
 
 SECTION = "eval.ruler"  # the config section the options below are laid over
-OPTIONS = ("engine", "lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
-           "max_length")
+OPTIONS = ("engine", "lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
+           "templates", "max_length")
 
 
 def add_arguments(parser) -> None:
@@ -144,8 +144,8 @@ def run(args) -> None:
         subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")
         summary = summarize(records, tasks=tasks_to_run, lengths=s["lengths"], subset=subset,
                             threshold=float(s["threshold"]), skipped=skipped, templates=templates)
-        metrics = {"variant": variant, "engine": "ropeext", "model": str(args.model), "window": window, "seed": s["seed"],
-                   "samples_per_cell": s["samples"], **summary}
+        metrics = {"variant": variant, "engine": "ropeext", "model": str(args.model), "window": window,
+                   "seed": s["seed"], "samples_per_cell": s["samples"], **summary}
         write_json(out / "metrics.json", metrics)
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, s["lengths"], out / "heatmaps")

@@ -462,7 +462,9 @@ def _describe_lm_eval(benchmark: str, metrics: dict) -> str:
         if diffs:
             data += (f"; prompts lm-eval's (known differences from the official templates in {', '.join(diffs)}: "
                      "metrics.json prompt_differences)")
-        metric = "lm-eval's LongBench scorers" + (", bucketed by length as LongBench-E" if metrics.get("buckets") else "")
+        metric = "lm-eval's LongBench scorers"
+        if metrics.get("buckets"):
+            metric += ", bucketed by length as LongBench-E"
     return f"engine: lm_eval (lm-eval {version}'s own tasks {tasks}); {data}; metric: {metric}"
 
 

@@ -79,7 +79,8 @@ def offline_flag() -> str | None:
 
 
 def datasets_cache() -> Path:
-    """The datasets cache ``datasets`` uses: HF_DATASETS_CACHE, else HF_HOME/datasets, else ~/.cache/huggingface/datasets."""
+    """The datasets cache ``datasets`` uses: HF_DATASETS_CACHE, else HF_HOME/datasets, else
+    ~/.cache/huggingface/datasets."""
     if os.environ.get("HF_DATASETS_CACHE"):
         return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
@@ -216,20 +217,21 @@ def _haystack_of(module_path: Path, func: str) -> str | None:
     return None
 
 
-def _qa_url(module_path: Path, func: str) -> Url:
-    """The URL a RULER QA task fetches: ``func`` passes a literal dataset name (``"squad"``) on, and
-    ``read_<name>`` takes the file's URL as its ``url`` default."""
+def _fetched_url(module_path: Path, func: str) -> Url | None:
+    """The URL a RULER task fetches, or None: ``func`` passes a literal dataset name on (``"squad"``), and
+    the module's ``read_<name>`` takes the file's URL as its ``url`` default (the QA tasks)."""
     module = LM.parse_module(module_path)
     fn = LM.function_def(module, func, module_path)
-    literal = next((_const(c.args[0]) for c in _calls(fn) if c.args and _const(c.args[0])), None)
-    if literal is None:
-        raise LM.error(module_path, f"{func}() names no dataset by a literal")
-    reader = LM.function_def(module, f"read_{literal}", module_path)
+    readers = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef) and n.name.startswith("read_")}
+    literals = [_const(c.args[0]) for c in _calls(fn) if c.args and _const(c.args[0])]
+    reader = next((readers[f"read_{lit}"] for lit in literals if f"read_{lit}" in readers), None)
+    if reader is None:
+        return None
     args = reader.args.args
     defaults = dict(zip([a.arg for a in args[len(args) - len(reader.args.defaults):]], reader.args.defaults))
     url = _const(defaults.get("url"))
     if not url or not url.startswith(("http://", "https://")):
-        raise LM.error(module_path, f"read_{literal}() has no literal url default")
+        raise LM.error(module_path, f"{reader.name}() has no literal http(s) url default")
     return Url(url, LM.relative(module_path))
 
 
@@ -243,10 +245,11 @@ def ruler_needs(tasks: list[str]) -> dict[str, tuple[str, list]]:
             raise RopeextError(f"RULER task {task!r} has no lm-eval counterpart (known: {', '.join(TASK_YAML)})")
         name, module_path, func = _custom_dataset("ruler", TASK_YAML[task])
         needs: list = []
-        if module_path.stem == "qa_utils":
-            needs.append(_qa_url(module_path, func))
-        elif _haystack_of(module_path, func) == "essay":
+        haystack = _haystack_of(module_path, func)
+        if haystack == "essay":
             needs.extend(_essay_needs())
+        elif haystack is None and (url := _fetched_url(module_path, func)) is not None:
+            needs.append(url)
         out[task] = (name, needs)
     return out
 
