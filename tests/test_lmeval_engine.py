@@ -234,6 +234,14 @@ def test_ruler_metrics_from_lm_eval_samples():
     assert set(m["template_source"]) == {"niah", "vt"}
     assert all(v.startswith("lm-eval 0.4.13") for v in m["template_source"].values())
     assert m["skipped"] == {"vt": {"8192": "lm-eval built no sample"}}
+    # lm-eval's RULER tasks carry RULER's own wording: nothing about the templates keeps them from the papers
+    from ropeext.report.references import load_references, protocol_reasons
+    from ropeext.report.summary import REPOSITORY_REFERENCES
+
+    tables = load_references(REPOSITORY_REFERENCES).of(("ruler",))
+    assert tables
+    for table in tables:
+        assert not [r for r in protocol_reasons(table, m) if "wording" in r or "template" in r]
 
 
 def test_longbench_buckets_from_lm_eval_samples():
@@ -254,6 +262,13 @@ def test_longbench_buckets_from_lm_eval_samples():
     plain = lb_engine.build_metrics({"hotpotqa": samples}, {"hotpotqa": {}}, names={"hotpotqa": "longbench_hotpotqa"},
                                     benchmark="longbench", meta={})
     assert plain["Avg"] == 43.75 and "buckets" not in plain["tasks"]["hotpotqa"]
+    # lm-eval cuts long prompts at their beginning: never the papers' LongBench protocol
+    from ropeext.report.references import load_references, protocol_reasons
+    from ropeext.report.summary import REPOSITORY_REFERENCES
+
+    [table, *_] = load_references(REPOSITORY_REFERENCES).of(("longbench-e",))
+    assert any("at its beginning, LongBench's script in the middle" in r for r in protocol_reasons(table, m))
+    assert not any("at its beginning" in r for r in protocol_reasons(table, {**m, "engine": "ropeext"}))
 
 
 def test_stored_samples_keep_long_fields_as_hashes():
@@ -302,6 +317,7 @@ def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeyp
     from ropeext.eval.longbench import metrics as lb_metrics
     from ropeext.eval.longbench.results import table1
     from ropeext.report.references import beside_ours, load_references
+    from ropeext.report.summary import REPOSITORY_REFERENCES
 
     def run(cache: Path, out: Path) -> dict:
         monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
@@ -347,7 +363,7 @@ def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeyp
     df = table1([m])
     assert list(df.columns) == ["0-4k", "4-8k", "8k+", "Avg", "Avg>4k"]
     config = resolve_config({})
-    found = beside_ours("longbench", df, [m], config, load_references(None))
+    found = beside_ours("longbench", df, [m], config, load_references(REPOSITORY_REFERENCES))
     assert found.lines[0].startswith("Produced with: engine: lm_eval (lm-eval 0.4.13's own tasks longbench_lcc_e); "
                                      f"data {LONGBENCH_REPO}:lcc_e")
 
