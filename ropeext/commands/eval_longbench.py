@@ -18,7 +18,8 @@ COMMAND = ("eval", "longbench")
 HELP = "LongBench / LongBench-E (official protocol and metrics) or build the embedded code-completion task"
 
 SECTION = "eval.longbench"  # the config section the options below are laid over
-OPTIONS = {"data": "data_dir", "prompts": "prompts_dir", "benchmark": "benchmark", "tasks": "tasks", "limit": "limit",
+OPTIONS = {"engine": "engine", "data": "data_dir", "prompts": "prompts_dir", "benchmark": "benchmark", "tasks": "tasks",
+           "limit": "limit",
            "max_input_length": "max_input_length", "chat_template": "chat_template", "bos": "bos",
            "on_bad_line": "on_bad_line", "embedded_max_new_tokens": "embedded_max_new_tokens",
            "windows": "embedded.windows", "margin": "embedded.margin", "bucket_edges": "embedded.bucket_edges",
@@ -33,6 +34,9 @@ def add_arguments(parser) -> None:
                              "--build-embedded: the task folder to write")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--model", help="model directory (or hub id) to evaluate")
+    ev.add_argument("--engine", choices=["ropeext", "lm_eval"],
+                    help="ropeext (this project's protocol on --data) or lm_eval (lm-eval's own LongBench tasks on "
+                         "their hub dataset; --data and --prompts do not apply); default: eval.longbench.engine")
     ev.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's; with "
                     "--build-embedded: the tokenizer of --tokens)")
     ev.add_argument("--data", help="folder of <task>.jsonl / <task>_e.jsonl, the benchmark's "
@@ -104,9 +108,16 @@ def run(args) -> None:
     if not args.model:
         raise RopeextError("--model is required to evaluate (or pass --build-embedded)")
     variant = variant_of(args)
-    result = evaluate(s, model=args.model, output_dir=args.output_dir, tokenizer=args.tokenizer, dtype=args.dtype,
-                      device=args.device, cache_dir=args.cache_dir, overwrite=args.overwrite, config=config,
-                      variant=variant, mlflow=not args.no_mlflow, progress=not args.no_progress)
+    if s["engine"] == "lm_eval":
+        from ropeext.eval.lmeval_engine import longbench
+
+        result = longbench.evaluate(s, model=args.model, output_dir=args.output_dir, tokenizer=args.tokenizer,
+                                    dtype=args.dtype, device=args.device, config=config, variant=variant,
+                                    mlflow=not args.no_mlflow, progress=not args.no_progress)
+    else:
+        result = evaluate(s, model=args.model, output_dir=args.output_dir, tokenizer=args.tokenizer, dtype=args.dtype,
+                          device=args.device, cache_dir=args.cache_dir, overwrite=args.overwrite, config=config,
+                          variant=variant, mlflow=not args.no_mlflow, progress=not args.no_progress)
     long_key = next((k for k in result if k.startswith("Avg>")), None)
     extra = f", {long_key} {result[long_key]}" if long_key else ""
     print(f"longbench {variant}: Avg {result['Avg']}{extra} over {len(result['tasks'])} task(s) -> {args.output_dir}")

@@ -14,12 +14,15 @@ HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, 
         "metrics JSON, predictions JSONL, heat maps")
 
 SECTION = "eval.ruler"  # the config section the options below are laid over
-OPTIONS = ("lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates",
-           "max_length")
+OPTIONS = ("engine", "lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
+           "templates", "max_length")
 
 
 def add_arguments(parser) -> None:
     add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
+    parser.add_argument("--engine", choices=["ropeext", "lm_eval"],
+                        help="ropeext (samples generated here, offline) or lm_eval (lm-eval's own RULER tasks; "
+                             "default: eval.ruler.engine)")
     parser.add_argument("--lengths", help="comma-separated sequence lengths in model tokens, prompt + answer budget "
                         "(default: eval.ruler.lengths)")
     parser.add_argument("--samples", type=int, help="samples per task and length (default: eval.ruler.samples)")
@@ -72,7 +75,7 @@ def run(args) -> None:
     from ropeext.eval.ruler import report
     from ropeext.eval.ruler.generate import Sources
     from ropeext.eval.ruler.haystack import essay_stream
-    from ropeext.eval.ruler.run import evaluate, summarize
+    from ropeext.eval.ruler.run import evaluate, flat_metrics, summarize
     from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates
     from ropeext.modeling import load_causal_lm, load_model_config
     from ropeext.runtime import model_window, resolve_device
@@ -88,6 +91,9 @@ def run(args) -> None:
             raise RopeextError(f"--lengths: {', '.join(map(str, too_long))} exceed the model's window of {window} "
                                f"tokens (max_position_embeddings of {args.model}); pass --max-length to allow "
                                f"extrapolation past it")
+    if s["engine"] == "lm_eval":
+        _run_lm_eval(args, config, s, window)
+        return
 
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     tasks = list(s["tasks"])
@@ -138,21 +144,28 @@ def run(args) -> None:
         subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")
         summary = summarize(records, tasks=tasks_to_run, lengths=s["lengths"], subset=subset,
                             threshold=float(s["threshold"]), skipped=skipped, templates=templates)
-        metrics = {"variant": variant, "model": str(args.model), "window": window, "seed": s["seed"],
-                   "samples_per_cell": s["samples"], **summary}
+        metrics = {"variant": variant, "engine": "ropeext", "model": str(args.model), "window": window,
+                   "seed": s["seed"], "samples_per_cell": s["samples"], **summary}
         write_json(out / "metrics.json", metrics)
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, s["lengths"], out / "heatmaps")
-        logged = {f"ruler.{t}.L{L}": v for t, by in metrics["scores"].items() for L, v in by.items()}
-        logged |= {f"ruler.avg.L{L}": v for L, v in metrics["average"].items() if v is not None}
-        if metrics["avg"] is not None:
-            logged["ruler.avg"] = metrics["avg"]
-        if metrics["effective_length"] is not None:
-            logged["ruler.effective_length"] = metrics["effective_length"]
-        run_.log_metrics(logged)
+        run_.log_metrics(flat_metrics(metrics))
         run_.set_tags({"ruler.subset": s["subset"]})
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
     print(f"ruler {variant} ({subset}): average by length {by_len}; effective length "
           f"{metrics['effective_length']} (threshold {s['threshold']}) -> {out}")
+
+
+def _run_lm_eval(args, config: dict, s: dict, window: int | None) -> None:
+    """lm-eval's own RULER tasks (the essay and QA options of the ropeext engine do not apply)."""
+    from ropeext.eval.lmeval_engine import ruler
+
+    variant = variant_of(args)
+    metrics = ruler.evaluate(s, model=args.model, output_dir=args.output_dir, window=window, tokenizer=args.tokenizer,
+                             dtype=args.dtype, device=args.device, config=config, variant=variant,
+                             mlflow=not args.no_mlflow, progress=not args.no_progress)
+    by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
+    print(f"ruler {variant} (lm-eval {metrics['lm_eval_version']}, {metrics['subset']}): average by length "
+          f"{by_len}; effective length {metrics['effective_length']} (threshold {s['threshold']}) -> {args.output_dir}")

@@ -136,7 +136,7 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
             keys = {c["_key"] for c in chosen}
             per_task[t] = ([r for r in store if r["_id"] in keys], schemes[t])
         result = results.build_metrics(
-            per_task, benchmark=s["benchmark"], variant=variant, model=str(model), window=window,
+            per_task, benchmark=s["benchmark"], engine="ropeext", variant=variant, model=str(model), window=window,
             max_input_length=budgets, max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
             prompt_source={t: specs[t].source for t in tasks},
             prompt_differences={t: list(specs[t].differences) for t in tasks},

@@ -3,16 +3,27 @@
 Each entry (a task, group or tag with its few-shot count) is evaluated by its own call and its
 results appended to a resumable JSONL, so a rerun after an interruption continues with the
 entries not yet done. Per-sample outputs go to a second resumable JSONL.
+
+The Open LLM suite and the ``lm_eval`` engines of RULER and LongBench (``ropeext.eval.lmeval_engine``)
+all build their model with ``make_lm`` and run their tasks with ``evaluate_entry``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import check_known
+
+
+class EntryError(RopeextError):
+    """An lm-eval task that could not be built; ``cause`` is what lm-eval raised."""
+
+    def __init__(self, message: str, cause: BaseException):
+        super().__init__(message)
+        self.cause = cause
 
 
 def _plain(obj):
@@ -33,8 +44,12 @@ def _repr(obj):
     return repr(obj) if callable(obj) else str(obj)
 
 
-def task_manager(include_paths: Iterable[str | Path], names: list[str]):
-    """A TaskManager that knows ``names``: only the local folders when they suffice (fast), else lm-eval's own too."""
+def task_manager(include_paths: Iterable[str | Path], names: list[str], metadata: dict | None = None):
+    """A TaskManager that knows ``names``: only the local folders when they suffice (fast), else lm-eval's own too.
+
+    ``metadata`` reaches every task's config (lm-eval's ``--metadata``: RULER's ``max_seq_lengths`` and
+    tokenizer, for example).
+    """
     from lm_eval.tasks import TaskManager
 
     paths = [str(Path(p).resolve()) for p in include_paths]
@@ -42,10 +57,10 @@ def task_manager(include_paths: Iterable[str | Path], names: list[str]):
         if not Path(p).is_dir():
             raise RopeextError(f"task folder not found: {p}")
     if paths:
-        local = TaskManager(include_path=paths, include_defaults=False)
+        local = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
         if all(n in local.all_tasks for n in names):
             return local
-    full = TaskManager(include_path=paths or None, include_defaults=True)
+    full = TaskManager(include_path=paths or None, include_defaults=True, metadata=metadata)
     where = "lm-eval's tasks" + (f" or the task folders {', '.join(paths)}" if paths else "")
     check_known(names, set(full.all_tasks), where)
     return full
@@ -56,14 +71,14 @@ def load_entry(tm, name: str, num_fewshot: int):
     try:
         loaded = tm.load([name])
     except (KeyError, ValueError, TypeError) as exc:
-        raise RopeextError(f"lm-eval task {name!r} cannot be built: {exc}") from None
+        raise EntryError(f"lm-eval task {name!r} cannot be built: {exc}", exc) from None
     except Exception as exc:  # noqa: BLE001 - the dataset loader (hub, network, files) fails in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RopeextError(
+        raise EntryError(
             f"lm-eval task {name!r}: its dataset could not be loaded ({type(exc).__name__}: {first}). "
             f"Offline, a hub task needs its dataset in the local Hugging Face cache (run it once with "
             f"network access, or set HF_DATASETS_OFFLINE=0); otherwise use the local tasks "
-            f"(--preset local) or a task folder (--include-path) with dataset_path: json") from None
+            f"(--preset local) or a task folder (--include-path) with dataset_path: json", exc) from None
     for task in loaded["tasks"].values():
         if num_fewshot > 0 and not task.has_training_docs() and not task.has_validation_docs() \
                 and task.config.fewshot_split is None:
@@ -75,6 +90,7 @@ def load_entry(tm, name: str, num_fewshot: int):
 
 def make_lm(model: str | Path, *, tokenizer: str | Path | None, max_length: int, batch_size: int | str,
             device: str, dtype: str):
+    """lm-eval's ``HFLM`` over a model directory (or hub id): the one model construction of every lm-eval run."""
     from lm_eval.models.huggingface import HFLM
 
     try:
@@ -84,36 +100,54 @@ def make_lm(model: str | Path, *, tokenizer: str | Path | None, max_length: int,
         raise RopeextError(f"cannot load model {model} for lm-eval: {str(exc).splitlines()[0]}") from None
 
 
+def drop_arguments(sample: dict) -> dict:
+    """A logged sample as stored by default: everything but the request arguments (the full prompt)."""
+    return {k: v for k, v in sample.items() if k != "arguments"}
+
+
+def evaluate_entry(lm, tm, name: str, num_fewshot: int, *, key: str, results_store, samples_store=None,
+                   limit: int | float | None = None, seed: int = 0, bootstrap_iters: int = 0,
+                   keep: Callable[[dict], dict] = drop_arguments) -> dict:
+    """Evaluate one task entry under ``key`` unless ``results_store`` has it; return its record.
+
+    The record holds lm-eval's results, versions, n-shot, sample counts and task configs; each
+    logged sample goes to ``samples_store`` as ``keep`` shapes it.
+    """
+    from lm_eval import simple_evaluate
+
+    if key in results_store:
+        return results_store.records[key]
+    top = load_entry(tm, name, num_fewshot)
+    res = simple_evaluate(model=lm, tasks=top, num_fewshot=None, task_manager=tm, limit=limit,
+                          bootstrap_iters=bootstrap_iters, log_samples=samples_store is not None,
+                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                          fewshot_random_seed=seed)
+    if samples_store is not None:
+        for task, samples in (res.get("samples") or {}).items():
+            for s in samples:
+                rec = _plain(keep(s))
+                samples_store.append({"_id": f"{key}/{task}/{s['doc_id']}", "entry": key, "task": task, **rec})
+    results_store.append(_plain({
+        "_id": key, "task": name, "num_fewshot": num_fewshot,
+        "results": res["results"], "groups": res.get("groups", {}),
+        "versions": res.get("versions", {}), "n-shot": res.get("n-shot", {}),
+        "n-samples": res.get("n-samples", {}), "higher_is_better": res.get("higher_is_better", {}),
+        "configs": res.get("configs", {}), "lm_eval_version": res.get("lm_eval_version"),
+        "transformers_version": res.get("transformers_version"),
+        "limit": limit, "seed": seed,
+    }))
+    return results_store.records[key]
+
+
 def evaluate_entries(lm, tm, entries: list[tuple[str, int]], *, results_store, samples_store=None,
                      limit: int | float | None = None, seed: int = 0, bootstrap_iters: int = 0,
                      progress=None) -> list[dict]:
     """Evaluate every (task, num_fewshot) entry not yet in ``results_store``; return all entry records."""
-    from lm_eval import simple_evaluate
-
     out = []
     for name, shots in entries:
-        key = f"{name}:{shots}"
-        if key not in results_store:
-            top = load_entry(tm, name, shots)
-            res = simple_evaluate(model=lm, tasks=top, num_fewshot=None, task_manager=tm, limit=limit,
-                                  bootstrap_iters=bootstrap_iters, log_samples=samples_store is not None,
-                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                  fewshot_random_seed=seed)
-            if samples_store is not None:
-                for task, samples in (res.get("samples") or {}).items():
-                    for s in samples:
-                        rec = _plain({k: v for k, v in s.items() if k not in ("arguments",)})
-                        samples_store.append({"_id": f"{key}/{task}/{s['doc_id']}", "entry": key, "task": task, **rec})
-            results_store.append(_plain({
-                "_id": key, "task": name, "num_fewshot": shots,
-                "results": res["results"], "groups": res.get("groups", {}),
-                "versions": res.get("versions", {}), "n-shot": res.get("n-shot", {}),
-                "n-samples": res.get("n-samples", {}), "higher_is_better": res.get("higher_is_better", {}),
-                "configs": res.get("configs", {}), "lm_eval_version": res.get("lm_eval_version"),
-                "transformers_version": res.get("transformers_version"),
-                "limit": limit, "seed": seed,
-            }))
-        out.append(results_store.records[key])
+        out.append(evaluate_entry(lm, tm, name, shots, key=f"{name}:{shots}", results_store=results_store,
+                                  samples_store=samples_store, limit=limit, seed=seed,
+                                  bootstrap_iters=bootstrap_iters))
         if progress is not None:
             progress.update(1)
     return out

@@ -1,0 +1,75 @@
+"""What the lm_eval engines of RULER and LongBench share: lm-eval's task folder, resumable state, stored samples.
+
+A run writes, under its output folder, ``results.jsonl`` (lm-eval's results of each task entry, one
+line per entry, resumable), ``predictions.jsonl`` (the samples lm-eval logs, with the request
+arguments dropped and long document fields replaced by their hash and size) and ``state.json``
+(the settings the stored entries were made with; other settings start over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ropeext.errors import RopeextError
+from ropeext.eval import lmeval_assets as LM
+from ropeext.io import read_json, write_json
+
+LONG_TEXT = 2000  # document fields longer than this (characters) are stored as hash and size
+
+
+def fail_on(problems: list[str]) -> None:
+    """Stop with the offline check's messages, before anything is loaded."""
+    if problems:
+        raise RopeextError("\n\n".join(problems))
+
+
+def task_manager(folder: str, names: list[str], metadata: dict | None = None):
+    """A TaskManager over lm-eval's own task folder ``lm_eval/tasks/<folder>`` only (indexing it takes
+    milliseconds, all of lm-eval's tasks seconds)."""
+    from ropeext.eval.openllm import runner
+
+    return runner.task_manager([LM.package_dir() / "tasks" / folder], names, metadata)
+
+
+def _short(value):
+    if isinstance(value, str) and len(value) > LONG_TEXT:
+        return {"sha256": hashlib.sha256(value.encode()).hexdigest(), "chars": len(value)}
+    return value
+
+
+def keep_sample(sample: dict) -> dict:
+    """A logged sample as stored: no request arguments (the full prompt), long document fields as hash and size."""
+    from ropeext.eval.openllm.runner import drop_arguments
+
+    out = drop_arguments(sample)
+    if isinstance(out.get("doc"), dict):
+        out["doc"] = {k: _short(v) for k, v in out["doc"].items()}
+    return out
+
+
+def fresh_state(out: Path, fingerprint: dict, label: str) -> None:
+    """Keep earlier entries only when they were made with the same settings."""
+    state = out / "state.json"
+    if state.exists() and read_json(state) != fingerprint:
+        for name in ("results.jsonl", "predictions.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        print(f"{label}: settings changed since the last run in {out}; starting over")
+    write_json(state, fingerprint)
+
+
+def stores(out: Path):
+    """The resumable results and predictions files of a run."""
+    from ropeext.eval.common import ResumableJsonl
+
+    return ResumableJsonl(out / "results.jsonl", key="_id"), ResumableJsonl(out / "predictions.jsonl", key="_id")
+
+
+def model_id(model) -> str:
+    """A model directory as an absolute path (a hub id as given): what the state fingerprint records."""
+    return str(Path(model).resolve()) if Path(str(model)).is_dir() else str(model)
+
+
+def entry_samples(samples_store, key: str) -> list[dict]:
+    """The stored samples of one entry, in document order."""
+    return sorted((r for r in samples_store if r.get("entry") == key), key=lambda r: int(r["doc_id"]))
