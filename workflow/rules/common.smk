@@ -178,15 +178,29 @@ wildcard_constraints:
 
 
 def longbench_data(wildcards):
-    """The embedded task's files, or nothing when the user names their LongBench copy."""
-    if config["eval"]["longbench"]["data_dir"]:
+    """The embedded task's files, or nothing when the user names their LongBench copy or lm-eval runs the suite."""
+    lb = config["eval"]["longbench"]
+    if lb["data_dir"] or lb["engine"] == "lm_eval":
         return []
     return [f"{R}/eval/longbench-data/buckets.json"]
 
 
 def longbench_data_arg(wildcards):
-    return config["eval"]["longbench"]["data_dir"] or f"{R}/eval/longbench-data"
+    lb = config["eval"]["longbench"]
+    if lb["engine"] == "lm_eval":
+        return ""
+    return f"--data {lb['data_dir'] or f'{R}/eval/longbench-data'}"
 
 
-def ruler_essay_source(wildcards):
-    return config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet"
+def ruler_inputs(wildcards):
+    """The essay haystack and its tokenizer, which this project's RULER generator reads (lm-eval brings its own)."""
+    if config["eval"]["ruler"]["engine"] == "lm_eval":
+        return {}
+    return {"essay": config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet",
+            "tokenizer": rules.tokenizer.output.tokenizer}
+
+
+def ruler_essay_args(wildcards, input):
+    if config["eval"]["ruler"]["engine"] == "lm_eval":
+        return ""
+    return f"--essay-source {input.essay} --essay-tokenizer {os.path.dirname(input.tokenizer)}"

@@ -59,4 +59,4 @@ rule eval_longbench:
         ENV
     shell:
         "{params.cli} eval longbench --config {params.cfg} --model {input.model} "
-        "--data {params.data} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"
+        "{params.data} --output-dir {params.outdir} --no-progress --variant {params.variant} > {log} 2>&1"

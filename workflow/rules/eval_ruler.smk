@@ -1,8 +1,7 @@
 rule eval_ruler:
     input:
+        unpack(ruler_inputs),
         model=model_dir,
-        essay=ruler_essay_source,
-        tokenizer=rules.tokenizer.output.tokenizer,
     output:
         metrics=f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/metrics.json",
         png=report(f"{R}/eval/ruler/{MODEL}-{{method}}-{{target}}-{{layout}}/heatmap.png", caption="../report/ruler.rst", category="RULER",
@@ -13,7 +12,7 @@ rule eval_ruler:
         cli=cli("eval_ruler"),
         cfg=CONFIG,
         settings=section("eval.ruler", "seed"),
-        tokdir=lambda w, input: os.path.dirname(input.tokenizer),
+        essay=ruler_essay_args,
         variant=lambda w: variant(w.method, w.target, w.layout),
         outdir=lambda w, output: os.path.dirname(output.metrics),
     threads: threads_of("eval")
@@ -27,5 +26,5 @@ rule eval_ruler:
         ENV
     shell:
         "{params.cli} eval ruler --config {params.cfg} --model {input.model} "
-        "--essay-source {input.essay} --essay-tokenizer {params.tokdir} --output-dir {params.outdir} "
+        "{params.essay} --output-dir {params.outdir} "
         "--no-progress --variant {params.variant} > {log} 2>&1"
