@@ -13,6 +13,7 @@ Checks marked ``paths`` read the file system (never write to it); they run while
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -646,8 +647,19 @@ def _references(config: dict) -> Iterator[str]:
     from ropeext.report.references import load_references
     from ropeext.report.summary import REPOSITORY_REFERENCES
 
-    path = config["report"]["references"] or REPOSITORY_REFERENCES
+    path = Path(config["report"]["references"] or REPOSITORY_REFERENCES)
     try:
-        load_references(path)
+        stat = path.stat()
+    except OSError:
+        stat = None
+    try:
+        _loads(load_references, str(path), stat and (stat.st_mtime_ns, stat.st_size))
     except RopeextError as exc:
         yield f"report.references: {exc}"
+
+
+@functools.lru_cache(maxsize=8)
+def _loads(load, path: str, version) -> bool:
+    """``load(path)`` once per version (modification time and size) of the file: it loads or raises."""
+    load(path)
+    return True
