@@ -9,6 +9,11 @@ Each subcommand lives in a module of ``ropeext.commands`` that declares
 
 Modules import their heavy dependencies inside ``run`` so that ``ropeext --help`` stays fast.
 A RopeextError anywhere becomes ``error: <message>`` and exit status 2.
+
+Before a command runs, every output it names is checked (``ropeext.io.output_problem``): an
+``--output-dir`` or an option whose metavar is ``DIR`` must be a folder that can be written or made,
+the other outputs (``--output``, ``--stats``, ``--plot``) a file; a path blocked by a file or a
+folder without write permission stops the command before it does any work.
 """
 
 from __future__ import annotations
@@ -54,13 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[group] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
             sub = groups[group].add_parser(path[1], help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _outputs=output_options(sub))
     return parser
+
+
+OUTPUT_DESTS = ("output", "output_dir", "stats", "plot")
+
+
+def output_options(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
+    """(dest, option, kind) of the options of ``parser`` that name something the command writes."""
+    out = []
+    for action in parser._actions:
+        if action.dest in OUTPUT_DESTS and action.option_strings:
+            folder = action.dest == "output_dir" or action.metavar == "DIR"
+            out.append((action.dest, action.option_strings[0], "folder" if folder else "file"))
+    return out
+
+
+def check_outputs(args) -> None:
+    from ropeext.io import check_output
+
+    for dest, option, kind in getattr(args, "_outputs", ()):
+        value = getattr(args, dest, None)
+        if value:
+            check_output(value, kind, option)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         code = args._run(args)
     except RopeextError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -208,22 +208,43 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
     config: dict = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise RopeextError(f"config file not found: {path}")
-        try:
-            with open(path) as fh:
-                config = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
-            raise RopeextError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(config, dict):
-            raise RopeextError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+        config = read_config_file(path)
     if recipe is not None:
         config = choose_recipe(config, recipe)
     if overrides:
         config = deep_merge(config, overrides)
     return resolve_config(config, source=source)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The raw mapping of a YAML config file; a syntax error names the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise RopeextError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise RopeextError(describe_yaml_error(path, exc)) from None
+    except UnicodeDecodeError as exc:
+        raise RopeextError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise RopeextError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    return config
+
+
+def describe_yaml_error(path, exc) -> str:
+    """``FILE:LINE:COLUMN: not valid YAML: what`` (1-based, as editors count) for a YAML parse error."""
+    mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if getattr(exc, "context", None):
+        at = f" that starts at line {context.line + 1}, column {context.column + 1}" if context is not None else ""
+        what += f" ({exc.context}{at})"
+    return f"{where}: not valid YAML: {what}"
 
 
 def choose_recipe(config: dict, name: str) -> dict:

@@ -42,6 +42,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def output_problem(path: str | Path, kind: str = "file") -> str | None:
+    """Why ``path`` cannot be written as a ``kind`` ("file" or "folder"), or None; creates nothing.
+
+    Looks at the path itself (a folder where a file is expected, or a file where a folder is), the
+    nearest existing ancestor (a file there blocks every folder below it) and write permission where
+    the new entry would be made.
+    """
+    path = Path(path).expanduser()
+    if kind not in ("file", "folder"):
+        raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+    if path.exists():
+        if kind == "folder" and not path.is_dir():
+            return f"{path} is a file, expected a folder"
+        if kind == "file" and path.is_dir():
+            return f"{path} is a folder, expected a file"
+        if kind == "folder" and not os.access(path, os.W_OK | os.X_OK):
+            return f"cannot write in {path} (permission denied)"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder, so {path} cannot be made"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot write in {ancestor} (permission denied)"
+    return None
+
+
+def check_output(path: str | Path, kind: str = "file", what: str = "--output") -> Path:
+    """``path`` when it can be written as a ``kind``; otherwise a RopeextError naming ``what`` and why."""
+    problem = output_problem(path, kind)
+    if problem:
+        raise RopeextError(f"{what} {path}: {problem}")
+    return Path(path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 text atomically."""
     path = Path(path)

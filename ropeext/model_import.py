@@ -100,6 +100,13 @@ def _from_folder(given: str, folder: Path, kind: str, gguf_file: str | None) -> 
                        f"(expected {ACCEPTED})")
 
 
+def is_gguf_source(source: str) -> bool:
+    """Whether ``source`` names a GGUF file or, as a bare name, an installed package shipping one (rather
+    than a model folder or an org/name hub id)."""
+    path = Path(source).expanduser()
+    return path.suffix.lower() == ".gguf" or ("/" not in source and not path.exists())
+
+
 def resolve_source(source: str, *, gguf_file: str | None = None) -> Source:
     """What ``source`` names, or one RopeextError listing the accepted forms."""
     text = str(source).strip()

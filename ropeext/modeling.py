@@ -91,10 +91,62 @@ def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None,
     if scaling is not None:
         apply_scaling(config, scaling)
     config.use_cache = False
-    model = AutoModelForCausalLM.from_pretrained(
-        path, config=config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+        )
+    except Exception as exc:  # noqa: BLE001 - reported with the file that failed (see weights_error)
+        raise weights_error(path, exc) from None
     return model
+
+
+def weights_error(path: str | Path, exc: BaseException) -> RopeextError:
+    """A loader failure as one line: the weight file at fault when one is (truncated, corrupt), else the
+    loader's own first line."""
+    folder = Path(str(path))
+    if folder.is_dir():
+        for name in weight_files(folder):
+            problem = weight_file_problem(folder / name)
+            if problem:
+                return RopeextError(f"{folder / name}: {problem}; re-create it (re-run the stage that wrote it, "
+                                    "or copy the model again)")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RopeextError(f"{path}: cannot load the model ({type(exc).__name__}: {first})")
+
+
+def weight_file_problem(path: str | Path) -> str | None:
+    """Why a ``.safetensors`` weight file cannot be read, or None; reads only its header (no tensors).
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's byte
+    range, then the data: a file cut short ends before the last range does.
+    """
+    import json
+    import struct
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"not a safetensors file: {size} bytes, shorter than its 8-byte header length (truncated?)"
+            (length,) = struct.unpack("<Q", head)
+            if 8 + length > size:
+                return (f"truncated or not a safetensors file: the header claims {length} bytes, the file has "
+                        f"{size}")
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    except (ValueError, UnicodeDecodeError):
+        return "corrupt: the safetensors header is not valid JSON"
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2]
+    need = 8 + length + max(ends, default=0)
+    if need > size:
+        return f"truncated: {size} bytes, but its tensors need {need}"
+    return None
 
 
 def local_snapshot(repo_id: str) -> Path | None:

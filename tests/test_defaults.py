@@ -32,7 +32,7 @@ COMMANDS = REPO / "ropeext" / "commands"
 FLAG_ACTIONS = {"store_true", "store_false", "append", "count"}
 RUNTIME_OPTIONS = {"dtype", "device"}
 # Options whose own default is known and still to be taken from the config: (module, dest).
-KNOWN = {("pack", "seed")}  # `ropeext pack --seed`: the document order's seed, config `seed`
+KNOWN: set = set()
 
 
 def _literal(node) -> bool:
@@ -153,7 +153,9 @@ BEFORE = {
                  "precision": "bf16-mixed", "schedule": "cosine", "min_lr_ratio": 0.1, "betas": [0.9, 0.95],
                  "max_grad_norm": 1.0, "grad_accum": 1, "gradient_checkpointing": False, "checkpoint_every": 100,
                  "keep_checkpoints": 2, "log_every": 1, "system_metrics": True, "cleanup_checkpoints": True},
-    "eval.openllm": {"preset": "local", "tasks": None, "num_fewshot": None, "batch_size": 8, "limit": None},
+    # preset and rope.threshold: null now means "not set" (in effect local and 0.0), so that setting
+    # the other key of each pair (tasks, interpolated_dims) is not a conflict with a default
+    "eval.openllm": {"preset": None, "tasks": None, "num_fewshot": None, "batch_size": 8, "limit": None},
     "eval.openllm.local": {"items": 40, "fewshot_items": 5, "context_lines": 6, "choices": 4,
                            "max_context_tokens": 192, "max_line_tokens": 32, "ppl_docs": 8, "ppl_tokens": 512},
     "analysis.bf16": {"length": 4096, "num_sequences": 50, "delta_ref": 16, "logit_lengths": None, "chunk_size": 512,
@@ -166,7 +168,7 @@ BEFORE = {
                        "on_bad_line": "fail", "embedded_max_new_tokens": None},
     "eval.longbench.embedded": {"margin": 56, "bucket_edges": None, "per_bucket": 20, "task": "heldout_lcc"},
     "eval.ppl": {"lengths": [256, 512, 1024, 2048], "stride": 256, "max_tokens": 32768},
-    "rope": {"bins": 360, "kl_direction": "code", "angle_dtype": "float32", "threshold": 0.0,
+    "rope": {"bins": 360, "kl_direction": "code", "angle_dtype": "float32", "threshold": None,
              "compare_methods": ["none", "pi", "ntk", "yarn", "dprope"],
              "angles_methods": ["none", "pi", "yarn", "dprope"]},
     "rope.yarn": {"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True},

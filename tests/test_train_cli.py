@@ -30,7 +30,7 @@ def _packed(path: Path, tok_dir: Path, window: int, layout: str, n_docs: int = 6
     tok = AutoTokenizer.from_pretrained(tok_dir)
     rng = np.random.default_rng(seed)
     docs = [list(rng.integers(3, len(tok), size=int(rng.integers(8, 40)))) for _ in range(n_docs)]
-    write_packed(path, pack_documents(docs, window, layout, tok.bos_token_id, seed))
+    write_packed(path, pack_documents(docs, window, layout, tok.bos_token_id, seed), layout)
     return path
 
 
@@ -113,7 +113,7 @@ def test_bad_input_fails_before_training(finetune_inputs, tmp_path, capsys, tiny
     _fails(capsys, _args(inp, out, scaling=_scaling(tmp_path / "hd16.json", head_dim=16)),
            "head_dim 16", "head_dim 32")
     wide = _packed(tmp_path / "w128.parquet", tiny_tokenizer_dir, 128, "anchor")
-    _fails(capsys, _args(inp, out, train=wide), "target length 64 is below the packing window 128")
+    _fails(capsys, _args(inp, out, train=wide), "packed at window 128, but training needs window 64")
     _fails(capsys, _args(inp, out, "--set", "grad_accum=3"), "batch_size 4 does not divide into grad_accum 3")
     _fails(capsys, _args(inp, out, "--set", "warmup=3"), "unknown key 'warmup'")
     _fails(capsys, _args(inp, out, "--set", "precision=fp8"), "finetune.precision: 'fp8' is not one of")

@@ -29,7 +29,8 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
 
 def add_training_args(parser: argparse.ArgumentParser, section: str, example: str) -> None:
     """Output, threads, ``--set`` and ``--no-resume``: what pretrain and finetune share."""
-    parser.add_argument("--output", required=True, help="model directory to write (checkpoints: OUTPUT.checkpoints)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="model directory to write (checkpoints: OUTPUT.checkpoints)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override one {section} setting, e.g. {example} (repeatable)")

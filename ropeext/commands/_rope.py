@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from ropeext.commands._common import add_config_args, add_tracking_args, overlay, parse_list
+from ropeext.errors import RopeextError
 
 SECTION = "rope"  # the config section the options below are laid over
 OPTIONS = {"bins": "bins", "kl_direction": "kl_direction", "angle_dtype": "angle_dtype", "candidates": "candidates",
@@ -64,6 +65,8 @@ def rope_settings(args, config: dict) -> dict:
         s["yarn"]["truncate"] = False
     threshold, dims = getattr(args, "threshold", None), getattr(args, "interpolated_dims", None)
     if threshold is None and dims is None:
+        if s["threshold"] is not None and s["interpolated_dims"] is not None:
+            raise RopeextError("rope.threshold and rope.interpolated_dims are both set in the config: give one of them")
         dims = s["interpolated_dims"]
         if isinstance(dims, dict):
             dims = dims.get(str(args.target_length), dims.get(args.target_length))

@@ -75,7 +75,7 @@ def run(args) -> None:
     from ropeext.eval.ruler import report
     from ropeext.eval.ruler.generate import Sources
     from ropeext.eval.ruler.haystack import essay_stream
-    from ropeext.eval.ruler.run import evaluate, flat_metrics, summarize
+    from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, summarize
     from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates
     from ropeext.modeling import load_causal_lm, load_model_config
     from ropeext.runtime import model_window, resolve_device
@@ -116,6 +116,8 @@ def run(args) -> None:
             print(f"skipping {task}: no {dataset} file given ({option} PATH)")
             qa_skipped[task] = {str(L): f"no {dataset} file given ({option})" for L in s["lengths"]}
     tasks_to_run = [t for t in tasks if t not in qa_skipped]
+    if not tasks_to_run:
+        check_any_ran([], qa_skipped)
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,7 @@ def run(args) -> None:
                                         templates=templates, store=store, progress=bar,
                                         log=lambda msg: tqdm.write(msg))
         skipped.update(qa_skipped)
+        check_any_ran(records, skipped)
         # QA tasks without a source leave the task list (and the label says so); tasks too long
         # for a length stay in it, so that length has no complete average
         subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")

@@ -12,7 +12,7 @@ HELP = "write a base model with a scaling.json's rope_parameters applied (no fin
 def add_arguments(parser) -> None:
     parser.add_argument("--base", required=True, help="base model: HF directory or hub id")
     parser.add_argument("--scaling", required=True, help="scaling.json from `ropeext solve`")
-    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
     add_tracking_args(parser)
 
 

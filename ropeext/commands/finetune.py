@@ -54,6 +54,7 @@ def run(args) -> None:
     import torch
 
     from ropeext.attention import check_backend
+    from ropeext.data.packed_file import check_packed
     from ropeext.data.packing import check_layout
     from ropeext.data.tokenizer import load_tokenizer
     from ropeext.errors import RopeextError
@@ -75,10 +76,9 @@ def run(args) -> None:
     section = config["finetune"]
     settings = settings_from(section, seed=config["seed"], layout=args.layout, backend=backend, name="finetune",
                              target_length=target)
+    check_packed(args.train, layout=args.layout, window=target,
+                 window_note=f"the target length of {args.scaling}; fine-tuning trains at the target window")
     data = load_packed(args.train)
-    if target < data.window:
-        raise RopeextError(f"{args.scaling}: target length {target} is below the packing window {data.window} of "
-                           f"{args.train}")
     check_base(args.base)
     accelerator = make_accelerator(settings.precision)
     model = load_causal_lm(args.base, scaling=scaling)

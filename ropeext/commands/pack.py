@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, seed_of
 from ropeext.io import write_json
 from ropeext.errors import RopeextError
 
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", required=True, metavar="PARQUET", help="packed windows")
     parser.add_argument("--stats", default=None, metavar="JSON",
                         help="statistics (default: OUTPUT with .stats.json in place of .parquet)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the document order")
+    parser.add_argument("--seed", type=int, help="seed of the document order (default: the config's seed)")
     parser.add_argument("--pad-last", action="store_true",
                         help="pad the last partial window (padding has label -100, never attended) instead of dropping it")
     parser.add_argument("--no-mask-boundary-labels", action="store_true",
@@ -112,12 +112,14 @@ def packing_settings(config: dict | None) -> dict:
     return (config or validate_config({}, source="schema defaults"))["packing"]
 
 
-def write_packed(path: Path, columns: dict) -> None:
-    """Each column as list<int32> of length W per row; written to a temp name, then renamed."""
+def write_packed(path: Path, columns: dict, layout: str) -> None:
+    """Each column as list<int32> of length W per row, the layout and window in the schema metadata
+    (``ropeext.data.packed_file``); written to a temp name, then renamed."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ropeext.data.packed_file import packed_metadata
     from ropeext.data.packing import COLUMNS
 
     n, W = columns["input_ids"].shape
@@ -127,7 +129,7 @@ def write_packed(path: Path, columns: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        pq.write_table(pa.table(arrays), tmp)
+        pq.write_table(pa.table(arrays).replace_schema_metadata(packed_metadata(layout, W)), tmp)
         tmp.replace(path)
     finally:
         if tmp.exists():
@@ -145,6 +147,7 @@ def run(args) -> None:
     tokens_path, output = Path(args.tokens), Path(args.output)
     stats_path = Path(args.stats) if args.stats else output.with_name(output.stem + ".stats.json")
     config = config_from_args(args)
+    args.seed = seed_of(args, config)
     tokenizer = load_tokenizer(args.tokenizer)
     anchor = anchor_token_id(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else anchor
@@ -187,7 +190,7 @@ def run(args) -> None:
             stats["tag_template"] = settings["tag_template"]
             counts = info.extra["documents_per_tag"]
             stats["tags"] = {name: {**d, "documents": int(n)} for (name, d), n in zip(described.items(), counts)}
-        write_packed(output, columns)
+        write_packed(output, columns, args.layout)
         write_json(stats_path, stats)
         run_.log_metrics({k: v for k, v in stats["totals"].items() if isinstance(v, (int, float))
                           and not isinstance(v, bool)})

@@ -23,8 +23,8 @@ def add_arguments(parser) -> None:
 def run(args) -> None:
     import torch
 
+    from ropeext.data.packed_file import check_packed
     from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.errors import RopeextError
     from ropeext.modeling import build_tiny_llama
     from ropeext.train.data import load_packed
     from ropeext.train.loop import make_accelerator
@@ -37,9 +37,9 @@ def run(args) -> None:
     section = config["pretrain"]
     settings = settings_from(section, seed=config["seed"], layout="full", backend="sdpa_mask", name="pretrain")
     tok = load_tokenizer(args.tokenizer)
+    check_packed(args.train, layout="full", window=mcfg["train_length"],
+                 window_note="model.train_length; pre-training trains at the model's window")
     data = load_packed(args.train)
-    if data.window != mcfg["train_length"]:
-        raise RopeextError(f"{args.train}: windows of {data.window} tokens, but model.train_length is {mcfg['train_length']}")
     accelerator = make_accelerator(settings.precision)
     model = build_tiny_llama(len(tok), mcfg["train_length"], **mcfg["architecture"],
                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,

@@ -98,7 +98,9 @@ def load_references(path: str | Path | None) -> References:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise RopeextError(f"{path}: not valid YAML: {exc}") from None
+        from ropeext.config import describe_yaml_error
+
+        raise RopeextError(describe_yaml_error(path, exc)) from None
     return parse_references(data, str(path))
 
 
@@ -117,6 +119,9 @@ def parse_references(data, source: str = "reference values") -> References:
     if unknown:
         raise RopeextError(f"{source}: unknown top-level key(s) {sorted(unknown)} (expected papers, other_methods, "
                            "tables, claims)")
+    for key, kind in (("papers", dict), ("other_methods", list), ("tables", list), ("claims", list)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise RopeextError(f"{source}: {key}: expected a {'mapping' if kind is dict else 'list'}, got {data[key]!r}")
     papers = data.get("papers") or {}
     for key, p in papers.items():
         if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("citation"), str):

@@ -50,6 +50,7 @@ _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "sy
 
 
 _DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class TrainSettings:
             raise RopeextError("checkpoint_every and warmup_steps must be >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise RopeextError(f"lr: expected a positive number, got {self.lr!r}")
+        if self.lr > FLOAT32_MAX:
+            raise RopeextError(f"lr: {self.lr:g} overflows float32, whose largest value is {FLOAT32_MAX:.4g}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RopeextError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
@@ -414,7 +417,7 @@ def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: di
                                      accelerator=st.accelerator, engine=st.engine)
     loss = _global_sum(local, st.accelerator, st.device, st.world)
     if not math.isfinite(loss):
-        raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping" + _kept(ckdir))
+        raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping at lr {lr:.3g}" + _kept(ckdir))
     if st.own_masters:
         for m, p in zip(st.master, st.params):
             m.grad = None if p.grad is None else p.grad.float()
@@ -428,8 +431,18 @@ def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: di
     else:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(st.master, max_norm))
     if not math.isfinite(grad_norm):
-        raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping" + _kept(ckdir))
-    st.opt.step()
+        raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping at lr {lr:.3g}"
+                           + _kept(ckdir))
+    try:
+        st.opt.step()
+    except RuntimeError as exc:  # e.g. lr / (1 - beta1) beyond float32 in Adam's first steps
+        if "overflow" not in str(exc):
+            raise
+        raise RopeextError(f"the optimizer step overflowed at step {step + 1} ({str(exc).splitlines()[0]}); "
+                           f"stopping at lr {lr:.3g}, lower it" + _kept(ckdir)) from None
+    if not _finite(st.master, st.accelerator, st.device, st.world):
+        raise RopeextError(f"non-finite weights after the optimizer step at step {step + 1}; stopping at lr "
+                           f"{lr:.3g}, lower it" + _kept(ckdir))
     st.opt.zero_grad(set_to_none=True)
     if st.own_masters:
         with torch.no_grad():
@@ -466,6 +479,14 @@ def _kept(ckdir: Path | None) -> str:
         return ""
     last = ckpt.latest_checkpoint(ckdir)
     return f" (last good checkpoint kept: {last.path})" if last else " (no checkpoint written yet)"
+
+
+def _finite(tensors: list, accelerator, device, world: int) -> bool:
+    """Whether every value of ``tensors`` (this process's share) is finite, on every process: one
+    largest-magnitude reduction per tensor and a single device sync."""
+    local = [torch.linalg.vector_norm(t.detach(), ord=float("inf")) for t in tensors if t.numel()]
+    bad = 0.0 if not local else float((~torch.isfinite(torch.stack([x.float() for x in local]))).sum())
+    return _global_sum(bad, accelerator, device, world) == 0
 
 
 def _global_sum(value: float, accelerator, device, world: int) -> float:

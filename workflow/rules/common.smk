@@ -12,6 +12,7 @@ REPO_ROOT = os.path.dirname(workflow.basedir)
 sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 
+from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import load_schema, resolve_config  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
@@ -20,6 +21,7 @@ export_job_paths(REPO_ROOT)
 # the recipe overlay needs the raw config, so it runs before any default is filled in
 resolve_config(config, source="config")
 validate(config, schema="../schemas/config.schema.yaml")
+raise_problems(config)  # every check that needs only the config and the file system, all problems at once
 
 R = config["results_dir"]
 MODEL = config["model"]["name"]
@@ -158,7 +160,10 @@ def solve_args(wildcards):
     dims = rope["interpolated_dims"]
     if isinstance(dims, dict):
         dims = dims.get(str(wildcards.target), dims.get(int(wildcards.target)))
-    args.append(f"--interpolated-dims {dims}" if dims is not None else f"--threshold {rope['threshold']}")
+    if dims is not None:
+        args.append(f"--interpolated-dims {dims}")
+    elif rope["threshold"] is not None:
+        args.append(f"--threshold {rope['threshold']}")
     if rope["candidates"]:
         args.append(f"--candidates {','.join(rope['candidates'])}")
     if rope["factors_file"]:

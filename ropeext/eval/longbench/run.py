@@ -103,6 +103,9 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
         samples[t] = (path, predict.select_samples(records, s["limit"],
                                                    (lambda r, b=b: b.index(float(r["length"]))) if b else None))
 
+    if not any(chosen for _, chosen in samples.values()):
+        raise RopeextError(f"LongBench: no sample to evaluate in {data_dir} (tasks {', '.join(tasks)}: every task "
+                           f"file is empty{' or skipped every line' if s['on_bad_line'] == 'skip' else ''})")
     tok = load_tokenizer(tokenizer or model)
     device = resolve_device(device)
     lm = load_causal_lm(model, dtype=getattr(torch, dtype)).to(device).eval()

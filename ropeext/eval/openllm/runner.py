@@ -96,8 +96,10 @@ def make_lm(model: str | Path, *, tokenizer: str | Path | None, max_length: int,
     try:
         return HFLM(pretrained=str(model), tokenizer=str(tokenizer) if tokenizer else None,
                     max_length=int(max_length), batch_size=batch_size, device=device, dtype=dtype)
-    except OSError as exc:
-        raise RopeextError(f"cannot load model {model} for lm-eval: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - one line naming the model (and the weight file at fault)
+        from ropeext.modeling import weights_error
+
+        raise weights_error(model, exc) from None
 
 
 def drop_arguments(sample: dict) -> dict:

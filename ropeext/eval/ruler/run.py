@@ -119,3 +119,13 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     if metrics["effective_length"] is not None:
         logged["ruler.effective_length"] = metrics["effective_length"]
     return logged
+
+
+def check_any_ran(records: list[dict], skipped: dict) -> None:
+    """A suite in which every cell was skipped measured nothing: one RopeextError saying why each was."""
+    if records:
+        return
+    reasons = sorted({reason for by_length in skipped.values() for reason in by_length.values()})
+    cells = sum(len(by_length) for by_length in skipped.values())
+    raise RopeextError(f"RULER: every cell was skipped ({cells} task x length cells), nothing was measured: "
+                       + ("; ".join(reasons) if reasons else "no task to run"))
