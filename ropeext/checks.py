@@ -532,6 +532,7 @@ def _embedded(config: dict) -> Iterator[str]:
     from ropeext.eval.longbench import protocol
     from ropeext.eval.longbench.embedded import default_edges
     from ropeext.eval.longbench.results import edge_buckets
+    from ropeext.eval.longbench.run import embedded_windows
 
     emb = config["eval"]["longbench"]["embedded"]
     if emb["task"] != protocol.EMBEDDED_TASK:
@@ -542,7 +543,7 @@ def _embedded(config: dict) -> Iterator[str]:
         if emb["bucket_edges"]:
             edge_buckets(emb["bucket_edges"])
         else:
-            default_edges(emb["windows"] or [L, 2 * L, max(targets)], emb["margin"])
+            default_edges(embedded_windows(config["eval"]["longbench"], L, targets), emb["margin"])
     except RopeextError as exc:
         yield f"eval.longbench.embedded: {exc}"
 

@@ -14,6 +14,7 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import load_schema, resolve_config  # noqa: E402
+from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)

@@ -15,7 +15,7 @@ rule longbench_embedded:
         settings=section("eval.longbench.embedded", "seed"),
         tokdir=lambda w, input: os.path.dirname(input.tokenizer),
         outdir=lambda w, output: os.path.dirname(output.buckets),
-        windows=",".join(map(str, config["eval"]["longbench"]["embedded"]["windows"] or [L, 2 * L, max(TARGETS)])),
+        windows=",".join(map(str, embedded_windows(config["eval"]["longbench"], L, TARGETS))),
     threads: threads_of("light")
     resources:
         **resources_of("light"),

@@ -18,8 +18,10 @@ from ropeext.io import write_json
 
 
 def embedded_windows(settings: dict, train_length: int, target_lengths: list[int]) -> list[int]:
-    """The windows the embedded task's buckets scale to: ``embedded.windows``, or [L, 2L, L'] when null."""
-    return list(settings["embedded"]["windows"] or [train_length, 2 * train_length, max(target_lengths)])
+    """The windows the embedded task's buckets scale to: ``embedded.windows``, or L, 2L and L' when null
+    (in increasing order, each once: with L' = 2L that is two windows)."""
+    return list(settings["embedded"]["windows"]
+                or sorted({train_length, 2 * train_length, max(target_lengths)}))
 
 
 def build_embedded(settings: dict, *, output_dir: str | Path, tokenizer: str, windows: list[int],
