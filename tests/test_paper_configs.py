@@ -172,3 +172,16 @@ def test_node_profile_gives_finetunes_the_whole_node_and_evaluations_one_gpu(tmp
             assert gpus == 1 and "python -m ropeext.gpu_slots --gpus 1 -- python -m ropeext.cli" in job["shell"]
         elif job["rule"] != "all":
             assert gpus == 0 and "gpu_slots" not in job["shell"], job["rule"]
+
+
+def test_a_paper_config_run_from_the_repository_root_inherits_nothing_from_the_demo(tmp_path):
+    """Run where config/config.yaml exists (the repository root), a --configfile is the whole config: keys it
+    leaves out take the recipe's or the schema's values, never the embedded demo's."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    _dry_run(tmp_path, "llama2-dprope.yaml")
+    resolved = json.loads((tmp_path / "results" / "llama2-dprope" / ".config" / "config.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert resolved["finetune"]["batch_size"] == 64 != demo["finetune"]["batch_size"]  # the dprope recipe's
+    assert resolved["finetune"]["lr"] == 2e-5 != demo["finetune"]["lr"]
+    assert resolved["experiment"] == "llama2-dprope" and resolved["model"]["name"] == "llama2"

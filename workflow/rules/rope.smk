@@ -7,7 +7,9 @@ rule angles:
         png=report(f"{R}/rope/angles-{{target}}/heatmap.png", caption="../report/angles.rst", category="RoPE"),
     params:
         cli=cli("angles"),
+        cfg=CONFIG,
         geometry=geometry_args,
+        extra=solve_args,
         methods=",".join(config["rope"]["angles_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
     threads: threads_of("light")
@@ -20,7 +22,7 @@ rule angles:
     conda:
         ENV
     shell:
-        "{params.cli} angles {params.geometry} --methods {params.methods} --output {output.npz} --plot {output.png} "
+        "{params.cli} angles --config {params.cfg} {params.geometry} {params.extra} --methods {params.methods} --output {output.npz} --plot {output.png} "
         "--variant {params.variant} > {log} 2>&1"
 
 
@@ -55,7 +57,9 @@ rule compare:
                           category="RoPE"),
     params:
         cli=cli("compare"),
+        cfg=CONFIG,
         geometry=geometry_args,
+        extra=solve_args,
         methods=",".join(config["rope"]["compare_methods"]),
         variant=lambda w: f"{MODEL}-{w.target}",
     threads: threads_of("light")
@@ -68,5 +72,5 @@ rule compare:
     conda:
         ENV
     shell:
-        "{params.cli} compare {params.geometry} --methods {params.methods} --output {output.table} "
+        "{params.cli} compare --config {params.cfg} {params.geometry} {params.extra} --methods {params.methods} --output {output.table} "
         "--variant {params.variant} > {log} 2>&1"
