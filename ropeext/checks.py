@@ -206,9 +206,11 @@ def _accelerate(config: dict) -> Iterator[str]:
 def _selection(config: dict) -> Iterator[str]:
     rope = config["rope"]
     dims = rope["interpolated_dims"]
-    if rope["threshold"] is not None and dims is not None:
+    if rope["threshold"] is not None and dims is not None and _uses(config, "dprope") \
+            and not _uses(config, "dprope_threshold"):
         yield ("rope.threshold and rope.interpolated_dims are both set: they are two ways of choosing the pairs "
-               "DPRoPE interpolates (by disturbance gap, or by count); give one of them")
+               "DPRoPE interpolates (by disturbance gap, or by count); give one of them, or list dprope_threshold "
+               "beside dprope (it takes the threshold, dprope the count)")
     if dims is None:
         return
     head = _head_dim(config)

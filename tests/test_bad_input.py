@@ -72,7 +72,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TRAIN, ACC, ROPE, EVAL = "finetune/pretrain batch and lr", "finetune.accelerate_config", \
     "rope.threshold / rope.interpolated_dims", "eval.longbench"
 METHODS, FACTORS, CORPUS, MODEL = "rope methods", "rope.factors_file", "corpus.path", \
-    "model.path / tokenizer.path / model.import.source"
+    "model.path / tokenizer.path"
 
 CASES = [
     # a batch that grad_accum (x processes) does not divide; an lr beyond float32
@@ -157,8 +157,10 @@ CASES = [
          ("model.path", "someorg/uncached-model", "not in the local cache"), env=OFFLINE),
     Case("tokenizer_missing", MODEL, lambda t, f: {"tokenizer": {"path": "./tokenizers/mine"}},
          ("tokenizer.path: folder not found", "tokenizers/mine")),
-    Case("import_source_missing", MODEL, lambda t, f: {"model": {"import": {"source": str(t / "m.gguf")}}},
-         ("model.import.source", "m.gguf", "not found")),
+    Case("gguf_source_missing", MODEL, lambda t, f: {"model": {"path": str(t / "m.gguf")}},
+         ("model.path", "m.gguf", "not found")),
+    Case("package_source_missing", MODEL, lambda t, f: {"model": {"path": "llm-smollm3"}},
+         ("model.path: llm-smollm3: not found", "installed package that ships a .gguf file")),
     # evaluations
     Case("variants_select_nothing", "eval.*.variants", lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
          ("eval.passkey.variants: ['intra_doc'] select no model",)),

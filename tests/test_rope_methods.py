@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from ropeext.errors import RopeextError
 from ropeext.rope.solve import solve
 
 GEOMS = [(10000.0, 32, 256, 1024), (10000.0, 128, 4096, 16384), (500000.0, 64, 2048, 6144)]
@@ -117,3 +118,22 @@ def test_factors_round_trip_from_rope_parameters():
     out = solve("dprope", 10000, 32, 256, 1024)
     back = factors_from_rope_parameters(out["rope_parameters"], 32, out["max_position_embeddings"], seq_len=1024)
     assert np.allclose(back, out["factors"], rtol=1e-6)
+
+
+def test_dprope_threshold_takes_the_threshold_while_dprope_takes_the_count():
+    """Both DPRoPE selections in one run: dprope_threshold ignores interpolated_dims (threshold 0 when none
+    is given); dprope with both a threshold and a count is refused, unless compared beside dprope_threshold."""
+    from ropeext.rope.solve import compare_solutions, solve
+
+    geometry = dict(rope_theta=1e5, head_dim=64, train_length=8192, target_length=16384, bins=90)
+    by_threshold = solve("dprope", **geometry, threshold=0.0)
+    assert solve("dprope_threshold", **geometry)["factors"] == by_threshold["factors"]
+    assert solve("dprope_threshold", **geometry, interpolated_dims=40)["factors"] == by_threshold["factors"]
+    by_count = solve("dprope", **geometry, interpolated_dims=40)
+    assert sum(f != 1.0 for f in by_count["factors"]) == 20  # 40 dimensions = 20 interpolated pairs
+    assert solve("dprope_threshold", **geometry)["method"] == "dprope_threshold"
+    with pytest.raises(RopeextError, match="cannot both steer dprope"):
+        solve("dprope", **geometry, threshold=0.0, interpolated_dims=40)
+    _, solutions = compare_solutions(["dprope", "dprope_threshold"], **geometry, threshold=0.0, interpolated_dims=40)
+    assert solutions["dprope"]["factors"] == by_count["factors"]
+    assert solutions["dprope_threshold"]["factors"] == by_threshold["factors"]

@@ -64,13 +64,10 @@ def rope_settings(args, config: dict) -> dict:
     if args.yarn_no_truncate:
         s["yarn"]["truncate"] = False
     threshold, dims = getattr(args, "threshold", None), getattr(args, "interpolated_dims", None)
-    if threshold is None and dims is None:
-        if s["threshold"] is not None and s["interpolated_dims"] is not None:
-            raise RopeextError("rope.threshold and rope.interpolated_dims are both set in the config: give one of them")
-        dims = s["interpolated_dims"]
+    if threshold is None and dims is None:  # the config's; both set is for dprope_threshold beside dprope
+        threshold, dims = s["threshold"], s["interpolated_dims"]
         if isinstance(dims, dict):
             dims = dims.get(str(args.target_length), dims.get(args.target_length))
-        threshold = s["threshold"] if dims is None else None
     s["threshold"], s["interpolated_dims"] = threshold, dims
     s.update(rope_theta=args.rope_theta, head_dim=args.head_dim, train_length=args.train_length,
              target_length=args.target_length)

@@ -20,7 +20,11 @@ from ropeext.rope.export import longrope_parameters
 from ropeext.rope.geometry import Geometry
 from ropeext.rope.stock import default_inv_freq, stock_inv_freq
 
-METHODS = ("none", "pi", "ntk", "dynamic_ntk", "yarn", "llama3", "base_change", "longrope", "dprope")
+METHODS = ("none", "pi", "ntk", "dynamic_ntk", "yarn", "llama3", "base_change", "longrope", "dprope",
+           "dprope_threshold")
+# DPRoPE chooses per pair; ``dprope`` by rope.interpolated_dims when set (the paper's n), else by
+# rope.threshold; ``dprope_threshold`` always by the threshold, so one run can hold both selections
+DPROPE_METHODS = ("dprope", "dprope_threshold")
 
 # options each method accepts besides the geometry, with their defaults
 METHOD_OPTIONS = {
@@ -33,6 +37,7 @@ METHOD_OPTIONS = {
     "base_change": {"new_rope_theta": None},
     "longrope": {},
     "dprope": {"candidates": ("extrapolate", "interpolate")},
+    "dprope_threshold": {"candidates": ("extrapolate", "interpolate")},
 }
 
 

@@ -11,8 +11,8 @@ from ropeext.rope import dprope as dp
 from ropeext.rope.angles import angle_histograms, check_angle_dtype, check_bins
 from ropeext.rope.disturbance import check_kl_direction, per_pair_disturbance
 from ropeext.rope.geometry import Geometry, make_geometry
-from ropeext.rope.methods import (METHODS, MethodFrequencies, check_factors, check_method, method_frequencies,
-                                  per_pair, resolve_options)
+from ropeext.rope.methods import (DPROPE_METHODS, METHODS, MethodFrequencies, check_factors, check_method,
+                                  method_frequencies, per_pair, resolve_options)
 
 TABLE_COLUMNS = ("method", "disturbance", "interpolated_dims", "fully_interpolated_dims", "reduction_vs_pi",
                  "max_pair_disturbance", "attention_factor")
@@ -82,7 +82,7 @@ def _scaling_dict(ws: Workspace, result: MethodFrequencies, per_pair_d: np.ndarr
     }
 
 
-def _solve_dprope(ws: Workspace, threshold, interpolated_dims, candidates) -> dict:
+def _solve_dprope(ws: Workspace, threshold, interpolated_dims, candidates, name: str = "dprope") -> dict:
     g = ws.geometry
     t, n = dp.check_selection(threshold, interpolated_dims, g.head_dim)
     names = dp.parse_candidates(candidates)
@@ -92,7 +92,7 @@ def _solve_dprope(ws: Workspace, threshold, interpolated_dims, candidates) -> di
     chosen = dp.choose(dist, t, n)
     pairs = np.arange(g.pairs)
     factors = np.stack([c.factors for c in cands])[chosen, pairs]
-    result = per_pair(g, factors, "dprope", {"candidates": names})
+    result = per_pair(g, factors, name, {"candidates": names})
     picked = np.stack([r.frequencies(g, ws.angle_dtype) for r in per_cand])[chosen, pairs]
     if np.array_equal(result.frequencies(g, ws.angle_dtype), picked):
         d_final = dist[chosen, pairs]  # the same per-pair frequencies, so the same histograms
@@ -126,17 +126,21 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
     other methods; ``factors`` (d/2 divisors) is what ``longrope`` exports.
     """
     check_method(method)
-    if threshold is not None and interpolated_dims is not None:
-        raise RopeextError("--threshold and --interpolated-dims cannot be combined: give one of them")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         geometry = make_geometry(rope_theta, head_dim, train_length, target_length)
     ws = workspace or Workspace(geometry, bins, kl_direction, angle_dtype)
     if ws.geometry != geometry:
         raise RopeextError("solve: the workspace was built for another geometry")
-    if method == "dprope":
-        opts = resolve_options("dprope", method_options)
-        out = _solve_dprope(ws, threshold, interpolated_dims, opts["candidates"])
+    if method in DPROPE_METHODS:
+        if method == "dprope_threshold":  # the threshold rule, whatever count of dimensions is configured
+            threshold, interpolated_dims = (0.0 if threshold is None else threshold), None
+        elif threshold is not None and interpolated_dims is not None:
+            raise RopeextError("--threshold and --interpolated-dims (rope.threshold and rope.interpolated_dims) "
+                               "cannot both steer dprope: give one of them, or list dprope_threshold too, which "
+                               "takes the threshold while dprope takes the count")
+        opts = resolve_options(method, method_options)
+        out = _solve_dprope(ws, threshold, interpolated_dims, opts["candidates"], name=method)
     else:
         if factors is not None and method == "longrope":
             factors = check_factors(factors, geometry)
@@ -161,7 +165,10 @@ def compare_solutions(methods, rope_theta, head_dim, train_length, target_length
     solutions: dict[str, dict] = {}
     for m in list(dict.fromkeys(list(methods) + ["pi"])):
         opts = {k: v for k, v in method_options.items() if k in _options_of(m)}
-        solutions[m] = solve(m, rope_theta, head_dim, train_length, target_length, bins, threshold,
+        t = threshold
+        if m == "dprope" and "dprope_threshold" in methods and interpolated_dims is not None:
+            t = None  # beside dprope_threshold, the threshold is that method's; dprope takes the count
+        solutions[m] = solve(m, rope_theta, head_dim, train_length, target_length, bins, t,
                              interpolated_dims, factors, kl_direction, angle_dtype, workspace=ws, **opts)
     d_pi = solutions["pi"]["disturbance"]
     rows = []

@@ -161,9 +161,10 @@ def solve_args(wildcards):
     dims = rope["interpolated_dims"]
     if isinstance(dims, dict):
         dims = dims.get(str(wildcards.target), dims.get(int(wildcards.target)))
-    if dims is not None:
+    method = wildcards.get("method")  # None for angles and compare, which solve every method
+    if dims is not None and method != "dprope_threshold":
         args.append(f"--interpolated-dims {dims}")
-    elif rope["threshold"] is not None:
+    if rope["threshold"] is not None and (dims is None or method in (None, "dprope_threshold")):
         args.append(f"--threshold {rope['threshold']}")
     if rope["candidates"]:
         args.append(f"--candidates {','.join(rope['candidates'])}")
