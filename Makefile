@@ -1,7 +1,9 @@
 # The two commands of the README:
 #   make demo   set up .venv and run the whole pipeline on the embedded default (config/config.yaml)
 #   make test   set up .venv and run the test suite
-# Both create and reuse one virtual environment at .venv/.
+# and the real-model experiment:
+#   make demo-real   the same pipeline on SmolLM2-135M (config/smollm2.yaml), about an hour on 2 cores
+# All create and reuse one virtual environment at .venv/.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench lint dry-run clean
+.PHONY: setup demo demo-real test bench lint dry-run clean
 
 $(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+demo-real: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -107,18 +107,9 @@ def _offline() -> bool:
 
 
 def _models(config: dict, selection: list[str]) -> list[tuple[str, int, str]]:
-    """(method, target, layout) of the models a ``variants`` selection evaluates (layout ``noft``: no fine-tuning)."""
-    ext = config["extension"]
-    out = []
-    for target in ext["target_lengths"]:
-        if "base" in selection:
-            out.append(("none", target, "noft"))
-        for method in ext["methods"]:
-            if "noft" in selection:
-                out.append((method, target, "noft"))
-            out += [(method, target, layout) for layout in ext["layouts"]
-                    if "finetuned" in selection or layout in selection]
-    return list(dict.fromkeys(out))
+    from ropeext.config import selected_models
+
+    return selected_models(config, selection)
 
 
 def _suites(config: dict) -> dict[str, dict]:
@@ -410,6 +401,15 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
 
 
 # ---- evaluations ---------------------------------------------------------------------------------
+
+@check("extension.finetune_methods", "a fine-tuned method that is not among extension.methods")
+def _finetune_methods(config: dict) -> Iterator[str]:
+    ext = config["extension"]
+    extra = [m for m in ext["finetune_methods"] or () if m not in ext["methods"]]
+    if extra:
+        yield (f"extension.finetune_methods: {', '.join(extra)} not in extension.methods "
+               f"({', '.join(ext['methods'])}); a fine-tuned method must also be extended")
+
 
 @check("eval.*.variants", "an enabled evaluation whose variants select no model")
 def _variants(config: dict) -> Iterator[str]:

@@ -289,3 +289,27 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def finetuned_methods(config: dict) -> list[str]:
+    """The methods fine-tuned with every layout: extension.finetune_methods, or every method when null."""
+    ext = config["extension"]
+    return [m for m in ext["methods"] if ext["finetune_methods"] is None or m in ext["finetune_methods"]]
+
+
+def selected_models(config: dict, selection: list[str]) -> list[tuple[str, int, str]]:
+    """(method, target, layout) of the models a ``variants`` selection evaluates (layout ``noft``: no
+    fine-tuning; ``base`` is the unscaled base model, method none without fine-tuning)."""
+    ext = config["extension"]
+    tuned = finetuned_methods(config)
+    out = []
+    for target in ext["target_lengths"]:
+        if "base" in selection:
+            out.append(("none", target, "noft"))
+        for method in ext["methods"]:
+            if "noft" in selection:
+                out.append((method, target, "noft"))
+            if method in tuned:
+                out += [(method, target, layout) for layout in ext["layouts"]
+                        if "finetuned" in selection or layout in selection]
+    return list(dict.fromkeys(out))

@@ -161,6 +161,9 @@ CASES = [
          ("model.path", "m.gguf", "not found")),
     Case("package_source_missing", MODEL, lambda t, f: {"model": {"path": "llm-smollm3"}},
          ("model.path: llm-smollm3: not found", "installed package that ships a .gguf file")),
+    Case("finetune_method_not_extended", "extension.finetune_methods",
+         lambda t, f: {"extension": {"finetune_methods": ["ntk"]}},
+         ("extension.finetune_methods: ntk not in extension.methods",)),
     # evaluations
     Case("variants_select_nothing", "eval.*.variants", lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
          ("eval.passkey.variants: ['intra_doc'] select no model",)),

@@ -185,3 +185,19 @@ def test_a_paper_config_run_from_the_repository_root_inherits_nothing_from_the_d
     assert resolved["finetune"]["batch_size"] == 64 != demo["finetune"]["batch_size"]  # the dprope recipe's
     assert resolved["finetune"]["lr"] == 2e-5 != demo["finetune"]["lr"]
     assert resolved["experiment"] == "llama2-dprope" and resolved["model"]["name"] == "llama2"
+
+
+def test_smollm2_dag_imports_the_package_model_and_fine_tunes_the_chosen_method(tmp_path):
+    counts, out = _dry_run(tmp_path, "smollm2.yaml")
+    assert counts["import_model"] == 1 and "pretrain" not in counts
+    assert counts["extend"] == 6 and counts["finetune"] == 2  # every method without fine-tuning; dprope tuned twice
+    assert counts["eval_ppl"] == 8  # 6 methods without fine-tuning + dprope with full and anchor
+    for layout in ("full", "anchor"):
+        assert f"--variant smollm2-dprope-16384-{layout} " in out
+    assert "--variant smollm2-yarn-16384-full" not in out
+    assert re.search(r"solve --rope-theta 100000.0 --head-dim 64 --train-length 8192 --target-length 16384 "
+                     r".*--method dprope_threshold ", out)
+    assert re.search(r"--method dprope .*--interpolated-dims 40", out)
+    # the tokenizer is the imported model's own (chat template included), not a trained BPE
+    resolved = json.loads((tmp_path / "results" / "smollm2" / ".config" / "config.yaml").read_text())
+    assert resolved["tokenizer"]["path"] == "results/smollm2/models/smollm2-base"

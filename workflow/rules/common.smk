@@ -13,7 +13,7 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 
 from ropeext.checks import raise_problems  # noqa: E402
-from ropeext.config import load_schema, resolve_config  # noqa: E402
+from ropeext.config import finetuned_methods, load_schema, resolve_config, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
@@ -119,16 +119,7 @@ def cli(rule_name):
 
 def selected_variants(selection):
     """Variant names for a `variants` selection (see the schema's variant_selection)."""
-    out = []
-    for target in TARGETS:
-        if "base" in selection:
-            out.append(variant("none", target, "noft"))
-        for method in METHODS:
-            if "noft" in selection:
-                out.append(variant(method, target, "noft"))
-            out.extend(variant(method, target, layout) for layout in LAYOUTS
-                       if "finetuned" in selection or layout in selection)
-    return list(dict.fromkeys(out))
+    return [variant(*model) for model in selected_models(config, selection)]
 
 
 def suite_outputs(suite, filename="metrics.json"):
