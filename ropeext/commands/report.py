@@ -18,6 +18,12 @@ def add_arguments(parser) -> None:
                        ("bf16", "`ropeext analyze bf16` bf16_deviation.json"), ("compare", "`ropeext compare` table.csv"),
                        ("angles", "`ropeext angles` heat-map PNGs")):
         parser.add_argument(f"--{name}", nargs="*", default=[], help=f"files of {what}")
+    parser.add_argument("--base-model", metavar="JSON",
+                        help="the base model's import_manifest.json (`ropeext import-model`) or, pre-trained here, its "
+                             "training_summary.json: the report names the model by its source")
+    parser.add_argument("--training", nargs="*", default=[], metavar="JSON",
+                        help="training_summary.json of each fine-tuned variant, in its model directory (named by the "
+                             "variant): the report states each one's fine-tuning")
     parser.add_argument("--references",
                         help="published values to show beside ours (default: report.references; null = the "
                              "repository's config/reference_values.yaml)")
@@ -32,6 +38,8 @@ def run(args) -> None:
     config = config_from_args(args)
     out = Path(args.output_dir)
     inputs = {k: getattr(args, k) for k in ("ppl", "passkey", "longbench", "openllm", "ruler", "bf16", "compare", "angles")}
+    inputs["base_model"] = args.base_model
+    inputs["training"] = args.training
     inputs["references"] = args.references or config["report"]["references"] or str(REPOSITORY_REFERENCES)
     with tracking.stage_run("report", config=config, params={k: len(v) for k, v in inputs.items() if isinstance(v, list)},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
