@@ -1,3 +1,22 @@
+# The report reads the evaluations' metrics and, from the model directories, the base model's
+# import_manifest.json (or, pre-trained here, its training_summary.json) and each fine-tuned variant's
+# training_summary.json: it names the base model by its source and states how each variant was trained.
+
+
+# the fine-tuned variants some evaluation reads
+REPORT_FINETUNED = list(
+    dict.fromkeys(
+        f"{R}/models/{variant(*m)}"
+        for suite in [config["eval"][s] for s in ("ppl", "passkey", "longbench", "openllm", "ruler")]
+        + [config["analysis"]["bf16"]]
+        if suite.get("enabled", True)
+        for m in selected_models(config, suite["variants"])
+        if m[2] != "noft"
+    )
+)
+BASE_INFO = "import_manifest.json" if config["model"]["path"] else "training_summary.json"
+
+
 rule report:
     input:
         ppl=suite_outputs("ppl"),
@@ -9,6 +28,8 @@ rule report:
         compare=expand(f"{R}/rope/compare-{{target}}/table.csv", target=TARGETS),
         angles=expand(f"{R}/rope/angles-{{target}}/heatmap.png", target=TARGETS),
         references=REFERENCES,
+        base=base_model(),
+        finetuned=REPORT_FINETUNED,
     output:
         summary=f"{R}/report/summary.md",
         ppl_csv=f"{R}/report/ppl.csv",
@@ -18,6 +39,8 @@ rule report:
         cfg=CONFIG,
         settings=section("experiment", "model", "extension", "report", "corpus", "rope", "eval"),
         outdir=lambda w, output: os.path.dirname(output.summary),
+        base_info=lambda w, input: os.path.join(input.base, BASE_INFO),
+        training=lambda w, input: " ".join(os.path.join(d, "training_summary.json") for d in input.finetuned),
     threads: threads_of("light")
     resources:
         **resources_of("light"),
@@ -30,4 +53,5 @@ rule report:
     shell:
         "{params.cli} report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
         "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
-        "--compare {input.compare} --angles {input.angles} --references {input.references} --output-dir {params.outdir} > {log} 2>&1"
+        "--compare {input.compare} --angles {input.angles} --references {input.references} "
+        "--base-model {params.base_info} --training {params.training} --output-dir {params.outdir} > {log} 2>&1"
