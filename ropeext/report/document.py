@@ -45,7 +45,7 @@ def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) 
     order = {m: i for i, m in enumerate(config["extension"]["methods"])}
     noft = sorted({i["method"] for i in infos if i["layout"] == "noft"}, key=lambda m: (order.get(m, len(order)), m))
     tuned: dict[str, list[str]] = {}
-    for i in sorted(infos, key=lambda i: (i["method"], i["layout"])):
+    for i in sorted(infos, key=lambda i: (order.get(i["method"], len(order)), i["method"], i["layout"])):
         if i["layout"] not in ("noft", "") and i["layout"] not in tuned.setdefault(i["method"], []):
             tuned[i["method"]].append(i["layout"])
     tuned = {m: lays for m, lays in tuned.items() if lays}
@@ -293,8 +293,11 @@ class Report:
         avg = {v: x for v, x in df["Avg"].items() if pd.notna(x)} if "Avg" in df.columns else {}
         if avg:
             hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
-            sentence = (f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
-                        f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points.")
+            if avg[hi] == avg[lo]:
+                sentence = f"Open LLM average: {avg[hi]:.1f} for {'every variant' if len(avg) > 1 else F.label(hi)}."
+            else:
+                sentence = (f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
+                            f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points.")
             body += ["", sentence]
             self.glance.append(f"- {sentence}")
         self.sections += _section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)",

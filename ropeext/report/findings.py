@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ropeext.report.provenance import wall_time
 from ropeext.report.summary import parse_variant
 
 HOLD_PPL = 1.10
@@ -334,8 +335,8 @@ def anchor_time_checks(seconds: dict[str, dict[str, float | None]]) -> list[Chec
         if not a or not f:
             continue
         ratio = a / f
-        text = (f"`{method}` fine-tuning took {a:.0f} s with anchor vs {f:.0f} s with full attention ({ratio:.2f}x; "
-                f"the paper: at most {ANCHOR_TIME_CLAIM:.2f}x).")
+        text = (f"`{method}` fine-tuning took {wall_time(a)} with anchor vs {wall_time(f)} with full attention "
+                f"({ratio:.2f}x; the paper: at most {ANCHOR_TIME_CLAIM:.2f}x).")
         out.append(Check("AnchorAttention", "anchor cuts training time by over 50%", ratio <= ANCHOR_TIME_CLAIM, text))
     return out
 

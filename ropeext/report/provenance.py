@@ -69,7 +69,8 @@ def _digest(sha) -> str:
 
 
 def _geometry(summary: dict, layers) -> str:
-    parts = [summary.get("model_type") or "?", f"{layers} layers", f"hidden {summary.get('hidden_size')}"]
+    layers = _plural(layers, "layer") if isinstance(layers, int) else f"{layers} layers"
+    parts = [summary.get("model_type") or "?", layers, f"hidden {summary.get('hidden_size')}"]
     heads, kv = summary.get("num_attention_heads"), summary.get("num_key_value_heads")
     parts.append(f"{heads} query / {kv} KV heads" if kv and kv != heads else f"{heads} heads")
     parts.append(f"{human_count(summary.get('parameters'))} parameters")
@@ -138,8 +139,9 @@ def pretrained_sentence(summary: dict, config: dict) -> str:
     settings = summary.get("settings") or {}
     window = _window(summary) or config["model"]["train_length"]
     loss = summary.get("final_loss")
-    text = (f"a {human_count(summary.get('parameters'))}-parameter Llama ({arch['num_hidden_layers']} layers, hidden "
-            f"{arch['hidden_size']}, {arch['num_attention_heads']} heads, RoPE base {float(arch['rope_theta']):g}) "
+    layers = _plural(arch["num_hidden_layers"], "layer")
+    text = (f"a {human_count(summary.get('parameters'))}-parameter Llama ({layers}, hidden {arch['hidden_size']}, "
+            f"{arch['num_attention_heads']} heads, RoPE base {float(arch['rope_theta']):g}) "
             f"pre-trained here for {summary.get('steps')} optimizer steps ({human_count(summary.get('tokens'))} tokens "
             f"at a {window}-token window, {settings.get('precision', '?')}) on {_corpus(config)}")
     return text + (f"; final training loss {loss:.2f}." if isinstance(loss, (int, float)) else ".")
@@ -199,6 +201,13 @@ def training_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return df.set_index("variant") if len(df) else df
 
 
+def wall_time(value) -> str:
+    """'95 s', '0.42 s', '? s'."""
+    if not isinstance(value, (int, float)):
+        return "? s"
+    return f"{value:.0f} s" if value >= 10 else f"{value:.2g} s"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -242,6 +251,6 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
         if isinstance(row["first_loss"], (int, float)) and isinstance(row["final_loss"], (int, float)):
             loss = f", training loss {row['first_loss']:.3f} -> {row['final_loss']:.3f}"
         resumed = f", resumed at step {row['resumed_from_step']}" if row["resumed_from_step"] else ""
-        secs = f"{row['seconds']:.0f} s" if isinstance(row["seconds"], (int, float)) else "? s"
+        secs = wall_time(row["seconds"])
         lines.append(f"- `{v}`: {row['method']} with the {row['layout']} layout, {secs} of training{loss}{resumed}.")
     return lines
