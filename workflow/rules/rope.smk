@@ -51,6 +51,7 @@ rule solve:
 rule compare:
     output:
         table=f"{R}/rope/compare-{{target}}/table.csv",
+        solutions=f"{R}/rope/compare-{{target}}/compare.json",
         per_pair=report(f"{R}/rope/compare-{{target}}/per_pair_disturbance.png", caption="../report/disturbance.rst",
                         category="RoPE"),
         histograms=report(f"{R}/rope/compare-{{target}}/angle_histograms.png", caption="../report/histograms.rst",
