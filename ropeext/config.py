@@ -20,7 +20,8 @@ import yaml
 
 from ropeext.errors import RopeextError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# package data: in the checkout a link to workflow/schemas/config.schema.yaml, the file Snakemake validates with
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 @functools.lru_cache(maxsize=1)
