@@ -417,12 +417,13 @@ def split_schema():
 class SplitWriter:
     """Documents to one Parquet file, a row group at a time (bounded by ROW_GROUP_DOCS / ROW_GROUP_CHARS)."""
 
-    def __init__(self, path: Path, max_docs: int = ROW_GROUP_DOCS, max_chars: int = ROW_GROUP_CHARS):
+    def __init__(self, path: Path, max_docs: int | None = None, max_chars: int | None = None):
         import pyarrow.parquet as pq
 
         self.schema = split_schema()
         self.writer = pq.ParquetWriter(path, self.schema)
-        self.max_docs, self.max_chars = max_docs, max_chars
+        self.max_docs = max_docs or ROW_GROUP_DOCS
+        self.max_chars = max_chars or ROW_GROUP_CHARS
         self.buffer: list[Document] = []
         self.chars = 0
 

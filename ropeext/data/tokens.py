@@ -245,8 +245,8 @@ def _token_files(path: str | Path) -> list[Path]:
     path = Path(path)
     try:
         return resolve(path)
-    except RopeextError:
-        raise RopeextError(f"tokenized documents not found: {path}") from None
+    except RopeextError as exc:
+        raise RopeextError(f"tokenized documents not found: {exc}") from None
 
 
 def iter_tokens(path: str | Path, columns: list[str] | None = None, batch_rows: int = 1024) -> Iterator:
