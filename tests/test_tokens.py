@@ -133,7 +133,8 @@ def test_cli_one_job_equals_scatter_and_gather(tmp_path):
     for name, shards in (("one", 1), ("two", 2)):
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(base | {"corpus": base["corpus"] | {"shards": shards}}))
-        assert main(["corpus", "--config", str(cfg), "--output-dir", str(tmp_path / name / "corpus"), "--no-mlflow"]) == 0
+        assert main(["corpus", "--config", str(cfg), "--output-dir", str(tmp_path / name / "corpus"),
+                     "--no-mlflow"]) == 0
     common = ["--tokenizer-dir", str(tmp_path / "one" / "tok"), "--tokens-dir", str(tmp_path / "one" / "tokens"),
               "--no-mlflow", "--threads", "1"]
     assert main(["tokenizer", "--config", str(tmp_path / "one.yaml"), "--corpus-dir",
@@ -146,9 +147,10 @@ def test_cli_one_job_equals_scatter_and_gather(tmp_path):
         for i in range(2):
             assert main(["tokenizer", *two, "--split", s, "--shard", f"{i}/2"]) == 0
     assert main(["tokenizer", *two, "--gather"]) == 0
-    assert (tmp_path / "one" / "tok" / "tokenizer.json").read_text() == (tmp_path / "two" / "tok" / "tokenizer.json").read_text()
+    one, two_dir = tmp_path / "one", tmp_path / "two"
+    assert (one / "tok" / "tokenizer.json").read_text() == (two_dir / "tok" / "tokenizer.json").read_text()
     for s in SPLITS:
-        assert _table(tmp_path / "one" / "tokens" / f"{s}.parquet") == _table(tmp_path / "two" / "tokens" / f"{s}.parquet")
+        assert _table(one / "tokens" / f"{s}.parquet") == _table(two_dir / "tokens" / f"{s}.parquet")
     a, b = (json.loads((tmp_path / n / "tokens" / "stats.json").read_text()) for n in ("one", "two"))
     for s in SPLITS:
         assert {k: a[s][k] for k in ("documents", "tokens", "median_length", "max_length")} == \

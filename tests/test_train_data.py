@@ -20,7 +20,8 @@ def _write_packed(path, n=37, w=12, seed=0, row_group_size=5):
     rng = np.random.default_rng(seed)
     cols = {c: rng.integers(-100, 50_000, size=(n, w)) for c in COLUMNS}
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * w)
-    table = pa.table({c: pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1).astype(np.int32))) for c, v in cols.items()})
+    table = pa.table({c: pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1).astype(np.int32)))
+                      for c, v in cols.items()})
     pq.write_table(table, path, row_group_size=row_group_size)
     return cols
 
@@ -54,7 +55,8 @@ def test_sidecar_is_reused_and_rebuilt_when_the_packed_file_changes(tmp_path):
     data = load_packed(path)
     assert data.windows == 20
     np.testing.assert_array_equal(data.batch(np.arange(20))["doc_ids"], cols["doc_ids"])
-    assert sorted(p.name for p in sidecar_dir(path).iterdir()) == sorted([f"{c}.npy" for c in COLUMNS] + ["source.json"])
+    names = sorted(p.name for p in sidecar_dir(path).iterdir())
+    assert names == sorted([f"{c}.npy" for c in COLUMNS] + ["source.json"])
 
 
 _RACE = """

@@ -13,7 +13,8 @@ HELP = "read documents (stdlib, text, jsonl, parquet, HF dataset) and write dete
 def add_arguments(parser) -> None:
     add_config_args(parser)
     parser.add_argument("--output-dir", required=True,
-                        help="folder for {train,validation,test}.parquet (or their corpus.shards shard files) + manifest.json")
+                        help="folder for {train,validation,test}.parquet (or their corpus.shards shard files) "
+                             "+ manifest.json")
     add_tracking_args(parser)
 
 

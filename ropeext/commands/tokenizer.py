@@ -23,13 +23,17 @@ TRAINING_FILE = "training.json"  # beside the saved tokenizer: how long training
 
 def add_arguments(parser) -> None:
     add_config_args(parser)
-    parser.add_argument("--corpus-dir", default=None, help="output folder of `ropeext corpus` (not needed with --gather)")
-    parser.add_argument("--tokenizer-dir", required=True, help="where to save (or, with --shard/--gather, read) the HF tokenizer")
-    parser.add_argument("--tokens-dir", default=None, help="where to write {split}.parquet token ids (not needed with --train-only)")
+    parser.add_argument("--corpus-dir", default=None,
+                        help="output folder of `ropeext corpus` (not needed with --gather)")
+    parser.add_argument("--tokenizer-dir", required=True,
+                        help="where to save (or, with --shard/--gather, read) the HF tokenizer")
+    parser.add_argument("--tokens-dir", default=None,
+                        help="where to write {split}.parquet token ids (not needed with --train-only)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="worker processes for tokenization (default: every core this process may use)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--train-only", action="store_true", help="train (or load) and save the tokenizer; tokenize nothing")
+    mode.add_argument("--train-only", action="store_true",
+                      help="train (or load) and save the tokenizer; tokenize nothing")
     mode.add_argument("--shard", default=None, metavar="I/N",
                       help="tokenize shard I of N of --split with the tokenizer saved in --tokenizer-dir")
     mode.add_argument("--gather", action="store_true",
@@ -72,19 +76,22 @@ def _train_or_load(tcfg: dict, corpus: Path, tokenizer_dir: str):
 
 def _gather_all(tokens: Path) -> dict:
     from ropeext.data.corpus import SPLITS
-    from ropeext.data.shards import gather, split_files
+    from ropeext.data.shards import gather, shard_set, split_files
     from ropeext.data.tokens import TokenStats, document_lengths
 
     out = {}
     for split in SPLITS:
-        files = split_files(tokens, split)
-        if len(files) > 1:
+        files = shard_set(tokens, split) or split_files(tokens, split)  # shards win over an earlier gathered file
+        shard_stats = [read_json(f.with_suffix(".stats.json"), "shard statistics")
+                       for f in files if f.name != f"{split}.parquet"]
+        if shard_stats:
             gather(files, tokens / f"{split}.parquet")
-        shard_stats = [read_json(f.with_suffix(".stats.json"), "shard statistics") for f in files] if len(files) > 1 else []
         lengths = TokenStats()
         lengths.add(document_lengths(tokens / f"{split}.parquet"))
-        out[split] = lengths.summary() | ({"capped": any(s.get("capped") for s in shard_stats),
-                                                  "max_tokens": shard_stats[0].get("max_tokens")} if shard_stats else {})
+        out[split] = lengths.summary()
+        if shard_stats:
+            out[split] |= {"max_tokens": shard_stats[0].get("max_tokens"),
+                           "capped": any(s.get("capped") for s in shard_stats)}
     return out
 
 

@@ -160,7 +160,8 @@ def _paths(pattern: str, what: str) -> list[str]:
 
 
 def field_value(rec, dotted: str):
-    """``rec[dotted]``, or the value at a dotted path into nested records (``meta.redpajama_set_name``); None if absent."""
+    """``rec[dotted]``, or the value at a dotted path into nested records (``meta.redpajama_set_name``);
+    None if absent."""
     if isinstance(rec, dict) and dotted in rec:
         return rec[dotted]
     value = rec
@@ -234,7 +235,8 @@ def _check_columns(names: list[str], where: str, field_name: str, domains: _Doma
     dcol = domains.column()
     if dcol is not None and dcol != field_name:
         if dcol not in names:
-            raise RopeextError(f"{where}: no column {dcol!r} for corpus.domain_field {domains.field!r}; columns: {names}")
+            raise RopeextError(f"{where}: no column {dcol!r} for corpus.domain_field {domains.field!r}; "
+                               f"columns: {names}")
         cols.append(dcol)
     return cols
 
@@ -264,7 +266,8 @@ def iter_parquet(pattern: str, field: str, domain_field: str | None = None, doma
 
 
 def iter_hf(name: str, field: str, split: str, domain_field: str | None = None, domain: str = "",
-            log: SourceLog | None = None, streaming: bool = True, batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
+            log: SourceLog | None = None, streaming: bool = True,
+            batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
     """A Hugging Face dataset: a ``save_to_disk`` directory (memory-mapped, read batch by batch) or a
     hub id (streamed when ``streaming``, else prepared in the local cache and memory-mapped)."""
     import datasets
@@ -272,7 +275,8 @@ def iter_hf(name: str, field: str, split: str, domain_field: str | None = None, 
     domains = _Domains(domain_field, domain, log)
     try:
         local = Path(name)
-        if local.is_dir() and any((local / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        saved = ("dataset_info.json", "state.json", "dataset_dict.json")
+        if local.is_dir() and any((local / f).exists() for f in saved):
             ds = datasets.load_from_disk(name)
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:

@@ -43,10 +43,19 @@ def split_files(directory: str | Path, split: str) -> list[Path]:
     single = directory / f"{split}.parquet"
     if single.is_file():
         return [single]
+    found = shard_set(directory, split)
+    if not found:
+        raise RopeextError(f"{single}: not found (nor shard files {split}-NNNNN-of-NNNNN.parquet beside it)")
+    return found
+
+
+def shard_set(directory: str | Path, split: str) -> list[Path]:
+    """The complete shard set of a split in ``directory`` in index order; [] if there are no shard files."""
+    directory = Path(directory)
     found = [p for p in directory.glob(f"{split}-*-of-*.parquet")
              if (m := _SHARD.match(p.name)) and m["split"] == split]
     if not found:
-        raise RopeextError(f"{single}: not found (nor shard files {split}-NNNNN-of-NNNNN.parquet beside it)")
+        return []
     counts = {int(_SHARD.match(p.name)["count"]) for p in found}
     if len(counts) != 1:
         raise RopeextError(f"{directory}: shard files of {split!r} from different shard counts {sorted(counts)}")
@@ -95,7 +104,8 @@ def _exact_tables(path: Path, columns: list[str] | None, k: int):
     schema = pf.schema_arrow if columns is None else pa.schema([pf.schema_arrow.field(c) for c in columns])
     held = pa.Table.from_batches([], schema=schema)
     for batch in pf.iter_batches(batch_size=k, columns=columns):
-        held = pa.concat_tables([held, pa.Table.from_batches([batch])]) if held.num_rows else pa.Table.from_batches([batch])
+        table = pa.Table.from_batches([batch])
+        held = pa.concat_tables([held, table]) if held.num_rows else table
         while held.num_rows >= k:
             yield held.slice(0, k)
             held = held.slice(k)

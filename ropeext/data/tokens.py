@@ -152,8 +152,9 @@ def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(threads, mp_context=mp.get_context(method), initializer=_init_worker,
+    # spawned, not forked: the parent may hold threads (torch, tokenizers) that a fork would copy mid-flight,
+    # and a spawned worker imports only numpy and tokenizers
+    with ProcessPoolExecutor(threads, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(spec,)) as pool:
         pending: deque = deque()
         try:
@@ -286,7 +287,8 @@ def read_token_arrays(path: str | Path, kinds: set[str] | None = None) -> tuple[
 
 def document_lengths(path: str | Path) -> np.ndarray:
     """Tokens per document of a split (int64), read from the list offsets alone."""
-    parts = [np.diff(np.asarray(b.column("input_ids").offsets, dtype=np.int64)) for b in iter_tokens(path, ["input_ids"])]
+    parts = [np.diff(np.asarray(b.column("input_ids").offsets, dtype=np.int64))
+             for b in iter_tokens(path, ["input_ids"])]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 

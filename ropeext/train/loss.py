@@ -7,8 +7,8 @@ chunk is checkpointed, so its logits are freed after its loss is taken and recom
 backward pass. Neither pass holds more than one chunk of logits (and its gradient).
 
 The result is the same as ``cross_entropy(model(**inputs).logits.float(), labels,
-ignore_index=-100, reduction="sum")`` (half-precision logits are widened to fp32; fp64 stays fp64) — the summed token loss over labelled positions, labels
-already shifted (``labels[t]`` is the token after ``t``, -100 ignored) — and the same gradients,
+ignore_index=-100, reduction="sum")`` (half-precision logits are widened to fp32, fp64 stays fp64):
+the summed token loss over labelled positions, labels already shifted (``labels[t]`` is the token after ``t``, -100 ignored) — and the same gradients,
 tied embeddings included.
 """
 
@@ -25,7 +25,8 @@ DEFAULT_CHUNK_TOKENS = 4096
 _UNSUPPORTED_SCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            softcap: float | None) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
