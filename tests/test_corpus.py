@@ -231,3 +231,26 @@ def test_write_splits_leaves_nothing_behind_on_error(tmp_path):
     with pytest.raises(RopeextError, match="malformed JSON"):
         write_splits({"source": "jsonl", "path": str(f), "min_chars": 1}, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
+    """A dataset folder that is not a save_to_disk directory goes through load_dataset(streaming=True)."""
+    import datasets
+
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    (tmp_path / "ds" / "data" / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"doc {i} " * 20, "meta": {"set": f"s{i % 2}"}}) + "\n" for i in range(200)))
+    seen = {}
+    original = datasets.load_dataset
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    splits, manifest = build_splits({"source": "hf", "path": str(tmp_path / "ds"), "min_chars": 1,
+                                     "domain_field": "meta.set", "max_documents": 1})
+    assert seen["streaming"] is True
+    # ids carry the folder's path, so which record lands where varies; 200 records fill every split
+    assert all(len(v) == 1 for v in splits.values()) and manifest["stopped_early"]
+    assert {d.domain for v in splits.values() for d in v} <= {"s0", "s1"}

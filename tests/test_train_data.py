@@ -26,7 +26,10 @@ def _write_packed(path, n=37, w=12, seed=0, row_group_size=5):
     return cols
 
 
-def test_memory_mapped_batches_equal_the_packed_table(tmp_path):
+def test_memory_mapped_batches_equal_the_packed_table(tmp_path, monkeypatch):
+    from ropeext.train import data as data_mod
+
+    monkeypatch.setattr(data_mod, "SIDECAR_BATCH_BYTES", 4 * len(COLUMNS) * 12 * 3)  # 3 windows per step
     cols = _write_packed(tmp_path / "train.parquet")
     data = load_packed(tmp_path / "train.parquet")
     assert isinstance(data.arrays["input_ids"], np.memmap) and data.arrays["labels"].dtype == np.int32

@@ -25,6 +25,7 @@ from ropeext.errors import RopeextError
 
 COLUMNS = ("input_ids", "labels", "position_ids", "doc_ids")
 SIDECAR_VERSION = 1
+SIDECAR_BATCH_BYTES = 64 << 20  # windows converted per step while writing a sidecar
 
 
 @dataclass
@@ -77,9 +78,11 @@ def _write_sidecar(path: Path, pf, folder: Path, key: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tag = f"{socket.gethostname()}.{os.getpid()}.tmp"  # unique per process, even across nodes
     outputs, width = {}, None
+    first = next(pf.iter_batches(batch_size=1, columns=["input_ids"])).column("input_ids")
+    rows = max(1, SIDECAR_BATCH_BYTES // (4 * len(COLUMNS) * max(1, len(first[0]))))  # bounded at any window
     try:
         row = 0
-        for batch in pf.iter_batches(batch_size=4096, columns=list(COLUMNS)):
+        for batch in pf.iter_batches(batch_size=rows, columns=list(COLUMNS)):
             for c in COLUMNS:
                 col = batch.column(c)
                 offs = np.asarray(col.offsets, dtype=np.int64)
