@@ -178,7 +178,7 @@ def test_stdlib_files_that_fail_to_decode_are_reported(tmp_path, capsys):
 
 
 def test_max_documents_stops_reading_the_source(tmp_path):
-    lines = [json.dumps({"text": f"record {i} " * 10}) for i in range(200)]
+    lines = [json.dumps({"text": f"record {i} " * 10}) for i in range(400)]
     f = tmp_path / "a.jsonl"
     f.write_text("\n".join(lines) + "\n{this line is never read\n")
     cfg = {"source": "jsonl", "path": str(f), "min_chars": 1, "max_documents": 3}
@@ -187,7 +187,7 @@ def test_max_documents_stops_reading_the_source(tmp_path):
     assert manifest["stopped_early"]
     # the first documents of each split in source order, as a full read with a cut after the split
     full = [json.loads(x)["text"] for x in lines]
-    ids = [f"{f}:{i + 1}" for i in range(200)]
+    ids = [f"{f}:{i + 1}" for i in range(400)]
     for s in ("train", "validation", "test"):
         want = [i for i in ids if split_of(i, 0.05, 0.1) == s][:3]
         assert [d.id for d in splits[s]] == want
