@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -68,10 +69,16 @@ def build_jsonl(folder: Path, size_mb: int, seed: int = 0, shard_mb: int = 64) -
     return written
 
 
-def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """(seconds, peak RSS of the process tree in bytes, stderr tail) of one command."""
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished descendant, pool workers included
+    return r.ru_utime + r.ru_stime
+
+
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
+    """(seconds, peak RSS of the process tree in bytes, CPU seconds of the tree) of one command."""
     import psutil
 
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, peak, done = psutil.Process(proc.pid), [0], threading.Event()
@@ -93,7 +100,7 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:5])} failed ({proc.returncode}):\n{err[-2000:]}")
-    return seconds, float(peak[0]), err[-500:]
+    return seconds, float(peak[0]), _children_cpu() - cpu0
 
 
 def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, threads: int | None) -> dict:
@@ -106,18 +113,18 @@ def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, thread
     env = dict(os.environ, PYTHONPATH=str(package_root), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     py = [sys.executable, "-m", "ropeext.cli"]
-    c_s, c_rss, _ = run_measured(py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir",
+    c_s, c_rss, c_cpu = run_measured(py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir",
                                        str(work / "corpus"), "--no-mlflow"], env)
     tok_cmd = py + ["tokenizer", "--config", str(work / "config.yaml"), "--corpus-dir", str(work / "corpus"),
                     "--tokenizer-dir", str(work / "tok"), "--tokens-dir", str(work / "tokens"), "--no-mlflow"]
     if threads is not None:
         tok_cmd += ["--threads", str(threads)]
-    t_s, t_rss, _ = run_measured(tok_cmd, env)
+    t_s, t_rss, t_cpu = run_measured(tok_cmd, env)
     stats = json.loads((work / "tokens" / "stats.json").read_text())
     tokens = sum(stats[s]["tokens"] for s in ("train", "validation", "test"))
     shutil.rmtree(work)
     return {"corpus_s": c_s, "tokenize_s": t_s, "seconds": c_s + t_s, "peak": max(c_rss, t_rss),
-            "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens}
+            "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens, "cpu": c_cpu + t_cpu}
 
 
 _ENCODE = """
@@ -132,7 +139,7 @@ print(time.perf_counter() - t0)
 """
 
 
-def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> list[tuple[str, float]]:
+def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> list[tuple[str, float, float]]:
     """Tokenize-only MB/s of the train split: one single-threaded process, the tokenizers library's own
     threads (TOKENIZERS_PARALLELISM=true, RAYON_NUM_THREADS=cores) in one process, and ``cores`` workers."""
     import pyarrow.parquet as pq
@@ -151,10 +158,12 @@ def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> l
                                             (f"1 process, library threads x{cores}", "true", 1, 8 << 20),
                                             (f"{cores} worker processes", "false", cores, 1 << 20)):
         env = dict(base, TOKENIZERS_PARALLELISM=parallel, RAYON_NUM_THREADS=str(cores))
+        cpu0 = _children_cpu()
         res = subprocess.run([sys.executable, "-c", _ENCODE, str(tokenizer), str(split), str(work / "t.parquet"),
                               str(threads), str(chars)], env=env, check=True, capture_output=True, text=True)
-        out.append((label, mb / float(res.stdout.strip().splitlines()[-1])))
-        print(f"  encoder {label}: {out[-1][1]:.2f} MB/s", flush=True)
+        cpu = _children_cpu() - cpu0
+        out.append((label, mb / float(res.stdout.strip().splitlines()[-1]), mb / cpu))
+        print(f"  encoder {label}: {out[-1][1]:.2f} MB/s, {out[-1][2]:.2f} MB per CPU-second", flush=True)
     shutil.rmtree(work)
     return out
 
@@ -223,7 +232,7 @@ def main() -> None:
 
     print(f"\ncorpus + tokenize of JSONL text (stdlib files repeated), vocab 2048; load average now "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'size':>7} {'path':<14} {'corpus s':>9} {'tokenize s':>10} {'MB/s':>7} {'peak RSS':>9} "
+    print(f"{'size':>7} {'path':<14} {'corpus s':>9} {'tokenize s':>10} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} "
           f"{'tokens':>12} {'speed vs old':>12} {'peak vs old':>11}")
     for r in rows:
         if "skipped" in r:
@@ -234,12 +243,14 @@ def main() -> None:
         ratio = (f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
                  if old_row else f"{'-':>12} {'-':>11}")
         print(f"{r['size']:>5}MB {r['path']:<14} {r['corpus_s']:>9.1f} {r['tokenize_s']:>10.1f} "
-              f"{r['mb'] / r['seconds']:>7.2f} {r['peak'] / 2**30:>7.2f}GB {r['tokens']:>12,} {ratio}")
+              f"{r['mb'] / r['seconds']:>7.2f} {r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB "
+              f"{r['tokens']:>12,} {ratio}")
     print("peak RSS: largest sum of resident memory of the stage's process tree (workers included).")
     if encoders:
-        print(f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores")
-        for label, rate in encoders:
-            print(f"  {label:<36} {rate:>6.2f} MB/s {rate / encoders[0][1]:>6.2f}x")
+        print(f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores "
+              "(MB per CPU-second: the work each way costs, whatever the machine's load)")
+        for label, rate, per_cpu in encoders:
+            print(f"  {label:<36} {rate:>6.2f} MB/s {rate / encoders[0][1]:>6.2f}x   {per_cpu:>6.2f} MB/CPU-s")
 
 
 if __name__ == "__main__":

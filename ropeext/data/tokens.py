@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import chain
@@ -88,6 +90,14 @@ def _init_worker(spec: str) -> None:
     from tokenizers import Tokenizer
 
     _WORKER["tok"] = Tokenizer.from_str(spec)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the process that started it is gone (killed jobs leave no stray workers)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
