@@ -96,70 +96,87 @@ def _gather_all(tokens: Path) -> dict:
 
 
 def run(args) -> None:
-    from ropeext import tracking
-    from ropeext.data.corpus import SPLITS
-    from ropeext.data.shards import parse_shard, shard_file, split_files
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.data.tokens import available_cores, shard_budget, tokenize_split
+    from ropeext.data.tokens import available_cores
     from ropeext.errors import RopeextError
 
     config = config_from_args(args)
-    tcfg, ccfg = config["tokenizer"], config["corpus"]
     threads = args.threads or available_cores()
     if threads < 1:
         raise RopeextError(f"--threads: must be >= 1, got {threads}")
-    max_tokens = ccfg.get("max_tokens")
-    tokens = Path(args.tokens_dir) if args.tokens_dir else None
-    corpus = Path(args.corpus_dir) if args.corpus_dir else None
     if args.split and not args.shard:
         raise RopeextError("--split is only used with --shard I/N")
-
     if args.shard:
         _need(args, "corpus-dir", "tokens-dir", "split")
-        index, count = parse_shard(args.shard)
-        name = shard_file(args.split, index, count)
-        variant = args.variant or f"{args.split}-{index}-of-{count}"
-        with tracking.stage_run("tokenizer", config=config, params={"tokenizer": tcfg, "shard": args.shard,
-                                                                     "split": args.split},
-                                variant=variant, enabled=not args.no_mlflow) as run_:
-            tok = load_tokenizer(args.tokenizer_dir)
-            stats = tokenize_split(tok, [corpus / name], tokens / name, threads=threads,
-                                   max_tokens=shard_budget(max_tokens, count))
-            write_json(tokens / name.replace(".parquet", ".stats.json"), stats)
-            run_.log_metrics({"tokens": stats["tokens"], "documents": stats["documents"]})
-        print(f"tokenizer: {args.split} shard {index}/{count}: {stats['tokens']} tokens -> {tokens / name}")
-        return
-
-    if args.gather:
+        _run_shard(args, config, threads)
+    elif args.gather:
         _need(args, "tokens-dir")
-        with tracking.stage_run("tokenizer", config=config, params={"tokenizer": tcfg, "gather": True},
-                                variant=args.variant, enabled=not args.no_mlflow) as run_:
-            tok = load_tokenizer(args.tokenizer_dir)
-            training = Path(args.tokenizer_dir) / TRAINING_FILE
-            stats = _tokenizer_info(tok) | {"train_seconds": read_json(training)["train_seconds"]
-                                            if training.is_file() else None}
-            stats |= _gather_all(tokens)
-            write_json(tokens / "stats.json", stats)
-            run_.log_metrics({f"tokens.{s}": stats[s]["tokens"] for s in SPLITS})
-            run_.log_outputs(tokens / "stats.json")
-        print("tokenizer: gathered; tokens " + ", ".join(f"{s}={stats[s]['tokens']}" for s in SPLITS))
-        return
+        _run_gather(args, config)
+    else:
+        _need(args, "corpus-dir", *(() if args.train_only else ("tokens-dir",)))
+        _run_all(args, config, threads)
 
-    _need(args, "corpus-dir")
-    if not args.train_only:
-        _need(args, "tokens-dir")
-    with tracking.stage_run("tokenizer", config=config, params={"tokenizer": tcfg, "threads": threads},
+
+def _run_shard(args, config: dict, threads: int) -> None:
+    from ropeext import tracking
+    from ropeext.data.shards import parse_shard, shard_file
+    from ropeext.data.tokenizer import load_tokenizer
+    from ropeext.data.tokens import shard_budget, tokenize_split
+
+    index, count = parse_shard(args.shard)
+    name = shard_file(args.split, index, count)
+    corpus, tokens = Path(args.corpus_dir), Path(args.tokens_dir)
+    params = {"tokenizer": config["tokenizer"], "shard": args.shard, "split": args.split, "threads": threads}
+    variant = args.variant or f"{args.split}-{index}-of-{count}"
+    with tracking.stage_run("tokenizer", config=config, params=params, variant=variant,
+                            enabled=not args.no_mlflow) as run_:
+        tok = load_tokenizer(args.tokenizer_dir)
+        stats = tokenize_split(tok, [corpus / name], tokens / name, threads=threads,
+                               max_tokens=shard_budget(config["corpus"].get("max_tokens"), count))
+        write_json(tokens / name.replace(".parquet", ".stats.json"), stats)
+        run_.log_metrics({"tokens": stats["tokens"], "documents": stats["documents"]})
+    print(f"tokenizer: {args.split} shard {index}/{count}: {stats['tokens']} tokens -> {tokens / name}")
+
+
+def _run_gather(args, config: dict) -> None:
+    from ropeext import tracking
+    from ropeext.data.corpus import SPLITS
+    from ropeext.data.tokenizer import load_tokenizer
+
+    tokens = Path(args.tokens_dir)
+    with tracking.stage_run("tokenizer", config=config, params={"tokenizer": config["tokenizer"], "gather": True},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
-        tok, train_s = _train_or_load(tcfg, corpus, args.tokenizer_dir)
+        tok = load_tokenizer(args.tokenizer_dir)
+        training = Path(args.tokenizer_dir) / TRAINING_FILE
+        stats = _tokenizer_info(tok) | {"train_seconds": read_json(training)["train_seconds"]
+                                        if training.is_file() else None}
+        stats |= _gather_all(tokens)
+        write_json(tokens / "stats.json", stats)
+        run_.log_metrics({f"tokens.{s}": stats[s]["tokens"] for s in SPLITS})
+        run_.log_outputs(tokens / "stats.json")
+    print("tokenizer: gathered; tokens " + ", ".join(f"{s}={stats[s]['tokens']}" for s in SPLITS))
+
+
+def _run_all(args, config: dict, threads: int) -> None:
+    from ropeext import tracking
+    from ropeext.data.corpus import SPLITS
+    from ropeext.data.shards import split_files
+    from ropeext.data.tokens import tokenize_split
+
+    corpus = Path(args.corpus_dir)
+    params = {"tokenizer": config["tokenizer"], "threads": threads}
+    with tracking.stage_run("tokenizer", config=config, params=params, variant=args.variant,
+                            enabled=not args.no_mlflow) as run_:
+        tok, train_s = _train_or_load(config["tokenizer"], corpus, args.tokenizer_dir)
         stats = _tokenizer_info(tok) | {"train_seconds": train_s}
         if args.train_only:
             run_.log_metrics({"vocab_size": stats["vocab_size"], "train_seconds": train_s})
             print(f"tokenizer: vocab {len(tok)} -> {args.tokenizer_dir}")
             return
+        tokens = Path(args.tokens_dir)
         tokens.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
             stats[split] = tokenize_split(tok, split_files(corpus, split), tokens / f"{split}.parquet",
-                                          threads=threads, max_tokens=max_tokens)
+                                          threads=threads, max_tokens=config["corpus"].get("max_tokens"))
         write_json(tokens / "stats.json", stats)
         run_.log_metrics({"vocab_size": stats["vocab_size"], "train_seconds": train_s}
                          | {f"tokens.{s}": stats[s]["tokens"] for s in SPLITS})
