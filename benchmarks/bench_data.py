@@ -11,7 +11,7 @@ Baseline (same run): the implementation before the streaming data path, taken fr
 (``git archive OLD_REV ropeext``) and run the same way on the sizes it survives; a size whose
 peak, extrapolated linearly from the smallest size, would exceed --old-limit-gb is reported as
 not run. Goal: peak RSS flat in corpus size (< 2 GB at 1.6 GB of text) and throughput that grows
-with worker cores (1 vs 2 shown at the smallest size).
+with worker cores (tokenize-only comparison of 1 vs all cores at the smallest size).
 
     .venv/bin/python benchmarks/bench_data.py [--quick] [--sizes 100,400,1600] [--old-limit-gb 8]
 """
@@ -80,7 +80,10 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
 
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # cwd outside the repository: `python -m` puts the working folder first on sys.path, and the old
+    # implementation must be imported from PYTHONPATH, not from a checkout that happens to be the cwd
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tempfile.gettempdir())
     ps, peak, done = psutil.Process(proc.pid), [0], threading.Event()
 
     def sample():
@@ -112,6 +115,10 @@ def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, thread
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=str(package_root), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
+    where = subprocess.run([sys.executable, "-c", "import ropeext; print(ropeext.__file__)"], env=env, text=True,
+                           capture_output=True, cwd=tempfile.gettempdir()).stdout.strip()
+    if not where.startswith(str(package_root)):
+        raise RuntimeError(f"ropeext imported from {where}, not from {package_root}")
     py = [sys.executable, "-m", "ropeext.cli"]
     c_s, c_rss, c_cpu = run_measured(py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir",
                                        str(work / "corpus"), "--no-mlflow"], env)
@@ -150,7 +157,8 @@ def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> l
                                                                  "min_chars": 1}}))
     base = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     subprocess.run([sys.executable, "-m", "ropeext.cli", "corpus", "--config", str(work / "config.yaml"),
-                    "--output-dir", str(work / "corpus"), "--no-mlflow"], env=base, check=True, capture_output=True)
+                    "--output-dir", str(work / "corpus"), "--no-mlflow"], env=base, check=True, capture_output=True,
+                   cwd=tempfile.gettempdir())
     split = work / "corpus" / "train.parquet"
     mb = sum(len(t.encode()) for t in pq.read_table(split, columns=["text"]).column("text").to_pylist()) / MB
     out = []
@@ -160,7 +168,8 @@ def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> l
         env = dict(base, TOKENIZERS_PARALLELISM=parallel, RAYON_NUM_THREADS=str(cores))
         cpu0 = _children_cpu()
         res = subprocess.run([sys.executable, "-c", _ENCODE, str(tokenizer), str(split), str(work / "t.parquet"),
-                              str(threads), str(chars)], env=env, check=True, capture_output=True, text=True)
+                              str(threads), str(chars)], env=env, check=True, capture_output=True, text=True,
+                             cwd=tempfile.gettempdir())
         cpu = _children_cpu() - cpu0
         out.append((label, mb / float(res.stdout.strip().splitlines()[-1]), mb / cpu))
         print(f"  encoder {label}: {out[-1][1]:.2f} MB/s, {out[-1][2]:.2f} MB per CPU-second", flush=True)
@@ -210,9 +219,7 @@ def main() -> None:
             data = tmp / f"data{size}"
             text_bytes = build_jsonl(data, size)
             mb = text_bytes / MB
-            runs = [("new", cores)]
-            if size == sizes[0] and cores > 1:
-                runs.insert(0, ("new", 1))
+            runs = [("new", cores)]  # 1 vs all cores: the tokenize-only comparison below
             for name, threads in runs:
                 r = pipeline(REPO, data, tok_dir, tmp / "work", threads)
                 rows.append({"size": size, "path": f"new, {threads} core{'s' if threads > 1 else ''}", **r, "mb": mb})
