@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="worker cores of the new path (default: all)")
     ap.add_argument("--old-rev", default=OLD_REV)
     ap.add_argument("--old-limit-gb", type=float, default=8.0, help="skip old-path sizes expected above this peak")
+    ap.add_argument("--new-only", action="store_true", help="measure the new path only (no baseline, no core comparison)")
     ap.add_argument("--tmp", default=None, help="folder for the generated corpora (default: the system temp)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([5, 20] if args.quick else [100, 400, 1600])
@@ -212,7 +213,7 @@ def main() -> None:
         tmp = Path(tmp)
         tok_dir = tmp / "tokenizer"
         train_bpe((d.text for d in iter_stdlib(definitions=False)), vocab_size=2048).save_pretrained(tok_dir)
-        old = old_package(tmp / "old", args.old_rev)
+        old = None if args.new_only else old_package(tmp / "old", args.old_rev)
         rows, encoders = [], []
         old_per_mb = None
         for size in sizes:
@@ -233,7 +234,7 @@ def main() -> None:
                     old_per_mb = r["peak"] / mb
                     rows.append({"size": size, "path": "old", **r, "mb": mb})
                     print(f"  {size} MB old: {r['seconds']:.1f} s, peak {r['peak'] / 2**30:.2f} GiB", flush=True)
-            if size == sizes[0] and cores > 1:
+            if size == sizes[0] and cores > 1 and not args.new_only:
                 encoders = encoder_comparison(data, tok_dir, tmp / "work", cores)
             shutil.rmtree(data)
 
@@ -244,7 +245,7 @@ def main() -> None:
     for r in rows:
         if "skipped" in r:
             print(f"{r['size']:>5}MB {r['path']:<14} not run (would need ~{r['skipped'] / 2**30:.0f} GB, "
-                  f"extrapolated from the smallest size)")
+                  f"extrapolated from the largest size it ran)")
             continue
         old_row = next((x for x in rows if x["size"] == r["size"] and x["path"] == "old" and "skipped" not in x), None)
         ratio = (f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
