@@ -57,10 +57,14 @@ def test_tokenize_split_matches_the_tokenizers_own_call(corpus_dirs, tok, tmp_pa
     assert tokenize_documents(tok, corpus["text"][:9], batch_size=4) == want[:9]
 
 
-def test_worker_pool_gives_identical_files(corpus_dirs, tok, tmp_path):
+def test_worker_pool_gives_identical_files(corpus_dirs, tok, tmp_path, monkeypatch):
+    from ropeext.data import tokens
+
     one, _ = corpus_dirs
+    monkeypatch.setattr(tokens, "WORKER_TASKS", 3)  # workers replaced while batches are in flight
     tokenize_split(tok, [one / "train.parquet"], tmp_path / "a.parquet", threads=1, batch_chars=3000)
     tokenize_split(tok, [one / "train.parquet"], tmp_path / "b.parquet", threads=2, batch_chars=3000)
+    assert pq.ParquetFile(tmp_path / "b.parquet").num_row_groups > 3 * 2 * 2
     assert _table(tmp_path / "a.parquet") == _table(tmp_path / "b.parquet")
 
 
