@@ -82,3 +82,175 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     ds.save_to_disk(tmp_path / "ds")
     splits, manifest = build_splits({"source": "hf", "path": str(tmp_path / "ds"), "min_chars": 1})
     assert sum(manifest["documents"].values()) == 40
+
+
+# ---------------------------------------------------------------- streaming sources, domains, caps
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_stdlib_domain_is_the_top_level_module(tmp_path):
+    from ropeext.data.corpus import iter_stdlib, stdlib_domain
+
+    assert stdlib_domain("json/decoder.py") == "json" and stdlib_domain("os.py") == "os"
+    root = tmp_path / "lib"
+    (root / "json").mkdir(parents=True)
+    (root / "json" / "decoder.py").write_text("def decode(s):\n    return s\n")
+    (root / "os.py").write_text("def getcwd():\n    return '/'\n")
+    docs = {d.id: d.domain for d in iter_stdlib(root=root)}
+    assert docs == {"json/decoder.py": "json", "json/decoder.py::decode": "json", "os.py": "os", "os.py::getcwd": "os"}
+
+
+def test_domain_field_reads_dotted_paths_and_falls_back(tmp_path):
+    recs = [{"text": "a" * 80, "meta": {"redpajama_set_name": "RedPajamaGithub"}},
+            {"text": "b" * 80, "meta": {"redpajama_set_name": "RedPajamaBook"}},
+            {"text": "c" * 80, "meta": {}}]
+    f = _jsonl(tmp_path / "slim.jsonl", recs)
+    cfg = {"source": "jsonl", "path": str(f), "min_chars": 1, "domain_field": "meta.redpajama_set_name",
+           "domain": "unknown", "split_fractions": {"validation": 0, "test": 0}}
+    splits, manifest = build_splits(cfg)
+    assert [d.domain for d in splits["train"]] == ["RedPajamaGithub", "RedPajamaBook", "unknown"]
+    assert manifest["domain_fallbacks"] == 1
+    assert manifest["domains"]["train"] == {"RedPajamaBook": 1, "RedPajamaGithub": 1, "unknown": 1}
+    fixed, _ = build_splits(cfg | {"domain_field": None, "domain": "pg19"})
+    assert {d.domain for d in fixed["train"]} == {"pg19"}
+
+
+def test_parquet_is_read_batch_by_batch_with_a_struct_domain(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ropeext.data import corpus
+
+    n = 50
+    table = pa.table({"text": [f"document {i} " * 10 for i in range(n)],
+                      "meta": [{"set": f"s{i % 3}"} for i in range(n)], "big": ["x" * 1000] * n})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=7)
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("read the whole table"))
+    docs = list(corpus.iter_parquet(str(tmp_path / "a.parquet"), "text", "meta.set", batch_rows=4))
+    assert [d.text for d in docs] == table.column("text").to_pylist()
+    assert [d.domain for d in docs] == [f"s{i % 3}" for i in range(n)]
+    assert [d.id for d in docs] == [f"{tmp_path / 'a.parquet'}:{i}" for i in range(n)]
+    with pytest.raises(RopeextError, match="no column 'meta2' for corpus.domain_field"):
+        list(corpus.iter_parquet(str(tmp_path / "a.parquet"), "text", "meta2.set"))
+
+
+def test_hf_saved_dataset_domain_and_missing_split(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"text": [f"document number {i} " * 10 for i in range(12)],
+                                     "source": [f"d{i % 2}" for i in range(12)]})
+    datasets.DatasetDict({"train": ds}).save_to_disk(tmp_path / "dd")
+    cfg = {"source": "hf", "path": str(tmp_path / "dd"), "min_chars": 1, "domain_field": "source"}
+    splits, manifest = build_splits(cfg)
+    docs = sorted((d for s in splits.values() for d in s), key=lambda d: int(d.id.rsplit(":", 1)[1]))
+    assert [d.domain for d in docs] == [f"d{i % 2}" for i in range(12)]
+    with pytest.raises(RopeextError, match="has no split 'validation'"):
+        build_splits(cfg | {"hf_split": "validation"})
+
+
+def test_unreadable_text_files_are_counted_named_and_warned(tmp_path, capsys):
+    (tmp_path / "txt").mkdir()
+    for i in range(5):
+        (tmp_path / "txt" / f"ok{i}.txt").write_text("word " * 50)
+    (tmp_path / "txt" / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 40)
+    (tmp_path / "txt" / "binary.bin").write_bytes(b"\xff\xfe\x00\x81" * 40)
+    splits, manifest = build_splits({"source": "text", "path": str(tmp_path / "txt"), "min_chars": 10})
+    assert sum(manifest["documents"].values()) == 5
+    assert manifest["skipped"]["count"] == 2 and manifest["skipped"]["by_reason"] == {"not UTF-8": 2}
+    assert any("latin1.txt" in n for n in manifest["skipped"]["first"])
+    err = capsys.readouterr().err
+    assert "skipped 2" in err and "latin1.txt" in err and "binary.bin" in err
+
+
+def test_stdlib_files_that_fail_to_decode_are_reported(tmp_path, capsys):
+    root = tmp_path / "lib"
+    root.mkdir()
+    (root / "good.py").write_text("def f():\n    return 1\n" * 5)
+    (root / "bad.py").write_bytes(b"# \xff\xfe\n" * 20)
+    splits, manifest = build_splits({"source": "stdlib", "path": str(root), "min_chars": 1,
+                                     "split_fractions": {"validation": 0, "test": 0}})
+    assert manifest["skipped"]["count"] == 1 and "bad.py" in manifest["skipped"]["first"][0]
+    assert "bad.py" in capsys.readouterr().err
+
+
+def test_max_documents_stops_reading_the_source(tmp_path):
+    lines = [json.dumps({"text": f"record {i} " * 10}) for i in range(400)]
+    f = tmp_path / "a.jsonl"
+    f.write_text("\n".join(lines) + "\n{this line is never read\n")
+    cfg = {"source": "jsonl", "path": str(f), "min_chars": 1, "max_documents": 3}
+    splits, manifest = build_splits(cfg)
+    assert {s: len(d) for s, d in splits.items()} == {"train": 3, "validation": 3, "test": 3}
+    assert manifest["stopped_early"]
+    # the first documents of each split in source order, as a full read with a cut after the split
+    full = [json.loads(x)["text"] for x in lines]
+    ids = [f"{f}:{i + 1}" for i in range(400)]
+    for s in ("train", "validation", "test"):
+        want = [i for i in ids if split_of(i, 0.05, 0.1) == s][:3]
+        assert [d.id for d in splits[s]] == want
+        assert [d.text for d in splits[s]] == [full[ids.index(i)] for i in want]
+    with pytest.raises(RopeextError, match="malformed JSON"):
+        build_splits(cfg | {"max_documents": 10_000})
+
+
+def test_write_splits_streams_row_groups_and_shards_read_back_in_order(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from ropeext.data import corpus
+    from ropeext.data.shards import iter_rows, split_files
+
+    f = _jsonl(tmp_path / "a.jsonl", [{"text": f"record number {i} " * 5, "d": f"x{i % 4}"} for i in range(300)])
+    cfg = {"source": "jsonl", "path": str(f), "min_chars": 1, "domain_field": "d"}
+    monkeypatch.setattr(corpus, "ROW_GROUP_DOCS", 16)
+    one = corpus.write_splits(cfg, tmp_path / "one")
+    four = corpus.write_splits(cfg | {"shards": 4}, tmp_path / "four")
+    assert one["documents"] == four["documents"] and four["files"]["train"][1] == "train-00001-of-00004.parquet"
+    train = pq.ParquetFile(tmp_path / "one" / "train.parquet")
+    assert train.num_row_groups == -(-one["documents"]["train"] // 16)
+    assert train.schema_arrow.names == ["id", "kind", "domain", "text"]
+    for s in corpus.SPLITS:
+        whole = pq.read_table(tmp_path / "one" / f"{s}.parquet")
+        files = split_files(tmp_path / "four", s)
+        assert len(files) == 4
+        shard1 = pq.read_table(files[1]).column("id").to_pylist()
+        assert shard1 == whole.column("id").to_pylist()[1::4]  # document k -> shard k % 4
+        back = [b for b in iter_rows(files, ["id", "domain", "text"], batch_rows=5)]
+        got = {c: sum((b.column(c).to_pylist() for b in back), []) for c in ("id", "domain", "text")}
+        assert got == {c: whole.column(c).to_pylist() for c in ("id", "domain", "text")}
+    assert not list((tmp_path / "four").glob(".*tmp*"))
+
+
+def test_write_splits_leaves_nothing_behind_on_error(tmp_path):
+    from ropeext.data.corpus import write_splits
+
+    f = tmp_path / "a.jsonl"
+    f.write_text(json.dumps({"text": "x" * 100}) + "\n{bad\n")
+    with pytest.raises(RopeextError, match="malformed JSON"):
+        write_splits({"source": "jsonl", "path": str(f), "min_chars": 1}, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
+    """A dataset folder that is not a save_to_disk directory goes through load_dataset(streaming=True)."""
+    import datasets
+
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    (tmp_path / "ds" / "data" / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"doc {i} " * 20, "meta": {"set": f"s{i % 2}"}}) + "\n" for i in range(200)))
+    seen = {}
+    original = datasets.load_dataset
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    splits, manifest = build_splits({"source": "hf", "path": str(tmp_path / "ds"), "min_chars": 1,
+                                     "domain_field": "meta.set", "max_documents": 1})
+    assert seen["streaming"] is True
+    # ids carry the folder's path, so which record lands where varies; 200 records fill every split
+    assert all(len(v) == 1 for v in splits.values()) and manifest["stopped_early"]
+    assert {d.domain for v in splits.values() for d in v} <= {"s0", "s1"}

@@ -13,26 +13,27 @@ HELP = "read documents (stdlib, text, jsonl, parquet, HF dataset) and write dete
 
 def add_arguments(parser) -> None:
     add_config_args(parser)
-    parser.add_argument("--output-dir", required=True, help="folder for {train,validation,test}.parquet + manifest.json")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder for {train,validation,test}.parquet (or their corpus.shards shard files) "
+                             "+ manifest.json")
     add_tracking_args(parser)
 
 
 def run(args) -> None:
     from ropeext import tracking
-    from ropeext.data.corpus import SPLITS, build_splits, write_split
+    from ropeext.data.corpus import write_splits
 
     config = config_from_args(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tracking.stage_run("corpus", config=config, params={"corpus": config["corpus"]},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
-        splits, manifest = build_splits(config["corpus"])
-        for split in SPLITS:
-            write_split(splits[split], out / f"{split}.parquet")
+        manifest = write_splits(config["corpus"], out)
         write_json(out / "manifest.json", manifest)
         run_.set_tags({"corpus.fingerprint": manifest["file_list_sha256"][:16],
                        "corpus.python_version": manifest["python_version"]})
         run_.log_metrics({f"documents.{s}": n for s, n in manifest["documents"].items()}
-                         | {f"characters.{s}": n for s, n in manifest["characters"].items()})
+                         | {f"characters.{s}": n for s, n in manifest["characters"].items()}
+                         | {"skipped": manifest["skipped"]["count"]})
         run_.log_outputs(out / "manifest.json")
     print(f"corpus: {manifest['documents']} documents -> {out}")

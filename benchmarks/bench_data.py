@@ -1,0 +1,265 @@
+"""Data path throughput and peak memory: corpus + tokenize at growing corpus sizes, new path vs old.
+
+The corpus is real text: the interpreter's standard library files, shuffled and repeated into
+JSONL shards (one record per file, with a domain field) of 100 MB, 400 MB and 1.6 GB under a temp
+folder. Each size runs ``ropeext corpus`` then ``ropeext tokenizer`` (a byte-level BPE of 2048
+tokens trained once beforehand and given as ``tokenizer.path``, so both paths only tokenize) in
+subprocesses; throughput is text MB per second of the two stages together, peak RSS the largest
+sum of the process tree's resident memory (sampled every 50 ms) over either stage.
+
+Baseline (same run): the implementation before the streaming data path, taken from git history
+(``git archive OLD_REV ropeext``) and run the same way on the sizes it survives; a size whose
+peak, extrapolated linearly from the smallest size, would exceed --old-limit-gb is reported as
+not run. Goal: peak RSS flat in corpus size (< 2 GB at 1.6 GB of text) and throughput that grows
+with worker cores (tokenize-only comparison of 1 vs all cores at the smallest size).
+
+    .venv/bin/python benchmarks/bench_data.py [--quick] [--sizes 100,400,1600] [--old-limit-gb 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OLD_REV = "b1b096df53a5bcb821dd3bc69e5e61cba18924f0"  # the last commit before the streaming data path
+MB = 1_000_000
+
+
+def build_jsonl(folder: Path, size_mb: int, seed: int = 0, shard_mb: int = 64) -> int:
+    """Standard-library files, shuffled and repeated, as JSONL shards of about ``shard_mb``; bytes of text written."""
+    from ropeext.data.corpus import stdlib_domain, stdlib_files
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for p in stdlib_files(root):
+        try:
+            texts.append((stdlib_domain(p.relative_to(root).as_posix()), p.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, OSError):
+            continue
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, shard, n, fh = 0, 0, 0, None
+    while written < size_mb * MB:
+        rng.shuffle(texts)
+        for domain, text in texts:
+            if fh is None or fh.tell() > shard_mb * MB:
+                if fh:
+                    fh.close()
+                fh = open(folder / f"part-{shard:04d}.jsonl", "w", encoding="utf-8")
+                shard += 1
+            fh.write(json.dumps({"text": text, "meta": {"module": domain}, "n": n}) + "\n")
+            written += len(text.encode())
+            n += 1
+            if written >= size_mb * MB:
+                break
+    fh.close()
+    return written
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished descendant, pool workers included
+    return r.ru_utime + r.ru_stime
+
+
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
+    """(seconds, peak RSS of the process tree in bytes, CPU seconds of the tree) of one command."""
+    import psutil
+
+    cpu0 = _children_cpu()
+    t0 = time.perf_counter()
+    # cwd outside the repository: `python -m` puts the working folder first on sys.path, and the old
+    # implementation must be imported from PYTHONPATH, not from a checkout that happens to be the cwd
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tempfile.gettempdir())
+    ps, peak, done = psutil.Process(proc.pid), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                total = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+                peak[0] = max(peak[0], total)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} failed ({proc.returncode}):\n{err[-2000:]}")
+    return seconds, float(peak[0]), _children_cpu() - cpu0
+
+
+def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, threads: int | None) -> dict:
+    import yaml
+
+    cfg = {"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"), "min_chars": 1},
+           "tokenizer": {"path": str(tokenizer)}}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PYTHONPATH=str(package_root), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    where = subprocess.run([sys.executable, "-c", "import ropeext; print(ropeext.__file__)"], env=env, text=True,
+                           capture_output=True, cwd=tempfile.gettempdir()).stdout.strip()
+    if not where.startswith(str(package_root)):
+        raise RuntimeError(f"ropeext imported from {where}, not from {package_root}")
+    py = [sys.executable, "-m", "ropeext.cli"]
+    c_s, c_rss, c_cpu = run_measured(py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir",
+                                       str(work / "corpus"), "--no-mlflow"], env)
+    tok_cmd = py + ["tokenizer", "--config", str(work / "config.yaml"), "--corpus-dir", str(work / "corpus"),
+                    "--tokenizer-dir", str(work / "tok"), "--tokens-dir", str(work / "tokens"), "--no-mlflow"]
+    if threads is not None:
+        tok_cmd += ["--threads", str(threads)]
+    t_s, t_rss, t_cpu = run_measured(tok_cmd, env)
+    stats = json.loads((work / "tokens" / "stats.json").read_text())
+    tokens = sum(stats[s]["tokens"] for s in ("train", "validation", "test"))
+    shutil.rmtree(work)
+    return {"corpus_s": c_s, "tokenize_s": t_s, "seconds": c_s + t_s, "peak": max(c_rss, t_rss),
+            "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens, "cpu": c_cpu + t_cpu}
+
+
+_ENCODE = """
+import sys, time
+from pathlib import Path
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.data.tokens import tokenize_split
+tok = load_tokenizer(sys.argv[1])
+t0 = time.perf_counter()
+tokenize_split(tok, [Path(sys.argv[2])], sys.argv[3], threads=int(sys.argv[4]), batch_chars=int(sys.argv[5]))
+print(time.perf_counter() - t0)
+"""
+
+
+def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> list[tuple[str, float, float]]:
+    """Tokenize-only MB/s of the train split: one single-threaded process, the tokenizers library's own
+    threads (TOKENIZERS_PARALLELISM=true, RAYON_NUM_THREADS=cores) in one process, and ``cores`` workers."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump({"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"),
+                                                                 "min_chars": 1}}))
+    base = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    subprocess.run([sys.executable, "-m", "ropeext.cli", "corpus", "--config", str(work / "config.yaml"),
+                    "--output-dir", str(work / "corpus"), "--no-mlflow"], env=base, check=True, capture_output=True,
+                   cwd=tempfile.gettempdir())
+    split = work / "corpus" / "train.parquet"
+    mb = sum(len(t.encode()) for t in pq.read_table(split, columns=["text"]).column("text").to_pylist()) / MB
+    out = []
+    for label, parallel, threads, chars in (("1 process, 1 thread", "false", 1, 1 << 20),
+                                            (f"1 process, library threads x{cores}", "true", 1, 8 << 20),
+                                            (f"{cores} worker processes", "false", cores, 1 << 20)):
+        env = dict(base, TOKENIZERS_PARALLELISM=parallel, RAYON_NUM_THREADS=str(cores))
+        cpu0 = _children_cpu()
+        res = subprocess.run([sys.executable, "-c", _ENCODE, str(tokenizer), str(split), str(work / "t.parquet"),
+                              str(threads), str(chars)], env=env, check=True, capture_output=True, text=True,
+                             cwd=tempfile.gettempdir())
+        cpu = _children_cpu() - cpu0
+        out.append((label, mb / float(res.stdout.strip().splitlines()[-1]), mb / cpu))
+        print(f"  encoder {label}: {out[-1][1]:.2f} MB/s, {out[-1][2]:.2f} MB per CPU-second", flush=True)
+    shutil.rmtree(work)
+    return out
+
+
+def old_package(dest: Path, rev: str) -> Path | None:
+    """The ``ropeext`` package (and its config schema) at ``rev``, unpacked under ``dest``; None if unavailable."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "ropeext", "workflow/schemas"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        print(f"old implementation {rev[:10]} not available ({exc}); baseline not run")
+        return None
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 and 20 MB instead of 100, 400 and 1600 MB")
+    ap.add_argument("--sizes", default=None, help="comma-separated corpus sizes in MB")
+    ap.add_argument("--threads", type=int, default=None, help="worker cores of the new path (default: all)")
+    ap.add_argument("--old-rev", default=OLD_REV)
+    ap.add_argument("--old-limit-gb", type=float, default=8.0, help="skip old-path sizes expected above this peak")
+    ap.add_argument("--new-only", action="store_true", help="measure the new path only (no baseline, no core comparison)")
+    ap.add_argument("--tmp", default=None, help="folder for the generated corpora (default: the system temp)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([5, 20] if args.quick else [100, 400, 1600])
+    from ropeext.data.corpus import iter_stdlib
+    from ropeext.data.tokenizer import train_bpe
+    from ropeext.data.tokens import available_cores
+
+    cores = args.threads or available_cores()
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores ({available_cores()} usable), load average {load:.1f} at start "
+          f"(shared machine: other jobs may take cores; compare ratios, not seconds)")
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_data_") as tmp:
+        tmp = Path(tmp)
+        tok_dir = tmp / "tokenizer"
+        train_bpe((d.text for d in iter_stdlib(definitions=False)), vocab_size=2048).save_pretrained(tok_dir)
+        old = None if args.new_only else old_package(tmp / "old", args.old_rev)
+        rows, encoders = [], []
+        old_per_mb = None
+        for size in sizes:
+            data = tmp / f"data{size}"
+            text_bytes = build_jsonl(data, size)
+            mb = text_bytes / MB
+            runs = [("new", cores)]  # 1 vs all cores: the tokenize-only comparison below
+            for name, threads in runs:
+                r = pipeline(REPO, data, tok_dir, tmp / "work", threads)
+                rows.append({"size": size, "path": f"new, {threads} core{'s' if threads > 1 else ''}", **r, "mb": mb})
+                print(f"  {size} MB new/{threads}: {r['seconds']:.1f} s, peak {r['peak'] / 2**30:.2f} GiB", flush=True)
+            if old is not None:
+                need = None if old_per_mb is None else old_per_mb * mb
+                if need is not None and need > args.old_limit_gb * 2**30:
+                    rows.append({"size": size, "path": "old", "mb": mb, "skipped": need})
+                else:
+                    r = pipeline(old, data, tok_dir, tmp / "work", None)
+                    old_per_mb = r["peak"] / mb
+                    rows.append({"size": size, "path": "old", **r, "mb": mb})
+                    print(f"  {size} MB old: {r['seconds']:.1f} s, peak {r['peak'] / 2**30:.2f} GiB", flush=True)
+            if size == sizes[0] and cores > 1 and not args.new_only:
+                encoders = encoder_comparison(data, tok_dir, tmp / "work", cores)
+            shutil.rmtree(data)
+
+    print(f"\ncorpus + tokenize of JSONL text (stdlib files repeated), vocab 2048; load average now "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'size':>7} {'path':<14} {'corpus s':>9} {'tokenize s':>10} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} "
+          f"{'tokens':>12} {'speed vs old':>12} {'peak vs old':>11}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['size']:>5}MB {r['path']:<14} not run (would need ~{r['skipped'] / 2**30:.0f} GB, "
+                  f"extrapolated from the largest size it ran)")
+            continue
+        old_row = next((x for x in rows if x["size"] == r["size"] and x["path"] == "old" and "skipped" not in x), None)
+        ratio = (f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
+                 if old_row else f"{'-':>12} {'-':>11}")
+        print(f"{r['size']:>5}MB {r['path']:<14} {r['corpus_s']:>9.1f} {r['tokenize_s']:>10.1f} "
+              f"{r['mb'] / r['seconds']:>7.2f} {r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB "
+              f"{r['tokens']:>12,} {ratio}")
+    print("peak RSS: largest sum of resident memory of the stage's process tree (workers included).")
+    if encoders:
+        print(f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores "
+              "(MB per CPU-second: the work each way costs, whatever the machine's load)")
+        for label, rate, per_cpu in encoders:
+            print(f"  {label:<36} {rate:>6.2f} MB/s {rate / encoders[0][1]:>6.2f}x   {per_cpu:>6.2f} MB/CPU-s")
+
+
+if __name__ == "__main__":
+    main()
