@@ -184,3 +184,24 @@ def test_two_configs_in_one_checkout_share_no_file(tmp_path):
             assert any(f.parts[2] == kind for f in mine), (name, kind)
         assert Path("out", name, "mlflow.db") in mine
     assert not (written["a"] & written["b"])
+
+
+def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_tokens(tmp_path):
+    """corpus.shards > 1 scatters tokenization over one job per (split, shard) and gathers the shards: the
+    gathered tokens equal what one job writes for the same corpus."""
+    import pyarrow.parquet as pq
+
+    runs = {}
+    for shards in (1, 2):
+        overlay = tmp_path / f"shards{shards}.yaml"
+        overlay.write_text(yaml.safe_dump({"results_dir": f"out/s{shards}", "corpus": {"shards": shards}}))
+        _snakemake(tmp_path, f"out/s{shards}/tokens/train.parquet", f"out/s{shards}/tokens/test.parquet",
+                   configs=(overlay,))
+        runs[shards] = {split: pq.read_table(tmp_path / f"out/s{shards}/tokens/{split}.parquet").to_pydict()
+                        for split in ("train", "test")}
+    jobs = {p.name for p in (tmp_path / "out/s2/benchmarks/tokenizer").glob("*.tsv")}
+    assert {"train.tsv", "gather.tsv", "train-00000.tsv", "train-00001.tsv", "test-00001.tsv"} <= jobs
+    assert not list((tmp_path / "out/s2/tokens").glob("*-of-*"))  # the shard files are temporary
+    for split in ("train", "test"):
+        assert runs[2][split]["id"] == runs[1][split]["id"]
+        assert runs[2][split]["input_ids"] == runs[1][split]["input_ids"]

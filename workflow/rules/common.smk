@@ -31,6 +31,8 @@ TARGETS = config["extension"]["target_lengths"]
 METHODS = config["extension"]["methods"]
 LAYOUTS = config["extension"]["layouts"]
 SPLITS = ["train", "validation", "test"]
+SHARDS = config["corpus"]["shards"]  # > 1: the corpus is split into shards, tokenized in parallel, then gathered
+TOKENIZER = f"{R}/tokenizer/tokenizer.json"
 ENV = "../../envs/ropeext.yaml"
 ARCH = config["model"]["architecture"]
 HEAD_DIM = ARCH["hidden_size"] // ARCH["num_attention_heads"]
@@ -172,6 +174,7 @@ wildcard_constraints:
     target=r"\d+",
     window=r"\d+",
     split="train|validation|test",
+    shard=r"\d{5}",
 
 
 
@@ -195,10 +198,26 @@ def ruler_inputs(wildcards):
     if config["eval"]["ruler"]["engine"] == "lm_eval":
         return {}
     return {"essay": config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet",
-            "tokenizer": rules.tokenizer.output.tokenizer}
+            "tokenizer": TOKENIZER}
 
 
 def ruler_essay_args(wildcards, input):
     if config["eval"]["ruler"]["engine"] == "lm_eval":
         return ""
     return f"--essay-source {input.essay} --essay-tokenizer {os.path.dirname(input.tokenizer)}"
+
+
+def _shard_files(folder, split):
+    if SHARDS == 1:
+        return [f"{R}/{folder}/{split}.parquet"]
+    return [f"{R}/{folder}/{split}-{i:05d}-of-{SHARDS:05d}.parquet" for i in range(SHARDS)]
+
+
+def corpus_files(split):
+    """The corpus stage's files of a split: one Parquet file, or its shards (corpus.shards > 1)."""
+    return _shard_files("corpus", split)
+
+
+def token_shard_files(split):
+    """The tokenized shards of a split, gathered into tokens/<split>.parquet (corpus.shards > 1)."""
+    return _shard_files("tokens", split)

@@ -1,6 +1,6 @@
 rule corpus:
     output:
-        splits=expand(f"{R}/corpus/{{split}}.parquet", split=SPLITS),
+        splits=[f for split in SPLITS for f in corpus_files(split)],
         manifest=f"{R}/corpus/manifest.json",
     params:
         cli=cli("corpus"),

@@ -5,7 +5,7 @@
 rule longbench_embedded:
     input:
         tokens=f"{R}/tokens/test.parquet",
-        tokenizer=rules.tokenizer.output.tokenizer,
+        tokenizer=TOKENIZER,
     output:
         data=f"{R}/eval/longbench-data/{config['eval']['longbench']['embedded']['task']}_e.jsonl",
         buckets=f"{R}/eval/longbench-data/buckets.json",

@@ -1,7 +1,7 @@
 rule pack:
     input:
         tokens=f"{R}/tokens/{{split}}.parquet",
-        tokenizer=rules.tokenizer.output.tokenizer,
+        tokenizer=TOKENIZER,
     output:
         data=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.parquet",
         stats=f"{R}/packed/{{layout}}-w{{window}}/{{split}}.stats.json",

@@ -1,7 +1,7 @@
 rule pretrain:
     input:
         train=f"{R}/packed/full-w{L}/train.parquet",
-        tokenizer=rules.tokenizer.output.tokenizer,
+        tokenizer=TOKENIZER,
     output:
         directory(f"{R}/models/{MODEL}-base"),
     params:
