@@ -76,8 +76,7 @@ def run(args) -> None:
     section = config["finetune"]
     settings = settings_from(section, seed=config["seed"], layout=args.layout, backend=backend, name="finetune",
                              target_length=target)
-    check_packed(args.train, layout=args.layout, window=target,
-                 window_note=f"the target length of {args.scaling}; fine-tuning trains at the target window")
+    check_packed(args.train, layout=args.layout, max_window=target, window_note=f"the target length of {args.scaling}")
     data = load_packed(args.train)
     check_base(args.base)
     accelerator = make_accelerator(settings.precision)

@@ -37,8 +37,7 @@ def run(args) -> None:
     section = config["pretrain"]
     settings = settings_from(section, seed=config["seed"], layout="full", backend="sdpa_mask", name="pretrain")
     tok = load_tokenizer(args.tokenizer)
-    check_packed(args.train, layout="full", window=mcfg["train_length"],
-                 window_note="model.train_length; pre-training trains at the model's window")
+    check_packed(args.train, layout="full", max_window=mcfg["train_length"], window_note="model.train_length")
     data = load_packed(args.train)
     accelerator = make_accelerator(settings.precision)
     model = build_tiny_llama(len(tok), mcfg["train_length"], **mcfg["architecture"],

@@ -42,9 +42,11 @@ def read_packed_info(path: str | Path) -> dict | None:
         raise RopeextError(f"{path}: the recorded window {meta[WINDOW_KEY]!r} is not an integer") from None
 
 
-def check_packed(path: str | Path, *, layout: str, window: int | None = None, window_note: str = "") -> dict:
-    """The recorded layout and window of ``path``; a RopeextError when either is missing or differs from
-    what the caller trains with (``window_note`` says where the expected window comes from)."""
+def check_packed(path: str | Path, *, layout: str, max_window: int | None = None, window_note: str = "") -> dict:
+    """The recorded layout and window of ``path``; a RopeextError when either is missing, when the layout
+    differs from the one the caller trains with, or when the windows are longer than ``max_window`` (the
+    positions the model is trained for; ``window_note`` says where that number comes from). Shorter
+    windows are allowed: a short run may train at a fraction of the target length."""
     info = read_packed_info(path)
     if info is None:
         raise RopeextError(f"{path}: packed data that does not record its layout and window (written before "
@@ -53,7 +55,7 @@ def check_packed(path: str | Path, *, layout: str, window: int | None = None, wi
     if info["layout"] != layout:
         raise RopeextError(f"{path}: packed with layout {info['layout']}, but training was asked for layout "
                            f"{layout}; pass --layout {info['layout']} or pack the data with --layout {layout}")
-    if window is not None and info["window"] != int(window):
-        raise RopeextError(f"{path}: packed at window {info['window']}, but training needs window {window}"
-                           + (f" ({window_note})" if window_note else ""))
+    if max_window is not None and info["window"] > int(max_window):
+        raise RopeextError(f"{path}: packed at window {info['window']}, longer than the {max_window} positions "
+                           "training is for" + (f" ({window_note})" if window_note else ""))
     return info

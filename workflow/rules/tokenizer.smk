@@ -94,6 +94,7 @@ else:
     rule tokens_gather:
         input:
             shards=[f for split in SPLITS for f in token_shard_files(split)],
+            stats=[f.replace(".parquet", ".stats.json") for split in SPLITS for f in token_shard_files(split)],
             tokenizer=TOKENIZER,
         output:
             tokens=expand(f"{R}/tokens/{{split}}.parquet", split=SPLITS),
