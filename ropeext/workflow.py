@@ -44,17 +44,23 @@ def export_tracking_env(config: dict) -> None:
 
 
 def start_invocation(config: dict) -> None:
-    """Open the store once (failing fast when it cannot be reached) and this invocation's parent run."""
-    from ropeext.tracking import start_parent
+    """Open the store once (failing fast when it cannot be reached), import runs an interrupted invocation
+    left in the spool, and open this invocation's parent run."""
+    from ropeext.tracking import flush_spool, spool_dir, start_parent
 
-    run_id = start_parent(os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"],
+    uri, experiment = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"]
+    run_id = start_parent(uri, experiment,
                           tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
+    flush_spool(uri, experiment, spool_dir(config))
     os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
 
 
-def end_invocation(status: str) -> None:
-    from ropeext.tracking import end_parent
+def end_invocation(config: dict, status: str) -> None:
+    """Import the runs the jobs spooled, then close the parent run (deleted when nothing ran under it)."""
+    from ropeext.tracking import end_parent, flush_spool, spool_dir
 
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    flush_spool(uri, os.environ["MLFLOW_EXPERIMENT_NAME"], spool_dir(config))
     run_id = os.environ.pop("ROPEEXT_PARENT_RUN_ID", None)
     if run_id:
-        end_parent(os.environ["MLFLOW_TRACKING_URI"], run_id, status)
+        end_parent(uri, run_id, status)

@@ -60,3 +60,54 @@ def test_tracking_off(monkeypatch):
     with tracking.stage_run("x") as run:
         assert not run.active
         run.log_metrics({"a": 1})
+
+
+def test_a_spooled_run_is_imported_whole_and_the_job_never_opens_the_store(tmp_path, monkeypatch):
+    """With ROPEEXT_MLFLOW_SPOOL the job writes its run to a file (MLflow not even imported); flush_spool
+    imports it with its tags, params, metric steps, artifacts, status and times, then deletes the file."""
+    import json
+    import subprocess
+    import sys
+
+    spool = tmp_path / "spool"
+    out = tmp_path / "table.csv"
+    out.write_text("a,b\n1,2\n")
+    job = ("import sys; from ropeext import tracking\n"
+           "with tracking.stage_run('probe', params={'k': {'x': 3}}, variant='v1', tags={'t': 'u'}) as run:\n"
+           f"    run.log_metrics({{'loss': 2.5}}, step=1); run.log_metrics({{'loss': 1.5}}, step=2)\n"
+           f"    run.log_outputs({str(out)!r})\n"
+           "print('mlflow' in sys.modules)")
+    env = {**__import__("os").environ, "ROPEEXT_MLFLOW_SPOOL": str(spool), "ROPEEXT_PARENT_RUN_ID": "parent0",
+           "MLFLOW_TRACKING_URI": "sqlite:///nowhere/never.db"}
+    done = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"  # the job never imported MLflow
+    assert not (tmp_path / "nowhere").exists()
+    [record] = [json.loads(f.read_text()) for f in spool.glob("*.json")]
+    assert record["status"] == "FINISHED" and record["tags"]["mlflow.parentRunId"] == "parent0"
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.flush_spool(uri, "exp", spool) == 1
+    assert not list(spool.glob("*.json"))
+    client = mlflow.MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "probe:v1"
+    assert run.info.start_time == record["start_time"] and run.info.end_time == record["end_time"]
+    assert run.data.params == {"k.x": "3"}
+    assert run.data.tags["ropeext.stage"] == "probe" and run.data.tags["t"] == "u"
+    assert run.data.tags["ropeext.variant"] == "v1" and run.data.tags["mlflow.parentRunId"] == "parent0"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 2.5), (2, 1.5)]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["table.csv"]
+    assert tracking.flush_spool(uri, "exp", spool) == 0  # nothing left, nothing twice
+
+
+def test_a_failed_spooled_job_is_recorded_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROPEEXT_MLFLOW_SPOOL", str(tmp_path / "spool"))
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("probe"):
+            raise RuntimeError("boom")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.flush_spool(uri, "exp", tmp_path / "spool") == 1
+    client = mlflow.MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "FAILED"

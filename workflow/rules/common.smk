@@ -15,6 +15,7 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import finetuned_methods, load_schema, resolve_config, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
+from ropeext.tracking import SPOOL_ENV, spool_dir  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
@@ -95,6 +96,12 @@ def base_model():
     return f"{R}/models/{MODEL}-base"
 
 
+# Training jobs log to MLflow as they go (curves to watch); the others spool their run, which the
+# workflow imports at its end (ropeext.tracking: about two seconds less per short job).
+LIVE_TRACKING = ("pretrain", "finetune")
+SPOOL = str(spool_dir(config))
+
+
 def cli(rule_name):
     """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
     environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
@@ -114,7 +121,10 @@ def cli(rule_name):
             run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
         if gpus:
             run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
-        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads} {run}"
+        env = f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads}"
+        if rule_name not in LIVE_TRACKING:
+            env += f" {SPOOL_ENV}={SPOOL}"
+        return f"{env} {run}"
 
     return command
 
