@@ -667,3 +667,13 @@ def _loads(load, path: str, version) -> bool:
     """``load(path)`` once per version (modification time and size) of the file: it loads or raises."""
     load(path)
     return True
+
+
+@check("eval.*.engine", "an lm_eval engine whose datasets are neither in the local cache nor reachable (what to "
+       "download and where to cache it)", paths=True)
+def _engines(config: dict) -> Iterator[str]:
+    if all(config["eval"][s]["engine"] != "lm_eval" or not config["eval"][s]["enabled"] for s in ("ruler", "longbench")):
+        return
+    from ropeext.eval.lmeval_engine import engine_problems
+
+    yield from engine_problems(config)

@@ -164,6 +164,10 @@ CASES = [
     Case("finetune_method_not_extended", "extension.finetune_methods",
          lambda t, f: {"extension": {"finetune_methods": ["ntk"]}},
          ("extension.finetune_methods: ntk not in extension.methods",)),
+    Case("lm_eval_engine_offline_without_data", "eval.*.engine",
+         lambda t, f: {"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_2"]}}},
+         ("eval.ruler.engine: lm_eval", "baber/paul_graham_essays", "not in the datasets cache"),
+         env=OFFLINE),
     # evaluations
     Case("variants_select_nothing", "eval.*.variants", lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
          ("eval.passkey.variants: ['intra_doc'] select no model",)),
