@@ -130,7 +130,8 @@ def test_cli_streams_row_groups_with_the_in_memory_result(tmp_path, tiny_tokeniz
     docs = [rng.integers(3, 300, n).tolist() for n in lens]
     domains = [["web", "books", "code"][i] for i in rng.integers(0, 3, len(docs))]
     _write_tokens(tmp_path / "tok.parquet", docs, domains, shards)
-    monkeypatch.setattr(pack_stream, "ROW_GROUP_TOKENS", 5 * window)  # 5 windows per row group
+    monkeypatch.setattr(pack_stream, "ROW_GROUP_TOKENS", 5 * window)  # 5 windows per row group,
+    monkeypatch.setattr(pack_stream, "BUILD_TOKENS", 2 * window)  # built 2, 2 and 1 at a time
     out = tmp_path / "p" / f"{layout}.parquet"
     argv = ["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir), "--window",
             str(window), "--layout", layout, "--output", str(out), "--seed", "6", "--no-mlflow"]

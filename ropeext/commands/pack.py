@@ -119,8 +119,8 @@ def run(args) -> None:
             raise RopeextError(
                 f"{tokens_path}: no complete window of {window} tokens ({info.documents_kept} documents of more than "
                 f"2 tokens, {info.tokens_kept + info.tokens_dropped_last} tokens); use a smaller --window or --pad-last")
-        timer = {"seconds": seconds}
-        parts = write_windows(output, _timed(plan_groups(tokens, plan), timer), args.layout, window)
+        timer, parts = {"seconds": seconds}, []
+        write_windows(output, _timed(plan_groups(tokens, plan, parts), timer), args.layout, window)
         seconds = timer["seconds"]
         stats = stats_from_windows(concat_window_stats(parts, window), info)
         stats["totals"].update({"layout": args.layout, "seed": args.seed, "pad_last": args.pad_last,
@@ -155,3 +155,4 @@ def _timed(groups, timer: dict):
             return
         timer["seconds"] += time.perf_counter() - t0
         yield item
+        del item  # not held while the next one is built

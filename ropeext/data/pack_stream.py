@@ -10,8 +10,8 @@
   per document), then built and written one Parquet row group of about ``ROW_GROUP_TOKENS`` tokens
   at a time (``write_windows``), their per-window statistics gathered on the way.
 
-What is resident: the plan, one row group's columns and the working arrays that build them (about
-a hundred bytes per token of the group), and the Parquet writer's buffers. The output is the same
+What is resident: the plan, one row group's columns (16 bytes per token), the working arrays of
+the piece being built (``BUILD_TOKENS``), and the Parquet writer's buffers. The output is the same
 file whatever the group size: a packing with fewer tokens than one group is written as one row
 group, exactly as one ``write_table`` of all windows would.
 """
@@ -31,6 +31,7 @@ from ropeext.data.shards import iter_rows, resolve
 from ropeext.errors import RopeextError
 
 ROW_GROUP_TOKENS = 1 << 23  # tokens per written row group (x 4 int32 columns = 128 MiB of column data)
+BUILD_TOKENS = 1 << 20  # tokens of windows built in one piece (the working arrays: ~50 bytes per token)
 READ_BATCH_ROWS = 1024  # documents per batch read from the tokens file
 
 
@@ -107,6 +108,9 @@ def token_map(path: str | Path, scratch: str | Path, batch_rows: int = READ_BATC
                 lengths.append(np.diff(offs))
         if nulls:
             raise RopeextError(f"{path}: `input_ids` has {nulls} null rows")
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()  # the read batches' buffers
         lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
         offsets = np.zeros(len(lengths_all) + 1, dtype=np.int64)
         np.cumsum(lengths_all, out=offsets[1:])
@@ -195,29 +199,41 @@ def _table(columns: dict, schema):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_windows(path: str | Path, groups: Iterable[dict], layout: str, window: int) -> list[dict]:
-    """Write each column dict of ``groups`` (windows x ``window``) as one row group of ``path``;
-    return their ``window_stats``. Written under a temporary name, renamed when complete."""
+def write_windows(path: str | Path, groups: Iterable[dict], layout: str, window: int) -> None:
+    """Write each column dict of ``groups`` (windows x ``window``) as one row group of ``path``,
+    under a temporary name renamed when complete."""
     import pyarrow.parquet as pq
 
-    from ropeext.data.packing import window_stats
     from ropeext.io import atomic_path
 
     schema = packed_schema(layout, window)
-    stats = []
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for columns in groups:
             writer.write_table(_table(columns, schema))
-            stats.append(window_stats(columns))
-    return stats
+            del columns
 
 
-def plan_groups(tokens: TokenMap, plan, group_tokens: int | None = None) -> Iterator[dict]:
-    """The windows of ``plan`` a row group at a time, the mapped ids released after each."""
-    from ropeext.data.packing import pack_windows
+def plan_groups(tokens: TokenMap, plan, stats: list | None = None, group_tokens: int | None = None,
+                build_tokens: int | None = None) -> Iterator[dict]:
+    """The windows of ``plan`` a row group at a time. Each group is built ``BUILD_TOKENS`` at a time
+    into its columns (so the working arrays stay small beside them), the mapped ids released after
+    each piece; the pieces' ``window_stats`` are appended to ``stats``."""
+    from ropeext.data.packing import COLUMNS, pack_windows, window_stats
 
-    rows = rows_per_group(plan.window, group_tokens)
+    W = plan.window
+    rows = rows_per_group(W, group_tokens)
+    step = min(rows, max(1, int(build_tokens or BUILD_TOKENS) // W))
     for first in range(0, plan.windows, rows):
-        columns = pack_windows(tokens.ids, plan, first, first + rows)
-        tokens.release()
+        stop = min(first + rows, plan.windows)
+        columns = {k: np.empty((stop - first, W), dtype=np.int32) for k in COLUMNS}
+        for a in range(first, stop, step):
+            b = min(a + step, stop)
+            part = pack_windows(tokens.ids, plan, a, b)
+            tokens.release()
+            for k in COLUMNS:
+                columns[k][a - first:b - first] = part[k]
+            if stats is not None:
+                stats.append(window_stats(part))
+            del part
         yield columns
+        del columns  # one group's columns alive at a time: gone before the next is allocated
