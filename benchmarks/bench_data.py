@@ -1,19 +1,22 @@
-"""Data path throughput and peak memory: corpus + tokenize at growing corpus sizes, new path vs old.
+"""Data path throughput and peak memory: corpus + tokenize + pack at growing corpus sizes, new path vs old.
 
 The corpus is real text: the interpreter's standard library files, shuffled and repeated into
 JSONL shards (one record per file, with a domain field) of 100 MB, 400 MB and 1.6 GB under a temp
-folder. Each size runs ``ropeext corpus`` then ``ropeext tokenizer`` (a byte-level BPE of 2048
-tokens trained once beforehand and given as ``tokenizer.path``, so both paths only tokenize) in
-subprocesses; throughput is text MB per second of the two stages together, peak RSS the largest
-sum of the process tree's resident memory (sampled every 50 ms) over either stage.
+folder. Each size runs ``ropeext corpus``, ``ropeext tokenizer`` (a byte-level BPE of 2048 tokens
+trained once beforehand and given as ``tokenizer.path``, so both paths only tokenize) and ``ropeext
+pack`` of the train split (layout anchor, window --window, 8192 by default) in subprocesses. Per
+stage: seconds, MB/s (text MB of the corpus for corpus and tokenize, of the train split for pack)
+and peak RSS, the largest sum of the process tree's resident memory (sampled every 50 ms); the
+path's peak is the largest of its stages'.
 
 Baseline (same run): the implementation before the streaming data path, taken from git history
 (``git archive OLD_REV ropeext``) and run the same way on the sizes it survives; a size whose
-peak, extrapolated linearly from the smallest size, would exceed --old-limit-gb is reported as
-not run. Goal: peak RSS flat in corpus size (< 2 GB at 1.6 GB of text) and throughput that grows
-with worker cores (tokenize-only comparison of 1 vs all cores at the smallest size).
+peak, extrapolated linearly from the largest size it ran, would exceed --old-limit-gb is reported
+as not run, and a stage that fails (e.g. killed for memory) as failed. Goal: peak RSS flat in
+corpus size (< 2 GB at 1.6 GB of text for the whole path) and throughput that grows with worker
+cores (tokenize-only comparison of 1 vs all cores at the smallest size).
 
-    .venv/bin/python benchmarks/bench_data.py [--quick] [--sizes 100,400,1600] [--old-limit-gb 8]
+    .venv/bin/python benchmarks/bench_data.py [--quick] [--sizes 100,400,1600] [--old-limit-gb 8] [--window 8192]
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
     return seconds, float(peak[0]), _children_cpu() - cpu0
 
 
-def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, threads: int | None) -> dict:
+def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, threads: int | None, window: int) -> dict:
     import yaml
 
     cfg = {"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"), "min_chars": 1},
@@ -129,9 +132,21 @@ def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, thread
     t_s, t_rss, t_cpu = run_measured(tok_cmd, env)
     stats = json.loads((work / "tokens" / "stats.json").read_text())
     tokens = sum(stats[s]["tokens"] for s in ("train", "validation", "test"))
+    out = {"corpus_s": c_s, "tokenize_s": t_s, "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens,
+           "train_share": stats["train"]["tokens"] / max(tokens, 1), "cpu": c_cpu + t_cpu}
+    shutil.rmtree(work / "corpus")  # the disk the pack stage's output needs
+    try:
+        p_s, p_rss, p_cpu = run_measured(py + ["pack", "--tokens", str(work / "tokens" / "train.parquet"), "--tokenizer",
+                                               str(tokenizer), "--window", str(window), "--layout", "anchor",
+                                               "--output", str(work / "packed" / "anchor.parquet"), "--no-mlflow"], env)
+        out.update(pack_s=p_s, pack_peak=p_rss, cpu=out["cpu"] + p_cpu)
+    except RuntimeError as exc:
+        print(f"  pack failed: {str(exc).splitlines()[0]}", flush=True)
+        out.update(pack_s=None, pack_peak=None)
     shutil.rmtree(work)
-    return {"corpus_s": c_s, "tokenize_s": t_s, "seconds": c_s + t_s, "peak": max(c_rss, t_rss),
-            "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens, "cpu": c_cpu + t_cpu}
+    out["seconds"] = c_s + t_s + (out["pack_s"] or 0.0)
+    out["peak"] = max(c_rss, t_rss, out["pack_peak"] or 0.0)
+    return out
 
 
 _ENCODE = """
@@ -199,6 +214,7 @@ def main() -> None:
     ap.add_argument("--old-limit-gb", type=float, default=8.0, help="skip old-path sizes expected above this peak")
     ap.add_argument("--new-only", action="store_true", help="measure the new path only (no baseline, no core comparison)")
     ap.add_argument("--tmp", default=None, help="folder for the generated corpora (default: the system temp)")
+    ap.add_argument("--window", type=int, default=8192, help="packing window of the pack stage (layout anchor)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([5, 20] if args.quick else [100, 400, 1600])
     from ropeext.data.corpus import iter_stdlib
@@ -222,7 +238,7 @@ def main() -> None:
             mb = text_bytes / MB
             runs = [("new", cores)]  # 1 vs all cores: the tokenize-only comparison below
             for name, threads in runs:
-                r = pipeline(REPO, data, tok_dir, tmp / "work", threads)
+                r = pipeline(REPO, data, tok_dir, tmp / "work", threads, args.window)
                 rows.append({"size": size, "path": f"new, {threads} core{'s' if threads > 1 else ''}", **r, "mb": mb})
                 print(f"  {size} MB new/{threads}: {r['seconds']:.1f} s, peak {r['peak'] / 2**30:.2f} GiB", flush=True)
             if old is not None:
@@ -230,7 +246,7 @@ def main() -> None:
                 if need is not None and need > args.old_limit_gb * 2**30:
                     rows.append({"size": size, "path": "old", "mb": mb, "skipped": need})
                 else:
-                    r = pipeline(old, data, tok_dir, tmp / "work", None)
+                    r = pipeline(old, data, tok_dir, tmp / "work", None, args.window)
                     old_per_mb = r["peak"] / mb
                     rows.append({"size": size, "path": "old", **r, "mb": mb})
                     print(f"  {size} MB old: {r['seconds']:.1f} s, peak {r['peak'] / 2**30:.2f} GiB", flush=True)
@@ -238,21 +254,33 @@ def main() -> None:
                 encoders = encoder_comparison(data, tok_dir, tmp / "work", cores)
             shutil.rmtree(data)
 
-    print(f"\ncorpus + tokenize of JSONL text (stdlib files repeated), vocab 2048; load average now "
-          f"{os.getloadavg()[0]:.1f}")
-    print(f"{'size':>7} {'path':<14} {'corpus s':>9} {'tokenize s':>10} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} "
-          f"{'tokens':>12} {'speed vs old':>12} {'peak vs old':>11}")
+    print(f"\ncorpus + tokenize + pack (anchor, window {args.window}, train split) of JSONL text (stdlib files "
+          f"repeated), vocab 2048; load average now {os.getloadavg()[0]:.1f}")
+    print(f"{'size':>7} {'path':<14} {'stage':<9} {'seconds':>8} {'MB/s':>7} {'peak RSS':>9}")
     for r in rows:
         if "skipped" in r:
             print(f"{r['size']:>5}MB {r['path']:<14} not run (would need ~{r['skipped'] / 2**30:.0f} GB, "
                   f"extrapolated from the largest size it ran)")
             continue
+        for stage, mb in (("corpus", r["mb"]), ("tokenize", r["mb"]), ("pack", r["mb"] * r["train_share"])):
+            sec, peak = r[f"{stage}_s"], r[f"{stage}_peak"]
+            if sec is None:
+                print(f"{r['size']:>5}MB {r['path']:<14} {stage:<9} {'failed':>8}")
+                continue
+            print(f"{r['size']:>5}MB {r['path']:<14} {stage:<9} {sec:>8.1f} {mb / sec:>7.2f} {peak / 2**30:>7.2f}GB")
+    print(f"\nwhole path (corpus + tokenize + pack)")
+    print(f"{'size':>7} {'path':<14} {'seconds':>8} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} {'tokens':>12} "
+          f"{'speed vs old':>12} {'peak vs old':>11}")
+    for r in rows:
+        if "skipped" in r:
+            continue
         old_row = next((x for x in rows if x["size"] == r["size"] and x["path"] == "old" and "skipped" not in x), None)
+        comparable = old_row is not None and old_row["pack_s"] is not None and r["pack_s"] is not None
         ratio = (f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
-                 if old_row else f"{'-':>12} {'-':>11}")
-        print(f"{r['size']:>5}MB {r['path']:<14} {r['corpus_s']:>9.1f} {r['tokenize_s']:>10.1f} "
-              f"{r['mb'] / r['seconds']:>7.2f} {r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB "
-              f"{r['tokens']:>12,} {ratio}")
+                 if comparable else f"{'-':>12} {'-':>11}")
+        note = "" if r["pack_s"] is not None else "  (pack failed: corpus + tokenize only)"
+        print(f"{r['size']:>5}MB {r['path']:<14} {r['seconds']:>8.1f} {r['mb'] / r['seconds']:>7.2f} "
+              f"{r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB {r['tokens']:>12,} {ratio}{note}")
     print("peak RSS: largest sum of resident memory of the stage's process tree (workers included).")
     if encoders:
         print(f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores "

@@ -134,3 +134,130 @@ def test_bad_inputs_are_named():
     inputs, labels = _batch()
     with pytest.raises(RopeextError, match="logit_scale"):
         chunked_causal_lm_loss(model, inputs, labels)
+
+
+# --- the chunked loss in the training loop (finetune.loss_chunk_tokens) ------------------------------
+
+def _packed_data(n=8, w=24, vocab=97, seed=3):
+    from ropeext.data.packing import pack_flat
+    from ropeext.train.data import PackedData
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 30, 40)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    cols, _ = pack_flat(rng.integers(3, vocab, int(offsets[-1])), offsets, w, "anchor", 1, seed)
+    return PackedData({k: v[:n] for k, v in cols.items()})
+
+
+def _train(precision, chunk, steps=6, ckdir=None, stop_at=None, tied=True, **kw):
+    from ropeext.train.loop import TrainSettings, train
+
+    model = _llama(tied).float()
+    s = TrainSettings(steps=steps, batch_size=4, grad_accum=2, lr=3e-3, warmup_steps=2, precision=precision,
+                      layout="anchor", loss_chunk_tokens=chunk, checkpoint_every=2 if ckdir else 0, **kw)
+
+    def stop(done):
+        if done == stop_at:
+            raise KeyboardInterrupt
+
+    summary = train(model, _packed_data(), s, progress=False, checkpoint_dir=ckdir, on_step=stop)
+    return model, summary
+
+
+@pytest.mark.parametrize("precision,rtol", [("fp32", 1e-5), ("bf16-mixed", 1e-4)])
+def test_training_with_the_chunked_loss_follows_the_full_logits_run(precision, rtol):
+    """Same losses; in fp32 the same weights too. (Under bf16 autocast the output head's backward runs in
+    bf16 per chunk rather than over the whole batch, and Adam turns those roundings of near-zero gradients
+    into steps of about lr, so only the losses are compared there.)"""
+    plain, ref = _train(precision, None)
+    chunked, got = _train(precision, 7)  # 7 does not divide the 2 x 24 positions of a micro-batch
+    assert got["settings"]["loss_chunk_tokens"] == 7 and ref["settings"]["loss_chunk_tokens"] is None
+    assert got["first_loss"] == pytest.approx(ref["first_loss"], rel=rtol)
+    assert got["final_loss"] == pytest.approx(ref["final_loss"], rel=rtol)
+    assert got["final_loss"] < got["first_loss"]
+    if precision == "fp32":
+        initial = _llama(True).float()
+        for (name, a), b in zip(plain.named_parameters(), chunked.parameters()):
+            torch.testing.assert_close(b, a, rtol=rtol, atol=1e-6, msg=name)
+            assert not torch.allclose(a, initial.get_parameter(name), atol=1e-4), name  # and they did train
+
+
+def test_training_step_losses_match_step_by_step(monkeypatch):
+    """Each step's loss (what the loop logs) agrees between the two losses, not only the summary's."""
+    from ropeext.train import loop
+
+    seen = {None: [], 5: []}
+    real = loop._step
+
+    def spy(st, data, s, step, observe, ckdir):
+        out = real(st, data, s, step, observe, ckdir)
+        seen[s.loss_chunk_tokens].append(out[0])
+        return out
+
+    monkeypatch.setattr(loop, "_step", spy)
+    rows = []
+    original = loss_mod._logits
+
+    def logits_spy(hidden, *args):
+        rows.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    monkeypatch.setattr(loss_mod, "_logits", logits_spy)
+    head_calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, a, o: head_calls.append(1) if isinstance(m, torch.nn.Linear) and m.out_features == 97 else None)
+    try:
+        _train("fp32", None, steps=5, tied=False)
+        assert len(head_calls) == 10 and not rows  # full logits: the head's forward, once per micro-batch
+        head_calls.clear()
+        _train("fp32", 5, steps=5, tied=False)
+    finally:
+        hook.remove()
+    assert not head_calls and max(rows) == 5  # chunked: never the head over the sequence, 5 positions at a time
+    assert len(rows) == 5 * 2 * 2 * -(-48 // 5)  # steps x micro-batches x (forward + recompute) x chunks
+    assert len(seen[5]) == 5
+    np.testing.assert_allclose(seen[5], seen[None], rtol=1e-5)
+    assert len(set(np.round(seen[None], 4))) == 5  # the loss moves: a real trajectory, not one value
+
+
+def test_chunked_loss_resume_is_bit_identical(tmp_path):
+    ref, ref_summary = _train("fp32", 6, ckdir=tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        _train("fp32", 6, ckdir=tmp_path / "run", stop_at=3)  # stopped after step 3: checkpoint 2 on disk
+    resumed, summary = _train("fp32", 6, ckdir=tmp_path / "run")
+    assert summary["resumed_from_step"] == 2
+    assert summary["final_loss"] == ref_summary["final_loss"]
+    for (name, a), b in zip(ref.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(RopeextError, match="loss_chunk_tokens: 6 -> None"):  # a different loss is another run
+        _train("fp32", None, ckdir=tmp_path / "run", stop_at=3)
+
+
+def test_loss_chunk_tokens_setting_is_checked_and_read_from_the_config():
+    from ropeext.config import validate_config
+    from ropeext.train.loop import TrainSettings, loss_module
+    from ropeext.train.stage import settings_from
+
+    for bad in (0, -3, True, 2.5):
+        with pytest.raises(RopeextError, match="loss_chunk_tokens"):
+            TrainSettings(steps=1, batch_size=1, lr=1e-3, loss_chunk_tokens=bad)
+    config = validate_config({"finetune": {"loss_chunk_tokens": 2048}}, source="test")
+    assert config["finetune"]["loss_chunk_tokens"] == 2048 and config["pretrain"]["loss_chunk_tokens"] is None
+    s = settings_from(config["finetune"], seed=0, layout="anchor", backend="sdpa_mask", name="finetune")
+    assert s.loss_chunk_tokens == 2048
+    with pytest.raises(RopeextError, match="loss_chunk_tokens"):
+        validate_config({"finetune": {"loss_chunk_tokens": 0}}, source="test")
+    model = _llama(True)
+    wrapped = ChunkedLossModule(model, 16)
+    assert loss_module(model, None) is None and loss_module(wrapped, 16) is wrapped
+    assert isinstance(loss_module(model, 16), ChunkedLossModule)
+    assert wrapped.config is model.config and wrapped._no_split_modules == model._no_split_modules
+
+    class Wrapper(torch.nn.Module):  # as DDP holds a module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert loss_module(Wrapper(wrapped), 16).module is wrapped
+    with pytest.raises(RopeextError, match="ChunkedLossModule"):
+        loss_module(Wrapper(model), 16)

@@ -21,6 +21,12 @@ with the anchor. Except for ``anchor_tag`` this is the same as cutting one conca
 pieces of W-1 tokens, which is how it is computed: the whole packer is array work over segments
 (contiguous runs of source tokens). The last partial window is dropped, or padded when asked.
 
+Two steps: ``plan_packing`` decides everything from the document lengths alone (the segments, the
+window count and the counts of ``PackInfo``; a few integers per document), and ``pack_windows``
+builds the columns of any range of windows from the plan and the token ids. ``pack_flat`` is the
+two at once; ``ropeext pack`` builds and writes one row group at a time
+(``ropeext.data.pack_stream``). The windows do not depend on how they are split into ranges.
+
 Interleaved chunks (``*_interleaved``; settings ``packing.interleave``). Every document of
 ``min_tokens``..``max_tokens`` tokens (both included) is cut into k chunks, k drawn uniformly from
 ``chunks`` = [lo, hi], at k-1 distinct cut points drawn uniformly from the integers in
@@ -238,14 +244,55 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
               seed: int = 0, *, pad_last: bool = False, mask_boundary_labels: bool = True,
               pad_id: int | None = None, tags: Tags | None = None,
               interleave: dict | None = None) -> tuple[dict[str, np.ndarray], PackInfo]:
-    """The packer on flat arrays: document i is ``tokens[offsets[i]:offsets[i+1]]`` (Arrow's list layout)."""
-    W = check_window(window)
+    """The packer on flat arrays: document i is ``tokens[offsets[i]:offsets[i+1]]`` (Arrow's list layout).
+
+    All windows at once; ``plan_packing`` and ``pack_windows`` give the same windows a range at a time.
+    """
+    check_window(window)
     check_layout(layout)
     tokens = np.asarray(tokens)
     offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(tokens) \
-            or np.any(np.diff(offsets) < 0):
-        raise RopeextError("document offsets must start at 0, never decrease and end at the number of tokens")
+    if offsets.ndim == 1 and len(offsets) and offsets[-1] != len(tokens):
+        raise RopeextError(_OFFSETS_ERROR)
+    plan = plan_packing(offsets, window, layout, anchor_id, seed, pad_last=pad_last,
+                        mask_boundary_labels=mask_boundary_labels, pad_id=pad_id, tags=tags, interleave=interleave)
+    return pack_windows(tokens, plan, 0, plan.windows), plan.info
+
+
+_OFFSETS_ERROR = "document offsets must start at 0, never decrease and end at the number of tokens"
+
+
+@dataclass
+class PackPlan:
+    """A packing decided from the document lengths alone: the segments (runs of source tokens) whose
+    concatenation, cut every W-1 tokens, gives the windows, and every count of ``info``. The columns
+    of any range of windows follow from the plan and the token ids (``pack_windows``), so a writer
+    can materialise a large packing a row group at a time; the plan itself holds a few integers per
+    document (or interleaved chunk, or window)."""
+
+    seg: _Segments
+    starts: np.ndarray  # stream offset of each segment
+    bank: np.ndarray | None  # the tag bank (anchor_tag): tag tokens, indexed from ``n_tokens`` on
+    window: int
+    layout: str
+    anchor_id: int
+    pad_id: int
+    mask_boundary_labels: bool
+    windows: int
+    used: int  # stream tokens placed in windows (the rest, a dropped partial window, is not)
+    info: PackInfo
+
+
+def plan_packing(offsets: np.ndarray, window: int, layout: str, anchor_id: int, seed: int = 0, *,
+                 pad_last: bool = False, mask_boundary_labels: bool = True, pad_id: int | None = None,
+                 tags: Tags | None = None, interleave: dict | None = None) -> PackPlan:
+    """Everything but the token ids of a packing (see ``pack_flat``): document i has
+    ``offsets[i+1] - offsets[i]`` tokens."""
+    W = check_window(window)
+    check_layout(layout)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise RopeextError(_OFFSETS_ERROR)
     if (tags is not None) != (layout in TAGGED):
         raise RopeextError(f"layout {layout}: tags are {'required' if layout in TAGGED else 'only used by anchor_tag'}")
     if (interleave is not None) != (layout in INTERLEAVED):
@@ -269,14 +316,73 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     if layout in INTERLEAVED:
         seg = _interleave(seg, room, check_interleave(interleave), seed, info)
     elif layout in TAGGED:
-        seg, bank, retag = _tag_windows(seg, tags, room, len(tokens))
-    columns = _columns(tokens, bank, seg, W, layout, anchor_id, pad_id, pad_last, mask_boundary_labels, info)
+        seg, bank, retag = _tag_windows(seg, tags, room, int(offsets[-1]))
+
+    starts = seg.starts()
+    total = int(seg.length.sum())
+    n_full = total // room
+    n_win = n_full + (1 if (pad_last and total - n_full * room) else 0)
+    used = min(total, n_win * room)
+    tag_used = tag_all = 0
+    if seg.tag is not None:
+        is_tag = np.flatnonzero(seg.tag)
+        bounds = np.minimum(np.arange(n_win + 1, dtype=np.int64) * room, used)
+        before = _tokens_before(starts[is_tag], seg.length[is_tag], bounds)  # tag tokens before each window edge
+        info.per_window["tag_tokens"] = np.diff(before)
+        tag_used, tag_all = int(before[-1]), int(seg.length[is_tag].sum())
+        info.extra["tag_tokens"] = tag_used
+    info.tokens_kept = used - tag_used
+    info.tokens_dropped_last = (total - used) - (tag_all - tag_used)
+    info.padding_tokens = n_win * room - used
     if retag is not None:
-        again = retag[:len(columns["input_ids"])] >= 0
+        again = retag[:n_win] >= 0
         info.per_window["retagged"] = again
         info.extra["retagged_pieces"] = int(again.sum())
         info.extra["documents_per_tag"] = np.bincount(tags.index[order], minlength=len(tags.table)).tolist()
-    return columns, info
+    return PackPlan(seg, starts, bank, W, layout, anchor_id, pad_id, mask_boundary_labels, n_win, used, info)
+
+
+def _tokens_before(start: np.ndarray, length: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """For sorted, non-overlapping segments, how many of their tokens lie before each of ``points``."""
+    if not len(start):
+        return np.zeros(len(points), dtype=np.int64)
+    end = start + length
+    whole = np.zeros(len(start) + 1, dtype=np.int64)
+    np.cumsum(length, out=whole[1:])
+    k = np.searchsorted(start, points, side="right")  # segments starting before each point
+    last = np.maximum(k - 1, 0)
+    partial = np.where(k > 0, np.clip(points - start[last], 0, None) - np.clip(points - end[last], 0, None), 0)
+    return whole[np.maximum(k - 1, 0)] + partial
+
+
+def pack_windows(tokens: np.ndarray, plan: PackPlan, first: int, stop: int) -> dict[str, np.ndarray]:
+    """The columns of windows ``first`` .. ``stop - 1`` of ``plan``: rows of ``pack_flat``'s output,
+    whatever the range. ``tokens`` is the flat id array the plan's offsets index (it may be
+    memory-mapped: only the ids these windows hold are read)."""
+    first, stop = max(0, int(first)), min(int(stop), plan.windows)
+    stop = max(stop, first)
+    room = plan.window - 1
+    a, b = first * room, min(stop * room, plan.used)
+    seg = _slice(plan.seg, plan.starts, a, b)
+    return _columns(tokens, plan.bank, seg, plan.window, stop - first, max(b - a, 0), plan.layout, plan.anchor_id,
+                    plan.pad_id, plan.mask_boundary_labels)
+
+
+def _slice(seg: _Segments, starts: np.ndarray, a: int, b: int) -> _Segments:
+    """The segments cut to the stream range [a, b)."""
+    if b <= a:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Segments(empty, empty, empty, None if seg.tag is None else np.zeros(0, dtype=bool))
+    i0 = int(np.searchsorted(starts, a, side="right")) - 1
+    i1 = int(np.searchsorted(starts, b, side="left"))
+    src, length = seg.src[i0:i1].copy(), seg.length[i0:i1].copy()
+    tail = int(starts[i1 - 1] + seg.length[i1 - 1]) - b
+    head = a - int(starts[i0])
+    src[0] += head
+    length[0] -= head
+    if tail > 0:
+        length[-1] -= tail
+    return _Segments(src, length, seg.unit[i0:i1], None if seg.tag is None else seg.tag[i0:i1])
 
 
 def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: PackInfo) -> _Segments:
@@ -394,27 +500,15 @@ def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
     return out, bank, retag
 
 
-def _columns(tokens, bank, seg: _Segments, W: int, layout: str, anchor_id: int, pad_id: int, pad_last: bool,
-             mask_boundary: bool, info: PackInfo) -> dict[str, np.ndarray]:
+def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout: str, anchor_id: int,
+             pad_id: int, mask_boundary: bool) -> dict[str, np.ndarray]:
+    """``n_win`` windows from ``seg``, segments starting at the first window's column 1 and holding
+    ``used`` tokens in all (fewer than the windows' room only when the last window is padded)."""
     room = W - 1
     length = seg.length
     seg_start = seg.starts()
-    total = int(length.sum())
-    n_full = total // room
-    rest = total - n_full * room
-    n_win = n_full + (1 if (pad_last and rest) else 0)
-    used = min(total, n_win * room)
     size = n_win * room
-    is_tag = None
-    if seg.tag is not None and seg.tag.any():
-        is_tag = np.repeat(seg.tag, length)[:used]
-        tag_total = int(is_tag.sum())
-        tag_all = int(length[seg.tag].sum())
-    else:
-        tag_total = tag_all = 0
-    info.tokens_kept = used - tag_total
-    info.tokens_dropped_last = (total - used) - (tag_all - tag_total)
-    info.padding_tokens = size - used
+    is_tag = np.repeat(seg.tag, length)[:used] if seg.tag is not None and seg.tag.any() else None
 
     # stream[j] = source[j + shift of j's segment], gathered without a Python loop over tokens
     shift = np.repeat(seg.src - seg_start, length)[:used]
@@ -480,17 +574,11 @@ def _columns(tokens, bank, seg: _Segments, W: int, layout: str, anchor_id: int, 
     labels[:, :-1] = input_ids[:, 1:]
     labels[:, :-1][masked_next.reshape(n_win, room)] = IGNORE_INDEX
     labels[:, -1] = IGNORE_INDEX
-    if n_win > n_full:  # padding: doc id -1, position = column, never attended
-        pad_from = 1 + rest
+    if used < size:  # padding (the last window only): doc id -1, position = column, never attended
+        pad_from = 1 + used - (n_win - 1) * room
         position_ids[-1, pad_from:] = np.arange(pad_from, W, dtype=np.int32)
         labels[-1, pad_from - 1:] = IGNORE_INDEX
 
-    if seg.tag is not None:
-        per_row = np.zeros(size, dtype=np.int64)
-        if is_tag is not None:
-            per_row[:used] = is_tag
-        info.per_window["tag_tokens"] = per_row.reshape(n_win, room).sum(axis=1)
-        info.extra["tag_tokens"] = tag_total
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
 
 
@@ -502,22 +590,16 @@ def segment_lengths(doc_row: np.ndarray) -> np.ndarray:
     return np.diff(bounds)
 
 
-def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
-                  per_window: bool = True) -> dict:
-    """Per-window statistics and totals of a packed set of windows.
-
-    ``docs`` counts the documents of a window, ``gapped_docs`` those whose tokens there are not
-    contiguous (interleaved chunks with other documents between them). With ``info``: the
-    interleaved layouts add ``documents_interleaved`` (documents cut into chunks, whether or not
-    another document's chunk landed between them) and ``chunks``; ``anchor_tag`` adds the tag
-    tokens (in total and per window) and the continuation pieces tagged again.
-    """
+def window_stats(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-window counts of packed windows (``packing_stats`` turns them into totals); the rows of a
+    packing taken a range at a time give, concatenated (``concat_window_stats``), those of the whole."""
     doc_ids = np.asarray(columns["doc_ids"])
     labels = np.asarray(columns["labels"])
     n_win, W = doc_ids.shape if doc_ids.ndim == 2 else (0, 0)
     docs = doc_ids.max(axis=1).clip(min=0) if n_win else np.zeros(0, dtype=np.int64)
     real = (doc_ids > 0).sum(axis=1) if n_win else np.zeros(0, dtype=np.int64)
     label_tokens = (labels != IGNORE_INDEX).sum(axis=1) if n_win else np.zeros(0, dtype=np.int64)
+    padding = (doc_ids == PAD_DOC).sum(axis=1) if n_win else np.zeros(0, dtype=np.int64)
     # sum over the documents of a window of (tokens)^2, over W^2 (anchor and padding excluded):
     # the attention cost of the per-document masks
     sum_sq = np.zeros(n_win, dtype=np.float64)
@@ -531,6 +613,39 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
         run_first[:, 1:] &= doc_ids[:, 1:] != doc_ids[:, :-1]
         runs = np.bincount(flat_doc[run_first], minlength=n_win * (W + 2)).reshape(n_win, W + 2)
         gapped = (runs > 1).sum(axis=1)
+    return {"window": np.array(W, dtype=np.int64), "docs": docs, "real": real, "label_tokens": label_tokens,
+            "padding": padding, "sum_sq": sum_sq, "gapped": gapped}
+
+
+def concat_window_stats(parts: list[dict[str, np.ndarray]], window: int) -> dict[str, np.ndarray]:
+    """``window_stats`` of consecutive ranges of windows of width ``window``, joined in order."""
+    if not parts:
+        return window_stats({"doc_ids": np.zeros((0, window), dtype=np.int32),
+                             "labels": np.zeros((0, window), dtype=np.int32)})
+    return {"window": np.array(window, dtype=np.int64),
+            **{k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "window"}}
+
+
+def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
+                  per_window: bool = True) -> dict:
+    """Per-window statistics and totals of a packed set of windows.
+
+    ``docs`` counts the documents of a window, ``gapped_docs`` those whose tokens there are not
+    contiguous (interleaved chunks with other documents between them). With ``info``: the
+    interleaved layouts add ``documents_interleaved`` (documents cut into chunks, whether or not
+    another document's chunk landed between them) and ``chunks``; ``anchor_tag`` adds the tag
+    tokens (in total and per window) and the continuation pieces tagged again.
+    """
+    return stats_from_windows(window_stats(columns), info, per_window)
+
+
+def stats_from_windows(counts: dict[str, np.ndarray], info: PackInfo | None = None,
+                       per_window: bool = True) -> dict:
+    """``packing_stats`` from the per-window counts of ``window_stats``."""
+    W = int(counts["window"])
+    docs, real, label_tokens = counts["docs"], counts["real"], counts["label_tokens"]
+    sum_sq, gapped = counts["sum_sq"], counts["gapped"]
+    n_win = len(docs)
     crossing = docs > 1
     totals = {
         "windows": int(n_win),
@@ -542,7 +657,7 @@ def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
         "mean_docs_per_window": float(docs.mean()) if n_win else 0.0,
         "frac_windows_crossing_boundary": float(crossing.mean()) if n_win else 0.0,
         "mean_sum_sq_doc_len_over_w2": float(sum_sq.mean()) if n_win else 0.0,
-        "padding_tokens": int((doc_ids == PAD_DOC).sum()),
+        "padding_tokens": int(counts["padding"].sum()),
         "gapped_document_pieces": int(gapped.sum()),
         "frac_windows_with_gapped_docs": float((gapped > 0).mean()) if n_win else 0.0,
     }

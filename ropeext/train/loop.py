@@ -76,6 +76,7 @@ class TrainSettings:
     layout: str = "full"
     backend: str = "sdpa_mask"
     gradient_checkpointing: bool = _DEFAULTS["gradient_checkpointing"]
+    loss_chunk_tokens: int | None = _DEFAULTS["loss_chunk_tokens"]  # None: full-sequence logits
     log_every: int = _DEFAULTS["log_every"]
     checkpoint_every: int = 0  # 0: no checkpoints
     keep_checkpoints: int = _DEFAULTS["keep_checkpoints"]
@@ -90,6 +91,10 @@ class TrainSettings:
         for name in ("steps", "batch_size", "grad_accum", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise RopeextError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.loss_chunk_tokens is not None and (isinstance(self.loss_chunk_tokens, bool)
+                                                   or not isinstance(self.loss_chunk_tokens, int)
+                                                   or self.loss_chunk_tokens < 1):
+            raise RopeextError(f"loss_chunk_tokens: expected a positive integer or null, got {self.loss_chunk_tokens!r}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise RopeextError("checkpoint_every and warmup_steps must be >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -157,7 +162,9 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
 
     Returns this process's summed token loss divided by the global batch's label count (the mean
     token loss of the batch once summed over processes). Gradients are synchronised across
-    processes on the last micro-batch only.
+    processes on the last micro-batch only. With ``s.loss_chunk_tokens`` the loss is the chunked
+    one (``ropeext.train.loss``): ``model`` is then the ``ChunkedLossModule`` that ``train``
+    prepares (or a plain model, wrapped here for a single process).
     """
     from ropeext.attention import model_inputs
 
@@ -167,6 +174,7 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
     if rows % s.grad_accum:
         raise RopeextError(f"{rows} windows per process do not divide into grad_accum {s.grad_accum} micro-batches")
     micro = rows // s.grad_accum
+    loss_model = loss_module(model, s.loss_chunk_tokens)
     total = 0.0
     for a in range(s.grad_accum):
         part = {k: torch.from_numpy(v[a * micro:(a + 1) * micro]).to(device) for k, v in mine.items()}
@@ -174,9 +182,14 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
         no_sync = accelerator.no_sync(model) if (accelerator is not None and world > 1 and not sync) \
             else contextlib.nullcontext()
         with no_sync:
+            inputs = model_inputs(part, s.layout, s.backend)
             with _autocast(s.precision, device, engine):
-                out = model(**model_inputs(part, s.layout, s.backend))
-            loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
+                if loss_model is not None:  # chunked: no full-sequence logits
+                    loss_sum = loss_model(part["labels"], **inputs)
+                else:
+                    out = model(**inputs)
+            if loss_model is None:
+                loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
             scaled = loss_sum * (world / denom)  # DDP averages gradients over processes; undo it
             if accelerator is not None:
                 accelerator.backward(scaled)
@@ -184,6 +197,23 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
                 scaled.backward()
         total += float(loss_sum.detach())
     return total / denom
+
+
+def loss_module(model, chunk_tokens: int | None):
+    """What the forward pass calls as ``loss_module(labels, **inputs)`` for the chunked loss: ``model``
+    itself when it already is a ``ChunkedLossModule`` (under DDP, FSDP or DeepSpeed it must be, so that
+    the forward runs through their wrapper), else one around it; None for the full-logits loss."""
+    from ropeext.train.loss import ChunkedLossModule
+
+    if chunk_tokens is None:
+        return None
+    inner = getattr(model, "module", model)  # DDP and DeepSpeed keep the module they wrap here
+    if isinstance(model, ChunkedLossModule) or isinstance(inner, ChunkedLossModule):
+        return model
+    if inner is not model:
+        raise RopeextError(f"the chunked loss (loss_chunk_tokens) needs the model wrapped in ChunkedLossModule "
+                           f"before {type(model).__name__} wraps it (``train`` does this)")
+    return ChunkedLossModule(model, chunk_tokens)
 
 
 def make_accelerator(precision: str):
@@ -377,11 +407,18 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=s.lr, betas=tuple(s.betas), foreach=True)
+    # the chunked loss runs inside the forward of the module accelerate wraps (DDP's gradient hooks,
+    # FSDP's and DeepSpeed's gathering of sharded weights, the output head's included, act there)
+    if s.loss_chunk_tokens is not None:
+        model = loss_module(model, s.loss_chunk_tokens)
     if engine:
         model, opt = accelerator.prepare(model, opt)
     else:
         model = accelerator.prepare(model)
-    return _Setup(accelerator=accelerator, model=model, raw_model=accelerator.unwrap_model(model), opt=opt,
+    raw = accelerator.unwrap_model(model)
+    if s.loss_chunk_tokens is not None:
+        raw = raw.lm
+    return _Setup(accelerator=accelerator, model=model, raw_model=raw, opt=opt,
                   params=params, master=master, own_masters=own_masters, engine=engine, device=device, world=world,
                   rank=rank, is_main=is_main)
 
@@ -471,7 +508,14 @@ def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
         with torch.no_grad():
             for m, p in zip(st.master, st.params):
                 p.copy_(m)
-    return st.accelerator.get_state_dict(st.model) if (st.engine and gather_state) else None
+    if not (st.engine and gather_state):
+        return None
+    state = st.accelerator.get_state_dict(st.model)
+    if state is not None and s.loss_chunk_tokens is not None:
+        from ropeext.train.loss import loss_state_dict
+
+        state = loss_state_dict(state)  # taken through ChunkedLossModule: the model's own keys
+    return state
 
 
 def _kept(ckdir: Path | None) -> str:

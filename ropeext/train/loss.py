@@ -99,13 +99,30 @@ def chunked_causal_lm_loss(model, inputs: dict, labels: torch.Tensor, *, chunk_t
 
 class ChunkedLossModule(torch.nn.Module):
     """``forward(labels, **inputs)`` -> summed token loss: the chunked loss inside a module's forward,
-    for wrappers (DDP, FSDP) that synchronise gradients only for what runs through their forward."""
+    for wrappers (DDP, FSDP, DeepSpeed) that synchronise gradients only for what runs through their
+    forward, and that gather sharded weights (the output head's among them) only during it.
+
+    The language model is ``lm``; ``config``, ``_no_split_modules`` and ``tie_weights`` are the
+    model's, for the engines that read them (DeepSpeed's bucket sizes, FSDP's layer wrapping, the
+    weight tying after FSDP loads a state dict)."""
 
     def __init__(self, model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
         super().__init__()
         self.lm = model
         self.chunk_tokens = chunk_tokens
+        self.config = getattr(model, "config", None)
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
+
+    def tie_weights(self, *args, **kwargs):
+        if hasattr(self.lm, "tie_weights"):
+            return self.lm.tie_weights(*args, **kwargs)
+        return None
 
     def forward(self, labels: torch.Tensor, **inputs) -> torch.Tensor:
         loss, _ = chunked_causal_lm_loss(self.lm, inputs, labels, chunk_tokens=self.chunk_tokens)
         return loss
+
+
+def loss_state_dict(state: dict) -> dict:
+    """A state dict taken through ``ChunkedLossModule`` with the language model's own keys (``lm.`` dropped)."""
+    return {k.removeprefix("lm."): v for k, v in state.items()}

@@ -16,7 +16,7 @@ from ropeext.errors import RopeextError
 from ropeext.train.loop import TrainSettings
 
 SETTING_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "betas",
-                "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing", "log_every",
+                "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing", "loss_chunk_tokens", "log_every",
                 "checkpoint_every", "keep_checkpoints", "system_metrics")
 
 
