@@ -128,12 +128,12 @@ def test_bad_inputs_are_named():
     with pytest.raises(RopeextError, match="chunk_tokens"):
         head_loss(torch.zeros(1, 3, 4), head, torch.zeros(1, 3, dtype=torch.long), chunk_tokens=0)
     with pytest.raises(RopeextError, match="do not match"):
-        head_loss(torch.zeros(1, 3, 4), head, torch.zeros(1, 4, dtype=torch.long))
+        head_loss(torch.zeros(1, 3, 4), head, torch.zeros(1, 4, dtype=torch.long), chunk_tokens=2)
     model = _llama(True)
     model.config.logit_scale = 0.5
     inputs, labels = _batch()
     with pytest.raises(RopeextError, match="logit_scale"):
-        chunked_causal_lm_loss(model, inputs, labels)
+        chunked_causal_lm_loss(model, inputs, labels, chunk_tokens=16)
 
 
 # --- the chunked loss in the training loop (finetune.loss_chunk_tokens) ------------------------------

@@ -21,7 +21,6 @@ import torch.utils.checkpoint
 from ropeext.errors import RopeextError
 
 IGNORE_INDEX = -100
-DEFAULT_CHUNK_TOKENS = 4096
 _UNSUPPORTED_SCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
@@ -41,7 +40,7 @@ def _chunk_loss(hidden, weight, bias, labels, softcap):
 
 
 def head_loss(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, *,
-              chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap: float | None = None,
+              chunk_tokens: int, softcap: float | None = None,
               checkpoint: bool = True) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of ``head(hidden)`` against ``labels`` over chunks of positions, and the label count.
 
@@ -79,7 +78,7 @@ def _backbone(model):
     return backbone
 
 
-def chunked_causal_lm_loss(model, inputs: dict, labels: torch.Tensor, *, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+def chunked_causal_lm_loss(model, inputs: dict, labels: torch.Tensor, *, chunk_tokens: int,
                            checkpoint: bool = True) -> tuple[torch.Tensor, int]:
     """(summed token loss, label count) of a causal LM on ``inputs`` (``model(**inputs)`` keyword
     arguments, e.g. from ``ropeext.attention.model_inputs``) without full-sequence logits."""
@@ -106,7 +105,7 @@ class ChunkedLossModule(torch.nn.Module):
     model's, for the engines that read them (DeepSpeed's bucket sizes, FSDP's layer wrapping, the
     weight tying after FSDP loads a state dict)."""
 
-    def __init__(self, model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+    def __init__(self, model, chunk_tokens: int):
         super().__init__()
         self.lm = model
         self.chunk_tokens = chunk_tokens
