@@ -13,6 +13,7 @@ import copy
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _schema_text() -> str:
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(_schema_text())
+    return load_yaml(_schema_text())
 
 
 def _validator_with_defaults(schema: dict):
@@ -48,6 +49,46 @@ def _validator_with_defaults(schema: dict):
 
     cls = validators.extend(Draft202012Validator, {"properties": set_defaults})
     return cls(schema)
+
+
+# YAML 1.1 (PyYAML, and Snakemake's loader) reads ``2e-5`` as text: a float needs a dot there. Config
+# files are read with YAML 1.2's float syntax, and a resolved config (written as JSON) reads back the same.
+_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats (``1e-5`` is a number)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    ConfigLoader.yaml_implicit_resolvers[_first] = [
+        (tag, rx) for tag, rx in ConfigLoader.yaml_implicit_resolvers.get(_first, []) if tag != "tag:yaml.org,2002:float"]
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def load_yaml(stream):
+    """``yaml.safe_load`` with YAML 1.2 floats."""
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _numbers_from_text(config: dict, node: dict, schema: dict) -> None:
+    """In place: a string such as ``'2e-5'`` under a key the schema types as a number becomes that
+    number (YAML 1.1 loaders, Snakemake's among them, read it as text)."""
+    props = section_properties(node, schema)
+    for key, value in config.items():
+        sub = props.get(key)
+        if sub is None:
+            continue
+        if "$ref" in sub and "type" not in sub:
+            sub = {**schema["$defs"][sub["$ref"].rsplit("/", 1)[-1]], **sub}
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if isinstance(value, str) and "number" in types and _EXPONENT_NUMBER.match(value.strip()):
+            config[key] = float(value)
+        elif isinstance(value, dict) and ("properties" in sub or "$ref" in sub):
+            _numbers_from_text(value, sub, schema)
 
 
 def section_properties(node: dict, schema: dict) -> dict:
@@ -96,6 +137,7 @@ def resolve_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
+    _numbers_from_text(config, load_schema(), load_schema())
     apply_recipe(config, source)
     return validate_config(config, source)
 
@@ -163,7 +205,7 @@ def parse_sets(texts, section: str) -> dict:
         if key not in known:
             raise RopeextError(f"--set {text!r}: unknown key {key!r} (known: {', '.join(known)})")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise RopeextError(f"--set {text!r}: value is not valid YAML ({exc})") from None
         types = props[key].get("type", [])
@@ -225,7 +267,7 @@ def read_config_file(path: str | Path) -> dict:
         raise RopeextError(f"config file not found: {path}")
     try:
         with open(path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh)
+            config = load_yaml(fh)
     except yaml.YAMLError as exc:
         raise RopeextError(describe_yaml_error(path, exc)) from None
     except UnicodeDecodeError as exc:

@@ -81,3 +81,28 @@ def test_every_recipe_key_is_a_finetune_key_and_every_recipe_is_in_the_schema():
         assert set(recipe) <= set(keys) - {"recipe"}, name
         resolve_config({"finetune": {"recipe": name}})  # every value passes the schema
     assert keys["recipe"]["enum"] == ["none", *RECIPES]
+
+
+def test_resolved_config_file_reads_back_with_its_exponent_floats(tmp_path):
+    """Jobs read the resolved config the workflow writes as JSON (``2e-05``), which YAML 1.1 reads as text."""
+    from ropeext.workflow import write_resolved_config
+
+    first = resolve_config({"finetune": {"recipe": "anchor"}})
+    assert first["finetune"]["lr"] == 2e-5
+    path = write_resolved_config(first, str(tmp_path))
+    assert "2e-05" in open(path).read()
+    assert load_config(path) == first
+
+
+def test_exponent_numbers_in_a_user_file_and_from_a_yaml_1_1_loader(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("finetune:\n  lr: 2e-5\n  weight_decay: 1E-2\n")
+    config = load_config(path)
+    assert config["finetune"]["lr"] == 2e-5 and config["finetune"]["weight_decay"] == 0.01
+    # what Snakemake's loader hands over: the text, converted only under keys typed as numbers
+    raw = {"experiment": "1e5", "finetune": {"lr": "3e-5"}, "pretrain": {"lr": "1.5e-3"}}
+    resolved = resolve_config(raw)
+    assert resolved["finetune"]["lr"] == 3e-5 and resolved["pretrain"]["lr"] == 1.5e-3
+    assert resolved["experiment"] == "1e5"
+    with pytest.raises(RopeextError, match="finetune.lr: 'fast' is not of type 'number'"):
+        resolve_config({"finetune": {"lr": "fast"}})
