@@ -36,8 +36,9 @@ demo: setup
 demo-real: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml
 
+# two pytest workers, a test file to each (the workflow tests share one DAG run per file)
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile tests
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
