@@ -2,7 +2,7 @@
 #   make demo   set up .venv and run the whole pipeline on the embedded default (config/config.yaml)
 #   make test   set up .venv and run the test suite
 # and the real-model experiment:
-#   make demo-real   the same pipeline on SmolLM2-135M (config/smollm2.yaml), about an hour on 2 cores
+#   make demo-real   the same pipeline on SmolLM2-135M (config/smollm2.yaml), 1 h 45 min on 2 cores
 # All create and reuse one virtual environment at .venv/.
 
 PYTHON ?= python3
