@@ -30,18 +30,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 VOCAB = 32000
 
-_STEP = """
+# both measurements: a one-layer Llama with a VOCAB-sized tied head, arguments length, method, chunk, vocab
+_PRELUDE = """
 import json, resource, sys, time
-import psutil, torch
+import numpy as np, psutil, torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
-from ropeext.train.loss import chunked_causal_lm_loss
 length, method, chunk, vocab = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(2)
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                   intermediate_size=128, max_position_embeddings=length, tie_word_embeddings=True, use_cache=False)
 model = LlamaForCausalLM(cfg)
+"""
+
+_STEP = _PRELUDE + """
+from ropeext.train.loss import chunked_causal_lm_loss
 ids = torch.randint(0, vocab, (1, length + 1))
 inputs = {"input_ids": ids[:, :-1], "position_ids": torch.arange(length)[None], "use_cache": False}
 labels = ids[:, 1:]
@@ -59,18 +63,9 @@ print(json.dumps({"peak": peak - base, "seconds": seconds, "loss": float(loss)})
 """
 
 
-_TRAIN_STEP = """
-import json, resource, sys, time
-import numpy as np, psutil, torch
-from transformers import LlamaConfig, LlamaForCausalLM
+_TRAIN_STEP = _PRELUDE + """
 from ropeext.train.data import PackedData
 from ropeext.train.loop import TrainSettings, train
-length, method, chunk, vocab = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(2)
-torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                  intermediate_size=128, max_position_embeddings=length, tie_word_embeddings=True, use_cache=False)
-model = LlamaForCausalLM(cfg)
 ids = np.random.default_rng(0).integers(0, vocab, (1, length + 1))
 data = PackedData({"input_ids": ids[:, :-1], "labels": ids[:, 1:].copy(),
                    "position_ids": np.arange(length)[None], "doc_ids": np.ones((1, length), dtype=np.int64)})
