@@ -137,7 +137,8 @@ def resolve_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
-    _numbers_from_text(config, load_schema(), load_schema())
+    schema = load_schema()
+    _numbers_from_text(config, schema, schema)
     apply_recipe(config, source)
     return validate_config(config, source)
 

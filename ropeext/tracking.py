@@ -164,6 +164,24 @@ def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):
             return None
 
 
+def _param_values(params: dict[str, Any]) -> dict[str, str]:
+    """Flattened params as MLflow stores them: text, cut to its length limit."""
+    return {k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params).items()}
+
+
+def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric metrics under names MLflow accepts (``@`` spelled ``_at_``); others are dropped."""
+    clean = {}
+    for k, v in metrics.items():
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(fv):
+            clean[k.replace("@", "_at_")] = fv
+    return clean
+
+
 class StageRun:
     """Thin handle over an active MLflow run (or a no-op when tracking is off)."""
 
@@ -178,22 +196,14 @@ class StageRun:
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.active:
             return
-        flat = {k: (str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(params).items()}
-        items = list(flat.items())
+        items = list(_param_values(params).items())
         for i in range(0, len(items), 90):
             self._mlflow.log_params(dict(items[i:i + 90]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:
             return
-        clean = {}
-        for k, v in metrics.items():
-            try:
-                fv = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(fv):
-                clean[k.replace("@", "_at_")] = fv
+        clean = _metric_values(metrics)
         if clean:
             _retry(lambda: self._mlflow.log_metrics(clean, step=step), what="log metrics", fatal=False)
 
@@ -232,17 +242,11 @@ class SpooledRun(StageRun):
         return True
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.record["params"].update({k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params).items()})
+        self.record["params"].update(_param_values(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        for k, v in metrics.items():
-            try:
-                fv = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(fv):
-                self.record["metrics"].append([k.replace("@", "_at_"), fv, now, step or 0])
+        self.record["metrics"].extend([k, v, now, step or 0] for k, v in _metric_values(metrics).items())
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.record["tags"].update({k: str(v) for k, v in tags.items()})
