@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     windows = args.windows or ([2048, 4096] if args.quick else [2048, 4096, 8192])
     reps = 3 if args.quick else 5
 
-    flat, offsets, desc = stdlib_documents()
+    flat, offsets, desc, _, _ = stdlib_documents()
     print(f"mix: {desc['documents']} documents (stdlib files + top-level definitions, BPE 2048), "
           f"{desc['tokens']:,} tokens, median {desc['median']}, p90 {desc['p90']}, max {desc['max']}")
     print(f"op: attention fwd+bwd, fp32, {args.heads} heads x {args.head_dim}, ~{args.tokens} tokens per batch, "

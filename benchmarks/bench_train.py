@@ -71,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     steps = args.steps or (3 if args.quick else 8)
 
-    flat, offsets, desc = stdlib_documents(2048, max_files=150 if args.quick else None)
+    flat, offsets, desc, _, _ = stdlib_documents(2048, max_files=150 if args.quick else None)
     print(f"corpus: {desc['documents']} documents, {desc['tokens']} tokens (median {desc['median']}, "
           f"p90 {desc['p90']}, max {desc['max']}); window {W}, batch {args.batch}, {steps} timed steps")
     packed = {}

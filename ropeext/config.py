@@ -26,12 +26,13 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 @functools.lru_cache(maxsize=1)
-def _schema_text() -> str:
-    return SCHEMA_PATH.read_text(encoding="utf-8")
+def _schema() -> dict:
+    return load_yaml(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def load_schema() -> dict:
-    return load_yaml(_schema_text())
+    """The config schema (parsed once per process; each call returns a copy of its own)."""
+    return copy.deepcopy(_schema())
 
 
 def _validator_with_defaults(schema: dict):
@@ -57,8 +58,8 @@ _FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
 
 
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats (``1e-5`` is a number)."""
+class ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (libyaml's parser where PyYAML has it) with YAML 1.2 floats (``1e-5`` is a number)."""
 
 
 ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}

@@ -43,9 +43,13 @@ def export_tracking_env(config: dict) -> None:
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
 
 
+_JOB_SERVER = None
+
+
 def start_invocation(config: dict) -> None:
     """Open the store once (failing fast when it cannot be reached), import runs an interrupted invocation
-    left in the spool, and open this invocation's parent run."""
+    left in the spool, open this invocation's parent run, and start the job server (``job_server``)."""
+    global _JOB_SERVER
     from ropeext.tracking import flush_spool, spool_dir, start_parent
 
     uri, experiment = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"]
@@ -53,11 +57,21 @@ def start_invocation(config: dict) -> None:
                           tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
     flush_spool(uri, experiment, spool_dir(config))
     os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
+    if config["job_server"]:
+        from ropeext import jobserver
+
+        _JOB_SERVER = jobserver.start(log=Path(config["results_dir"]) / "logs" / "job_server.log")
 
 
 def end_invocation(config: dict, status: str) -> None:
-    """Import the runs the jobs spooled, then close the parent run (deleted when nothing ran under it)."""
+    """Stop the job server, import the runs the jobs spooled, then close the parent run (deleted when
+    nothing ran under it)."""
+    global _JOB_SERVER
+    from ropeext import jobserver
     from ropeext.tracking import end_parent, flush_spool, spool_dir
+
+    jobserver.stop(_JOB_SERVER)
+    _JOB_SERVER = None
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
     flush_spool(uri, os.environ["MLFLOW_EXPERIMENT_NAME"], spool_dir(config))

@@ -106,21 +106,23 @@ def cli(rule_name):
     """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
     environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
 
-    A fine-tune with finetune.accelerate_config runs under `accelerate launch`, one process per GPU of
-    the job. A job that asks for GPUs runs under ropeext.gpu_slots, which gives it devices of its own
-    on a shared node (and keeps the ones a scheduler such as SLURM assigned).
+    A CPU job goes through ropeext.jobserver: it forks from the workflow's warm process when one runs
+    here (job_server), and starts cold otherwise. A fine-tune with finetune.accelerate_config runs under
+    `accelerate launch`, one process per GPU of the job. A job that asks for GPUs starts cold under
+    ropeext.gpu_slots, which gives it devices of its own on a shared node (and keeps the ones a
+    scheduler such as SLURM assigned).
     """
 
     def command(wildcards, threads, resources):
         pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
         gpus = int(resources.get("gpu", 0))
-        run = "python -m ropeext.cli"
+        run = "python -m ropeext.jobserver run --"
         acc = config["finetune"]["accelerate_config"]
         if rule_name == "finetune" and acc:
             procs = f" --num_processes {gpus}" if gpus else ""
             run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
         if gpus:
-            run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
+            run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run.replace('ropeext.jobserver run --', 'ropeext.cli')}"
         env = f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads}"
         if rule_name not in LIVE_TRACKING:
             env += f" {SPOOL_ENV}={SPOOL}"
