@@ -12,6 +12,12 @@ live), the run's tags, params, metrics (with their steps and times) and artifact
 to a JSON file in that folder, and ``flush_spool`` imports them into the store in one process at the
 end of the workflow invocation (or at the start of the next one, after an interruption). Importing
 MLflow and opening the store cost about two seconds per job, the larger part of a short job.
+
+A short stage run by hand (``stage_run(..., defer=True)``: solve, angles, compare, extend) spools its
+run the same way, into the config's spool folder, and starts a detached ``python -m ropeext.tracking
+flush`` that imports it: the command returns as soon as its work is done and the run appears in the
+store a few seconds later. Such a record names its store and experiment, and only a flush into that
+store imports it; flushes of one folder take turns (a lock file).
 """
 
 from __future__ import annotations
@@ -265,19 +271,36 @@ def _spool_file(folder: Path, record: dict) -> Path:
 
 
 def flush_spool(uri: str, experiment: str, folder: str | Path) -> int:
-    """Import the spooled runs of ``folder`` into the store (oldest first) and delete their files; how many."""
+    """Import the spooled runs of ``folder`` into the store (oldest first) and delete their files; how many.
+
+    Records that name another store or experiment (spooled by hand, see ``stage_run``) stay.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.glob("*.json")):
+        return 0
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one flush of a folder at a time: none imports a run twice
+        return _flush_locked(uri, experiment, folder)
+
+
+def _flush_locked(uri: str, experiment: str, folder: Path) -> int:
     from ropeext.io import read_json
 
-    files = sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []
-    if not files:
+    records = []
+    for f in sorted(folder.glob("*.json")):
+        rec = read_json(f, "spooled MLflow run")
+        if rec.get("uri", uri) == uri and rec.get("experiment", experiment) == experiment:
+            records.append((f, rec))
+    if not records:
         return 0
     import mlflow
     from mlflow.entities import Metric, Param
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
-    for f in files:
-        rec = read_json(f, "spooled MLflow run")
+    for f, rec in records:
         run = _retry(lambda: client.create_run(exp_id, start_time=rec["start_time"], tags=rec["tags"],
                                                run_name=rec["run_name"]), what="create a run")
         rid = run.info.run_id
@@ -290,7 +313,21 @@ def flush_spool(uri: str, experiment: str, folder: str | Path) -> int:
                 client.log_artifact(rid, path, artifact_path)
         client.set_terminated(rid, status=rec["status"], end_time=rec["end_time"])
         f.unlink()
-    return len(files)
+    return len(records)
+
+
+def flush_in_background(uri: str, experiment: str, folder: str | Path) -> None:
+    """Start a detached ``python -m ropeext.tracking flush`` of ``folder`` (its output: flush.log there)."""
+    import sys
+
+    folder = Path(folder)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with open(folder / "flush.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "ropeext.tracking", "flush", uri, experiment, str(folder)],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -353,8 +390,12 @@ def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
 @contextmanager
 def stage_run(stage: str, *, config: dict | None = None, params: dict | None = None,
               variant: str | None = None, tags: dict | None = None,
-              enabled: bool = True) -> Iterator[StageRun]:
-    """Open an MLflow run for one stage job; close it FAILED if the body raises."""
+              enabled: bool = True, defer: bool = False) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage job; close it FAILED if the body raises.
+
+    ``defer``: outside the workflow, spool the run and import it in a background process (short stages
+    whose work takes less time than opening the store).
+    """
     if not enabled or os.environ.get("ROPEEXT_MLFLOW", "1") == "0":
         yield StageRun()
         return
@@ -374,9 +415,18 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
     run_name = f"{stage}:{variant}" if variant else stage
 
     spool = os.environ.get(SPOOL_ENV)
+    background = None
+    if not spool and defer:
+        if config is None:
+            from ropeext.config import validate_config
+
+            config = validate_config({})
+        spool = str(spool_dir(config).resolve())
+        background = {"uri": resolve_uri(config), "experiment": resolve_experiment(config)}
+        check_reachable(background["uri"])  # an HTTP store that does not answer still fails the command
     if spool:
         record = {"run_name": run_name, "tags": {k: str(v) for k, v in all_tags.items()}, "params": {},
-                  "metrics": [], "artifacts": [], "start_time": int(time.time() * 1000)}
+                  "metrics": [], "artifacts": [], "start_time": int(time.time() * 1000), **(background or {})}
         handle = SpooledRun(record)
         try:
             if params:
@@ -385,9 +435,13 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
         except BaseException:
             record.update(status="FAILED", end_time=int(time.time() * 1000))
             _spool_file(Path(spool), record)
+            if background:
+                flush_in_background(background["uri"], background["experiment"], spool)
             raise
         record.update(status="FINISHED", end_time=int(time.time() * 1000))
         _spool_file(Path(spool), record)
+        if background:
+            flush_in_background(background["uri"], background["experiment"], spool)
         return
 
     import mlflow
@@ -412,3 +466,23 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ropeext.tracking flush URI EXPERIMENT FOLDER``: import a spool folder into a store."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ropeext.tracking")
+    sub = ap.add_subparsers(dest="action", required=True)
+    f = sub.add_parser("flush", help="import the spooled runs of FOLDER into the store URI")
+    f.add_argument("uri")
+    f.add_argument("experiment")
+    f.add_argument("folder")
+    args = ap.parse_args(argv)
+    n = flush_spool(args.uri, args.experiment, args.folder)
+    print(f"imported {n} spooled run(s) into {args.uri}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -79,6 +79,11 @@ def test_the_job_sees_the_clients_environment(server, tmp_path):
     out = _client([*SOLVE, "--output", "pi.json"], tmp_path, server["path"],
                   MLFLOW_TRACKING_URI=f"sqlite:///{store}", MLFLOW_EXPERIMENT_NAME="forked")
     assert out.returncode == 0, out.stderr
+    spool = tmp_path / "results" / ".mlflow-spool"  # solve by hand: imported in the background
+    deadline = time.monotonic() + 120
+    while list(spool.glob("*.json")):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")

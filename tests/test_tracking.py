@@ -111,3 +111,48 @@ def test_a_failed_spooled_job_is_recorded_failed(tmp_path, monkeypatch):
     client = mlflow.MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def _spooled_record(folder, name, **extra):
+    from ropeext.io import write_json
+
+    rec = {"run_name": name, "tags": {"ropeext.stage": "solve"}, "params": {"p": "1"}, "metrics": [["m", 2.0, 0, 0]],
+           "artifacts": [], "start_time": 1000, "end_time": 2000, "status": "FINISHED", **extra}
+    write_json(folder / f"{name}.json", rec)
+
+
+def test_a_flush_imports_only_the_records_of_its_store(tmp_path):
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    mine, other = f"sqlite:///{tmp_path}/mine.db", f"sqlite:///{tmp_path}/other.db"
+    _spooled_record(folder, "workflow-job")                                  # a workflow job's: any store
+    _spooled_record(folder, "by-hand-mine", uri=mine, experiment="e")
+    _spooled_record(folder, "by-hand-other", uri=other, experiment="e")
+    _spooled_record(folder, "by-hand-other-exp", uri=mine, experiment="f")
+    assert tracking.flush_spool(mine, "e", folder) == 2
+    assert sorted(p.name for p in folder.glob("*.json")) == ["by-hand-other-exp.json", "by-hand-other.json"]
+    client = mlflow.MlflowClient(mine)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["by-hand-mine", "workflow-job"]
+
+
+def test_concurrent_flushes_import_each_run_once(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracking.init_store(uri, "e")  # the store exists before the race, as at workflow start
+    for i in range(6):
+        _spooled_record(folder, f"r{i}", uri=uri, experiment="e")
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", "ropeext.tracking", "flush", uri, "e", str(folder)], env=env)
+             for _ in range(3)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"r{i}" for i in range(6)]
+    assert not list(folder.glob("*.json"))

@@ -30,14 +30,25 @@ def _quiet_transformers():
 
 
 def stock_config(rope_parameters: dict, head_dim: int, max_position_embeddings: int):
-    """A minimal LlamaConfig carrying ``rope_parameters`` (for transformers' RoPE init functions)."""
-    from transformers import LlamaConfig
+    """The smallest config transformers' RoPE init functions accept, carrying ``rope_parameters``.
 
+    It goes through the same standardisation a model config applies (``convert_rope_params_to_dict``,
+    from transformers' own mixin), without importing a model's configuration module, which costs about
+    a second of start-up. tests/test_rope_stock.py checks it against ``LlamaConfig``.
+    """
+    from transformers.modeling_rope_utils import RotaryEmbeddingConfigMixin
+
+    class RopeConfig(RotaryEmbeddingConfigMixin):
+        def __init__(self):
+            self.hidden_size = self.head_dim = int(head_dim)
+            self.num_attention_heads = 1
+            self.max_position_embeddings = int(max_position_embeddings)
+            self.rope_parameters = dict(rope_parameters)
+
+    config = RopeConfig()
     with _quiet_transformers():
-        return LlamaConfig(hidden_size=head_dim, num_attention_heads=1, num_key_value_heads=1, head_dim=head_dim,
-                           intermediate_size=4, num_hidden_layers=1, vocab_size=8,
-                           max_position_embeddings=int(max_position_embeddings),
-                           rope_parameters=dict(rope_parameters))
+        config.convert_rope_params_to_dict()
+    return config
 
 
 def stock_inv_freq(rope_parameters: dict, head_dim: int, max_position_embeddings: int,

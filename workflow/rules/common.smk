@@ -77,6 +77,13 @@ def bench_file(rule_name, name):
     return f"{R}/benchmarks/{rule_name}/{name}.tsv"
 
 
+# Scheduling order where several jobs are ready: the data jobs first (pre-training waits for them and
+# nothing else is long), then fine-tuning (the longest jobs; evaluations then fill the cores around
+# them rather than trail the last one), then the rest.
+DATA_PRIORITY = 20
+FINETUNE_PRIORITY = 10
+
+
 def threads_of(group):
     return config["resources"][group]["threads"]
 

@@ -8,6 +8,7 @@ rule corpus:
         settings=section("corpus", "seed"),
         outdir=lambda w, output: os.path.dirname(output.manifest),
     threads: threads_of("data")
+    priority: DATA_PRIORITY
     resources:
         **resources_of("data"),
     log:

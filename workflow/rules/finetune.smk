@@ -11,6 +11,7 @@ rule finetune:
         settings=section("finetune", "attention", "seed"),
         variant=lambda w: variant(w.method, w.target, w.layout),
     threads: threads_of("finetune")
+    priority: FINETUNE_PRIORITY
     resources:
         **resources_of("finetune"),
     log:

@@ -16,6 +16,7 @@ rule pack:
             + (["--no-mask-boundary-labels"] if not config["packing"]["mask_boundary_labels"] else [])
         ),
     threads: threads_of("data")
+    priority: DATA_PRIORITY
     resources:
         **resources_of("data"),
     log:

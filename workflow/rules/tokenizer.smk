@@ -23,6 +23,7 @@ if SHARDS == 1:
             tokdir=lambda w, output: os.path.dirname(output.tokenizer),
             tokens=lambda w, output: os.path.dirname(output.stats),
         threads: threads_of("data")
+        priority: DATA_PRIORITY
         resources:
             **resources_of("data"),
         log:
@@ -50,6 +51,7 @@ else:
             corpus=lambda w, input: os.path.dirname(input.splits[0]),
             tokdir=lambda w, output: os.path.dirname(output.tokenizer),
         threads: threads_of("data")
+        priority: DATA_PRIORITY
         resources:
             **resources_of("data"),
         log:
@@ -78,6 +80,7 @@ else:
             tokens=lambda w, output: os.path.dirname(output.tokens),
             shard=lambda w: f"{int(w.shard)}/{SHARDS}",
         threads: threads_of("data")
+        priority: DATA_PRIORITY
         resources:
             **resources_of("data"),
         log:
@@ -105,6 +108,7 @@ else:
             tokdir=lambda w, input: os.path.dirname(input.tokenizer),
             tokens=lambda w, output: os.path.dirname(output.stats),
         threads: threads_of("data")
+        priority: DATA_PRIORITY
         resources:
             **resources_of("data"),
         log:
