@@ -31,11 +31,13 @@ import time
 
 ENV = "ROPEEXT_JOB_SERVER"  # the socket of the server; jobs inherit it from the workflow
 # modules, and "module:attribute" for the names transformers imports lazily on first access
-PRELOAD = ("numpy", "torch", "transformers:LlamaConfig", "transformers:LlamaForCausalLM", "transformers:AutoConfig",
-           "transformers:AutoModelForCausalLM", "transformers:AutoTokenizer", "transformers:PreTrainedTokenizerFast",
-           "transformers:GenerationConfig", "transformers.modeling_rope_utils", "safetensors.torch", "tokenizers",
-           "pyarrow.parquet", "mlflow", "ropeext.cli", "ropeext.modeling", "ropeext.attention", "ropeext.data.packing",
-           "ropeext.rope", "ropeext.train.loop", "ropeext.eval.common", "ropeext.tracking")
+PRELOAD = ("numpy", "pandas", "torch", "transformers:LlamaConfig", "transformers:LlamaForCausalLM",
+           "transformers:AutoConfig", "transformers:AutoModelForCausalLM", "transformers:AutoTokenizer",
+           "transformers:PreTrainedTokenizerFast", "transformers:GenerationConfig", "transformers.modeling_rope_utils",
+           "safetensors.torch", "tokenizers", "pyarrow.parquet", "jsonschema", "mlflow",
+           "mlflow.store.tracking.sqlalchemy_store", "lm_eval.evaluator", "lm_eval.tasks", "lm_eval.models.huggingface",
+           "ropeext.cli", "ropeext.modeling", "ropeext.attention", "ropeext.data.packing", "ropeext.rope",
+           "ropeext.train.loop", "ropeext.eval.common", "ropeext.tracking")
 _MAX_MESSAGE = 1 << 22
 
 
@@ -133,9 +135,17 @@ def serve(path: str, parent: int | None) -> int:
                 getattr(loaded, attribute)
         except Exception as exc:  # noqa: BLE001 - a job that needs the module imports it and reports
             print(f"job server: not preloaded: {name} ({type(exc).__name__}: {exc})", flush=True)
+    import threading
+
     from ropeext.config import load_schema
+    from ropeext.io import pyplot
 
     load_schema()  # parsed once here rather than in every job
+    pyplot()  # matplotlib on the Agg backend
+    if threading.active_count() > 1:  # a fork copies only the forking thread, not the locks others hold
+        print(f"job server: not serving, {threading.active_count() - 1} thread(s) started by the preloads: "
+              f"{[t.name for t in threading.enumerate()]}", flush=True)
+        return 1
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
