@@ -42,7 +42,8 @@ def _time(cmd, cwd, env, reps):
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
         spool = cwd / "results" / ".mlflow-spool"
-        while list(spool.glob("*.json")):  # the background import of a spooled run, not timed
+        deadline = time.monotonic() + 120
+        while list(spool.glob("*.json")) and time.monotonic() < deadline:  # the background import, not timed
             time.sleep(0.1)
     return statistics.median(out)
 
