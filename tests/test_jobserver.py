@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,7 +56,7 @@ def _client(args, cwd, socket_path, **env):
 
 
 def _served(log: Path) -> list[str]:
-    return [line for line in log.read_text().splitlines() if line.startswith("job ")]
+    return [line for line in log.read_text().splitlines() if re.match(r"job \d+: ", line)]
 
 
 def test_a_job_runs_forked_with_the_clients_directory_streams_and_status(server, tmp_path):

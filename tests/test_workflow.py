@@ -75,6 +75,14 @@ def test_report_has_every_variant(micro_run):
     assert ruler["512"].notna().all()  # every task fits at 512 tokens: an average exists
 
 
+def test_the_jobs_of_a_full_run_fork_from_the_job_server(micro_run):
+    """The whole DAG is worth a job server: most CPU jobs are its workers (the first ones start cold)."""
+    log = (micro_run / "results" / "logs" / "job_server.log").read_text().splitlines()
+    served = [m.group(1) for m in (re.match(r"job \d+: (\S+)", line) for line in log) if m]
+    assert {"finetune", "extend", "report"} <= set(served), served
+    assert len(served) >= 20
+
+
 def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     client, runs = _runs(micro_run)
     jobs = sorted(micro_run.glob("results/benchmarks/*/*.tsv"))
@@ -183,6 +191,7 @@ def test_two_configs_in_one_checkout_share_no_file(tmp_path):
         for kind in ("logs", "benchmarks"):
             assert any(f.parts[2] == kind for f in mine), (name, kind)
         assert Path("out", name, "mlflow.db") in mine
+        assert Path("out", name, "logs", "job_server.log") not in mine  # two jobs: not worth a server
     assert not (written["a"] & written["b"])
 
 

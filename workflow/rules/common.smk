@@ -138,6 +138,15 @@ def cli(rule_name):
     return command
 
 
+def server_jobs():
+    """How many of the jobs this invocation runs can fork from the job server: CPU jobs on this host."""
+    try:
+        jobs = list(workflow.dag.needrun_jobs())
+        return sum(1 for job in jobs if job.is_local and not int(job.resources.get("gpu", 0) or 0))
+    except Exception:  # noqa: BLE001 - Snakemake's DAG API changed: assume it is worth it
+        return 10**6
+
+
 def selected_variants(selection):
     """Variant names for a `variants` selection (see the schema's variant_selection)."""
     return [variant(*model) for model in selected_models(config, selection)]
