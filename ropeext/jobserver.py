@@ -63,6 +63,9 @@ def start(log: str | os.PathLike, python: str = sys.executable) -> tuple[int, st
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     except OSError:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
         return None
     finally:
         log.close()
@@ -101,14 +104,20 @@ def _identity() -> dict:
 
 def _send(conn: socket.socket, message: dict, fds: list[int] | None = None) -> None:
     data = json.dumps(message).encode() + b"\n"
-    if fds:
-        socket.send_fds(conn, [data], fds)
-    else:
-        conn.sendall(data)
+    sent = socket.send_fds(conn, [data], fds) if fds else 0
+    conn.sendall(data[sent:])
+
+
+def _read(reader) -> dict | None:
+    """The next newline-terminated message from a connection's buffered reader (None at its end): the
+    server's messages may arrive together, so the client reads them line by line."""
+    line = reader.readline(_MAX_MESSAGE)
+    return json.loads(line) if line.endswith(b"\n") else None
 
 
 def _receive(conn: socket.socket, want_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """One newline-terminated JSON message (None at end of stream), and the descriptors sent with it."""
+    """The client's request: one newline-terminated JSON message (None at end of stream), and the
+    descriptors sent with it."""
     buf, fds = b"", []
     while not buf.endswith(b"\n"):
         if want_fds and not fds:
@@ -166,9 +175,13 @@ def serve(path: str, parent: int | None) -> int:
             if not ready:
                 continue
             conn, _ = server.accept()
-            if os.fork() == 0:
-                server.close()
-                os._exit(_handle(conn))
+            if os.fork() == 0:  # the handler: whatever happens, it never returns into this loop
+                code = 1
+                try:
+                    server.close()
+                    code = _handle(conn)
+                finally:
+                    os._exit(code)
             conn.close()
     finally:
         server.close()
@@ -198,7 +211,7 @@ def _handle(conn: socket.socket) -> int:
         _send(conn, {"pid": worker})
         status = _wait(worker, conn)
         _send(conn, {"status": status})
-    except OSError:
+    except (OSError, ValueError):  # a client that went away or sent something else
         return 1
     return 0
 
@@ -210,7 +223,7 @@ def _wait(worker: int, conn: socket.socket) -> int:
         if pid:
             return os.waitstatus_to_exitcode(raw) if os.WIFEXITED(raw) else 128 + os.WTERMSIG(raw)
         ready, _, _ = select.select([conn], [], [], 0.2)
-        if ready and not conn.recv(1, socket.MSG_PEEK):  # the client is gone
+        if ready and not conn.recv(4096):  # the client is gone (it sends nothing after its request)
             _end(worker)
             return 1
 
@@ -282,15 +295,16 @@ def run(argv: list[str]) -> int:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        hello, _ = _receive(conn)
-    except OSError:
+        reader = conn.makefile("rb")
+        hello = _read(reader)
+    except (OSError, ValueError):
         hello = None
     if not hello or any(hello.get(k) != v for k, v in _identity().items()):
         conn.close()
         _cold(argv)
     sys.stdout.flush()
     _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
-    started, _ = _receive(conn)
+    started = _read(reader)
     if started is None:
         print("error: the job server closed the connection before the job started", file=sys.stderr)
         return 1
@@ -304,12 +318,7 @@ def run(argv: list[str]) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    while True:
-        try:
-            finished, _ = _receive(conn)
-            break
-        except InterruptedError:
-            continue
+    finished = _read(reader)
     if finished is None:
         print(f"error: lost the job server while the job (pid {worker}) ran", file=sys.stderr)
         return 1

@@ -143,3 +143,36 @@ def test_the_worker_status_is_its_exit_code_or_signal():
         os._exit(0)
     os.kill(worker, signal.SIGTERM)
     assert jobserver._wait(worker, ours) == 128 + signal.SIGTERM
+
+
+def test_the_client_reads_messages_that_arrive_together(tmp_path, monkeypatch):
+    """A job that ends at once: its pid and its status reach the client in one read."""
+    import threading
+
+    path = str(tmp_path / "fake.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    seen = {}
+
+    def fake_server():
+        conn, _ = listener.accept()
+        jobserver._send(conn, {"pid": os.getpid(), **jobserver._identity()})
+        seen["request"], fds = jobserver._receive(conn, want_fds=3)
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(b'{"pid": 999999}\n{"status": 7}\n')  # one write, both messages
+        conn.close()
+
+    thread = threading.Thread(target=fake_server)
+    thread.start()
+    monkeypatch.setenv(jobserver.ENV, path)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert jobserver.run(["solve", "--help"]) == 7
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        thread.join(timeout=30)
+        listener.close()
+    assert seen["request"]["argv"] == ["solve", "--help"] and seen["request"]["cwd"] == os.getcwd()
