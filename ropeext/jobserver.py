@@ -105,7 +105,8 @@ def _identity() -> dict:
 def _send(conn: socket.socket, message: dict, fds: list[int] | None = None) -> None:
     data = json.dumps(message).encode() + b"\n"
     sent = socket.send_fds(conn, [data], fds) if fds else 0
-    conn.sendall(data[sent:])
+    if sent < len(data):  # nothing more to write once all went with the descriptors: the peer may be gone
+        conn.sendall(data[sent:])
 
 
 def _read(reader) -> dict | None:
@@ -185,10 +186,11 @@ def serve(path: str, parent: int | None) -> int:
             conn.close()
     finally:
         server.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        for remove in (os.unlink, os.rmdir):  # the socket, then its folder (``start`` made it for it alone)
+            try:
+                remove(path if remove is os.unlink else os.path.dirname(path))
+            except OSError:
+                pass
     return 0
 
 
