@@ -428,20 +428,21 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
         record = {"run_name": run_name, "tags": {k: str(v) for k, v in all_tags.items()}, "params": {},
                   "metrics": [], "artifacts": [], "start_time": int(time.time() * 1000), **(background or {})}
         handle = SpooledRun(record)
+
+        def close(status: str) -> None:
+            record.update(status=status, end_time=int(time.time() * 1000))
+            _spool_file(Path(spool), record)
+            if background:
+                flush_in_background(background["uri"], background["experiment"], spool)
+
         try:
             if params:
                 handle.log_params(params)
             yield handle
         except BaseException:
-            record.update(status="FAILED", end_time=int(time.time() * 1000))
-            _spool_file(Path(spool), record)
-            if background:
-                flush_in_background(background["uri"], background["experiment"], spool)
+            close("FAILED")
             raise
-        record.update(status="FINISHED", end_time=int(time.time() * 1000))
-        _spool_file(Path(spool), record)
-        if background:
-            flush_in_background(background["uri"], background["experiment"], spool)
+        close("FINISHED")
         return
 
     import mlflow

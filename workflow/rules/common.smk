@@ -123,13 +123,16 @@ def cli(rule_name):
     def command(wildcards, threads, resources):
         pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
         gpus = int(resources.get("gpu", 0))
-        run = "python -m ropeext.jobserver run --"
         acc = config["finetune"]["accelerate_config"]
         if rule_name == "finetune" and acc:
             procs = f" --num_processes {gpus}" if gpus else ""
             run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
+        elif gpus:
+            run = "python -m ropeext.cli"
+        else:
+            run = "python -m ropeext.jobserver run --"
         if gpus:
-            run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run.replace('ropeext.jobserver run --', 'ropeext.cli')}"
+            run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
         env = f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads}"
         if rule_name not in LIVE_TRACKING:
             env += f" {SPOOL_ENV}={SPOOL}"
