@@ -9,10 +9,10 @@ documents of their own), tokenized with a 2048-token byte-level BPE trained on i
 (``ropeext.data.tokenizer.train_bpe``, via bench_packing.stdlib_documents), packed at 1024 tokens
 with each layout. ``--quick`` uses the first 150 files.
 
-FLOPs per step: 6 x parameters x tokens for the dense part (embedding lookups excluded, tied
-output projection included) plus attention 3 x 4 x layers x hidden x (attended query-key pairs),
-where the pairs are those the layout allows (causal W(W+1)/2 per window for ``full``; per-document
-causal blocks plus the anchor column for ``anchor``). MFU divides achieved FLOP/s by the peak
+FLOPs per step (benchmarks/flops.py, shared with gpu_check.py): 6 x parameters x tokens for the dense
+part (embedding lookups excluded, tied output projection included) plus attention 12 x layers x hidden x
+(attended query-key pairs), where the pairs are those the layout allows (causal W(W+1)/2 per window for
+``full``; per-document causal blocks plus the anchor column for ``anchor``). MFU divides achieved FLOP/s by the peak
 measured in the same run with a large fp32 matrix product on the same threads.
 
     .venv/bin/python benchmarks/bench_train.py [--quick] [--steps N] [--threads T]
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_packing import stdlib_documents  # noqa: E402
+from flops import attended_pairs, count_params, step_flops  # noqa: E402
 
 from ropeext.data.packing import pack_flat  # noqa: E402
 from ropeext.modeling import build_tiny_llama  # noqa: E402
@@ -39,17 +40,6 @@ from ropeext.train.data import PackedData  # noqa: E402
 from ropeext.train.loop import TrainSettings, train  # noqa: E402
 
 W = 1024
-
-
-def attended_pairs(doc_ids: np.ndarray, layout: str) -> float:
-    """Mean number of (query, key) pairs a window attends to under ``layout``."""
-    if layout == "full":
-        return W * (W + 1) / 2
-    total = 0
-    for row in doc_ids:
-        _, counts = np.unique(row[1:], return_counts=True)
-        total += int((counts * (counts + 1) // 2).sum()) + (W - 1) + 1  # blocks + anchor column + anchor itself
-    return total / len(doc_ids)
 
 
 def peak_flops(reps: int = 5) -> float:
@@ -86,9 +76,7 @@ def main() -> None:
             for layout in ("full", "anchor"):
                 data = packed[layout]
                 model = build_tiny_llama(2048, W)
-                # parameters() lists a tied matrix once: it counts as the output projection
-                n_params = sum(p.numel() for p in model.parameters()) - (
-                    0 if model.config.tie_word_embeddings else model.model.embed_tokens.weight.numel())
+                n_params = count_params(model)
                 s = TrainSettings(steps=steps + 1, batch_size=args.batch, lr=1e-4, warmup_steps=0, precision=precision,
                                   layout=layout, backend=backend, seed=0)
                 times = []
@@ -102,13 +90,12 @@ def main() -> None:
                 train(model, data, s, progress=False, on_step=tick)
                 sec = float(np.mean(times[1:]))  # first step is warm-up
                 idx = np.arange(min(len(data.arrays["doc_ids"]), 256))
-                pairs = attended_pairs(data.arrays["doc_ids"][idx], layout)
+                pairs = float(attended_pairs(data.arrays["doc_ids"][idx], layout).mean())
                 cfg = model.config
-                flops = args.batch * (6 * n_params * W + 3 * 4 * cfg.num_hidden_layers * cfg.hidden_size * pairs)
+                flops, attn = step_flops(n_params, cfg.num_hidden_layers, cfg.hidden_size, args.batch * W,
+                                         args.batch * pairs)
                 rows.append({"precision": precision, "backend": backend, "layout": layout,
-                             "tok_s": args.batch * W / sec, "mfu": flops / sec / peak,
-                             "attn_share": 12 * cfg.num_hidden_layers * cfg.hidden_size * pairs /
-                             (6 * n_params * W + 12 * cfg.num_hidden_layers * cfg.hidden_size * pairs),
+                             "tok_s": args.batch * W / sec, "mfu": flops / sec / peak, "attn_share": attn / flops,
                              "pairs": pairs, "flops": flops})
 
     print(f"peak fp32 GEMM on {args.threads} threads: {peak / 1e9:.1f} GFLOP/s")

@@ -127,6 +127,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
         lines = "\n  ".join(_describe(e, schema) for e in errors)
         raise RopeextError(f"{source}: invalid config:\n  {lines}")
     _check_consistency(config, source)
+    _derive_ruler_lengths(config)
     return config
 
 
@@ -241,6 +242,22 @@ def _check_consistency(config: dict, source: str) -> None:
         )
     if (arch["hidden_size"] // arch["num_attention_heads"]) % 2:
         raise RopeextError(f"{source}: model.architecture: the head dimension must be even for RoPE")
+
+
+def _derive_ruler_lengths(config: dict) -> None:
+    """``eval.ruler.lengths`` null: model.train_length doubled up to eval.ruler.max_length, or when that is
+    null up to the shortest window of the models RULER evaluates (which the last length always is)."""
+    ruler = config["eval"]["ruler"]
+    if ruler["lengths"] is not None:
+        return
+    length = config["model"]["train_length"]
+    windows = [model_window(config, method, target) for method, target, _ in selected_models(config, ruler["variants"])]
+    limit = ruler["max_length"] or min(windows, default=max(config["extension"]["target_lengths"]))
+    lengths = []
+    while length < limit:
+        lengths.append(length)
+        length *= 2
+    ruler["lengths"] = [*lengths, limit]
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None, *,
@@ -358,3 +375,9 @@ def selected_models(config: dict, selection: list[str]) -> list[tuple[str, int, 
                 out += [(method, target, layout) for layout in ext["layouts"]
                         if "finetuned" in selection or layout in selection]
     return list(dict.fromkeys(out))
+
+
+def model_window(config: dict, method: str, target: int) -> int:
+    """The window of an evaluated model: its target length, or the pre-training length for dynamic_ntk (which
+    grows its base with the running length)."""
+    return config["model"]["train_length"] if method == "dynamic_ntk" else target

@@ -555,7 +555,7 @@ def test_pack_records_layout_window_and_the_configs_seed(tmp_path, tiny_tokenize
 
 def _dry_run(tmp_path: Path, *configs: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
                            str(BASE), *map(str, configs), "-n", "--cores", "1"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 

@@ -60,7 +60,7 @@ def test_rules_run_in_an_environment_without_the_package_installed(tmp_path):
     assert probe.stdout.strip() == "None", probe  # the package is not importable there by itself
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([str(python), "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+    proc = subprocess.run([str(python), "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                            "--configfile", str(REPO / ".test" / "config.yaml"), "--cores", "1",
                            "results/rope/scaling/dprope-64.json"],
                           cwd=work, capture_output=True, text=True, timeout=600,

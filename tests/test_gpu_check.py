@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks import flops
+from benchmarks.gpu import correctness, plan as plans
 from ropeext.attention.masks import attention_mask
 from ropeext.data.packing import INTERLEAVED, LAYOUTS, TAGGED, pack_documents
 
@@ -55,13 +57,13 @@ def test_attended_pairs_equal_the_dense_mask_count(layout):
     doc = _packed(layout)["doc_ids"]
     assert (doc == -1).any()  # the last window is padded: padding queries are counted too
     expect = [attention_mask(row, layout).sum() for row in doc]
-    assert np.array_equal(gc.attended_pairs(doc, layout), expect)
+    assert np.array_equal(flops.attended_pairs(doc, layout), expect)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_wrong_variant_is_a_different_mask(layout):
     doc = _packed(layout, seed=3)["doc_ids"]
-    wdoc, wlayout, bug = gc.wrong_variant(doc, layout)
+    wdoc, wlayout, bug = correctness.wrong_variant(doc, layout)
     changed = [not np.array_equal(attention_mask(a, layout), attention_mask(b, wlayout)) for a, b in zip(doc, wdoc)]
     assert sum(changed) >= len(doc) // 2, bug
     if layout in INTERLEAVED:  # every contiguous run became a document of its own; anchor and padding kept
@@ -73,35 +75,35 @@ def test_wrong_variant_is_a_different_mask(layout):
 
 
 def test_datasheet_peaks():
-    assert gc.datasheet_peak("NVIDIA H100 80GB HBM3") == ("H100 SXM", 989e12)
-    assert gc.datasheet_peak("NVIDIA H100 PCIe")[1] == 756e12
-    assert gc.datasheet_peak("NVIDIA H200")[1] == 989e12
-    assert gc.datasheet_peak("NVIDIA A100-SXM4-80GB")[1] == 312e12
-    assert gc.datasheet_peak("NVIDIA L40S")[1] == 362e12
-    assert gc.datasheet_peak("NVIDIA L4")[1] == 121e12
-    assert gc.datasheet_peak("NVIDIA A10G") is None and gc.datasheet_peak("Tesla V100-SXM2-16GB") is None
+    assert flops.datasheet_peak("NVIDIA H100 80GB HBM3") == ("H100 SXM", 989e12)
+    assert flops.datasheet_peak("NVIDIA H100 PCIe")[1] == 756e12
+    assert flops.datasheet_peak("NVIDIA H200")[1] == 989e12
+    assert flops.datasheet_peak("NVIDIA A100-SXM4-80GB")[1] == 312e12
+    assert flops.datasheet_peak("NVIDIA L40S")[1] == 362e12
+    assert flops.datasheet_peak("NVIDIA L4")[1] == 121e12
+    assert flops.datasheet_peak("NVIDIA A10G") is None and flops.datasheet_peak("Tesla V100-SXM2-16GB") is None
 
 
 def test_doc_lengths_and_flops():
     L = gc.doc_lengths(200_000, 1000, 1.5, seed=0)
     assert L.min() >= 3 and L.sum() >= 200_000 and L[:-1].sum() < 200_000
     assert 800 < np.median(L) < 1250
-    spec = gc.ModelSpec(hidden=8, layers=2, heads=2, kv_heads=1, intermediate=16, vocab=32)
-    total, attn = gc.step_flops(100, spec, 10, 55)
+    spec = plans.ModelSpec(hidden=8, layers=2, heads=2, kv_heads=1, intermediate=16, vocab=32)
+    total, attn = flops.step_flops(100, spec.layers, spec.hidden, 10, 55)
     assert (total, attn) == (6 * 100 * 10 + 12 * 2 * 8 * 55, 12 * 2 * 8 * 55)
 
 
 def test_compare_names_the_worst_tensor():
     g = {"a": torch.ones(4), "b": torch.full((3,), 2.0)}
-    same = gc.compare(1.0, g, 1.0, g)
+    same = correctness.compare(1.0, g, 1.0, g)
     assert same["loss_rel"] == same["grad_rel"] == same["grad_worst"] == 0 and same["cos_min"] == pytest.approx(1)
-    off = gc.compare(1.01, {"a": torch.ones(4), "b": torch.tensor([2.0, 2.0, 2.2])}, 1.0, g)
+    off = correctness.compare(1.01, {"a": torch.ones(4), "b": torch.tensor([2.0, 2.0, 2.2])}, 1.0, g)
     assert off["worst_tensor"] == "b" and off["grad_worst"] == pytest.approx(0.2 / np.sqrt(12))
     assert off["loss_rel"] == pytest.approx(0.01)
 
 
 def test_snapshot_restores_the_rope_buffers_a_bf16_cast_rounds():
-    model = gc.build_llama(gc.ModelSpec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=48, vocab=64), 64)
+    model = gc.build_llama(plans.ModelSpec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=48, vocab=64), 64)
     before = {k: v.clone() for k, v in [*model.state_dict().items(), *model.named_buffers()]}
     snap = gc.Snapshot(model)
     model.to(torch.bfloat16).to(torch.float32)
@@ -140,7 +142,7 @@ def test_fp32_check_fails_a_wrong_backend(monkeypatch, one_thread):
     results = {"fp32_check": [], "bf16_check": [], "throughput": []}
     gc.fp32_check(rt, corpus, ("anchor",), results)
     (row,) = results["fp32_check"]
-    assert row["status"] == "FAIL" and row["grad_worst"] > gc.FP32_TOL["grad"]
+    assert row["status"] == "FAIL" and row["grad_worst"] > correctness.FP32_TOL["grad"]
     assert gc.failures(results) == ["fp32_check anchor blockwise: FAIL"]
 
 
@@ -178,7 +180,7 @@ def test_cpu_smoke_runs_every_cpu_path(tmp_path):
     assert set(fp32) == set(layouts) and all(x["backend"] == "blockwise" for x in fp32.values())
     for x in fp32.values():
         assert x["status"] == "ok" and x["grad_worst"] < 1e-5 and x["loss_rel"] < 1e-6
-        assert x["wrong_grad_worst"] > 100 * gc.FP32_TOL["grad"]
+        assert x["wrong_grad_worst"] > 100 * correctness.FP32_TOL["grad"]
     # bf16: a reference (the bf16 noise) and a blockwise row per precision and layout
     rows = {(x["precision"], x["layout"], x["backend"]): x for x in r["bf16_check"]}
     for precision in ("bf16", "bf16-mixed"):
@@ -186,7 +188,7 @@ def test_cpu_smoke_runs_every_cpu_path(tmp_path):
             ref, blk = rows[(precision, layout, "sdpa_mask")], rows[(precision, layout, "blockwise")]
             assert ref["status"] == "reference" and blk["status"] == "ok"
             assert 0 < ref["grad_worst"] < 0.1 and blk["grad_worst"] <= blk["tol_grad"]
-            assert blk["tol_grad"] == pytest.approx(2 * ref["grad_worst"] + gc.BF16_FLOOR["grad"])
+            assert blk["tol_grad"] == pytest.approx(2 * ref["grad_worst"] + correctness.BF16_FLOOR["grad"])
             assert blk["wrong_grad_worst"] > blk["tol_grad"]
     # throughput: every CPU-trainable backend, both layouts, both windows, with a step time
     tp = {(x["window"], x["backend"], x["layout"]): x for x in r["throughput"]}

@@ -90,7 +90,7 @@ def _snakemake(workdir: Path, uri: str, *targets: str) -> subprocess.CompletedPr
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MLFLOW_TRACKING_URI=uri)
     for key in ("MLFLOW_EXPERIMENT_NAME", "ROPEEXT_PARENT_RUN_ID", "ROPEEXT_MLFLOW"):
         env.pop(key, None)
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2",
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2",
            *targets]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 

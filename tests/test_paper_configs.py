@@ -24,7 +24,7 @@ def _dry_run(tmp_path: Path, config: str, *extra: str, overlay: str | None = Non
     `check_paths=False` checks the values alone, as on a machine that only lists the jobs."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     configs = [str(REPO / "config" / config)] + ([overlay] if overlay else [])
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
                            *configs, "--config", "check_paths=False", "-n", "-p", "--cores", "8", *extra],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -155,11 +155,11 @@ def _jobs(out: str) -> list[dict]:
 
 @pytest.mark.parametrize("config", ["llama2-dprope.yaml", "llama2-anchor.yaml"])
 def test_node_profile_gives_finetunes_the_whole_node_and_evaluations_one_gpu(tmp_path, config):
-    """On one 8-GPU node (workflow/profiles/node: --resources gpu=8) a fine-tune asks for all 8 GPUs, so
+    """On one 8-GPU node (profiles/node: --resources gpu=8) a fine-tune asks for all 8 GPUs, so
     Snakemake never runs two at once, nor a fine-tune beside an evaluation; evaluations ask for one GPU
     each and share the node, each on a device of its own (ropeext.gpu_slots)."""
-    counts, out = _dry_run(tmp_path, config, "--workflow-profile", str(REPO / "workflow" / "profiles" / "node"))
-    profile_gpus = yaml.safe_load((REPO / "workflow" / "profiles" / "node" / "config.yaml").read_text())["resources"]["gpu"]
+    counts, out = _dry_run(tmp_path, config, "--workflow-profile", str(REPO / "profiles" / "node"))
+    profile_gpus = yaml.safe_load((REPO / "profiles" / "node" / "config.yaml").read_text())["resources"]["gpu"]
     assert profile_gpus == 8
     jobs = _jobs(out)
     assert sum(1 for j in jobs if j["rule"] == "finetune") == counts["finetune"] >= 4

@@ -26,7 +26,7 @@ pytest.importorskip("snakemake_executor_plugin_slurm")
 
 BIN = Path(sys.executable).parent
 FAKE = REPO / "tests" / "fake_slurm"
-PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = ("finetune", "eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler", "analyze_bf16")
 GROUP = {"finetune": "finetune", **{rule: "eval" for rule in GPU_RULES[1:]}}
 TARGET = "results/models/micro-dprope-64-anchor"
@@ -93,7 +93,7 @@ def slurm_run(tmp_path_factory):
     profile = _fill_profile(root / "profile")
     overlay = root / "resources.yaml"
     overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
            str(overlay),
            "--workflow-profile", str(profile), "--jobs", "2", "--retries", "0",
            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
@@ -236,7 +236,7 @@ def test_every_gpu_rule_of_a_paper_config_is_one_task_and_the_guard_matters(conf
 
 
 def test_profile_names_only_rules_of_the_workflow(tmp_path):
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
                            str(REPO / ".test" / "config.yaml"), "--list-rules"],
                           cwd=tmp_path, env=_env(tmp_path / "fake"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

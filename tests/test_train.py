@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from ropeext.checks import TRAINING, problems
+from ropeext.config import resolve_config
 from ropeext.errors import RopeextError
 from ropeext.train.data import PackedData, batch_indices
 from ropeext.train.loop import TrainSettings, lr_at, train
@@ -37,11 +39,12 @@ def test_lr_schedule():
     assert lr_at(7, TrainSettings(steps=10, batch_size=1, lr=2.0, schedule="constant")) == 2.0
 
 
-def test_bad_settings_are_named():
-    with pytest.raises(RopeextError, match="batch_size 6 does not divide into grad_accum 4"):
-        TrainSettings(steps=1, batch_size=6, lr=1e-3, grad_accum=4)
-    with pytest.raises(RopeextError, match="precision"):
-        TrainSettings(steps=1, batch_size=1, lr=1e-3, precision="fp8")
+def test_bad_settings_are_named_by_the_config_checks_the_loop_trusts():
+    assert problems(resolve_config({"finetune": {"batch_size": 6, "grad_accum": 4}}), TRAINING) == [
+        "finetune.batch_size: 6 sequences do not split into finetune.grad_accum 4 micro-batches; expected a "
+        "multiple of 4"]
+    with pytest.raises(RopeextError, match="finetune.precision: 'fp8' is not one of"):
+        resolve_config({"finetune": {"precision": "fp8"}})
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed", "bf16"])

@@ -114,7 +114,7 @@ def test_bad_input_fails_before_training(finetune_inputs, tmp_path, capsys, tiny
            "head_dim 16", "head_dim 32")
     wide = _packed(tmp_path / "w128.parquet", tiny_tokenizer_dir, 128, "anchor")
     _fails(capsys, _args(inp, out, train=wide), "packed at window 128, longer than the 64 positions")
-    _fails(capsys, _args(inp, out, "--set", "grad_accum=3"), "batch_size 4 does not divide into grad_accum 3")
+    _fails(capsys, _args(inp, out, "--set", "grad_accum=3"), "finetune.batch_size: 4 sequences do not split into finetune.grad_accum 3")
     _fails(capsys, _args(inp, out, "--set", "warmup=3"), "unknown key 'warmup'")
     _fails(capsys, _args(inp, out, "--set", "precision=fp8"), "finetune.precision: 'fp8' is not one of")
     assert not out.exists() and not (tmp_path / "model.checkpoints").exists()

@@ -29,7 +29,7 @@ def _unactivated_env() -> dict:
 
 def _snakemake(workdir: Path, *args: str, check: bool = True, configs: tuple = ()) -> subprocess.CompletedProcess:
     """`.venv/bin/snakemake` by its path, as the README runs it, without activating the virtualenv."""
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
            str(REPO / ".test" / "config.yaml"), *map(str, configs), "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, env=_unactivated_env(), capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:

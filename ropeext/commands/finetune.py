@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 from ropeext.io import read_json
 from ropeext.recipes import RECIPES
@@ -64,6 +65,7 @@ def run(args) -> None:
     from ropeext.train.stage import run_stage, settings_from
 
     config = config_from_args(args, "finetune")
+    check_training(config)  # the loop trusts a checked config
     if args.threads:
         torch.set_num_threads(args.threads)
     check_layout(args.layout)

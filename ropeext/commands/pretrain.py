@@ -6,6 +6,7 @@ KEY=VALUE`` on top. Checkpoints go to OUTPUT.checkpoints; running the same comma
 
 from __future__ import annotations
 
+from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 
 COMMAND = ("pretrain",)
@@ -31,6 +32,7 @@ def run(args) -> None:
     from ropeext.train.stage import run_stage, settings_from
 
     config = config_from_args(args, "pretrain")
+    check_training(config)  # the loop trusts a checked config
     if args.threads:
         torch.set_num_threads(args.threads)
     mcfg = config["model"]

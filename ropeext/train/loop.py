@@ -43,19 +43,17 @@ from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
 
-PRECISIONS = ("fp32", "bf16", "bf16-mixed")
-SCHEDULES = ("cosine", "constant", "linear")
 # Settings that may change between a run and its resumption without changing its result.
 _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
 
 
 _DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
 class TrainSettings:
-    """One run's optimisation settings.
+    """One run's optimisation settings, trusted as they come: the config's schema and ``ropeext.checks``
+    (``TRAINING``, which the training commands run) check them.
 
     Keys ``pretrain`` and ``finetune`` share take the schema's defaults; those whose default differs
     between the two sections are off here (no warm-up, no decay, no checkpoints).
@@ -84,31 +82,7 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise RopeextError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.schedule not in SCHEDULES:
-            raise RopeextError(f"schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("steps", "batch_size", "grad_accum", "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise RopeextError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
-        if self.loss_chunk_tokens is not None and (isinstance(self.loss_chunk_tokens, bool)
-                                                   or not isinstance(self.loss_chunk_tokens, int)
-                                                   or self.loss_chunk_tokens < 1):
-            raise RopeextError(f"loss_chunk_tokens: expected a positive integer or null, got {self.loss_chunk_tokens!r}")
-        if self.checkpoint_every < 0 or self.warmup_steps < 0:
-            raise RopeextError("checkpoint_every and warmup_steps must be >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise RopeextError(f"lr: expected a positive number, got {self.lr!r}")
-        if self.lr > FLOAT32_MAX:
-            raise RopeextError(f"lr: {self.lr:g} overflows float32, whose largest value is {FLOAT32_MAX:.4g}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise RopeextError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise RopeextError(f"max_grad_norm: expected a positive number or null, got {self.max_grad_norm!r}")
-        if self.batch_size % self.grad_accum:
-            raise RopeextError(
-                f"batch_size {self.batch_size} does not divide into grad_accum {self.grad_accum} micro-batches")
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
@@ -170,10 +144,7 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
 
     denom = max(1, int((batch["labels"] != -100).sum()))
     mine = shard_rows(batch, rank, world)
-    rows = len(mine["input_ids"])
-    if rows % s.grad_accum:
-        raise RopeextError(f"{rows} windows per process do not divide into grad_accum {s.grad_accum} micro-batches")
-    micro = rows // s.grad_accum
+    micro = len(mine["input_ids"]) // s.grad_accum
     loss_model = loss_module(model, s.loss_chunk_tokens)
     total = 0.0
     for a in range(s.grad_accum):
@@ -377,9 +348,10 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     accelerator = accelerator or make_accelerator(s.precision)
     engine = _is_engine(accelerator)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    if s.batch_size % (s.grad_accum * world):
+    # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
+    if world > 1 and s.batch_size % (s.grad_accum * world):
         raise RopeextError(f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
-                           f"on each of {world} processes")
+                           f"on each of the launch's {world} processes")
     if accelerator.distributed_type == DistributedType.DEEPSPEED and s.grad_accum != 1:
         raise RopeextError("grad_accum must be 1 under DeepSpeed (it steps its optimizer inside backward); raise the "
                            "per-process batch or use config/accelerate/fsdp.yaml")

@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-REPO_ROOT = os.path.dirname(workflow.basedir)
+REPO_ROOT = workflow.basedir  # the Snakefile's folder: the repository root
 sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 

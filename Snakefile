@@ -1,6 +1,6 @@
 # ropeext: RoPE context-window extension (DPRoPE scaling, AnchorAttention packing), end to end.
 # Run `make demo` for the embedded default, or `.venv/bin/snakemake --cores N --configfile config/<x>.yaml`
-# from the repository root (Snakemake finds this file and the profile workflow/profiles/default).
+# from the repository root (Snakemake finds this file and the profile profiles/default beside it).
 #
 # The embedded default is read only when no --configfile is given: Snakemake layers --configfile over a
 # `configfile:` directive, so a paper config would otherwise inherit the demo's value for every key it
@@ -9,38 +9,38 @@
 
 if not workflow.overwrite_configfiles:
 
-    configfile: os.path.join(workflow.basedir, "..", "config", "config.yaml")
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-report: "report/workflow.rst"
+report: "workflow/report/workflow.rst"
 
 
-include: "rules/common.smk"
+include: "workflow/rules/common.smk"
 
 
 from ropeext.workflow import end_invocation, start_invocation  # noqa: E402
 
-include: "rules/corpus.smk"
-include: "rules/tokenizer.smk"
-include: "rules/rope.smk"
-include: "rules/pack.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/rope.smk"
+include: "workflow/rules/pack.smk"
 if config["model"]["path"]:
 
-    include: "rules/import_model.smk"
+    include: "workflow/rules/import_model.smk"
 
 else:
 
-    include: "rules/pretrain.smk"
+    include: "workflow/rules/pretrain.smk"
 
-include: "rules/finetune.smk"
-include: "rules/extend.smk"
-include: "rules/eval_ppl.smk"
-include: "rules/eval_passkey.smk"
-include: "rules/eval_longbench.smk"
-include: "rules/eval_openllm.smk"
-include: "rules/eval_ruler.smk"
-include: "rules/analyze_bf16.smk"
-include: "rules/report.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/extend.smk"
+include: "workflow/rules/eval_ppl.smk"
+include: "workflow/rules/eval_passkey.smk"
+include: "workflow/rules/eval_longbench.smk"
+include: "workflow/rules/eval_openllm.smk"
+include: "workflow/rules/eval_ruler.smk"
+include: "workflow/rules/analyze_bf16.smk"
+include: "workflow/rules/report.smk"
 
 
 # Jobs of seconds run on the submitting host under a cluster executor.

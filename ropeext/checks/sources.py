@@ -1,0 +1,144 @@
+"""Checks of what the workflow reads: the corpus, the base model and the tokenizer (files, folders, hub ids)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ropeext.checks.registry import check, head_dim, offline
+from ropeext.errors import RopeextError
+
+
+def _looks_local(text: str) -> bool:
+    """A path rather than a hub id (``org/name`` or a bare name)."""
+    return (Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
+            or "\\" in text)
+
+
+def _model_config(path: str) -> dict | None:
+    """The config.json of a local model directory or of a hub id in the local cache, or None."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        from ropeext.modeling import local_snapshot
+
+        folder = local_snapshot(path) if not _looks_local(path) else None
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@check("corpus.path", "a corpus folder, file or glob that matches nothing; an hf dataset that is neither a local "
+       "folder nor in the cache while offline", paths=True)
+def _corpus(config: dict) -> Iterator[str]:
+    c = config["corpus"]
+    source, path = c["source"], c["path"]
+    if source == "stdlib":
+        if path and not Path(path).is_dir():
+            yield f"corpus.path: {path} is not a folder (corpus.source stdlib reads the library under it)"
+        return
+    if not path:
+        yield f"corpus.path: required when corpus.source is {source}"
+        return
+    if source == "text":
+        base = Path(path)
+        found = next((p for p in base.rglob("*") if p.is_file()), None) if base.is_dir() else \
+            (base if base.is_file() else next(iter(glob.glob(path, recursive=True)), None))
+        if found is None:
+            yield f"corpus.path: no text file at {path!r} (corpus.source text: a folder, a file or a glob)"
+    elif source in ("jsonl", "parquet"):
+        if not (Path(path).is_file() or glob.glob(path, recursive=True)):
+            yield f"corpus.path: no {source} file at {path!r} (a file or a glob)"
+    elif source == "hf":
+        if Path(path).expanduser().is_dir():
+            return
+        if _looks_local(path):
+            yield f"corpus.path: dataset folder not found: {path} (corpus.source hf: a save_to_disk folder or a hub id)"
+        elif offline() and not _dataset_cached(path):
+            yield (f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
+                   "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); download it once, or point corpus.path at a local copy")
+
+
+def _dataset_cached(repo: str) -> bool:
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
+    datasets = os.environ.get("HF_DATASETS_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "datasets")
+    names = [Path(hub) / f"datasets--{repo.replace('/', '--')}", Path(datasets) / repo.replace("/", "___")]
+    return any(p.exists() or p.with_name(p.name.lower()).exists() for p in names)
+
+
+@check("model.path / tokenizer.path",
+       "a model source that does not resolve (GGUF file, package shipping one, model folder, hub id), a model "
+       "folder without config.json or weights, a truncated .safetensors file, model.architecture disagreeing "
+       "with the model's config.json; a hub id outside the cache while offline", paths=True)
+def _model(config: dict) -> Iterator[str]:
+    m = config["model"]
+    if m["path"]:
+        yield from _model_path(config, m["path"])
+    tok = config["tokenizer"]["path"]
+    if tok:
+        if Path(tok).expanduser().is_dir():
+            return
+        if _looks_local(tok):
+            yield f"tokenizer.path: folder not found: {tok} (expected a tokenizer directory or a hub id like org/name)"
+        elif offline() and _model_config(tok) is None and not _cached_file(tok, "tokenizer_config.json"):
+            yield f"tokenizer.path: the hub id {tok} is not in the local cache and downloads are off (HF_HUB_OFFLINE)"
+
+
+def _cached_file(repo: str, name: str) -> bool:
+    from ropeext.modeling import local_snapshot
+
+    folder = local_snapshot(repo)
+    return folder is not None and (folder / name).is_file()
+
+
+def _model_path(config: dict, path: str) -> Iterator[str]:
+    from ropeext.modeling import weight_file_problem, weight_files
+
+    from ropeext.model_import import is_gguf_source, resolve_source
+
+    folder = Path(path).expanduser()
+    if is_gguf_source(path):
+        try:  # finds the file without reading it: the geometry check waits for the import's manifest
+            resolve_source(path, gguf_file=config["model"]["import"]["gguf_file"])
+        except RopeextError as exc:
+            yield f"model.path: {str(exc).replace('--source ', '')}"
+        return
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            yield f"model.path: {path} has no config.json (expected a Hugging Face model directory)"
+            return
+        names = weight_files(folder)
+        if not any(not n.endswith(".json") for n in names):
+            yield (f"model.path: {path} has no weight files (expected model.safetensors, model-*-of-*.safetensors or "
+                   "pytorch_model.bin)")
+        for name in names:
+            problem = weight_file_problem(folder / name)
+            if problem:
+                yield f"model.path: {folder / name}: {problem}"
+    elif _looks_local(path):
+        yield f"model.path: model directory not found: {path} (expected a Hugging Face model directory or a hub id)"
+        return
+    elif offline() and _model_config(path) is None:
+        yield (f"model.path: the hub model {path} is not in the local cache and downloads are off (HF_HUB_OFFLINE); "
+               "download it once, or point model.path at a local copy")
+        return
+    own = _model_config(path)
+    if own is None:
+        return
+    arch = config["model"]["architecture"]
+    heads = own.get("num_attention_heads")
+    theirs = own.get("head_dim") or (own["hidden_size"] // heads if own.get("hidden_size") and heads else None)
+    if theirs and theirs != head_dim(config):
+        yield (f"model.architecture: head dimension {head_dim(config)} (hidden_size / num_attention_heads) differs "
+               f"from {path}'s {theirs}; the RoPE solve would use the wrong geometry")
+    theta = (own.get("rope_parameters") or {}).get("rope_theta", own.get("rope_theta"))
+    if theta and abs(float(theta) - float(arch["rope_theta"])) > 1e-6 * float(theta):
+        yield f"model.architecture.rope_theta: {arch['rope_theta']} differs from {path}'s rope_theta {theta}"
+
