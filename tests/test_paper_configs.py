@@ -137,8 +137,9 @@ def test_anchor_cross_model_dags(tmp_path, config):
         assert f"--variant {name}-base_change-131072-{layout} " in out
     # the hub model is imported once (its weights linked, not copied) and every job reads the import
     assert counts["import_model"] == 1 and f"--base results/{Path(config).stem}/models/{name}-base " in out
-    # GPU jobs start the CLI cold; CPU jobs go through the job server's client (cold where none runs)
-    assert "-m ropeext.cli finetune" in out and "-m ropeext.jobserver run -- import-model" in out
+    # every job is a plain process: GPU jobs under gpu_slots (and accelerate), CPU jobs the CLI itself
+    assert "--gpus 8 -- accelerate launch" in out and "-m ropeext.cli finetune" in out
+    assert re.search(r"OMP_NUM_THREADS=\d+ python -m ropeext.cli import-model", out)
 
 
 def _jobs(out: str) -> list[dict]:

@@ -23,7 +23,7 @@ def run(args) -> None:
     scaling = read_json(args.scaling, "scaling file")
     with tracking.stage_run("extend", params={"base": args.base, "scaling": args.scaling, "method": scaling["method"],
                                               "rope_parameters": scaling["rope_parameters"]},
-                            variant=args.variant, enabled=not args.no_mlflow, defer=True) as run_:
+                            variant=args.variant, enabled=not args.no_mlflow) as run_:
         written = write_variant(args.base, scaling, args.output, info={"steps": 0})
         run_.log_artifact(f"{args.output}/config.json")
         run_.log_artifact(f"{args.output}/variant_manifest.json")
