@@ -131,6 +131,15 @@ def selected_variants(selection):
     return [variant(*model) for model in selected_models(config, selection)]
 
 
+def noft_methods():
+    """The methods some enabled evaluation reads without fine-tuning (none: the `base` selection), in a
+    fixed order: one extend job per target length writes them all."""
+    suites = [s for s in (*config["eval"].values(), *config["analysis"].values())
+              if isinstance(s, dict) and "variants" in s and s.get("enabled", True)]
+    models = [m for s in suites for m in selected_models(config, s["variants"])]
+    return list(dict.fromkeys(method for method, _, layout in models if layout == "noft"))
+
+
 def suite_outputs(suite, filename="metrics.json"):
     """Metrics files of an evaluation suite, or [] when it is disabled."""
     cfg = config["analysis"]["bf16"] if suite == "bf16" else config["eval"][suite]
