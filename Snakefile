@@ -61,12 +61,12 @@ rule all:
 
 
 onstart:
-    start_invocation(config, server_jobs())
+    start_invocation(config)
 
 
 onsuccess:
-    end_invocation(config, "FINISHED")
+    end_invocation("FINISHED")
 
 
 onerror:
-    end_invocation(config, "FAILED")
+    end_invocation("FAILED")

@@ -1,12 +1,10 @@
-"""Start-up of a job: cold ``python -m ropeext.cli`` against a worker forked from the job server.
+"""What a short job costs: a cold ``python -m ropeext.cli`` process against its work alone.
 
-Each row runs one real command several times and reports the median wall time of the whole process
-as the workflow sees it (a new client process each time). ``cold`` is the baseline: a fresh Python
-that imports what the command needs. ``server`` goes through ``python -m ropeext.jobserver run``
-with a server started once (its own start-up is reported on its own line). The last rows time
-``ropeext solve`` for 4k -> 128k run by hand with its MLflow run (spooled, imported in the
-background) against the same command with ``--no-mlflow``, and what opening the run in-process
-would add (importing MLflow, opening a SQLite store, one run).
+Every workflow job is a plain process, so each pays Python's start-up and the imports of what it
+needs (torch, transformers, MLflow) before its work. Each row runs one real command several times
+and reports the median wall time (and CPU time) of the whole process as Snakemake sees it (``cold``,
+the baseline) and the wall time of the same command called again inside one warm process (``work``): the difference is the
+start-up a job pays, and why stages of seconds are folded into one job (one extend per target).
 
     .venv/bin/python benchmarks/bench_jobs.py [--quick] [--reps 5]
 """
@@ -15,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,38 +24,52 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ropeext import jobserver  # noqa: E402
+from ropeext.cli import main as cli  # noqa: E402
+from ropeext.modeling import build_tiny_llama  # noqa: E402
 
 SOLVE = ["solve", "--rope-theta", "10000", "--head-dim", "128", "--train-length", "4096", "--target-length",
-         "131072", "--method", "dprope"]
+         "131072", "--method", "dprope", "--output", "s.json"]
+METHODS = ("none", "pi", "yarn", "dprope")
 
 
-def _time(cmd, cwd, env, reps):
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cold(argv, cwd, env, reps):
+    """Median wall time and CPU time of a fresh process (CPU time: what the job costs a busy machine)."""
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), _cpu_children()
+        proc = subprocess.run([sys.executable, "-m", "ropeext.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                              text=True)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(_cpu_children() - c0)
+        if proc.returncode != 0:
+            raise SystemExit(f"ropeext {' '.join(argv)} failed:\n{proc.stderr}")
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def _warm(argv, reps):
+    cli(argv)  # imports and first-call set-up, not timed
     out = []
     for _ in range(reps):
-        shutil.rmtree(cwd / "ext", ignore_errors=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if cli(argv) != 0:
+            raise SystemExit(f"ropeext {' '.join(argv)} failed")
         out.append(time.perf_counter() - t0)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
-        spool = cwd / "results" / ".mlflow-spool"
-        deadline = time.monotonic() + 120
-        while list(spool.glob("*.json")) and time.monotonic() < deadline:  # the background import, not timed
-            time.sleep(0.1)
     return statistics.median(out)
 
 
-def _tiny_model(folder: Path) -> Path:
-    from ropeext.modeling import build_tiny_llama
-
-    model = build_tiny_llama(2048, 256)
-    model.save_pretrained(folder / "base")
-    scaling = folder / "pi.json"
-    subprocess.run([sys.executable, "-m", "ropeext.cli", "solve", "--rope-theta", "10000", "--head-dim", "32",
-                    "--train-length", "256", "--target-length", "1024", "--method", "pi", "--output", str(scaling),
-                    "--no-mlflow"], cwd=folder, check=True, capture_output=True)
-    return folder / "base"
+def _tiny_model(folder: Path) -> list[str]:
+    """A tiny base model and the scaling files of METHODS; the arguments of one extend of them all."""
+    build_tiny_llama(2048, 256).save_pretrained(folder / "base")
+    for method in METHODS:
+        cli(["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "--target-length",
+             "1024", "--method", method, "--output", str(folder / f"{method}.json"), "--no-mlflow"])
+    return ["extend", "--base", str(folder / "base"), "--scaling", *(str(folder / f"{m}.json") for m in METHODS),
+            "--output", *(str(folder / f"ext-{m}") for m in METHODS)]
 
 
 def main() -> None:
@@ -67,46 +79,25 @@ def main() -> None:
     args = ap.parse_args()
     reps = 3 if args.quick else args.reps
     work = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
-    env = {k: v for k, v in os.environ.items() if k != jobserver.ENV}
-    env["PYTHONPATH"] = str(ROOT)
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
-    base = _tiny_model(work)
+    os.chdir(work)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    extend = _tiny_model(work)
     commands = {
-        "solve 4k->128k dprope": [*SOLVE, "--output", "s.json", "--no-mlflow"],
-        "extend tiny model (pi)": ["extend", "--base", str(base), "--scaling", "pi.json", "--output", "ext",
-                                   "--no-mlflow"],
         "--help": ["--help"],
+        "solve 4k->128k, --no-mlflow": [*SOLVE, "--no-mlflow"],
+        "solve 4k->128k, MLflow run": SOLVE,
+        f"extend x{len(METHODS)}, MLflow run": extend,
     }
-    cold = {name: _time([sys.executable, "-m", "ropeext.cli", *c], work, env, reps) for name, c in commands.items()}
+    cold = {name: _cold(argv, work, env, reps) for name, argv in commands.items()}
+    warm = {name: _warm(argv, reps) if argv != ["--help"] else 0.0 for name, argv in commands.items()}
 
-    t0 = time.perf_counter()
-    server = jobserver.start(log=work / "server.log")
-    while not os.path.exists(server[1]):
-        time.sleep(0.05)
-    ready = time.perf_counter() - t0
-    served_env = {**env, jobserver.ENV: server[1]}
-    try:
-        served = {name: _time([sys.executable, "-m", "ropeext.jobserver", "run", "--", *c], work, served_env, reps)
-                  for name, c in commands.items()}
-    finally:
-        jobserver.stop(server)
-
-    by_hand = _time([sys.executable, "-m", "ropeext.cli", *SOLVE, "--output", "s.json"], work, env, reps)
-    no_run = cold["solve 4k->128k dprope"]
-    open_run = _time([sys.executable, "-c",
-                      "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_experiment('b'); "
-                      "mlflow.start_run(); mlflow.end_run()", env["MLFLOW_TRACKING_URI"]], work, env, reps)
-
-    print(f"median of {reps} runs each, torch threads as the machine has; {os.cpu_count()} CPUs\n")
-    print(f"{'command':28s} {'cold s':>8s} {'server s':>9s} {'ratio':>7s}")
-    print("-" * 55)
+    print(f"median of {reps} runs each; {os.cpu_count()} CPUs; MLflow store sqlite\n")
+    print(f"{'command':28s} {'cold s':>8s} {'cold CPU s':>11s} {'work s':>8s} {'start-up s':>11s} {'work/cold':>10s}")
+    print("-" * 81)
     for name in commands:
-        print(f"{name:28s} {cold[name]:8.2f} {served[name]:9.2f} {served[name] / cold[name]:7.3f}")
-    print(f"\njob server start-up (imports, until it accepts): {ready:.2f} s")
-    print("\nropeext solve 4k->128k by hand, MLflow store sqlite:")
-    print(f"  --no-mlflow (baseline)                        {no_run:6.2f} s  1.000")
-    print(f"  with its run (spooled, imported in background) {by_hand:6.2f} s  {by_hand / no_run:.3f}")
-    print(f"  a run opened in-process would add about       {open_run:6.2f} s  (import mlflow, open store, one run)")
+        (wall, cpu), work = cold[name], warm[name]
+        print(f"{name:28s} {wall:8.2f} {cpu:11.2f} {work:8.2f} {wall - work:11.2f} {work / wall:10.3f}")
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ def check_outputs(args) -> None:
 
     for dest, option, kind in getattr(args, "_outputs", ()):
         value = getattr(args, dest, None)
-        if value:
-            check_output(value, kind, option)
+        for path in filter(None, value if isinstance(value, list) else [value]):  # nargs="+": one per item
+            check_output(path, kind, option)
 
 
 def main(argv: list[str] | None = None) -> int:

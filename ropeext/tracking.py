@@ -4,24 +4,14 @@ Every CLI stage wraps its work in ``stage_run(...)``. The run is tagged with the
 stage, variant and git state, gets the resolved settings it used as params, and collects the
 stage's metrics and its JSON/CSV/PNG files as artifacts. The store is
 ``sqlite:///<results_dir>/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says otherwise.
-``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent.
-
-Short jobs spool their run instead of opening the store: with ``ROPEEXT_MLFLOW_SPOOL`` set (the
-workflow sets it for every job but pre-training and fine-tuning, whose metrics are worth watching
-live), the run's tags, params, metrics (with their steps and times) and artifact paths are written
-to a JSON file in that folder, and ``flush_spool`` imports them into the store in one process at the
-end of the workflow invocation (or at the start of the next one, after an interruption). Importing
-MLflow and opening the store cost about two seconds per job, the larger part of a short job.
-
-A short stage run by hand (``stage_run(..., defer=True)``: solve, angles, compare, extend) spools its
-run the same way, into the config's spool folder, and starts a detached ``python -m ropeext.tracking
-flush`` that imports it: the command returns as soon as its work is done and the run appears in the
-store a few seconds later. Such a record names its store and experiment, and only a flush into that
-store imports it; flushes of one folder take turns (a lock file).
+``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent. Each job
+opens its own run and records who ran it and what (``mlflow.user``, ``mlflow.source.name``,
+``mlflow.source.type``).
 """
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import subprocess
@@ -34,7 +24,6 @@ from ropeext.config import config_hash, flatten
 from ropeext.errors import RopeextError
 
 _MAX_PARAM_LEN = 6000
-SPOOL_ENV = "ROPEEXT_MLFLOW_SPOOL"
 
 
 def store_uri(config: dict) -> str:
@@ -64,11 +53,6 @@ def resolve_experiment(config: dict | None = None) -> str:
 
         config = validate_config({})
     return config["mlflow"]["experiment"]
-
-
-def spool_dir(config: dict) -> Path:
-    """Where the workflow's short jobs spool their runs (inside the config's results_dir)."""
-    return Path(config["results_dir"]) / ".mlflow-spool"
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:
@@ -126,6 +110,13 @@ def job_tags() -> dict[str, str]:
         if key and value:
             tags[f"ropeext.wildcards.{key}"] = value
     return tags
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """Who ran it and what: a workflow job is the JOB of its rule (ROPEEXT_RULE), anything else a LOCAL ``command``."""
+    rule = os.environ.get("ROPEEXT_RULE")
+    return {"mlflow.user": getpass.getuser(), "mlflow.source.name": rule or command,
+            "mlflow.source.type": "JOB" if rule else "LOCAL"}
 
 
 def _prepare_store(uri: str) -> str | None:
@@ -236,100 +227,6 @@ class StageRun:
                 self.log_artifact(f, None if str(rel) == "." else str(rel))
 
 
-class SpooledRun(StageRun):
-    """A run recorded to a JSON file of the spool folder, for ``flush_spool`` to import later."""
-
-    def __init__(self, record: dict):
-        super().__init__(None, None)
-        self.record = record
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self.record["params"].update(_param_values(params))
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        now = int(time.time() * 1000)
-        self.record["metrics"].extend([k, v, now, step or 0] for k, v in _metric_values(metrics).items())
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self.record["tags"].update({k: str(v) for k, v in tags.items()})
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if Path(path).exists():
-            self.record["artifacts"].append([str(Path(path).resolve()), artifact_path])
-
-
-def _spool_file(folder: Path, record: dict) -> Path:
-    import uuid
-
-    from ropeext.io import write_json
-
-    return write_json(folder / f"{record['start_time']:015d}-{uuid.uuid4().hex[:8]}.json", record)
-
-
-def flush_spool(uri: str, experiment: str, folder: str | Path) -> int:
-    """Import the spooled runs of ``folder`` into the store (oldest first) and delete their files; how many.
-
-    Records that name another store or experiment (spooled by hand, see ``stage_run``) stay.
-    """
-    import fcntl
-
-    folder = Path(folder)
-    if not folder.is_dir() or not any(folder.glob("*.json")):
-        return 0
-    with open(folder / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one flush of a folder at a time: none imports a run twice
-        return _flush_locked(uri, experiment, folder)
-
-
-def _flush_locked(uri: str, experiment: str, folder: Path) -> int:
-    from ropeext.io import read_json
-
-    records = []
-    for f in sorted(folder.glob("*.json")):
-        rec = read_json(f, "spooled MLflow run")
-        if rec.get("uri", uri) == uri and rec.get("experiment", experiment) == experiment:
-            records.append((f, rec))
-    if not records:
-        return 0
-    import mlflow
-    from mlflow.entities import Metric, Param
-
-    exp_id = init_store(uri, experiment)
-    client = mlflow.MlflowClient(uri)
-    for f, rec in records:
-        run = _retry(lambda: client.create_run(exp_id, start_time=rec["start_time"], tags=rec["tags"],
-                                               run_name=rec["run_name"]), what="create a run")
-        rid = run.info.run_id
-        params = [Param(k, v) for k, v in rec["params"].items()]
-        metrics = [Metric(k, v, ts, step) for k, v, ts, step in rec["metrics"]]
-        for i in range(0, max(len(params), len(metrics)), 100):
-            client.log_batch(rid, metrics=metrics[i:i + 100], params=params[i:i + 100])
-        for path, artifact_path in rec["artifacts"]:
-            if Path(path).exists():
-                client.log_artifact(rid, path, artifact_path)
-        client.set_terminated(rid, status=rec["status"], end_time=rec["end_time"])
-        f.unlink()
-    return len(records)
-
-
-def flush_in_background(uri: str, experiment: str, folder: str | Path) -> None:
-    """Start a detached ``python -m ropeext.tracking flush`` of ``folder`` (its output: flush.log there)."""
-    import sys
-
-    folder = Path(folder)
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with open(folder / "flush.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "ropeext.tracking", "flush", uri, experiment, str(folder)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                         start_new_session=True)
-
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast with a clear message when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -369,8 +266,9 @@ def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp_id, run_name="workflow", tags={"ropeext.stage": "workflow", **git_state(),
-                                                                **{k: str(v) for k, v in (tags or {}).items()}})
+    tags = {"ropeext.stage": "workflow", **git_state(), **source_tags("snakemake"),
+            **{k: str(v) for k, v in (tags or {}).items()}}
+    run = client.create_run(exp_id, run_name="workflow", tags=tags)
     return run.info.run_id
 
 
@@ -390,16 +288,12 @@ def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
 @contextmanager
 def stage_run(stage: str, *, config: dict | None = None, params: dict | None = None,
               variant: str | None = None, tags: dict | None = None,
-              enabled: bool = True, defer: bool = False) -> Iterator[StageRun]:
-    """Open an MLflow run for one stage job; close it FAILED if the body raises.
-
-    ``defer``: outside the workflow, spool the run and import it in a background process (short stages
-    whose work takes less time than opening the store).
-    """
+              enabled: bool = True) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage job; close it FAILED if the body raises."""
     if not enabled or os.environ.get("ROPEEXT_MLFLOW", "1") == "0":
         yield StageRun()
         return
-    all_tags = {"ropeext.stage": stage, **git_state()}
+    all_tags = {"ropeext.stage": stage, **git_state(), **source_tags(f"ropeext {stage}")}
     if config:
         all_tags["ropeext.experiment"] = config.get("experiment", "")
         all_tags["ropeext.config_hash"] = config_hash(config)
@@ -414,48 +308,9 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
     all_tags.update(tags or {})
     run_name = f"{stage}:{variant}" if variant else stage
 
-    spool = os.environ.get(SPOOL_ENV)
-    background = None
-    if not spool and defer:
-        if config is None:
-            from ropeext.config import validate_config
-
-            config = validate_config({})
-        spool = str(spool_dir(config).resolve())
-        background = {"uri": resolve_uri(config), "experiment": resolve_experiment(config)}
-        check_reachable(background["uri"])  # an HTTP store that does not answer still fails the command
-    if spool:
-        record = {"run_name": run_name, "tags": {k: str(v) for k, v in all_tags.items()}, "params": {},
-                  "metrics": [], "artifacts": [], "start_time": int(time.time() * 1000), **(background or {})}
-        handle = SpooledRun(record)
-
-        def close(status: str) -> None:
-            record.update(status=status, end_time=int(time.time() * 1000))
-            _spool_file(Path(spool), record)
-            if background:
-                flush_in_background(background["uri"], background["experiment"], spool)
-
-        try:
-            if params:
-                handle.log_params(params)
-            yield handle
-        except BaseException:
-            close("FAILED")
-            raise
-        close("FINISHED")
-        return
-
     import mlflow
 
-    uri = resolve_uri(config)
-    artifact_root = _prepare_store(uri)
-    mlflow.set_tracking_uri(uri)
-    try:
-        exp_id = _experiment_id(mlflow, resolve_experiment(config), artifact_root)
-    except RopeextError:
-        raise
-    except Exception as exc:
-        raise RopeextError(f"MLflow tracking store {uri!r} cannot be used: {exc}") from None
+    exp_id = init_store(resolve_uri(config), resolve_experiment(config))
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     handle = StageRun(mlflow, run.info.run_id)
     try:
@@ -468,22 +323,3 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
     else:
         mlflow.end_run(status="FINISHED")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ropeext.tracking flush URI EXPERIMENT FOLDER``: import a spool folder into a store."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m ropeext.tracking")
-    sub = ap.add_subparsers(dest="action", required=True)
-    f = sub.add_parser("flush", help="import the spooled runs of FOLDER into the store URI")
-    f.add_argument("uri")
-    f.add_argument("experiment")
-    f.add_argument("folder")
-    args = ap.parse_args(argv)
-    n = flush_spool(args.uri, args.experiment, args.folder)
-    print(f"imported {n} spooled run(s) into {args.uri}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

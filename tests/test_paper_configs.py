@@ -67,7 +67,7 @@ def _base_file(tmp_path: Path, base: float = 2.5e7) -> str:
 def test_dprope_paper_dag(tmp_path):
     counts, out = _dry_run(tmp_path, "llama2-dprope.yaml")
     # 2 targets x 3 methods, layout full; every method also evaluated without fine-tuning
-    assert counts["finetune"] == 6 and counts["solve"] == 6 and counts["extend"] == 6
+    assert counts["finetune"] == 6 and counts["solve"] == 6 and counts["extend"] == 2
     assert counts["eval_ppl"] == 12 and counts["eval_longbench"] == 6 and counts["eval_openllm"] == 6
     assert counts["pack"] == 2 and "pretrain" not in counts and "analyze_bf16" not in counts
     assert "--method dprope --angle-dtype float32" in out
@@ -137,8 +137,9 @@ def test_anchor_cross_model_dags(tmp_path, config):
         assert f"--variant {name}-base_change-131072-{layout} " in out
     # the hub model is imported once (its weights linked, not copied) and every job reads the import
     assert counts["import_model"] == 1 and f"--base results/{Path(config).stem}/models/{name}-base " in out
-    # GPU jobs start the CLI cold; CPU jobs go through the job server's client (cold where none runs)
-    assert "-m ropeext.cli finetune" in out and "-m ropeext.jobserver run -- import-model" in out
+    # every job is a plain process: GPU jobs under gpu_slots (and accelerate), CPU jobs the CLI itself
+    assert "--gpus 8 -- accelerate launch" in out and "-m ropeext.cli finetune" in out
+    assert re.search(r"OMP_NUM_THREADS=\d+ python -m ropeext.cli import-model", out)
 
 
 def _jobs(out: str) -> list[dict]:
@@ -191,7 +192,8 @@ def test_a_paper_config_run_from_the_repository_root_inherits_nothing_from_the_d
 def test_smollm2_dag_imports_the_package_model_and_fine_tunes_the_chosen_method(tmp_path):
     counts, out = _dry_run(tmp_path, "smollm2.yaml")
     assert counts["import_model"] == 1 and "pretrain" not in counts
-    assert counts["extend"] == 6 and counts["finetune"] == 2  # every method without fine-tuning; dprope tuned twice
+    assert counts["extend"] == 1 and counts["finetune"] == 2  # one job: every method without fine-tuning
+    assert "--output results/smollm2/models/smollm2-none-16384-noft " in out  # dprope tuned twice
     assert counts["eval_ppl"] == 8  # 6 methods without fine-tuning + dprope with full and anchor
     for layout in ("full", "anchor"):
         assert f"--variant smollm2-dprope-16384-{layout} " in out

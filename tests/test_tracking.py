@@ -1,3 +1,5 @@
+import getpass
+
 import mlflow
 import pytest
 
@@ -21,6 +23,8 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(tmp_path, monkeypatch)
     assert r.info.status == "FINISHED" and r.data.params == {"a.b": "1"}
     assert r.data.metrics == {"x": 1.5}
     assert r.data.tags["ropeext.stage"] == "solve" and r.data.tags["ropeext.variant"] == "v1"
+    assert r.data.tags["mlflow.user"] == getpass.getuser()
+    assert (r.data.tags["mlflow.source.name"], r.data.tags["mlflow.source.type"]) == ("ropeext solve", "LOCAL")
     assert [a.path for a in client.list_artifacts(run.run_id)] == ["a.json"]  # weights are not copied
 
 
@@ -62,97 +66,20 @@ def test_tracking_off(monkeypatch):
         run.log_metrics({"a": 1})
 
 
-def test_a_spooled_run_is_imported_whole_and_the_job_never_opens_the_store(tmp_path, monkeypatch):
-    """With ROPEEXT_MLFLOW_SPOOL the job writes its run to a file (MLflow not even imported); flush_spool
-    imports it with its tags, params, metric steps, artifacts, status and times, then deletes the file."""
-    import json
-    import subprocess
-    import sys
-
-    spool = tmp_path / "spool"
-    out = tmp_path / "table.csv"
-    out.write_text("a,b\n1,2\n")
-    job = ("import sys; from ropeext import tracking\n"
-           "with tracking.stage_run('probe', params={'k': {'x': 3}}, variant='v1', tags={'t': 'u'}) as run:\n"
-           f"    run.log_metrics({{'loss': 2.5}}, step=1); run.log_metrics({{'loss': 1.5}}, step=2)\n"
-           f"    run.log_outputs({str(out)!r})\n"
-           "print('mlflow' in sys.modules)")
-    env = {**__import__("os").environ, "ROPEEXT_MLFLOW_SPOOL": str(spool), "ROPEEXT_PARENT_RUN_ID": "parent0",
-           "MLFLOW_TRACKING_URI": "sqlite:///nowhere/never.db"}
-    done = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"  # the job never imported MLflow
-    assert not (tmp_path / "nowhere").exists()
-    [record] = [json.loads(f.read_text()) for f in spool.glob("*.json")]
-    assert record["status"] == "FINISHED" and record["tags"]["mlflow.parentRunId"] == "parent0"
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.flush_spool(uri, "exp", spool) == 1
-    assert not list(spool.glob("*.json"))
-    client = mlflow.MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == "probe:v1"
-    assert run.info.start_time == record["start_time"] and run.info.end_time == record["end_time"]
-    assert run.data.params == {"k.x": "3"}
-    assert run.data.tags["ropeext.stage"] == "probe" and run.data.tags["t"] == "u"
-    assert run.data.tags["ropeext.variant"] == "v1" and run.data.tags["mlflow.parentRunId"] == "parent0"
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 2.5), (2, 1.5)]
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["table.csv"]
-    assert tracking.flush_spool(uri, "exp", spool) == 0  # nothing left, nothing twice
-
-
-def test_a_failed_spooled_job_is_recorded_failed(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROPEEXT_MLFLOW_SPOOL", str(tmp_path / "spool"))
-    with pytest.raises(RuntimeError):
-        with tracking.stage_run("probe"):
-            raise RuntimeError("boom")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.flush_spool(uri, "exp", tmp_path / "spool") == 1
-    client = mlflow.MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
-    assert run.info.status == "FAILED"
-
-
-def _spooled_record(folder, name, **extra):
-    from ropeext.io import write_json
-
-    rec = {"run_name": name, "tags": {"ropeext.stage": "solve"}, "params": {"p": "1"}, "metrics": [["m", 2.0, 0, 0]],
-           "artifacts": [], "start_time": 1000, "end_time": 2000, "status": "FINISHED", **extra}
-    write_json(folder / f"{name}.json", rec)
-
-
-def test_a_flush_imports_only_the_records_of_its_store(tmp_path):
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    mine, other = f"sqlite:///{tmp_path}/mine.db", f"sqlite:///{tmp_path}/other.db"
-    _spooled_record(folder, "workflow-job")                                  # a workflow job's: any store
-    _spooled_record(folder, "by-hand-mine", uri=mine, experiment="e")
-    _spooled_record(folder, "by-hand-other", uri=other, experiment="e")
-    _spooled_record(folder, "by-hand-other-exp", uri=mine, experiment="f")
-    assert tracking.flush_spool(mine, "e", folder) == 2
-    assert sorted(p.name for p in folder.glob("*.json")) == ["by-hand-other-exp.json", "by-hand-other.json"]
-    client = mlflow.MlflowClient(mine)
-    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["by-hand-mine", "workflow-job"]
-
-
-def test_concurrent_flushes_import_each_run_once(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    folder = tmp_path / "spool"
-    folder.mkdir()
+def test_a_workflow_job_and_the_parent_run_record_user_and_source(tmp_path, monkeypatch):
+    """A job of the workflow is the JOB of its rule, nested under the invocation's parent run (snakemake)."""
     uri = f"sqlite:///{tmp_path}/m.db"
-    tracking.init_store(uri, "e")  # the store exists before the race, as at workflow start
-    for i in range(6):
-        _spooled_record(folder, f"r{i}", uri=uri, experiment="e")
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-m", "ropeext.tracking", "flush", uri, "e", str(folder)], env=env)
-             for _ in range(3)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    parent = tracking.start_parent(uri, "exp")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
+    monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
+    monkeypatch.setenv("ROPEEXT_RULE", "extend")
+    monkeypatch.setenv("ROPEEXT_WILDCARDS", "target=1024")
+    with tracking.stage_run("extend") as run:
+        pass
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
-    assert sorted(r.info.run_name for r in runs) == [f"r{i}" for i in range(6)]
-    assert not list(folder.glob("*.json"))
+    job, top = client.get_run(run.run_id).data.tags, client.get_run(parent).data.tags
+    assert (job["mlflow.source.name"], job["mlflow.source.type"]) == ("extend", "JOB")
+    assert job["mlflow.parentRunId"] == parent and job["ropeext.wildcards.target"] == "1024"
+    assert (top["mlflow.source.name"], top["mlflow.source.type"]) == ("snakemake", "LOCAL")
+    assert job["mlflow.user"] == top["mlflow.user"] == getpass.getuser()

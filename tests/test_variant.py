@@ -146,3 +146,24 @@ def test_bad_bases_and_scalings(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(RopeextError, match="missing key"):
         write_variant(tiny_model_dir, {"method": "pi"}, tmp_path / "v")
     assert not (tmp_path / "v").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_one_extend_writes_a_variant_per_scaling_file_with_one_run(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """The workflow's extend job: every method of a target length in one process, one MLflow run."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "e")
+    files = [_solve(tmp_path, method=m)[0] for m in ("pi", "yarn")]
+    outs = [tmp_path / f"tiny-{m}-256-noft" for m in ("pi", "yarn")]
+    assert main(["extend", "--base", str(tiny_model_dir), "--scaling", *map(str, files), "--output", str(outs[0])]) == 2
+    assert "--output: 1 folder(s) for 2 --scaling file(s)" in capsys.readouterr().err
+    assert main(["extend", "--base", str(tiny_model_dir), "--scaling", *map(str, files),
+                 "--output", *map(str, outs)]) == 0
+    for method, out in zip(("pi", "yarn"), outs):
+        assert json.loads((out / VARIANT_MANIFEST).read_text())["scaling"]["method"] == method
+    client = mlflow.MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.data.params["tiny-yarn-256-noft.scaling"] == str(files[1])
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {out.name for out in outs}

@@ -44,7 +44,7 @@ def run(args) -> int:
     title = (f"B={s['rope_theta']:g}, d={s['head_dim']}, L={s['train_length']} -> L'={s['target_length']}, "
              f"{s['bins']} bins")
     with tracking.stage_run("angles", config=config, params=run_params(s, methods=methods), variant=args.variant,
-                            enabled=not args.no_mlflow, defer=True) as run_:
+                            enabled=not args.no_mlflow) as run_:
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)

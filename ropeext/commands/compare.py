@@ -43,7 +43,7 @@ def run(args) -> int:
              f"{s['bins']} bins, KL {s['kl_direction']}")
     pairs = revealing_pairs(geometry)
     with tracking.stage_run("compare", config=config, params=run_params(s, methods=methods), variant=args.variant,
-                            enabled=not args.no_mlflow, defer=True) as run_:
+                            enabled=not args.no_mlflow) as run_:
         write_csv(out, rows, TABLE_COLUMNS)
         write_json(folder / DETAILS_JSON, {"rows": rows, "solutions": solutions})
         plot_per_pair(folder / PER_PAIR_PNG, solutions, title)

@@ -33,7 +33,7 @@ def run(args) -> int:
     result = solve(args.method, **geometry_kwargs(s), threshold=kwargs["threshold"],
                    interpolated_dims=kwargs["interpolated_dims"], factors=kwargs["factors"], **options)
     with tracking.stage_run("solve", config=config, params=run_params(s, method=args.method), variant=args.variant,
-                            enabled=not args.no_mlflow, defer=True) as run_:
+                            enabled=not args.no_mlflow) as run_:
         path = write_json(args.output, result)
         run_.log_metrics({"disturbance": result["disturbance"], "interpolated_dims": result["interpolated_dims"],
                           "fully_interpolated_dims": result["fully_interpolated_dims"]})

@@ -15,7 +15,6 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import finetuned_methods, load_schema, resolve_config, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
-from ropeext.tracking import SPOOL_ENV, spool_dir  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
@@ -103,56 +102,42 @@ def base_model():
     return f"{R}/models/{MODEL}-base"
 
 
-# Training jobs log to MLflow as they go (curves to watch); the others spool their run, which the
-# workflow imports at its end (ropeext.tracking: about two seconds less per short job).
-LIVE_TRACKING = ("pretrain", "finetune")
-SPOOL = str(spool_dir(config))
-
-
 def cli(rule_name):
     """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
     environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
 
-    A CPU job goes through ropeext.jobserver: it forks from the workflow's warm process when one runs
-    here (job_server), and starts cold otherwise. A fine-tune with finetune.accelerate_config runs under
-    `accelerate launch`, one process per GPU of the job. A job that asks for GPUs starts cold under
-    ropeext.gpu_slots, which gives it devices of its own on a shared node (and keeps the ones a
-    scheduler such as SLURM assigned).
+    A fine-tune with finetune.accelerate_config runs under `accelerate launch`, one process per GPU of
+    the job. A job that asks for GPUs runs under ropeext.gpu_slots, which gives it devices of its own on
+    a shared node (and keeps the ones a scheduler such as SLURM assigned).
     """
 
     def command(wildcards, threads, resources):
         pairs = ",".join(f"{k}={v}" for k, v in wildcards.items())
         gpus = int(resources.get("gpu", 0))
         acc = config["finetune"]["accelerate_config"]
+        run = "python -m ropeext.cli"
         if rule_name == "finetune" and acc:
             procs = f" --num_processes {gpus}" if gpus else ""
             run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
-        elif gpus:
-            run = "python -m ropeext.cli"
-        else:
-            run = "python -m ropeext.jobserver run --"
         if gpus:
             run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
-        env = f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads}"
-        if rule_name not in LIVE_TRACKING:
-            env += f" {SPOOL_ENV}={SPOOL}"
-        return f"{env} {run}"
+        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads} {run}"
 
     return command
-
-
-def server_jobs():
-    """How many of the jobs this invocation runs can fork from the job server: CPU jobs on this host."""
-    try:
-        jobs = list(workflow.dag.needrun_jobs())
-        return sum(1 for job in jobs if job.is_local and not int(job.resources.get("gpu", 0) or 0))
-    except Exception:  # noqa: BLE001 - Snakemake's DAG API changed: assume it is worth it
-        return 10**6
 
 
 def selected_variants(selection):
     """Variant names for a `variants` selection (see the schema's variant_selection)."""
     return [variant(*model) for model in selected_models(config, selection)]
+
+
+def noft_methods():
+    """The methods some enabled evaluation reads without fine-tuning (none: the `base` selection), in a
+    fixed order: one extend job per target length writes them all."""
+    suites = [s for s in (*config["eval"].values(), *config["analysis"].values())
+              if isinstance(s, dict) and "variants" in s and s.get("enabled", True)]
+    models = [m for s in suites for m in selected_models(config, s["variants"])]
+    return list(dict.fromkeys(method for method, _, layout in models if layout == "noft"))
 
 
 def suite_outputs(suite, filename="metrics.json"):
