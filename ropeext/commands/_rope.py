@@ -1,12 +1,23 @@
-"""Options the RoPE commands (solve, compare, angles) share, resolved against the config's ``rope`` section."""
+"""What the RoPE commands (rope, solve, angles, compare) share: the setting of one geometry and the files
+each writes. ``ropeext rope`` reads the setting from the config; the by-hand commands take the geometry
+and method options on the command line, laid over the config's ``rope`` section."""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
+import numpy as np
+
+from ropeext import tracking
 from ropeext.commands._common import add_config_args, add_tracking_args, overlay, parse_list
-from ropeext.errors import RopeextError
+from ropeext.io import atomic_path, write_csv, write_json
+from ropeext.report.rope import plot_heatmaps, plot_pair_histograms, plot_per_pair
+from ropeext.rope.geometry import make_geometry
+from ropeext.rope.histograms import histogram_arrays, pair_histograms, revealing_pairs
+from ropeext.rope.registry import METHODS
+from ropeext.rope.solve import TABLE_COLUMNS, compare_solutions
 
 SECTION = "rope"  # the config section the options below are laid over
 OPTIONS = {"bins": "bins", "kl_direction": "kl_direction", "angle_dtype": "angle_dtype", "candidates": "candidates",
@@ -14,6 +25,8 @@ OPTIONS = {"bins": "bins", "kl_direction": "kl_direction", "angle_dtype": "angle
            "beta_slow": "yarn.beta_slow", "low_freq_factor": "llama3.low_freq_factor",
            "high_freq_factor": "llama3.high_freq_factor"}
 LISTS = {"candidates": str}
+GEOMETRY = ("rope_theta", "head_dim", "train_length", "target_length")
+PER_PAIR_PNG, HISTOGRAMS_PNG, DETAILS_JSON = "per_pair_disturbance.png", "angle_histograms.png", "compare.json"
 
 
 def add_rope_args(parser, *, selection: bool = True) -> None:
@@ -54,47 +67,38 @@ def add_rope_args(parser, *, selection: bool = True) -> None:
     add_tracking_args(parser)
 
 
-def rope_settings(args, config: dict) -> dict:
-    """The ``rope`` section with the command line laid over it, plus the geometry and the dprope selection.
+def add_methods_arg(parser, default_key: str) -> None:
+    parser.add_argument("--methods", help=f"comma list of methods, some of {', '.join(METHODS)} "
+                                          f"(default: rope.{default_key})")
 
-    A selection on the command line (``--threshold`` or ``--interpolated-dims``) replaces the config's;
-    a mapping ``rope.interpolated_dims`` is looked up at the target length.
+
+def rope_settings(args, config: dict) -> dict:
+    """The ``rope`` section with the command line laid over it, plus the geometry.
+
+    A selection on the command line (``--threshold`` or ``--interpolated-dims``) replaces the config's.
     """
     s = overlay(config, SECTION, args, OPTIONS, lists=LISTS)
     if args.yarn_no_truncate:
         s["yarn"]["truncate"] = False
     threshold, dims = getattr(args, "threshold", None), getattr(args, "interpolated_dims", None)
-    if threshold is None and dims is None:  # the config's; both set is for dprope_threshold beside dprope
-        threshold, dims = s["threshold"], s["interpolated_dims"]
-        if isinstance(dims, dict):
-            dims = dims.get(str(args.target_length), dims.get(args.target_length))
-    s["threshold"], s["interpolated_dims"] = threshold, dims
-    s.update(rope_theta=args.rope_theta, head_dim=args.head_dim, train_length=args.train_length,
-             target_length=args.target_length)
+    if threshold is not None or dims is not None:
+        s["threshold"], s["interpolated_dims"] = threshold, dims
+    s.update({k: getattr(args, k) for k in GEOMETRY})
     return s
 
 
-def geometry_kwargs(s: dict) -> dict:
-    return {k: s[k] for k in ("rope_theta", "head_dim", "train_length", "target_length", "bins", "kl_direction",
-                              "angle_dtype")}
+def config_settings(config: dict, target_length: int) -> dict:
+    """The ``rope`` section and the geometry of the config's model at ``target_length``."""
+    arch = config["model"]["architecture"]
+    return {**config["rope"], "rope_theta": arch["rope_theta"],
+            "head_dim": arch["hidden_size"] // arch["num_attention_heads"],
+            "train_length": config["model"]["train_length"], "target_length": target_length}
 
 
-def method_options(s: dict, methods) -> dict:
-    """Selection, factors and every method's options for solving ``methods``; factors are read only for longrope."""
-    from ropeext.rope.methods import read_factors_file
-
-    options = {"candidates": s["candidates"], "new_rope_theta": s["new_rope_theta"], **s["yarn"], **s["llama3"]}
-    out = {"threshold": s["threshold"], "interpolated_dims": s["interpolated_dims"],
-           "factors": read_factors_file(s["factors_file"]) if s["factors_file"] and "longrope" in methods else None}
-    out.update({k: v for k, v in options.items() if v is not None})
-    return out
-
-
-def compare_methods(s: dict, methods: list[str]):
-    """(rows, solutions) of ``compare_solutions`` for ``methods`` with the resolved rope settings ``s``."""
-    from ropeext.rope.solve import compare_solutions
-
-    return compare_solutions(methods, **geometry_kwargs(s), **method_options(s, methods))
+def solve_methods(s: dict, methods: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """(table rows, solutions) of ``methods`` at the setting ``s``: what every RoPE command computes."""
+    return compare_solutions(methods, *(s[k] for k in GEOMETRY), s["bins"], s["kl_direction"], s["angle_dtype"],
+                             rope=s)
 
 
 def method_list(text: str | None, default: list[str]) -> list[str]:
@@ -103,6 +107,61 @@ def method_list(text: str | None, default: list[str]) -> list[str]:
 
 def run_params(s: dict, **extra) -> dict:
     return {**{k: v for k, v in s.items() if k not in ("compare_methods", "angles_methods")}, **extra}
+
+
+def title(s: dict, kl: bool = True) -> str:
+    return (f"B={s['rope_theta']:g}, d={s['head_dim']}, L={s['train_length']} -> L'={s['target_length']}, "
+            f"{s['bins']} bins" + (f", KL {s['kl_direction']}" if kl else ""))
+
+
+def _geometry(s: dict):
+    return make_geometry(*(s[k] for k in GEOMETRY), warn=False)
+
+
+def write_scaling(path, solution: dict, run) -> Path:
+    path = write_json(path, solution)
+    run.log_outputs(path)
+    return path
+
+
+def write_angles(npz, png, s: dict, solutions: dict, run) -> None:
+    """Every pair's angle histograms (.npz) and their heat map."""
+    arrays = histogram_arrays(_geometry(s), solutions, s["bins"], s["angle_dtype"])
+    with atomic_path(Path(npz)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    plot_heatmaps(png, arrays, title(s, kl=False))
+    run.log_outputs(png)
+    run.log_artifact(npz)
+    print(f"histograms of {', '.join(['pretrain'] + list(solutions))} -> {npz}, heat map -> {png}")
+
+
+def write_compare(table, s: dict, rows: list[dict], solutions: dict, run) -> None:
+    """The comparison table, every solution beside it, and the per-pair disturbance and histogram plots."""
+    table, geometry = Path(table), _geometry(s)
+    folder = table.parent
+    write_csv(table, rows, TABLE_COLUMNS)
+    write_json(folder / DETAILS_JSON, {"rows": rows, "solutions": solutions})
+    plot_per_pair(folder / PER_PAIR_PNG, solutions, title(s))
+    pairs = revealing_pairs(geometry)
+    pretrain, per_method = pair_histograms(geometry, solutions, s["bins"], s["angle_dtype"], pairs)
+    plot_pair_histograms(folder / HISTOGRAMS_PNG, geometry, pairs, pretrain, per_method, solutions, title(s))
+    for row in rows:
+        run.log_metrics({f"disturbance.{row['method']}": row["disturbance"],
+                         f"reduction_vs_pi.{row['method']}": row["reduction_vs_pi"]})
+    for name in (table, folder / DETAILS_JSON, folder / PER_PAIR_PNG, folder / HISTOGRAMS_PNG):
+        run.log_outputs(name)
+    width = max(len(r["method"]) for r in rows)
+    print(f"{'method':<{width}}  disturbance  interp_dims  reduction_vs_pi")
+    for r in rows:
+        print(f"{r['method']:<{width}}  {r['disturbance']:11.6f}  {r['interpolated_dims']:11d}  "
+              f"{r['reduction_vs_pi']:+15.3f}")
+
+
+def stage_run(stage: str, args, config: dict, s: dict, **params):
+    """The command's MLflow run (spooled: seconds of work)."""
+    return tracking.stage_run(stage, config=config, params=run_params(s, **params), variant=args.variant,
+                              enabled=not args.no_mlflow, defer=True)
 
 
 def show_warnings() -> None:
