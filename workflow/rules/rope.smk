@@ -16,7 +16,7 @@ rule rope:
         cli=cli("rope"),
         cfg=CONFIG,
         settings=section("model.architecture", "model.train_length", "extension.methods", "rope"),
-        folder=f"{R}/rope",
+        folder=lambda w, output: os.path.dirname(os.path.dirname(output.table)),  # results/rope
         variant=lambda w: f"{MODEL}-{w.target}",
     threads: threads_of("light")
     resources:
