@@ -31,17 +31,21 @@ def rope_options(rope: dict | None, target_length: int, overrides: dict | None =
     for name, value in (overrides or {}).items():
         if name not in OPTION_KEYS:
             raise RopeextError(f"unknown method option {name!r} (expected one of {', '.join(sorted(OPTION_KEYS))})")
-        if value is None:
-            continue
-        *parents, last = OPTION_KEYS[name].split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        if value is not None:
+            node, last = _parent(out, OPTION_KEYS[name])
+            node[last] = value
     dims = out.get("interpolated_dims")
     if isinstance(dims, dict):
         out["interpolated_dims"] = dims.get(str(target_length), dims.get(target_length))
     return out
+
+
+def _parent(node: dict, key: str) -> tuple[dict, str]:
+    """The mapping that holds the dotted ``key`` of ``node``, and the key's last part."""
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    return node, last
 
 
 def check_method(method: str, option: str = "--method") -> str:
@@ -69,10 +73,8 @@ class Workspace:
         """The method's options from the ``rope`` section, each under the last part of its key."""
         out = {}
         for key in METHODS[method].options:
-            value = self.rope
-            for part in key.split("."):
-                value = value[part]
-            out[key.rsplit(".", 1)[-1]] = value
+            node, last = _parent(self.rope, key)
+            out[last] = node[last]
         return out
 
     def frequencies(self, method: str) -> MethodFrequencies:
@@ -197,9 +199,6 @@ def compare(methods, rope_theta, head_dim, train_length, target_length, bins: in
 
 
 def _check_methods(methods) -> list[str]:
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    methods = list(methods)
     if not methods:
         raise RopeextError("--methods must list at least one method")
     for m in methods:
