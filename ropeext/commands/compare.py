@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ropeext.commands._common import config_from_args
 from ropeext.commands._rope import (DETAILS_JSON, HISTOGRAMS_PNG, PER_PAIR_PNG, add_methods_arg, add_rope_args,
-                                    method_list, rope_settings, show_warnings, solve_methods, stage_run, write_compare)
+                                    method_list, rope_settings, show_warnings, solve_methods, stage_run,
+                                    write_compare)
 
 COMMAND = ("compare",)
 HELP = "compare RoPE methods at one geometry: table.csv, per-pair disturbance and angle histogram plots"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ropeext.commands._common import config_from_args
-from ropeext.commands._rope import add_rope_args, rope_settings, show_warnings, solve_methods, stage_run, write_scaling
+from ropeext.commands._rope import (add_rope_args, rope_settings, show_warnings, solve_methods, stage_run,
+                                    write_scaling)
 from ropeext.rope.registry import METHODS
 from ropeext.rope.solve import check_method
 

@@ -76,7 +76,8 @@ def ntk_factors(geometry: Geometry) -> np.ndarray:
 
 def unscaled(geometry: Geometry) -> MethodFrequencies:
     """The pre-training frequencies, run at the target length."""
-    return native(geometry, {"rope_type": "default", "rope_theta": float(geometry.rope_theta)}, geometry.target_length)
+    params = {"rope_type": "default", "rope_theta": float(geometry.rope_theta)}
+    return native(geometry, params, geometry.target_length)
 
 
 def none(ws) -> MethodFrequencies:
@@ -106,7 +107,7 @@ def yarn(ws, *, beta_fast: float, beta_slow: float, truncate: bool) -> MethodFre
     params = {"rope_type": "yarn", "factor": float(g.scale), "rope_theta": float(g.rope_theta),
               "original_max_position_embeddings": g.train_length, "beta_fast": float(beta_fast),
               "beta_slow": float(beta_slow), "truncate": bool(truncate)}
-    return native(g, params, g.target_length, {"beta_fast": beta_fast, "beta_slow": beta_slow, "truncate": truncate})
+    return native(g, params, g.target_length, dict(beta_fast=beta_fast, beta_slow=beta_slow, truncate=truncate))
 
 
 def llama3(ws, *, low_freq_factor: float, high_freq_factor: float) -> MethodFrequencies:
@@ -116,7 +117,8 @@ def llama3(ws, *, low_freq_factor: float, high_freq_factor: float) -> MethodFreq
         raise RopeextError(f"llama3 high_freq_factor ({high}) must be greater than low_freq_factor ({low})")
     params = {"rope_type": "llama3", "factor": float(g.scale), "rope_theta": float(g.rope_theta),
               "original_max_position_embeddings": g.train_length, "low_freq_factor": low, "high_freq_factor": high}
-    return native(g, params, g.target_length, {"low_freq_factor": low_freq_factor, "high_freq_factor": high_freq_factor})
+    options = dict(low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor)
+    return native(g, params, g.target_length, options)
 
 
 def base_change(ws, *, new_rope_theta) -> MethodFrequencies:

@@ -30,7 +30,8 @@ def rope_options(rope: dict | None, target_length: int, overrides: dict | None =
     out = copy.deepcopy(schema_defaults("rope") if rope is None else rope)
     for name, value in (overrides or {}).items():
         if name not in OPTION_KEYS:
-            raise RopeextError(f"unknown method option {name!r} (expected one of {', '.join(sorted(OPTION_KEYS))})")
+            known = ", ".join(sorted(OPTION_KEYS))
+            raise RopeextError(f"unknown method option {name!r} (expected one of {known})")
         if value is not None:
             node, last = _parent(out, OPTION_KEYS[name])
             node[last] = value
@@ -145,7 +146,8 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
         warnings.simplefilter("always")
         geometry = make_geometry(rope_theta, head_dim, train_length, target_length)
     if workspace is None:
-        workspace = Workspace(geometry, bins, kl_direction, angle_dtype, rope_options(rope, target_length, options))
+        rope = rope_options(rope, target_length, options)
+        workspace = Workspace(geometry, bins, kl_direction, angle_dtype, rope)
     elif workspace.geometry != geometry:
         raise RopeextError("solve: the workspace was built for another geometry")
     result = workspace.frequencies(method)
@@ -191,8 +193,8 @@ def compare_solutions(methods, rope_theta, head_dim, train_length, target_length
     return rows, {m: solutions[m] for m in methods}
 
 
-def compare(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360, kl_direction: str = "code",
-            angle_dtype: str = "float32", **options) -> list[dict]:
+def compare(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360,
+            kl_direction: str = "code", angle_dtype: str = "float32", **options) -> list[dict]:
     """One row per method: total disturbance, interpolated dimensions, reduction against PI."""
     return compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins, kl_direction,
                              angle_dtype, **options)[0]
