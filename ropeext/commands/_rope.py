@@ -4,6 +4,8 @@ and method options on the command line, laid over the config's ``rope`` section.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import sys
 import warnings
 from pathlib import Path
@@ -11,25 +13,42 @@ from pathlib import Path
 import numpy as np
 
 from ropeext import tracking
-from ropeext.commands._common import add_config_args, add_tracking_args, overlay, parse_list
+from ropeext.commands._common import add_config_args, add_tracking_args, parse_list
+from ropeext.config import load_schema
 from ropeext.io import atomic_path, write_csv, write_json
 from ropeext.report.rope import plot_heatmaps, plot_pair_histograms, plot_per_pair
 from ropeext.rope.geometry import make_geometry
 from ropeext.rope.histograms import histogram_arrays, pair_histograms, revealing_pairs
 from ropeext.rope.registry import METHODS
-from ropeext.rope.solve import TABLE_COLUMNS, compare_solutions
+from ropeext.rope.solve import TABLE_COLUMNS, compare_solutions, key_parent
 
-SECTION = "rope"  # the config section the options below are laid over
-OPTIONS = {"bins": "bins", "kl_direction": "kl_direction", "angle_dtype": "angle_dtype", "candidates": "candidates",
-           "factors_file": "factors_file", "new_rope_theta": "new_rope_theta", "beta_fast": "yarn.beta_fast",
-           "beta_slow": "yarn.beta_slow", "low_freq_factor": "llama3.low_freq_factor",
-           "high_freq_factor": "llama3.high_freq_factor"}
-LISTS = {"candidates": str}
 GEOMETRY = ("rope_theta", "head_dim", "train_length", "target_length")
 PER_PAIR_PNG, HISTOGRAMS_PNG, DETAILS_JSON = "per_pair_disturbance.png", "angle_histograms.png", "compare.json"
+TYPES = {"integer": int, "number": float, "string": str, "array": str}  # an array is given as a comma list
 
 
-def add_rope_args(parser, *, selection: bool = True) -> None:
+def option_flags() -> dict[str, tuple[str, str, dict]]:
+    """``--flag`` -> (rope key, schema type, argparse keywords) of every method option of the registry."""
+    schema = load_schema()["properties"]["rope"]
+    users: dict[str, list[str]] = {}
+    for name, method in METHODS.items():
+        for key in method.options:
+            users.setdefault(key, []).append(name)
+    out = {}
+    for key, names in users.items():
+        node = schema
+        for part in key.split("."):
+            node = node["properties"][part]
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        kind = next(t for t in types if t != "null")
+        words = {"action": argparse.BooleanOptionalAction} if kind == "boolean" else {"type": TYPES[kind]}
+        text = node.get("description", "").strip() or key
+        words["help"] = f"{', '.join(names)}: {text} (default: rope.{key})"
+        out["--" + key.replace(".", "-").replace("_", "-")] = (key, kind, words)
+    return out
+
+
+def add_rope_args(parser) -> None:
     """Geometry, histogram and method options; the config's ``rope`` section supplies what is left out."""
     g = parser.add_argument_group("geometry")
     g.add_argument("--rope-theta", required=True, type=float, metavar="B", help="RoPE base of the model")
@@ -44,25 +63,8 @@ def add_rope_args(parser, *, selection: bool = True) -> None:
     h.add_argument("--angle-dtype", choices=("float32", "float64"),
                    help="precision of the angle arithmetic; float32 as the authors' code (default: rope.angle_dtype)")
     m = parser.add_argument_group("method options")
-    if selection:
-        m.add_argument("--threshold", type=float,
-                       help="dprope: interpolate a pair iff its gap D(extrapolate) - D(interpolate) > t "
-                            "(default: rope.threshold)")
-        m.add_argument("--interpolated-dims", type=int, metavar="n",
-                       help="dprope: interpolate the n/2 pairs with the largest gaps (n counts dimensions; "
-                            "default: rope.interpolated_dims)")
-        m.add_argument("--candidates",
-                       help="dprope: comma list of candidates (extrapolate, interpolate, ntk, yarn, llama3, "
-                            "dynamic_ntk, grid:K); default: rope.candidates")
-    m.add_argument("--factors-file", metavar="CSV", help="longrope: one factor per rotary pair (one column, or one row)")
-    m.add_argument("--new-rope-theta", type=float, help="base_change: the new RoPE base")
-    m.add_argument("--beta-fast", type=float, help="yarn: beta_fast (default: rope.yarn.beta_fast)")
-    m.add_argument("--beta-slow", type=float, help="yarn: beta_slow (default: rope.yarn.beta_slow)")
-    m.add_argument("--yarn-no-truncate", action="store_true",
-                   help="yarn: do not round the correction range to whole pairs (transformers' truncate=False)")
-    m.add_argument("--low-freq-factor", type=float, help="llama3: low_freq_factor (default: rope.llama3.low_freq_factor)")
-    m.add_argument("--high-freq-factor", type=float,
-                   help="llama3: high_freq_factor (default: rope.llama3.high_freq_factor)")
+    for flag, (_, _, words) in option_flags().items():
+        m.add_argument(flag, **words)
     add_config_args(parser, required=False)
     add_tracking_args(parser)
 
@@ -77,12 +79,16 @@ def rope_settings(args, config: dict) -> dict:
 
     A selection on the command line (``--threshold`` or ``--interpolated-dims``) replaces the config's.
     """
-    s = overlay(config, SECTION, args, OPTIONS, lists=LISTS)
-    if args.yarn_no_truncate:
-        s["yarn"]["truncate"] = False
-    threshold, dims = getattr(args, "threshold", None), getattr(args, "interpolated_dims", None)
-    if threshold is not None or dims is not None:
-        s["threshold"], s["interpolated_dims"] = threshold, dims
+    s = copy.deepcopy(config["rope"])
+    for name in ("bins", "kl_direction", "angle_dtype"):
+        s[name] = s[name] if getattr(args, name) is None else getattr(args, name)
+    if args.threshold is not None or args.interpolated_dims is not None:
+        s["threshold"] = s["interpolated_dims"] = None
+    for flag, (key, kind, _) in option_flags().items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            node, last = key_parent(s, key)
+            node[last] = parse_list(value, flag, str) if kind == "array" else value
     s.update({k: getattr(args, k) for k in GEOMETRY})
     return s
 

@@ -34,15 +34,7 @@ def parse_candidates(spec) -> list[str]:
     names = [c.strip() for c in (spec.split(",") if isinstance(spec, str) else spec) if str(c).strip()]
     if not names:
         raise RopeextError("--candidates must name at least one candidate")
-    if "extrapolate" not in names:
-        names.insert(0, "extrapolate")
-    else:  # extrapolation first: ties go to it
-        names = ["extrapolate"] + [n for n in names if n != "extrapolate"]
-    seen = []
-    for n in names:
-        if n not in seen:
-            seen.append(n)
-    return seen
+    return list(dict.fromkeys(["extrapolate", *names]))  # extrapolation first: ties go to it
 
 
 def build_candidates(names: list[str], ws) -> list[Candidate]:

@@ -33,7 +33,7 @@ def rope_options(rope: dict | None, target_length: int, overrides: dict | None =
             known = ", ".join(sorted(OPTION_KEYS))
             raise RopeextError(f"unknown method option {name!r} (expected one of {known})")
         if value is not None:
-            node, last = _parent(out, OPTION_KEYS[name])
+            node, last = key_parent(out, OPTION_KEYS[name])
             node[last] = value
     dims = out.get("interpolated_dims")
     if isinstance(dims, dict):
@@ -41,7 +41,7 @@ def rope_options(rope: dict | None, target_length: int, overrides: dict | None =
     return out
 
 
-def _parent(node: dict, key: str) -> tuple[dict, str]:
+def key_parent(node: dict, key: str) -> tuple[dict, str]:
     """The mapping that holds the dotted ``key`` of ``node``, and the key's last part."""
     *parents, last = key.split(".")
     for part in parents:
@@ -74,7 +74,7 @@ class Workspace:
         """The method's options from the ``rope`` section, each under the last part of its key."""
         out = {}
         for key in METHODS[method].options:
-            node, last = _parent(self.rope, key)
+            node, last = key_parent(self.rope, key)
             out[last] = node[last]
         return out
 
