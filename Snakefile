@@ -46,9 +46,7 @@ include: "workflow/rules/report.smk"
 # Jobs of seconds run on the submitting host under a cluster executor.
 localrules:
     all,
-    angles,
-    solve,
-    compare,
+    rope,
     extend,
     longbench_embedded,
     report,

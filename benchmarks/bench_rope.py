@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -51,14 +53,15 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from ropeext.rope.angles import angle_histograms
-    from ropeext.rope.methods import METHODS, method_frequencies
     from ropeext.rope.geometry import make_geometry
+    from ropeext.rope.methods import unscaled
+    from ropeext.rope.registry import METHODS
     from ropeext.rope.solve import solve
 
     B, d, L, L2, bins = 10000.0, 128, 4096, 32768 if args.quick else 131072, 360
     geometry = make_geometry(B, d, L, L2)
     solve("pi", B, d, L, L2)  # warm up: imports transformers once
-    theta = method_frequencies("none", geometry).inv_freq
+    theta = unscaled(geometry).inv_freq
 
     rows = []
     t_loop, loop_hist = timed(lambda: loop_histogram(theta, L2, bins), repeat=1)
@@ -66,7 +69,9 @@ def main() -> None:
     assert np.array_equal(loop_hist, vec_hist), "vectorised histogram differs from the per-position loop"
     rows.append(("histogram L' (per-position loop)", t_loop))
     rows.append(("histogram L' (vectorised)", t_vec))
-    options = {"base_change": {"new_rope_theta": 5e6}, "longrope": {"factors": np.linspace(1, L2 / L, d // 2)}}
+    factors = Path(tempfile.mkdtemp()) / "factors.csv"
+    factors.write_text("\n".join(str(f) for f in np.linspace(1, L2 / L, d // 2)))
+    options = {"base_change": {"new_rope_theta": 5e6}, "longrope": {"factors_file": factors}}
     for method in METHODS:
         t, out = timed(lambda m=method: solve(m, B, d, L, L2, **options.get(m, {})))
         rows.append((f"solve {method} (D={out['disturbance']:.4f})", t))

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ropeext.errors import RopeextError
+from ropeext.rope.registry import METHODS
 
 # package data: in the checkout a link to workflow/schemas/config.schema.yaml, the file Snakemake validates with
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
@@ -27,12 +28,22 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 @functools.lru_cache(maxsize=1)
 def _schema() -> dict:
-    return load_yaml(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = load_yaml(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["$defs"]["method"]["enum"] = list(METHODS)  # the RoPE methods are named in ropeext/rope/registry.py
+    return schema
 
 
 def load_schema() -> dict:
     """The config schema (parsed once per process; each call returns a copy of its own)."""
     return copy.deepcopy(_schema())
+
+
+def schema_defaults(section: str) -> dict:
+    """The top-level section ``section`` as a config that leaves it out resolves to."""
+    schema = load_schema()
+    out: dict = {}
+    _validator_with_defaults({"$defs": schema["$defs"], **schema["properties"][section]}).validate(out)
+    return out
 
 
 def _validator_with_defaults(schema: dict):
@@ -357,6 +368,11 @@ def finetuned_methods(config: dict) -> list[str]:
     """The methods fine-tuned with every layout: extension.finetune_methods, or every method when null."""
     ext = config["extension"]
     return [m for m in ext["methods"] if ext["finetune_methods"] is None or m in ext["finetune_methods"]]
+
+
+def scaling_methods(config: dict) -> list[str]:
+    """The methods whose scaling.json the RoPE job writes: extension.methods, then rope.compare_methods."""
+    return list(dict.fromkeys(config["extension"]["methods"] + config["rope"]["compare_methods"]))
 
 
 def selected_models(config: dict, selection: list[str]) -> list[tuple[str, int, str]]:

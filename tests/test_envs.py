@@ -70,7 +70,7 @@ def test_rules_run_in_an_environment_without_the_package_installed(tmp_path):
 
     scaling = json.loads((work / "results" / "rope" / "scaling" / "dprope-64.json").read_text())
     assert scaling["method"] == "dprope"
-    log = (work / "results" / "logs" / "solve" / "dprope-64.log").read_text()
+    log = (work / "results" / "logs" / "rope" / "64.log").read_text()
     assert "Traceback" not in log
 
 

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 CONFIG = REPO / ".test" / "config.yaml"
-# Three jobs that need no model: two scaling solves and the method comparison (tables, JSON, PNG).
-FIRST = ["results/rope/scaling/none-64.json", "results/rope/scaling/dprope-64.json",
-         "results/rope/compare-64/table.csv"]
-ADDED = "results/rope/angles-64/heatmap.png"
+# Jobs that need no model: the RoPE job of each target length (scaling JSON, tables, PNG).
+FIRST = ["results/rope/scaling/dprope-64.json", "results/rope/compare-64/table.csv",
+         "results/rope/scaling/dprope-96.json"]
+ADDED = "results/rope/angles-128/heatmap.png"
 
 
 def _free_port() -> int:
@@ -149,7 +149,7 @@ def test_one_parent_and_one_child_per_job(lineage):
     assert len(ptags["ropeext.config_hash"]) >= 8 and len(ptags["git.sha"]) == 40
 
     jobs = sorted(workdir.glob("results/benchmarks/*/*.tsv"))  # one benchmark file per executed job
-    assert len(children) == len(jobs) == 3
+    assert len(children) == len(jobs) == 2
     by_variant = {}
     for run in children:
         tags = _tags(run)
@@ -157,22 +157,19 @@ def test_one_parent_and_one_child_per_job(lineage):
         assert tags["mlflow.parentRunId"] == parent["info"]["run_id"]
         assert tags["git.sha"] == ptags["git.sha"] and tags["git.dirty"] in ("true", "false")
         by_variant[(tags["ropeext.stage"], tags["ropeext.variant"])] = run
-    assert set(by_variant) == {("solve", "micro-none-64"), ("solve", "micro-dprope-64"), ("compare", "micro-64")}
+    assert set(by_variant) == {("rope", "micro-64"), ("rope", "micro-96")}
 
-    solve = by_variant[("solve", "micro-dprope-64")]
-    params = _params(solve)
-    assert params["method"] == "dprope" and params["target_length"] == "64" and params["train_length"] == "32"
-    assert {m["key"] for m in solve["data"]["metrics"]} >= {"disturbance", "interpolated_dims"}
+    rope = by_variant[("rope", "micro-64")]
+    params = _params(rope)
+    assert params["target_length"] == "64" and params["train_length"] == "32" and params["bins"] == "90"
+    assert {m["key"] for m in rope["data"]["metrics"]} >= {"disturbance.dprope", "reduction_vs_pi.yarn"}
+    files = _artifacts(uri, rope["info"]["run_id"])
+    assert {"none-64.json", "dprope-64.json", "table.csv", "compare.json", "heatmap.png"} <= files
     local = workdir / "results" / "rope" / "scaling" / "dprope-64.json"
-    assert _artifacts(uri, solve["info"]["run_id"]) == {local.name}
-    remote = _get(uri, "/get-artifact", path=local.name, run_uuid=solve["info"]["run_id"])
+    remote = _get(uri, "/get-artifact", path=local.name, run_uuid=rope["info"]["run_id"])
     assert json.loads(remote) == json.loads(local.read_text())
-
-    compare = by_variant[("compare", "micro-64")]
-    files = _artifacts(uri, compare["info"]["run_id"])
-    assert "table.csv" in files and any(f.endswith(".png") for f in files) and any(f.endswith(".json") for f in files)
     table = workdir / "results" / "rope" / "compare-64" / "table.csv"
-    assert _get(uri, "/get-artifact", path="table.csv", run_uuid=compare["info"]["run_id"]) == table.read_bytes()
+    assert _get(uri, "/get-artifact", path="table.csv", run_uuid=rope["info"]["run_id"]) == table.read_bytes()
     # artifacts went through the server (proxied), not into the job's working directory
     assert list((lineage["root"] / "art").rglob("table.csv"))
     assert not (workdir / "mlruns").exists() and not (workdir / "mlartifacts").exists()
@@ -193,11 +190,11 @@ def test_cached_jobs_add_no_run(lineage):
     _, runs = _runs(uri)
     new = [r for r in runs if r["info"]["run_id"] not in before]
     stages = sorted(_tags(r)["ropeext.stage"] for r in new)
-    assert stages == ["angles", "workflow"]
+    assert stages == ["rope", "workflow"]
     parent = next(r for r in new if _tags(r)["ropeext.stage"] == "workflow")
-    angles = next(r for r in new if _tags(r)["ropeext.stage"] == "angles")
-    assert _tags(angles)["mlflow.parentRunId"] == parent["info"]["run_id"]
-    assert "heatmap.png" in _artifacts(uri, angles["info"]["run_id"])
+    rope = next(r for r in new if _tags(r)["ropeext.stage"] == "rope")
+    assert _tags(rope)["mlflow.parentRunId"] == parent["info"]["run_id"]
+    assert "heatmap.png" in _artifacts(uri, rope["info"]["run_id"])
 
 
 def test_unreachable_server_fails_before_any_job(tmp_path):

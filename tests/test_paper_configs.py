@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ropeext.commands._rope import config_settings
 from ropeext.config import load_config
+from ropeext.rope.solve import rope_options
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -31,6 +33,14 @@ def _dry_run(tmp_path: Path, config: str, *extra: str, overlay: str | None = Non
     stats = proc.stdout[proc.stdout.index("Job stats"):]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     return counts, proc.stdout
+
+
+def _rope_job(tmp_path: Path, out: str, results: str, target: int) -> dict:
+    """The RoPE setting the dry run's `ropeext rope` job at ``target`` reads from the resolved config."""
+    resolved = tmp_path / "results" / results / ".config" / "config.yaml"
+    assert f"rope --config {resolved.relative_to(tmp_path)} --target-length {target} " in out
+    s = config_settings(json.loads(resolved.read_text()), target)
+    return rope_options(s, target)
 
 
 ANCHOR_128K = ["llama2-anchor-128k.yaml", "llama2-anchor-upmix128k.yaml"]
@@ -67,12 +77,13 @@ def _base_file(tmp_path: Path, base: float = 2.5e7) -> str:
 def test_dprope_paper_dag(tmp_path):
     counts, out = _dry_run(tmp_path, "llama2-dprope.yaml")
     # 2 targets x 3 methods, layout full; every method also evaluated without fine-tuning
-    assert counts["finetune"] == 6 and counts["solve"] == 6 and counts["extend"] == 2
+    assert counts["finetune"] == 6 and counts["rope"] == 2 and counts["extend"] == 2
     assert counts["eval_ppl"] == 12 and counts["eval_longbench"] == 6 and counts["eval_openllm"] == 6
     assert counts["pack"] == 2 and "pretrain" not in counts and "analyze_bf16" not in counts
-    assert "--method dprope --angle-dtype float32" in out
-    assert re.search(r"--target-length 8192 .*--method dprope .*--interpolated-dims 80", out)
-    assert re.search(r"--target-length 16384 .*--method dprope .*--interpolated-dims 64", out)
+    for target, dims in ((8192, 80), (16384, 64)):
+        rope = _rope_job(tmp_path, out, "llama2-dprope", target)
+        assert rope["interpolated_dims"] == dims and rope["angle_dtype"] == "float32"
+        assert f"results/llama2-dprope/rope/scaling/dprope-{target}.json" in out
     assert ("python -m ropeext.gpu_slots --gpus 8 -- accelerate launch --config_file config/accelerate/fsdp.yaml "
             "--num_processes 8 -m ropeext.cli finetune") in out
     # the recipe is laid over the raw config before the defaults: the jobs read the recipe's values
@@ -94,8 +105,9 @@ def test_anchor_paper_dag(tmp_path):
     assert counts["analyze_bf16"] == 8 and counts["eval_ruler"] == 8  # the base model + 7 fine-tuned
     assert counts["eval_longbench"] == 7 and counts["eval_openllm"] == 7 and counts["eval_ppl"] == 8
     assert "eval_passkey" not in counts and "pretrain" not in counts
-    assert re.search(r"solve --rope-theta 10000.0 .*--target-length 65536 .*--method base_change .*"
-                     r"--new-rope-theta 5000000.0", out)
+    rope = _rope_job(tmp_path, out, "llama2-anchor", 65536)
+    assert (rope["rope_theta"], rope["new_rope_theta"]) == (10000.0, 5e6)
+    assert "results/llama2-anchor/rope/scaling/base_change-65536.json" in out
     for layout in TABLE5:
         assert f"results/llama2-anchor/packed/{layout}-w65536/train.parquet" in out
         assert f"--variant llama2-base_change-65536-{layout} " in out
@@ -113,8 +125,10 @@ def test_anchor_128k_dags(tmp_path, config, name, layouts):
     assert counts["finetune"] == n and counts["pack"] == n
     assert counts["eval_ruler"] == n + 1 and counts["analyze_bf16"] == n + 1  # the base model too
     assert counts["eval_longbench"] == n and counts["eval_openllm"] == n and "eval_passkey" not in counts
-    assert re.search(r"solve --rope-theta 10000.0 --head-dim 128 --train-length 4096 --target-length 131072 .*"
-                     r"--method base_change .*--new-rope-theta 25000000.0", out)
+    rope = _rope_job(tmp_path, out, name, 131072)
+    assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["new_rope_theta"]) == (
+        10000.0, 128, 4096, 2.5e7)
+    assert f"results/{name}/rope/scaling/base_change-131072.json" in out
     for layout in layouts:
         assert f"results/{name}/packed/{layout}-w131072/train.parquet" in out
         assert f"--variant llama2-base_change-131072-{layout} " in out
@@ -131,8 +145,9 @@ def test_anchor_cross_model_dags(tmp_path, config):
     assert counts["eval_ppl"] == 3
     for absent in ("eval_longbench", "eval_openllm", "eval_passkey", "analyze_bf16", "pretrain"):
         assert absent not in counts, absent
-    assert re.search(rf"solve --rope-theta {theta} --head-dim {head} --train-length {window} --target-length 131072 "
-                     r".*--method base_change .*--new-rope-theta 25000000.0", out)
+    rope = _rope_job(tmp_path, out, Path(config).stem, 131072)
+    assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["new_rope_theta"]) == (
+        theta, head, window, 2.5e7)
     for layout in ("full", "anchor", "anchor_tag"):
         assert f"--variant {name}-base_change-131072-{layout} " in out
     # the hub model is imported once (its weights linked, not copied) and every job reads the import
@@ -198,9 +213,10 @@ def test_smollm2_dag_imports_the_package_model_and_fine_tunes_the_chosen_method(
     for layout in ("full", "anchor"):
         assert f"--variant smollm2-dprope-16384-{layout} " in out
     assert "--variant smollm2-yarn-16384-full" not in out
-    assert re.search(r"solve --rope-theta 100000.0 --head-dim 64 --train-length 8192 --target-length 16384 "
-                     r".*--method dprope_threshold ", out)
-    assert re.search(r"--method dprope .*--interpolated-dims 40", out)
+    rope = _rope_job(tmp_path, out, "smollm2", 16384)
+    assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["interpolated_dims"]) == (
+        100000.0, 64, 8192, 40)
+    assert "results/smollm2/rope/scaling/dprope_threshold-16384.json" in out
     # the tokenizer is the imported model's own (chat template included), not a trained BPE
     resolved = json.loads((tmp_path / "results" / "smollm2" / ".config" / "config.yaml").read_text())
     assert resolved["tokenizer"]["path"] == "results/smollm2/models/smollm2-base"

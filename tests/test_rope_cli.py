@@ -114,3 +114,41 @@ def test_non_integer_scale_warns_but_solves(tmp_path, capsys):
     assert main(argv) == 0
     assert "floor constant" in capsys.readouterr().err
     assert any("floor constant" in w for w in json.loads(out.read_text())["warnings"])
+
+
+def test_the_rope_job_writes_every_file_as_the_commands_do(tmp_path):
+    """`ropeext rope` reads the geometry and options from the config: for one target length it writes what
+    `solve` (every method of extension.methods and rope.compare_methods), `compare` and `angles` write."""
+    import yaml
+
+    from ropeext.config import load_config
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"extension": {"methods": ["none", "dprope"]},
+                                   "rope": {"bins": 90, "compare_methods": ["pi", "yarn"],
+                                            "angles_methods": ["none", "pi"]}}))
+    model = load_config(cfg)["model"]
+    arch = model["architecture"]
+    geometry = ["--rope-theta", str(arch["rope_theta"]), "--head-dim",
+                str(arch["hidden_size"] // arch["num_attention_heads"]), "--train-length", str(model["train_length"]),
+                "--target-length", "1024"]
+    out = tmp_path / "rope"
+    assert main(["rope", "--config", str(cfg), "--target-length", "1024", "--output-dir", str(out), "--no-mlflow"]) == 0
+    assert sorted(p.name for p in (out / "scaling").iterdir()) == [
+        "dprope-1024.json", "none-1024.json", "pi-1024.json", "yarn-1024.json"]
+    for method in ("dprope", "yarn"):
+        by_hand = tmp_path / f"{method}.json"
+        assert main(["solve", *geometry, "--config", str(cfg), "--method", method, "--output", str(by_hand),
+                     "--no-mlflow"]) == 0
+        assert json.loads((out / "scaling" / f"{method}-1024.json").read_text()) == json.loads(by_hand.read_text())
+    assert main(["compare", *geometry, "--config", str(cfg), "--output", str(tmp_path / "c" / "table.csv"),
+                 "--no-mlflow"]) == 0
+    assert (out / "compare-1024" / "table.csv").read_text() == (tmp_path / "c" / "table.csv").read_text()
+    assert [r["method"] for r in csv.DictReader((out / "compare-1024" / "table.csv").open())] == ["pi", "yarn"]
+    assert main(["angles", *geometry, "--config", str(cfg), "--output", str(tmp_path / "a" / "h.npz"),
+                 "--no-mlflow"]) == 0
+    job, by_hand = np.load(out / "angles-1024" / "histograms.npz"), np.load(tmp_path / "a" / "h.npz")
+    assert list(job["methods"]) == ["none", "pi"] and job["pi"].shape[1] == 90
+    assert all(np.array_equal(job[k], by_hand[k]) for k in by_hand.files)
+    for name in ("angles-1024/heatmap.png", "compare-1024/per_pair_disturbance.png", "compare-1024/angle_histograms.png"):
+        assert (out / name).stat().st_size > 1000

@@ -59,7 +59,7 @@ def save_extended(tiny_model_dir, scaling, out_dir):
     return out_dir
 
 
-PER_PAIR = [("dprope", {}), ("ntk", {}), ("longrope", {"factors": np.linspace(1.0, 4.0, 16)})]
+PER_PAIR = [("dprope", {}), ("ntk", {}), ("longrope", {"factors_file": "factors.csv"})]
 
 
 def test_export_round_trip_in_stock_transformers(tiny_model_dir, tmp_path):
@@ -67,8 +67,9 @@ def test_export_round_trip_in_stock_transformers(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     solutions, dirs = [], []
+    (tmp_path / "factors.csv").write_text("\n".join(str(f) for f in np.linspace(1.0, 4.0, 16)))
     for method, options in PER_PAIR:
-        scaling = solve(method, 10000.0, 32, 64, 256, **options)
+        scaling = solve(method, 10000.0, 32, 64, 256, **{k: tmp_path / v for k, v in options.items()})
         assert scaling["rope_parameters"]["rope_type"] == "longrope"
         if method == "dprope":
             assert 0 < scaling["interpolated_dims"] < 32  # a genuine per-pair mix

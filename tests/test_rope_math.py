@@ -11,7 +11,7 @@ from ropeext.rope import dprope as dp
 from ropeext.rope.angles import FLOOR, angle_histograms
 from ropeext.rope.disturbance import per_pair_disturbance
 from ropeext.rope.geometry import make_geometry
-from ropeext.rope.methods import method_frequencies
+from ropeext.rope.methods import unscaled
 from ropeext.rope.solve import compare, solve
 
 
@@ -55,7 +55,7 @@ def test_histogram_normalisation_and_floor():
 
 def test_extrapolation_at_same_length_has_zero_disturbance():
     g = make_geometry(10000, 64, 512, 1024)
-    theta = method_frequencies("none", g).inv_freq
+    theta = unscaled(g).inv_freq
     pre = angle_histograms(theta, 512, 360)
     same = angle_histograms(theta, 512, 360)
     assert np.all(per_pair_disturbance(pre, same) == 0)
@@ -75,8 +75,8 @@ def test_kl_directions_follow_the_definitions():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_pi_with_integer_scale_leaves_no_pretraining_bin_empty(scale):
     g = make_geometry(10000, 32, 256, 256 * scale)
-    pre = angle_histograms(method_frequencies("none", g).inv_freq, g.train_length, 360) * g.train_length
-    pi = angle_histograms(method_frequencies("pi", g).inv_freq, g.target_length, 360) * g.target_length
+    pre = angle_histograms(unscaled(g).inv_freq, g.train_length, 360) * g.train_length
+    pi = angle_histograms(np.asarray(solve("pi", 10000, 32, 256, 256 * scale)["inv_freq"], dtype=np.float32), g.target_length, 360) * g.target_length
     occupied = pre > 1
     assert np.all(pi[occupied] > 1)
 

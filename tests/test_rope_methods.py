@@ -99,7 +99,7 @@ def test_longrope_from_factors(tmp_path):
     path.write_text("factor\n" + "\n".join(f"{x}" for x in factors) + "\n")
     read = read_factors_file(path)
     assert np.allclose(read, factors)
-    out = solve("longrope", 10000, 32, 256, 1024, factors=read)
+    out = solve("longrope", 10000, 32, 256, 1024, factors_file=str(path))
     assert np.allclose(out["factors"], factors)
     params = out["rope_parameters"]
     assert params["short_factor"] == params["long_factor"] == list(out["factors"])

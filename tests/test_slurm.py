@@ -113,11 +113,11 @@ def test_dag_completes_through_the_slurm_executor(slurm_run):
     assert (model / "config.json").exists()
     executed = sorted(slurm_run.workdir.glob("results/benchmarks/*/*.tsv"))  # one per job that ran
     rules = sorted(p.parent.name for p in executed)
-    assert rules == ["corpus", "finetune", "pack", "pack", "pretrain", "solve", "tokenizer"]
+    assert rules == ["corpus", "finetune", "pack", "pack", "pretrain", "rope", "tokenizer"]
     submitted = _calls(slurm_run.state, "sbatch")
-    # solve is a local rule (seconds of arithmetic): it runs on the submitting host, not through sbatch
+    # rope is a local rule (seconds of arithmetic): it runs on the submitting host, not through sbatch
     assert len(submitted) == len(executed) - 1 == len(slurm_run.jobs)
-    assert not any(j["options"]["comment"].startswith("rule_solve") for j in slurm_run.jobs.values())
+    assert not any(j["options"]["comment"].startswith("rule_rope") for j in slurm_run.jobs.values())
     assert all(j["state"] == "COMPLETED" and j["exit_code"] == 0 for j in slurm_run.jobs.values())
     # the executor learned the outcome from sacct, filtered on its run's job name
     polls = _calls(slurm_run.state, "sacct")
@@ -179,7 +179,7 @@ def test_jobs_log_under_the_invocation_parent_run(slurm_run):
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     children = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == len(slurm_run.jobs) + 1  # the submitted jobs and the local solve
+    assert len(children) == len(slurm_run.jobs) + 1  # the submitted jobs and the local RoPE job
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     submitted_with = {j["submit_env"].get("ROPEEXT_PARENT_RUN_ID") for j in slurm_run.jobs.values()}
     assert submitted_with == {parents[0].info.run_id}

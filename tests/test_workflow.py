@@ -131,8 +131,7 @@ def test_lint_is_clean_and_dry_run_lists_every_stage(tmp_path):
     lint = _snakemake(tmp_path, "--lint")
     assert "Congratulations" in lint.stdout + lint.stderr
     dry = _snakemake(tmp_path, "-n")
-    for rule in ("corpus", "tokenizer", "angles", "solve", "compare", "pack", "pretrain", "finetune", "eval_ppl",
-                 "report"):
+    for rule in ("corpus", "tokenizer", "rope", "pack", "pretrain", "finetune", "eval_ppl", "report"):
         assert f"rule {rule}:" in dry.stdout, rule
     assert not (tmp_path / "results" / "mlflow.db").exists()  # a dry run opens no store
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ropeext.report.provenance import wall_time
 from ropeext.report.summary import parse_variant
+from ropeext.rope.registry import METHODS
 
 HOLD_PPL = 1.10
 COLLAPSE_PPL = 2.0
@@ -32,7 +33,7 @@ PPL_TIE = 0.01
 DISTURBANCE_TIE = 0.01
 BF16_BREAKS_RATIO = 10.0      # bf16 deviation at least this many times fp32's: "BF16 breaks RoPE"
 ANCHOR_TIME_CLAIM = 0.5       # AnchorAttention: "reduces training time by over 50%"
-DPROPE_METHODS = ("dprope", "dprope_threshold")
+DPROPE_METHODS = tuple(name for name, method in METHODS.items() if method.ours)  # the claims' own methods
 
 # kind -> (what a lower value means, unit for sentences)
 PPL, SCORE = "ppl", "score"

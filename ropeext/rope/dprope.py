@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ropeext.errors import RopeextError
-from ropeext.rope.geometry import Geometry
-from ropeext.rope.methods import method_frequencies, ntk_factors
+from ropeext.rope.methods import MethodFrequencies, ntk_factors, per_pair
 
 BASIC = ("extrapolate", "interpolate")
 
@@ -35,18 +34,12 @@ def parse_candidates(spec) -> list[str]:
     names = [c.strip() for c in (spec.split(",") if isinstance(spec, str) else spec) if str(c).strip()]
     if not names:
         raise RopeextError("--candidates must name at least one candidate")
-    if "extrapolate" not in names:
-        names.insert(0, "extrapolate")
-    else:  # extrapolation first: ties go to it
-        names = ["extrapolate"] + [n for n in names if n != "extrapolate"]
-    seen = []
-    for n in names:
-        if n not in seen:
-            seen.append(n)
-    return seen
+    return list(dict.fromkeys(["extrapolate", *names]))  # extrapolation first: ties go to it
 
 
-def build_candidates(names: list[str], geometry: Geometry) -> list[Candidate]:
+def build_candidates(names: list[str], ws) -> list[Candidate]:
+    """The candidates' per-pair factors; ``yarn``, ``llama3`` and ``dynamic_ntk`` as the workspace solves them."""
+    geometry = ws.geometry
     s, pairs = float(geometry.scale), geometry.pairs
     out: list[Candidate] = []
     for name in names:
@@ -57,7 +50,7 @@ def build_candidates(names: list[str], geometry: Geometry) -> list[Candidate]:
         elif name == "ntk":
             out.append(Candidate(name, ntk_factors(geometry)))
         elif name in ("yarn", "llama3", "dynamic_ntk"):
-            out.append(Candidate(name, method_frequencies(name, geometry).factors))
+            out.append(Candidate(name, ws.frequencies(name).factors))
         elif name.startswith("grid:"):
             try:
                 k = int(name.split(":", 1)[1])
@@ -115,3 +108,45 @@ def choose(disturbances: np.ndarray, threshold: float = 0.0, interpolated_dims: 
         leave = np.zeros(pairs, dtype=bool)
         leave[order[: interpolated_dims // 2]] = True
     return np.where(leave, best_other, 0)
+
+
+def dprope(ws, *, threshold=None, interpolated_dims=None, candidates=None) -> MethodFrequencies:
+    """Per pair, the candidate of least disturbance: by threshold, or the n/2 pairs of largest gaps."""
+    if threshold is not None and interpolated_dims is not None:
+        raise RopeextError("--threshold and --interpolated-dims (rope.threshold and rope.interpolated_dims) "
+                           "cannot both steer dprope: give one of them, or list dprope_threshold too, which "
+                           "takes the threshold while dprope takes the count")
+    g = ws.geometry
+    t, n = check_selection(threshold, interpolated_dims, g.head_dim)
+    names = parse_candidates(candidates)
+    cands = build_candidates(names, ws)
+    per_cand = [per_pair(g, c.factors) for c in cands]
+    dist = np.stack([ws.disturbance(r) for r in per_cand])
+    chosen = choose(dist, t, n)
+    pairs = np.arange(g.pairs)
+    result = per_pair(g, np.stack([c.factors for c in cands])[chosen, pairs], {"candidates": names})
+    picked = np.stack([r.frequencies(g, ws.angle_dtype) for r in per_cand])[chosen, pairs]
+    if np.array_equal(result.frequencies(g, ws.angle_dtype), picked):
+        result.per_pair_disturbance = dist[chosen, pairs]  # the same per-pair frequencies, so the same histograms
+    else:
+        result.per_pair_disturbance = ws.disturbance(result)
+    d = result.details
+    d["threshold"] = None if n is not None else t
+    d["interpolated_dims_requested"] = n
+    d["candidates"] = {c.name: {"factors": [float(x) for x in c.factors],
+                                "per_pair_disturbance": [float(x) for x in row],
+                                "disturbance": float(np.mean(row))} for c, row in zip(cands, dist)}
+    d["chosen_candidate"] = [cands[k].name for k in chosen]
+    if len(cands) == 2:
+        d["gap"] = [float(x) for x in dist[0] - dist[1]]
+    basic = [i for i, c in enumerate(cands) if c.name in BASIC]
+    if len(cands) > 2 and len(basic) == 2:
+        d_basic = dist[basic][choose(dist[basic], t, n), pairs]
+        d["basic_disturbance"] = float(np.mean(d_basic))
+        d["candidates_lower_total"] = bool(np.mean(result.per_pair_disturbance) < np.mean(d_basic))
+    return result
+
+
+def dprope_threshold(ws, *, threshold=None, candidates=None) -> MethodFrequencies:
+    """DPRoPE by the threshold rule (0.0 when none is set), whatever count of dimensions is configured."""
+    return dprope(ws, threshold=0.0 if threshold is None else threshold, candidates=candidates)

@@ -11,11 +11,11 @@ import numpy as np
 
 from ropeext.rope.angles import angle_histograms
 from ropeext.rope.geometry import Geometry
-from ropeext.rope.methods import method_frequencies
+from ropeext.rope.methods import unscaled
 
 
 def pretrain_frequencies(geometry: Geometry, angle_dtype: str) -> np.ndarray:
-    return method_frequencies("none", geometry).frequencies(geometry, angle_dtype)
+    return unscaled(geometry).frequencies(geometry, angle_dtype)
 
 
 def solution_frequencies(geometry: Geometry, solution: dict, angle_dtype: str) -> np.ndarray:

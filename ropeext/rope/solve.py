@@ -1,40 +1,91 @@
-"""``solve`` (one method -> the content of scaling.json) and ``compare`` (several methods -> table rows)."""
+"""``solve`` (one method -> the content of scaling.json) and ``compare`` (several methods -> table rows).
+
+Method options come from the config's ``rope`` section (``rope=``; the schema's defaults when left
+out), with keyword options laid over it by name (``truncate=False``, ``interpolated_dims=40``).
+"""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
 
+from ropeext.config import schema_defaults
 from ropeext.errors import RopeextError
-from ropeext.rope import dprope as dp
 from ropeext.rope.angles import angle_histograms, check_angle_dtype, check_bins
 from ropeext.rope.disturbance import check_kl_direction, per_pair_disturbance
 from ropeext.rope.geometry import Geometry, make_geometry
-from ropeext.rope.methods import (DPROPE_METHODS, METHODS, MethodFrequencies, check_factors, check_method,
-                                  method_frequencies, per_pair, resolve_options)
+from ropeext.rope.methods import MethodFrequencies, unscaled
+from ropeext.rope.registry import METHODS
 
 TABLE_COLUMNS = ("method", "disturbance", "interpolated_dims", "fully_interpolated_dims", "reduction_vs_pi",
                  "max_pair_disturbance", "attention_factor")
+OPTION_KEYS = {key.rsplit(".", 1)[-1]: key for m in METHODS.values() for key in m.options}
+
+
+def rope_options(rope: dict | None, target_length: int, overrides: dict | None = None) -> dict:
+    """The ``rope`` section (schema defaults when None) with ``overrides`` laid over the keys of the options
+    they name, and ``interpolated_dims`` taken at ``target_length`` when it is a mapping."""
+    out = copy.deepcopy(schema_defaults("rope") if rope is None else rope)
+    for name, value in (overrides or {}).items():
+        if name not in OPTION_KEYS:
+            known = ", ".join(sorted(OPTION_KEYS))
+            raise RopeextError(f"unknown method option {name!r} (expected one of {known})")
+        if value is not None:
+            node, last = key_parent(out, OPTION_KEYS[name])
+            node[last] = value
+    dims = out.get("interpolated_dims")
+    if isinstance(dims, dict):
+        out["interpolated_dims"] = dims.get(str(target_length), dims.get(target_length))
+    return out
+
+
+def key_parent(node: dict, key: str) -> tuple[dict, str]:
+    """The mapping that holds the dotted ``key`` of ``node``, and the key's last part."""
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    return node, last
+
+
+def check_method(method: str, option: str = "--method") -> str:
+    if method not in METHODS:
+        raise RopeextError(f"{option}: unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    return method
 
 
 class Workspace:
-    """One geometry and histogram setting; caches the pre-training histogram and method histograms."""
+    """One geometry, histogram setting and ``rope`` options; caches histograms and solved methods."""
 
     def __init__(self, geometry: Geometry, bins: int = 360, kl_direction: str = "code",
-                 angle_dtype: str = "float32"):
+                 angle_dtype: str = "float32", rope: dict | None = None):
         self.geometry = geometry
         self.bins = check_bins(bins)
         self.kl_direction = check_kl_direction(kl_direction)
         check_angle_dtype(angle_dtype)
         self.angle_dtype = angle_dtype
+        self.rope = rope_options(rope, geometry.target_length)
         self._pretrain = None
         self._cache: dict[bytes, np.ndarray] = {}
+        self._solved: dict[str, MethodFrequencies] = {}
+
+    def options(self, method: str) -> dict:
+        """The method's options from the ``rope`` section, each under the last part of its key."""
+        out = {}
+        for key in METHODS[method].options:
+            node, last = key_parent(self.rope, key)
+            out[last] = node[last]
+        return out
+
+    def frequencies(self, method: str) -> MethodFrequencies:
+        if method not in self._solved:
+            self._solved[method] = METHODS[check_method(method)].function(self, **self.options(method))
+        return self._solved[method]
 
     def pretrain_histogram(self) -> np.ndarray:
         if self._pretrain is None:
-            none = method_frequencies("none", self.geometry)
-            freq = none.frequencies(self.geometry, self.angle_dtype)
+            freq = unscaled(self.geometry).frequencies(self.geometry, self.angle_dtype)
             self._pretrain = angle_histograms(freq, self.geometry.train_length, self.bins, self.angle_dtype)
         return self._pretrain
 
@@ -56,11 +107,11 @@ def _count_interpolated(factors: np.ndarray, scale: float) -> tuple[int, int]:
     return touched, full
 
 
-def _scaling_dict(ws: Workspace, result: MethodFrequencies, per_pair_d: np.ndarray) -> dict:
+def _scaling_dict(ws: Workspace, method: str, result: MethodFrequencies, per_pair_d: np.ndarray) -> dict:
     g = ws.geometry
     touched, full = _count_interpolated(result.factors, g.scale)
     return {
-        "method": result.method,
+        "method": method,
         "rope_theta": float(g.rope_theta),
         "head_dim": int(g.head_dim),
         "train_length": int(g.train_length),
@@ -82,71 +133,26 @@ def _scaling_dict(ws: Workspace, result: MethodFrequencies, per_pair_d: np.ndarr
     }
 
 
-def _solve_dprope(ws: Workspace, threshold, interpolated_dims, candidates, name: str = "dprope") -> dict:
-    g = ws.geometry
-    t, n = dp.check_selection(threshold, interpolated_dims, g.head_dim)
-    names = dp.parse_candidates(candidates)
-    cands = dp.build_candidates(names, g)
-    per_cand = [per_pair(g, c.factors, c.name) for c in cands]
-    dist = np.stack([ws.disturbance(r) for r in per_cand])
-    chosen = dp.choose(dist, t, n)
-    pairs = np.arange(g.pairs)
-    factors = np.stack([c.factors for c in cands])[chosen, pairs]
-    result = per_pair(g, factors, name, {"candidates": names})
-    picked = np.stack([r.frequencies(g, ws.angle_dtype) for r in per_cand])[chosen, pairs]
-    if np.array_equal(result.frequencies(g, ws.angle_dtype), picked):
-        d_final = dist[chosen, pairs]  # the same per-pair frequencies, so the same histograms
-    else:
-        d_final = ws.disturbance(result)
-    out = _scaling_dict(ws, result, d_final)
-    out["threshold"] = None if n is not None else t
-    out["interpolated_dims_requested"] = n
-    out["candidates"] = {c.name: {"factors": [float(x) for x in c.factors],
-                                  "per_pair_disturbance": [float(x) for x in row],
-                                  "disturbance": float(np.mean(row))} for c, row in zip(cands, dist)}
-    out["chosen_candidate"] = [cands[k].name for k in chosen]
-    if len(cands) == 2:
-        out["gap"] = [float(x) for x in dist[0] - dist[1]]
-    basic = [i for i, c in enumerate(cands) if c.name in dp.BASIC]
-    if len(cands) > 2 and len(basic) == 2:
-        basic_choice = dp.choose(dist[basic], t, n)
-        d_basic = dist[basic][basic_choice, pairs]
-        out["basic_disturbance"] = float(np.mean(d_basic))
-        out["candidates_lower_total"] = bool(np.mean(d_final) < np.mean(d_basic))
-    return out
-
-
 def solve(method: str, rope_theta: float, head_dim: int, train_length: int, target_length: int, bins: int = 360,
-          threshold: float | None = None, interpolated_dims: int | None = None, factors=None,
-          kl_direction: str = "code", angle_dtype: str = "float32", *, workspace: Workspace | None = None,
-          **method_options) -> dict:
+          kl_direction: str = "code", angle_dtype: str = "float32", *, rope: dict | None = None,
+          workspace: Workspace | None = None, **options) -> dict:
     """Solve one method at one geometry; returns the content of ``scaling.json``.
 
-    ``threshold`` / ``interpolated_dims`` / ``candidates`` steer ``dprope`` and are ignored by the
-    other methods; ``factors`` (d/2 divisors) is what ``longrope`` exports.
+    ``rope`` is the config's ``rope`` section (the schema's defaults when None); ``options`` are laid
+    over it by name (``threshold``, ``interpolated_dims``, ``candidates``, ``beta_fast``, ...).
     """
     check_method(method)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         geometry = make_geometry(rope_theta, head_dim, train_length, target_length)
-    ws = workspace or Workspace(geometry, bins, kl_direction, angle_dtype)
-    if ws.geometry != geometry:
+    if workspace is None:
+        rope = rope_options(rope, target_length, options)
+        workspace = Workspace(geometry, bins, kl_direction, angle_dtype, rope)
+    elif workspace.geometry != geometry:
         raise RopeextError("solve: the workspace was built for another geometry")
-    if method in DPROPE_METHODS:
-        if method == "dprope_threshold":  # the threshold rule, whatever count of dimensions is configured
-            threshold, interpolated_dims = (0.0 if threshold is None else threshold), None
-        elif threshold is not None and interpolated_dims is not None:
-            raise RopeextError("--threshold and --interpolated-dims (rope.threshold and rope.interpolated_dims) "
-                               "cannot both steer dprope: give one of them, or list dprope_threshold too, which "
-                               "takes the threshold while dprope takes the count")
-        opts = resolve_options(method, method_options)
-        out = _solve_dprope(ws, threshold, interpolated_dims, opts["candidates"], name=method)
-    else:
-        if factors is not None and method == "longrope":
-            factors = check_factors(factors, geometry)
-        result = method_frequencies(method, geometry, factors=factors if method == "longrope" else None,
-                                    **method_options)
-        out = _scaling_dict(ws, result, ws.disturbance(result))
+    result = workspace.frequencies(method)
+    d = result.per_pair_disturbance if result.per_pair_disturbance is not None else workspace.disturbance(result)
+    out = {**_scaling_dict(workspace, method, result, d), **result.details}
     out["warnings"] = [str(w.message) for w in caught]
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
@@ -154,22 +160,23 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
 
 
 def compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360,
-                      threshold=None, interpolated_dims=None, factors=None, kl_direction: str = "code",
-                      angle_dtype: str = "float32", **method_options) -> tuple[list[dict], dict[str, dict]]:
-    """Rows of the comparison table and each method's full solution (PI is always solved for the reduction)."""
+                      kl_direction: str = "code", angle_dtype: str = "float32", *, rope: dict | None = None,
+                      **options) -> tuple[list[dict], dict[str, dict]]:
+    """Rows of the comparison table and each method's full solution (PI is always solved for the reduction).
+
+    Beside ``dprope_threshold``, ``dprope`` takes the count (rope.interpolated_dims) when one is set and
+    leaves the threshold to ``dprope_threshold``.
+    """
     methods = _check_methods(methods)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         geometry = make_geometry(rope_theta, head_dim, train_length, target_length)
-    ws = Workspace(geometry, bins, kl_direction, angle_dtype)
-    solutions: dict[str, dict] = {}
-    for m in list(dict.fromkeys(list(methods) + ["pi"])):
-        opts = {k: v for k, v in method_options.items() if k in _options_of(m)}
-        t = threshold
-        if m == "dprope" and "dprope_threshold" in methods and interpolated_dims is not None:
-            t = None  # beside dprope_threshold, the threshold is that method's; dprope takes the count
-        solutions[m] = solve(m, rope_theta, head_dim, train_length, target_length, bins, t,
-                             interpolated_dims, factors, kl_direction, angle_dtype, workspace=ws, **opts)
+    ws = Workspace(geometry, bins, kl_direction, angle_dtype, rope_options(rope, target_length, options))
+    if "dprope_threshold" in methods and ws.rope["interpolated_dims"] is not None:
+        ws.frequencies("dprope_threshold")
+        ws.rope["threshold"] = None  # the threshold was dprope_threshold's; dprope, solved next, takes the count
+    solutions = {m: solve(m, rope_theta, head_dim, train_length, target_length, workspace=ws)
+                 for m in dict.fromkeys(list(methods) + ["pi"])}
     d_pi = solutions["pi"]["disturbance"]
     rows = []
     for m in methods:
@@ -186,27 +193,16 @@ def compare_solutions(methods, rope_theta, head_dim, train_length, target_length
     return rows, {m: solutions[m] for m in methods}
 
 
-def compare(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360, threshold=None,
-            interpolated_dims=None, factors=None, kl_direction: str = "code", angle_dtype: str = "float32",
-            **method_options) -> list[dict]:
+def compare(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360,
+            kl_direction: str = "code", angle_dtype: str = "float32", **options) -> list[dict]:
     """One row per method: total disturbance, interpolated dimensions, reduction against PI."""
-    return compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins, threshold,
-                             interpolated_dims, factors, kl_direction, angle_dtype, **method_options)[0]
+    return compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins, kl_direction,
+                             angle_dtype, **options)[0]
 
 
 def _check_methods(methods) -> list[str]:
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(",") if m.strip()]
-    methods = list(methods)
     if not methods:
         raise RopeextError("--methods must list at least one method")
     for m in methods:
-        if m not in METHODS:
-            raise RopeextError(f"--methods: unknown method {m!r} (expected some of {', '.join(METHODS)})")
+        check_method(m, "--methods")
     return list(dict.fromkeys(methods))
-
-
-def _options_of(method: str) -> tuple:
-    from ropeext.rope.methods import METHOD_OPTIONS
-
-    return tuple(METHOD_OPTIONS[method])

@@ -13,8 +13,9 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 
 
 from ropeext.checks import raise_problems  # noqa: E402
-from ropeext.config import finetuned_methods, load_schema, resolve_config, selected_models  # noqa: E402
+from ropeext.config import finetuned_methods, load_schema, resolve_config, scaling_methods, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
+from ropeext.rope.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
@@ -34,9 +35,7 @@ SPLITS = ["train", "validation", "test"]
 SHARDS = config["corpus"]["shards"]  # > 1: the corpus is split into shards, tokenized in parallel, then gathered
 TOKENIZER = f"{R}/tokenizer/tokenizer.json"
 ENV = "../../envs/ropeext.yaml"
-ARCH = config["model"]["architecture"]
-HEAD_DIM = ARCH["hidden_size"] // ARCH["num_attention_heads"]
-ROPE_THETA = ARCH["rope_theta"]
+ROPE_SCALING = scaling_methods(config)  # the methods whose scaling/<method>-<target>.json the RoPE job writes
 
 # An imported base model brings its own tokenizer: tokenizer.path null then means that one.
 TOKENIZER_FROM_BASE = bool(config["model"]["path"]) and not config["tokenizer"]["path"]
@@ -153,39 +152,8 @@ def model_dir(wildcards):
     return f"{R}/models/{variant(wildcards.method, wildcards.target, wildcards.layout)}"
 
 
-def geometry_args(wildcards):
-    return (f"--rope-theta {ROPE_THETA} --head-dim {HEAD_DIM} --train-length {L} "
-            f"--target-length {wildcards.target} --bins {config['rope']['bins']} "
-            f"--kl-direction {config['rope']['kl_direction']}")
-
-
-def solve_args(wildcards):
-    """Method options of `ropeext solve` from the rope section (options a method ignores are dropped)."""
-    rope = config["rope"]
-    args = [f"--angle-dtype {rope['angle_dtype']}",
-            f"--beta-fast {rope['yarn']['beta_fast']} --beta-slow {rope['yarn']['beta_slow']}",
-            f"--low-freq-factor {rope['llama3']['low_freq_factor']} --high-freq-factor {rope['llama3']['high_freq_factor']}"]
-    if not rope["yarn"]["truncate"]:
-        args.append("--yarn-no-truncate")
-    dims = rope["interpolated_dims"]
-    if isinstance(dims, dict):
-        dims = dims.get(str(wildcards.target), dims.get(int(wildcards.target)))
-    method = wildcards.get("method")  # None for angles and compare, which solve every method
-    if dims is not None and method != "dprope_threshold":
-        args.append(f"--interpolated-dims {dims}")
-    if rope["threshold"] is not None and (dims is None or method in (None, "dprope_threshold")):
-        args.append(f"--threshold {rope['threshold']}")
-    if rope["candidates"]:
-        args.append(f"--candidates {','.join(rope['candidates'])}")
-    if rope["factors_file"]:
-        args.append(f"--factors-file {rope['factors_file']}")
-    if rope["new_rope_theta"]:
-        args.append(f"--new-rope-theta {rope['new_rope_theta']}")
-    return " ".join(args)
-
-
 wildcard_constraints:
-    method="|".join(sorted(set(METHODS) | set(config["rope"]["compare_methods"]) | {"none"})),
+    method="|".join(METHOD_REGISTRY),
     layout=TRAIN_LAYOUT,
     target=r"\d+",
     window=r"\d+",
