@@ -207,13 +207,13 @@ def test_the_one_value_that_changed_is_rulers():
     """`ropeext eval ruler` without a config used 256/512/1024 tokens and 5 samples, while the schema
     (which every workflow run already read) says RULER's own 4k/8k/16k and 500 samples. The schema
     wins; the embedded demo sets its short lengths in config/config.yaml. The prompt wording defaults to
-    RULER's official templates (read from the installed lm-eval), which the papers report with."""
+    the project's own (RULER's comes from the user's templates file, or the lm_eval engine)."""
     ruler = resolve_config({})["eval"]["ruler"]
     assert (ruler["lengths"], ruler["samples"]) == ([4096, 8192, 16384], 500)
     assert {k: ruler[k] for k in ("subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
                                   "templates", "max_length")} == \
         {"subset": "all", "tasks": None, "threshold": 85.6, "essay_source": None, "squad": None, "hotpotqa": None,
-         "templates": "official", "max_length": None}
+         "templates": "ropeext", "max_length": None}
 
 
 def test_recipes_kept_the_papers_values():
