@@ -138,6 +138,9 @@ def test_a_cached_dataset_passes_the_check(offline_cache, tmp_path):
     assert engine_problems(_config(longbench={"engine": "lm_eval", "tasks": ["lcc"]})) == []
     [message] = engine_problems(_config(longbench={"engine": "lm_eval", "tasks": ["lcc", "trec"]}))
     assert "- the data of longbench_trec_e, for trec: " in message and "lcc" not in message
+    # what a built task says of itself: its generation length, which a run checks against the model's window
+    failures, gen = lb_engine.load_tasks(_config(longbench={"tasks": ["lcc", "trec"]})["eval"]["longbench"])
+    assert list(failures) == ["trec"] and gen == {"lcc": 64}
 
 
 def test_bad_task_names():

@@ -57,13 +57,27 @@ def lm_eval_names(settings: dict) -> dict[str, str]:
 
 def problems(settings: dict) -> list[str]:
     """The LongBench suite's message, for the resolved ``eval.longbench`` section (``benchmark`` / ``tasks``), or []."""
-    return common.checked("longbench", lambda: _problems(settings))
+    return common.checked("longbench", lambda: _message(settings, load_tasks(settings)[0]))
 
 
-def _problems(settings: dict) -> list[str]:
+def load_tasks(settings: dict) -> tuple[dict[str, str], dict[str, int]]:
+    """Each task built through lm-eval's TaskManager (which loads its dataset): {task: why it failed} and
+    {task: lm-eval's generation length} of those built."""
     names = lm_eval_names(settings)
     tm = common.task_manager(FOLDER, list(names.values()))
-    failures = {t: reason for t, name in names.items() if (reason := common.attempt(lambda: tm.load([name])))}
+    failures, gen = {}, {}
+    for task, name in names.items():
+        try:
+            [built] = tm.load([name])["tasks"].values()
+        except Exception as exc:  # noqa: BLE001 - the dataset loader (hub, network, files) fails in many ways
+            failures[task] = common.first_line(exc)
+            continue
+        gen[task] = int((built.config.generation_kwargs or {}).get("max_gen_toks") or 0)
+    return failures, gen
+
+
+def _message(settings: dict, failures: dict[str, str]) -> list[str]:
+    names = lm_eval_names(settings)
     title = "LongBench-E" if settings["benchmark"] == "longbench-e" else "LongBench"
     return common.suite_message("longbench", title, [f"- the data of {names[t]}, for {t}: {r}" for t, r in failures.items()],
                                 FIX.format(names=[names[t] for t in failures]))
@@ -124,12 +138,17 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     from ropeext.modeling import load_model_config
     from ropeext.runtime import model_window, resolve_device
 
-    common.fail_on(problems(settings))
+    failures, gen = load_tasks(settings)
+    common.fail_on(_message(settings, failures))
     benchmark = settings["benchmark"]
     names = lm_eval_names(settings)
     window = model_window(load_model_config(model, "--model"))
     if not window:
         raise RopeextError(f"{model}: config has no max_position_embeddings, so lm-eval's window is unknown")
+    short = {t: n for t, n in gen.items() if n >= window}
+    if short:
+        raise RopeextError(f"{model}: a window of {window} tokens leaves no room for a prompt before lm-eval's "
+                           f"generation length of {', '.join(f'{t} ({n})' for t, n in short.items())}")
     limit, seed = settings.get("limit"), int(settings["seed"])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
