@@ -1,4 +1,5 @@
-"""What the lm_eval engines of RULER and LongBench share: lm-eval's task folder, resumable state, stored samples.
+"""What the lm_eval engines of RULER and LongBench share: lm-eval's task folder, the start check's message, resumable
+state, stored samples.
 
 A run writes, under its output folder, ``results.jsonl`` (lm-eval's results of each task entry, one
 line per entry, resumable), ``predictions.jsonl`` (the samples lm-eval logs, with the request
