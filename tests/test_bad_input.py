@@ -166,8 +166,7 @@ CASES = [
          ("extension.finetune_methods: ntk not in extension.methods",)),
     Case("lm_eval_engine_offline_without_data", "eval.*.engine",
          lambda t, f: {"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_2"]}}},
-         ("eval.ruler.engine: lm_eval", "baber/paul_graham_essays", "not in the datasets cache"),
-         env=OFFLINE),
+         ("eval.ruler.engine: lm_eval", "essay haystack", "baber/paul_graham_essays"), env=OFFLINE),
     # evaluations
     Case("variants_select_nothing", "eval.*.variants", lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
          ("eval.passkey.variants: ['intra_doc'] select no model",)),
@@ -207,6 +206,9 @@ CASES = [
     Case("longbench_prompts_dir", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
         "data_dir": _longbench_dir(t, "trec_e.jsonl"), "tasks": ["trec"], "prompts_dir": _longbench_dir(t)}}},
         ("eval.longbench.prompts_dir", "dataset2prompt.json")),
+    Case("longbench_without_prompts", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
+        "data_dir": _longbench_dir(t, "trec_e.jsonl"), "tasks": ["trec"]}}},
+        ("eval.longbench.prompts_dir: null", "prompt templates", "engine: lm_eval")),
     Case("longbench_hub_not_cached_offline", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
         "data_dir": "hf:THUDM/LongBench"}}}, ("eval.longbench.data_dir", "THUDM/LongBench", "not in the local cache"),
         env=OFFLINE),
@@ -369,6 +371,8 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
     (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:5000])
     (d / "longbench").mkdir()
     (d / "longbench" / "qasper_e.jsonl").write_text("")
+    (d / "longbench" / "dataset2prompt.json").write_text('{"qasper": "{context} {input}"}')
+    (d / "longbench" / "dataset2maxlen.json").write_text('{"qasper": 8}')
     (d / "a-file").write_text("")
     return {"dir": d, "model": tiny_model_dir, "cut": cut}
 
@@ -413,7 +417,8 @@ RUNTIME = [
                                                       "16", "--samples", "1", "--templates", "ropeext"),
      ("RULER: every cell was skipped", "reserved for the answer")),
     ("longbench_no_sample", lambda i, t: _eval(i, "longbench", t / "o", "--data", str(i["dir"] / "longbench"),
-                                               "--tasks", "qasper"), ("LongBench: no sample", "longbench")),
+                                               "--prompts", str(i["dir"] / "longbench"), "--tasks", "qasper"),
+     ("LongBench: no sample", "longbench")),
     ("passkey_every_length_above_max", lambda i, t: _eval(i, "passkey", t / "o", "--lengths", "128,256",
                                                           "--max-length", "64"), ("exceeds --max-length 64",)),
     ("ppl_no_window", lambda i, t: ["eval", "ppl", "--model", str(i["model"]), "--tokens",

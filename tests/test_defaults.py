@@ -121,18 +121,14 @@ def _parser_of(module):
 
 
 @pytest.mark.parametrize("name", ["eval_passkey", "eval_ruler", "eval_openllm", "eval_longbench", "eval_ppl",
-                                  "analyze_bf16", "_rope"])
+                                  "analyze_bf16"])
 def test_option_tables_name_config_keys(name):
     module = importlib.import_module(f"ropeext.commands.{name}")
     section = resolve_config({})
     for part in module.SECTION.split("."):
         section = section[part]
     options = module.OPTIONS if isinstance(module.OPTIONS, dict) else {o: o for o in module.OPTIONS}
-    if name == "_rope":
-        parser = argparse.ArgumentParser()
-        module.add_rope_args(parser)
-    else:
-        parser = _parser_of(module)
+    parser = _parser_of(module)
     defaults = {a.dest: a.default for a in parser._actions}
     for dest, key in options.items():
         node = section
@@ -207,13 +203,13 @@ def test_the_one_value_that_changed_is_rulers():
     """`ropeext eval ruler` without a config used 256/512/1024 tokens and 5 samples; the schema says 500
     samples and lengths that fit the default model (its pre-training length doubled up to its window: RULER's
     own 4k/8k/16k exceeded the default 1024-token target); the paper configs set RULER's lengths. The prompt
-    wording defaults to RULER's official templates (read from the installed lm-eval), which the papers report with."""
+    wording defaults to the project's own (RULER's comes from the user's templates file, or the lm_eval engine)."""
     ruler = resolve_config({})["eval"]["ruler"]
     assert (ruler["lengths"], ruler["samples"]) == ([256, 512, 1024], 500)
     assert {k: ruler[k] for k in ("subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
                                   "templates", "max_length")} == \
         {"subset": "all", "tasks": None, "threshold": 85.6, "essay_source": None, "squad": None, "hotpotqa": None,
-         "templates": "official", "max_length": None}
+         "templates": "ropeext", "max_length": None}
 
 
 def test_recipes_kept_the_papers_values():

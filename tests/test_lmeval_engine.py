@@ -1,26 +1,21 @@
-"""The lm_eval engine of RULER and LongBench: the offline check, and real lm-eval runs on local stand-in data.
+"""The lm_eval engine of RULER and LongBench: the start check, and real lm-eval runs on local stand-in data.
 
 Nothing downloads. LongBench's hub dataset is stood in for by a datasets cache that ``datasets`` itself
-writes from a local folder and that is then laid out under the hub id, exactly where an offline
+writes from a local folder and that the test then lays out under the hub id, where an offline
 ``load_dataset`` looks; RULER's niah tasks with the ``repeat`` / ``needle`` haystacks need no data.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from ropeext.config import resolve_config
 from ropeext.errors import RopeextError
-from ropeext.eval import lmeval_assets as LM
-from ropeext.eval.lmeval_engine import common, engine_problems, needs
+from ropeext.eval.lmeval_engine import common, engine_problems
 from ropeext.eval.lmeval_engine import longbench as lb_engine
 from ropeext.eval.lmeval_engine import ruler as ruler_engine
 
@@ -28,12 +23,15 @@ LONGBENCH_REPO = "Xnhyacinth/LongBench"  # lm-eval 0.4.13's LongBench task files
 
 
 def _lm_eval_file(folder: str, name: str) -> str:
-    return (LM.package_dir() / "tasks" / folder / name).read_text(encoding="utf-8")
+    import lm_eval.tasks
+
+    return (Path(lm_eval.tasks.__file__).parent / folder / name).read_text(encoding="utf-8")
 
 
 def build_hub_cache(cache: Path, work: Path, repo: str, configs: dict[str, list[dict]], split: str = "test") -> None:
     """``repo``'s configs in the datasets cache ``cache``, prepared by ``datasets`` from a local folder of
-    the same name and moved to the folder an offline ``load_dataset(repo, config)`` reads."""
+    the same name and moved to the folder an offline ``load_dataset(repo, config)`` reads (a stand-in the
+    test builds; the package itself never looks into the cache)."""
     import datasets
     import yaml
 
@@ -46,7 +44,8 @@ def build_hub_cache(cache: Path, work: Path, repo: str, configs: dict[str, list[
         (src / config / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         datasets.load_dataset(str(src), config, split=split, cache_dir=str(cache))
     local = cache / datasets.naming.camelcase_to_snakecase(src.name)
-    target = needs.cache_folder(repo, cache)
+    namespace, name = repo.split("/")
+    target = cache / f"{namespace}___{datasets.naming.camelcase_to_snakecase(name)}"
     if target.exists():
         for config_dir in local.iterdir():
             config_dir.rename(target / config_dir.name)
@@ -66,6 +65,7 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk")])
     return cache
 
@@ -74,43 +74,36 @@ def _config(**eval_sections) -> dict:
     return resolve_config({"eval": eval_sections})
 
 
-# ----------------------------------------------------------------------------- the offline check
-def test_offline_message_names_what_to_download_and_the_cache(offline_cache, tmp_path, capsys):
-    from lm_eval.tasks.ruler import qa_utils
-
+# ----------------------------------------------------------------------------- the start check
+def test_start_check_says_what_lm_eval_could_not_load_and_how_to_get_it(offline_cache, tmp_path, capsys):
     config = _config(ruler={"engine": "lm_eval", "tasks": ["niah_single_2", "vt", "qa_1"]},
                      longbench={"engine": "lm_eval", "tasks": ["lcc", "trec"]})
     problems = engine_problems(config)
     assert len(problems) == 2
     ruler, longbench = problems
 
-    # RULER: the essay dataset and nltk resource prepare_niah.py names, the SQuAD URL qa_utils fetches
+    # RULER: what lm-eval's own RULER functions failed to load, in lm-eval's (datasets', nltk's, requests') words
     essay = re.search(r'load_dataset\(\s*"([^"]+)"', _lm_eval_file("ruler", "prepare_niah.py")).group(1)
-    squad = inspect.signature(qa_utils.read_squad).parameters["url"].default
-    hotpot = inspect.signature(qa_utils.read_hotpotqa).parameters["url"].default
     assert ruler.startswith("eval.ruler.engine: lm_eval runs lm-eval 0.4.13's own RULER tasks")
-    assert "HF_HUB_OFFLINE=1 is set" in ruler
-    assert f"the hub dataset {essay} (split train), for niah_single_2 " in ruler
-    assert f"not in the datasets cache {offline_cache}" in ruler
-    assert "nltk's punkt_tab (tokenizers/punkt_tab), for niah_single_2" in ruler
-    assert f"{squad}, for qa_1 (ruler_qa_squad)" in ruler and "keeps no copy" in ruler
-    assert hotpot not in ruler and " vt" not in ruler  # not asked for: qa_2 not chosen, vt needs nothing
-    assert f"datasets.load_dataset('{essay}', split='train')" in ruler
-    assert "python -m nltk.downloader -d <folder> punkt_tab" in ruler
-    assert "eval.ruler.engine: ropeext" in ruler
+    assert f"- the essay haystack (prepare_niah.get_haystack), for niah_single_2: ConnectionError: Couldn't reach " \
+           f"'{essay}' on the Hub" in ruler
+    assert "- the sentence splitter's nltk data (prepare_niah.cached_sent_tokenize), for niah_single_2: LookupError: " \
+           "Resource 'punkt_tab' not found." in ruler
+    assert "- the squad file (qa_utils.read_squad, fetched at every run), for qa_1: " in ruler
+    assert "hotpot" not in ruler and " vt" not in ruler  # not asked for: qa_2 not chosen, vt needs nothing
+    assert "p.get_haystack(type_haystack='essay')" in ruler and "leave their tasks out (eval.ruler.tasks)" in ruler
+    assert ruler.endswith("Or set eval.ruler.engine: ropeext (this project's offline implementation).")
 
-    # LongBench: the dataset and configs lm-eval's task files name, and where the cache must hold them
+    # LongBench: each task built through lm-eval's TaskManager; datasets names the hub dataset it could not reach
     for task in ("lcc", "trec"):
         text = _lm_eval_file("longbench", f"{task}_e.yaml")
         assert re.search(r"^dataset_path: (\S+)$", text, re.M).group(1) == LONGBENCH_REPO
-        assert re.search(r"^dataset_name: (\S+)$", text, re.M).group(1) == f"{task}_e"
-    assert f"the hub dataset {LONGBENCH_REPO} (configs lcc_e, trec_e; split test)" in longbench
-    assert "for lcc (longbench_lcc_e), trec (longbench_trec_e)" in longbench
-    assert f"looked for {LONGBENCH_REPO.split('/')[0]}___long_bench/<config>/" in longbench
-    assert f"into this machine's datasets cache {offline_cache}" in longbench
-    assert f"[datasets.load_dataset('{LONGBENCH_REPO}', c, split='test') for c in ['lcc_e', 'trec_e']]" in longbench
+    for task in ("lcc", "trec"):
+        assert f"- the data of longbench_{task}_e, for {task}: ConnectionError: Couldn't reach '{LONGBENCH_REPO}' " \
+               "on the Hub" in longbench
+    assert "TaskManager().load(['longbench_lcc_e', 'longbench_trec_e'])" in longbench
 
-    # a suite left on the ropeext engine, or disabled, is not checked
+    # a suite left on the ropeext engine, or disabled, is not checked; tasks that fetch nothing pass
     assert engine_problems(_config(ruler={"engine": "lm_eval", "enabled": False, "tasks": ["qa_1"]})) == []
     assert engine_problems(_config(longbench={"tasks": ["lcc"]})) == []
     assert engine_problems(_config(ruler={"engine": "lm_eval", "tasks": ["niah_single_1", "vt"]})) == []
@@ -127,85 +120,34 @@ def test_offline_message_names_what_to_download_and_the_cache(offline_cache, tmp
     assert not out.exists()
 
 
-def test_what_each_ruler_task_fetches_matches_rulers_task_table():
-    """Read from lm-eval's code: the essay haystack tasks (RULER's table, ropeext.eval.ruler.tasks) need the
-    essay dataset and nltk data, the QA tasks a URL each, the rest nothing."""
+def test_every_ruler_task_has_its_lm_eval_task():
     from ropeext.eval.ruler.tasks import TASKS
 
-    found = needs.ruler_needs(list(TASKS))
-    kinds = {t: sorted(type(n).__name__ for n in ns) for t, (_, ns) in found.items()}
-    for task, spec in TASKS.items():
-        want = (["HubData", "NltkData"] if spec.get("haystack") == "essay" else ["Url"] if spec["kind"] == "qa" else [])
-        assert kinds[task] == want, task
-    assert {t: n for t, (n, _) in found.items() if t != n} == {
-        "vt": "ruler_vt", "cwe": "ruler_cwe", "fwe": "ruler_fwe", "qa_1": "ruler_qa_squad", "qa_2": "ruler_qa_hotpot"}
+    assert set(ruler_engine.LM_EVAL_TASKS) == set(TASKS)
+    tm = common.task_manager(ruler_engine.FOLDER, list(ruler_engine.LM_EVAL_TASKS.values()))
+    assert set(ruler_engine.LM_EVAL_TASKS.values()) <= set(tm.all_tasks)
 
 
-def test_cache_lookup_agrees_with_datasets(offline_cache, tmp_path):
-    """A config counts as cached exactly when ``datasets`` itself loads it offline."""
+def test_a_cached_dataset_passes_the_check(offline_cache, tmp_path):
+    """The check passes exactly when ``datasets`` loads the task's config offline."""
     import datasets
 
     rows = [{"input": "", "context": "x = 1\n", "answers": ["y = 2"], "length": 10, "all_classes": None, "_id": "0"}]
     build_hub_cache(offline_cache, tmp_path / "src", LONGBENCH_REPO, {"lcc_e": rows})
-    assert needs.cached_configs(LONGBENCH_REPO, offline_cache) == {"lcc_e"}
     assert datasets.load_dataset(LONGBENCH_REPO, "lcc_e", split="test")[0]["answers"] == ["y = 2"]
-    with pytest.raises(ValueError, match="Couldn't find cache"):
-        datasets.load_dataset_builder(LONGBENCH_REPO, "trec_e")
-
     assert engine_problems(_config(longbench={"engine": "lm_eval", "tasks": ["lcc"]})) == []
     [message] = engine_problems(_config(longbench={"engine": "lm_eval", "tasks": ["lcc", "trec"]}))
-    assert "(config trec_e; split test), for trec (longbench_trec_e)" in message and "lcc_e" not in message
-
-
-class _Hub(BaseHTTPRequestHandler):
-    def do_HEAD(self):  # noqa: N802 - the http.server hook
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_network_allowed_probes_the_hub(offline_cache, monkeypatch):
-    """Without an offline flag a dataset not cached is fine when the hub answers, missing when it does not."""
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the stand-in hub is local
-    config = _config(longbench={"engine": "lm_eval", "tasks": ["lcc"]})
-
-    port = _closed_port()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    needs.reachable.cache_clear()
-    [message] = engine_problems(config)
-    assert "(the network does not answer)" in message
-    assert f"and the hub (http://127.0.0.1:{port}) did not answer within 5 s" in message
-
-    server = HTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-        needs.reachable.cache_clear()
-        assert engine_problems(config) == []
-    finally:
-        server.shutdown()
-        needs.reachable.cache_clear()
+    assert "- the data of longbench_trec_e, for trec: " in message and "lcc" not in message
+    # what a built task says of itself: its generation length, which a run checks against the model's window
+    failures, gen = lb_engine.load_tasks(_config(longbench={"tasks": ["lcc", "trec"]})["eval"]["longbench"])
+    assert list(failures) == ["trec"] and gen == {"lcc": 64}
 
 
 def test_bad_task_names():
-    with pytest.raises(RopeextError, match="longbench-e task 'nosuch'.*has no task file lm_eval/tasks/longbench/"
-                                           "nosuch_e.yaml .*lcc"):
-        needs.longbench_needs(["nosuch"], "longbench-e")
     with pytest.raises(RopeextError, match="heldout_lcc is this project's embedded task"):
         lb_engine.task_list({"benchmark": "longbench-e", "tasks": ["heldout_lcc"]})
     [message] = engine_problems(_config(longbench={"engine": "lm_eval", "tasks": ["nosuch"]}))
-    assert message.startswith("eval.longbench.engine: lm_eval: longbench-e task 'nosuch'")
+    assert message.startswith("eval.longbench.engine: lm_eval: unknown lm-eval task 'longbench_nosuch_e'")
 
 
 # ----------------------------------------------------------------------------- metrics from lm-eval's output
@@ -356,7 +298,7 @@ def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeyp
     assert m["lm_eval_tasks"] == {"lcc": "longbench_lcc_e"}
     assert m["lm_eval_config"]["lcc"]["dataset_path"] == LONGBENCH_REPO
     assert m["max_length"] == 512 and m["data"] == {"lcc": f"{LONGBENCH_REPO}:lcc_e"}
-    assert m["prompt_source"]["lcc"] == "lm-eval 0.4.13: lm_eval/tasks/longbench/lcc_e.yaml"
+    assert m["prompt_source"]["lcc"] == "lm-eval 0.4.13: longbench_lcc_e" and m["max_new_tokens"] == {"lcc": 64}
     assert (out / "longbench.png").is_file() and (out / "results.jsonl").is_file()
 
     # the report reads it as any LongBench metrics.json and says which engine produced it

@@ -83,8 +83,9 @@ def test_task_spec_reads_assets_from_user_folder(tmp_path):
     assert hot.use_chat and not hot.stop_at_newline and hot.metric == "qa_f1"
     with pytest.raises(RopeextError, match="dataset2prompt.json: no entry for task 'qasper'"):
         protocol.task_spec("qasper", prompts, maxlens, prompts_dir=tmp_path)
-    # without a prompt folder the template comes from the installed lm-eval (tests/test_longbench_lmeval.py)
-    assert protocol.task_spec("qasper", {}, {}).source.startswith("lm-eval ")
+    # without a prompt folder a benchmark task has no template here (lm-eval's own task: the lm_eval engine)
+    with pytest.raises(RopeextError, match="'qasper' needs the benchmark's prompt templates.*prompts_dir.*lm_eval"):
+        protocol.task_spec("qasper", {}, {})
     with pytest.raises(RopeextError, match="unknown LongBench task"):
         protocol.task_spec("bogus", prompts, maxlens)
     with pytest.raises(RopeextError, match="prompt folder not found"):

@@ -43,7 +43,7 @@ def _longbench_metrics(variant: str, *, prompt_source: str = "data/LongBench/con
         per_task[task] = (recs, results.STANDARD_BUCKETS)
     return results.build_metrics(per_task, benchmark="longbench-e", variant=variant, model="m", window=16384,
                                  prompt_source={t: prompt_source for t in tasks},
-                                 prompt_differences={t: [] for t in tasks}, limit=None,
+                                 limit=None,
                                  code_sim_backend="difflib", data_dir="data/LongBench/data")
 
 
@@ -54,13 +54,20 @@ def _embedded_metrics(variant: str) -> dict:
     return results.build_metrics({protocol.EMBEDDED_TASK: (recs, results.edge_buckets([64, 200, 456, 968]))},
                                  benchmark="longbench-e", variant=variant, model="m", window=1024,
                                  prompt_source={protocol.EMBEDDED_TASK: "ropeext (embedded task)"},
-                                 prompt_differences={protocol.EMBEDDED_TASK: []}, limit=None, data_dir="results/x")
+                                 limit=None, data_dir="results/x")
 
 
-def _ruler_metrics(variant: str, *, templates: str = "official", drop_qa: bool = False) -> dict:
-    """A RULER metrics.json as `ropeext eval ruler` writes it (its summary function, its templates)."""
+def _ruler_metrics(variant: str, *, templates: str | None = None, drop_qa: bool = False) -> dict:
+    """A RULER metrics.json as `ropeext eval ruler` writes it (its summary function, its templates; None: a
+    templates file giving every kind's template, as the user's copy of RULER's wording does)."""
+    import tempfile
+
     from ropeext.eval.ruler.run import summarize
-    from ropeext.eval.ruler.tasks import load_templates, resolve_tasks
+    from ropeext.eval.ruler.tasks import ROPEEXT_TEMPLATES, load_templates, resolve_tasks
+
+    if templates is None:
+        templates = Path(tempfile.mkdtemp()) / "ruler_templates.yaml"
+        templates.write_text(yaml.safe_dump({k: {"template": v["template"]} for k, v in ROPEEXT_TEMPLATES.items()}))
 
     tasks, subset = resolve_tasks(None, "anchor_llama2")
     if drop_qa:
@@ -288,13 +295,13 @@ def test_report_puts_anchor_ruler_beside_ours_only_when_comparable(tmp_path):
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "| llama2-base_change-65536-anchor | AnchorAttention | " in md and "| 73.25 |" in md
     assert ('`llama2-base_change-65536-full` beside "Full Attention": not comparable: prompt wording of cwe, fwe, '
-            "niah, qa, vt is 'ropeext', not RULER's") in md
+            "niah, qa, vt is the project's own, not RULER's") in md
     assert ('`llama2-base_change-65536-intra_doc` beside "Intra-Doc": not comparable: averages the task set '
             "'anchor_llama2 without qa_1, qa_2', the paper 'anchor_llama2' (11 tasks)") in md
     assert "66.40" not in md and "69.97" not in md  # their published values stay out
     assert "Not run in this config: Intra-Doc + Reset; Intra-Doc + Interleaved; Anchor + Tag; Anchor + Interleaved." \
         in md
-    assert "templates: lm-eval" in md and "haystack the held-out split of this corpus" in md
+    assert "templates: templates file " in md and "haystack the held-out split of this corpus" in md
 
 
 def _openllm_metrics(variant: str, shots: dict[str, int], scores: dict[str, float], preset: str) -> dict:

@@ -261,6 +261,37 @@ def test_templates_file(tmp_path, tok, sources):
         load_templates(bad)
     with pytest.raises(RopeextError, match="templates file not found"):
         load_templates(tmp_path / "missing.yaml")
+    with pytest.raises(RopeextError, match=r"niah.gen_prefix: unknown field \(allowed: template, template_single"):
+        load_templates(_yaml(tmp_path / "g.yaml", {"niah": {"gen_prefix": "x"}}))
+
+
+def _yaml(path, data):
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_users_copy_of_rulers_wording(tmp_path, tok, sources):
+    """A templates file may carry RULER's whole niah wording: a one-needle variant, and a delimiter between
+    question and answer prefix; the kinds it words are recorded as the file's, the others as the project's."""
+    from ropeext.eval.ruler.tasks import describe_templates
+
+    path = _yaml(tmp_path / "ruler.yaml", {"niah": {
+        "template": "Some special magic {type_needle_v} are hidden.\n{context}\nWhat are all of them for {query}?",
+        "template_single": "A special magic {type_needle_v} is hidden.\n{context}\nWhat is it for {query}?",
+        "answer_prefix": "The special magic {type_needle_v} for {query} are",
+        "answer_prefix_single": "The special magic {type_needle_v} for {query} is", "delimiter": "\n\n"}})
+    tpl = load_templates(path)
+    assert describe_templates(tpl)["template_source"] == {"niah": f"templates file {path}", "vt": "ropeext",
+                                                          "cwe": "ropeext", "fwe": "ropeext", "qa": "ropeext"}
+    one = G.make_sample("niah_single_1", 1024, 0, tok, seed=0, sources=sources, templates=tpl)["prompt"]
+    many = G.make_sample("niah_multivalue", 1024, 0, tok, seed=0, sources=sources, templates=tpl)["prompt"]
+    assert one.startswith("A special magic number is hidden.\n") and "?\n\nThe special magic number for " in one
+    assert one.endswith(" is")
+    assert many.startswith("Some special magic numbers are hidden.\n") and many.endswith(" are")
+    tweak = load_templates(_yaml(tmp_path / "t.yaml", {"vt": {"max_new_tokens": 8}}))
+    assert tweak["vt"]["source"] == f"ropeext, with fields from {tmp_path / 't.yaml'}"
 
 
 def test_essay_sources(tmp_path, tok):

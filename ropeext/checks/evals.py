@@ -101,7 +101,7 @@ def _windows(config: dict, selection: list[str]) -> dict[int, list[str]]:
 
 
 @check("eval.ruler files", "an essay source, SQuAD or HotpotQA file that does not exist; a templates file that "
-       "does not parse; official templates without lm-eval", paths=True)
+       "does not parse", paths=True)
 def _ruler_files(config: dict) -> Iterator[str]:
     from ropeext.eval.ruler.tasks import load_templates
 
@@ -201,6 +201,10 @@ def _longbench_files(config: dict) -> Iterator[str]:
             protocol.load_prompt_assets(prompts)
         except RopeextError as exc:
             yield f"eval.longbench.prompts_dir: {exc}"
+    elif lb["engine"] == "ropeext" and (spec.startswith(data.HF_PREFIX) or Path(spec).exists()) \
+            and not (Path(spec) / data.MANIFEST).is_file():
+        yield ("eval.longbench.prompts_dir: null, but the benchmark's tasks in data_dir need its prompt templates: "
+               "the official repository's config/ folder, or eval.longbench.engine: lm_eval")
 
 
 def _cached_dataset_file(repo: str, name: str) -> bool:
@@ -233,8 +237,8 @@ def _openllm(config: dict) -> Iterator[str]:
         yield f"eval.openllm.batch_size: {bs!r} is neither a positive integer nor auto"
 
 
-@check("eval.*.engine", "an lm_eval engine whose datasets are neither in the local cache nor reachable (what to "
-       "download and where to cache it)", paths=True)
+@check("eval.*.engine", "an lm_eval engine whose tasks cannot load their data here (lm-eval asked; what to fetch "
+       "and how)", paths=True)
 def _engines(config: dict) -> Iterator[str]:
     if all(config["eval"][s]["engine"] != "lm_eval" or not config["eval"][s]["enabled"] for s in ("ruler", "longbench")):
         return

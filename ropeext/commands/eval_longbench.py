@@ -42,8 +42,7 @@ def add_arguments(parser) -> None:
     ev.add_argument("--data", help="folder of <task>.jsonl / <task>_e.jsonl, the benchmark's "
                     "data.zip, or hf:THUDM/LongBench (default: eval.longbench.data_dir)")
     ev.add_argument("--prompts", help="the official repository's config/ folder with dataset2prompt.json and "
-                    "dataset2maxlen.json (default: eval.longbench.prompts_dir; null = the installed lm-eval's "
-                    "LongBench task files, and metrics.json lists how they differ)")
+                    "dataset2maxlen.json (default: eval.longbench.prompts_dir; the benchmark's tasks need it)")
     ev.add_argument("--benchmark", choices=["longbench-e", "longbench"],
                     help="read the _e files and score by length bucket, or LongBench v1 (default: eval.longbench.benchmark)")
     ev.add_argument("--tasks", help="comma-separated tasks (default: eval.longbench.tasks; null = those in the data "

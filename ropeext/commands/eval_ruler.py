@@ -40,9 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--squad", help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
     parser.add_argument("--hotpotqa", help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
     parser.add_argument("--templates",
-                        help="prompt wording: official (RULER's, read from the installed lm-eval), ropeext, or a "
-                             "YAML/JSON file overriding per-kind template / answer_prefix / max_new_tokens "
-                             "(default: eval.ruler.templates)")
+                        help="prompt wording: ropeext, or a YAML/JSON file (your copy of RULER's templates, say) "
+                             "overriding per-kind fields of it (default: eval.ruler.templates)")
     parser.add_argument("--max-length", type=int,
                         help="the longest sequence the model may be given (default: eval.ruler.max_length; null = "
                              "its max_position_embeddings); raise it to measure extrapolation past the window")

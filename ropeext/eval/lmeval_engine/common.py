@@ -1,4 +1,5 @@
-"""What the lm_eval engines of RULER and LongBench share: lm-eval's task folder, resumable state, stored samples.
+"""What the lm_eval engines of RULER and LongBench share: lm-eval's task folder, the start check's message, resumable
+state, stored samples.
 
 A run writes, under its output folder, ``results.jsonl`` (lm-eval's results of each task entry, one
 line per entry, resumable), ``predictions.jsonl`` (the samples lm-eval logs, with the request
@@ -9,10 +10,10 @@ arguments dropped and long document fields replaced by their hash and size) and 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from pathlib import Path
 
 from ropeext.errors import RopeextError
-from ropeext.eval import lmeval_assets as LM
 from ropeext.io import read_json, write_json
 
 LONG_TEXT = 2000  # document fields longer than this (characters) are stored as hash and size
@@ -24,12 +25,24 @@ def fail_on(problems: list[str]) -> None:
         raise RopeextError("\n\n".join(problems))
 
 
+def version() -> str:
+    return importlib.metadata.version("lm_eval")
+
+
+def first_line(exc: BaseException) -> str:
+    """What an exception says, on one line (its first with words: nltk frames its messages in stars), with its type."""
+    line = next((x.strip() for x in str(exc).splitlines() if any(c.isalnum() for c in x)), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 def task_manager(folder: str, names: list[str], metadata: dict | None = None):
-    """A TaskManager over lm-eval's own task folder ``lm_eval/tasks/<folder>`` only (indexing it takes
-    milliseconds, all of lm-eval's tasks seconds)."""
+    """A TaskManager over one folder of lm-eval's own tasks, ``lm_eval.tasks.<folder>``, the package lm-eval
+    indexes by default (indexing one folder takes milliseconds, all of lm-eval's tasks seconds)."""
+    import lm_eval.tasks  # heavy: only the lm_eval engine needs it
+
     from ropeext.eval.openllm import runner
 
-    return runner.task_manager([LM.package_dir() / "tasks" / folder], names, metadata)
+    return runner.task_manager([Path(lm_eval.tasks.__file__).parent / folder], names, metadata)
 
 
 def _short(value):
@@ -73,3 +86,30 @@ def model_id(model) -> str:
 def entry_samples(samples_store, key: str) -> list[dict]:
     """The stored samples of one entry, in document order."""
     return sorted((r for r in samples_store if r.get("entry") == key), key=lambda r: int(r["doc_id"]))
+
+
+def attempt(call) -> str | None:
+    """None when ``call()`` succeeds, else what it raised on one line."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - datasets, requests and nltk fail in many ways
+        return first_line(exc)
+    return None
+
+
+def suite_message(suite: str, title: str, failures: list[str], fix: str) -> list[str]:
+    """One message for ``suite``: each failure (``- what, for tasks: what lm-eval said``), how to get it, the
+    other engine."""
+    if not failures:
+        return []
+    return ["\n".join([f"eval.{suite}.engine: lm_eval runs lm-eval {version()}'s own {title} tasks, which could "
+                       "not load what they need here:", *failures, fix,
+                       f"Or set eval.{suite}.engine: ropeext (this project's offline implementation)."])]
+
+
+def checked(suite: str, check) -> list[str]:
+    """``check()``'s messages; a RopeextError (an unknown task, say) as one message of ``suite``."""
+    try:
+        return check()
+    except RopeextError as exc:
+        return [f"eval.{suite}.engine: lm_eval: {exc}"]

@@ -11,7 +11,11 @@ Each logged sample carries lm-eval's per-sample ``score`` (0-1) and the record's
 task scores and LongBench-E's length buckets are aggregated from them as the official scorers do
 (``ropeext.eval.longbench.metrics.aggregate`` / ``aggregate_bucket``), and summarised in the shape
 of the ropeext engine's metrics.json (``ropeext.eval.longbench.results``), so the report reads both
-alike. lm-eval's own mean of each task is kept beside it (``lm_eval_scores``).
+alike. lm-eval's own mean of each task is kept beside it (``lm_eval_scores``), and what it ran with
+(dataset, prompt, generation length) is read back from the task configs it reports.
+
+``problems`` builds each task through lm-eval's TaskManager first, which loads its hub dataset with
+``datasets`` (from the local cache when offline), and explains what fails.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext.errors import RopeextError
-from ropeext.eval import lmeval_assets as LM
 from ropeext.eval.lmeval_engine import common
 from ropeext.io import write_json
 
 FOLDER = "longbench"
+FIX = ("To get it: on a machine with network access and this machine's HF_HOME / HF_DATASETS_CACHE (or copy that "
+       "cache here afterwards), run\n  python -c \"from lm_eval.tasks import TaskManager; TaskManager().load({names!r})\"")
 PROTOCOL_NOTES = (
     "prompts longer than the window lose their beginning (lm-eval keeps the last max_length - max_gen_toks "
     "tokens); LongBench's script cuts the middle out",
@@ -42,6 +47,40 @@ def task_list(settings: dict) -> list[str]:
         raise RopeextError(f"eval.longbench.tasks: {EMBEDDED_TASK} is this project's embedded task, which lm-eval "
                            "does not have; with eval.longbench.engine: lm_eval name LongBench tasks only")
     return list(dict.fromkeys(tasks))
+
+
+def lm_eval_names(settings: dict) -> dict[str, str]:
+    """{task: lm-eval's task name} (``longbench_<task>``, ``longbench_<task>_e`` for LongBench-E)."""
+    suffix = "_e" if settings["benchmark"] == "longbench-e" else ""
+    return {t: f"longbench_{t}{suffix}" for t in task_list(settings)}
+
+
+def problems(settings: dict) -> list[str]:
+    """The LongBench suite's message, for the resolved ``eval.longbench`` section (``benchmark`` / ``tasks``), or []."""
+    return common.checked("longbench", lambda: _message(settings, load_tasks(settings)[0]))
+
+
+def load_tasks(settings: dict) -> tuple[dict[str, str], dict[str, int]]:
+    """Each task built through lm-eval's TaskManager (which loads its dataset): {task: why it failed} and
+    {task: lm-eval's generation length} of those built."""
+    names = lm_eval_names(settings)
+    tm = common.task_manager(FOLDER, list(names.values()))
+    failures, gen = {}, {}
+    for task, name in names.items():
+        try:
+            [built] = tm.load([name])["tasks"].values()
+        except Exception as exc:  # noqa: BLE001 - the dataset loader (hub, network, files) fails in many ways
+            failures[task] = common.first_line(exc)
+            continue
+        gen[task] = int((built.config.generation_kwargs or {}).get("max_gen_toks") or 0)
+    return failures, gen
+
+
+def _message(settings: dict, failures: dict[str, str]) -> list[str]:
+    names = lm_eval_names(settings)
+    title = "LongBench-E" if settings["benchmark"] == "longbench-e" else "LongBench"
+    return common.suite_message("longbench", title, [f"- the data of {names[t]}, for {t}: {r}" for t, r in failures.items()],
+                                FIX.format(names=[names[t] for t in failures]))
 
 
 def task_record(samples: list[dict], buckets) -> dict:
@@ -73,13 +112,16 @@ def build_metrics(samples: dict[str, list[dict]], entries: dict[str, dict], *, n
     out = {**meta, "benchmark": benchmark, "engine": "lm_eval", "tasks": tasks, "summaries": [summary]}
     out.update({k: v for k, v in summary.items() if k != "tasks"})
     versions = sorted({e.get("lm_eval_version") for e in entries.values() if e.get("lm_eval_version")})
-    out["lm_eval_version"] = versions[0] if len(versions) == 1 else (versions or LM.version())
+    out["lm_eval_version"] = versions[0] if len(versions) == 1 else (versions or common.version())
     out["lm_eval_tasks"] = {t: names[t] for t in samples}
     out["lm_eval_scores"] = {}
     for t in samples:
         value = (entries[t].get("results", {}).get(names[t]) or {}).get("score,none")
         out["lm_eval_scores"][t] = round(100.0 * value, 2) if isinstance(value, (int, float)) else None
-    out["lm_eval_config"] = {t: (entries[t].get("configs") or {}).get(names[t]) for t in samples}
+    out["lm_eval_config"] = configs = {t: (entries[t].get("configs") or {}).get(names[t]) or {} for t in samples}
+    out["max_new_tokens"] = {t: (c.get("generation_kwargs") or {}).get("max_gen_toks") for t, c in configs.items()}
+    out["prompt_source"] = {t: f"lm-eval {out['lm_eval_version']}: {names[t]}" for t in samples}
+    out["data"] = {t: ":".join(filter(None, (c.get("dataset_path"), c.get("dataset_name")))) for t, c in configs.items()}
     return out
 
 
@@ -90,23 +132,20 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     from tqdm import tqdm
 
     from ropeext import tracking
-    from ropeext.eval.lmeval_engine.needs import longbench_needs, longbench_problems
     from ropeext.eval.longbench import results
-    from ropeext.eval.longbench.lmeval_prompts import lm_eval_prompt
     from ropeext.eval.longbench.run import flat_scores, metric_key
     from ropeext.eval.openllm import runner
     from ropeext.modeling import load_model_config
     from ropeext.runtime import model_window, resolve_device
 
-    common.fail_on(longbench_problems(settings))
+    failures, gen = load_tasks(settings)
+    common.fail_on(_message(settings, failures))
     benchmark = settings["benchmark"]
-    needs = longbench_needs(task_list(settings), benchmark)
-    names = {t: name for t, (name, _) in needs.items()}
-    prompts = {t: lm_eval_prompt(t, benchmark == "longbench-e") for t in names}
+    names = lm_eval_names(settings)
     window = model_window(load_model_config(model, "--model"))
     if not window:
         raise RopeextError(f"{model}: config has no max_position_embeddings, so lm-eval's window is unknown")
-    short = {t: p.max_new_tokens for t, p in prompts.items() if p.max_new_tokens >= window}
+    short = {t: n for t, n in gen.items() if n >= window}
     if short:
         raise RopeextError(f"{model}: a window of {window} tokens leaves no room for a prompt before lm-eval's "
                            f"generation length of {', '.join(f'{t} ({n})' for t, n in short.items())}")
@@ -115,7 +154,7 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     out.mkdir(parents=True, exist_ok=True)
     common.fresh_state(out, {"engine": "lm_eval", "model": common.model_id(model),
                              "tokenizer": common.model_id(tokenizer or model), "max_length": window, "dtype": dtype,
-                             "seed": seed, "limit": limit, "lm_eval": LM.version()}, "longbench")
+                             "seed": seed, "limit": limit, "lm_eval": common.version()}, "longbench")
     results_store, samples_store = common.stores(out)
     device = resolve_device(device)
     variant = variant or Path(str(model).rstrip("/")).name
@@ -133,18 +172,12 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
                 samples[task] = common.entry_samples(samples_store, name)
                 bar.update(1)
         meta = {"variant": variant, "model": str(model), "window": window, "max_length": window, "limit": limit,
-                "limit_scope": "task",
-                "max_new_tokens": {t: p.max_new_tokens for t, p in prompts.items()},
-                "prompt_source": {t: p.source for t, p in prompts.items()},
-                "prompt_differences": {t: list(p.differences) for t, p in prompts.items()},
-                "protocol_notes": list(PROTOCOL_NOTES), "chat_template": "never",
-                "data": {t: f"{n.repo}" + (f":{n.config}" if n.config else "") for t, (_, ns) in needs.items()
-                         for n in ns}}
+                "limit_scope": "task", "protocol_notes": list(PROTOCOL_NOTES), "chat_template": "never"}
         metrics = build_metrics(samples, entries, names=names, benchmark=benchmark, meta=meta)
         write_json(out / "metrics.json", metrics)
         results.plot_buckets(metrics, out / "longbench.png")
         run_.log_metrics({metric_key(k): v for k, v in flat_scores(metrics).items()})
-        run_.set_tags({"longbench.engine": "lm_eval", "lm_eval.version": LM.version()})
+        run_.set_tags({"longbench.engine": "lm_eval", "lm_eval.version": common.version()})
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     return metrics

@@ -11,17 +11,63 @@ lm-eval's own aggregate of each entry is kept beside them (``lm_eval_scores``).
 
 A length at which lm-eval cannot build a single sample (it raises ``ValueError``) is recorded as
 skipped for that task, as the ropeext engine records a task too long for a length.
+
+lm-eval generates the data when it builds a task, with the model's tokenizer; what it fetches for that
+is loaded first by ``problems`` through lm-eval's own RULER functions: the essay haystack (a hub
+dataset) and the sentence splitter's nltk data for the essay tasks, the SQuAD / HotpotQA files (fetched
+at every run, no copy kept) for the QA tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
-from ropeext.eval import lmeval_assets as LM
 from ropeext.eval.lmeval_engine import common
+from ropeext.eval.ruler.tasks import TASKS, resolve_tasks
 from ropeext.io import write_json
 
 FOLDER = "ruler"
+# lm-eval's name of each of this project's RULER tasks
+LM_EVAL_TASKS = {**{t: t for t in TASKS if t.startswith("niah")}, "vt": "ruler_vt", "cwe": "ruler_cwe",
+                 "fwe": "ruler_fwe", "qa_1": "ruler_qa_squad", "qa_2": "ruler_qa_hotpot"}
+FIX = ("To get it: on a machine with network access and this machine's HF_HOME / HF_DATASETS_CACHE and NLTK_DATA "
+       "(or copy those caches here afterwards), run\n"
+       "  python -c \"from lm_eval.tasks.ruler import prepare_niah as p; p.get_haystack(type_haystack='essay'); "
+       "p.cached_sent_tokenize('One. Two.')\"\n"
+       "The QA files have no cache: run with network access, or leave their tasks out (eval.ruler.tasks).")
+
+
+def problems(settings: dict) -> list[str]:
+    """The RULER suite's message, for the resolved ``eval.ruler`` section (``tasks`` / ``subset``), or []."""
+    return common.checked("ruler", lambda: _problems(settings))
+
+
+def _problems(settings: dict) -> list[str]:
+    tasks, _ = resolve_tasks(settings.get("tasks"), settings.get("subset"))
+    common.task_manager(FOLDER, [LM_EVAL_TASKS[t] for t in tasks])  # every name known to lm-eval
+    try:  # heavy, and imports nltk and wonderwords: only this engine needs them
+        # its import tries to download nltk data and prints about it; what is missing is reported below
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            from lm_eval.tasks.ruler import prepare_niah, qa_utils
+    except ImportError as exc:
+        return [f"eval.ruler.engine: lm_eval: lm-eval's RULER tasks cannot be imported ({common.first_line(exc)}); "
+                "install the versions pinned in requirements.lock"]
+    essay = [t for t in tasks if TASKS[t].get("haystack") == "essay"]
+    probes = []
+    if essay:
+        probes += [("the essay haystack (prepare_niah.get_haystack)", essay,
+                    lambda: prepare_niah.get_haystack(type_haystack="essay")),
+                   ("the sentence splitter's nltk data (prepare_niah.cached_sent_tokenize)", essay,
+                    lambda: prepare_niah.cached_sent_tokenize("One. Two."))]
+    for task, reader in (("qa_1", qa_utils.read_squad), ("qa_2", qa_utils.read_hotpotqa)):
+        if task in tasks:
+            probes.append((f"the {TASKS[task]['dataset']} file (qa_utils.{reader.__name__}, fetched at every run)",
+                           [task], reader))
+    failures = [f"- {what}, for {', '.join(on)}: {reason}" for what, on, call in probes
+                if (reason := common.attempt(call)) is not None]
+    return common.suite_message("ruler", "RULER", failures, FIX)
 
 
 def entry_key(name: str, length: int) -> str:
@@ -52,7 +98,6 @@ def build_metrics(records: list[dict], entries: dict[tuple[str, int], dict], *, 
                   tasks: list[str], lengths: list[int], subset: str, threshold: float, skipped: dict,
                   samples: int, meta: dict) -> dict:
     """The RULER metrics JSON of an lm_eval run: the ropeext engine's shape plus what lm-eval ran."""
-    from ropeext.eval.ruler.official import KIND_OF
     from ropeext.eval.ruler.run import summarize
 
     summary = summarize(records, tasks=tasks, lengths=lengths, subset=subset, threshold=threshold, skipped=skipped)
@@ -60,18 +105,18 @@ def build_metrics(records: list[dict], entries: dict[tuple[str, int], dict], *, 
     for (task, _), entry in entries.items():
         first.setdefault(task, entry)
     versions = sorted({e.get("lm_eval_version") for e in entries.values() if e.get("lm_eval_version")})
+    version = versions[0] if len(versions) == 1 else (versions or common.version())
     return {
         **meta,
         "samples_per_cell": samples,
         **summary,
         "engine": "lm_eval",
-        "lm_eval_version": versions[0] if len(versions) == 1 else (versions or LM.version()),
+        "lm_eval_version": version,
         "lm_eval_tasks": {t: names[t] for t in tasks},
         "lm_eval_scores": {t: {str(L): lm_eval_score(e, names[t], L) for (tt, L), e in entries.items() if tt == t}
                            for t in tasks},
         "lm_eval_config": {t: (e.get("configs") or {}).get(names[t]) for t, e in first.items()},
-        "template_source": {KIND_OF[t]: f"{LM.label()}: {LM.relative(LM.package_dir() / 'tasks' / FOLDER)}"
-                            for t in tasks},
+        "template_source": {TASKS[t]["kind"]: f"lm-eval {version}'s RULER tasks" for t in tasks},
     }
 
 
@@ -82,16 +127,14 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, window: int 
     from tqdm import tqdm
 
     from ropeext import tracking
-    from ropeext.eval.lmeval_engine.needs import ruler_needs, ruler_problems
     from ropeext.eval.openllm import runner
     from ropeext.eval.ruler import report
     from ropeext.eval.ruler.run import flat_metrics
-    from ropeext.eval.ruler.tasks import resolve_tasks
     from ropeext.runtime import resolve_device
 
-    common.fail_on(ruler_problems(settings))
+    common.fail_on(problems(settings))
     tasks, subset = resolve_tasks(settings["tasks"], settings["subset"])
-    names = {t: name for t, (name, _) in ruler_needs(tasks).items()}
+    names = {t: LM_EVAL_TASKS[t] for t in tasks}
     lengths = sorted(dict.fromkeys(int(L) for L in settings["lengths"]))
     samples, seed = int(settings["samples"]), int(settings["seed"])
     tok = str(tokenizer or model)
@@ -100,7 +143,7 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, window: int 
     max_length = max(lengths)
     common.fresh_state(out, {"engine": "lm_eval", "model": common.model_id(model), "tokenizer": common.model_id(tok),
                              "max_length": max_length, "dtype": dtype, "seed": seed, "samples": samples,
-                             "lm_eval": LM.version()}, "ruler")
+                             "lm_eval": common.version()}, "ruler")
     results_store, samples_store = common.stores(out)
     device = resolve_device(device)
     variant = variant or Path(str(model).rstrip("/")).name
@@ -135,7 +178,7 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, window: int 
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, lengths, out / "heatmaps")
         run_.log_metrics(flat_metrics(metrics))
-        run_.set_tags({"ruler.subset": subset, "ruler.engine": "lm_eval", "lm_eval.version": LM.version()})
+        run_.set_tags({"ruler.subset": subset, "ruler.engine": "lm_eval", "lm_eval.version": common.version()})
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     return metrics

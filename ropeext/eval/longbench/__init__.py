@@ -2,8 +2,7 @@
 LongBench-E-style code-completion task built from held-out code.
 
 Modules: ``metrics`` (per-sample scores, ``score``), ``protocol`` (tasks, prompt assets, middle
-truncation), ``lmeval_prompts`` (prompts from the installed lm-eval and their known differences
-from the official ones), ``data`` (reading the JSONL files), ``predict`` (the resumable prediction loop),
+truncation), ``data`` (reading the JSONL files), ``predict`` (the resumable prediction loop),
 ``results`` (per-bucket scores, Avg / Avg>4k, ``table1`` for the report), ``embedded`` (the
 task builder).
 """

@@ -2,11 +2,10 @@
 
 The per-task prompt templates and generation lengths are the benchmark's own files
 (``dataset2prompt.json`` and ``dataset2maxlen.json`` in the ``config/`` folder of the official
-repository); they are read at run time from the user's copy and never shipped here. Without that
-folder they come from the installed lm-eval's LongBench task files (``lmeval_prompts``), and each
-known difference from the official templates travels with the task. What lives in code are facts
-of the protocol: which tasks skip a chat template, which stop at a newline, and the prompt of this
-project's own embedded code-completion task.
+repository); they are read at run time from the user's copy and never shipped here (without it, a
+benchmark task does not run on this engine; lm-eval's own tasks are ``eval.longbench.engine:
+lm_eval``). What lives in code are facts of the protocol: which tasks skip a chat template, which
+stop at a newline, and the prompt of this project's own embedded code-completion task.
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ class TaskSpec:
     use_chat: bool          # whether a chat template may be applied
     stop_at_newline: bool
     source: str             # where the template came from
-    differences: tuple[str, ...] = ()  # known differences from the official template
 
 
 def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
@@ -82,12 +80,11 @@ def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
 
 
 def task_spec(task: str, prompts: dict, maxlens: dict, *, prompts_dir=None,
-              embedded_max_new_tokens: int | None = None, benchmark: str = "longbench-e") -> TaskSpec:
+              embedded_max_new_tokens: int | None = None) -> TaskSpec:
     """Everything the prediction loop needs for one task.
 
     The template and generation length come from the official files (``prompts``/``maxlens``
-    read from ``prompts_dir``); without a ``prompts_dir``, from the installed lm-eval's task file
-    for ``benchmark`` (``longbench-e`` reads ``<task>_e.yaml``), with the known differences.
+    read from ``prompts_dir``); the embedded task has its own.
     """
     name = metrics.base_task(task)
     metric = metrics.metric_name(name)  # raises for an unknown task
@@ -96,13 +93,9 @@ def task_spec(task: str, prompts: dict, maxlens: dict, *, prompts_dir=None,
                         use_chat=False, stop_at_newline=False, source="ropeext (embedded task)")
     where = Path(prompts_dir) if prompts_dir else None
     if where is None and name not in prompts:
-        from ropeext.eval.longbench.lmeval_prompts import lm_eval_prompt
-
-        if benchmark not in ("longbench-e", "longbench"):
-            raise RopeextError(f"benchmark {benchmark!r} is not one of longbench-e, longbench")
-        lm = lm_eval_prompt(name, longbench_e=benchmark == "longbench-e")
-        return TaskSpec(name, lm.template, lm.max_new_tokens, metric, use_chat=name not in NO_CHAT_TASKS,
-                        stop_at_newline=name in NEWLINE_STOP_TASKS, source=lm.source, differences=lm.differences)
+        raise RopeextError(f"LongBench task {name!r} needs the benchmark's prompt templates: set "
+                           f"eval.longbench.prompts_dir (--prompts) to the official repository's config/ folder "
+                           f"({PROMPT_FILE}, {MAXLEN_FILE}), or run lm-eval's own task (eval.longbench.engine: lm_eval)")
     if name not in prompts or name not in maxlens:
         missing = PROMPT_FILE if name not in prompts else MAXLEN_FILE
         raise RopeextError(f"{where / missing if where else missing}: no entry for task {name!r}")

@@ -90,7 +90,7 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     specs, samples, schemes = {}, {}, {}
     for t in tasks:
         specs[t] = protocol.task_spec(t, prompts, maxlens, prompts_dir=s["prompts_dir"],
-                                      embedded_max_new_tokens=s["embedded_max_new_tokens"], benchmark=s["benchmark"])
+                                      embedded_max_new_tokens=s["embedded_max_new_tokens"])
         if t in manifest.get("tasks", {}):
             edges = manifest["tasks"][t]["edges"]
             schemes[t] = results.edge_buckets(edges, manifest["tasks"][t].get("unit", "tokens"))
@@ -144,7 +144,6 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
             per_task, benchmark=s["benchmark"], engine="ropeext", variant=variant, model=str(model), window=window,
             max_input_length=budgets, max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
             prompt_source={t: specs[t].source for t in tasks},
-            prompt_differences={t: list(specs[t].differences) for t in tasks},
             chat_template=s["chat_template"], bos=add_bos,
             limit=s["limit"], code_sim_backend=metrics.code_sim_backend(), prediction_stats=stats,
             data_dir=str(data_dir))

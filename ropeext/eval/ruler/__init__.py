@@ -2,8 +2,8 @@
 
 Public entry points:
 - ``generate.make_sample`` / ``generate.generate_samples``: seeded samples of the 13 tasks;
-- ``tasks.load_templates``: the prompt wording by source (``official``: RULER's, read from the
-  installed lm-eval by ``official``; ``ropeext``; or a templates file);
+- ``tasks.load_templates``: the prompt wording by source (``ropeext``, or a templates file such as
+  the user's copy of RULER's);
 - ``metrics.string_match_all`` / ``string_match_part`` / ``effective_length``;
 - ``run.evaluate`` / ``run.summarize``: the evaluation loop and the metrics JSON content;
 - ``report.ruler_table``: variants x lengths table from several metrics JSONs;

@@ -59,7 +59,7 @@ def _fill(text: str, fields: dict, what: str) -> str:
 def render(tpl: dict, kind: str, context: str, fields: dict, *, single: bool = False) -> str:
     """The question prompt: the filled template, then the answer prefix.
 
-    Templates with a ``delimiter`` (RULER's, as lm-eval assembles them) put it between the two
+    Templates with a ``delimiter`` (a templates file may give one) put it between the two
     where neither side has whitespace at the seam; others join them as they are. ``single``
     selects a one-needle wording where the templates have one.
     """

@@ -1,13 +1,15 @@
 """The 13 RULER tasks: their settings, prompt templates, answer prefixes and task subsets.
 
 Task settings, answer prefixes, generation lengths and metrics follow RULER's task table. The
-prompt wording comes from one of three sources (``load_templates``):
+prompt wording comes from one of two sources (``load_templates``):
 
-- ``official``: RULER's own templates, answer prefixes and generation lengths, read at run time
-  from the installed lm-eval package (``ropeext.eval.ruler.official``);
 - ``ropeext``: this project's own wording (``ROPEEXT_TEMPLATES``), with RULER's generation lengths;
-- a templates file (YAML or JSON: kind -> template / answer_prefix / max_new_tokens) whose fields
-  replace those of the ``ropeext`` wording.
+- a templates file (YAML or JSON: kind -> ``FILE_FIELDS``), the user's copy of RULER's wording for
+  example, whose fields replace those of the ``ropeext`` wording. Besides ``template``,
+  ``answer_prefix`` and ``max_new_tokens``, a kind may give a one-needle wording (``template_single``,
+  ``answer_prefix_single``), the raw answer prefix of worked examples (``example_answer_prefix``) and a
+  ``delimiter`` put between question and answer prefix (see ``generate.render``). A kind whose
+  ``template`` the file gives is recorded as the file's (``template_source``), the others as ``ropeext``.
 
 Prompts use the base-model format: instructions, then the answer prefix, no chat template.
 """
@@ -109,45 +111,31 @@ def resolve_tasks(tasks: list[str] | str | None = None, subset: str | None = Non
     return list(SUBSETS[subset]), subset
 
 
-SOURCES = ("official", "ropeext")
+FILE_FIELDS = ("template", "template_single", "answer_prefix", "answer_prefix_single", "example_answer_prefix",
+               "delimiter", "max_new_tokens")
 
 
-def load_templates(source: str | Path | None = "official") -> dict[str, dict]:
-    """The templates of ``source``: ``official`` (also None), ``ropeext`` or a templates file.
-
-    Every kind's entry names where it came from (``source``); ``official`` entries also carry the
-    lm-eval version they were read from.
-    """
-    if source is None or str(source) == "official":
-        from ropeext.eval.ruler.official import official_templates
-
-        return official_templates()
+def load_templates(source: str | Path | None = "ropeext") -> dict[str, dict]:
+    """The templates of ``source``: ``ropeext`` (also None) or a templates file; every kind's entry names
+    where it came from (``source``)."""
     templates = copy.deepcopy(ROPEEXT_TEMPLATES)
     for entry in templates.values():
         entry["source"] = "ropeext"
-    if str(source) == "ropeext":
+    if source is None or str(source) == "ropeext":
         return templates
     return _overlay_file(templates, Path(source))
 
 
 def describe_templates(templates: dict[str, dict]) -> dict:
-    """What the metrics record about the prompts: each kind's source, the lm-eval version if any,
-    and how lm-eval's assembly of RULER's wording departs from RULER's own scripts."""
-    versions = sorted({e["lm_eval_version"] for e in templates.values() if e.get("lm_eval_version")})
-    out = {"template_source": {kind: e.get("source", "ropeext") for kind, e in templates.items()},
-           "lm_eval_version": versions[0] if len(versions) == 1 else (versions or None)}
-    if versions:
-        from ropeext.eval.ruler.official import notes
-
-        out["template_notes"] = notes({k: e for k, e in templates.items() if e.get("lm_eval_version")})
-    return out
+    """What the metrics record about the prompts: each kind's source."""
+    return {"template_source": {kind: e.get("source", "ropeext") for kind, e in templates.items()}}
 
 
 def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
     """``templates`` with any kind's fields replaced by those in the file at ``path``."""
     if not path.is_file():
-        raise RopeextError(f"templates file not found: {path} (eval.ruler.templates takes official, ropeext "
-                           "or the path of a YAML/JSON templates file)")
+        raise RopeextError(f"templates file not found: {path} (eval.ruler.templates takes ropeext or the path of "
+                           "a YAML/JSON templates file)")
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -165,15 +153,16 @@ def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
         if not isinstance(fields, dict):
             raise RopeextError(f"templates file {path}: {kind}: expected a mapping")
         for key, value in fields.items():
-            if key not in ("template", "answer_prefix", "max_new_tokens"):
-                raise RopeextError(f"templates file {path}: {kind}.{key}: unknown field "
-                                   "(allowed: template, answer_prefix, max_new_tokens)")
+            if key not in FILE_FIELDS:
+                raise RopeextError(f"templates file {path}: {kind}.{key}: unknown field (allowed: "
+                                   f"{', '.join(FILE_FIELDS)})")
             if key == "max_new_tokens" and (not isinstance(value, int) or value <= 0):
                 raise RopeextError(f"templates file {path}: {kind}.max_new_tokens: {value!r} is not a positive integer")
             if key != "max_new_tokens" and not isinstance(value, str):
                 raise RopeextError(f"templates file {path}: {kind}.{key}: expected a string")
             templates[kind][key] = value
-        templates[kind]["source"] = f"ropeext, with fields from {path}"
+        own = "template" not in fields
+        templates[kind]["source"] = f"ropeext, with fields from {path}" if own else f"templates file {path}"
         if "{context}" not in templates[kind]["template"]:
             raise RopeextError(f"templates file {path}: {kind}.template has no {{context}} placeholder")
     return templates
