@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ropeext.errors import RopeextError
+from ropeext.io import is_hub_id
 
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")  # the largest float32: a learning rate beyond it overflows
 
@@ -95,12 +96,6 @@ def _uses(config: dict, method: str) -> str | None:
     return ", ".join(keys) or None
 
 
-def _looks_local(text: str) -> bool:
-    """A path rather than a hub id (``org/name`` or a bare name)."""
-    return (Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
-            or "\\" in text)
-
-
 def _offline() -> bool:
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"))
@@ -127,7 +122,7 @@ def _model_config(path: str) -> dict | None:
     if not folder.is_dir():
         from ropeext.modeling import local_snapshot
 
-        folder = local_snapshot(path) if not _looks_local(path) else None
+        folder = local_snapshot(path) if is_hub_id(path) else None
     if folder is None or not (folder / "config.json").is_file():
         return None
     try:
@@ -314,7 +309,7 @@ def _corpus(config: dict) -> Iterator[str]:
     elif source == "hf":
         if Path(path).expanduser().is_dir():
             return
-        if _looks_local(path):
+        if not is_hub_id(path):
             yield f"corpus.path: dataset folder not found: {path} (corpus.source hf: a save_to_disk folder or a hub id)"
         elif _offline() and not _dataset_cached(path):
             yield (f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
@@ -342,7 +337,7 @@ def _model(config: dict) -> Iterator[str]:
     if tok:
         if Path(tok).expanduser().is_dir():
             return
-        if _looks_local(tok):
+        if not is_hub_id(tok):
             yield f"tokenizer.path: folder not found: {tok} (expected a tokenizer directory or a hub id like org/name)"
         elif _offline() and _model_config(tok) is None and not _cached_file(tok, "tokenizer_config.json"):
             yield f"tokenizer.path: the hub id {tok} is not in the local cache and downloads are off (HF_HUB_OFFLINE)"
@@ -379,7 +374,7 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
             problem = weight_file_problem(folder / name)
             if problem:
                 yield f"model.path: {folder / name}: {problem}"
-    elif _looks_local(path):
+    elif not is_hub_id(path):
         yield f"model.path: model directory not found: {path} (expected a Hugging Face model directory or a hub id)"
         return
     elif _offline() and _model_config(path) is None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from ropeext.errors import RopeextError
-from ropeext.report.summary import markdown_table, parse_variant
+from ropeext.report.summary import parse_variant
+from ropeext.text import markdown_table, number
 
 BENCHMARKS = ("longbench-e", "longbench", "ruler", "openllm", "ppl", "disturbance")
 SETTING_KEYS = ("model", "method", "target_length", "layout", "train_length", "corpus", "rope_theta",
@@ -277,16 +278,6 @@ def row_matches(setting: dict, ours: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- our numbers
-def _num(v) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
-
-
 def _mean(values: list) -> float | None:
     """Mean of every value, None when any is missing."""
     vals = [v for v in values if v is not None]
@@ -298,7 +289,7 @@ def longbench_categories(metrics: dict) -> dict[str, float | None]:
     tasks = metrics.get("tasks") or {}
     out = {}
     for cat, members in LONGBENCH_CATEGORIES.items():
-        scores = [_num(tasks[t].get("score")) for t in members if t in tasks]
+        scores = [number(tasks[t].get("score")) for t in members if t in tasks]
         scores = [s for s in scores if s is not None]
         out[cat] = round(sum(scores) / len(scores), 2) if scores else None
     return out
@@ -308,14 +299,14 @@ def our_values(table: Table, ours: pd.Series, metrics: dict) -> dict:
     """Our number for each of the table's columns (None where we have none)."""
     if table.at_length is not None:
         scores = metrics.get("scores") or {}
-        return {c: _num((scores.get(c) or {}).get(str(table.at_length))) for c in table.columns}
+        return {c: number((scores.get(c) or {}).get(str(table.at_length))) for c in table.columns}
     cats = longbench_categories(metrics) if table.benchmark.startswith("longbench") else {}
     out = {}
     for c in table.columns:
         if c in ours.index:
-            out[c] = _num(ours[c])
+            out[c] = number(ours[c])
         elif str(c) in ours.index:
-            out[c] = _num(ours[str(c)])
+            out[c] = number(ours[str(c)])
         else:
             out[c] = cats.get(c)
     if table.benchmark in ("ruler", "openllm"):
@@ -502,7 +493,7 @@ class Comparison:
         for variant, row, ours in self.shown:
             rec = {"variant": variant, "paper row": row.label}
             for c in self.table.columns:
-                mine, paper = ours.get(c), _num(row.values.get(c))
+                mine, paper = ours.get(c), number(row.values.get(c))
                 rec[str(c)] = math.nan if mine is None else mine
                 rec[f"{c} (paper)"] = math.nan if paper is None else paper
             records.append(rec)
@@ -620,7 +611,7 @@ def disturbance_beside(table: pd.DataFrame, geometry: dict, refs: References) ->
                 table.loc[table["method"] == method, col] = row.values.get(c)
             ours = table.loc[table["method"] == method].iloc[0]
             comp.shown.append((f"{method}-{geometry.get('target_length')}", row,
-                               {c: _num(ours.get(c)) for c in ref.columns}))
+                               {c: number(ours.get(c)) for c in ref.columns}))
         comparisons.append(comp)
     return table, comparisons
 
