@@ -170,16 +170,18 @@ def _file(tmp_path, **table) -> Path:
 
 @pytest.mark.parametrize("change,message", [
     ({"rows": [{"label": "x", "values": [1.0]}]}, r"tables\[0\] \(t1\): rows\[0\] \(x\): values: expected a list of 2"),
-    ({"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]}, r"rows\[0\] \(x\): unknown key 'modle'"),
+    ({"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]}, r"rows\[0\] \(x\): Additional properties are not allowed \('modle' was unexpected\) \(expected model, method"),
     ({"rows": [{"label": "x", "method": "dprop", "values": [1, 2]}]}, r"rows\[0\] \(x\): method 'dprop' is not one of"),
     ({"rows": [{"label": "x", "layout": "anchr", "values": [1, 2]}]}, r"layout 'anchr' is not one of"),
-    ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values: 'high' is not a number"),
-    ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark 'mmlu' is not one of"),
+    ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values\[1\]: 'high' is not of type 'number', 'null'"),
+    ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark: 'mmlu' is not one of"),
     ({"paper": "q"}, r"tables\[0\] \(t1\): paper 'q' is not one of papers"),
-    ({"comparable": False}, r"tables\[0\] \(t1\): comparable: false needs a reason"),
+    ({"comparable": False}, r"tables\[0\] \(t1\): 'reason' is a required property \(comparable: false needs a reason\)"),
     ({"protocol": {"tasks": "most"}}, r"protocol.tasks: 'most' is not one of"),
-    ({"where": "abstract"}, r"tables\[0\] \(t1\): unknown key\(s\) \['where'\]"),
+    ({"where": "abstract"}, r"tables\[0\] \(t1\): Additional properties are not allowed \('where' was unexpected\)"),
     ({"setting": {"target_length": None}}, r"setting: target_length: null is only allowed in a row"),
+    ({"benchmark": "ppl", "at_length": 4096}, r"benchmark: 'ruler' was expected \(only a RULER table takes at_length"),
+    ({"setting": {"bins": "many"}}, r"tables\[0\] \(t1\): setting.bins: 'many' is not of type 'number', 'null'"),
 ])
 def test_reference_file_errors_name_the_entry(tmp_path, change, message):
     with pytest.raises(RopeextError, match=message):
@@ -191,9 +193,13 @@ def test_reference_file_missing_or_malformed(tmp_path):
         R.load_references(tmp_path / "missing.yaml")
     bad = tmp_path / "old.yaml"
     bad.write_text(yaml.safe_dump({"references": [{"paper": "x", "value": 1}]}))
-    with pytest.raises(RopeextError, match=r"unknown top-level key\(s\) \['references'\]"):
+    with pytest.raises(RopeextError, match=r"Additional properties are not allowed \('references' was unexpected\) \(expected papers"):
         R.load_references(bad)
     assert R.load_references(None).tables == ()
+    twice = yaml.safe_load(_file(tmp_path).read_text())
+    twice["tables"].append(twice["tables"][0])
+    with pytest.raises(RopeextError, match=r"^refs: tables\[1\] \(t1\): id 't1' is used twice$"):
+        R.parse_references(twice, "refs")
 
 
 # ----------------------------------------------------------------------------- our side, pure
