@@ -188,6 +188,11 @@ def test_reference_file_errors_name_the_entry(tmp_path, change, message):
         R.load_references(_file(tmp_path, **change))
 
 
+def test_schema_benchmarks_are_the_ones_the_report_names():
+    schema = yaml.safe_load(R.load.SCHEMA_PATH.read_text())
+    assert schema["$defs"]["table"]["properties"]["benchmark"]["enum"] == list(R.BENCHMARK_NAMES)
+
+
 def test_reference_file_missing_or_malformed(tmp_path):
     with pytest.raises(RopeextError, match="not found"):
         R.load_references(tmp_path / "missing.yaml")
