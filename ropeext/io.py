@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from ropeext.errors import RopeextError
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 @contextmanager
@@ -154,3 +157,10 @@ def save_figure(fig, path: str | Path, dpi: int = 120, **savefig) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def is_hub_id(name: str | Path) -> bool:
+    """Whether ``name`` reads as a Hugging Face hub id (``org/name``) rather than a local path: nothing of
+    that name exists here, and it is two names around one slash."""
+    text = str(name)
+    return bool(HUB_ID.fullmatch(text)) and not Path(text).expanduser().exists()

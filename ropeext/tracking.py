@@ -129,15 +129,14 @@ def _prepare_store(uri: str) -> str | None:
 
 
 def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
-    for attempt in range(5):
+    def find_or_create() -> str:  # creating fails when another job created it at the same moment: retried
         exp = mlflow.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return mlflow.create_experiment(name, artifact_location=artifact_root)
-        except Exception:  # another job created it at the same moment
-            time.sleep(0.5 * (attempt + 1))
-    raise RopeextError(f"MLflow: could not create or find experiment {name!r}")
+        return exp.experiment_id if exp is not None else mlflow.create_experiment(name, artifact_location=artifact_root)
+
+    try:
+        return _retry(find_or_create, what="create or find the experiment", attempts=5)
+    except Exception:  # noqa: BLE001 - reported as one line
+        raise RopeextError(f"MLflow: could not create or find experiment {name!r}") from None
 
 
 def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):

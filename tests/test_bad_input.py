@@ -232,7 +232,7 @@ CASES = [
     Case("references_missing", "report.references", lambda t, f: {"report": {"references": str(t / "ref.yaml")}},
          ("report.references", "ref.yaml", "not found")),
     Case("references_broken", "report.references", lambda t, f: {"report": {"references": _file(
-        t / "ref.yaml", "papers: {x: {name: X, citation: Y}}\ntables: 3\n")}}, ("report.references", "ref.yaml", "tables: expected a list")),
+        t / "ref.yaml", "papers: {x: {name: X, citation: Y}}\ntables: 3\n")}}, ("report.references", "ref.yaml", "tables: 3 is not of type 'array'")),
 ]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ropeext.errors import RopeextError
-from ropeext.io import atomic_path, read_json, write_json
+from ropeext.io import atomic_path, is_hub_id, read_json, write_json
 
 
 def test_write_json_round_trip_with_numpy(tmp_path):
@@ -41,3 +41,12 @@ def test_read_json_errors_name_the_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(RopeextError, match="bad.json: not valid JSON"):
         read_json(bad)
+
+
+def test_is_hub_id_tells_a_hub_id_from_a_path(tmp_path, monkeypatch):
+    assert is_hub_id("org/name") and is_hub_id("meta-llama/Llama-2-7b-hf")
+    for text in ("name", "./org/name", "~/org/name", "/abs/path", "a/b/c", "org\\name", "org/", "/name", ""):
+        assert not is_hub_id(text), text
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    assert not is_hub_id("org/name")  # a local folder of that name is a path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -176,20 +177,27 @@ def _file(tmp_path, **table) -> Path:
 
 @pytest.mark.parametrize("change,message", [
     ({"rows": [{"label": "x", "values": [1.0]}]}, r"tables\[0\] \(t1\): rows\[0\] \(x\): values: expected a list of 2"),
-    ({"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]}, r"rows\[0\] \(x\): unknown key 'modle'"),
+    ({"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]}, r"rows\[0\] \(x\): Additional properties are not allowed \('modle' was unexpected\) \(expected model, method"),
     ({"rows": [{"label": "x", "method": "dprop", "values": [1, 2]}]}, r"rows\[0\] \(x\): method 'dprop' is not one of"),
     ({"rows": [{"label": "x", "layout": "anchr", "values": [1, 2]}]}, r"layout 'anchr' is not one of"),
-    ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values: 'high' is not a number"),
-    ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark 'mmlu' is not one of"),
+    ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values\[1\]: 'high' is not of type 'number', 'null'"),
+    ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark: 'mmlu' is not one of"),
     ({"paper": "q"}, r"tables\[0\] \(t1\): paper 'q' is not one of papers"),
-    ({"comparable": False}, r"tables\[0\] \(t1\): comparable: false needs a reason"),
+    ({"comparable": False}, r"tables\[0\] \(t1\): 'reason' is a required property \(comparable: false needs a reason\)"),
     ({"protocol": {"tasks": "most"}}, r"protocol.tasks: 'most' is not one of"),
-    ({"where": "abstract"}, r"tables\[0\] \(t1\): unknown key\(s\) \['where'\]"),
+    ({"where": "abstract"}, r"tables\[0\] \(t1\): Additional properties are not allowed \('where' was unexpected\)"),
     ({"setting": {"target_length": None}}, r"setting: target_length: null is only allowed in a row"),
+    ({"benchmark": "ppl", "at_length": 4096}, r"benchmark: 'ruler' was expected \(only a RULER table takes at_length"),
+    ({"setting": {"bins": "many"}}, r"tables\[0\] \(t1\): setting.bins: 'many' is not of type 'number', 'null'"),
 ])
 def test_reference_file_errors_name_the_entry(tmp_path, change, message):
     with pytest.raises(RopeextError, match=message):
         R.load_references(_file(tmp_path, **change))
+
+
+def test_schema_benchmarks_are_the_ones_the_report_names():
+    schema = yaml.safe_load(R.load.SCHEMA_PATH.read_text())
+    assert schema["$defs"]["table"]["properties"]["benchmark"]["enum"] == list(R.BENCHMARK_NAMES)
 
 
 def test_reference_file_missing_or_malformed(tmp_path):
@@ -197,9 +205,13 @@ def test_reference_file_missing_or_malformed(tmp_path):
         R.load_references(tmp_path / "missing.yaml")
     bad = tmp_path / "old.yaml"
     bad.write_text(yaml.safe_dump({"references": [{"paper": "x", "value": 1}]}))
-    with pytest.raises(RopeextError, match=r"unknown top-level key\(s\) \['references'\]"):
+    with pytest.raises(RopeextError, match=r"Additional properties are not allowed \('references' was unexpected\) \(expected papers"):
         R.load_references(bad)
     assert R.load_references(None).tables == ()
+    twice = yaml.safe_load(_file(tmp_path).read_text())
+    twice["tables"].append(twice["tables"][0])
+    with pytest.raises(RopeextError, match=r"^refs: tables\[1\] \(t1\): id 't1' is used twice$"):
+        R.parse_references(twice, "refs")
 
 
 # ----------------------------------------------------------------------------- our side, pure
@@ -251,7 +263,7 @@ def test_report_puts_dprope_longbench_e_beside_ours(tmp_path):
         assert row[f"{col} (paper)"] == paper
     assert row["0-4k"] == ours["bucket_avg"]["0-4k"] and row["Avg"] == ours["Avg"] and row["Avg>4k"] == ours["Avg>4k"]
     assert ours["bucket_avg"]["0-4k"] != ours["bucket_avg"]["8k+"]  # the fixture's buckets differ
-    md = (tmp_path / "report" / "summary.md").read_text()
+    md = re.sub(" +", " ", (tmp_path / "report" / "summary.md").read_text())  # table cells are padded
     line = next(x for x in md.splitlines() if x.startswith("| llama2-dprope-16384-full | 7B DPRoPE s=4 (16k)"))
     assert f"| {ours['bucket_avg']['0-4k']:.2f} | 29.98 | {ours['bucket_avg']['4-8k']:.2f} | 30.30 |" in line
     assert "Produced with: LongBench-E, 13 tasks; templates: data/LongBench/config; data: data/LongBench/data" in md
@@ -292,7 +304,7 @@ def test_report_puts_anchor_ruler_beside_ours_only_when_comparable(tmp_path):
     free = pd.read_csv(tmp_path / "report" / "published-anchor-table2.csv", index_col=0).loc["llama2-none-65536-noft"]
     assert free["paper row"] == "RoPE 10K, no training" and free["4096 (paper)"] == 85.29
     assert free["4096"] == base["average"]["4096"]
-    md = (tmp_path / "report" / "summary.md").read_text()
+    md = re.sub(" +", " ", (tmp_path / "report" / "summary.md").read_text())  # table cells are padded
     assert "| llama2-base_change-65536-anchor | AnchorAttention | " in md and "| 73.25 |" in md
     assert ('`llama2-base_change-65536-full` beside "Full Attention": not comparable: prompt wording of cwe, fwe, '
             "niah, qa, vt is the project's own, not RULER's") in md

@@ -10,12 +10,7 @@ from typing import Iterator
 
 from ropeext.checks.registry import check, head_dim, offline
 from ropeext.errors import RopeextError
-
-
-def _looks_local(text: str) -> bool:
-    """A path rather than a hub id (``org/name`` or a bare name)."""
-    return (Path(text).expanduser().exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1
-            or "\\" in text)
+from ropeext.io import is_hub_id
 
 
 def _model_config(path: str) -> dict | None:
@@ -24,7 +19,7 @@ def _model_config(path: str) -> dict | None:
     if not folder.is_dir():
         from ropeext.modeling import local_snapshot
 
-        folder = local_snapshot(path) if not _looks_local(path) else None
+        folder = local_snapshot(path) if is_hub_id(path) else None
     if folder is None or not (folder / "config.json").is_file():
         return None
     try:
@@ -57,7 +52,7 @@ def _corpus(config: dict) -> Iterator[str]:
     elif source == "hf":
         if Path(path).expanduser().is_dir():
             return
-        if _looks_local(path):
+        if not is_hub_id(path):
             yield f"corpus.path: dataset folder not found: {path} (corpus.source hf: a save_to_disk folder or a hub id)"
         elif offline() and not _dataset_cached(path):
             yield (f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
@@ -85,7 +80,7 @@ def _model(config: dict) -> Iterator[str]:
     if tok:
         if Path(tok).expanduser().is_dir():
             return
-        if _looks_local(tok):
+        if not is_hub_id(tok):
             yield f"tokenizer.path: folder not found: {tok} (expected a tokenizer directory or a hub id like org/name)"
         elif offline() and _model_config(tok) is None and not _cached_file(tok, "tokenizer_config.json"):
             yield f"tokenizer.path: the hub id {tok} is not in the local cache and downloads are off (HF_HUB_OFFLINE)"
@@ -122,7 +117,7 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
             problem = weight_file_problem(folder / name)
             if problem:
                 yield f"model.path: {folder / name}: {problem}"
-    elif _looks_local(path):
+    elif not is_hub_id(path):
         yield f"model.path: model directory not found: {path} (expected a Hugging Face model directory or a hub id)"
         return
     elif offline() and _model_config(path) is None:

@@ -14,6 +14,7 @@ from typing import Iterable
 
 from ropeext.config import load_config, parse_sets
 from ropeext.errors import RopeextError
+from ropeext.io import is_hub_id
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -67,7 +68,7 @@ def variant_of(args) -> str:
 
 def check_model_path(model: str) -> str:
     """A model must be a local directory or look like a hub id (org/name)."""
-    if not Path(str(model)).exists() and "/" not in str(model):
+    if not Path(str(model)).exists() and not is_hub_id(model):
         raise RopeextError(f"model not found: {model} (expected a model directory or a hub id like org/name)")
     return str(model)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
-from ropeext.io import read_json
+from ropeext.io import is_hub_id, read_json
 from ropeext.recipes import RECIPES
 
 COMMAND = ("finetune",)
@@ -42,9 +42,7 @@ def check_base(base: str) -> None:
 
             raise RopeextError(f"--base {base}: directory has no config.json (expected a Hugging Face model directory)")
         return
-    looks_local = path.is_absolute() or base.startswith((".", "~")) or base.count("/") != 1 or \
-        (str(path.parent) not in ("", ".") and path.parent.exists())
-    if looks_local:
+    if not is_hub_id(base):
         from ropeext.errors import RopeextError
 
         raise RopeextError(f"--base {base}: base model directory not found (expected a Hugging Face model directory "

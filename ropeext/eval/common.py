@@ -33,48 +33,31 @@ def tokenizer_adds_bos(tokenizer) -> bool:
 def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
                     stop_strings: list[str] | None = None, *, stop_token_ids: list[int] | None = None,
                     min_new_tokens: int = 0) -> str:
-    """Greedy decoding with a KV cache; returns the decoded continuation only.
+    """Greedy ``model.generate`` with a KV cache; returns the decoded continuation only.
 
-    ``stop_strings`` end the generation once the decoded text contains one of them (the text is
-    cut before it). ``stop_token_ids`` end it after one of those tokens is generated (the token is
-    kept, as ``generate(eos_token_id=[...])`` keeps it). For the first ``min_new_tokens`` steps EOS
-    and the stop tokens are suppressed (as ``generate(min_length=...)``).
+    Generation ends at the tokenizer's EOS (dropped), after one of ``stop_token_ids`` (kept, as
+    ``generate(eos_token_id=[...])`` keeps it) or once a stop string is generated (the text is cut
+    before it). For the first ``min_new_tokens`` steps EOS and the stop tokens are suppressed. As
+    ``generate`` matches stop strings on the sequence's end, one begun by the prompt's last characters
+    and completed by the first generated ones stops it too.
     """
-    import torch
+    import torch  # heavy: only the evaluations that generate load it
 
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     eos = tokenizer.eos_token_id
-    generated: list[int] = []
-    stops = set(stop_token_ids or ())
-    banned = sorted(stops | ({eos} if eos is not None else set()))
-    past = None
+    ends = ([eos] if eos is not None else []) + [t for t in stop_token_ids or () if t != eos]
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=next(model.parameters()).device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     with torch.no_grad():
-        inp = ids
-        for _ in range(max_new_tokens):
-            out = model(input_ids=inp, cache=past, use_cache=True, logits_to_keep=1)
-            past = out.cache
-            logits = out.logits[0, -1]
-            if len(generated) < min_new_tokens and banned:
-                logits = logits.clone()
-                logits[banned] = float("-inf")
-            nxt = int(logits.argmax())
-            if eos is not None and nxt == eos:
-                break
-            generated.append(nxt)
-            if nxt in stops:
-                break
-            inp = torch.tensor([[nxt]], device=device)
-            if stop_strings:
-                text = tokenizer.decode(generated, skip_special_tokens=True)
-                if any(s in text for s in stop_strings):
-                    break
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, eos_token_id=ends or None,
+                             pad_token_id=pad, stop_strings=stop_strings or None,
+                             tokenizer=tokenizer if stop_strings else None, use_cache=True)
+    generated = out[0, len(prompt_ids):].tolist()
+    if generated and generated[-1] == eos:
+        generated.pop()
     text = tokenizer.decode(generated, skip_special_tokens=True)
-    if stop_strings:
-        cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+    cuts = [text.find(s) for s in stop_strings or () if s in text]
+    return text[:min(cuts)] if cuts else text
 
 
 class ResumableJsonl:

@@ -21,8 +21,9 @@ from ropeext.report import findings as F
 from ropeext.report import measures, provenance
 from ropeext.report import references as published
 from ropeext.report.plots import plot_heatmap_grid, plot_lines
-from ropeext.report.summary import (_compare_geometry, _order, _section, load_json, markdown_table, parse_variant,
+from ropeext.report.summary import (_compare_geometry, _order, _section, load_json, parse_variant,
                                     phenomenon, ppl_table, variant_styles)
+from ropeext.text import markdown_table
 
 
 @dataclass

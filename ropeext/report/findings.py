@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ropeext.report.provenance import wall_time
 from ropeext.report.summary import parse_variant
 from ropeext.rope.registry import METHODS
+from ropeext.text import number
 
 HOLD_PPL = 1.10
 COLLAPSE_PPL = 2.0
@@ -58,16 +59,6 @@ def label(variant: str) -> str:
     return info["method"] if info["layout"] == "noft" else f"{info['method']}/{info['layout']}"
 
 
-def _num(v) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
-
-
 def lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
@@ -96,7 +87,7 @@ def within_and_at(values: dict, L: int, target: int, kind: str) -> tuple[float |
     """(value within L, value at L'). Perplexity within L is the value at the longest measured length
     <= L; a score's is the mean over the measured lengths <= L. The value at L' is at the measured
     length L', else the longest measured length in (L, L']."""
-    vals = {int(k): _num(v) for k, v in values.items() if str(k).isdigit()}
+    vals = {int(k): number(v) for k, v in values.items() if str(k).isdigit()}
     vals = {k: v for k, v in vals.items() if v is not None}
     inside = sorted(k for k in vals if k <= L)
     past = sorted(k for k in vals if L < k <= target)
@@ -232,15 +223,15 @@ def bf16_sentence(variant: str, row: dict, result: dict) -> str:
     key_cols = bf["key_columns"]
     d1, d2 = key_cols["delta1"], key_cols["delta2"]
     head = f"D({d1}, {d2})"
-    bf_d = _num(row.get(f"bf16.D_{d1}_{d2}"))
-    fp_d = _num(row.get(f"fp32.D_{d1}_{d2}"))
+    bf_d = number(row.get(f"bf16.D_{d1}_{d2}"))
+    fp_d = number(row.get(f"fp32.D_{d1}_{d2}"))
     parts = []
     if bf_d is not None and fp_d is not None and fp_d > 0:
         parts.append(f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 against {fp_d:.3g} in fp32 "
                      f"({bf_d / fp_d:.3g}x)")
     elif bf_d is not None:
         parts.append(f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 (fp32 not measured)")
-    share = _num(key_cols.get("first_share"))
+    share = number(key_cols.get("first_share"))
     if share is not None:
         top = (key_cols.get("top") or [{}])[0].get("key")
         largest = "the largest single contributor" if top == 0 else f"not the largest contributor (key {top} is)"
@@ -352,11 +343,11 @@ def bf16_checks(results: dict[str, tuple[dict, dict]]) -> list[Check]:
             continue
         cols = bf["key_columns"]
         d1, d2 = cols["delta1"], cols["delta2"]
-        bf_d, fp_d = _num(row.get(f"bf16.D_{d1}_{d2}")), _num(row.get(f"fp32.D_{d1}_{d2}"))
+        bf_d, fp_d = number(row.get(f"bf16.D_{d1}_{d2}")), number(row.get(f"fp32.D_{d1}_{d2}"))
         if bf_d is not None and fp_d is not None and fp_d > 0:
             ratios[variant] = (bf_d, fp_d, f"D({d1}, {d2})")
         top = (cols.get("top") or [{}])[0].get("key")
-        share = _num(cols.get("first_share"))
+        share = number(cols.get("first_share"))
         if top is not None and share is not None:
             firsts[variant] = (top, share, f"D({d1}, {d2})")
     out = []

@@ -7,23 +7,15 @@ of the report's tables built from them.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-
-def _num(v) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+from ropeext.text import number
 
 
 def length_series(df: pd.DataFrame) -> dict[str, dict[int, float | None]]:
     """{variant: {length: value}} from a report table whose length columns are ints or digit strings."""
     cols = [c for c in df.columns if str(c).isdigit()]
-    return {v: {int(c): _num(row[c]) for c in cols} for v, row in df.iterrows()}
+    return {v: {int(c): number(row[c]) for c in cols} for v, row in df.iterrows()}
 
 
 def passkey_samples(metrics: list[dict]) -> int | None:
@@ -75,11 +67,11 @@ def longbench_within_at(metrics: dict, train_length: int, target: int) -> dict:
     else:
         inside = [buckets[0][0]]
         at_bucket = buckets[-1][0] if len(buckets) > 1 else None
-    vals = [_num(avg.get(n)) for n in inside]
+    vals = [number(avg.get(n)) for n in inside]
     vals = [v for v in vals if v is not None]
     n = None
     if at_bucket:
         counts = [t.get("buckets", {}).get(at_bucket, {}).get("n") for t in (metrics.get("tasks") or {}).values()]
         n = sum(c for c in counts if c) or None
-    return {"within": sum(vals) / len(vals) if vals else None, "at": _num(avg.get(at_bucket)) if at_bucket else None,
+    return {"within": sum(vals) / len(vals) if vals else None, "at": number(avg.get(at_bucket)) if at_bucket else None,
             "bucket": at_bucket, "unit": unit, "n": n, "inside": inside}

@@ -46,20 +46,6 @@ def ppl_table(metrics: list[dict]) -> pd.DataFrame:
     return _order(pd.DataFrame(rows).set_index("variant"))
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for idx, row in df.iterrows():
-        cells = []
-        for v in row.tolist():
-            if isinstance(v, float):
-                cells.append("–" if pd.isna(v) else format(v, floatfmt))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
-    return "\n".join(lines)
-
-
 def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[str]:
     """What the perplexity table shows around the windows, in plain sentences."""
     lengths = [c for c in df.columns if isinstance(c, int)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ropeext.errors import RopeextError
-from ropeext.eval.common import ResumableJsonl
+from ropeext.eval.common import ResumableJsonl, greedy_generate
 from ropeext.eval.longbench import protocol
 
 
@@ -57,8 +57,6 @@ def predict_task(model, tokenizer, spec: protocol.TaskSpec, samples: Sequence[di
                  generate: Callable | None = None, progress: bool = True) -> dict:
     """Predict every sample not yet in ``store``; return counts of what happened."""
     from tqdm.auto import tqdm
-
-    from ropeext.eval.common import greedy_generate
 
     generate = generate or greedy_generate
     stop_ids = [newline_token_id(tokenizer)] if spec.stop_at_newline else None

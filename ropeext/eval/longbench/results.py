@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from ropeext.errors import RopeextError
 from ropeext.eval.longbench import metrics
 from ropeext.io import pyplot, save_figure
+from ropeext.text import markdown_table
 
 LONGBENCH_E_EDGES = (0, 4000, 8000, None)
 LONGBENCH_E_NAMES = ("0-4k", "4-8k", "8k+")
@@ -150,13 +151,7 @@ def table1(metrics_list: Sequence[dict], names: Sequence[str] | None = None, *, 
 
 
 def table1_markdown(metrics_list: Sequence[dict], names: Sequence[str] | None = None, *, per_task: bool = False) -> str:
-    df = table1(metrics_list, names, per_task=per_task)
-    cols = ["variant"] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for label, row in df.iterrows():
-        cells = ["" if v is None or v != v else f"{v:.2f}" for v in row.tolist()]
-        lines.append("| " + " | ".join([str(label)] + cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(table1(metrics_list, names, per_task=per_task)) + "\n"
 
 
 def plot_buckets(metrics_json: dict, path) -> None:

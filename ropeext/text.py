@@ -1,0 +1,24 @@
+"""Numbers and tables as the report writes them. Bottom of the package: imports nothing from ropeext."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def number(value) -> float | None:
+    """``value`` as a float; None where it is missing, NaN, a bool or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    """``df`` as a Markdown table (index first): floats as ``floatfmt``, missing ones as a dash."""
+    cells = df.map(lambda v: ("–" if math.isnan(v) else format(v, floatfmt)) if isinstance(v, float) else str(v))
+    return cells.to_markdown(disable_numparse=True)
