@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from ropeext.report.provenance import wall_time
-from ropeext.report.summary import parse_variant
+from ropeext.report.tables import parse_variant
 
 HOLD_PPL = 1.10
 COLLAPSE_PPL = 2.0

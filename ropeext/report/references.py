@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ropeext.errors import RopeextError
-from ropeext.report.summary import markdown_table, parse_variant
+from ropeext.report.tables import markdown_table, parse_variant
 
 BENCHMARKS = ("longbench-e", "longbench", "ruler", "openllm", "ppl", "disturbance")
 SETTING_KEYS = ("model", "method", "target_length", "layout", "train_length", "corpus", "rope_theta",

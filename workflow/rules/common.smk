@@ -15,6 +15,7 @@ sys.path.insert(0, REPO_ROOT)  # the package of this checkout, installed or not
 from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import finetuned_methods, load_schema, resolve_config, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
+from ropeext.suites import SUITES  # noqa: E402
 from ropeext.tracking import SPOOL_ENV, spool_dir  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
@@ -155,13 +156,12 @@ def selected_variants(selection):
     return [variant(*model) for model in selected_models(config, selection)]
 
 
-def suite_outputs(suite, filename="metrics.json"):
-    """Metrics files of an evaluation suite, or [] when it is disabled."""
-    cfg = config["analysis"]["bf16"] if suite == "bf16" else config["eval"][suite]
+def suite_outputs(suite):
+    """The metrics files of an evaluation suite (ropeext.suites) for its selected variants, or [] when it is disabled."""
+    cfg = suite.config(config)
     if not cfg.get("enabled", True):
         return []
-    folder = "analysis/bf16" if suite == "bf16" else f"eval/{suite}"
-    return [f"{R}/{folder}/{v}/{filename}" for v in selected_variants(cfg["variants"])]
+    return [f"{R}/{suite.folder}/{v}/{suite.metrics}" for v in selected_variants(cfg["variants"])]
 
 
 def model_dir(wildcards):
@@ -207,35 +207,6 @@ wildcard_constraints:
     split="train|validation|test",
     shard=r"\d{5}",
 
-
-
-def longbench_data(wildcards):
-    """The embedded task's files, or nothing when the user names their LongBench copy or lm-eval runs the suite."""
-    lb = config["eval"]["longbench"]
-    if lb["data_dir"] or lb["engine"] == "lm_eval":
-        return []
-    return [f"{R}/eval/longbench-data/buckets.json"]
-
-
-def longbench_data_arg(wildcards):
-    lb = config["eval"]["longbench"]
-    if lb["engine"] == "lm_eval":
-        return ""
-    return f"--data {lb['data_dir'] or f'{R}/eval/longbench-data'}"
-
-
-def ruler_inputs(wildcards):
-    """The essay haystack and its tokenizer, which this project's RULER generator reads (lm-eval brings its own)."""
-    if config["eval"]["ruler"]["engine"] == "lm_eval":
-        return {}
-    return {"essay": config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet",
-            "tokenizer": TOKENIZER}
-
-
-def ruler_essay_args(wildcards, input):
-    if config["eval"]["ruler"]["engine"] == "lm_eval":
-        return ""
-    return f"--essay-source {input.essay} --essay-tokenizer {os.path.dirname(input.tokenizer)}"
 
 
 def _shard_files(folder, split):

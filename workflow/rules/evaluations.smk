@@ -1,0 +1,41 @@
+# One rule per evaluation suite of ropeext.suites (docs/adding-an-evaluation.md): it evaluates one
+# selected variant (the suite's config section `variants`): each method applied to the base model
+# without fine-tuning ("noft") and each fine-tuned (method x layout) model.
+
+
+def suite_rule_outputs(suite):
+    folder = f"{R}/{suite.folder}/{MODEL}-{{method}}-{{target}}-{{layout}}"
+    figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
+                            subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
+    return {"metrics": f"{folder}/{suite.metrics}", **figures}
+
+
+for _suite in SUITES:
+
+    rule:
+        name:
+            _suite.rule
+        input:
+            unpack(lambda w, s=_suite: {"model": model_dir(w), **s.inputs(config)}),
+        output:
+            **suite_rule_outputs(_suite),
+        wildcard_constraints:
+            layout=EVAL_LAYOUT,
+        params:
+            cli=cli(_suite.rule),
+            cfg=CONFIG,
+            settings=section(_suite.section, *_suite.settings),
+            args=lambda w, input, s=_suite: s.args(config, input),
+            variant=lambda w: variant(w.method, w.target, w.layout),
+            outdir=lambda w, output: os.path.dirname(output.metrics),
+        threads: threads_of("eval")
+        resources:
+            **resources_of("eval"),
+        log:
+            log_file(_suite.rule, "{method}-{target}-{layout}"),
+        benchmark:
+            bench_file(_suite.rule, "{method}-{target}-{layout}")
+        conda:
+            ENV
+        shell:
+            "{params.cli} " + _suite.command + " > {log} 2>&1"
