@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from ropeext.analysis.plots import plot_key_columns
-from ropeext.report import findings as F
-from ropeext.report.plots import plot_lines
-from ropeext.report.tables import load_json, markdown_table, order_rows, section
 from ropeext.suites._suite import Figure, Suite
 
 
 def report(doc, paths: list) -> None:
-    from ropeext.analysis.bf16 import summary_row  # imports torch: only a report with BF16 results needs it
+    # the report's stack (pandas, matplotlib; torch for the analysis) loads only when a report is written;
+    # the CLI and the workflow import this module for its declaration alone
+    import pandas as pd
+
+    from ropeext.analysis.bf16 import summary_row
+    from ropeext.analysis.plots import plot_key_columns
+    from ropeext.report import findings as F
+    from ropeext.report.plots import plot_lines
+    from ropeext.report.tables import load_json, markdown_table, order_rows, section
 
     rows, series = [], {}
     for m in load_json(paths):

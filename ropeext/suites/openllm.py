@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import pandas as pd
 
-from ropeext.eval.openllm import summary_table
-from ropeext.report import findings as F
-from ropeext.report.tables import load_json, markdown_table, order_rows, section
 from ropeext.suites._suite import Suite
 
 
 def report(doc, paths: list) -> None:
+    # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
+    # import this module for its declaration alone
+    import pandas as pd
+    from ropeext.eval.openllm import summary_table
+    from ropeext.report import findings as F
+    from ropeext.report.tables import load_json, markdown_table, order_rows, section
+
     metrics = load_json(paths)
     df = order_rows(summary_table(metrics))
     doc.variants |= set(df.index)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from ropeext.report import findings as F
-from ropeext.report import measures
-from ropeext.report.tables import load_json, markdown_table, order_rows, parse_variant, section
 from ropeext.suites._suite import Figure, Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The report's stack (pandas, matplotlib) loads only when a report is written: the CLI and the workflow
+# import this module for its declaration alone.
 
 
 def ppl_table(metrics: list[dict]) -> pd.DataFrame:
     """Rows: variants; columns: method, layout, then one column per context length."""
+    import pandas as pd
+
+    from ropeext.report.tables import order_rows, parse_variant
+
     rows = []
     for m in metrics:
         info = parse_variant(m["variant"])
@@ -33,6 +40,10 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
 
 
 def report(doc, paths: list) -> None:
+    from ropeext.report import findings as F
+    from ropeext.report import measures
+    from ropeext.report.tables import load_json, markdown_table, section
+
     metrics = load_json(paths)
     df = ppl_table(metrics)
     doc.variants |= set(df.index)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 
-from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
-from ropeext.report import findings as F
-from ropeext.report import measures
-from ropeext.report.tables import load_json, markdown_table, order_rows, section
 from ropeext.suites._suite import Figure, Suite
 
 
@@ -27,6 +23,13 @@ def essay_args(config: dict, input) -> str:
 
 
 def report(doc, paths: list) -> None:
+    # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
+    # import this module for its declaration alone
+    from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
+    from ropeext.report import findings as F
+    from ropeext.report import measures
+    from ropeext.report.tables import load_json, markdown_table, order_rows, section
+
     metrics = load_json(paths)
     df = order_rows(ruler_table(metrics))
     doc.variants |= set(df.index)
