@@ -164,6 +164,14 @@ def suite_outputs(suite):
     return [f"{R}/{suite.folder}/{v}/{suite.metrics}" for v in selected_variants(cfg["variants"])]
 
 
+def suite_rule_outputs(suite):
+    """The outputs of a suite's rule: its metrics file and its figures (shown in Snakemake's HTML report)."""
+    folder = f"{R}/{suite.folder}/{MODEL}-{{method}}-{{target}}-{{layout}}"
+    figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
+                            subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
+    return {"metrics": f"{folder}/{suite.metrics}", **figures}
+
+
 def model_dir(wildcards):
     return f"{R}/models/{variant(wildcards.method, wildcards.target, wildcards.layout)}"
 

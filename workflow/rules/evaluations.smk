@@ -3,13 +3,6 @@
 # without fine-tuning ("noft") and each fine-tuned (method x layout) model.
 
 
-def suite_rule_outputs(suite):
-    folder = f"{R}/{suite.folder}/{MODEL}-{{method}}-{{target}}-{{layout}}"
-    figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
-                            subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
-    return {"metrics": f"{folder}/{suite.metrics}", **figures}
-
-
 for _suite in SUITES:
 
     rule:
@@ -38,4 +31,4 @@ for _suite in SUITES:
         conda:
             ENV
         shell:
-            "{params.cli} " + _suite.command + " > {log} 2>&1"
+            f"{{params.cli}} {_suite.command} > {{log}} 2>&1"

@@ -13,6 +13,8 @@ REPORT_FINETUNED = list(
         if m[2] != "noft"
     )
 )
+# --<name> {input.<name>} for each suite of ropeext.suites
+SUITE_ARGS = "".join(f"--{suite.name} {{input.{suite.name}}} " for suite in SUITES)
 BASE_INFO = "import_manifest.json" if config["model"]["path"] else "training_summary.json"
 
 
@@ -45,7 +47,6 @@ rule report:
     conda:
         ENV
     shell:
-        "{params.cli} report --config {params.cfg} "
-        + "".join(f"--{suite.name} {{input.{suite.name}}} " for suite in SUITES)
-        + "--compare {input.compare} --angles {input.angles} --references {input.references} "
+        f"{{params.cli}} report --config {{params.cfg}} {SUITE_ARGS}"
+        "--compare {input.compare} --angles {input.angles} --references {input.references} "
         "--base-model {params.base_info} --training {params.training} --output-dir {params.outdir} > {log} 2>&1"
