@@ -110,6 +110,19 @@ def test_the_workflow_plans_a_new_suite(copy):
     assert re.search(r" eval toy --config \S+ --model \S+ --output-dir \S+/eval/toy/[\w-]+ --variant ", dry)
 
 
+def test_the_workflow_runs_a_job_of_a_new_suite(copy):
+    """Its rule, made in the registry's loop, runs its own command (with a model directory standing in)."""
+    model = copy / "results" / "models" / "micro-dprope-64-anchor"
+    model.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (model / name).write_text("{}")
+    target = "results/eval/toy/micro-dprope-64-anchor/toy.json"
+    _run(copy, str(BIN / "snakemake"), target, "--configfile", ".test/config.yaml", "--cores", "1",
+         "--allowed-rules", "eval_toy")
+    assert json.loads((copy / target).read_text()) == {"variant": "micro-dprope-64-anchor", "files": 2}
+    assert (copy / "results" / "benchmarks" / "eval_toy" / "dprope-64-anchor.tsv").is_file()
+
+
 def test_the_command_line_and_the_report_pick_up_a_new_suite(copy, tmp_path):
     python = sys.executable
     assert "--toy" in _run(copy, python, "-m", "ropeext.cli", "report", "--help").stdout

@@ -213,7 +213,7 @@ class Report:
     def write(self) -> list[Path]:
         self.out.mkdir(parents=True, exist_ok=True)
         parts = [(s.order, lambda s=s: s.report(self, self.inputs[s.name])) for s in SUITES if self.inputs.get(s.name)]
-        for order, part in sorted(parts + [(ROPE_ORDER, self.rope)], key=lambda p: p[0]):
+        for _, part in sorted(parts + [(ROPE_ORDER, self.rope)], key=lambda p: p[0]):
             part()
 
         checks = paper_checks(self.measured, self.disturbance, self.trained, self.bf16_results)

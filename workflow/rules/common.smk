@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 from snakemake.utils import min_version, validate
 
@@ -170,6 +171,18 @@ def suite_rule_outputs(suite):
     figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
                             subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
     return {"metrics": f"{folder}/{suite.metrics}", **figures}
+
+
+def suite_command(suite):
+    """A suite's command (Suite.command) filled in for one job. (Filled in here, not in the rule's shell: a
+    rule made in a loop runs its shell expression when the job runs, when the loop variable has moved on.)"""
+
+    def command(wildcards, input, output, threads):
+        params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, input), outdir=os.path.dirname(output.metrics),
+                                 variant=variant(wildcards.method, wildcards.target, wildcards.layout))
+        return suite.command.format(input=input, output=output, threads=threads, wildcards=wildcards, params=params)
+
+    return command
 
 
 def model_dir(wildcards):

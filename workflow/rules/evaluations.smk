@@ -16,11 +16,8 @@ for _suite in SUITES:
             layout=EVAL_LAYOUT,
         params:
             cli=cli(_suite.rule),
-            cfg=CONFIG,
             settings=section(_suite.section, *_suite.settings),
-            args=lambda w, input, s=_suite: s.args(config, input),
-            variant=lambda w: variant(w.method, w.target, w.layout),
-            outdir=lambda w, output: os.path.dirname(output.metrics),
+            command=suite_command(_suite),
         threads: threads_of("eval")
         resources:
             **resources_of("eval"),
@@ -31,4 +28,4 @@ for _suite in SUITES:
         conda:
             ENV
         shell:
-            f"{{params.cli}} {_suite.command} > {{log}} 2>&1"
+            "{params.cli} {params.command} > {log} 2>&1"
