@@ -34,12 +34,8 @@ else:
 
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/extend.smk"
-include: "workflow/rules/eval_ppl.smk"
-include: "workflow/rules/eval_passkey.smk"
-include: "workflow/rules/eval_longbench.smk"
-include: "workflow/rules/eval_openllm.smk"
-include: "workflow/rules/eval_ruler.smk"
-include: "workflow/rules/analyze_bf16.smk"
+include: "workflow/rules/longbench_data.smk"
+include: "workflow/rules/evaluations.smk"
 include: "workflow/rules/report.smk"
 
 

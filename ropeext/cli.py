@@ -7,6 +7,7 @@ Each subcommand lives in a module of ``ropeext.commands`` that declares
     def add_arguments(parser): ...
     def run(args) -> int | None: ...
 
+An evaluation suite's module (``ropeext.suites``) may declare its own subcommand the same way.
 Modules import their heavy dependencies inside ``run`` so that ``ropeext --help`` stays fast.
 A RopeextError anywhere becomes ``error: <message>`` and exit status 2.
 
@@ -25,6 +26,7 @@ import sys
 
 import ropeext.commands as commands_pkg
 from ropeext import __version__
+from ropeext.suites import MODULES as suite_modules
 from ropeext.errors import RopeextError
 
 GROUP_HELP = {
@@ -40,6 +42,7 @@ def _command_modules():
         module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
         if hasattr(module, "COMMAND"):
             yield module
+    yield from (module for module in suite_modules if hasattr(module, "COMMAND"))  # a suite with its own command
 
 
 def build_parser() -> argparse.ArgumentParser:

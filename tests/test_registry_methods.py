@@ -96,7 +96,7 @@ def test_a_config_listing_the_toy_validates_and_plans_its_jobs(checkout, tmp_pat
 
 def test_the_report_counts_the_toy(checkout, tmp_path):
     script = ("from ropeext.report.findings import dprope_rank_check\n"
-              "from ropeext.report.summary import parse_variant\n"
+              "from ropeext.report.tables import parse_variant\n"
               "assert parse_variant('micro-toy-64-full')['method'] == 'toy'\n"
               "[check] = dprope_rank_check({'pi': 3.0, 'toy': 1.5, 'dprope': 2.0}, 'ppl', 'perplexity', 'at 64')\n"
               "print(check.text)\n")

@@ -5,7 +5,9 @@ import sys
 import pandas as pd
 import pytest
 
-from ropeext.report.summary import build_report, parse_variant, ppl_table
+from ropeext.report.summary import build_report
+from ropeext.report.tables import parse_variant
+from ropeext.suites.ppl import ppl_table
 from tests.conftest import REPO
 
 

@@ -165,7 +165,7 @@ def write_compare(table, s: dict, rows: list[dict], solutions: dict, run) -> Non
 
 
 def stage_run(stage: str, args, config: dict, s: dict, **params):
-    """The command's MLflow run (spooled: seconds of work)."""
+    """The command's MLflow run."""
     return tracking.stage_run(stage, config=config, params=run_params(s, **params), variant=args.variant,
                               enabled=not args.no_mlflow)
 

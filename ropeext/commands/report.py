@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext.suites import SUITES
 
 COMMAND = ("report",)
 HELP = "write the report: tables in the papers' shape (variants as rows), CSV and plots"
@@ -12,12 +13,11 @@ HELP = "write the report: tables in the papers' shape (variants as rows), CSV an
 
 def add_arguments(parser) -> None:
     add_config_args(parser)
-    for name, what in (("ppl", "`ropeext eval ppl` metrics.json"), ("passkey", "`ropeext eval passkey` metrics.json"),
-                       ("longbench", "`ropeext eval longbench` metrics.json"),
-                       ("openllm", "`ropeext eval openllm` metrics.json"), ("ruler", "`ropeext eval ruler` metrics.json"),
-                       ("bf16", "`ropeext analyze bf16` bf16_deviation.json"), ("compare", "`ropeext compare` table.csv"),
-                       ("angles", "`ropeext angles` heat-map PNGs")):
-        parser.add_argument(f"--{name}", nargs="*", default=[], help=f"files of {what}")
+    for suite in SUITES:
+        parser.add_argument(f"--{suite.name}", nargs="*", default=[], metavar="JSON",
+                            help=f"{suite.metrics} files of the {suite.name} suite (rule {suite.rule})")
+    parser.add_argument("--compare", nargs="*", default=[], help="table.csv files of `ropeext compare`")
+    parser.add_argument("--angles", nargs="*", default=[], help="heat-map PNGs of `ropeext angles`")
     parser.add_argument("--base-model", metavar="JSON",
                         help="the base model's import_manifest.json (`ropeext import-model`) or, pre-trained here, its "
                              "training_summary.json: the report names the model by its source")
@@ -37,7 +37,7 @@ def run(args) -> None:
 
     config = config_from_args(args)
     out = Path(args.output_dir)
-    inputs = {k: getattr(args, k) for k in ("ppl", "passkey", "longbench", "openllm", "ruler", "bf16", "compare", "angles")}
+    inputs = {k: getattr(args, k) for k in [s.name for s in SUITES] + ["compare", "angles"]}
     inputs["base_model"] = args.base_model
     inputs["training"] = args.training
     inputs["references"] = args.references or config["report"]["references"] or str(REPOSITORY_REFERENCES)

@@ -2,28 +2,32 @@
 per evaluation (table, figures, sentences), and where the numbers disagree with the papers.
 
 ``Report(config, inputs, out).write()`` reads the stages' files it is given (and nothing else), writes
-the CSVs and figures into ``out`` and ``summary.md`` last. Each evaluation's section is one method; the
-sentences and checks come from ``ropeext.report.findings``, the model descriptions from
+the CSVs and figures into ``out`` and ``summary.md`` last. Each evaluation's section is written by its
+suite (``ropeext.suites``: ``Suite.report(report, paths)``, with the helpers below); the RoPE sections
+are methods here. The sentences and checks come from ``ropeext.report.findings``, the model descriptions from
 ``ropeext.report.provenance``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ropeext.io import atomic_path, read_json, write_text
 from ropeext.report import findings as F
-from ropeext.report import measures, provenance
+from ropeext.report import provenance
 from ropeext.report import references as published
-from ropeext.report.plots import plot_heatmap_grid, plot_lines
-from ropeext.report.summary import (_compare_geometry, _order, _section, load_json, parse_variant,
-                                    phenomenon, ppl_table, variant_styles)
+from ropeext.report.plots import plot_lines
+from ropeext.report.tables import parse_variant, section, variant_styles
 from ropeext.text import markdown_table
+from ropeext.suites import SUITES
+
+# where the RoPE sections (disturbance, angle histograms) stand among the suites' (ropeext.suites, Suite.order)
+ROPE_ORDER = 20
 
 
 @dataclass
@@ -93,6 +97,16 @@ def paper_checks(measured: list[Measured], disturbance: dict, trained: dict, bf1
     checks += F.anchor_time_checks(seconds)
     checks += F.bf16_checks(bf16_results)
     return checks
+
+
+def compare_geometry(folder: Path) -> dict:
+    """The geometry a `ropeext compare` folder was solved for (from its compare.json)."""
+    f = folder / "compare.json"
+    if not f.is_file():
+        return {}
+    solutions = json.loads(f.read_text()).get("solutions", {})
+    first = next(iter(solutions.values()), {})
+    return {k: first.get(k) for k in ("rope_theta", "head_dim", "train_length", "target_length")}
 
 
 class Report:
@@ -166,30 +180,10 @@ class Report:
         return lines
 
     # ------------------------------------------------------------------------- sections
-    def ppl(self, paths: list) -> None:
-        metrics = load_json(paths)
-        df = ppl_table(metrics)
-        self.variants |= set(df.index)
-        lengths = [c for c in df.columns if isinstance(c, int)]
-        self.save(df, "ppl.csv")
-        self.lines_plot({v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()}, "ppl.png", df,
-                        xlabel="context length (tokens)", ylabel="perplexity", logx=True, logy=True,
-                        title="Perplexity by context length", vlines=self.vlines)
-        scored = [m.get("tokens_scored") for m in metrics if m.get("tokens_scored")]
-        note = f"(Each perplexity scores the same {min(scored)} tokens at every length.)" if scored else ""
-        body = ["Held-out test documents; at every length the same target tokens are scored, each with up to "
-                "that many tokens of context (sliding window, `ropeext eval ppl`).", "",
-                markdown_table(df[["method", "layout"] + lengths]), "", "![perplexity by length](ppl.png)", ""]
-        body += self.extension("Perplexity", F.PPL, self.by_target(measures.length_series(df[lengths]), F.PPL), note)
-        body.append("")
-        for t in self.targets:
-            body += phenomenon(df[lengths], self.L, t) + [""]
-        self.sections += _section("Perplexity by context length", body)
-
     def compare(self, path) -> None:
         table = pd.read_csv(path)
         folder = Path(path).parent
-        geometry = _compare_geometry(folder)
+        geometry = compare_geometry(folder)
         suffix = folder.name.rsplit("-", 1)[-1]
         target = geometry.get("target_length") or (int(suffix) if suffix.isdigit() else None)
         if target is not None and {"method", "disturbance"} <= set(table.columns):
@@ -203,182 +197,25 @@ class Report:
         for png in sorted(folder.glob("*.png")):
             self.copy(png, self.out / f"{folder.name}-{png.name}")
             body += ["", f"![{png.stem}]({folder.name}-{png.name})"]
-        self.sections += _section(f"RoPE disturbance ({folder.name})", body)
+        self.sections += section(f"RoPE disturbance ({folder.name})", body)
+
+    def rope(self) -> None:
+        for path in self.inputs.get("compare") or []:
+            self.compare(path)
+        for png in self.inputs.get("angles") or []:
+            self.angles(png)
 
     def angles(self, png) -> None:
         png = Path(png)
         dest = self.copy(png, self.out / f"{png.parent.name}-{png.name}")
-        self.sections += _section(f"Angle histograms ({png.parent.name})", [f"![angle heat map]({dest.name})"])
-
-    def passkey(self, paths: list) -> None:
-        from ropeext.eval.passkey import summary_table
-
-        metrics = load_json(paths)
-        df = _order(summary_table(metrics))
-        self.variants |= set(df.index)
-        self.save(df, "passkey.csv")
-        series = measures.length_series(df)
-        lengths = sorted({k for vals in series.values() for k in vals})
-        self.lines_plot({v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index}, "passkey_by_length.png",
-                        df, xlabel="prompt length (tokens)", ylabel="accuracy (%)", logx=True,
-                        title="Passkey retrieval by length", vlines=self.vlines, ylim=(-3, 103))
-        by_name = {m["variant"]: m for m in metrics}
-        panels = {}
-        for v in df.index:
-            m = by_name[v]
-            grid = np.array([[np.nan if x is None else 100.0 * x for x in row] for row in m["grid"]], dtype=float)
-            panels[F.label(v)] = (grid.T, [f"{d:g}" for d in m["depths"]], m["lengths"])
-        self.add(plot_heatmap_grid(panels, self.out / "passkey_heatmaps.png", xlabel="length (tokens)",
-                                   ylabel="key depth", title="Passkey accuracy (%): depth x length"))
-        note = F.sample_note(measures.passkey_samples(metrics), "prompt")
-        body = [markdown_table(df, ".1f"), "", "![passkey accuracy by length](passkey_by_length.png)", "",
-                "![passkey heat maps](passkey_heatmaps.png)", ""]
-        body += self.extension("Passkey accuracy", F.SCORE, self.by_target(series, F.SCORE), note)
-        if note:
-            self.caveats.append(f"Passkey: {F.lower_first(note)}")
-        self.sections += _section("Passkey retrieval (accuracy %, rows: variants, columns: prompt length)", body)
-
-    def longbench(self, paths: list) -> None:
-        from ropeext.eval.longbench.results import table1
-
-        metrics = load_json(paths)
-        df = _order(table1(metrics, [m["variant"] for m in metrics]))
-        self.variants |= set(df.index)
-        self.save(df, "longbench.csv")
-        by_name = {m["variant"]: m for m in metrics}
-        series, xticks, tokens = {}, {}, True
-        for v in df.index:
-            buckets = measures.buckets_of(by_name[v])
-            edged = by_name[v].get("unit") == "tokens" and all(hi for _, _, hi in buckets)
-            tokens = tokens and edged
-            xs = [hi if edged else i + 1 for i, (_, _, hi) in enumerate(buckets)]
-            xticks.update({x: name for x, (name, _, _) in zip(xs, buckets)})
-            avg = by_name[v].get("bucket_avg") or {}
-            series[v] = (xs, [np.nan if avg.get(name) is None else avg[name] for name, _, _ in buckets])
-        body = [markdown_table(df)]
-        if xticks:
-            self.lines_plot(series, "longbench_buckets.png", df, ylabel="score (x100)", logx=tokens, xticks=xticks,
-                            xlabel="length bucket (tokens; plotted at its upper edge)" if tokens else "length bucket",
-                            title="LongBench-style score by length bucket", vlines=self.vlines if tokens else None)
-            body += ["", "![score by length bucket](longbench_buckets.png)"]
-        pairs, where, counts = {}, {}, set()
-        for t in self.targets:
-            pairs[t] = {}
-            for v in F.of_target(dict.fromkeys(df.index), t):
-                found = measures.longbench_within_at(by_name[v], self.L, t)
-                pairs[t][v] = (found["within"], found["at"])
-                if found["bucket"]:
-                    where[t] = (f" (bucket {found['bucket']} {found['unit']}, against the mean of "
-                                f"{F.join(found['inside'])})")
-                    counts.add(found["n"])
-        counts = sorted(c for c in counts if c)
-        note = ""
-        if counts:
-            n = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0])
-            plural = "s" if counts[-1] > 1 else ""
-            note = f"({n} sample{plural} per variant in that bucket.)"
-            self.caveats.append(f"LongBench: {n} sample{plural} per variant in the longest bucket: one sample moves "
-                                f"its score by up to {100 / counts[0]:.0f} points.")
-        body += [""] + self.extension("LongBench score", F.SCORE, pairs, note, where)
-        self.sections += _section("LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the "
-                                  "first bucket)", body + self.beside("longbench", df, metrics))
-
-    def openllm(self, paths: list) -> None:
-        from ropeext.eval.openllm import summary_table
-
-        metrics = load_json(paths)
-        df = _order(summary_table(metrics))
-        self.variants |= set(df.index)
-        self.save(df, "openllm.csv")
-        body = [markdown_table(df)]
-        avg = {v: x for v, x in df["Avg"].items() if pd.notna(x)} if "Avg" in df.columns else {}
-        if avg:
-            hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
-            if avg[hi] == avg[lo]:
-                sentence = f"Open LLM average: {avg[hi]:.1f} for {'every variant' if len(avg) > 1 else F.label(hi)}."
-            else:
-                sentence = (f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
-                            f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points.")
-            body += ["", sentence]
-            self.glance.append(f"- {sentence}")
-        self.sections += _section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)",
-                                  body + self.beside("openllm", df, metrics))
-
-    def ruler(self, paths: list) -> None:
-        from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
-
-        metrics = load_json(paths)
-        df = _order(ruler_table(metrics))
-        self.variants |= set(df.index)
-        self.save(df, "ruler.csv")
-        lengths = [c for c in df.columns if isinstance(c, int)]
-        series = measures.length_series(df[lengths])
-        self.lines_plot({v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index}, "ruler_by_length.png",
-                        df, xlabel="length (tokens)", ylabel="average over tasks (%)", logx=True, ylim=(-3, 103),
-                        title="RULER-style average by length", vlines=self.vlines)
-        maps = ruler_task_heatmaps(metrics, self.out / "ruler")
-        self.written += maps
-        body = [markdown_table(df, ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
-        body += [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]] + [""]
-        for t, pairs in self.by_target(series, F.SCORE).items():
-            note = F.sample_note(measures.ruler_samples(metrics, t), "sample")
-            body += self.extension("RULER average", F.SCORE, {t: pairs}, note)
-            if note:
-                self.caveats.append(f"RULER at L' = {t}: {F.lower_first(note)}")
-        self.sections += _section("RULER-style suite (average over tasks, % by length; effective length)",
-                                  body + self.beside("ruler", df, metrics))
-
-    def bf16(self, paths: list) -> None:
-        from ropeext.analysis.bf16 import summary_row
-        from ropeext.analysis.plots import plot_key_columns
-
-        rows, series = [], {}
-        for m in load_json(paths):
-            variant = m.get("variant") or Path(m.get("model", "")).name
-            row = summary_row(m)
-            rows.append({"variant": variant, **row})
-            self.bf16_results[variant] = (row, m)
-            for setting, res in (m.get("settings") or {}).items():
-                pts = [(d, y) for d, y in zip(res["shift"]["delta1"], res["shift"]["column"]["mean"]) if y and y > 0]
-                if pts:
-                    series[f"{F.label(variant)}, {setting}"] = ([d for d, _ in pts], [y for _, y in pts])
-        df = _order(pd.DataFrame(rows).set_index("variant"))
-        self.variants |= set(df.index)
-        self.save(df, "bf16.csv")
-        keep = [c for c in df.columns if c.endswith(("D_0_16", "first_key_share")) or c == "bf16_over_fp32"]
-        body = ["In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
-                "breaks RoPE's relative-position property more (`ropeext analyze bf16`).", "",
-                markdown_table(df[keep], ".3g"), ""]
-        if series:
-            styles = {n: {"linestyle": "-" if n.endswith(" bf16") else "--"} for n in series}
-            self.add(plot_lines(series, self.out / "bf16_deviation.png", xlabel="position shift delta1",
-                                ylabel="D(delta1, delta2)", logy=True, styles=styles,
-                                title="Attention deviation under a position shift, by setting"))
-            body += ["![deviation by shift](bf16_deviation.png)", ""]
-        for variant in df.index:
-            row, m = self.bf16_results[variant]
-            if (m.get("settings") or {}).get("bf16", {}).get("key_columns"):
-                png = self.add(plot_key_columns(m, self.out / "bf16" / f"{variant}-key_columns.png"))
-                body += [f"![key columns of {variant}](bf16/{png.name})", ""]
-            sentence = F.bf16_sentence(variant, row, m)
-            body.append(sentence)
-            self.glance.append(f"- BF16: {sentence}")
-        self.sections += _section("BF16 relative-position deviation (D(0,16): attention change under a position "
-                                  "shift)", body)
+        self.sections += section(f"Angle histograms ({png.parent.name})", [f"![angle heat map]({dest.name})"])
 
     # ------------------------------------------------------------------------- the document
     def write(self) -> list[Path]:
         self.out.mkdir(parents=True, exist_ok=True)
-        inputs = self.inputs
-        if inputs.get("ppl"):
-            self.ppl(inputs["ppl"])
-        for path in inputs.get("compare") or []:
-            self.compare(path)
-        for png in inputs.get("angles") or []:
-            self.angles(png)
-        for name in ("passkey", "longbench", "openllm", "ruler", "bf16"):
-            if inputs.get(name):
-                getattr(self, name)(inputs[name])
+        parts = [(s.order, lambda s=s: s.report(self, self.inputs[s.name])) for s in SUITES if self.inputs.get(s.name)]
+        for _, part in sorted(parts + [(ROPE_ORDER, self.rope)], key=lambda p: p[0]):
+            part()
 
         checks = paper_checks(self.measured, self.disturbance, self.trained, self.bf16_results)
         short = [v for v, s in self.trained.items() if provenance.is_short_run(s, self.parameters)]
@@ -397,13 +234,13 @@ class Report:
               provenance.base_model_sentence(self.base_info, self.config), "",
               *extension_lines(self.config, self.variants, self.trained), ""]
         if self.glance:
-            md += _section("What the numbers show", [F.thresholds_text(), "", *self.glance])
-        md += _section("Fine-tuning", provenance.finetuning_lines(self.trained, self.parameters, F.label))
+            md += section("What the numbers show", [F.thresholds_text(), "", *self.glance])
+        md += section("Fine-tuning", provenance.finetuning_lines(self.trained, self.parameters, F.label))
         if self.trained:
             self.save(provenance.training_table(self.trained), "finetuning.csv")
         md += self.sections
-        md += _section("Where our numbers disagree with the papers", F.checks_lines(checks, self.caveats))
+        md += section("Where our numbers disagree with the papers", F.checks_lines(checks, self.caveats))
         if self.refs.tables or self.refs.claims:
-            md += _section("Published reference values", published.summary_lines(self.refs, self.compared))
+            md += section("Published reference values", published.summary_lines(self.refs, self.compared))
         self.add(write_text(self.out / "summary.md", "\n".join(md)))
         return self.written

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from ropeext.report.provenance import wall_time
-from ropeext.report.summary import parse_variant
+from ropeext.report.tables import parse_variant
 from ropeext.rope.registry import METHODS
 from ropeext.text import number
 

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 from snakemake.utils import min_version, validate
 
@@ -16,6 +17,7 @@ from ropeext.checks import raise_problems  # noqa: E402
 from ropeext.config import finetuned_methods, load_schema, resolve_config, scaling_methods, selected_models  # noqa: E402
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.rope.registry import METHODS as METHOD_REGISTRY  # noqa: E402
+from ropeext.suites import SUITES  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
@@ -131,21 +133,39 @@ def selected_variants(selection):
 
 
 def noft_methods():
-    """The methods some enabled evaluation reads without fine-tuning (none: the `base` selection), in a
+    """The methods some enabled evaluation suite reads without fine-tuning (none: the `base` selection), in a
     fixed order: one extend job per target length writes them all."""
-    suites = [s for s in (*config["eval"].values(), *config["analysis"].values())
-              if isinstance(s, dict) and "variants" in s and s.get("enabled", True)]
-    models = [m for s in suites for m in selected_models(config, s["variants"])]
+    configs = [suite.config(config) for suite in SUITES]
+    models = [m for c in configs if c.get("enabled", True) for m in selected_models(config, c["variants"])]
     return list(dict.fromkeys(method for method, _, layout in models if layout == "noft"))
 
 
-def suite_outputs(suite, filename="metrics.json"):
-    """Metrics files of an evaluation suite, or [] when it is disabled."""
-    cfg = config["analysis"]["bf16"] if suite == "bf16" else config["eval"][suite]
+def suite_outputs(suite):
+    """The metrics files of an evaluation suite (ropeext.suites) for its selected variants, or [] when it is disabled."""
+    cfg = suite.config(config)
     if not cfg.get("enabled", True):
         return []
-    folder = "analysis/bf16" if suite == "bf16" else f"eval/{suite}"
-    return [f"{R}/{folder}/{v}/{filename}" for v in selected_variants(cfg["variants"])]
+    return [f"{R}/{suite.folder}/{v}/{suite.metrics}" for v in selected_variants(cfg["variants"])]
+
+
+def suite_rule_outputs(suite):
+    """The outputs of a suite's rule: its metrics file and its figures (shown in Snakemake's HTML report)."""
+    folder = f"{R}/{suite.folder}/{MODEL}-{{method}}-{{target}}-{{layout}}"
+    figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
+                            subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
+    return {"metrics": f"{folder}/{suite.metrics}", **figures}
+
+
+def suite_command(suite):
+    """A suite's command (Suite.command) filled in for one job. (Filled in here, not in the rule's shell: a
+    rule made in a loop runs its shell expression when the job runs, when the loop variable has moved on.)"""
+
+    def command(wildcards, input, output, threads):
+        params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, input), outdir=os.path.dirname(output.metrics),
+                                 variant=variant(wildcards.method, wildcards.target, wildcards.layout))
+        return suite.command.format(input=input, output=output, threads=threads, wildcards=wildcards, params=params)
+
+    return command
 
 
 def model_dir(wildcards):
@@ -160,35 +180,6 @@ wildcard_constraints:
     split="train|validation|test",
     shard=r"\d{5}",
 
-
-
-def longbench_data(wildcards):
-    """The embedded task's files, or nothing when the user names their LongBench copy or lm-eval runs the suite."""
-    lb = config["eval"]["longbench"]
-    if lb["data_dir"] or lb["engine"] == "lm_eval":
-        return []
-    return [f"{R}/eval/longbench-data/buckets.json"]
-
-
-def longbench_data_arg(wildcards):
-    lb = config["eval"]["longbench"]
-    if lb["engine"] == "lm_eval":
-        return ""
-    return f"--data {lb['data_dir'] or f'{R}/eval/longbench-data'}"
-
-
-def ruler_inputs(wildcards):
-    """The essay haystack and its tokenizer, which this project's RULER generator reads (lm-eval brings its own)."""
-    if config["eval"]["ruler"]["engine"] == "lm_eval":
-        return {}
-    return {"essay": config["eval"]["ruler"]["essay_source"] or f"{R}/tokens/test.parquet",
-            "tokenizer": TOKENIZER}
-
-
-def ruler_essay_args(wildcards, input):
-    if config["eval"]["ruler"]["engine"] == "lm_eval":
-        return ""
-    return f"--essay-source {input.essay} --essay-tokenizer {os.path.dirname(input.tokenizer)}"
 
 
 def _shard_files(folder, split):

@@ -7,24 +7,20 @@
 REPORT_FINETUNED = list(
     dict.fromkeys(
         f"{R}/models/{variant(*m)}"
-        for suite in [config["eval"][s] for s in ("ppl", "passkey", "longbench", "openllm", "ruler")]
-        + [config["analysis"]["bf16"]]
+        for suite in [s.config(config) for s in SUITES]
         if suite.get("enabled", True)
         for m in selected_models(config, suite["variants"])
         if m[2] != "noft"
     )
 )
+# --<name> {input.<name>} for each suite of ropeext.suites
+SUITE_ARGS = "".join(f"--{suite.name} {{input.{suite.name}}} " for suite in SUITES)
 BASE_INFO = "import_manifest.json" if config["model"]["path"] else "training_summary.json"
 
 
 rule report:
     input:
-        ppl=suite_outputs("ppl"),
-        passkey=suite_outputs("passkey"),
-        longbench=suite_outputs("longbench"),
-        openllm=suite_outputs("openllm"),
-        ruler=suite_outputs("ruler"),
-        bf16=suite_outputs("bf16", "bf16_deviation.json"),
+        **{suite.name: suite_outputs(suite) for suite in SUITES},
         compare=expand(f"{R}/rope/compare-{{target}}/table.csv", target=TARGETS),
         angles=expand(f"{R}/rope/angles-{{target}}/heatmap.png", target=TARGETS),
         references=REFERENCES,
@@ -51,7 +47,6 @@ rule report:
     conda:
         ENV
     shell:
-        "{params.cli} report --config {params.cfg} --ppl {input.ppl} --passkey {input.passkey} "
-        "--longbench {input.longbench} --openllm {input.openllm} --ruler {input.ruler} --bf16 {input.bf16} "
+        f"{{params.cli}} report --config {{params.cfg}} {SUITE_ARGS}"
         "--compare {input.compare} --angles {input.angles} --references {input.references} "
         "--base-model {params.base_info} --training {params.training} --output-dir {params.outdir} > {log} 2>&1"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ropeext.report.references.load import BENCHMARK_NAMES, Table
-from ropeext.report.summary import parse_variant
+from ropeext.report.tables import parse_variant
 from ropeext.text import number
 
 NAME_KEYS = ("model", "corpus")  # compared by their last path component, case-insensitive

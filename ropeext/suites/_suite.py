@@ -1,0 +1,51 @@
+"""What an evaluation suite declares (see ropeext.suites)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A per-variant figure of the rule, shown in Snakemake's HTML report (caption: workflow/report/<caption>)."""
+
+    file: str
+    caption: str
+    category: str
+
+
+def no_inputs(config: dict) -> dict:
+    return {}
+
+
+def no_args(config: dict, input) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str  # the report's --<name> option, <name>.csv
+    section: str  # the config section ("eval.ppl"): its `variants` selects the models, a change re-runs the suite
+    rule: str  # the workflow rule that evaluates one variant
+    # the rule's `ropeext` command (a Snakemake shell template: {input.model}, {params.cfg}, {params.outdir},
+    # {params.variant}, {params.args}, {threads})
+    command: str
+    report: Callable  # report(doc, paths): the suite's section of ropeext.report.document.Report
+    order: int  # where its section stands in the report (the RoPE sections stand at 20)
+    metrics: str = "metrics.json"  # the file the rule writes per variant, which the report reads
+    figures: dict[str, Figure] = field(default_factory=dict)  # further outputs of the rule, by name
+    settings: tuple[str, ...] = ("seed",)  # config keys the command reads besides its section
+    inputs: Callable[[dict], dict] = no_inputs  # rule inputs besides the model, from the config
+    args: Callable = no_args  # args(config, input): command arguments that depend on the config
+
+    @property
+    def folder(self) -> str:
+        """Results sub-folder of its per-variant outputs: eval/ppl, analysis/bf16."""
+        return f"{self.section.split('.')[0]}/{self.name}"
+
+    def config(self, config: dict) -> dict:
+        value = config
+        for part in self.section.split("."):
+            value = value[part]
+        return value

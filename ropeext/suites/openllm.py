@@ -1,0 +1,42 @@
+"""Open LLM tasks through lm-eval (`ropeext eval openllm`): short-context ability kept after extension."""
+
+from __future__ import annotations
+
+
+from ropeext.suites._suite import Suite
+
+
+def report(doc, paths: list) -> None:
+    # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
+    # import this module for its declaration alone
+    import pandas as pd
+    from ropeext.eval.openllm import summary_table
+    from ropeext.report import findings as F
+    from ropeext.report.tables import load_json, order_rows, section
+    from ropeext.text import markdown_table
+
+    metrics = load_json(paths)
+    df = order_rows(summary_table(metrics))
+    doc.variants |= set(df.index)
+    doc.save(df, "openllm.csv")
+    body = [markdown_table(df)]
+    avg = {v: x for v, x in df["Avg"].items() if pd.notna(x)} if "Avg" in df.columns else {}
+    if avg:
+        hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
+        if avg[hi] == avg[lo]:
+            sentence = f"Open LLM average: {avg[hi]:.1f} for {'every variant' if len(avg) > 1 else F.label(hi)}."
+        else:
+            sentence = (f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
+                        f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points.")
+        body += ["", sentence]
+        doc.glance.append(f"- {sentence}")
+    doc.sections += section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)",
+                            body + doc.beside("openllm", df, metrics))
+
+
+SUITE = Suite(
+    name="openllm", section="eval.openllm", rule="eval_openllm", order=50, report=report,
+    inputs=lambda config: {"heldout": f"{config['results_dir']}/tokens/test.parquet"},
+    command="eval openllm --config {params.cfg} --model {input.model} "
+            "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant}",
+)

@@ -1,0 +1,74 @@
+"""Perplexity by context length (`ropeext eval ppl`): every selected variant, noft and fine-tuned."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ropeext.suites._suite import Figure, Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The report's stack (pandas, matplotlib) loads only when a report is written: the CLI and the workflow
+# import this module for its declaration alone.
+
+
+def ppl_table(metrics: list[dict]) -> pd.DataFrame:
+    """Rows: variants; columns: method, layout, then one column per context length."""
+    import pandas as pd
+
+    from ropeext.report.tables import order_rows, parse_variant
+
+    rows = []
+    for m in metrics:
+        info = parse_variant(m["variant"])
+        row = {"variant": m["variant"], "method": info["method"], "layout": info["layout"]}
+        row.update({int(c): v for c, v in m["ppl"].items()})
+        rows.append(row)
+    return order_rows(pd.DataFrame(rows).set_index("variant"))
+
+
+def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[str]:
+    """What the perplexity table shows around the windows, in plain sentences."""
+    lengths = [c for c in df.columns if isinstance(c, int)]
+    if train_length not in lengths or target_length not in lengths:
+        return []
+    lines = [f"Perplexity at L' = {target_length} relative to L = {train_length} (1.00 = flat):", ""]
+    for variant, row in df.iterrows():
+        lines.append(f"- `{variant}`: {row[target_length] / row[train_length]:.2f}x")
+    return lines
+
+
+def report(doc, paths: list) -> None:
+    from ropeext.report import findings as F
+    from ropeext.report import measures
+    from ropeext.report.tables import load_json, section
+    from ropeext.text import markdown_table
+
+    metrics = load_json(paths)
+    df = ppl_table(metrics)
+    doc.variants |= set(df.index)
+    lengths = [c for c in df.columns if isinstance(c, int)]
+    doc.save(df, "ppl.csv")
+    doc.lines_plot({v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()}, "ppl.png", df,
+                   xlabel="context length (tokens)", ylabel="perplexity", logx=True, logy=True,
+                   title="Perplexity by context length", vlines=doc.vlines)
+    scored = [m.get("tokens_scored") for m in metrics if m.get("tokens_scored")]
+    note = f"(Each perplexity scores the same {min(scored)} tokens at every length.)" if scored else ""
+    body = ["Held-out test documents; at every length the same target tokens are scored, each with up to "
+            "that many tokens of context (sliding window, `ropeext eval ppl`).", "",
+            markdown_table(df[["method", "layout"] + lengths]), "", "![perplexity by length](ppl.png)", ""]
+    body += doc.extension("Perplexity", F.PPL, doc.by_target(measures.length_series(df[lengths]), F.PPL), note)
+    body.append("")
+    for t in doc.targets:
+        body += phenomenon(df[lengths], doc.L, t) + [""]
+    doc.sections += section("Perplexity by context length", body)
+
+
+SUITE = Suite(
+    name="ppl", section="eval.ppl", rule="eval_ppl", order=10, report=report, settings=(),
+    inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
+    figures={"png": Figure("ppl.png", "ppl_variant.rst", "Perplexity")},
+    command="eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
+            "--output-dir {params.outdir} --threads {threads} --variant {params.variant}",
+)
