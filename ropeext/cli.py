@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import shlex
 import sys
 
 import ropeext.commands as commands_pkg
@@ -63,7 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
             sub = groups[group].add_parser(path[1], help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run, _outputs=output_options(sub))
+    each = top.add_parser("each", help=EACH_HELP, description=EACH_HELP)
+    each.add_argument("commands", nargs="+", metavar="COMMAND", help="one quoted ropeext command line each")
+    each.set_defaults(_run=run_each)
     return parser
+
+
+EACH_HELP = ("run several ropeext command lines one after the other in this process (one start-up for all); "
+             "stops at the first that fails")
+
+
+def run_each(args) -> int:
+    for line in args.commands:
+        print(f"ropeext {line}", flush=True)
+        try:
+            code = main(shlex.split(line))
+        except SystemExit as exc:  # a command line that does not parse
+            code = exc.code
+        if code:
+            return code
+    return 0
 
 
 OUTPUT_DESTS = ("output", "output_dir", "stats", "plot")

@@ -216,3 +216,24 @@ def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_to
     for split in ("train", "test"):
         assert runs[2][split]["id"] == runs[1][split]["id"]
         assert runs[2][split]["input_ids"] == runs[1][split]["input_ids"]
+
+
+def test_per_suite_jobs_evaluate_every_variant_in_one_process(micro_run, tmp_path):
+    """eval.jobs per_suite: one job per suite (6 instead of 13 here); forced, the passkey job runs the
+    command of each of its variants in one `ropeext each` process and rewrites each metrics file.
+    (Last in this file: it changes the shared run's passkey results.)"""
+    overlay = tmp_path / "per_suite.yaml"
+    overlay.write_text(yaml.safe_dump({"eval": {"jobs": "per_suite"}}))
+    out = _snakemake(micro_run, "-n", "--forceall", configs=(overlay,)).stdout
+    stats = out[out.index("Job stats"):]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    assert all(counts[s] == 1 for s in ("eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler",
+                                        "analyze_bf16")), counts
+    metrics = sorted((micro_run / "results" / "eval" / "passkey").glob("*/metrics.json"))
+    assert len(metrics) == 2  # dprope and none, anchor layout
+    before = {p: p.stat().st_mtime_ns for p in metrics}
+    _snakemake(micro_run, "--rerun-triggers", "mtime", "--forcerun", "eval_passkey", configs=(overlay,))
+    log = (micro_run / "results" / "logs" / "eval_passkey" / "all.log").read_text()
+    assert log.count("ropeext eval passkey") == 2
+    assert all(p.stat().st_mtime_ns > before[p] for p in metrics)
+    assert (micro_run / "results" / "benchmarks" / "eval_passkey" / "all.tsv").is_file()

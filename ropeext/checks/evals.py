@@ -9,15 +9,13 @@ from typing import Iterator
 from ropeext.checks.registry import check, offline
 from ropeext.config import model_window, selected_models
 from ropeext.errors import RopeextError
+from ropeext.suites import SUITES
 
 
 def _suites(config: dict) -> dict[str, dict]:
-    """The evaluation sections that run (ppl always), by dotted key."""
-    ev = config["eval"]
-    suites = {f"eval.{name}": section for name, section in ev.items() if section.get("enabled", True)}
-    if config["analysis"]["bf16"]["enabled"]:
-        suites["analysis.bf16"] = config["analysis"]["bf16"]
-    return suites
+    """The config sections of the evaluation suites that run (ppl always), by dotted key."""
+    sections = {suite.section: suite.config(config) for suite in SUITES}
+    return {key: section for key, section in sections.items() if section.get("enabled", True)}
 
 
 @check("extension.finetune_methods", "a fine-tuned method that is not among extension.methods")

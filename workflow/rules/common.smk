@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shlex
 import sys
 from types import SimpleNamespace
 
@@ -154,6 +155,32 @@ def suite_rule_outputs(suite):
     figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
                             subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
     return {"metrics": f"{folder}/{suite.metrics}", **figures}
+
+
+def suite_jobs_outputs(suite):
+    """eval.jobs per_suite: the outputs of a suite's one job, every selected variant's metrics file and figures."""
+    out = []
+    for path in suite_outputs(suite):
+        folder, name = os.path.dirname(path), os.path.basename(os.path.dirname(path))
+        out.append(path)
+        out += [report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
+                       subcategory=name.removeprefix(f"{MODEL}-")) for f in suite.figures.values()]
+    return out
+
+
+def suite_jobs_command(suite):
+    """eval.jobs per_suite: `ropeext each` with the suite's command for every selected variant, quoted."""
+
+    def command(wildcards, input, output, threads):
+        commands = []
+        for path in suite_outputs(suite):
+            name = os.path.basename(os.path.dirname(path))
+            one = SimpleNamespace(model=f"{R}/models/{name}", **suite.inputs(config))
+            params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, one), outdir=os.path.dirname(path), variant=name)
+            commands.append(suite.command.format(input=one, threads=threads, params=params))
+        return " ".join(shlex.quote(c) for c in commands)
+
+    return command
 
 
 def suite_command(suite):

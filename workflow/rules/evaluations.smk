@@ -1,9 +1,10 @@
-# One rule per evaluation suite of ropeext.suites (docs/adding-an-evaluation.md): it evaluates one
-# selected variant (the suite's config section `variants`): each method applied to the base model
-# without fine-tuning ("noft") and each fine-tuned (method x layout) model.
+# One rule per evaluation suite of ropeext.suites (docs/adding-an-evaluation.md). With eval.jobs
+# per_variant (the default) a job evaluates one selected variant (the suite's config section `variants`):
+# each method applied to the base model without fine-tuning ("noft") and each fine-tuned (method x layout)
+# model.
 
 
-for _suite in SUITES:
+for _suite in SUITES if config["eval"]["jobs"] == "per_variant" else []:
 
     rule:
         name:
@@ -29,3 +30,32 @@ for _suite in SUITES:
             ENV
         shell:
             "{params.cli} {params.command} > {log} 2>&1"
+
+
+# eval.jobs per_suite: one job per suite evaluates every selected variant in one process (`ropeext each`),
+# one start-up instead of one per variant.
+for _suite in SUITES if config["eval"]["jobs"] == "per_suite" else []:
+
+    rule:
+        name:
+            _suite.rule
+        input:
+            models=[f"{R}/models/{os.path.basename(os.path.dirname(p))}" for p in suite_outputs(_suite)],
+            **_suite.inputs(config),
+        output:
+            suite_jobs_outputs(_suite),
+        params:
+            cli=cli(_suite.rule),
+            settings=section(_suite.section, *_suite.settings),
+            commands=suite_jobs_command(_suite),
+        threads: threads_of("eval")
+        resources:
+            **resources_of("eval"),
+        log:
+            log_file(_suite.rule, "all"),
+        benchmark:
+            bench_file(_suite.rule, "all")
+        conda:
+            ENV
+        shell:
+            "{params.cli} each {params.commands} > {log} 2>&1"
