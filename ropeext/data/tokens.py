@@ -174,7 +174,7 @@ def tokenize_split(tokenizer, corpus_paths: list[Path], output: str | Path, *, t
     ``max_tokens``: stop after the document that brings the split to at least this many tokens.
     """
     import pyarrow as pa  # lazy: spawned encoder workers import this module
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy, as above
 
     corpus_paths = [Path(p) for p in corpus_paths]
     for p in corpus_paths:
@@ -223,7 +223,7 @@ def write_tokens(path: str | Path, ids: list[list[int]], doc_ids: list[str] | No
                  kinds: list[str] | None = None, domains: list[str] | None = None) -> None:
     """A small tokens file in one piece (tests, tools); stages stream through ``tokenize_split``."""
     import pyarrow as pa  # lazy: spawned encoder workers import this module
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy, as above
 
     cols = {"input_ids": pa.array(ids, type=pa.list_(pa.int32()))}
     for name, values in (("id", doc_ids), ("kind", kinds), ("domain", domains)):
@@ -249,7 +249,7 @@ def iter_tokens(path: str | Path, columns: list[str] | None = None, batch_rows: 
 def read_token_arrays(path: str | Path, kinds: set[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All token ids of a split as one flat int32 array and int64 document offsets (the form a packer wants)."""
     import pyarrow as pa  # lazy: spawned encoder workers import this module
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # lazy, as above
 
     values, lengths = [], []
     cols = ["input_ids"] + (["kind"] if kinds is not None else [])
