@@ -20,6 +20,7 @@ a time, so no T x T matrix of more than one head and block ever exists.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -32,6 +33,7 @@ import torch
 from ropeext.analysis.capture import capture_qk, exact_rope_angles
 from ropeext.analysis.deviation import check_path, key_logits, layer_deviation, logit_deviation
 from ropeext.errors import RopeextError
+from ropeext.modeling import load_causal_lm
 from ropeext.runtime import resolve_device
 
 # name -> (dtype, weights, exact RoPE angles)
@@ -109,14 +111,10 @@ def fit_lengths(requested: int, window: int | None, logit_lengths: list[int] | N
     return length, logit_lengths, notes
 
 
-def _base(model):
-    """The decoder stack without the LM head (a T x vocab logits matrix is never needed)."""
-    return model.base_model
-
-
 def _forward(model, ids: torch.Tensor, delta: int) -> None:
+    """The decoder stack without the LM head (a T x vocab logits matrix is never needed)."""
     positions = torch.arange(ids.shape[-1], device=ids.device)[None] + delta
-    _base(model)(input_ids=ids, position_ids=positions, use_cache=False)
+    model.base_model(input_ids=ids, position_ids=positions, use_cache=False)
 
 
 class _ShiftSinks:
@@ -241,22 +239,15 @@ def analyze_model(model, sequences: torch.Tensor, spec: Spec, *, exact_angles: b
     if sequences.shape[1] < spec.max_length:
         raise RopeextError(f"sequences have {sequences.shape[1]} tokens, the analysis needs {spec.max_length}")
     model.eval()
-    with torch.inference_mode():
-        if exact_angles:
-            with exact_rope_angles(model):
-                out = measure_shift(model, sequences, spec, progress)
-                out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
-        else:
-            out = measure_shift(model, sequences, spec, progress)
-            out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
+    with torch.inference_mode(), exact_rope_angles(model) if exact_angles else contextlib.nullcontext():
+        out = measure_shift(model, sequences, spec, progress)
+        out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
     return out
 
 
 def load_setting(model_dir: str, setting: str, *, seed: int, device: str, attn_implementation: str):
     """The model of one setting: the weights in a dtype, or a seeded random copy of the architecture."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from ropeext.modeling import load_causal_lm
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: the report imports summary_row from here
 
     if setting not in SETTINGS:
         raise RopeextError(f"--settings: {setting!r} is not one of {', '.join(SETTINGS)}")
@@ -355,9 +346,7 @@ def jsonable(obj):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
         return jsonable(obj.tolist())
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(float(obj)) else None
