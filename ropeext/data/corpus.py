@@ -199,25 +199,21 @@ def iter_jsonl(pattern: str, field: str, domain_field: str | None = None, domain
                log: SourceLog | None = None) -> Iterator[Document]:
     domains = _Domains(domain_field, domain, log)
     for path in _paths(pattern, "JSONL"):
+        n = 0
         with open(path, encoding="utf-8", errors="strict") as fh:
-            n = 0
-            while True:
-                try:
-                    line = fh.readline()
-                except UnicodeDecodeError:
-                    raise RopeextError(f"{path}: not UTF-8 text (near line {n + 1})") from None
-                if not line:
-                    break
-                n += 1
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None
-                if not isinstance(rec, dict):
-                    raise RopeextError(f"{path}:{n}: expected a JSON object per line, got {type(rec).__name__}")
-                yield Document(f"{path}:{n}", _text_field(rec, field, f"{path}:{n}"), "file", domains(rec))
+            try:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None
+                    if not isinstance(rec, dict):
+                        raise RopeextError(f"{path}:{n}: expected a JSON object per line, got {type(rec).__name__}")
+                    yield Document(f"{path}:{n}", _text_field(rec, field, f"{path}:{n}"), "file", domains(rec))
+            except UnicodeDecodeError:
+                raise RopeextError(f"{path}: not UTF-8 text (near line {n + 1})") from None
 
 
 def _check_columns(names: list[str], where: str, field_name: str, domains: _Domains) -> list[str]:
