@@ -107,15 +107,6 @@ def source_tags(command: str) -> dict[str, str]:
             "mlflow.source.type": "JOB" if rule else "LOCAL"}
 
 
-def _prepare_store(uri: str) -> str | None:
-    """Create the folder of a local sqlite store; return the artifact root to use beside it."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return (db.parent.resolve() / "mlartifacts").as_uri()
-    return None
-
-
 def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
     def find_or_create() -> str:  # creating fails when another job created it at the same moment: retried
         exp = mlflow.get_experiment_by_name(name)
@@ -143,24 +134,6 @@ def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):
             return None
 
 
-def _param_values(params: dict[str, Any]) -> dict[str, str]:
-    """Flattened params as MLflow stores them: text, cut to its length limit."""
-    return {k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params).items()}
-
-
-def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numeric metrics under names MLflow accepts (``@`` spelled ``_at_``); others are dropped."""
-    clean = {}
-    for k, v in metrics.items():
-        try:
-            fv = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(fv):
-            clean[k.replace("@", "_at_")] = fv
-    return clean
-
-
 class StageRun:
     """Thin handle over an active MLflow run (or a no-op when tracking is off)."""
 
@@ -175,14 +148,21 @@ class StageRun:
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.active:
             return
-        items = list(_param_values(params).items())
+        items = [(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 90):
             self._mlflow.log_params(dict(items[i:i + 90]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:
             return
-        clean = _metric_values(metrics)
+        clean = {}  # the finite numbers, under names MLflow accepts
+        for k, v in metrics.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(fv):
+                clean[k.replace("@", "_at_")] = fv
         if clean:
             _retry(lambda: self._mlflow.log_metrics(clean, step=step), what="log metrics", fatal=False)
 
@@ -227,7 +207,11 @@ def init_store(uri: str, experiment: str) -> str:
     check_reachable(uri)
     import mlflow  # heavy: the Snakefile parse imports this module
 
-    artifact_root = _prepare_store(uri)
+    artifact_root = None
+    if uri.startswith("sqlite:///"):  # a local store: create its folder, keep the artifacts beside it
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_root = (db.parent.resolve() / "mlartifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     try:
         return _experiment_id(mlflow, experiment, artifact_root)
