@@ -63,7 +63,8 @@ def check_interleave(settings) -> dict:
     # k-1 distinct cuts need k-1 integers in [ceil(aL), floor(bL)]; beyond L = k/(b-a) there always are
     top = min(hi_n, lo_n + int(math.ceil(chunks[1] / (cut[1] - cut[0]))) + 1)
     L = np.arange(lo_n, top + 1)
-    short = L[_cut_choices(L, cut) < chunks[1] - 1]
+    cut_lo, cut_hi = _cut_bounds(L, cut)
+    short = L[cut_hi - cut_lo + 1 < chunks[1] - 1]
     if len(short):
         raise RopeextError(
             f"packing.interleave: a document of {int(short[0])} tokens has fewer than {chunks[1] - 1} cut points in "
@@ -75,11 +76,6 @@ def check_interleave(settings) -> dict:
 def _cut_bounds(L, cut):
     L = np.asarray(L, dtype=np.int64)
     return np.ceil(cut[0] * L).astype(np.int64), np.floor(cut[1] * L).astype(np.int64)
-
-
-def _cut_choices(L, cut):
-    lo, hi = _cut_bounds(L, cut)
-    return hi - lo + 1
 
 
 def render_tag(template: str, domain: str) -> str:
@@ -431,13 +427,10 @@ def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout
     # the same document; every window's first column starts a run.
     joined = np.zeros(len(length), dtype=bool)
     if len(length) > 1:
-        same = seg.unit[1:] == seg.unit[:-1]
-        if seg.tag is not None:
-            after_tag = seg.tag[:-1] & ~seg.tag[1:]
-            contiguous = (seg.src[1:] == seg.src[:-1] + length[:-1]) & (seg.tag[1:] == seg.tag[:-1])
-            joined[1:] = same & (after_tag | contiguous)
-        else:
-            joined[1:] = same & (seg.src[1:] == seg.src[:-1] + length[:-1])
+        contiguous = seg.src[1:] == seg.src[:-1] + length[:-1]
+        if seg.tag is not None:  # or the text right after its own tag
+            contiguous = (contiguous & (seg.tag[1:] == seg.tag[:-1])) | (seg.tag[:-1] & ~seg.tag[1:])
+        joined[1:] = (seg.unit[1:] == seg.unit[:-1]) & contiguous
     run_start = np.unique(np.concatenate([seg_start[~joined & (seg_start < used)],
                                           np.arange(n_win, dtype=np.int64) * room]))
     run_len = np.diff(np.append(run_start, used))
