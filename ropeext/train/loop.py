@@ -177,10 +177,6 @@ def _engine_env() -> bool:
                for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
-def _is_engine(accelerator) -> bool:
-    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
 def _peak_memory_gb(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"train/peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
@@ -308,7 +304,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
 
 def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     accelerator = accelerator or make_accelerator(s.precision)
-    engine = _is_engine(accelerator)
+    engine = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
     if world > 1 and s.batch_size % (s.grad_accum * world):
