@@ -1,21 +1,13 @@
 """BF16 relative-position analysis of one model: how much a position shift changes attention.
 
-The same token sequences run with ``position_ids = arange(T) + delta``; post-RoPE q and k are
-captured in every layer (see ``capture``) and compared between two shifts (see ``deviation``):
-
-1. ``shift``: D(delta1, delta2) = sum over layers and heads of sum_j mean_{i>=j} |P_ij(delta1) -
-   P_ij(delta2)| (column variant) and of sum_i mean_{j<=i} (row variant), for every delta1 against
-   the reference shift delta2, averaged over sequences.
-2. ``key_columns``: the column variant at (delta_decompose, delta2) split by key position j.
-3. ``logits``: D_logit(T) = sum over layers and heads of mean_i |A_i,key(delta_decompose) -
-   A_i,key(delta2)| on pre-softmax logits, for the first key and a mid-sequence key (T // 2),
-   for several sequence lengths T.
-
-Each measurement runs in several settings: the model in bf16, the same weights in fp32, a randomly
-initialised copy in bf16 (and, optionally, the weights in float64 with exact RoPE angles, where
-every deviation must vanish). Memory: the reference run's q and k are kept per layer (on the CPU);
-every other run is compared layer by layer as it happens, one head and one block of query rows at
-a time, so no T x T matrix of more than one head and block ever exists.
+The same sequences run with ``position_ids = arange(T) + delta``; post-RoPE q and k of every layer are
+compared between two shifts: 1. ``shift``: D(delta1, delta2) = sum over layers and heads of
+sum_j mean_{i>=j} |P_ij(delta1) - P_ij(delta2)| (column variant; row variant: sum_i mean_{j<=i});
+2. ``key_columns``: the column variant at (delta_decompose, delta2) split by key j; 3. ``logits``:
+D_logit(T) on pre-softmax logits for the first key and the key at T // 2. Settings: bf16, the same
+weights in fp32, a random bf16 copy, and float64 with exact angles (where every deviation must vanish).
+Only the reference run's q and k are kept (on the CPU); no T x T matrix of more than one head and block
+of query rows ever exists.
 """
 
 from __future__ import annotations
