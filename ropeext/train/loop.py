@@ -271,8 +271,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
                                  "train/tokens_per_s": step_tokens / max(1e-9, seconds),
                                  **_peak_memory_gb(st.device)}, step=done)
             if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
-                _save_checkpoint(ckdir, done, s, st.model, st.raw_model, st.opt, st.masters, st.accelerator,
-                                 st.engine, {"tokens": pos.tokens, "history": pos.history})
+                _save_checkpoint(st, ckdir, done, s, {"tokens": pos.tokens, "history": pos.history})
             if on_step is not None:
                 on_step(done)
     finally:
@@ -360,8 +359,13 @@ def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
     found = ckpt.latest_checkpoint(ckdir)
     if found is None:
         return _Progress()
-    _check_same_run(found, s, ckdir)
-    _load_checkpoint(found, st.raw_model, st.opt, st.masters, st.accelerator, st.engine, st.rank)
+    saved, now = found.state.get("settings", {}), s.fingerprint()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
+                           "to start over, or restore the settings to resume")
+    _load_checkpoint(st, found)
     return _Progress(start=found.step, tokens=int(found.state["tokens"]), history=list(found.state["history"]),
                      resumed_from=found.step)
 
@@ -464,17 +468,8 @@ def _global_sum(value: float, accelerator, device, world: int) -> float:
     return float(accelerator.reduce(t, reduction="sum").item())
 
 
-def _check_same_run(found, s: TrainSettings, ckdir: Path) -> None:
-    saved = found.state.get("settings", {})
-    now = s.fingerprint()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
-                           "to start over, or restore the settings to resume")
-
-
-def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator, engine, state) -> None:
+def _save_checkpoint(st: _Setup, ckdir: Path, step: int, s: TrainSettings, state: dict) -> None:
+    accelerator, engine = st.accelerator, st.engine
     is_main = accelerator.is_main_process
     tmp = ckpt.begin(ckdir, step, is_main=is_main)
     accelerator.wait_for_everyone()
@@ -483,8 +478,8 @@ def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator
     ckpt.write_rank_files(tmp, accelerator.process_index)
     if is_main:
         ckpt.write_main_files(
-            tmp, model_state=None if engine else raw_model.state_dict(),
-            optimizer_state=None if engine else opt.state_dict(), masters=masters,
+            tmp, model_state=None if engine else st.raw_model.state_dict(),
+            optimizer_state=None if engine else st.opt.state_dict(), masters=st.masters,
             state={"step": step, "settings": s.fingerprint(), "processes": accelerator.num_processes, **state})
     accelerator.wait_for_everyone()
     if is_main:
@@ -492,17 +487,18 @@ def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator
     accelerator.wait_for_everyone()
 
 
-def _load_checkpoint(found, raw_model, opt, masters, accelerator, engine, rank) -> None:
-    if engine:
-        accelerator.load_state(str(found.path / "engine"))
+def _load_checkpoint(st: _Setup, found) -> None:
+    masters = st.masters
+    if st.engine:
+        st.accelerator.load_state(str(found.path / "engine"))
     else:
         model_state = ckpt.load(found.path, "model.pt")
         opt_state = ckpt.load(found.path, "optimizer.pt")
         if model_state is None or opt_state is None:
             raise RopeextError(f"checkpoint {found.path} lacks model.pt or optimizer.pt; delete it to resume "
                                "from an older one")
-        raw_model.load_state_dict(model_state)
-        opt.load_state_dict(opt_state)
+        st.raw_model.load_state_dict(model_state)
+        st.opt.load_state_dict(opt_state)
         if masters is not None:
             saved = ckpt.load(found.path, "masters.pt")
             if saved is None or len(saved) != len(masters):
@@ -510,7 +506,7 @@ def _load_checkpoint(found, raw_model, opt, masters, accelerator, engine, rank) 
             with torch.no_grad():
                 for m, v in zip(masters, saved):
                     m.copy_(v)
-    rng = ckpt.load_rng(found.path, rank)
+    rng = ckpt.load_rng(found.path, st.rank)
     if rng is not None:
         ckpt.set_rng_state(rng)
 
