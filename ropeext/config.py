@@ -121,7 +121,7 @@ def _describe(error, schema: dict) -> str:
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` in place (filling defaults) and return it; recipes are applied before, by ``resolve_config``."""
+    """Validate ``config`` in place (filling defaults) and return it (``resolve_config`` applies recipes before)."""
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
     schema = load_schema()
@@ -182,7 +182,7 @@ def by_target(value, target_length: int | None, key: str = "finetune.steps"):
 
 
 def parse_sets(texts, section: str) -> dict:
-    """``--set KEY=VALUE`` options (VALUE read as YAML, text for a number key converted) as an override of ``section``."""
+    """``--set KEY=VALUE`` options (VALUE read as YAML; text for a number key converted) as a ``section`` override."""
     schema = load_schema()
     props = section_properties(schema["properties"][section], schema)
     known = sorted(k for k in props if k != "recipe")

@@ -214,7 +214,8 @@ def _parameter_count(folder: Path) -> int:
 
 def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
     """A model directory as it is: config, tokenizer and generation config written, weights linked."""
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # heavy: ropeext.checks (the Snakefile parse) imports this module
+    # heavy: ropeext.checks (the Snakefile parse) imports this module
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     where = f"--source {src.given} ({src.path})"
     try:
