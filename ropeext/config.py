@@ -1,10 +1,6 @@
-"""Load and validate a pipeline config against workflow/schemas/config.schema.yaml.
+"""Load and validate a pipeline config against workflow/schemas/config.schema.yaml, the one place a default lives.
 
-The schema is the one place a default lives. ``resolve_config`` turns a raw config into the one
-every stage reads: the ``finetune.recipe`` overlay (ropeext/recipes.py) first, then validation that
-fills the schema's defaults. The workflow (rules/common.smk) and the CLI (``load_config``) both call
-it, so a wrong key or value fails before any job runs, with a message naming the key and what was
-expected.
+The workflow and the CLI both resolve configs here, so a wrong key or value fails before any job runs.
 """
 
 from __future__ import annotations
@@ -18,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator, validators
 
 from ropeext.errors import RopeextError
+from ropeext.recipes import RECIPES
 from ropeext.rope.registry import METHODS
 
 # package data: in the checkout a link to workflow/schemas/config.schema.yaml, the file Snakemake validates with
@@ -48,8 +46,6 @@ def schema_defaults(section: str) -> dict:
 
 def _validator_with_defaults(schema: dict):
     """A Draft 2020-12 validator that also fills in each property's ``default`` (as Snakemake's does)."""
-    from jsonschema import Draft202012Validator, validators
-
     validate_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema_):
@@ -125,10 +121,7 @@ def _describe(error, schema: dict) -> str:
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` in place (filling defaults) and return it; raise RopeextError on failure.
-
-    Recipes are not applied here: ``resolve_config`` applies them first, to the raw config.
-    """
+    """Validate ``config`` in place (filling defaults) and return it (``resolve_config`` applies recipes before)."""
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
     schema = load_schema()
@@ -143,11 +136,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
 
 
 def resolve_config(config: dict, source: str = "config") -> dict:
-    """The one way a raw config becomes the config every stage reads (CLI and workflow alike).
-
-    In place: apply the ``finetune.recipe`` overlay to the keys the user left out, then validate and
-    fill the schema's defaults. Applying it again to its own result changes nothing.
-    """
+    """In place: the ``finetune.recipe`` overlay, then validation filling defaults; idempotent."""
     if not isinstance(config, dict):
         raise RopeextError(f"{source}: expected a mapping of config keys, got {type(config).__name__}")
     schema = load_schema()
@@ -157,13 +146,7 @@ def resolve_config(config: dict, source: str = "config") -> dict:
 
 
 def apply_recipe(config: dict, source: str = "config") -> dict:
-    """Fill the ``finetune`` keys the user did not set from the named recipe (in place).
-
-    ``finetune.steps`` given as a mapping gets string keys (as JSON writes them), so a resolved
-    config reads the same before and after a JSON round trip.
-    """
-    from ropeext.recipes import RECIPES
-
+    """Fill the ``finetune`` keys the user did not set from the named recipe (in place); string step keys, as JSON."""
     section = config.get("finetune")
     if not isinstance(section, dict):
         return config  # absent (defaults follow) or malformed (validation names it)
@@ -178,11 +161,7 @@ def apply_recipe(config: dict, source: str = "config") -> dict:
 
 
 def by_target(value, target_length: int | None, key: str = "finetune.steps"):
-    """A value that may depend on the target window: a mapping {max_target: value, ..., null: value beyond}.
-
-    Each entry covers the targets up to its length; ``null`` (or a missing target) covers the rest.
-    Keys may be YAML integers or, after a JSON round trip, strings.
-    """
+    """A value or a mapping {max_target: value, ..., null: value beyond} (keys integers or, after JSON, strings)."""
     if not isinstance(value, dict):
         return value
     table = {}
@@ -203,11 +182,7 @@ def by_target(value, target_length: int | None, key: str = "finetune.steps"):
 
 
 def parse_sets(texts, section: str) -> dict:
-    """``--set KEY=VALUE`` options as a nested override of ``section``; VALUE is read as YAML.
-
-    KEY must be a key of the section (the recipe is chosen with ``--recipe``); a string given for a
-    number key (YAML reads ``1e-5`` as text) is converted.
-    """
+    """``--set KEY=VALUE`` options (VALUE read as YAML; text for a number key converted) as a ``section`` override."""
     schema = load_schema()
     props = section_properties(schema["properties"][section], schema)
     known = sorted(k for k in props if k != "recipe")
@@ -242,15 +217,11 @@ def _check_consistency(config: dict, source: str) -> None:
     train = config["model"]["train_length"]
     for target in config["extension"]["target_lengths"]:
         if target <= train:
-            raise RopeextError(
-                f"{source}: extension.target_lengths: {target} must exceed model.train_length ({train})"
-            )
+            raise RopeextError(f"{source}: extension.target_lengths: {target} must exceed model.train_length ({train})")
     arch = config["model"]["architecture"]
     if arch["hidden_size"] % arch["num_attention_heads"]:
-        raise RopeextError(
-            f"{source}: model.architecture: hidden_size {arch['hidden_size']} is not divisible by "
-            f"num_attention_heads {arch['num_attention_heads']}"
-        )
+        raise RopeextError(f"{source}: model.architecture: hidden_size {arch['hidden_size']} is not divisible by "
+                           f"num_attention_heads {arch['num_attention_heads']}")
     if (arch["hidden_size"] // arch["num_attention_heads"]) % 2:
         raise RopeextError(f"{source}: model.architecture: the head dimension must be even for RoPE")
 
@@ -273,11 +244,7 @@ def _derive_ruler_lengths(config: dict) -> None:
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None, *,
                 recipe: str | None = None) -> dict:
-    """The resolved config of a YAML file, or of the schema's defaults alone when ``path`` is None.
-
-    ``recipe`` (a command line's choice) replaces the file's own values for the keys that recipe
-    sets; ``overrides`` (a nested dict, e.g. from ``--set``) are laid over the file as keys the user set.
-    """
+    """The resolved config of a YAML file (or of the defaults), a chosen ``recipe`` and ``overrides`` laid over it."""
     config: dict = {}
     source = "defaults"
     if path is not None:
@@ -321,13 +288,7 @@ def describe_yaml_error(path, exc) -> str:
 
 
 def choose_recipe(config: dict, name: str) -> dict:
-    """A copy of a config whose ``finetune.recipe`` is ``name`` and whose values for that recipe's keys are dropped.
-
-    So a recipe chosen on the command line wins over the file's values (also over those of a resolved
-    config, where every key is set).
-    """
-    from ropeext.recipes import RECIPES
-
+    """A copy of a config with ``finetune.recipe`` = ``name`` and that recipe's keys dropped, so the recipe wins."""
     out = copy.deepcopy(config)
     section = out.get("finetune")
     section = dict(section) if isinstance(section, dict) else {}

@@ -1,35 +1,19 @@
-"""Importing a pretrained causal LM as a standard Hugging Face model directory.
+"""Importing a pretrained causal LM (a ``.gguf`` file, an installed package shipping one, a model directory,
+or a hub id already in the local cache: nothing is downloaded) as a standard Hugging Face model directory,
+with ``import_manifest.json`` saying where it came from.
 
-A source is one of:
-
-- a ``.gguf`` file (dequantized by transformers through the ``gguf`` package);
-- the name of an installed Python package that ships a ``.gguf`` file (found through the
-  distribution's file list, without importing the package);
-- a local Hugging Face model directory (``config.json`` + weights);
-- a hub id (``org/name``), read from the local Hugging Face cache only (``HF_HUB_CACHE``): nothing
-  is downloaded.
-
-The output is what stock transformers loads: safetensors weights, ``config.json`` without
-quantization leftovers, the tokenizer with its chat template, ``generation_config.json``, plus
-``import_manifest.json`` saying where it came from (the source as given, the file it resolved to,
-its sha256, the dtype, library versions). It is written under a temporary sibling name and renamed
-into place when complete.
-
-``dtype`` ``auto`` keeps a model directory's weights as they are: its weight files are linked
-into the output (``ropeext.modeling.link_file``: hard link, else symlink, else copy), so importing a
-7B model costs seconds and no disk; a GGUF file is dequantized to float32. A named dtype, or
-``num_layers``, loads the model and writes new weight files.
-
-``num_layers`` keeps only the first N decoder layers (everything else as in the source): a model
-for tests and quick trials, not for results.
+``dtype`` ``auto`` links a model directory's weight files into the output (seconds and no disk for a 7B
+model); a GGUF file is dequantized to float32. ``num_layers`` keeps the first N decoder layers (for tests).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from ropeext.errors import RopeextError
@@ -58,12 +42,8 @@ class Source:
 
 
 def package_gguf_files(name: str) -> list[Path] | None:
-    """The ``.gguf`` files an installed distribution ships, or None when no such distribution exists.
-
-    Reads the distribution's file list (``importlib.metadata``); the package itself is not imported.
-    """
-    from importlib import metadata
-
+    """The ``.gguf`` files an installed distribution ships (from its file list, without importing it), or None
+    when no such distribution exists."""
     try:
         dist = metadata.distribution(name)
     except (metadata.PackageNotFoundError, ValueError):
@@ -132,12 +112,9 @@ def resolve_source(source: str, *, gguf_file: str | None = None) -> Source:
                        "must already be in the cache (HF_HUB_CACHE)")
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def truncate_config(config, num_layers: int, what: str = "--num-layers") -> None:
@@ -153,8 +130,8 @@ def truncate_config(config, num_layers: int, what: str = "--num-layers") -> None
 
 def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None = None):
     """(model, tokenizer) of a resolved source, dense, in ``dtype``, on the CPU."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: ropeext.checks (the Snakefile parse) imports this module
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig  # heavy, as above
 
     if dtype not in DTYPES:
         raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -163,8 +140,6 @@ def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None =
     folder = str(src.folder)
     kwargs: dict = {}
     if src.gguf:
-        from transformers import GgufConfig
-
         kwargs = {"gguf_file": src.path.name, "quantization_config": GgufConfig(dequantize=True)}
     where = f"--source {src.given} ({src.path})"
     try:
@@ -196,8 +171,6 @@ def drop_quantization(model) -> None:
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
     out = {}
     for name in ("transformers", "gguf", "torch", "safetensors", "tokenizers"):
         try:
@@ -229,23 +202,19 @@ def _model_summary(cfg) -> dict:
 
 def _parameter_count(folder: Path) -> int:
     """Parameters stored in a directory's safetensors files, read from their headers (no weights loaded)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # heavy: ropeext.checks (the Snakefile parse) imports this module
 
     total = 0
     for name in weight_files(folder):
-        if not name.endswith(".safetensors"):
-            continue
-        with safe_open(str(folder / name), framework="pt") as fh:
-            for key in fh.keys():
-                n = 1
-                for dim in fh.get_slice(key).get_shape():
-                    n *= dim
-                total += n
+        if name.endswith(".safetensors"):
+            with safe_open(str(folder / name), framework="pt") as fh:
+                total += sum(math.prod(fh.get_slice(key).get_shape()) for key in fh.keys())
     return total
 
 
 def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
     """A model directory as it is: config, tokenizer and generation config written, weights linked."""
+    # heavy: ropeext.checks (the Snakefile parse) imports this module
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     where = f"--source {src.given} ({src.path})"

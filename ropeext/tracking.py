@@ -1,26 +1,26 @@
-"""MLflow: one run per stage job.
+"""MLflow: one run per stage job (``stage_run``), tagged with stage, variant, git state, user and source.
 
-Every CLI stage wraps its work in ``stage_run(...)``. The run is tagged with the experiment,
-stage, variant and git state, gets the resolved settings it used as params, and collects the
-stage's metrics and its JSON/CSV/PNG files as artifacts. The store is
-``sqlite:///<results_dir>/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says otherwise.
-``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent. Each job
-opens its own run and records who ran it and what (``mlflow.user``, ``mlflow.source.name``,
-``mlflow.source.type``).
+The store is ``sqlite:///<results_dir>/mlflow.db`` unless the config or ``MLFLOW_TRACKING_URI`` says
+otherwise; ``ROPEEXT_PARENT_RUN_ID`` (set by a workflow invocation) nests the run under a parent.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import math
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from importlib import metadata
 from typing import Any, Iterator
 
-from ropeext.config import config_hash, flatten
+from ropeext.config import config_hash, flatten, validate_config
 from ropeext.errors import RopeextError
 
 _MAX_PARAM_LEN = 6000
@@ -36,11 +36,7 @@ def resolve_uri(config: dict | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    if config is None:
-        from ropeext.config import validate_config
-
-        config = validate_config({})
-    return store_uri(config)
+    return store_uri(validate_config({}) if config is None else config)
 
 
 def resolve_experiment(config: dict | None = None) -> str:
@@ -48,11 +44,7 @@ def resolve_experiment(config: dict | None = None) -> str:
     env = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if env:
         return env
-    if config is None:
-        from ropeext.config import validate_config
-
-        config = validate_config({})
-    return config["mlflow"]["experiment"]
+    return (validate_config({}) if config is None else config)["mlflow"]["experiment"]
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:
@@ -72,8 +64,6 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide the numbers, as run tags."""
-    from importlib import metadata
-
     out = {}
     for name in ("ropeext", "torch", "transformers", "accelerate", "lm-eval", "mlflow", "snakemake"):
         try:
@@ -90,8 +80,6 @@ def data_fingerprints(config: dict | None) -> dict[str, str]:
     manifest = Path(config.get("results_dir", "results")) / "corpus" / "manifest.json"
     if not manifest.is_file():
         return {}
-    import json
-
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
@@ -119,15 +107,6 @@ def source_tags(command: str) -> dict[str, str]:
             "mlflow.source.type": "JOB" if rule else "LOCAL"}
 
 
-def _prepare_store(uri: str) -> str | None:
-    """Create the folder of a local sqlite store; return the artifact root to use beside it."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return (db.parent.resolve() / "mlartifacts").as_uri()
-    return None
-
-
 def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
     def find_or_create() -> str:  # creating fails when another job created it at the same moment: retried
         exp = mlflow.get_experiment_by_name(name)
@@ -140,11 +119,8 @@ def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
 
 
 def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):
-    """Call ``fn``, retrying transient store errors (a busy sqlite file, a hiccup of a server).
-
-    With ``fatal=False`` a persistent failure is reported as a warning and the job goes on: a
-    long training run should not die because one metric point could not be written.
-    """
+    """Call ``fn``, retrying transient store errors; with ``fatal=False`` a persistent one is a warning
+    (a long training run should not die because one metric point could not be written)."""
     for attempt in range(attempts):
         try:
             return fn()
@@ -154,28 +130,8 @@ def _retry(fn, *, what: str, fatal: bool = True, attempts: int = 4):
                 continue
             if fatal:
                 raise
-            import warnings
-
             warnings.warn(f"MLflow: could not {what} ({exc}); continuing without it", RuntimeWarning, stacklevel=3)
             return None
-
-
-def _param_values(params: dict[str, Any]) -> dict[str, str]:
-    """Flattened params as MLflow stores them: text, cut to its length limit."""
-    return {k: str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params).items()}
-
-
-def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numeric metrics under names MLflow accepts (``@`` spelled ``_at_``); others are dropped."""
-    clean = {}
-    for k, v in metrics.items():
-        try:
-            fv = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(fv):
-            clean[k.replace("@", "_at_")] = fv
-    return clean
 
 
 class StageRun:
@@ -192,14 +148,21 @@ class StageRun:
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.active:
             return
-        items = list(_param_values(params).items())
+        items = [(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 90):
             self._mlflow.log_params(dict(items[i:i + 90]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:
             return
-        clean = _metric_values(metrics)
+        clean = {}  # the finite numbers, under names MLflow accepts
+        for k, v in metrics.items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(fv):
+                clean[k.replace("@", "_at_")] = fv
         if clean:
             _retry(lambda: self._mlflow.log_metrics(clean, step=step), what="log metrics", fatal=False)
 
@@ -230,9 +193,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast with a clear message when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error
-    import urllib.request
-
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
     except (urllib.error.URLError, OSError) as exc:
@@ -242,14 +202,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def init_store(uri: str, experiment: str) -> str:
-    """Create (or open) the store and the experiment once, before any job runs; return its id.
-
-    Run at workflow start: concurrent jobs creating a fresh sqlite store race each other.
-    """
+    """Create (or open) the store and the experiment; return its id (at workflow start: concurrent jobs
+    creating a fresh sqlite store race each other)."""
     check_reachable(uri)
-    import mlflow
+    import mlflow  # heavy: the Snakefile parse imports this module
 
-    artifact_root = _prepare_store(uri)
+    artifact_root = None
+    if uri.startswith("sqlite:///"):  # a local store: create its folder, keep the artifacts beside it
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_root = (db.parent.resolve() / "mlartifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     try:
         return _experiment_id(mlflow, experiment, artifact_root)
@@ -261,7 +223,7 @@ def init_store(uri: str, experiment: str) -> str:
 
 def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
     """Open the parent run of one workflow invocation; stage runs nest under it."""
-    import mlflow
+    import mlflow  # heavy: the Snakefile parse imports this module
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
@@ -273,7 +235,7 @@ def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
 
 def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Close the parent run; delete it when no stage ran under it (a no-op invocation adds no run)."""
-    import mlflow
+    import mlflow  # heavy: the Snakefile parse imports this module
 
     client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
@@ -306,8 +268,7 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
     all_tags.update(data_fingerprints(config))
     all_tags.update(tags or {})
     run_name = f"{stage}:{variant}" if variant else stage
-
-    import mlflow
+    import mlflow  # heavy: the Snakefile parse imports this module
 
     exp_id = init_store(resolve_uri(config), resolve_experiment(config))
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})

@@ -1,25 +1,18 @@
 """BF16 relative-position analysis of one model: how much a position shift changes attention.
 
-The same token sequences run with ``position_ids = arange(T) + delta``; post-RoPE q and k are
-captured in every layer (see ``capture``) and compared between two shifts (see ``deviation``):
-
-1. ``shift``: D(delta1, delta2) = sum over layers and heads of sum_j mean_{i>=j} |P_ij(delta1) -
-   P_ij(delta2)| (column variant) and of sum_i mean_{j<=i} (row variant), for every delta1 against
-   the reference shift delta2, averaged over sequences.
-2. ``key_columns``: the column variant at (delta_decompose, delta2) split by key position j.
-3. ``logits``: D_logit(T) = sum over layers and heads of mean_i |A_i,key(delta_decompose) -
-   A_i,key(delta2)| on pre-softmax logits, for the first key and a mid-sequence key (T // 2),
-   for several sequence lengths T.
-
-Each measurement runs in several settings: the model in bf16, the same weights in fp32, a randomly
-initialised copy in bf16 (and, optionally, the weights in float64 with exact RoPE angles, where
-every deviation must vanish). Memory: the reference run's q and k are kept per layer (on the CPU);
-every other run is compared layer by layer as it happens, one head and one block of query rows at
-a time, so no T x T matrix of more than one head and block ever exists.
+The same sequences run with ``position_ids = arange(T) + delta``; post-RoPE q and k of every layer are
+compared between two shifts: 1. ``shift``: D(delta1, delta2) = sum over layers and heads of
+sum_j mean_{i>=j} |P_ij(delta1) - P_ij(delta2)| (column variant; row variant: sum_i mean_{j<=i});
+2. ``key_columns``: the column variant at (delta_decompose, delta2) split by key j; 3. ``logits``:
+D_logit(T) on pre-softmax logits for the first key and the key at T // 2. Settings: bf16, the same
+weights in fp32, a random bf16 copy, and float64 with exact angles (where every deviation must vanish).
+Only the reference run's q and k are kept (on the CPU); no T x T matrix of more than one head and block
+of query rows ever exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -32,6 +25,7 @@ import torch
 from ropeext.analysis.capture import capture_qk, exact_rope_angles
 from ropeext.analysis.deviation import check_path, key_logits, layer_deviation, logit_deviation
 from ropeext.errors import RopeextError
+from ropeext.modeling import load_causal_lm
 from ropeext.runtime import resolve_device
 
 # name -> (dtype, weights, exact RoPE angles)
@@ -109,14 +103,10 @@ def fit_lengths(requested: int, window: int | None, logit_lengths: list[int] | N
     return length, logit_lengths, notes
 
 
-def _base(model):
-    """The decoder stack without the LM head (a T x vocab logits matrix is never needed)."""
-    return model.base_model
-
-
 def _forward(model, ids: torch.Tensor, delta: int) -> None:
+    """The decoder stack without the LM head (a T x vocab logits matrix is never needed)."""
     positions = torch.arange(ids.shape[-1], device=ids.device)[None] + delta
-    _base(model)(input_ids=ids, position_ids=positions, use_cache=False)
+    model.base_model(input_ids=ids, position_ids=positions, use_cache=False)
 
 
 class _ShiftSinks:
@@ -241,22 +231,15 @@ def analyze_model(model, sequences: torch.Tensor, spec: Spec, *, exact_angles: b
     if sequences.shape[1] < spec.max_length:
         raise RopeextError(f"sequences have {sequences.shape[1]} tokens, the analysis needs {spec.max_length}")
     model.eval()
-    with torch.inference_mode():
-        if exact_angles:
-            with exact_rope_angles(model):
-                out = measure_shift(model, sequences, spec, progress)
-                out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
-        else:
-            out = measure_shift(model, sequences, spec, progress)
-            out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
+    with torch.inference_mode(), exact_rope_angles(model) if exact_angles else contextlib.nullcontext():
+        out = measure_shift(model, sequences, spec, progress)
+        out["logits"] = measure_logits(model, sequences, spec, progress) if spec.logit_lengths else None
     return out
 
 
 def load_setting(model_dir: str, setting: str, *, seed: int, device: str, attn_implementation: str):
     """The model of one setting: the weights in a dtype, or a seeded random copy of the architecture."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from ropeext.modeling import load_causal_lm
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy: the report imports summary_row from here
 
     if setting not in SETTINGS:
         raise RopeextError(f"--settings: {setting!r} is not one of {', '.join(SETTINGS)}")
@@ -355,9 +338,7 @@ def jsonable(obj):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
         return jsonable(obj.tolist())
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(float(obj)) else None

@@ -1,21 +1,10 @@
 """Document sources, the deterministic train / validation / test split, and the split files.
 
-Every source yields ``Document(id, text, kind, domain)`` lazily, one document at a time: files
-are opened one after another, JSONL is read line by line, Parquet batch by batch and Hugging Face
-datasets in streaming mode (or batch by batch from a ``save_to_disk`` directory). ``id`` is stable
-(a relative path, a record index) and decides the split through a hash, so adding documents
-never moves existing ones. ``corpus.max_documents`` is applied while reading: once every split
-that can receive documents holds that many, the source is closed. Memory stays flat in the
-size of the corpus: split files are written row group by row group.
-
-``domain`` names where a document comes from: the top-level module or package of a stdlib file
-(``json`` for ``json/decoder.py``, ``os`` for ``os.py``), the record field ``corpus.domain_field``
-(a dotted path into nested records, e.g. ``meta.redpajama_set_name``) for JSONL / Parquet / HF
-sources, else the fixed ``corpus.domain``, which is also the fallback for records without the
-field.
-
-Input that cannot be read (a file that is not UTF-8, an unreadable file) is never dropped
-silently: ``SourceLog`` counts and names it, and the manifest and a warning on stderr report it.
+Every source yields ``Document(id, text, kind, domain)`` lazily, so memory stays flat in the size of
+the corpus. ``id`` is stable and decides the split through a hash, so adding documents never moves
+existing ones. ``domain`` is a stdlib file's top-level package, the record field
+``corpus.domain_field`` (a dotted path), else ``corpus.domain``. Unreadable input is never dropped
+silently: ``SourceLog`` counts and names it for the manifest and a warning.
 """
 
 from __future__ import annotations
@@ -31,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ropeext.data.shards import iter_rows, shard_file, split_files  # noqa: F401 - split_files re-exported
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ropeext.data.shards import iter_rows, shard_file
+from ropeext.io import atomic_path
 from ropeext.errors import RopeextError
 
 SPLITS = ("train", "validation", "test")
@@ -160,8 +153,7 @@ def _paths(pattern: str, what: str) -> list[str]:
 
 
 def field_value(rec, dotted: str):
-    """``rec[dotted]``, or the value at a dotted path into nested records (``meta.redpajama_set_name``);
-    None if absent."""
+    """``rec[dotted]``, or the value at a dotted path into nested records; None if absent."""
     if isinstance(rec, dict) and dotted in rec:
         return rec[dotted]
     value = rec
@@ -207,25 +199,21 @@ def iter_jsonl(pattern: str, field: str, domain_field: str | None = None, domain
                log: SourceLog | None = None) -> Iterator[Document]:
     domains = _Domains(domain_field, domain, log)
     for path in _paths(pattern, "JSONL"):
+        n = 0
         with open(path, encoding="utf-8", errors="strict") as fh:
-            n = 0
-            while True:
-                try:
-                    line = fh.readline()
-                except UnicodeDecodeError:
-                    raise RopeextError(f"{path}: not UTF-8 text (near line {n + 1})") from None
-                if not line:
-                    break
-                n += 1
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None
-                if not isinstance(rec, dict):
-                    raise RopeextError(f"{path}:{n}: expected a JSON object per line, got {type(rec).__name__}")
-                yield Document(f"{path}:{n}", _text_field(rec, field, f"{path}:{n}"), "file", domains(rec))
+            try:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise RopeextError(f"{path}:{n}: malformed JSON line ({exc.msg})") from None
+                    if not isinstance(rec, dict):
+                        raise RopeextError(f"{path}:{n}: expected a JSON object per line, got {type(rec).__name__}")
+                    yield Document(f"{path}:{n}", _text_field(rec, field, f"{path}:{n}"), "file", domains(rec))
+            except UnicodeDecodeError:
+                raise RopeextError(f"{path}: not UTF-8 text (near line {n + 1})") from None
 
 
 def _check_columns(names: list[str], where: str, field_name: str, domains: _Domains) -> list[str]:
@@ -249,8 +237,6 @@ def _batch_documents(batch_rows: list[dict], prefix: str, start: int, field_name
 
 def iter_parquet(pattern: str, field: str, domain_field: str | None = None, domain: str = "",
                  log: SourceLog | None = None, batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
-    import pyarrow.parquet as pq
-
     domains = _Domains(domain_field, domain, log)
     for path in _paths(pattern, "Parquet"):
         try:
@@ -270,7 +256,7 @@ def iter_hf(name: str, field: str, split: str, domain_field: str | None = None, 
             batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
     """A Hugging Face dataset: a ``save_to_disk`` directory (memory-mapped, read batch by batch) or a
     hub id (streamed when ``streaming``, else prepared in the local cache and memory-mapped)."""
-    import datasets
+    import datasets  # heavy (pandas, fsspec): only the hf source needs it
 
     domains = _Domains(domain_field, domain, log)
     try:
@@ -412,19 +398,12 @@ def build_splits(corpus_cfg: dict) -> tuple[dict[str, list[Document]], dict]:
     return splits, _manifest(corpus_cfg, tally, log, 1, {s: [f"{s}.parquet"] for s in SPLITS})
 
 
-def split_schema():
-    import pyarrow as pa
-
-    return pa.schema([("id", pa.string()), ("kind", pa.string()), ("domain", pa.string()), ("text", pa.large_string())])
-
-
 class SplitWriter:
     """Documents to one Parquet file, a row group at a time (bounded by ROW_GROUP_DOCS / ROW_GROUP_CHARS)."""
 
     def __init__(self, path: Path, max_docs: int | None = None, max_chars: int | None = None):
-        import pyarrow.parquet as pq
-
-        self.schema = split_schema()
+        self.schema = pa.schema([("id", pa.string()), ("kind", pa.string()), ("domain", pa.string()),
+                                 ("text", pa.large_string())])
         self.writer = pq.ParquetWriter(path, self.schema)
         self.max_docs = max_docs or ROW_GROUP_DOCS
         self.max_chars = max_chars or ROW_GROUP_CHARS
@@ -438,8 +417,6 @@ class SplitWriter:
             self.flush()
 
     def flush(self) -> None:
-        import pyarrow as pa
-
         if not self.buffer:
             return
         b = self.buffer
@@ -457,8 +434,6 @@ def write_splits(corpus_cfg: dict, out_dir: str | Path) -> dict:
     """Stream the source into ``out_dir/<split>.parquet`` (or ``corpus.shards`` files per split) and
     return the manifest. Document ``k`` of a split goes to shard ``k % shards``. Every file is written
     under a temporary name and renamed only once the whole pass has succeeded."""
-    from ropeext.io import atomic_path
-
     out = Path(out_dir)
     shards = int(corpus_cfg.get("shards", 1) or 1)
     if shards < 1:
@@ -483,32 +458,8 @@ def write_splits(corpus_cfg: dict, out_dir: str | Path) -> dict:
     return _manifest(corpus_cfg, tally, log, shards, files)
 
 
-def write_split(docs: list[Document], path: Path) -> None:
-    """A list of documents as one split file (atomic)."""
-    from ropeext.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        writer = SplitWriter(tmp)
-        try:
-            for d in docs:
-                writer.add(d)
-        finally:
-            writer.close()
-
-
 def iter_texts(paths: list[Path], batch_rows: int = READ_BATCH_ROWS) -> Iterator[list[str]]:
     """The ``text`` column of a split, as lists of strings one batch at a time (tokenizer training input)."""
     for batch in iter_rows(paths, ["text"], batch_rows):
         yield batch.column("text").to_pylist()
 
-
-def read_split(path: str | Path) -> list[Document]:
-    """A whole split in memory (small corpora and tests); ``path`` is ``<split>.parquet`` or one of its shards."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise RopeextError(f"corpus split not found: {path}")
-    t = pq.read_table(path).to_pydict()
-    domains = t.get("domain") or [""] * len(t["id"])
-    return [Document(i, x, k, d) for i, x, k, d in zip(t["id"], t["text"], t["kind"], domains)]

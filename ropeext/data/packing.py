@@ -1,80 +1,6 @@
 """Packing tokenized documents into fixed windows, with the seven layouts of the packing study.
 
-Every window starts with the anchor token (the tokenizer's BOS, or EOS where there is no BOS) at
-column 0; document pieces fill the remaining W-1 columns. Layouts differ in what those columns
-hold, in the rotary positions and in which keys a query may see (``ropeext.attention.masks``;
-``attention_rule`` names the mask each layout uses):
-
-``full``                   positions 0..W-1; causal attention across the whole window.
-``intra_doc``              positions 0..W-1; a token sees earlier tokens of its own document only.
-``intra_doc_reset``        as ``intra_doc`` with positions restarting at 0 in every document piece.
-``intra_doc_interleaved``  as ``intra_doc`` on interleaved chunks (below).
-``anchor``                 positions 0..W-1 (never reset); a token sees earlier tokens of its own
-                           document and the anchor (AnchorAttention).
-``anchor_tag``             as ``anchor`` with a domain tag in front of every document piece (below).
-``anchor_interleaved``     as ``anchor`` on interleaved chunks (below).
-
-Policy: documents of 2 tokens or fewer are dropped; the rest are taken in a seeded shuffled
-order (the same order in every layout for one seed) and appended greedily; a document longer than
-the room left is split at the window edge and continues in the next window, which again starts
-with the anchor. Except for ``anchor_tag`` this is the same as cutting one concatenated stream into
-pieces of W-1 tokens, which is how it is computed: the whole packer is array work over segments
-(contiguous runs of source tokens). The last partial window is dropped, or padded when asked.
-
-Two steps: ``plan_packing`` decides everything from the document lengths alone (the segments, the
-window count and the counts of ``PackInfo``; a few integers per document), and ``pack_windows``
-builds the columns of any range of windows from the plan and the token ids. ``pack_flat`` is the
-two at once; ``ropeext pack`` builds and writes one row group at a time
-(``ropeext.data.pack_stream``). The windows do not depend on how they are split into ranges.
-
-Interleaved chunks (``*_interleaved``; settings ``packing.interleave``). Every document of
-``min_tokens``..``max_tokens`` tokens (both included) is cut into k chunks, k drawn uniformly from
-``chunks`` = [lo, hi], at k-1 distinct cut points drawn uniformly from the integers in
-[ceil(a L), floor(b L)] for ``cut_range`` = [a, b] (defaults: 64..2048 tokens, 2-3 chunks, cuts
-within 20-80% of the length). Other documents stay whole (one chunk). Documents are grouped by the
-window in which they would begin in the plain stream (``floor(start / (W-1))``), and the chunks of
-each group are put in a uniformly random interleaving that keeps every document's chunks in their
-order. A group occupies the same stretch of the stream as before, so a document's chunks stay
-within the window where it began and the next one(s). Draws come from their own seeded generator,
-so the document order is the same as in the other layouts.
-
-- Positions stay the window columns 0..W-1: a later chunk keeps the distance to the earlier
-  chunks of its document that the gap between them makes (no reset, no closing of gaps).
-- ``doc_ids`` number the documents of a window 1..n in order of first appearance; every chunk of
-  one document in one window has the same id, so attention follows documents across gaps: a chunk
-  sees the earlier chunks of its document in the same window. Chunks (or parts of a chunk cut at
-  the window edge) that fall into another window are invisible, as for any split document; in
-  that window the document gets that window's own id.
-- Labels never cross a gap: the last token of a chunk predicts nothing (with
-  ``mask_boundary_labels``), so the first token of a later chunk is never a target. Two chunks of
-  one document that end up adjacent join again and keep their label between them.
-
-Domain tags (``anchor_tag``; ``packing.tag_template``, rendered and tokenized by ``ropeext pack``).
-Each document's tag tokens are put in front of its text and belong to the document (same doc id,
-attended like its tokens) but are never a target: a label that would predict a tag token is -100,
-whatever ``mask_boundary_labels`` says. The last tag token predicts the first text token.
-Continuations are tagged again: a piece that continues a document in the next window starts with
-the document's full tag, then its text from where the previous window stopped, so every document
-token in every window is read after its domain tag (untagged continuations would be a large share
-of the tokens at short windows, diluting the comparison with ``anchor``; the price is at most one
-extra tag per window). When the window edge cuts a tag, or falls right after it, the next window
-starts with the whole tag again and the document's text from its first token; the tag left at
-the end of the earlier window has no text after it and so takes no part in any loss. A tag needs
-at most W-2 tokens. Documents come in the same order as in ``anchor``; the window edges shift by the tags.
-
-Columns (int32, windows x W):
-
-``input_ids``     tokens (padding uses ``pad_id``, the anchor by default).
-``labels``        the NEXT token: ``labels[t] = input_ids[t+1]``; -100 at the last column, at and
-                  before padding, before a tag token, and (by default) where t and t+1 are not
-                  consecutive tokens of one document piece, including the anchor's own label.
-``position_ids``  rotary positions.
-``doc_ids``       0 for the anchor, 1..n for the documents of the window (in order of first
-                  appearance), -1 for padding. Padding only ever occupies the tail of a window.
-
-No further column records tags or chunks: the labels already carry the no-loss rule, and the same
-four columns in every layout keep the readers layout-agnostic. ``PackInfo`` and ``packing_stats``
-report both (tag tokens per window, interleaved documents, documents split by a gap).
+The layouts, the policy, interleaved chunks, domain tags and the columns are described in docs/packing.md.
 """
 
 from __future__ import annotations
@@ -83,6 +9,7 @@ import bisect
 import math
 import re
 from dataclasses import dataclass, field
+from string import Template
 
 import numpy as np
 
@@ -120,7 +47,7 @@ def check_window(window: int) -> int:
 
 
 def check_interleave(settings) -> dict:
-    """Validate ``packing.interleave`` settings (see the module docstring); returns them as a dict."""
+    """Validate ``packing.interleave`` settings (see docs/packing.md); returns them as a dict."""
     if not isinstance(settings, dict) or set(settings) != set(INTERLEAVE_KEYS):
         raise RopeextError(f"packing.interleave: expected the keys {', '.join(INTERLEAVE_KEYS)}, got {settings!r}")
     lo_n, hi_n = settings["min_tokens"], settings["max_tokens"]
@@ -136,7 +63,8 @@ def check_interleave(settings) -> dict:
     # k-1 distinct cuts need k-1 integers in [ceil(aL), floor(bL)]; beyond L = k/(b-a) there always are
     top = min(hi_n, lo_n + int(math.ceil(chunks[1] / (cut[1] - cut[0]))) + 1)
     L = np.arange(lo_n, top + 1)
-    short = L[_cut_choices(L, cut) < chunks[1] - 1]
+    cut_lo, cut_hi = _cut_bounds(L, cut)
+    short = L[cut_hi - cut_lo + 1 < chunks[1] - 1]
     if len(short):
         raise RopeextError(
             f"packing.interleave: a document of {int(short[0])} tokens has fewer than {chunks[1] - 1} cut points in "
@@ -150,19 +78,8 @@ def _cut_bounds(L, cut):
     return np.ceil(cut[0] * L).astype(np.int64), np.floor(cut[1] * L).astype(np.int64)
 
 
-def _cut_choices(L, cut):
-    lo, hi = _cut_bounds(L, cut)
-    return hi - lo + 1
-
-
 def render_tag(template: str, domain: str) -> str:
-    """The tag text of one domain: ``template`` with ``$domain`` replaced (``packing.tag_template``).
-
-    ``string.Template`` syntax (``$domain`` or ``${domain}``, ``$$`` for a literal dollar) rather
-    than braces: a config value with ``{name}`` in it would read as a wildcard in Snakemake params.
-    """
-    from string import Template
-
+    """``template`` with ``$domain`` replaced (``string.Template``: braces would read as Snakemake wildcards)."""
     if not isinstance(template, str) or not re.search(r"\$(domain\b|\{domain\})", template):
         raise RopeextError(f"packing.tag_template must be a string containing $domain, got {template!r}")
     try:
@@ -189,11 +106,7 @@ class Tags:
 
 @dataclass
 class PackInfo:
-    """What the packer kept and dropped (the columns themselves say the rest).
-
-    ``tokens_kept`` counts document tokens placed in windows (tag tokens are counted apart, in
-    ``extra["tag_tokens"]``); ``per_window`` holds per-window counts the columns cannot tell.
-    """
+    """What the packer kept and dropped; tag tokens are counted apart, in ``extra["tag_tokens"]``."""
 
     documents_in: int = 0
     documents_kept: int = 0
@@ -225,11 +138,7 @@ class _Segments:
 def pack_documents(docs: list[list[int]], window: int, layout: str, anchor_id: int, seed: int = 0, *,
                    pad_last: bool = False, mask_boundary_labels: bool = True, pad_id: int | None = None,
                    tags: list[list[int]] | None = None, interleave: dict | None = None) -> dict[str, np.ndarray]:
-    """Pack ``docs`` (token id lists) into windows of ``window`` tokens; see the module docstring.
-
-    ``tags``: the tag tokens of each document (``anchor_tag``); ``interleave``: the
-    ``packing.interleave`` settings (interleaved layouts).
-    """
+    """Pack ``docs`` (token id lists) into windows of ``window`` tokens; see docs/packing.md."""
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=int(lengths.sum()))
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
@@ -244,10 +153,7 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
               seed: int = 0, *, pad_last: bool = False, mask_boundary_labels: bool = True,
               pad_id: int | None = None, tags: Tags | None = None,
               interleave: dict | None = None) -> tuple[dict[str, np.ndarray], PackInfo]:
-    """The packer on flat arrays: document i is ``tokens[offsets[i]:offsets[i+1]]`` (Arrow's list layout).
-
-    All windows at once; ``plan_packing`` and ``pack_windows`` give the same windows a range at a time.
-    """
+    """The packer on flat arrays, all windows at once: document i is ``tokens[offsets[i]:offsets[i+1]]``."""
     check_window(window)
     check_layout(layout)
     tokens = np.asarray(tokens)
@@ -264,11 +170,8 @@ _OFFSETS_ERROR = "document offsets must start at 0, never decrease and end at th
 
 @dataclass
 class PackPlan:
-    """A packing decided from the document lengths alone: the segments (runs of source tokens) whose
-    concatenation, cut every W-1 tokens, gives the windows, and every count of ``info``. The columns
-    of any range of windows follow from the plan and the token ids (``pack_windows``), so a writer
-    can materialise a large packing a row group at a time; the plan itself holds a few integers per
-    document (or interleaved chunk, or window)."""
+    """A packing decided from the document lengths alone: the segments whose concatenation, cut every
+    W-1 tokens, gives the windows, and every count of ``info``."""
 
     seg: _Segments
     starts: np.ndarray  # stream offset of each segment
@@ -386,7 +289,7 @@ def _slice(seg: _Segments, starts: np.ndarray, a: int, b: int) -> _Segments:
 
 
 def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: PackInfo) -> _Segments:
-    """Documents (in order) -> their chunks, interleaved within groups; see the module docstring."""
+    """Documents (in order) -> their chunks, interleaved within groups; see docs/packing.md."""
     rng = np.random.default_rng([seed, 1])
     L = seg.length
     n = len(L)
@@ -429,10 +332,8 @@ def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: Pack
 def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
     """Documents (in order) -> tag and text segments cut into windows, each continuation re-tagged.
 
-    Returns the segments (whose concatenation, cut every ``room`` tokens, gives the windows), the
-    tag bank (all distinct tags, concatenated; a tag segment's ``src`` is ``n_tokens`` + its offset
-    in the bank) and, per window, the position (in document order) of the document whose tag it
-    repeats, or -1.
+    Returns the segments, the tag bank (a tag segment's ``src`` is ``n_tokens`` + its offset in it) and,
+    per window, the position (in document order) of the document whose tag it repeats, or -1.
     """
     table = [np.asarray(t, dtype=np.int64) for t in tags.table]
     tag_len = np.array([len(t) for t in table], dtype=np.int64)
@@ -526,13 +427,10 @@ def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout
     # the same document; every window's first column starts a run.
     joined = np.zeros(len(length), dtype=bool)
     if len(length) > 1:
-        same = seg.unit[1:] == seg.unit[:-1]
-        if seg.tag is not None:
-            after_tag = seg.tag[:-1] & ~seg.tag[1:]
-            contiguous = (seg.src[1:] == seg.src[:-1] + length[:-1]) & (seg.tag[1:] == seg.tag[:-1])
-            joined[1:] = same & (after_tag | contiguous)
-        else:
-            joined[1:] = same & (seg.src[1:] == seg.src[:-1] + length[:-1])
+        contiguous = seg.src[1:] == seg.src[:-1] + length[:-1]
+        if seg.tag is not None:  # or the text right after its own tag
+            contiguous = (contiguous & (seg.tag[1:] == seg.tag[:-1])) | (seg.tag[:-1] & ~seg.tag[1:])
+        joined[1:] = (seg.unit[1:] == seg.unit[:-1]) & contiguous
     run_start = np.unique(np.concatenate([seg_start[~joined & (seg_start < used)],
                                           np.arange(n_win, dtype=np.int64) * room]))
     run_len = np.diff(np.append(run_start, used))
@@ -582,14 +480,6 @@ def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
 
 
-def segment_lengths(doc_row: np.ndarray) -> np.ndarray:
-    """Lengths of the runs of equal ids in one window's ``doc_ids`` (anchor and padding included)."""
-    doc_row = np.asarray(doc_row)
-    change = np.flatnonzero(np.diff(doc_row) != 0) + 1
-    bounds = np.concatenate(([0], change, [len(doc_row)]))
-    return np.diff(bounds)
-
-
 def window_stats(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-window counts of packed windows (``packing_stats`` turns them into totals); the rows of a
     packing taken a range at a time give, concatenated (``concat_window_stats``), those of the whole."""
@@ -628,14 +518,7 @@ def concat_window_stats(parts: list[dict[str, np.ndarray]], window: int) -> dict
 
 def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
                   per_window: bool = True) -> dict:
-    """Per-window statistics and totals of a packed set of windows.
-
-    ``docs`` counts the documents of a window, ``gapped_docs`` those whose tokens there are not
-    contiguous (interleaved chunks with other documents between them). With ``info``: the
-    interleaved layouts add ``documents_interleaved`` (documents cut into chunks, whether or not
-    another document's chunk landed between them) and ``chunks``; ``anchor_tag`` adds the tag
-    tokens (in total and per window) and the continuation pieces tagged again.
-    """
+    """Per-window statistics and totals of packed windows (``gapped_docs``: documents not contiguous there)."""
     return stats_from_windows(window_stats(columns), info, per_window)
 
 

@@ -1,44 +1,33 @@
-"""Tokenized documents on disk, and the streaming tokenizer that writes them.
-
-A tokens file holds one Parquet row per document: ``input_ids`` (list<int32>), ``id``, ``kind``
-and ``domain`` (strings), in the order of the corpus split. A split may be stored as shard files
-(``ropeext.data.shards``); every reader here takes ``<split>.parquet`` and falls back to its
-shard set.
-
-``tokenize_split`` reads a corpus split batch by batch, encodes each batch (in-process, or over a
-pool of single-threaded worker processes when ``threads > 1``), and writes a row group per batch;
-ids are never held beyond one batch. The ids are those of ``tokenizer(texts,
-add_special_tokens=False)``, whatever the thread count.
+"""Tokenized documents on disk (one Parquet row per document: ``input_ids``, ``id``, ``kind``, ``domain``),
+and the streaming tokenizer that writes them (ids of ``tokenizer(texts, add_special_tokens=False)``,
+whatever the thread count). Readers take ``<split>.parquet`` or fall back to its shard set.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from ropeext.data.shards import iter_rows, resolve
 from ropeext.errors import RopeextError
+from ropeext.io import atomic_path
 
 TOKENIZE_BATCH_CHARS = 1 << 20  # characters of text per encoded batch (a task of the worker pool)
 TOKENIZE_BATCH_ROWS = 256  # ... and at most this many documents
 WORKER_TASKS = 32  # batches a worker process encodes before it is replaced by a fresh one
 META_COLUMNS = ("id", "kind", "domain")
-
-
-def token_schema():
-    import pyarrow as pa
-
-    return pa.schema([("input_ids", pa.list_(pa.int32())), ("id", pa.string()), ("kind", pa.string()),
-                      ("domain", pa.string())])
 
 
 def available_cores() -> int:
@@ -65,8 +54,6 @@ class _Backend:
         self.fast = None
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         if backend is not None:
-            from tokenizers import Tokenizer
-
             # a copy without truncation or padding: what the tokenizer's own __call__ applies by default
             self.fast = Tokenizer.from_str(backend.to_str())
             self.fast.no_truncation()
@@ -88,8 +75,6 @@ _WORKER: dict = {}
 
 def _init_worker(spec: str) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one worker process per core, each single-threaded
-    from tokenizers import Tokenizer
-
     _WORKER["tok"] = Tokenizer.from_str(spec)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
@@ -130,7 +115,7 @@ def _text_batches(paths: list[Path], max_chars: int, max_rows: int) -> Iterator[
 
 
 def _has_domain(paths: list[Path]) -> bool:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: spawned encoder workers import this module
 
     return "domain" in pq.read_schema(paths[0]).names
 
@@ -160,9 +145,6 @@ def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
         for cols in batches:
             yield (cols, *backend.encode(cols["text"]))
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawned, not forked: the parent may hold threads (torch, tokenizers) that a fork would copy mid-flight,
     # and a spawned worker imports only numpy and tokenizers
     # each worker is replaced after WORKER_TASKS batches: a long-lived encoder's memory creeps up (~0.5 MB per
@@ -189,20 +171,18 @@ def tokenize_split(tokenizer, corpus_paths: list[Path], output: str | Path, *, t
                    batch_rows: int = TOKENIZE_BATCH_ROWS) -> dict:
     """Tokenize a corpus split (one file or its shards) into ``output``, streaming; return its statistics.
 
-    ``max_tokens``: stop after the document that brings the split to at least this many tokens
-    (whole documents only). The file is written under a temporary name and renamed when complete.
+    ``max_tokens``: stop after the document that brings the split to at least this many tokens.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ropeext.io import atomic_path
+    import pyarrow as pa  # lazy: spawned encoder workers import this module
+    import pyarrow.parquet as pq  # lazy, as above
 
     corpus_paths = [Path(p) for p in corpus_paths]
     for p in corpus_paths:
         if not p.is_file():
             raise RopeextError(f"corpus split not found: {p}")
     backend = _Backend(tokenizer)
-    schema = token_schema()
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("id", pa.string()), ("kind", pa.string()),
+                        ("domain", pa.string())])
     stats, total, capped = TokenStats(), 0, False
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         batches = _text_batches(corpus_paths, batch_chars, batch_rows)
@@ -242,10 +222,8 @@ def shard_budget(max_tokens: int | None, shards: int) -> int | None:
 def write_tokens(path: str | Path, ids: list[list[int]], doc_ids: list[str] | None = None,
                  kinds: list[str] | None = None, domains: list[str] | None = None) -> None:
     """A small tokens file in one piece (tests, tools); stages stream through ``tokenize_split``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ropeext.io import atomic_path
+    import pyarrow as pa  # lazy: spawned encoder workers import this module
+    import pyarrow.parquet as pq  # lazy, as above
 
     cols = {"input_ids": pa.array(ids, type=pa.list_(pa.int32()))}
     for name, values in (("id", doc_ids), ("kind", kinds), ("domain", domains)):
@@ -255,19 +233,13 @@ def write_tokens(path: str | Path, ids: list[list[int]], doc_ids: list[str] | No
         pq.write_table(pa.table(cols), tmp)
 
 
-def _token_files(path: str | Path) -> list[Path]:
-    path = Path(path)
-    try:
-        return resolve(path)
-    except RopeextError as exc:
-        raise RopeextError(f"tokenized documents not found: {exc}") from None
-
-
 def iter_tokens(path: str | Path, columns: list[str] | None = None, batch_rows: int = 1024) -> Iterator:
     """Record batches of a tokens file (or its shard set, in split order)."""
-    import pyarrow.parquet as pq
-
-    files = _token_files(path)
+    import pyarrow.parquet as pq  # lazy: spawned encoder workers import this module
+    try:
+        files = resolve(Path(path))
+    except RopeextError as exc:
+        raise RopeextError(f"tokenized documents not found: {exc}") from None
     names = pq.read_schema(files[0]).names
     if "input_ids" not in names:
         raise RopeextError(f"{files[0]}: no `input_ids` column of per-document token lists")
@@ -275,12 +247,9 @@ def iter_tokens(path: str | Path, columns: list[str] | None = None, batch_rows: 
 
 
 def read_token_arrays(path: str | Path, kinds: set[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All token ids of a split as one flat int32 array and int64 document offsets (Arrow's list layout).
-
-    4 bytes per token, no per-document objects: the form a packer wants.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """All token ids of a split as one flat int32 array and int64 document offsets (the form a packer wants)."""
+    import pyarrow as pa  # lazy: spawned encoder workers import this module
+    import pyarrow.compute as pc  # lazy, as above
 
     values, lengths = [], []
     cols = ["input_ids"] + (["kind"] if kinds is not None else [])
@@ -306,11 +275,7 @@ def document_lengths(path: str | Path) -> np.ndarray:
 
 
 def read_tokens(path: str | Path, kinds: set[str] | None = None) -> list[np.ndarray]:
-    """Documents as int64 arrays; ``kinds`` keeps only rows whose ``kind`` column is in the set.
-
-    Views into one flat array (no per-token Python objects); for whole large splits prefer
-    ``read_token_arrays`` or ``iter_tokens``.
-    """
+    """Documents as int64 views into one flat array; ``kinds`` keeps only rows whose ``kind`` is in the set."""
     values, offsets = read_token_arrays(path, kinds)
     flat = values.astype(np.int64)
     return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]

@@ -1,11 +1,6 @@
-"""The report as one markdown document: where the models come from, what the numbers show, a section
-per evaluation (table, figures, sentences), and where the numbers disagree with the papers.
-
-``Report(config, inputs, out).write()`` reads the stages' files it is given (and nothing else), writes
-the CSVs and figures into ``out`` and ``summary.md`` last. Each evaluation's section is written by its
-suite (``ropeext.suites``: ``Suite.report(report, paths)``, with the helpers below); the RoPE sections
-are methods here. The sentences and checks come from ``ropeext.report.findings``, the model descriptions from
-``ropeext.report.provenance``.
+"""The report as one markdown document: provenance, findings, a section per evaluation, and the checks
+against the papers. ``Report(config, inputs, out).write()`` reads only the files it is given; each
+evaluation's section is written by its suite (``Suite.report(report, paths)``), the RoPE sections here.
 """
 
 from __future__ import annotations

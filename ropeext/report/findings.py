@@ -1,19 +1,7 @@
 """What the numbers show, in sentences computed from them, and where they disagree with the papers.
 
-Every function here is pure: it takes plain tables (``{variant: {length: value}}``, a method's
-disturbance, a few numbers per variant) and returns sentences or check results. The thresholds are
-defined once, below, and every sentence that applies one states it.
-
-Extension past the pre-training window L is judged at the target length L':
-
-- perplexity *holds up* when its value at L' is at most ``HOLD_PPL`` times its value at L, and
-  *collapses* at ``COLLAPSE_PPL`` times or more (between: *degrades*);
-- an accuracy or score (passkey, RULER, LongBench) *holds up* when its value at L' is at least
-  ``HOLD_SCORE`` of its mean within L, and *collapses* at ``COLLAPSE_SCORE`` of it or less; a variant
-  that scores 0 within L *fails already within L* and says nothing about extension.
-
-Rankings treat perplexities within ``PPL_TIE`` (relative) and disturbances within ``DISTURBANCE_TIE``
-of each other as equal; accuracies tie only when equal.
+Pure functions over plain tables. The thresholds are defined once, below (``thresholds_text`` states
+them), and every sentence that applies one states it.
 """
 
 from __future__ import annotations
@@ -214,17 +202,22 @@ def sample_note(n: int | None, unit: str) -> str:
     return f"From {n} {unit}s per length: one {unit} moves the value by {100 / n:.0f} points."
 
 
+def _bf16_numbers(row: dict, result: dict) -> tuple[dict, str, float | None, float | None] | None:
+    """(key columns, 'D(d1, d2)', its bf16 and fp32 values) of a bf16 result; None without a bf16 setting."""
+    bf = (result.get("settings") or {}).get("bf16")
+    if not bf:
+        return None
+    cols = bf["key_columns"]
+    d1, d2 = cols["delta1"], cols["delta2"]
+    return cols, f"D({d1}, {d2})", number(row.get(f"bf16.D_{d1}_{d2}")), number(row.get(f"fp32.D_{d1}_{d2}"))
+
+
 def bf16_sentence(variant: str, row: dict, result: dict) -> str:
     """Deviation under a position shift in bf16 against fp32, and the first key's part in it."""
-    settings = result.get("settings") or {}
-    bf = settings.get("bf16")
-    if not bf:
+    found = _bf16_numbers(row, result)
+    if found is None:
         return f"`{label(variant)}`: no bf16 setting was measured."
-    key_cols = bf["key_columns"]
-    d1, d2 = key_cols["delta1"], key_cols["delta2"]
-    head = f"D({d1}, {d2})"
-    bf_d = number(row.get(f"bf16.D_{d1}_{d2}"))
-    fp_d = number(row.get(f"fp32.D_{d1}_{d2}"))
+    key_cols, head, bf_d, fp_d = found
     parts = []
     if bf_d is not None and fp_d is not None and fp_d > 0:
         parts.append(f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 against {fp_d:.3g} in fp32 "
@@ -338,18 +331,16 @@ def bf16_checks(results: dict[str, tuple[dict, dict]]) -> list[Check]:
     ``results``: variant -> (summary_row, bf16_deviation.json); one check per claim over all variants."""
     ratios, firsts = {}, {}
     for variant, (row, result) in results.items():
-        bf = (result.get("settings") or {}).get("bf16")
-        if not bf:
+        found = _bf16_numbers(row, result)
+        if found is None:
             continue
-        cols = bf["key_columns"]
-        d1, d2 = cols["delta1"], cols["delta2"]
-        bf_d, fp_d = number(row.get(f"bf16.D_{d1}_{d2}")), number(row.get(f"fp32.D_{d1}_{d2}"))
+        cols, head, bf_d, fp_d = found
         if bf_d is not None and fp_d is not None and fp_d > 0:
-            ratios[variant] = (bf_d, fp_d, f"D({d1}, {d2})")
+            ratios[variant] = (bf_d, fp_d, head)
         top = (cols.get("top") or [{}])[0].get("key")
         share = number(cols.get("first_share"))
         if top is not None and share is not None:
-            firsts[variant] = (top, share, f"D({d1}, {d2})")
+            firsts[variant] = (top, share, head)
     out = []
     if ratios:
         items = [f"`{label(v)}` {b:.3g} vs {f:.3g} ({b / f:.3g}x)" for v, (b, f, _) in ratios.items()]

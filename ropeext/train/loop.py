@@ -1,26 +1,10 @@
-"""One readable training loop for pre-training and fine-tuning, on one CPU process or many GPUs.
+"""One readable training loop for pre-training and fine-tuning, on one CPU process or many GPUs (``accelerate``).
 
-Precision modes:
-  fp32        fp32 weights, fp32 compute.
-  bf16-mixed  fp32 weights, bf16 autocast for the forward pass.
-  bf16        bf16 weights and activations; fp32 master weights and fp32 optimizer state
-              (the model's bf16 weights are refreshed from the fp32 masters after every step, as
-              DeepSpeed's bf16 mode does). Under FSDP / DeepSpeed the engine keeps the fp32 masters
-              (sharded) and computes in bf16 (``mixed_precision: bf16`` in the shipped configs).
-
-Devices and processes come from ``accelerate``: ``accelerate launch`` with one of the configs in
-config/accelerate/ runs the same code with DDP or FSDP; a plain ``ropeext finetune`` is one process.
-
-Data: every process knows the whole global batch of a step (a pure function of the step, see
-``data.batch_indices``) and takes its own rows (``shard_rows``). Each micro-batch's summed token loss
-is divided by the label count of the *global* batch, so gradients, after DDP's average across
-processes is undone by the ``world`` factor, equal the single-process full batch's whatever the
-split. Nothing here assumes a process holds whole sequences beyond ``shard_rows``: sequence
-parallelism would split columns there too (each process a slice of every window, positions and
-doc ids travelling with it) and reduce the per-slice loss sums the same way.
-
-Checkpoints (``checkpoint.py``) every ``checkpoint_every`` steps; ``train`` resumes from the newest
-complete one in ``checkpoint_dir``.
+Precision: ``fp32``; ``bf16-mixed`` (fp32 weights, bf16 autocast); ``bf16`` (bf16 weights refreshed from fp32
+masters after every step, as DeepSpeed's bf16 mode does; under FSDP / DeepSpeed the engine keeps the masters).
+Every process knows the whole global batch of a step and takes its own rows (``shard_rows``); each
+micro-batch's summed token loss is divided by the *global* batch's label count, so gradients equal the
+single-process full batch's whatever the split. ``train`` resumes from the newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -37,27 +21,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from tqdm import tqdm
 
+from ropeext.attention import model_inputs, set_backend
 from ropeext.config import training_defaults
 from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
+from ropeext.train.loss import ChunkedLossModule, loss_state_dict
+from ropeext.train.observe import observe_numeric_path
 
 # Settings that may change between a run and its resumption without changing its result.
 _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
-
-
 _DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
 
 
 @dataclass
 class TrainSettings:
-    """One run's optimisation settings, trusted as they come: the config's schema and ``ropeext.checks``
-    (``TRAINING``, which the training commands run) check them.
-
-    Keys ``pretrain`` and ``finetune`` share take the schema's defaults; those whose default differs
-    between the two sections are off here (no warm-up, no decay, no checkpoints).
-    """
+    """One run's optimisation settings, trusted as they come (the schema and ``ropeext.checks`` check them);
+    keys whose default differs between ``pretrain`` and ``finetune`` are off here."""
 
     steps: int
     batch_size: int  # global batch (sequences per optimizer step, over all processes and micro-batches)
@@ -113,10 +97,8 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def shard_rows(batch: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
-    """This process's share of the global batch: a contiguous block of rows (whole windows).
-
-    The one place that decides what a process holds; sequence parallelism would slice columns here.
-    """
+    """This process's share of the global batch: a contiguous block of rows (sequence parallelism would slice
+    columns here)."""
     n = len(batch["input_ids"])
     if n % world:
         raise RopeextError(f"global batch of {n} windows does not divide over {world} processes")
@@ -134,14 +116,9 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
                          rank: int = 0, world: int = 1, accelerator=None, engine: bool = False) -> float:
     """Forward and backward over this process's ``s.grad_accum`` micro-batches of the global ``batch``.
 
-    Returns this process's summed token loss divided by the global batch's label count (the mean
-    token loss of the batch once summed over processes). Gradients are synchronised across
-    processes on the last micro-batch only. With ``s.loss_chunk_tokens`` the loss is the chunked
-    one (``ropeext.train.loss``): ``model`` is then the ``ChunkedLossModule`` that ``train``
-    prepares (or a plain model, wrapped here for a single process).
+    Returns this process's summed token loss over the global batch's label count; gradients are
+    synchronised on the last micro-batch only.
     """
-    from ropeext.attention import model_inputs
-
     denom = max(1, int((batch["labels"] != -100).sum()))
     mine = shard_rows(batch, rank, world)
     micro = len(mine["input_ids"]) // s.grad_accum
@@ -174,8 +151,6 @@ def loss_module(model, chunk_tokens: int | None):
     """What the forward pass calls as ``loss_module(labels, **inputs)`` for the chunked loss: ``model``
     itself when it already is a ``ChunkedLossModule`` (under DDP, FSDP or DeepSpeed it must be, so that
     the forward runs through their wrapper), else one around it; None for the full-logits loss."""
-    from ropeext.train.loss import ChunkedLossModule
-
     if chunk_tokens is None:
         return None
     inner = getattr(model, "module", model)  # DDP and DeepSpeed keep the module they wrap here
@@ -189,8 +164,6 @@ def loss_module(model, chunk_tokens: int | None):
 
 def make_accelerator(precision: str):
     """An ``accelerate.Accelerator`` for this process (one CPU process when not launched)."""
-    from accelerate import Accelerator
-
     mp = "bf16" if _engine_env() and precision != "fp32" else "no"
     try:
         return Accelerator(mixed_precision=mp)
@@ -204,12 +177,6 @@ def _engine_env() -> bool:
                for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
-def _is_engine(accelerator) -> bool:
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
 def _peak_memory_gb(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"train/peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
@@ -220,6 +187,7 @@ def _system_monitor(run, enabled: bool):
     if not (enabled and run is not None and getattr(run, "active", False)):
         return None
     try:
+        # lazy: mlflow is heavy and only an active run with system metrics needs it
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         monitor = SystemMetricsMonitor(run.run_id, sampling_interval=5, samples_before_logging=1)
@@ -264,14 +232,10 @@ class _Progress:
 def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True,
           checkpoint_dir: str | Path | None = None, resume: bool = True, accelerator=None,
           on_step=None, gather_state: bool = False) -> dict:
-    """Train ``model`` in place on packed windows; return a summary dict.
+    """Train ``model`` in place on packed windows; return a summary dict (the model ends in fp32, eval mode).
 
-    ``run``            a ``ropeext.tracking.StageRun`` receiving per-step metrics (main process only).
-    ``checkpoint_dir`` where checkpoints go; with ``resume`` the newest complete one is continued.
-    ``on_step``        called as ``on_step(steps_done)`` after each optimizer step (and checkpoint).
-    ``gather_state``   under FSDP / DeepSpeed, put the full gathered state dict (main process) in
-                       ``summary["state_dict"]`` for saving; all processes must call ``train``.
-    The model ends in fp32 on its device in eval mode (fp32 masters copied in for ``bf16``).
+    ``on_step(steps_done)`` runs after each optimizer step; ``gather_state`` puts the full state dict
+    gathered under FSDP / DeepSpeed in ``summary["state_dict"]`` (all processes must call ``train``).
     """
     s = settings
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -286,8 +250,6 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
     observed: dict = {}
     bar = None
     if progress and st.is_main:
-        from tqdm import tqdm
-
         bar = tqdm(total=s.steps, initial=pos.start, desc=f"train[{s.layout}]", mininterval=2.0)
     monitor = _system_monitor(run, s.system_metrics and st.is_main)
     t_start = time.perf_counter()
@@ -309,8 +271,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
                                  "train/tokens_per_s": step_tokens / max(1e-9, seconds),
                                  **_peak_memory_gb(st.device)}, step=done)
             if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
-                _save_checkpoint(ckdir, done, s, st.model, st.raw_model, st.opt, st.masters, st.accelerator,
-                                 st.engine, {"tokens": pos.tokens, "history": pos.history})
+                _save_checkpoint(st, ckdir, done, s, {"tokens": pos.tokens, "history": pos.history})
             if on_step is not None:
                 on_step(done)
     finally:
@@ -341,12 +302,8 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
 
 
 def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
-    from accelerate.utils import DistributedType
-
-    from ropeext.attention import set_backend
-
     accelerator = accelerator or make_accelerator(s.precision)
-    engine = _is_engine(accelerator)
+    engine = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
     if world > 1 and s.batch_size % (s.grad_accum * world):
@@ -402,20 +359,21 @@ def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
     found = ckpt.latest_checkpoint(ckdir)
     if found is None:
         return _Progress()
-    _check_same_run(found, s, ckdir)
-    _load_checkpoint(found, st.raw_model, st.opt, st.masters, st.accelerator, st.engine, st.rank)
+    saved, now = found.state.get("settings", {}), s.fingerprint()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
+                           "to start over, or restore the settings to resume")
+    _load_checkpoint(st, found)
     return _Progress(start=found.step, tokens=int(found.state["tokens"]), history=list(found.state["history"]),
                      resumed_from=found.step)
 
 
 def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: dict | None,
           ckdir: Path | None) -> tuple[float, float, float]:
-    """One optimizer step on the global batch of ``step``; returns (loss, lr, gradient norm).
-
-    ``observe`` (a dict) records the dtypes of this step's forward pass (see ``observe_numeric_path``).
-    """
-    from ropeext.train.observe import observe_numeric_path
-
+    """One optimizer step on the global batch of ``step``; returns (loss, lr, gradient norm); ``observe`` (a
+    dict) records the dtypes of this step's forward pass."""
     lr = lr_at(step, s)
     for g in st.opt.param_groups:
         g["lr"] = lr
@@ -484,8 +442,6 @@ def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
         return None
     state = st.accelerator.get_state_dict(st.model)
     if state is not None and s.loss_chunk_tokens is not None:
-        from ropeext.train.loss import loss_state_dict
-
         state = loss_state_dict(state)  # taken through ChunkedLossModule: the model's own keys
     return state
 
@@ -512,17 +468,8 @@ def _global_sum(value: float, accelerator, device, world: int) -> float:
     return float(accelerator.reduce(t, reduction="sum").item())
 
 
-def _check_same_run(found, s: TrainSettings, ckdir: Path) -> None:
-    saved = found.state.get("settings", {})
-    now = s.fingerprint()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
-                           "to start over, or restore the settings to resume")
-
-
-def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator, engine, state) -> None:
+def _save_checkpoint(st: _Setup, ckdir: Path, step: int, s: TrainSettings, state: dict) -> None:
+    accelerator, engine = st.accelerator, st.engine
     is_main = accelerator.is_main_process
     tmp = ckpt.begin(ckdir, step, is_main=is_main)
     accelerator.wait_for_everyone()
@@ -531,8 +478,8 @@ def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator
     ckpt.write_rank_files(tmp, accelerator.process_index)
     if is_main:
         ckpt.write_main_files(
-            tmp, model_state=None if engine else raw_model.state_dict(),
-            optimizer_state=None if engine else opt.state_dict(), masters=masters,
+            tmp, model_state=None if engine else st.raw_model.state_dict(),
+            optimizer_state=None if engine else st.opt.state_dict(), masters=st.masters,
             state={"step": step, "settings": s.fingerprint(), "processes": accelerator.num_processes, **state})
     accelerator.wait_for_everyone()
     if is_main:
@@ -540,17 +487,18 @@ def _save_checkpoint(ckdir, step, s, model, raw_model, opt, masters, accelerator
     accelerator.wait_for_everyone()
 
 
-def _load_checkpoint(found, raw_model, opt, masters, accelerator, engine, rank) -> None:
-    if engine:
-        accelerator.load_state(str(found.path / "engine"))
+def _load_checkpoint(st: _Setup, found) -> None:
+    masters = st.masters
+    if st.engine:
+        st.accelerator.load_state(str(found.path / "engine"))
     else:
         model_state = ckpt.load(found.path, "model.pt")
         opt_state = ckpt.load(found.path, "optimizer.pt")
         if model_state is None or opt_state is None:
             raise RopeextError(f"checkpoint {found.path} lacks model.pt or optimizer.pt; delete it to resume "
                                "from an older one")
-        raw_model.load_state_dict(model_state)
-        opt.load_state_dict(opt_state)
+        st.raw_model.load_state_dict(model_state)
+        st.opt.load_state_dict(opt_state)
         if masters is not None:
             saved = ckpt.load(found.path, "masters.pt")
             if saved is None or len(saved) != len(masters):
@@ -558,7 +506,7 @@ def _load_checkpoint(found, raw_model, opt, masters, accelerator, engine, rank) 
             with torch.no_grad():
                 for m, v in zip(masters, saved):
                     m.copy_(v)
-    rng = ckpt.load_rng(found.path, rank)
+    rng = ckpt.load_rng(found.path, st.rank)
     if rng is not None:
         ckpt.set_rng_state(rng)
 

@@ -1,11 +1,8 @@
 """Seeded sample generators for the RULER tasks, fitted to a length in the model's tokens.
 
-Every sample is a pure function of (seed, task, length, index) and the sources: its random
-draws come from ``random.Random`` seeded with a string naming the sample, so a resumed run,
-another machine or another process order builds the same prompt. The sequence length is
-counted as RULER counts it: prompt tokens (BOS included) plus the generation budget; every
-sample lands in [length - 2%, length]. ``templates`` (see ``tasks.load_templates``) give the
-wording; without them the in-code ``ropeext`` wording is used.
+Every sample is a pure function of (seed, task, length, index) and the sources (its draws come from
+``random.Random`` seeded with a string naming the sample). The length is counted as RULER counts it,
+prompt tokens (BOS included) plus the generation budget; every sample lands in [length - 2%, length].
 """
 
 from __future__ import annotations
@@ -57,12 +54,8 @@ def _fill(text: str, fields: dict, what: str) -> str:
 
 
 def render(tpl: dict, kind: str, context: str, fields: dict, *, single: bool = False) -> str:
-    """The question prompt: the filled template, then the answer prefix.
-
-    Templates with a ``delimiter`` (a templates file may give one) put it between the two
-    where neither side has whitespace at the seam; others join them as they are. ``single``
-    selects a one-needle wording where the templates have one.
-    """
+    """The filled template, then the answer prefix (joined by the templates' ``delimiter``, if any, where neither
+    side has whitespace at the seam); ``single`` selects a one-needle wording where the templates have one."""
     template = tpl.get("template_single", tpl["template"]) if single else tpl["template"]
     prefix = tpl.get("answer_prefix_single", tpl["answer_prefix"]) if single else tpl["answer_prefix"]
     text = _fill(template, {**fields, "context": context}, f"{kind} template")
@@ -84,24 +77,9 @@ def niah_fields(value_kind: str, queries: list[str], num_values: int) -> dict:
     """The fields of a needle question; one value asked about reads in the singular."""
     single = len(queries) * num_values == 1
     type_v = value_kind[:-1] if single else value_kind
+    query = queries[0] if len(queries) == 1 else ", ".join(queries[:-1]) + ", and " + queries[-1]
     return {"type_v": type_v, "type_needle_v": type_v, "verb": "is" if single else "are",
-            "them": "it" if single else "them", "query": _join_keys(queries)}
-
-
-def vt_example(tpl: dict, context: str, fields: dict, names: list[str]) -> str:
-    """A worked variable-tracking example and its answer, then a blank line twice (as RULER)."""
-    return render_example(tpl, "vt", context, fields, " ".join(names)) + "\n\n\n\n"
-
-
-def cwe_example(tpl: dict, context: str, fields: dict, common: list[str]) -> str:
-    """A worked common-words example and its numbered answer, then a newline (as RULER)."""
-    return render_example(tpl, "cwe", context, fields, _numbered(common)) + "\n"
-
-
-def _join_keys(keys: list[str]) -> str:
-    if len(keys) == 1:
-        return keys[0]
-    return ", ".join(keys[:-1]) + ", and " + keys[-1]
+            "them": "it" if single else "them", "query": query}
 
 
 def _insert_units(units: list[str], inserts: list[tuple[float, str]]) -> list[str]:
@@ -207,8 +185,9 @@ def _plan_vt(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sourc
     erng = random.Random(key + ":example")
     e_chains, e_groups, e_fracs = _vt_chains(erng, spec["chains"], min(10, spec["hops"]), 3)
     e_names, e_value = e_groups[0]
-    example = vt_example(tpl, _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
-                         {"query": e_value, "num_v": len(e_names)}, e_names)
+    # the example's answer, then a blank line twice (as RULER)
+    example = render_example(tpl, "vt", _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
+                             {"query": e_value, "num_v": len(e_names)}, " ".join(e_names)) + "\n\n\n\n"
     use_example = len(encode(tokenizer, example)) <= budget // 4
     prefix = example if use_example else ""
     return _Plan(lambda n, p: prefix + render(tpl, "vt", _vt_context(chains, fracs, n, p), fields),
@@ -239,7 +218,7 @@ def _plan_cwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sour
         freq_cw, freq_ucw, ex = spec["freq_cw"], spec["freq_ucw"], (40, 10, 3)
     fields = {"num_cw": num_cw, "query": ""}
     e_entries, e_common = _cwe_list(random.Random(key + ":example"), ex[0], ex[1], ex[2], num_cw)
-    example = cwe_example(tpl, _numbered(e_entries), fields, e_common)
+    example = render_example(tpl, "cwe", _numbered(e_entries), fields, _numbered(e_common)) + "\n"
     common = _cwe_list(random.Random(key + ":common"), num_cw, 1, 0, num_cw)[1]
 
     def build(n: int, p: int) -> str:
