@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
                                      config_from_args, overlay, seed_of, variant_of)
 from ropeext.io import read_json, write_json
@@ -76,6 +74,9 @@ def _fresh_state(out: Path, fingerprint: dict) -> None:
 
 
 def run(args) -> None:
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
+
     config = config_from_args(args)
     s = resolve_settings(args, config)
     entries = presets.resolve_tasks(s["preset"], s["tasks"], s["num_fewshot"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
                                      config_from_args, overlay, seed_of, variant_of)
 from ropeext.errors import RopeextError
@@ -76,6 +74,9 @@ def resolve_settings(args, config: dict) -> dict:
 
 def run(args) -> None:
     # heavy: torch loads only when a model runs
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
+
     import torch
 
     config = config_from_args(args)

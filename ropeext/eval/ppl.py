@@ -16,7 +16,6 @@ import math
 import inspect
 
 import numpy as np
-from tqdm import tqdm
 
 from ropeext.errors import RopeextError
 
@@ -82,6 +81,9 @@ def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stri
 
     ``slice_only``: compute only the scored positions' logits (default: when the model supports it).
     """
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
+
     # heavy: torch loads only when a model runs
     import torch
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ropeext.errors import RopeextError
 from ropeext.eval.lmeval_engine import common
 from ropeext.io import write_json
@@ -132,6 +130,8 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
              dtype: str = "float32", device: str = "auto", config: dict | None = None, variant: str | None = None,
              mlflow: bool = True, progress: bool = True) -> dict:
     """Run lm-eval's LongBench(-E) tasks for the resolved ``eval.longbench`` section; write and return metrics.json."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
 
     failures, gen = load_tasks(settings)
     common.fail_on(_message(settings, failures))

@@ -24,8 +24,6 @@ import contextlib
 import io
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ropeext.eval.lmeval_engine import common
 from ropeext.eval.ruler.tasks import TASKS, resolve_tasks
 from ropeext.io import write_json
@@ -130,6 +128,8 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, window: int 
              dtype: str = "float32", device: str = "auto", config: dict | None = None, variant: str | None = None,
              mlflow: bool = True, progress: bool = True) -> dict:
     """Run lm-eval's RULER tasks for the resolved ``eval.ruler`` section; write and return metrics.json."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
 
     common.fail_on(problems(settings))
     tasks, subset = resolve_tasks(settings["tasks"], settings["subset"])

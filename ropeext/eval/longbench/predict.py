@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from ropeext.errors import RopeextError
 from ropeext.eval.common import ResumableJsonl, greedy_generate
 from ropeext.eval.longbench import protocol
@@ -58,6 +56,9 @@ def predict_task(model, tokenizer, spec: protocol.TaskSpec, samples: Sequence[di
                  max_length: int, chat: bool, add_bos: bool, where: str = "",
                  generate: Callable | None = None, progress: bool = True) -> dict:
     """Predict every sample not yet in ``store``; return counts of what happened."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm.auto import tqdm
+
     generate = generate or greedy_generate
     stop_ids = [newline_token_id(tokenizer)] if spec.stop_at_newline else None
     todo = [s for s in samples if s["_key"] not in store]
