@@ -74,10 +74,9 @@ def resolve_settings(args, config: dict) -> dict:
 
 def run(args) -> None:
     # heavy: torch loads only when a model runs
+    import torch
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    import torch
 
     config = config_from_args(args)
     s = resolve_settings(args, config)
