@@ -29,6 +29,7 @@ import ropeext.commands as commands_pkg
 from ropeext import __version__
 from ropeext.suites import MODULES as suite_modules
 from ropeext.errors import RopeextError
+from ropeext.io import check_output
 
 GROUP_HELP = {
     "eval": "evaluate a model (perplexity, passkey, LongBench, Open LLM tasks, RULER)",
@@ -100,8 +101,6 @@ def output_options(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]
 
 
 def check_outputs(args) -> None:
-    from ropeext.io import check_output
-
     for dest, option, kind in getattr(args, "_outputs", ()):
         value = getattr(args, dest, None)
         for path in filter(None, value if isinstance(value, list) else [value]):  # nargs="+": one per item

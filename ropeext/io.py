@@ -14,6 +14,9 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+import csv
+
+import numpy as np
 
 from ropeext.errors import RopeextError
 
@@ -95,8 +98,6 @@ def write_jsonl(path: str | Path, rows) -> Path:
 
 def write_csv(path: str | Path, rows, columns) -> Path:
     """Write dict rows as CSV with a header of ``columns`` atomically (keys outside ``columns`` are dropped)."""
-    import csv
-
     columns = list(columns)
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -114,8 +115,6 @@ def write_json(path: str | Path, obj) -> Path:
 
 
 def _json_default(obj):
-    import numpy as np
-
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -139,9 +138,11 @@ def read_json(path: str | Path, what: str = "file"):
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    # heavy: matplotlib loads only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy: matplotlib loads only when a figure is drawn
     import matplotlib.pyplot as plt
 
     return plt

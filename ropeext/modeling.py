@@ -7,9 +7,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+import json
+import struct
 
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id
+from ropeext.io import write_json
 
 # Weight files of a model directory (single or sharded safetensors, legacy PyTorch bins) and their indexes.
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
@@ -25,7 +28,9 @@ def build_tiny_llama(vocab_size: int, train_length: int, *, hidden_size: int = 1
                      num_attention_heads: int = 4, intermediate_size: int = 384, rope_theta: float = 10000.0,
                      bos_token_id: int = 1, eos_token_id: int = 2, pad_token_id: int = 0, seed: int = 0):
     """A small Llama with tied embeddings, randomly initialised under ``seed``."""
+    # heavy: torch loads only when a model runs
     import torch
+    # heavy: transformers loads only when a model runs
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -71,6 +76,7 @@ def apply_scaling(model_config, scaling: dict) -> None:
 
 def load_model_config(path: str | Path, option: str = "model"):
     """The transformers config of a model directory or hub id, or a clear error naming ``option``."""
+    # heavy: transformers loads only when a model runs
     from transformers import AutoConfig
 
     path = str(path)
@@ -84,7 +90,9 @@ def load_model_config(path: str | Path, option: str = "model"):
 
 def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None, attn_implementation: str = "sdpa"):
     """Load a model directory (or hub id), optionally with a RoPE extension applied."""
+    # heavy: torch loads only when a model runs
     import torch
+    # heavy: transformers loads only when a model runs
     from transformers import AutoModelForCausalLM
 
     path = str(path)
@@ -121,9 +129,6 @@ def weight_file_problem(path: str | Path) -> str | None:
     The format is an 8-byte little-endian header length, a JSON header giving each tensor's byte
     range, then the data: a file cut short ends before the last range does.
     """
-    import json
-    import struct
-
     path = Path(path)
     if path.suffix != ".safetensors":
         return None
@@ -153,6 +158,7 @@ def weight_file_problem(path: str | Path) -> str | None:
 def local_snapshot(repo_id: str) -> Path | None:
     """The folder of a hub model in the local Hugging Face cache (``HF_HUB_CACHE``), or None; never downloads."""
     try:
+        # heavy: huggingface_hub's API module takes ~0.2 s to import; only hub look-ups need it
         from huggingface_hub import snapshot_download
 
         folder = snapshot_download(repo_id, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
@@ -231,7 +237,6 @@ def write_variant(base: str | Path, scaling: dict, output: str | Path, *, info: 
     if not any(not name.endswith(".json") for name in weights):
         raise RopeextError(f"--base {base}: {base_dir} has no weight files (expected model.safetensors, sharded "
                            "model-*-of-*.safetensors or pytorch_model.bin)")
-    from ropeext.io import write_json
 
     output = Path(output)
     if output.resolve() == base_dir.resolve():

@@ -7,6 +7,7 @@ from ropeext.errors import RopeextError
 
 def resolve_device(device: str | None = "auto") -> str:
     """``auto`` (or None): cuda when available, else cpu; a named CUDA device must exist."""
+    # heavy: torch loads only when a device is picked for a model
     import torch
 
     if device in (None, "auto"):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 
 def number(value) -> float | None:

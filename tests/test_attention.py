@@ -453,16 +453,15 @@ def test_gpu_flash_varlen_equals_reference(layout):
 
 def test_doc_ids_without_a_plan_build_it_once_per_forward(monkeypatch):
     import ropeext.attention as attn
-    from ropeext.attention import plan as plan_mod
 
     calls = []
-    real = plan_mod.build_plan
+    real = attn.build_plan
 
     def counting(doc_ids, layout):
         calls.append(layout)
         return real(doc_ids, layout)
 
-    monkeypatch.setattr(plan_mod, "build_plan", counting)
+    monkeypatch.setattr(attn, "build_plan", counting)
     attn._PLAN_CACHE.clear()
     doc_ids = torch.tensor([[0, 1, 1, 2, 2, 2, 2, 2]])
     first = attn._cached_plan(doc_ids, "anchor")

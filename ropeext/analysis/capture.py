@@ -30,6 +30,7 @@ _ACTIVE_SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("rope
 
 
 def _inner_function(inner: str, module) -> Callable:
+    # heavy: transformers loads only when a model runs
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     if inner == "eager":
@@ -57,8 +58,9 @@ def _make_capture(inner: str) -> Callable:
 
 def register_capture(inner: str) -> str:
     """Register the capturing function that delegates to ``inner``; return its name."""
+    # heavy: transformers loads only when a model runs
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface  # (as above)
 
     if inner not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
         known = ", ".join(sorted(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping))

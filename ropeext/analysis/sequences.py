@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ropeext.errors import RopeextError
+from ropeext.data.tokens import read_tokens
 
 
 def build_sequences(docs: list[np.ndarray], *, length: int, count: int, bos_id: int, seed: int = 0,
@@ -62,8 +63,6 @@ def build_sequences(docs: list[np.ndarray], *, length: int, count: int, bos_id: 
 
 def documents_from_parquet(path: str | Path) -> list[np.ndarray]:
     """Tokenized documents as written by the tokenizer stage (column ``input_ids``)."""
-    from ropeext.data.tokens import read_tokens
-
     try:
         return read_tokens(path)
     except RopeextError:

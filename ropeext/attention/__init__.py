@@ -35,6 +35,10 @@ from __future__ import annotations
 
 from ropeext.data.packing import LAYOUTS, PAD_DOC, attention_rule, check_layout
 from ropeext.errors import RopeextError
+from ropeext.attention.blockwise import blockwise_attention
+from ropeext.attention.flash import flash_varlen_kernel, varlen_attention
+from ropeext.attention.masks import attention_mask_torch, mask_predicate
+from ropeext.attention.plan import build_plan
 
 BACKENDS = ("sdpa_mask", "blockwise", "flex", "flash_varlen")
 IMPLEMENTATION = {
@@ -60,8 +64,6 @@ _PLAN_CACHE: dict = {}
 
 def _cached_plan(doc_ids, layout: str):
     """The plan of the last doc_ids tensor seen, so the layers of one forward pass share it."""
-    from ropeext.attention.plan import build_plan
-
     key = (doc_ids.data_ptr(), tuple(doc_ids.shape), doc_ids._version, str(doc_ids.device), layout)
     if _PLAN_CACHE.get("key") != key:
         _PLAN_CACHE.clear()
@@ -92,9 +94,8 @@ def _strip(kwargs):
 
 
 def _blockwise_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    # heavy: transformers loads only when a model runs
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from ropeext.attention.blockwise import blockwise_attention
 
     plan = _plan_from_kwargs(query, key, kwargs)
     if plan is None:
@@ -104,9 +105,8 @@ def _blockwise_forward(module, query, key, value, attention_mask, scaling=None, 
 
 
 def _flash_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    # heavy: transformers loads only when a model runs
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from ropeext.attention.flash import varlen_attention
 
     plan = _plan_from_kwargs(query, key, kwargs)
     if plan is None:
@@ -116,7 +116,9 @@ def _flash_forward(module, query, key, value, attention_mask, scaling=None, drop
 
 
 def _flex_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    # heavy: torch loads only when a model runs
     import torch
+    # heavy: transformers loads only when a model runs
     from transformers.integrations.flex_attention import flex_attention_forward
 
     if query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad:
@@ -134,8 +136,9 @@ def register() -> None:
     global _registered
     if _registered:
         return
+    # heavy: transformers loads only when a model runs
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, flex_attention_mask, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface, flex_attention_mask, sdpa_mask  # (as above)
 
     AttentionInterface.register(IMPLEMENTATION["blockwise"], _blockwise_forward)
     AttentionMaskInterface.register(IMPLEMENTATION["blockwise"], sdpa_mask)
@@ -164,8 +167,6 @@ def set_backend(model, backend: str, *, training: bool | None = None) -> None:
         if device is not None and device.type == "cpu" and training:
             raise RopeextError(_FLEX_CPU)
     if backend == "flash_varlen":
-        from ropeext.attention.flash import flash_varlen_kernel
-
         flash_varlen_kernel()
         if device is not None and device.type != "cuda":
             raise RopeextError(f"attention.backend 'flash_varlen' needs a CUDA GPU, the model is on {device}")
@@ -182,6 +183,7 @@ def model_inputs(batch: dict, layout: str, backend: str) -> dict:
     ``batch`` holds ``input_ids``, ``position_ids`` and ``doc_ids`` (other keys, e.g. labels, are
     ignored: the loss is computed outside the model on the already shifted labels).
     """
+    # heavy: torch loads only when a model runs
     import torch
 
     check_layout(layout)
@@ -203,20 +205,15 @@ def model_inputs(batch: dict, layout: str, backend: str) -> dict:
         if layout == "full" and not bool((doc_ids == PAD_DOC).any()):
             out["attention_mask"] = None  # plain causal: SDPA's is_causal fast path
         else:
-            from ropeext.attention.masks import attention_mask_torch
-
             out["attention_mask"] = attention_mask_torch(doc_ids, layout)
     elif backend in ("blockwise", "flash_varlen"):
-        from ropeext.attention.plan import build_plan
-
         # An all-ones 2-D mask stops transformers from building its own packed mask from
         # restarting position ids; its mask function then returns None (nothing to mask).
         out["attention_mask"] = torch.ones_like(input_ids, dtype=torch.bool)
         out["packed_plan"] = build_plan(doc_ids, layout)
     else:  # flex
+        # heavy: torch loads only when a model runs
         from torch.nn.attention.flex_attention import create_block_mask
-
-        from ropeext.attention.masks import mask_predicate
 
         B, W = input_ids.shape
         out["attention_mask"] = create_block_mask(mask_predicate(doc_ids.long(), layout), B, None, W, W,

@@ -8,8 +8,10 @@ through the gathers and the final permutation like through any indexing.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from ropeext.attention.plan import SegmentPlan
 
@@ -29,6 +31,10 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
 
     Returns (B, W, H, D), the layout transformers' attention functions return.
     """
+    # heavy: torch loads only when a model runs, and --help imports ropeext.attention
+    import torch
+    import torch.nn.functional as F  # (as above)
+
     B, H, W, D = query.shape
     Hkv = key.shape[1]
     if (B, W) != (plan.batch, plan.window):

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from ropeext.attention.plan import SegmentPlan
 from ropeext.errors import RopeextError
@@ -26,6 +29,7 @@ from ropeext.errors import RopeextError
 def flash_varlen_kernel() -> Callable:
     """``flash_attn.flash_attn_varlen_func``, or a clear error where flash-attn is missing."""
     try:
+        # optional: flash-attn is installed only on GPU machines
         from flash_attn import flash_attn_varlen_func
     except ImportError as exc:
         raise RopeextError(
@@ -40,7 +44,9 @@ def sdpa_varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
 
     Slow; used to check the varlen gather/scatter logic where flash-attn is not installed.
     """
-    import torch.nn.functional as F
+    # heavy: torch loads only when a model runs, and --help imports ropeext.attention
+    import torch
+    import torch.nn.functional as F  # (as above)
 
     H, Hkv = q.shape[1], k.shape[1]
     outs = []
@@ -57,6 +63,9 @@ def half_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The tensors in one dtype for the kernel: autocast's where autocast is on (under bf16-mixed the
     rotary embedding hands over fp32 queries and keys beside a bf16 value, and flash-attn has no fp32
     kernel), else the half dtype among them when they disagree; as they are otherwise."""
+    # heavy: torch loads only when a model runs, and --help imports ropeext.attention
+    import torch
+
     device = tensors[0].device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
@@ -69,6 +78,9 @@ def half_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: SegmentPlan, *,
                      scale: float | None = None, dropout: float = 0.0, kernel: Callable | None = None) -> torch.Tensor:
     """(B, H, W, D) query, (B, Hkv, W, D) key/value -> (B, W, H, D) output following ``plan``."""
+    # heavy: torch loads only when a model runs, and --help imports ropeext.attention
+    import torch
+
     B, H, W, D = query.shape
     Hkv = key.shape[1]
     kernel = kernel or flash_varlen_kernel()

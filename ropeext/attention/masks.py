@@ -40,6 +40,7 @@ def attention_mask(doc_ids: np.ndarray, layout: str) -> np.ndarray:
 
 def attention_mask_torch(doc_ids, layout: str):
     """Batched torch version: (B, W) doc ids -> (B, 1, W, W) bool, on the same device."""
+    # heavy: torch loads only when a model runs
     import torch
 
     rule = attention_rule(layout)

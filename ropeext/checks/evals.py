@@ -10,6 +10,14 @@ from ropeext.checks.registry import check, offline
 from ropeext.config import model_window, selected_models
 from ropeext.errors import RopeextError
 from ropeext.suites import SUITES
+from ropeext.eval.lmeval_engine import engine_problems
+from ropeext.eval.longbench import data, metrics, protocol
+from ropeext.eval.longbench.data import MANIFEST
+from ropeext.eval.longbench.embedded import default_edges
+from ropeext.eval.longbench.results import edge_buckets
+from ropeext.eval.longbench.run import embedded_windows
+from ropeext.eval.openllm.presets import parse_task_list
+from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates, resolve_tasks
 
 
 def _suites(config: dict) -> dict[str, dict]:
@@ -58,8 +66,6 @@ def _passkey(config: dict) -> Iterator[str]:
 @check("eval.ruler", "unknown tasks; lengths beyond eval.ruler.max_length, or beyond an evaluated model's window "
        "when it is null; a task list of QA tasks only without their files (every cell skipped)")
 def _ruler(config: dict) -> Iterator[str]:
-    from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, resolve_tasks
-
     r = config["eval"]["ruler"]
     if not r["enabled"]:
         return
@@ -101,8 +107,6 @@ def _windows(config: dict, selection: list[str]) -> dict[int, list[str]]:
 @check("eval.ruler files", "an essay source, SQuAD or HotpotQA file that does not exist; a templates file that "
        "does not parse", paths=True)
 def _ruler_files(config: dict) -> Iterator[str]:
-    from ropeext.eval.ruler.tasks import load_templates
-
     r = config["eval"]["ruler"]
     if not r["enabled"]:
         return
@@ -121,9 +125,6 @@ def _ruler_files(config: dict) -> Iterator[str]:
 @check("eval.longbench", "task names the benchmark does not have; an embedded task other than the one ropeext "
        "scores; bucket windows or edges that do not increase")
 def _longbench(config: dict) -> Iterator[str]:
-    from ropeext.eval.longbench import metrics, protocol
-    from ropeext.eval.longbench.data import MANIFEST
-
     lb = config["eval"]["longbench"]
     if not lb["enabled"]:
         return
@@ -146,11 +147,6 @@ def _longbench(config: dict) -> Iterator[str]:
 
 
 def _embedded(config: dict) -> Iterator[str]:
-    from ropeext.eval.longbench import protocol
-    from ropeext.eval.longbench.embedded import default_edges
-    from ropeext.eval.longbench.results import edge_buckets
-    from ropeext.eval.longbench.run import embedded_windows
-
     emb = config["eval"]["longbench"]["embedded"]
     if emb["task"] != protocol.EMBEDDED_TASK:
         yield (f"eval.longbench.embedded.task: {emb['task']!r} cannot be scored: the embedded task is "
@@ -168,8 +164,6 @@ def _embedded(config: dict) -> Iterator[str]:
 @check("eval.longbench files", "a data_dir that is neither a folder, a .zip nor hf:<repo> in the cache; a task "
        "file missing from the folder; a prompts_dir without the two official JSON files", paths=True)
 def _longbench_files(config: dict) -> Iterator[str]:
-    from ropeext.eval.longbench import data, protocol
-
     lb = config["eval"]["longbench"]
     if not lb["enabled"] or lb["data_dir"] is None:
         return
@@ -207,6 +201,7 @@ def _longbench_files(config: dict) -> Iterator[str]:
 
 def _cached_dataset_file(repo: str, name: str) -> bool:
     try:
+        # heavy: huggingface_hub's API module takes ~0.2 s to import; only hub look-ups need it
         from huggingface_hub import try_to_load_from_cache
 
         return isinstance(try_to_load_from_cache(repo, name, repo_type="dataset"), str)
@@ -217,8 +212,6 @@ def _cached_dataset_file(repo: str, name: str) -> bool:
 @check("eval.openllm", "a preset and a task list at once; a task list that does not parse; a batch size that is "
        "neither a positive integer nor auto")
 def _openllm(config: dict) -> Iterator[str]:
-    from ropeext.eval.openllm.presets import parse_task_list
-
     o = config["eval"]["openllm"]
     if not o["enabled"]:
         return
@@ -240,7 +233,6 @@ def _openllm(config: dict) -> Iterator[str]:
 def _engines(config: dict) -> Iterator[str]:
     if all(config["eval"][s]["engine"] != "lm_eval" or not config["eval"][s]["enabled"] for s in ("ruler", "longbench")):
         return
-    from ropeext.eval.lmeval_engine import engine_problems
 
     yield from engine_problems(config)
 

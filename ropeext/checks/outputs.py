@@ -8,13 +8,14 @@ from typing import Iterator
 
 from ropeext.checks.registry import check
 from ropeext.errors import RopeextError
+from ropeext.data.packing import INTERLEAVED, TAGGED, check_interleave, render_tag
+from ropeext.io import output_problem
+from ropeext.report.references import REPOSITORY_REFERENCES, load_references
 
 
 @check("packing", "interleave settings that cannot cut the documents they name; a tag template the anchor_tag "
        "layout cannot render")
 def _packing(config: dict) -> Iterator[str]:
-    from ropeext.data.packing import INTERLEAVED, TAGGED, check_interleave, render_tag
-
     layouts = config["extension"]["layouts"]
     p = config["packing"]
     if any(layout in INTERLEAVED for layout in layouts):
@@ -31,8 +32,6 @@ def _packing(config: dict) -> Iterator[str]:
 
 @check("results_dir", "a results folder that is a file, lies under a file or cannot be written", paths=True)
 def _results_dir(config: dict) -> Iterator[str]:
-    from ropeext.io import output_problem
-
     problem = output_problem(config["results_dir"], "folder")
     if problem:
         yield f"results_dir: {problem}"
@@ -40,9 +39,6 @@ def _results_dir(config: dict) -> Iterator[str]:
 
 @check("report.references", "a published-values file that is missing or does not load", paths=True)
 def _references(config: dict) -> Iterator[str]:
-    from ropeext.report.references import load_references
-    from ropeext.report.summary import REPOSITORY_REFERENCES
-
     path = Path(config["report"]["references"] or REPOSITORY_REFERENCES)
     try:
         stat = path.stat()

@@ -8,6 +8,8 @@ from typing import Iterator
 
 from ropeext.checks.registry import check, head_dim
 from ropeext.errors import RopeextError
+from ropeext.rope.geometry import Geometry, make_geometry
+from ropeext.rope.methods import check_factors, read_factors_file
 
 
 def _method_lists(config: dict) -> dict[str, list[str]]:
@@ -68,8 +70,6 @@ def _selection(config: dict) -> Iterator[str]:
 @check("rope methods", "base_change without a valid rope.new_rope_theta, longrope without rope.factors_file, "
        "llama3 factors out of order, a DPRoPE grid candidate below 2, a geometry the solver refuses")
 def _methods(config: dict) -> Iterator[str]:
-    from ropeext.rope.geometry import make_geometry
-
     rope = config["rope"]
     where = _uses(config, "base_change")
     if where:
@@ -102,9 +102,6 @@ def _methods(config: dict) -> Iterator[str]:
 @check("rope.factors_file", "a longrope factors file that is missing, unparsable or has the wrong count or a "
        "factor <= 0 (read with the solver's own parser)", paths=True)
 def _factors(config: dict) -> Iterator[str]:
-    from ropeext.rope.geometry import Geometry
-    from ropeext.rope.methods import check_factors, read_factors_file
-
     path = config["rope"]["factors_file"]
     if not (path and _uses(config, "longrope")):
         return

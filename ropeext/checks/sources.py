@@ -11,14 +11,14 @@ from typing import Iterator
 from ropeext.checks.registry import check, head_dim, offline
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id
+from ropeext.model_import import is_gguf_source, resolve_source
+from ropeext.modeling import local_snapshot, weight_file_problem, weight_files
 
 
 def _model_config(path: str) -> dict | None:
     """The config.json of a local model directory or of a hub id in the local cache, or None."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        from ropeext.modeling import local_snapshot
-
         folder = local_snapshot(path) if is_hub_id(path) else None
     if folder is None or not (folder / "config.json").is_file():
         return None
@@ -89,17 +89,11 @@ def _model(config: dict) -> Iterator[str]:
 
 
 def _cached_file(repo: str, name: str) -> bool:
-    from ropeext.modeling import local_snapshot
-
     folder = local_snapshot(repo)
     return folder is not None and (folder / name).is_file()
 
 
 def _model_path(config: dict, path: str) -> Iterator[str]:
-    from ropeext.modeling import weight_file_problem, weight_files
-
-    from ropeext.model_import import is_gguf_source, resolve_source
-
     folder = Path(path).expanduser()
     if is_gguf_source(path):
         try:  # finds the file without reading it: the geometry check waits for the import's manifest

@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 from ropeext.checks.registry import CHECKS, check, problems
 from ropeext.errors import RopeextError
+from ropeext.config import describe_yaml_error
 
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")  # the largest float32: a learning rate beyond it overflows
 
@@ -34,10 +37,6 @@ def _training(config: dict) -> Iterator[str]:
 @check("finetune.accelerate_config", "a launch config that is missing or not YAML; its num_processes not dividing "
        "the batch; DeepSpeed with grad_accum > 1", paths=True)
 def _accelerate(config: dict) -> Iterator[str]:
-    import yaml
-
-    from ropeext.config import describe_yaml_error
-
     ft = config["finetune"]
     path = ft["accelerate_config"]
     if not path:

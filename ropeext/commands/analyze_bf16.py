@@ -6,6 +6,14 @@ from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.analysis.plots import write_plots
+from ropeext.analysis.sequences import (build_sequences, check_vocab, documents_from_parquet,
+                                        documents_from_text)
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
+from ropeext.modeling import load_model_config
+from ropeext.runtime import model_window
 
 COMMAND = ("analyze", "bf16")
 HELP = "attention deviation under position shifts in bf16 vs fp32 vs a random bf16 copy (JSON + 3 plots)"
@@ -56,9 +64,8 @@ def resolve_settings(args, config: dict) -> dict:
 
 
 def _bos_id(model_dir: str, tokenizer=None) -> int:
+    # heavy: transformers loads only when a model runs
     from transformers import AutoConfig
-
-    from ropeext.errors import RopeextError
 
     config = AutoConfig.from_pretrained(model_dir)
     for candidate in (getattr(config, "bos_token_id", None), getattr(tokenizer, "bos_token_id", None),
@@ -71,15 +78,11 @@ def _bos_id(model_dir: str, tokenizer=None) -> int:
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
 
-    from ropeext import tracking
+    # heavy: ropeext.analysis.bf16 imports torch at its top, and --help imports every command
     from ropeext.analysis.bf16 import Spec, analyze, fit_lengths, jsonable
-    from ropeext.analysis.plots import write_plots
-    from ropeext.analysis.sequences import build_sequences, check_vocab, documents_from_parquet, documents_from_text
-    from ropeext.errors import RopeextError
-    from ropeext.modeling import load_model_config
-    from ropeext.runtime import model_window
 
     config = config_from_args(args)
     opts = resolve_settings(args, config)
@@ -105,8 +108,6 @@ def run(args) -> None:
         docs = documents_from_parquet(args.tokens)
         bos = _bos_id(model_dir)
     else:
-        from ropeext.data.tokenizer import load_tokenizer
-
         source = args.text_file
         tokenizer = load_tokenizer(model_dir)
         docs = documents_from_text(args.text_file, tokenizer)

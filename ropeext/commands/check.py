@@ -7,6 +7,10 @@ without either.
 
 from __future__ import annotations
 
+from ropeext.checks import problems, selected_checks
+from ropeext.config import deep_merge, read_config_file, resolve_config
+from ropeext.errors import RopeextError
+
 COMMAND = ("check",)
 HELP = ("check a config before running anything: its keys and values, the files and folders it names; lists "
         "every problem at once (exit 2 on any)")
@@ -19,10 +23,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ropeext.checks import problems, selected_checks
-    from ropeext.config import deep_merge, read_config_file, resolve_config
-    from ropeext.errors import RopeextError
-
     raw: dict = {}
     for path in args.config:
         raw = deep_merge(raw, read_config_file(path))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.data.corpus import write_splits
 
 COMMAND = ("corpus",)
 HELP = "read documents (stdlib, text, jsonl, parquet, HF dataset) and write deterministic splits"
@@ -20,9 +22,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ropeext import tracking
-    from ropeext.data.corpus import write_splits
-
     config = config_from_args(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

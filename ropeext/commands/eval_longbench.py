@@ -13,6 +13,8 @@ from __future__ import annotations
 from ropeext.commands._common import (add_config_args, add_run_args, add_tracking_args, config_from_args, overlay,
                                      seed_of, variant_of)
 from ropeext.errors import RopeextError
+from ropeext.eval.lmeval_engine import longbench
+from ropeext.eval.longbench.run import build_embedded, embedded_windows, evaluate
 
 COMMAND = ("eval", "longbench")
 HELP = "LongBench / LongBench-E (official protocol and metrics) or build the embedded code-completion task"
@@ -89,8 +91,6 @@ def resolve_settings(args, config: dict) -> dict:
 
 
 def run(args) -> None:
-    from ropeext.eval.longbench.run import build_embedded, embedded_windows, evaluate
-
     config = config_from_args(args)
     s = resolve_settings(args, config)
     if args.build_embedded:
@@ -108,8 +108,6 @@ def run(args) -> None:
         raise RopeextError("--model is required to evaluate (or pass --build-embedded)")
     variant = variant_of(args)
     if s["engine"] == "lm_eval":
-        from ropeext.eval.lmeval_engine import longbench
-
         result = longbench.evaluate(s, model=args.model, output_dir=args.output_dir, tokenizer=args.tokenizer,
                                     dtype=args.dtype, device=args.device, config=config, variant=variant,
                                     mlflow=not args.no_mlflow, progress=not args.no_progress)

@@ -9,6 +9,14 @@ from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_
                                      config_from_args, overlay, seed_of, variant_of)
 from ropeext.io import read_json, write_json
 from ropeext.errors import RopeextError
+from ropeext import tracking
+from ropeext.config import config_hash
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.eval.common import ResumableJsonl
+from ropeext.eval.openllm import presets, report, runner
+from ropeext.eval.openllm.local_tasks import build_local_tasks
+from ropeext.modeling import load_model_config
+from ropeext.runtime import model_window, resolve_device
 
 COMMAND = ("eval", "openllm")
 HELP = "Open LLM tasks with lm-eval (presets dprope_paper, leaderboard_v1, or local tasks built from held-out text)"
@@ -66,16 +74,8 @@ def _fresh_state(out: Path, fingerprint: dict) -> None:
 
 
 def run(args) -> None:
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    from ropeext import tracking
-    from ropeext.config import config_hash
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.eval.common import ResumableJsonl
-    from ropeext.eval.openllm import presets, report, runner
-    from ropeext.eval.openllm.local_tasks import build_local_tasks
-    from ropeext.modeling import load_model_config
-    from ropeext.runtime import model_window, resolve_device
 
     config = config_from_args(args)
     s = resolve_settings(args, config)

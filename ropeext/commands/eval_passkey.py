@@ -8,6 +8,12 @@ from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_
                                      seed_of, variant_of)
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.eval import passkey
+from ropeext.eval.common import ResumableJsonl, greedy_generate
+from ropeext.modeling import load_causal_lm
+from ropeext.runtime import model_window, resolve_device
 
 COMMAND = ("eval", "passkey")
 HELP = "passkey retrieval accuracy over context lengths x key depths (metrics JSON, predictions JSONL, heat map)"
@@ -45,15 +51,10 @@ def resolve_settings(args, config: dict) -> dict:
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    from ropeext import tracking
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.eval import passkey
-    from ropeext.eval.common import ResumableJsonl, greedy_generate
-    from ropeext.modeling import load_causal_lm
-    from ropeext.runtime import model_window, resolve_device
 
     config = config_from_args(args)
     s = resolve_settings(args, config)

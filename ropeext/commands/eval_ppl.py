@@ -6,6 +6,12 @@ from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
 from ropeext.io import read_json, write_json
+from ropeext import tracking
+from ropeext.data.tokens import read_tokens
+from ropeext.errors import RopeextError
+from ropeext.eval.ppl import perplexity_by_length
+from ropeext.modeling import load_causal_lm
+from ropeext.report.plots import plot_lines
 
 COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
@@ -30,14 +36,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
-
-    from ropeext import tracking
-    from ropeext.data.tokens import read_tokens
-    from ropeext.errors import RopeextError
-    from ropeext.eval.ppl import perplexity_by_length
-    from ropeext.modeling import load_causal_lm
-    from ropeext.report.plots import plot_lines
 
     config = config_from_args(args)
     s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int})

@@ -8,6 +8,17 @@ from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_
                                      config_from_args, overlay, seed_of, variant_of)
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.eval.common import ResumableJsonl, greedy_generate
+from ropeext.eval.lmeval_engine import ruler
+from ropeext.eval.ruler import qa as qa_mod, report
+from ropeext.eval.ruler.generate import Sources
+from ropeext.eval.ruler.haystack import essay_stream
+from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, summarize
+from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates, resolve_tasks
+from ropeext.modeling import load_causal_lm, load_model_config
+from ropeext.runtime import model_window, resolve_device
 
 COMMAND = ("eval", "ruler")
 HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
@@ -50,8 +61,6 @@ def add_arguments(parser) -> None:
 
 
 def resolve_settings(args, config: dict) -> dict:
-    from ropeext.eval.ruler.tasks import resolve_tasks
-
     s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "tasks": str})
     s["seed"] = seed_of(args, config)
     if int(s["samples"]) <= 0:
@@ -64,20 +73,10 @@ def resolve_settings(args, config: dict) -> dict:
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    from ropeext import tracking
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.eval.common import ResumableJsonl, greedy_generate
-    from ropeext.eval.ruler import qa as qa_mod
-    from ropeext.eval.ruler import report
-    from ropeext.eval.ruler.generate import Sources
-    from ropeext.eval.ruler.haystack import essay_stream
-    from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, summarize
-    from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates
-    from ropeext.modeling import load_causal_lm, load_model_config
-    from ropeext.runtime import model_window, resolve_device
 
     config = config_from_args(args)
     s = resolve_settings(args, config)
@@ -162,8 +161,6 @@ def run(args) -> None:
 
 def _run_lm_eval(args, config: dict, s: dict, window: int | None) -> None:
     """lm-eval's own RULER tasks (the essay and QA options of the ropeext engine do not apply)."""
-    from ropeext.eval.lmeval_engine import ruler
-
     variant = variant_of(args)
     metrics = ruler.evaluate(s, model=args.model, output_dir=args.output_dir, window=window, tokenizer=args.tokenizer,
                              dtype=args.dtype, device=args.device, config=config, variant=variant,

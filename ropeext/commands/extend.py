@@ -7,6 +7,8 @@ from pathlib import Path
 from ropeext.commands._common import add_tracking_args
 from ropeext.errors import RopeextError
 from ropeext.io import read_json
+from ropeext import tracking
+from ropeext.modeling import write_variant
 
 COMMAND = ("extend",)
 HELP = ("write a base model with each scaling.json's rope_parameters applied (no fine-tuning; weights linked, "
@@ -22,9 +24,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ropeext import tracking
-    from ropeext.modeling import write_variant
-
     if len(args.output) != len(args.scaling):
         raise RopeextError(f"--output: {len(args.output)} folder(s) for {len(args.scaling)} --scaling file(s) "
                            "(expected one folder per scaling file, in the same order)")

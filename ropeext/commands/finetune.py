@@ -16,6 +16,13 @@ from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 from ropeext.io import is_hub_id, read_json
 from ropeext.recipes import RECIPES
+from ropeext.attention import check_backend
+from ropeext.data.packed_file import check_packed
+from ropeext.data.packing import check_layout
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
+from ropeext.modeling import load_causal_lm
+from ropeext.train.data import load_packed
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"
@@ -38,29 +45,20 @@ def check_base(base: str) -> None:
     path = Path(base)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            from ropeext.errors import RopeextError
-
             raise RopeextError(f"--base {base}: directory has no config.json (expected a Hugging Face model directory)")
         return
     if not is_hub_id(base):
-        from ropeext.errors import RopeextError
-
         raise RopeextError(f"--base {base}: base model directory not found (expected a Hugging Face model directory "
                            "or a hub id like org/name)")
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
 
-    from ropeext.attention import check_backend
-    from ropeext.data.packed_file import check_packed
-    from ropeext.data.packing import check_layout
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.errors import RopeextError
-    from ropeext.modeling import load_causal_lm
-    from ropeext.train.data import load_packed
+    # heavy: ropeext.train.loop imports torch at its top, and --help imports every command
     from ropeext.train.loop import make_accelerator
-    from ropeext.train.stage import run_stage, settings_from
+    from ropeext.train.stage import run_stage, settings_from  # (imports ropeext.train.loop)
 
     config = config_from_args(args, "finetune")
     check_training(config)  # the loop trusts a checked config

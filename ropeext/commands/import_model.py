@@ -4,6 +4,9 @@ standard Hugging Face model directory with an import manifest."""
 from __future__ import annotations
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
+from ropeext import tracking
+from ropeext.errors import RopeextError
+from ropeext.model_import import MANIFEST, import_model
 
 COMMAND = ("import-model",)
 HELP = "import a pretrained model (.gguf file, package shipping one, HF directory, cached hub id) as an HF directory"
@@ -31,8 +34,6 @@ KEYS = ("dtype", "num_layers", "gguf_file")
 
 def resolve_settings(args, config: dict) -> dict:
     """``model.path`` and ``model.import`` of the config (schema defaults filled in), the command line on top."""
-    from ropeext.errors import RopeextError
-
     section = config["model"]["import"]
     s = {k: getattr(args, k) if getattr(args, k) is not None else section[k] for k in KEYS}
     s["source"] = args.source or config["model"]["path"]
@@ -42,9 +43,6 @@ def resolve_settings(args, config: dict) -> dict:
 
 
 def run(args) -> None:
-    from ropeext import tracking
-    from ropeext.model_import import MANIFEST, import_model
-
     config = config_from_args(args)
     s = resolve_settings(args, config)
     with tracking.stage_run("import_model", config=config, params=s, variant=args.variant,

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+import time
+
+import numpy as np
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, seed_of
 from ropeext.io import write_json
 from ropeext.errors import RopeextError
+from ropeext import tracking
+from ropeext.config import validate_config
+from ropeext.data.pack_stream import plan_groups, read_domain_index, token_map, write_windows
+from ropeext.data.packing import (INTERLEAVED, LAYOUTS, TAGGED, Tags, check_interleave, check_window,
+                                  concat_window_stats, plan_packing, render_tag, stats_from_windows)
+from ropeext.data.tokenizer import anchor_token_id, load_tokenizer
 
 COMMAND = ("pack",)
 HELP = ("pack tokenized documents into fixed windows (full, intra_doc, intra_doc_reset, intra_doc_interleaved, "
@@ -14,8 +23,6 @@ HELP = ("pack tokenized documents into fixed windows (full, intra_doc, intra_doc
 
 
 def add_arguments(parser) -> None:
-    from ropeext.data.packing import LAYOUTS
-
     parser.add_argument("--tokens", required=True, metavar="PARQUET",
                         help="tokenized documents: one row per document, column input_ids (list<int32>)")
     parser.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory or hub id (for the anchor)")
@@ -36,17 +43,12 @@ def add_arguments(parser) -> None:
 def document_tags(domains: list, template: str, tokenizer):
     """Each distinct domain's tag (rendered from ``template``, tokenized without special tokens)
     and, per domain, its text and token ids; returns (Tags, {domain: {"text", "token_ids"}})."""
-    import numpy as np
-
     names, index = np.unique(np.asarray(domains, dtype=object).astype(str), return_inverse=True)
     return domain_tags(names.tolist(), index, template, tokenizer)
 
 
 def domain_tags(names: list[str], index, template: str, tokenizer):
     """``document_tags`` from the distinct domain names (sorted) and each document's index into them."""
-    import numpy as np
-
-    from ropeext.data.packing import Tags, render_tag
 
     table, described = [], {}
     for name in names:
@@ -61,27 +63,15 @@ def domain_tags(names: list[str], index, template: str, tokenizer):
 
 def packing_settings(config: dict | None) -> dict:
     """The ``packing`` section of the config, or the schema's defaults without one."""
-    from ropeext.config import validate_config
-
     return (config or validate_config({}, source="schema defaults"))["packing"]
 
 
 def write_packed(path: Path, columns: dict, layout: str) -> None:
     """Packed windows held in memory (tests, tools) as one row group: the file ``ropeext pack`` writes."""
-    from ropeext.data.pack_stream import write_windows
-
     write_windows(path, [columns], layout, columns["input_ids"].shape[1])
 
 
 def run(args) -> None:
-    import time
-
-    from ropeext import tracking
-    from ropeext.data.pack_stream import plan_groups, read_domain_index, token_map, write_windows
-    from ropeext.data.packing import (INTERLEAVED, TAGGED, check_interleave, check_window, concat_window_stats,
-                                      plan_packing, stats_from_windows)
-    from ropeext.data.tokenizer import anchor_token_id, load_tokenizer
-
     window = check_window(args.window)
     tokens_path, output = Path(args.tokens), Path(args.output)
     stats_path = Path(args.stats) if args.stats else output.with_name(output.stem + ".stats.json")
@@ -143,8 +133,6 @@ def run(args) -> None:
 
 def _timed(groups, timer: dict):
     """``groups`` as they come, adding the time spent building them to ``timer["seconds"]`` (writing excluded)."""
-    import time
-
     it = iter(groups)
     while True:
         t0 = time.perf_counter()

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
+from ropeext.data.packed_file import check_packed
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.modeling import build_tiny_llama
+from ropeext.train.data import load_packed
 
 COMMAND = ("pretrain",)
 HELP = "pre-train the tiny Llama of the embedded default on packed windows"
@@ -22,14 +26,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
+    # heavy: torch loads only when a model runs
     import torch
 
-    from ropeext.data.packed_file import check_packed
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.modeling import build_tiny_llama
-    from ropeext.train.data import load_packed
+    # heavy: ropeext.train.loop imports torch at its top, and --help imports every command
     from ropeext.train.loop import make_accelerator
-    from ropeext.train.stage import run_stage, settings_from
+    from ropeext.train.stage import run_stage, settings_from  # (imports ropeext.train.loop)
 
     config = config_from_args(args, "pretrain")
     check_training(config)  # the loop trusts a checked config

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.suites import SUITES
+from ropeext import tracking
+from ropeext.report.references import REPOSITORY_REFERENCES
 
 COMMAND = ("report",)
 HELP = "write the report: tables in the papers' shape (variants as rows), CSV and plots"
@@ -32,8 +34,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ropeext import tracking
-    from ropeext.report.summary import REPOSITORY_REFERENCES, build_report
+    # heavy: ropeext.report.summary imports pandas at its top (through ropeext.report.document), and --help
+    # imports every command
+    from ropeext.report.summary import build_report
 
     config = config_from_args(args)
     out = Path(args.output_dir)

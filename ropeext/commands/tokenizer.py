@@ -13,9 +13,16 @@ The gathered ``K/<split>.parquet`` and ``K/stats.json`` are the files the one-jo
 from __future__ import annotations
 
 from pathlib import Path
+import time
 
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.io import read_json, write_json
+from ropeext import tracking
+from ropeext.data.corpus import SPLITS, iter_texts
+from ropeext.data.shards import gather, parse_shard, shard_file, shard_set, split_files
+from ropeext.data.tokenizer import load_tokenizer, train_bpe
+from ropeext.data.tokens import TokenStats, available_cores, document_lengths, shard_budget, tokenize_split
+from ropeext.errors import RopeextError
 
 COMMAND = ("tokenizer",)
 HELP = "train a byte-level BPE on the train split (or load tokenizer.path) and tokenize all splits"
@@ -44,8 +51,6 @@ def add_arguments(parser) -> None:
 
 
 def _need(args, *names: str) -> None:
-    from ropeext.errors import RopeextError
-
     for name in names:
         if getattr(args, name.replace("-", "_")) is None:
             raise RopeextError(f"--{name} is required in this mode")
@@ -57,12 +62,6 @@ def _tokenizer_info(tok) -> dict:
 
 
 def _train_or_load(tcfg: dict, corpus: Path, tokenizer_dir: str):
-    import time
-
-    from ropeext.data.corpus import iter_texts
-    from ropeext.data.shards import split_files
-    from ropeext.data.tokenizer import load_tokenizer, train_bpe
-
     t0 = time.perf_counter()
     if tcfg.get("path"):
         tok = load_tokenizer(tcfg["path"])
@@ -75,10 +74,6 @@ def _train_or_load(tcfg: dict, corpus: Path, tokenizer_dir: str):
 
 
 def _gather_all(tokens: Path) -> dict:
-    from ropeext.data.corpus import SPLITS
-    from ropeext.data.shards import gather, shard_set, split_files
-    from ropeext.data.tokens import TokenStats, document_lengths
-
     out = {}
     for split in SPLITS:
         files = shard_set(tokens, split) or split_files(tokens, split)  # shards win over an earlier gathered file
@@ -96,9 +91,6 @@ def _gather_all(tokens: Path) -> dict:
 
 
 def run(args) -> None:
-    from ropeext.data.tokens import available_cores
-    from ropeext.errors import RopeextError
-
     config = config_from_args(args)
     threads = args.threads or available_cores()
     if threads < 1:
@@ -117,11 +109,6 @@ def run(args) -> None:
 
 
 def _run_shard(args, config: dict, threads: int) -> None:
-    from ropeext import tracking
-    from ropeext.data.shards import parse_shard, shard_file
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.data.tokens import shard_budget, tokenize_split
-
     index, count = parse_shard(args.shard)
     name = shard_file(args.split, index, count)
     corpus, tokens = Path(args.corpus_dir), Path(args.tokens_dir)
@@ -138,10 +125,6 @@ def _run_shard(args, config: dict, threads: int) -> None:
 
 
 def _run_gather(args, config: dict) -> None:
-    from ropeext import tracking
-    from ropeext.data.corpus import SPLITS
-    from ropeext.data.tokenizer import load_tokenizer
-
     tokens = Path(args.tokens_dir)
     with tracking.stage_run("tokenizer", config=config, params={"tokenizer": config["tokenizer"], "gather": True},
                             variant=args.variant, enabled=not args.no_mlflow) as run_:
@@ -157,11 +140,6 @@ def _run_gather(args, config: dict) -> None:
 
 
 def _run_all(args, config: dict, threads: int) -> None:
-    from ropeext import tracking
-    from ropeext.data.corpus import SPLITS
-    from ropeext.data.shards import split_files
-    from ropeext.data.tokens import tokenize_split
-
     corpus = Path(args.corpus_dir)
     params = {"tokenizer": config["tokenizer"], "threads": threads}
     with tracking.stage_run("tokenizer", config=config, params=params, variant=args.variant,

@@ -29,6 +29,9 @@ import numpy as np
 
 from ropeext.data.shards import iter_rows, resolve
 from ropeext.errors import RopeextError
+from ropeext.data.packed_file import packed_metadata
+from ropeext.data.packing import COLUMNS, pack_windows, window_stats
+from ropeext.io import atomic_path
 
 ROW_GROUP_TOKENS = 1 << 23  # tokens per written row group (x 4 int32 columns = 128 MiB of column data)
 BUILD_TOKENS = 1 << 20  # tokens of windows built in one piece (the working arrays: ~50 bytes per token)
@@ -43,8 +46,9 @@ def rows_per_group(window: int, group_tokens: int | None = None) -> int:
 
 def token_files(path: str | Path) -> list[Path]:
     """The Parquet file(s) of a tokens split, checked to hold per-document token lists."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # (as above)
 
     path = Path(path)
     try:
@@ -108,6 +112,7 @@ def token_map(path: str | Path, scratch: str | Path, batch_rows: int = READ_BATC
                 lengths.append(np.diff(offs))
         if nulls:
             raise RopeextError(f"{path}: `input_ids` has {nulls} null rows")
+        # heavy: pyarrow loads only when parquet is read or written
         import pyarrow as pa
 
         pa.default_memory_pool().release_unused()  # the read batches' buffers
@@ -138,8 +143,10 @@ def token_map(path: str | Path, scratch: str | Path, batch_rows: int = READ_BATC
 
 def read_domain_index(path: str | Path, documents: int, batch_rows: int = 1 << 16) -> tuple[list[str], np.ndarray]:
     """The ``domain`` column of a tokens split as (sorted distinct names, each document's index into them)."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # (as above)
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     files = token_files(path)
@@ -180,15 +187,14 @@ def read_domain_index(path: str | Path, documents: int, batch_rows: int = 1 << 1
 def packed_schema(layout: str, window: int):
     """The packed file's schema: each column list<int32> (one list of ``window`` per row), and the
     layout and window in its metadata (``ropeext.data.packed_file``)."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
-
-    from ropeext.data.packed_file import packed_metadata
-    from ropeext.data.packing import COLUMNS
 
     return pa.schema([(name, pa.list_(pa.int32())) for name in COLUMNS], metadata=packed_metadata(layout, window))
 
 
 def _table(columns: dict, schema):
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
 
     n, W = columns["input_ids"].shape
@@ -202,9 +208,8 @@ def _table(columns: dict, schema):
 def write_windows(path: str | Path, groups: Iterable[dict], layout: str, window: int) -> None:
     """Write each column dict of ``groups`` (windows x ``window``) as one row group of ``path``,
     under a temporary name renamed when complete."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
-
-    from ropeext.io import atomic_path
 
     schema = packed_schema(layout, window)
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
@@ -218,8 +223,6 @@ def plan_groups(tokens: TokenMap, plan, stats: list | None = None, group_tokens:
     """The windows of ``plan`` a row group at a time. Each group is built ``BUILD_TOKENS`` at a time
     into its columns (so the working arrays stay small beside them), the mapped ids released after
     each piece; the pieces' ``window_stats`` are appended to ``stats``."""
-    from ropeext.data.packing import COLUMNS, pack_windows, window_stats
-
     W = plan.window
     rows = rows_per_group(W, group_tokens)
     step = min(rows, max(1, int(build_tokens or BUILD_TOKENS) // W))

@@ -25,6 +25,7 @@ def packed_metadata(layout: str, window: int) -> dict[bytes, bytes]:
 
 def read_packed_info(path: str | Path) -> dict | None:
     """``{"layout", "window"}`` recorded in a packed file, or None when it records neither."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     path = Path(path)

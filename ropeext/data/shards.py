@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ropeext.errors import RopeextError
+from ropeext.io import atomic_path
 
 _SHARD = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
@@ -79,6 +80,7 @@ def resolve(path: str | Path) -> list[Path]:
 
 
 def _open(path: Path):
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     try:
@@ -97,6 +99,7 @@ def _check_columns(pf, path: Path, columns: list[str] | None) -> None:
 
 def _exact_tables(path: Path, columns: list[str] | None, k: int):
     """Tables of exactly ``k`` rows (the last one shorter) from one file, read batch by batch."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
 
     pf = _open(path)
@@ -118,6 +121,7 @@ def iter_rows(paths: list[Path], columns: list[str] | None = None, batch_rows: i
 
     At most ``batch_rows`` rows per shard are held at a time.
     """
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
 
     paths = [Path(p) for p in paths]
@@ -141,9 +145,8 @@ def iter_rows(paths: list[Path], columns: list[str] | None = None, batch_rows: i
 
 def gather(paths: list[Path], output: str | Path, batch_rows: int = 1024) -> int:
     """Write the shards ``paths`` as one file in split order (atomic, a row group per read batch); the row count."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
-
-    from ropeext.io import atomic_path
 
     schema = _open(Path(paths[0])).schema_arrow
     for p in paths[1:]:

@@ -17,7 +17,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
     with BOS, so evaluation prompts that follow the tokenizer get it too; document tokenization
     passes ``add_special_tokens=False`` and packing places BOS/EOS explicitly.
     """
+    # heavy: tokenizers loads only when a tokenizer is built
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    # heavy: transformers loads only when a tokenizer is built or loaded
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 260:
@@ -40,6 +42,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
 
 def load_tokenizer(path: str | Path):
     """Load a tokenizer (local directory or hub id) and check it has what packing needs."""
+    # heavy: transformers loads only when a tokenizer is built or loaded
     from transformers import AutoTokenizer
 
     try:

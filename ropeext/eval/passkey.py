@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from ropeext.errors import RopeextError
 from ropeext.eval.common import encode_prompt as encode  # noqa: F401 (re-exported)
 from ropeext.io import pyplot, read_json, save_figure
@@ -160,8 +162,6 @@ def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> d
 
 def plot_heatmap(metrics: dict, path: str | Path, title: str | None = None) -> Path:
     """Accuracy heat map: depth down, length across."""
-    import numpy as np
-
     plt = pyplot()
 
     lengths, depths = metrics["lengths"], metrics["depths"]
@@ -185,6 +185,7 @@ def summary_table(metrics: Iterable[dict | str | Path]):
 
     ``metrics`` are passkey metrics JSONs (dicts or paths). Lengths a variant was not run at are NaN.
     """
+    # heavy: pandas loads only when tables are built
     import pandas as pd
 
     rows = {}

@@ -13,6 +13,7 @@ tensor is C x vocab x 4 bytes per row, 3.2 GB at 16k tokens for a 49k vocabulary
 from __future__ import annotations
 
 import math
+import inspect
 
 import numpy as np
 
@@ -49,8 +50,6 @@ def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_
 
 def accepts_logits_to_keep(model) -> bool:
     """Whether the model's forward can compute the logits of the last positions only."""
-    import inspect
-
     try:
         return "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -82,6 +81,10 @@ def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stri
 
     ``slice_only``: compute only the scored positions' logits (default: when the model supports it).
     """
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
+    from tqdm import tqdm
+
+    # heavy: torch loads only when a model runs
     import torch
 
     lengths = sorted(set(int(x) for x in lengths))
@@ -90,8 +93,6 @@ def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stri
     results = {}
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(windows) * len(lengths), desc="ppl", mininterval=5.0)
     model.eval()
     for C in lengths:

@@ -7,7 +7,10 @@ of the report's tables built from them.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 from ropeext.text import number
 

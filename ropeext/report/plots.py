@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ropeext.io import pyplot, save_figure
 
 
@@ -52,8 +54,6 @@ def plot_heatmap_grid(panels: dict[str, tuple], path: str | Path, *, title: str,
 
     ``panels`` maps a name to (rows x columns values, row labels, column labels); NaN shows as '-'.
     """
-    import numpy as np
-
     plt = pyplot()
     n = len(panels)
     cols = min(columns, n)

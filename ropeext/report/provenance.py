@@ -20,7 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 from ropeext.errors import RopeextError
 
@@ -197,6 +200,8 @@ def training_row(summary: dict) -> dict:
 
 
 def training_table(summaries: dict[str, dict]) -> pd.DataFrame:
+    import pandas as pd  # heavy: loads only when the report is built
+
     df = pd.DataFrame([{"variant": v, **training_row(s)} for v, s in summaries.items()])
     return df.set_index("variant") if len(df) else df
 

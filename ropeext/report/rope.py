@@ -52,6 +52,7 @@ def plot_pair_histograms(path: str | Path, geometry, pairs: list[int], pretrain:
 
 def plot_heatmaps(path: str | Path, arrays: dict, title: str) -> Path:
     """Pairs x angle bins for the pre-training histogram and each method's (``histogram_arrays``)."""
+    # heavy: matplotlib loads only when a figure is drawn
     from matplotlib.colors import LogNorm
 
     plt = pyplot()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 from ropeext.io import read_json
 

@@ -36,6 +36,7 @@ def stock_config(rope_parameters: dict, head_dim: int, max_position_embeddings: 
     from transformers' own mixin), without importing a model's configuration module, which costs about
     a second of start-up. tests/test_rope_stock.py checks it against ``LlamaConfig``.
     """
+    # heavy: transformers (and torch) load only when stock RoPE is computed
     from transformers.modeling_rope_utils import RotaryEmbeddingConfigMixin
 
     class RopeConfig(RotaryEmbeddingConfigMixin):
@@ -58,6 +59,7 @@ def stock_inv_freq(rope_parameters: dict, head_dim: int, max_position_embeddings
     ``seq_len`` is the sequence length the model runs at; it matters for ``dynamic`` (frequencies
     grow with the length) and ``longrope`` (short or long factors).
     """
+    # heavy: transformers (and torch) load only when stock RoPE is computed
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     params = dict(rope_parameters)

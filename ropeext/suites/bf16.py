@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext.suites._suite import Figure, Suite
+from ropeext.analysis.plots import plot_key_columns
+from ropeext.report import findings as F
+from ropeext.report.plots import plot_lines
+from ropeext.report.tables import load_json, order_rows, section
+from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
@@ -12,12 +17,8 @@ def report(doc, paths: list) -> None:
     # the CLI and the workflow import this module for its declaration alone
     import pandas as pd
 
+    # heavy: ropeext.analysis.bf16 imports torch at its top, and this module is imported for its declaration
     from ropeext.analysis.bf16 import summary_row
-    from ropeext.analysis.plots import plot_key_columns
-    from ropeext.report import findings as F
-    from ropeext.report.plots import plot_lines
-    from ropeext.report.tables import load_json, order_rows, section
-    from ropeext.text import markdown_table
 
     rows, series = [], {}
     for m in load_json(paths):

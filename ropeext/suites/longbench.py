@@ -4,8 +4,13 @@ longbench_embedded)."""
 
 from __future__ import annotations
 
+import numpy as np
 
 from ropeext.suites._suite import Figure, Suite
+from ropeext.eval.longbench.results import table1
+from ropeext.report import findings as F, measures
+from ropeext.report.tables import load_json, order_rows, section
+from ropeext.text import markdown_table
 
 
 def data(config: dict) -> dict:
@@ -27,12 +32,6 @@ def data_arg(config: dict, input) -> str:
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
-    import numpy as np
-    from ropeext.eval.longbench.results import table1
-    from ropeext.report import findings as F
-    from ropeext.report import measures
-    from ropeext.report.tables import load_json, order_rows, section
-    from ropeext.text import markdown_table
 
     metrics = load_json(paths)
     df = order_rows(table1(metrics, [m["variant"] for m in metrics]))

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-
 from ropeext.suites._suite import Suite
+from ropeext.eval.openllm import summary_table
+from ropeext.report import findings as F
+from ropeext.report.tables import load_json, order_rows, section
+from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
     import pandas as pd
-    from ropeext.eval.openllm import summary_table
-    from ropeext.report import findings as F
-    from ropeext.report.tables import load_json, order_rows, section
-    from ropeext.text import markdown_table
 
     metrics = load_json(paths)
     df = order_rows(summary_table(metrics))

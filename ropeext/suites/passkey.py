@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 
 from ropeext.suites._suite import Figure, Suite
+from ropeext.eval.passkey import summary_table
+from ropeext.report import findings as F, measures
+from ropeext.report.plots import plot_heatmap_grid
+from ropeext.report.tables import load_json, order_rows, section
+from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
-    import numpy as np
-    from ropeext.eval.passkey import summary_table
-    from ropeext.report import findings as F
-    from ropeext.report import measures
-    from ropeext.report.plots import plot_heatmap_grid
-    from ropeext.report.tables import load_json, order_rows, section
-    from ropeext.text import markdown_table
 
     metrics = load_json(paths)
     df = order_rows(summary_table(metrics))

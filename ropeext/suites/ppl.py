@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ropeext.suites._suite import Figure, Suite
+from ropeext.report import findings as F, measures
+from ropeext.report.tables import load_json, order_rows, parse_variant, section
+from ropeext.text import markdown_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,9 +18,8 @@ if TYPE_CHECKING:
 
 def ppl_table(metrics: list[dict]) -> pd.DataFrame:
     """Rows: variants; columns: method, layout, then one column per context length."""
+    # heavy: pandas loads only when tables are built
     import pandas as pd
-
-    from ropeext.report.tables import order_rows, parse_variant
 
     rows = []
     for m in metrics:
@@ -40,11 +42,6 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
 
 
 def report(doc, paths: list) -> None:
-    from ropeext.report import findings as F
-    from ropeext.report import measures
-    from ropeext.report.tables import load_json, section
-    from ropeext.text import markdown_table
-
     metrics = load_json(paths)
     df = ppl_table(metrics)
     doc.variants |= set(df.index)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 from ropeext.suites._suite import Figure, Suite
+from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
+from ropeext.report import findings as F, measures
+from ropeext.report.tables import load_json, order_rows, section
+from ropeext.text import markdown_table
 
 
 def essay(config: dict) -> dict:
@@ -25,11 +29,6 @@ def essay_args(config: dict, input) -> str:
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
-    from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
-    from ropeext.report import findings as F
-    from ropeext.report import measures
-    from ropeext.report.tables import load_json, order_rows, section
-    from ropeext.text import markdown_table
 
     metrics = load_json(paths)
     df = order_rows(ruler_table(metrics))

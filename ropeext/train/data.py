@@ -58,6 +58,7 @@ def _source_key(path: Path) -> dict:
 
 
 def _read_meta(path: Path):
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     try:

@@ -25,6 +25,7 @@ def _dtype(x) -> str:
 @contextlib.contextmanager
 def observe_numeric_path(model, record: dict):
     """Fill ``record`` during the next forward pass of ``model`` (first call only)."""
+    # heavy: transformers loads only when a model runs
     from transformers.modeling_utils import AttentionInterface
 
     name, attn = _attention_module(model)

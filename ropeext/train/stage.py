@@ -14,6 +14,10 @@ from pathlib import Path
 from ropeext.config import by_target
 from ropeext.errors import RopeextError
 from ropeext.train.loop import TrainSettings
+from ropeext import tracking
+from ropeext.train import checkpoint as ckpt
+from ropeext.train.io import save_model_dir
+from ropeext.train.loop import train
 
 SETTING_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "betas",
                 "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing", "loss_chunk_tokens", "log_every",
@@ -38,11 +42,6 @@ def run_stage(stage: str, *, model, tokenizer, data, settings: TrainSettings, ou
               params: dict, variant: str | None, mlflow: bool, resume: bool, cleanup: bool, accelerator,
               tags: dict | None = None, extra_summary: dict | None = None, progress: bool = True) -> dict:
     """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints."""
-    from ropeext import tracking
-    from ropeext.train import checkpoint as ckpt
-    from ropeext.train.io import save_model_dir
-    from ropeext.train.loop import train
-
     output = Path(output)
     ckdir = ckpt.checkpoints_dir_for(output)
     is_main = accelerator.is_main_process

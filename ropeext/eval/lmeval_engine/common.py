@@ -15,6 +15,9 @@ from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.io import read_json, write_json
+from ropeext.eval.common import ResumableJsonl
+from ropeext.eval.openllm import runner
+from ropeext.eval.openllm.runner import drop_arguments
 
 LONG_TEXT = 2000  # document fields longer than this (characters) are stored as hash and size
 
@@ -40,8 +43,6 @@ def task_manager(folder: str, names: list[str], metadata: dict | None = None):
     indexes by default (indexing one folder takes milliseconds, all of lm-eval's tasks seconds)."""
     import lm_eval.tasks  # heavy: only the lm_eval engine needs it
 
-    from ropeext.eval.openllm import runner
-
     return runner.task_manager([Path(lm_eval.tasks.__file__).parent / folder], names, metadata)
 
 
@@ -53,8 +54,6 @@ def _short(value):
 
 def keep_sample(sample: dict) -> dict:
     """A logged sample as stored: no request arguments (the full prompt), long document fields as hash and size."""
-    from ropeext.eval.openllm.runner import drop_arguments
-
     out = drop_arguments(sample)
     if isinstance(out.get("doc"), dict):
         out["doc"] = {k: _short(v) for k, v in out["doc"].items()}
@@ -73,8 +72,6 @@ def fresh_state(out: Path, fingerprint: dict, label: str) -> None:
 
 def stores(out: Path):
     """The resumable results and predictions files of a run."""
-    from ropeext.eval.common import ResumableJsonl
-
     return ResumableJsonl(out / "results.jsonl", key="_id"), ResumableJsonl(out / "predictions.jsonl", key="_id")
 
 

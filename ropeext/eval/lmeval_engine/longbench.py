@@ -25,6 +25,14 @@ from pathlib import Path
 from ropeext.errors import RopeextError
 from ropeext.eval.lmeval_engine import common
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.eval.longbench import results
+from ropeext.eval.longbench.metrics import aggregate, aggregate_bucket, base_task
+from ropeext.eval.longbench.protocol import EMBEDDED_TASK, LONGBENCH_E_TASKS, LONGBENCH_TASKS
+from ropeext.eval.longbench.run import flat_scores, metric_key
+from ropeext.eval.openllm import runner
+from ropeext.modeling import load_model_config
+from ropeext.runtime import model_window, resolve_device
 
 FOLDER = "longbench"
 FIX = ("To get it: on a machine with network access and this machine's HF_HOME / HF_DATASETS_CACHE (or copy that "
@@ -38,9 +46,6 @@ PROTOCOL_NOTES = (
 
 def task_list(settings: dict) -> list[str]:
     """The LongBench tasks of the resolved ``eval.longbench`` section: ``tasks``, or the whole benchmark."""
-    from ropeext.eval.longbench.metrics import base_task
-    from ropeext.eval.longbench.protocol import EMBEDDED_TASK, LONGBENCH_E_TASKS, LONGBENCH_TASKS
-
     default = LONGBENCH_E_TASKS if settings["benchmark"] == "longbench-e" else LONGBENCH_TASKS
     tasks = [base_task(t) for t in (settings.get("tasks") or default)]
     if EMBEDDED_TASK in tasks:
@@ -85,8 +90,6 @@ def _message(settings: dict, failures: dict[str, str]) -> list[str]:
 
 def task_record(samples: list[dict], buckets) -> dict:
     """One task's scores from lm-eval's logged samples (``score`` in 0-1, ``doc.length`` in words)."""
-    from ropeext.eval.longbench.metrics import aggregate, aggregate_bucket
-
     scores = [float(s["score"]) for s in samples]
     specific = sorted({m for s in samples for m in s.get("metrics") or () if m != "score"})
     out = {"metric": specific[0] if len(specific) == 1 else "score", "n": len(samples), "score": aggregate(scores)}
@@ -102,8 +105,6 @@ def task_record(samples: list[dict], buckets) -> dict:
 def build_metrics(samples: dict[str, list[dict]], entries: dict[str, dict], *, names: dict[str, str],
                   benchmark: str, meta: dict) -> dict:
     """The LongBench metrics JSON of an lm_eval run, in the ropeext engine's shape plus what lm-eval ran."""
-    from ropeext.eval.longbench import results
-
     buckets = results.STANDARD_BUCKETS if benchmark == "longbench-e" else None
     tasks = {t: task_record(samples[t], buckets) for t in samples}
     summary = {"tasks": list(tasks), "buckets": list(buckets.names) if buckets else None,
@@ -129,14 +130,8 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
              dtype: str = "float32", device: str = "auto", config: dict | None = None, variant: str | None = None,
              mlflow: bool = True, progress: bool = True) -> dict:
     """Run lm-eval's LongBench(-E) tasks for the resolved ``eval.longbench`` section; write and return metrics.json."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    from ropeext import tracking
-    from ropeext.eval.longbench import results
-    from ropeext.eval.longbench.run import flat_scores, metric_key
-    from ropeext.eval.openllm import runner
-    from ropeext.modeling import load_model_config
-    from ropeext.runtime import model_window, resolve_device
 
     failures, gen = load_tasks(settings)
     common.fail_on(_message(settings, failures))

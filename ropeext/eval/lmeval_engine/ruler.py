@@ -27,6 +27,11 @@ from pathlib import Path
 from ropeext.eval.lmeval_engine import common
 from ropeext.eval.ruler.tasks import TASKS, resolve_tasks
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.eval.openllm import runner
+from ropeext.eval.ruler import report
+from ropeext.eval.ruler.run import flat_metrics, summarize
+from ropeext.runtime import resolve_device
 
 FOLDER = "ruler"
 # lm-eval's name of each of this project's RULER tasks
@@ -50,6 +55,7 @@ def _problems(settings: dict) -> list[str]:
     try:  # heavy, and imports nltk and wonderwords: only this engine needs them
         # its import tries to download nltk data and prints about it; what is missing is reported below
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            # heavy: lm-eval loads only when its engine runs
             from lm_eval.tasks.ruler import prepare_niah, qa_utils
     except ImportError as exc:
         return [f"eval.ruler.engine: lm_eval: lm-eval's RULER tasks cannot be imported ({common.first_line(exc)}); "
@@ -98,8 +104,6 @@ def build_metrics(records: list[dict], entries: dict[tuple[str, int], dict], *, 
                   tasks: list[str], lengths: list[int], subset: str, threshold: float, skipped: dict,
                   samples: int, meta: dict) -> dict:
     """The RULER metrics JSON of an lm_eval run: the ropeext engine's shape plus what lm-eval ran."""
-    from ropeext.eval.ruler.run import summarize
-
     summary = summarize(records, tasks=tasks, lengths=lengths, subset=subset, threshold=threshold, skipped=skipped)
     first = {}
     for (task, _), entry in entries.items():
@@ -124,13 +128,8 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, window: int 
              dtype: str = "float32", device: str = "auto", config: dict | None = None, variant: str | None = None,
              mlflow: bool = True, progress: bool = True) -> dict:
     """Run lm-eval's RULER tasks for the resolved ``eval.ruler`` section; write and return metrics.json."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
-
-    from ropeext import tracking
-    from ropeext.eval.openllm import runner
-    from ropeext.eval.ruler import report
-    from ropeext.eval.ruler.run import flat_metrics
-    from ropeext.runtime import resolve_device
 
     common.fail_on(problems(settings))
     tasks, subset = resolve_tasks(settings["tasks"], settings["subset"])

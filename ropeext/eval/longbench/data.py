@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+import shutil
+import sys
 
 from ropeext.errors import RopeextError
 from ropeext.eval.common import read_jsonl
@@ -34,8 +36,6 @@ def _extract_zip(zip_path: Path, cache_dir: Path) -> Path:
         except zipfile.BadZipFile:
             raise RopeextError(f"{zip_path}: not a zip archive (expected LongBench's data.zip)") from None
         if target.exists():
-            import shutil
-
             shutil.rmtree(target)
         tmp.replace(target)
         done.touch()
@@ -53,6 +53,7 @@ def resolve_data_dir(spec: str | Path, cache_dir: str | Path | None = None) -> P
     if spec.startswith(HF_PREFIX):
         repo = spec[len(HF_PREFIX):] or HF_DEFAULT_REPO
         try:
+            # heavy: huggingface_hub's API module takes ~0.2 s to import; only hub look-ups need it
             from huggingface_hub import hf_hub_download
 
             zip_path = Path(hf_hub_download(repo_id=repo, filename="data.zip", repo_type="dataset"))
@@ -127,7 +128,5 @@ def load_samples(path: Path, *, on_error: str = "fail") -> list[dict]:
         rec["_line"] = n
         out.append(rec)
     for msg in skipped:
-        import sys
-
         print(f"warning: skipped {msg}", file=sys.stderr)
     return out

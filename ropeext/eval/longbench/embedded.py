@@ -43,6 +43,7 @@ def default_edges(windows: Sequence[int], margin: int) -> list[int]:
 
 def documents_from_parquet(path: str | Path, tokenizer, column: str = "input_ids") -> list[str]:
     """Decode the held-out documents of a tokens Parquet (one row per document)."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     path = Path(path)

@@ -26,6 +26,9 @@ import re
 import string
 from collections import Counter
 from typing import Callable, Sequence
+import logging
+
+import numpy as np
 
 from ropeext.errors import RopeextError
 
@@ -57,8 +60,7 @@ def normalize_zh_answer(text: str) -> str:
 
 
 def _jieba_cut(text: str) -> list[str]:
-    import logging
-
+    # optional: LongBench's Chinese metrics need jieba
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -87,6 +89,7 @@ def qa_f1_zh(prediction: str, ground_truth: str, **_) -> float:
 
 
 def rouge_l(prediction: str, ground_truth: str, **_) -> float:
+    # optional: LongBench's ROUGE metric needs rouge
     from rouge import Rouge
 
     try:
@@ -150,6 +153,7 @@ def first_code_line(prediction: str) -> str:
 
 
 def code_sim(prediction: str, ground_truth: str, **_) -> float:
+    # optional: LongBench's edit-similarity metric needs fuzzywuzzy
     from fuzzywuzzy import fuzz
 
     return fuzz.ratio(first_code_line(prediction), ground_truth) / 100
@@ -157,10 +161,12 @@ def code_sim(prediction: str, ground_truth: str, **_) -> float:
 
 def code_sim_backend() -> str:
     """Which sequence matcher fuzzywuzzy uses (the value of code_sim depends on it)."""
+    # optional: LongBench's edit-similarity metric needs fuzzywuzzy
     from fuzzywuzzy import fuzz
 
     module = getattr(fuzz.SequenceMatcher, "__module__", "")
     if module.endswith("StringMatcher"):
+        # optional: LongBench's edit-similarity metric needs Levenshtein
         import Levenshtein
 
         return f"python-Levenshtein {getattr(Levenshtein, '__version__', '?')}"
@@ -231,8 +237,6 @@ def aggregate_bucket(scores: Sequence[float]) -> float | None:
 
     The official code yields NaN for an empty bucket; here it is None (JSON has no NaN).
     """
-    import numpy as np
-
     if not scores:
         return None
     return round(100 * float(np.mean(np.asarray(scores, dtype=float))), 2)

@@ -56,6 +56,7 @@ def predict_task(model, tokenizer, spec: protocol.TaskSpec, samples: Sequence[di
                  max_length: int, chat: bool, add_bos: bool, where: str = "",
                  generate: Callable | None = None, progress: bool = True) -> dict:
     """Predict every sample not yet in ``store``; return counts of what happened."""
+    # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm.auto import tqdm
 
     generate = generate or greedy_generate

@@ -121,6 +121,7 @@ def table1(metrics_list: Sequence[dict], names: Sequence[str] | None = None, *, 
     rows (default: each JSON's ``variant``, else its ``model``). With ``per_task`` the columns are
     ``task/bucket`` scores followed by the same summary columns. Returns a pandas DataFrame.
     """
+    # heavy: pandas loads only when tables are built
     import pandas as pd
 
     if names is not None and len(names) != len(metrics_list):

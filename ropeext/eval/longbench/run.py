@@ -15,6 +15,12 @@ from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.io import write_json
+from ropeext import tracking
+from ropeext.data.tokenizer import load_tokenizer
+from ropeext.eval.common import ResumableJsonl
+from ropeext.eval.longbench import data, embedded, metrics, predict, protocol, results
+from ropeext.modeling import load_causal_lm
+from ropeext.runtime import model_window, resolve_device
 
 
 def embedded_windows(settings: dict, train_length: int, target_lengths: list[int]) -> list[int]:
@@ -28,10 +34,6 @@ def build_embedded(settings: dict, *, output_dir: str | Path, tokenizer: str, wi
                    tokens: str | None = None, source_dir: str | None = None, config: dict | None = None,
                    variant: str | None = None, mlflow: bool = True) -> dict:
     """Write the embedded task (``<task>_e.jsonl`` + ``buckets.json``); return its sample counts by bucket."""
-    from ropeext import tracking
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.eval.longbench import embedded
-
     emb = settings["embedded"]
     if bool(tokens) == bool(source_dir):
         raise RopeextError("--build-embedded needs exactly one of --tokens PARQUET or --source-dir DIR")
@@ -63,14 +65,8 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
              config: dict | None = None, variant: str | None = None, mlflow: bool = True,
              progress: bool = True) -> dict:
     """Evaluate ``model`` on the tasks of ``settings['data_dir']``; return the metrics written to metrics.json."""
+    # heavy: torch loads only when a model runs
     import torch
-
-    from ropeext import tracking
-    from ropeext.data.tokenizer import load_tokenizer
-    from ropeext.eval.common import ResumableJsonl
-    from ropeext.eval.longbench import data, metrics, predict, protocol, results
-    from ropeext.modeling import load_causal_lm
-    from ropeext.runtime import model_window, resolve_device
 
     s = settings
     if not s["data_dir"]:

@@ -17,6 +17,8 @@ import json
 import random
 from pathlib import Path
 
+import yaml
+
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import CODE_PPL_TASK, NEXTLINE_TASK
 from ropeext.io import write_text
@@ -26,6 +28,7 @@ MIN_LINE_CHARS = 8
 
 def read_documents(parquet: str | Path, tokenizer, max_documents: int | None = None) -> list[str]:
     """Decode the ``input_ids`` column of a tokenized-documents Parquet (one row per document)."""
+    # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
     parquet = Path(parquet)
@@ -144,8 +147,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def _write_yaml(path: Path, cfg: dict) -> None:
-    import yaml
-
     write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 

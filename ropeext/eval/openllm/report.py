@@ -27,6 +27,7 @@ def split_metrics(raw: dict) -> dict[str, float]:
 def build_metrics(records: list[dict], *, variant: str, model: str, max_length: int, preset: str | None,
                   local_tasks: dict | None = None) -> dict:
     """One JSON for one variant: per entry its metrics, headline score, version, n-shot and config."""
+    # heavy: lm-eval loads only when its engine runs
     import lm_eval
 
     tasks = {}
@@ -81,6 +82,7 @@ def summary_table(metrics: Iterable[dict | str | Path]):
     ``Avg`` is the mean over the accuracy-like columns only (as the DPRoPE paper's Table 2); a
     perplexity-like column (bits per byte) stays as it is. Returns a pandas DataFrame.
     """
+    # heavy: pandas loads only when tables are built
     import pandas as pd
 
     rows = {}

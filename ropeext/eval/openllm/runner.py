@@ -14,8 +14,11 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import check_known
+from ropeext.modeling import weights_error
 
 
 class EntryError(RopeextError):
@@ -33,8 +36,6 @@ def _plain(obj):
 
 def _repr(obj):
     try:
-        import numpy as np
-
         if isinstance(obj, np.generic):
             return obj.item()
         if isinstance(obj, np.ndarray):
@@ -50,6 +51,7 @@ def task_manager(include_paths: Iterable[str | Path], names: list[str], metadata
     ``metadata`` reaches every task's config (lm-eval's ``--metadata``: RULER's ``max_seq_lengths`` and
     tokenizer, for example).
     """
+    # heavy: lm-eval loads only when its engine runs
     from lm_eval.tasks import TaskManager
 
     paths = [str(Path(p).resolve()) for p in include_paths]
@@ -91,14 +93,13 @@ def load_entry(tm, name: str, num_fewshot: int):
 def make_lm(model: str | Path, *, tokenizer: str | Path | None, max_length: int, batch_size: int | str,
             device: str, dtype: str):
     """lm-eval's ``HFLM`` over a model directory (or hub id): the one model construction of every lm-eval run."""
+    # heavy: lm-eval loads only when its engine runs
     from lm_eval.models.huggingface import HFLM
 
     try:
         return HFLM(pretrained=str(model), tokenizer=str(tokenizer) if tokenizer else None,
                     max_length=int(max_length), batch_size=batch_size, device=device, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - one line naming the model (and the weight file at fault)
-        from ropeext.modeling import weights_error
-
         raise weights_error(model, exc) from None
 
 
@@ -115,6 +116,7 @@ def evaluate_entry(lm, tm, name: str, num_fewshot: int, *, key: str, results_sto
     The record holds lm-eval's results, versions, n-shot, sample counts and task configs; each
     logged sample goes to ``samples_store`` as ``keep`` shapes it.
     """
+    # heavy: lm-eval loads only when its engine runs
     from lm_eval import simple_evaluate
 
     if key in results_store:

@@ -100,6 +100,7 @@ def filler_words(p: int) -> str:
 
 def _decode_parquet(path: Path, tokenizer, max_tokens: int | None) -> list[str]:
     try:
+        # heavy: pyarrow loads only when parquet is read or written
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)

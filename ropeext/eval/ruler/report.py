@@ -11,15 +11,16 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ropeext.errors import RopeextError
 from ropeext.io import pyplot as _plt, save_figure
+from ropeext.eval.ruler.metrics import average_by_length, effective_length
 
 DEPTH_BINS = 5
 
 
 def _heatmap(ax, data, row_labels, col_labels, title):
-    import numpy as np
-
     arr = np.array([[np.nan if v is None else v for v in row] for row in data], dtype=float)
     im = ax.imshow(arr, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
@@ -96,9 +97,8 @@ def ruler_table(metrics: Iterable, tasks: list[str] | None = None):
     plus ``subset`` and ``threshold``. With ``tasks`` the averages are recomputed over those tasks
     only (say, the AnchorAttention subset from a full run).
     """
+    # heavy: pandas loads only when tables are built
     import pandas as pd
-
-    from ropeext.eval.ruler.metrics import average_by_length, effective_length
 
     rows, all_lengths = [], []
     for m in metrics:

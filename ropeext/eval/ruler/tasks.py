@@ -20,6 +20,8 @@ import copy
 import json
 from pathlib import Path
 
+import yaml
+
 from ropeext.errors import RopeextError
 
 TASKS: dict[str, dict] = {
@@ -138,8 +140,6 @@ def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
                            "a YAML/JSON templates file)")
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(path.read_text()) or {}
         else:
             data = json.loads(path.read_text())

@@ -18,6 +18,7 @@ import random
 import string
 import uuid
 from functools import lru_cache
+from importlib.resources import files
 
 from ropeext.errors import RopeextError
 
@@ -58,8 +59,6 @@ WORD_LISTS = {"nouns": "nounlist.txt", "adjectives": "adjectivelist.txt", "verbs
 @lru_cache(maxsize=None)
 def wonderwords_list(category: str) -> tuple[str, ...]:
     """The sorted distinct entries of one of wonderwords' word lists (``nouns``, ``adjectives``, ``verbs``)."""
-    from importlib.resources import files
-
     name = WORD_LISTS[category]
     try:
         text = files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")

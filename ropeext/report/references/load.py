@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
 
 from ropeext.config import describe_yaml_error, load_schema, section_properties
 from ropeext.errors import RopeextError
 
 # package data, as config.schema.yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "reference_values.schema.yaml"
+# what ``report.references: null`` names: the published values shipped with the repository (config/)
+REPOSITORY_REFERENCES = Path(__file__).resolve().parents[2] / "reference_values.yaml"
 ROW_KEYS = ("label", "values", "note", "comparable", "reason")  # a row's other keys are its setting
 BENCHMARK_NAMES = {"longbench-e": "LongBench-E", "longbench": "LongBench", "ruler": "RULER", "openllm": "Open LLM",
                    "ppl": "perplexity", "disturbance": "RoPE disturbance"}
@@ -81,6 +82,8 @@ def _schema() -> dict:
 def parse_references(data, source: str = "reference values") -> References:
     """Validate the parsed YAML and build the tables; every error names the entry and the key."""
     schema = _schema()
+    from jsonschema import Draft202012Validator  # heavy (its referencing stack): loads only when a file is validated
+
     errors = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     problems = [f"{_where(data, e.absolute_path)}{_describe(e, schema)}" for e in errors] or _name_problems(data)
     if problems:

@@ -9,11 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 from ropeext.report.references.load import BENCHMARK_NAMES, Table
 from ropeext.report.tables import parse_variant
 from ropeext.text import number
+from ropeext.eval.longbench.protocol import LONGBENCH_E_TASKS, LONGBENCH_TASKS
+from ropeext.eval.openllm.presets import LOCAL_TASKS
+from ropeext.eval.ruler.tasks import SUBSETS
 
 NAME_KEYS = ("model", "corpus")  # compared by their last path component, case-insensitive
 # LongBench's task categories (its paper's grouping); a category score is the mean of the run's tasks in it.
@@ -110,14 +116,10 @@ def our_values(table: Table, ours: pd.Series, metrics: dict) -> dict:
 
 # ----------------------------------------------------------------------------- comparability
 def embedded_tasks(metrics: dict) -> list[str]:
-    from ropeext.eval.longbench.protocol import LONGBENCH_TASKS
-
     return [t for t in (metrics.get("tasks") or {}) if t not in LONGBENCH_TASKS]
 
 
 def is_local_tasks(metrics: dict) -> bool:
-    from ropeext.eval.openllm.presets import LOCAL_TASKS
-
     return metrics.get("preset") == "local" or any(t in LOCAL_TASKS for t in (metrics.get("tasks") or {}))
 
 
@@ -138,8 +140,6 @@ def protocol_reasons(table: Table, metrics: dict) -> list[str]:
     reasons = []
     p = table.protocol
     if table.benchmark.startswith("longbench"):
-        from ropeext.eval.longbench.protocol import LONGBENCH_E_TASKS, LONGBENCH_TASKS
-
         tasks = list(metrics.get("tasks") or {})
         if p.get("tasks") == "all":
             full = LONGBENCH_E_TASKS if table.benchmark == "longbench-e" else LONGBENCH_TASKS
@@ -172,8 +172,6 @@ def protocol_reasons(table: Table, metrics: dict) -> list[str]:
                                    "RULER's in a templates file, eval.ruler.templates, or use eval.ruler.engine: lm_eval)")
         want = p.get("tasks")
         if want and table.at_length is None and metrics.get("subset") != want:
-            from ropeext.eval.ruler.tasks import SUBSETS
-
             reasons.append(f"averages the task set {metrics.get('subset')!r}, the paper {want!r} "
                            f"({len(SUBSETS[want])} tasks)")
     elif table.benchmark == "openllm":
@@ -208,6 +206,8 @@ class Comparison:
                 rec[f"{c} (paper)"] = math.nan if paper is None else paper
             records.append(rec)
         cols = ["variant", "paper row"] + [x for c in self.table.columns for x in (str(c), f"{c} (paper)")]
+        import pandas as pd  # heavy: loads only when a comparison is tabled
+
         return pd.DataFrame(records, columns=cols).set_index("variant")
 
 

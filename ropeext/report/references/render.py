@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
+    import pandas as pd
 
 from ropeext.report.references.load import BENCHMARK_NAMES, References, Table
 from ropeext.report.references.match import Comparison, compare_table, embedded_tasks, is_local_tasks, row_matches
