@@ -36,14 +36,19 @@ demo: setup
 demo-real: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml
 
-# two pytest workers, a test file to each (the workflow tests share one DAG run per file)
+# ruff (lint and format, pyproject.toml), then two pytest workers, a test file to each (the workflow tests
+# share one DAG run per file)
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile tests
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 dry-run: setup

@@ -52,6 +52,7 @@ def fwd_bwd(attn, q, k, v, grad):
         for t in (q, k, v):
             t.grad = None
         attn(q, k, v).backward(grad)
+
     return step
 
 
@@ -60,9 +61,13 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="W = 2048, 4096 only, fewer repeats")
     ap.add_argument("--windows", type=int, nargs="+", default=None)
     ap.add_argument("--tokens", type=int, default=16384, help="tokens per measured batch")
-    ap.add_argument("--min-windows", type=int, default=4,
-                    help="at least this many windows per batch (at large W a 2-window sample is often all "
-                         "single-document windows, which says nothing about the packed case)")
+    ap.add_argument(
+        "--min-windows",
+        type=int,
+        default=4,
+        help="at least this many windows per batch (at large W a 2-window sample is often all "
+        "single-document windows, which says nothing about the packed case)",
+    )
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
@@ -73,12 +78,18 @@ def main(argv=None) -> None:
     reps = 3 if args.quick else 5
 
     flat, offsets, desc, _, _ = stdlib_documents()
-    print(f"mix: {desc['documents']} documents (stdlib files + top-level definitions, BPE 2048), "
-          f"{desc['tokens']:,} tokens, median {desc['median']}, p90 {desc['p90']}, max {desc['max']}")
-    print(f"op: attention fwd+bwd, fp32, {args.heads} heads x {args.head_dim}, ~{args.tokens} tokens per batch, "
-          f"median of {reps}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    head = (f"{'W':>6} {'B':>3} {'docs/win':>8} {'flop ratio':>10} {'plan ratio':>10} {'sdpa causal':>11} "
-            f"{'sdpa+mask':>10} {'blockwise':>10} {'plan build':>10} {'time ratio':>10}")
+    print(
+        f"mix: {desc['documents']} documents (stdlib files + top-level definitions, BPE 2048), "
+        f"{desc['tokens']:,} tokens, median {desc['median']}, p90 {desc['p90']}, max {desc['max']}"
+    )
+    print(
+        f"op: attention fwd+bwd, fp32, {args.heads} heads x {args.head_dim}, ~{args.tokens} tokens per batch, "
+        f"median of {reps}, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    head = (
+        f"{'W':>6} {'B':>3} {'docs/win':>8} {'flop ratio':>10} {'plan ratio':>10} {'sdpa causal':>11} "
+        f"{'sdpa+mask':>10} {'blockwise':>10} {'plan build':>10} {'time ratio':>10}"
+    )
     print(head)
     print("-" * len(head))
     g = torch.Generator().manual_seed(0)
@@ -112,11 +123,12 @@ def main(argv=None) -> None:
         t_block = _time(fwd_bwd(block, q, k, v, grad), reps)
         widths = sum(len(idx) * w * w for w, idx, _, _ in plan.buckets())
         plan_ratio = widths / (B * W * W)
-        print(f"{W:>6} {B:>3} {stats['mean_docs_per_window']:>8.1f} {stats['mean_sum_sq_doc_len_over_w2']:>10.3f} "
-              f"{plan_ratio:>10.3f} {t_causal * 1e3:>9.1f}ms {t_dense * 1e3:>8.1f}ms {t_block * 1e3:>8.1f}ms "
-              f"{t_plan * 1e3:>8.1f}ms {t_block / t_causal:>10.3f}")
-    print("\ntime ratio = blockwise / sdpa causal (both fwd+bwd); plan build is paid once per batch, "
-          "not per layer")
+        print(
+            f"{W:>6} {B:>3} {stats['mean_docs_per_window']:>8.1f} {stats['mean_sum_sq_doc_len_over_w2']:>10.3f} "
+            f"{plan_ratio:>10.3f} {t_causal * 1e3:>9.1f}ms {t_dense * 1e3:>8.1f}ms {t_block * 1e3:>8.1f}ms "
+            f"{t_plan * 1e3:>8.1f}ms {t_block / t_causal:>10.3f}"
+        )
+    print("\ntime ratio = blockwise / sdpa causal (both fwd+bwd); plan build is paid once per batch, not per layer")
 
 
 if __name__ == "__main__":

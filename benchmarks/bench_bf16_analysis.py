@@ -70,8 +70,9 @@ def _child(spec: dict) -> None:
 
 
 def _measure(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -93,12 +94,15 @@ def main() -> None:
     for length in lengths:
         common = {"layers": layers, "heads": heads, "dim": dim, "length": length, "threads": args.threads}
         base = _measure({**common, "method": "naive"})
-        rows = [("naive", base)] + [(f"chunked {c}", _measure({**common, "method": "chunked", "chunk": c}))
-                                    for c in chunks]
+        rows = [("naive", base)] + [
+            (f"chunked {c}", _measure({**common, "method": "chunked", "chunk": c})) for c in chunks
+        ]
         for name, r in rows:
             mem_ratio = r["peak_mib"] / base["peak_mib"] if base["peak_mib"] > 0 else float("nan")
-            print(f"{length:>6} {name:>14} {r['seconds']:>9.3f} {r['peak_mib']:>9.1f} "
-                  f"{r['seconds'] / base['seconds']:>7.2f} {mem_ratio:>7.3f} {r['D_col']:>12.6g}")
+            print(
+                f"{length:>6} {name:>14} {r['seconds']:>9.3f} {r['peak_mib']:>9.1f} "
+                f"{r['seconds'] / base['seconds']:>7.2f} {mem_ratio:>7.3f} {r['D_col']:>12.6g}"
+            )
             rel = abs(r["D_col"] - base["D_col"]) / max(abs(base["D_col"]), 1e-30)
             if rel > 1e-3:
                 print(f"       warning: D differs from the baseline by {rel:.2e} (relative)")

@@ -85,8 +85,9 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     # cwd outside the repository: `python -m` puts the working folder first on sys.path, and the old
     # implementation must be imported from PYTHONPATH, not from a checkout that happens to be the cwd
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tempfile.gettempdir())
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir()
+    )
     ps, peak, done = psutil.Process(proc.pid), [0], threading.Event()
 
     def sample():
@@ -112,33 +113,78 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float]:
 def pipeline(package_root: Path, data: Path, tokenizer: Path, work: Path, threads: int | None, window: int) -> dict:
     import yaml
 
-    cfg = {"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"), "min_chars": 1},
-           "tokenizer": {"path": str(tokenizer)}}
+    cfg = {
+        "corpus": {"source": "jsonl", "path": str(data / "*.jsonl"), "min_chars": 1},
+        "tokenizer": {"path": str(tokenizer)},
+    }
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, PYTHONPATH=str(package_root), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-    where = subprocess.run([sys.executable, "-c", "import ropeext; print(ropeext.__file__)"], env=env, text=True,
-                           capture_output=True, cwd=tempfile.gettempdir()).stdout.strip()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(package_root),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    where = subprocess.run(
+        [sys.executable, "-c", "import ropeext; print(ropeext.__file__)"],
+        env=env,
+        text=True,
+        capture_output=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.strip()
     if not where.startswith(str(package_root)):
         raise RuntimeError(f"ropeext imported from {where}, not from {package_root}")
     py = [sys.executable, "-m", "ropeext.cli"]
-    c_s, c_rss, c_cpu = run_measured(py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir",
-                                       str(work / "corpus"), "--no-mlflow"], env)
-    tok_cmd = py + ["tokenizer", "--config", str(work / "config.yaml"), "--corpus-dir", str(work / "corpus"),
-                    "--tokenizer-dir", str(work / "tok"), "--tokens-dir", str(work / "tokens"), "--no-mlflow"]
+    c_s, c_rss, c_cpu = run_measured(
+        py + ["corpus", "--config", str(work / "config.yaml"), "--output-dir", str(work / "corpus"), "--no-mlflow"], env
+    )
+    tok_cmd = py + [
+        "tokenizer",
+        "--config",
+        str(work / "config.yaml"),
+        "--corpus-dir",
+        str(work / "corpus"),
+        "--tokenizer-dir",
+        str(work / "tok"),
+        "--tokens-dir",
+        str(work / "tokens"),
+        "--no-mlflow",
+    ]
     if threads is not None:
         tok_cmd += ["--threads", str(threads)]
     t_s, t_rss, t_cpu = run_measured(tok_cmd, env)
     stats = json.loads((work / "tokens" / "stats.json").read_text())
     tokens = sum(stats[s]["tokens"] for s in ("train", "validation", "test"))
-    out = {"corpus_s": c_s, "tokenize_s": t_s, "corpus_peak": c_rss, "tokenize_peak": t_rss, "tokens": tokens,
-           "train_share": stats["train"]["tokens"] / max(tokens, 1), "cpu": c_cpu + t_cpu}
+    out = {
+        "corpus_s": c_s,
+        "tokenize_s": t_s,
+        "corpus_peak": c_rss,
+        "tokenize_peak": t_rss,
+        "tokens": tokens,
+        "train_share": stats["train"]["tokens"] / max(tokens, 1),
+        "cpu": c_cpu + t_cpu,
+    }
     shutil.rmtree(work / "corpus")  # the disk the pack stage's output needs
     try:
-        p_s, p_rss, p_cpu = run_measured(py + ["pack", "--tokens", str(work / "tokens" / "train.parquet"), "--tokenizer",
-                                               str(tokenizer), "--window", str(window), "--layout", "anchor",
-                                               "--output", str(work / "packed" / "anchor.parquet"), "--no-mlflow"], env)
+        p_s, p_rss, p_cpu = run_measured(
+            py
+            + [
+                "pack",
+                "--tokens",
+                str(work / "tokens" / "train.parquet"),
+                "--tokenizer",
+                str(tokenizer),
+                "--window",
+                str(window),
+                "--layout",
+                "anchor",
+                "--output",
+                str(work / "packed" / "anchor.parquet"),
+                "--no-mlflow",
+            ],
+            env,
+        )
         out.update(pack_s=p_s, pack_peak=p_rss, cpu=out["cpu"] + p_cpu)
     except RuntimeError as exc:
         print(f"  pack failed: {str(exc).splitlines()[0]}", flush=True)
@@ -168,23 +214,54 @@ def encoder_comparison(data: Path, tokenizer: Path, work: Path, cores: int) -> l
     import yaml
 
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.yaml").write_text(yaml.safe_dump({"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"),
-                                                                 "min_chars": 1}}))
+    (work / "config.yaml").write_text(
+        yaml.safe_dump({"corpus": {"source": "jsonl", "path": str(data / "*.jsonl"), "min_chars": 1}})
+    )
     base = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    subprocess.run([sys.executable, "-m", "ropeext.cli", "corpus", "--config", str(work / "config.yaml"),
-                    "--output-dir", str(work / "corpus"), "--no-mlflow"], env=base, check=True, capture_output=True,
-                   cwd=tempfile.gettempdir())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.cli",
+            "corpus",
+            "--config",
+            str(work / "config.yaml"),
+            "--output-dir",
+            str(work / "corpus"),
+            "--no-mlflow",
+        ],
+        env=base,
+        check=True,
+        capture_output=True,
+        cwd=tempfile.gettempdir(),
+    )
     split = work / "corpus" / "train.parquet"
     mb = sum(len(t.encode()) for t in pq.read_table(split, columns=["text"]).column("text").to_pylist()) / MB
     out = []
-    for label, parallel, threads, chars in (("1 process, 1 thread", "false", 1, 1 << 20),
-                                            (f"1 process, library threads x{cores}", "true", 1, 8 << 20),
-                                            (f"{cores} worker processes", "false", cores, 1 << 20)):
+    for label, parallel, threads, chars in (
+        ("1 process, 1 thread", "false", 1, 1 << 20),
+        (f"1 process, library threads x{cores}", "true", 1, 8 << 20),
+        (f"{cores} worker processes", "false", cores, 1 << 20),
+    ):
         env = dict(base, TOKENIZERS_PARALLELISM=parallel, RAYON_NUM_THREADS=str(cores))
         cpu0 = _children_cpu()
-        res = subprocess.run([sys.executable, "-c", _ENCODE, str(tokenizer), str(split), str(work / "t.parquet"),
-                              str(threads), str(chars)], env=env, check=True, capture_output=True, text=True,
-                             cwd=tempfile.gettempdir())
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _ENCODE,
+                str(tokenizer),
+                str(split),
+                str(work / "t.parquet"),
+                str(threads),
+                str(chars),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
         cpu = _children_cpu() - cpu0
         out.append((label, mb / float(res.stdout.strip().splitlines()[-1]), mb / cpu))
         print(f"  encoder {label}: {out[-1][1]:.2f} MB/s, {out[-1][2]:.2f} MB per CPU-second", flush=True)
@@ -196,8 +273,9 @@ def old_package(dest: Path, rev: str) -> Path | None:
     """The ``ropeext`` package (and its config schema) at ``rev``, unpacked under ``dest``; None if unavailable."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "ropeext", "workflow/schemas"],
-                                 check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, "ropeext", "workflow/schemas"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         print(f"old implementation {rev[:10]} not available ({exc}); baseline not run")
@@ -212,7 +290,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="worker cores of the new path (default: all)")
     ap.add_argument("--old-rev", default=OLD_REV)
     ap.add_argument("--old-limit-gb", type=float, default=8.0, help="skip old-path sizes expected above this peak")
-    ap.add_argument("--new-only", action="store_true", help="measure the new path only (no baseline, no core comparison)")
+    ap.add_argument(
+        "--new-only", action="store_true", help="measure the new path only (no baseline, no core comparison)"
+    )
     ap.add_argument("--tmp", default=None, help="folder for the generated corpora (default: the system temp)")
     ap.add_argument("--window", type=int, default=8192, help="packing window of the pack stage (layout anchor)")
     args = ap.parse_args()
@@ -223,8 +303,10 @@ def main() -> None:
 
     cores = args.threads or available_cores()
     load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} cores ({available_cores()} usable), load average {load:.1f} at start "
-          f"(shared machine: other jobs may take cores; compare ratios, not seconds)")
+    print(
+        f"machine: {os.cpu_count()} cores ({available_cores()} usable), load average {load:.1f} at start "
+        f"(shared machine: other jobs may take cores; compare ratios, not seconds)"
+    )
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_data_") as tmp:
         tmp = Path(tmp)
         tok_dir = tmp / "tokenizer"
@@ -254,13 +336,17 @@ def main() -> None:
                 encoders = encoder_comparison(data, tok_dir, tmp / "work", cores)
             shutil.rmtree(data)
 
-    print(f"\ncorpus + tokenize + pack (anchor, window {args.window}, train split) of JSONL text (stdlib files "
-          f"repeated), vocab 2048; load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"\ncorpus + tokenize + pack (anchor, window {args.window}, train split) of JSONL text (stdlib files "
+        f"repeated), vocab 2048; load average now {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'size':>7} {'path':<14} {'stage':<9} {'seconds':>8} {'MB/s':>7} {'peak RSS':>9}")
     for r in rows:
         if "skipped" in r:
-            print(f"{r['size']:>5}MB {r['path']:<14} not run (would need ~{r['skipped'] / 2**30:.0f} GB, "
-                  f"extrapolated from the largest size it ran)")
+            print(
+                f"{r['size']:>5}MB {r['path']:<14} not run (would need ~{r['skipped'] / 2**30:.0f} GB, "
+                f"extrapolated from the largest size it ran)"
+            )
             continue
         for stage, mb in (("corpus", r["mb"]), ("tokenize", r["mb"]), ("pack", r["mb"] * r["train_share"])):
             sec, peak = r[f"{stage}_s"], r[f"{stage}_peak"]
@@ -268,23 +354,32 @@ def main() -> None:
                 print(f"{r['size']:>5}MB {r['path']:<14} {stage:<9} {'failed':>8}")
                 continue
             print(f"{r['size']:>5}MB {r['path']:<14} {stage:<9} {sec:>8.1f} {mb / sec:>7.2f} {peak / 2**30:>7.2f}GB")
-    print(f"\nwhole path (corpus + tokenize + pack)")
-    print(f"{'size':>7} {'path':<14} {'seconds':>8} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} {'tokens':>12} "
-          f"{'speed vs old':>12} {'peak vs old':>11}")
+    print("\nwhole path (corpus + tokenize + pack)")
+    print(
+        f"{'size':>7} {'path':<14} {'seconds':>8} {'MB/s':>7} {'MB/CPU-s':>8} {'peak RSS':>9} {'tokens':>12} "
+        f"{'speed vs old':>12} {'peak vs old':>11}"
+    )
     for r in rows:
         if "skipped" in r:
             continue
         old_row = next((x for x in rows if x["size"] == r["size"] and x["path"] == "old" and "skipped" not in x), None)
         comparable = old_row is not None and old_row["pack_s"] is not None and r["pack_s"] is not None
-        ratio = (f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
-                 if comparable else f"{'-':>12} {'-':>11}")
+        ratio = (
+            f"{old_row['seconds'] / r['seconds']:>11.2f}x {r['peak'] / old_row['peak']:>10.2f}x"
+            if comparable
+            else f"{'-':>12} {'-':>11}"
+        )
         note = "" if r["pack_s"] is not None else "  (pack failed: corpus + tokenize only)"
-        print(f"{r['size']:>5}MB {r['path']:<14} {r['seconds']:>8.1f} {r['mb'] / r['seconds']:>7.2f} "
-              f"{r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB {r['tokens']:>12,} {ratio}{note}")
+        print(
+            f"{r['size']:>5}MB {r['path']:<14} {r['seconds']:>8.1f} {r['mb'] / r['seconds']:>7.2f} "
+            f"{r['mb'] / r['cpu']:>8.2f} {r['peak'] / 2**30:>7.2f}GB {r['tokens']:>12,} {ratio}{note}"
+        )
     print("peak RSS: largest sum of resident memory of the stage's process tree (workers included).")
     if encoders:
-        print(f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores "
-              "(MB per CPU-second: the work each way costs, whatever the machine's load)")
+        print(
+            f"\ntokenize only, train split of the {sizes[0]} MB corpus: how to use {cores} cores "
+            "(MB per CPU-second: the work each way costs, whatever the machine's load)"
+        )
         for label, rate, per_cpu in encoders:
             print(f"  {label:<36} {rate:>6.2f} MB/s {rate / encoders[0][1]:>6.2f}x   {per_cpu:>6.2f} MB/CPU-s")
 

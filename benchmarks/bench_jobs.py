@@ -3,8 +3,8 @@
 Every workflow job is a plain process, so each pays Python's start-up and the imports of what it
 needs (torch, transformers, MLflow) before its work. Each row runs one real command several times
 and reports the median wall time (and CPU time) of the whole process as Snakemake sees it (``cold``,
-the baseline) and the wall time of the same command called again inside one warm process (``work``): the difference is the
-start-up a job pays, and why stages of seconds are folded into one job (one extend per target).
+the baseline) and the wall time of the same command called again inside one warm process (``work``):
+the difference is the start-up a job pays, and why stages of seconds are folded into one job (one extend per target).
 
     .venv/bin/python benchmarks/bench_jobs.py [--quick] [--reps 5]
 """
@@ -27,8 +27,21 @@ sys.path.insert(0, str(ROOT))
 from ropeext.cli import main as cli  # noqa: E402
 from ropeext.modeling import build_tiny_llama  # noqa: E402
 
-SOLVE = ["solve", "--rope-theta", "10000", "--head-dim", "128", "--train-length", "4096", "--target-length",
-         "131072", "--method", "dprope", "--output", "s.json"]
+SOLVE = [
+    "solve",
+    "--rope-theta",
+    "10000",
+    "--head-dim",
+    "128",
+    "--train-length",
+    "4096",
+    "--target-length",
+    "131072",
+    "--method",
+    "dprope",
+    "--output",
+    "s.json",
+]
 METHODS = ("none", "pi", "yarn", "dprope")
 
 
@@ -42,8 +55,9 @@ def _cold(argv, cwd, env, reps):
     wall, cpu = [], []
     for _ in range(reps):
         t0, c0 = time.perf_counter(), _cpu_children()
-        proc = subprocess.run([sys.executable, "-m", "ropeext.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ropeext.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True
+        )
         wall.append(time.perf_counter() - t0)
         cpu.append(_cpu_children() - c0)
         if proc.returncode != 0:
@@ -66,10 +80,33 @@ def _tiny_model(folder: Path) -> list[str]:
     """A tiny base model and the scaling files of METHODS; the arguments of one extend of them all."""
     build_tiny_llama(2048, 256).save_pretrained(folder / "base")
     for method in METHODS:
-        cli(["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "--target-length",
-             "1024", "--method", method, "--output", str(folder / f"{method}.json"), "--no-mlflow"])
-    return ["extend", "--base", str(folder / "base"), "--scaling", *(str(folder / f"{m}.json") for m in METHODS),
-            "--output", *(str(folder / f"ext-{m}") for m in METHODS)]
+        cli(
+            [
+                "solve",
+                "--rope-theta",
+                "10000",
+                "--head-dim",
+                "32",
+                "--train-length",
+                "256",
+                "--target-length",
+                "1024",
+                "--method",
+                method,
+                "--output",
+                str(folder / f"{method}.json"),
+                "--no-mlflow",
+            ]
+        )
+    return [
+        "extend",
+        "--base",
+        str(folder / "base"),
+        "--scaling",
+        *(str(folder / f"{m}.json") for m in METHODS),
+        "--output",
+        *(str(folder / f"ext-{m}") for m in METHODS),
+    ]
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=1, num_att
 model = LlamaForCausalLM(cfg)
 """
 
-_STEP = _PRELUDE + """
+_STEP = (
+    _PRELUDE
+    + """
 from ropeext.train.loss import chunked_causal_lm_loss
 ids = torch.randint(0, vocab, (1, length + 1))
 inputs = {"input_ids": ids[:, :-1], "position_ids": torch.arange(length)[None], "use_cache": False}
@@ -61,9 +63,12 @@ seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"peak": peak - base, "seconds": seconds, "loss": float(loss)}))
 """
+)
 
 
-_TRAIN_STEP = _PRELUDE + """
+_TRAIN_STEP = (
+    _PRELUDE
+    + """
 from ropeext.train.data import PackedData
 from ropeext.train.loop import TrainSettings, train
 ids = np.random.default_rng(0).integers(0, vocab, (1, length + 1))
@@ -76,12 +81,16 @@ summary = train(model, data, settings, progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"peak": peak - base, "seconds": summary["seconds"], "loss": summary["final_loss"]}))
 """
+)
 
 
 def measure(length: int, method: str, chunk: int, code: str = _STEP) -> dict:
-    res = subprocess.run([sys.executable, "-c", code, str(length), method, str(chunk), str(VOCAB)],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                                              "HF_HUB_OFFLINE": "1"})
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(length), method, str(chunk), str(VOCAB)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{method} at {length}: {res.stderr[-1500:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -92,18 +101,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--lengths", default=None, help="comma-separated sequence lengths")
     ap.add_argument("--chunk", type=int, default=4096)
-    ap.add_argument("--full-limit-gb", type=float, default=6.0,
-                    help="skip the full-logits baseline where its extrapolated peak exceeds this")
+    ap.add_argument(
+        "--full-limit-gb",
+        type=float,
+        default=6.0,
+        help="skip the full-logits baseline where its extrapolated peak exceeds this",
+    )
     args = ap.parse_args()
-    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else \
-        ([1024, 4096] if args.quick else [2048, 4096, 8192, 16384, 32768])
+    lengths = (
+        [int(x) for x in args.lengths.split(",")]
+        if args.lengths
+        else ([1024, 4096] if args.quick else [2048, 4096, 8192, 16384, 32768])
+    )
     chunk = min(args.chunk, 1024) if args.quick else args.chunk
-    for title, code in (("loss step (forward + backward)", _STEP),
-                        ("training step (ropeext.train.loop.train: one optimizer step, AdamW state included)",
-                         _TRAIN_STEP)):
+    for title, code in (
+        ("loss step (forward + backward)", _STEP),
+        ("training step (ropeext.train.loop.train: one optimizer step, AdamW state included)", _TRAIN_STEP),
+    ):
         table(title, code, lengths, chunk, args.full_limit_gb)
-    print("peak ratio < 1: the chunked loss needs less memory; 'not run' sizes are extrapolated linearly from the "
-          "last full-logits run.")
+    print(
+        "peak ratio < 1: the chunked loss needs less memory; 'not run' sizes are extrapolated linearly from the "
+        "last full-logits run."
+    )
 
 
 def table(title: str, code: str, lengths: list[int], chunk: int, full_limit_gb: float) -> None:
@@ -118,19 +137,28 @@ def table(title: str, code: str, lengths: list[int], chunk: int, full_limit_gb: 
             full_per_token = full["peak"] / n
         rows.append((n, full, measure(n, "chunked", chunk, code)))
         print(f"  {title.split(' (')[0]} {n}: done", flush=True)
-    print(f"\n{title}: peak memory above the model, vocab {VOCAB}, batch 1, fp32, "
-          f"chunk {chunk} tokens; logits alone are {VOCAB * 4 / 2**20:.2f} MiB per token")
-    print(f"{'length':>7} {'full-logits peak':>17} {'chunked peak':>13} {'peak ratio':>10} {'full s':>7} "
-          f"{'chunked s':>9} {'time ratio':>10} {'|loss diff|/loss':>16}")
+    print(
+        f"\n{title}: peak memory above the model, vocab {VOCAB}, batch 1, fp32, "
+        f"chunk {chunk} tokens; logits alone are {VOCAB * 4 / 2**20:.2f} MiB per token"
+    )
+    print(
+        f"{'length':>7} {'full-logits peak':>17} {'chunked peak':>13} {'peak ratio':>10} {'full s':>7} "
+        f"{'chunked s':>9} {'time ratio':>10} {'|loss diff|/loss':>16}"
+    )
     for n, full, ch in rows:
         if "skipped" in full:
-            print(f"{n:>7} {'not run (~' + format(full['skipped'] / 2**30, '.1f') + ' GB)':>17} "
-                  f"{ch['peak'] / 2**30:>11.2f}GB {'-':>10} {'-':>7} {ch['seconds']:>9.2f} {'-':>10} {'-':>16}")
+            print(
+                f"{n:>7} {'not run (~' + format(full['skipped'] / 2**30, '.1f') + ' GB)':>17} "
+                f"{ch['peak'] / 2**30:>11.2f}GB {'-':>10} {'-':>7} {ch['seconds']:>9.2f} {'-':>10} {'-':>16}"
+            )
             continue
-        print(f"{n:>7} {full['peak'] / 2**30:>15.2f}GB {ch['peak'] / 2**30:>11.2f}GB "
-              f"{ch['peak'] / full['peak']:>9.2f}x "
-              f"{full['seconds']:>7.2f} {ch['seconds']:>9.2f} {ch['seconds'] / full['seconds']:>9.2f}x "
-              f"{abs(ch['loss'] - full['loss']) / full['loss']:>16.1e}")
+        print(
+            f"{n:>7} {full['peak'] / 2**30:>15.2f}GB {ch['peak'] / 2**30:>11.2f}GB "
+            f"{ch['peak'] / full['peak']:>9.2f}x "
+            f"{full['seconds']:>7.2f} {ch['seconds']:>9.2f} {ch['seconds'] / full['seconds']:>9.2f}x "
+            f"{abs(ch['loss'] - full['loss']) / full['loss']:>16.1e}"
+        )
+
 
 if __name__ == "__main__":
     main()

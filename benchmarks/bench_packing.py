@@ -48,9 +48,14 @@ def stdlib_documents(vocab_size: int = 2048, max_files: int | None = None):
     lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
     flat = np.fromiter((i for e in enc for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    desc = {"documents": len(docs), "tokens": int(lengths.sum()), "median": int(np.median(lengths)),
-            "p90": int(np.percentile(lengths, 90)), "max": int(lengths.max()),
-            "seconds": time.perf_counter() - t0}
+    desc = {
+        "documents": len(docs),
+        "tokens": int(lengths.sum()),
+        "median": int(np.median(lengths)),
+        "p90": int(np.percentile(lengths, 90)),
+        "max": int(lengths.max()),
+        "seconds": time.perf_counter() - t0,
+    }
     domains = [d.id.split("::")[0].split("/")[0].removesuffix(".py") for d in docs]
     return flat, offsets, desc, domains, tok
 
@@ -59,10 +64,10 @@ def _baseline(tokens, offsets, window, seed):
     lengths = np.diff(offsets)
     keep = np.flatnonzero(lengths > 2)
     order = keep[np.random.default_rng(seed).permutation(len(keep))]
-    parts = [tokens[offsets[i]:offsets[i + 1]] for i in order]
+    parts = [tokens[offsets[i] : offsets[i + 1]] for i in order]
     stream = np.concatenate(parts)
     n = len(stream) // (window - 1)
-    return stream[:n * (window - 1)].reshape(n, window - 1)
+    return stream[: n * (window - 1)].reshape(n, window - 1)
 
 
 def _best(fn, reps):
@@ -100,9 +105,11 @@ def main(argv=None) -> None:
     copies = args.repeat or (4 if args.quick else 8)
 
     flat, offsets, desc, domains, tok = stdlib_documents(max_files=300 if args.quick else None)
-    print(f"corpus: {desc['documents']} documents (files + top-level definitions), {desc['tokens']:,} tokens, "
-          f"length median {desc['median']}, p90 {desc['p90']}, max {desc['max']} "
-          f"(BPE 2048 trained and applied in {desc['seconds']:.1f} s)")
+    print(
+        f"corpus: {desc['documents']} documents (files + top-level definitions), {desc['tokens']:,} tokens, "
+        f"length median {desc['median']}, p90 {desc['p90']}, max {desc['max']} "
+        f"(BPE 2048 trained and applied in {desc['seconds']:.1f} s)"
+    )
     lengths = np.diff(offsets)
     big_len = np.tile(lengths, copies)
     big_flat = np.tile(flat, copies)
@@ -122,21 +129,27 @@ def main(argv=None) -> None:
         rows.append((f"pack_flat {layout}", sec, placed))
         t = packing_stats(cols, info, per_window=False)["totals"]
         if "frac_documents_interleaved" in t:
-            notes.append(f"{layout}: {t['frac_documents_interleaved']:.0%} of documents cut into {t['chunks']:,} "
-                         f"chunks in all; {t['frac_windows_with_gapped_docs']:.0%} of windows hold a document "
-                         f"split by a gap")
+            notes.append(
+                f"{layout}: {t['frac_documents_interleaved']:.0%} of documents cut into {t['chunks']:,} "
+                f"chunks in all; {t['frac_windows_with_gapped_docs']:.0%} of windows hold a document "
+                f"split by a gap"
+            )
         if "tag_tokens" in t:
-            notes.append(f"{layout}: {len(kw['tags'].table)} domains, tags are {t['frac_tag_tokens']:.1%} of the "
-                         f"document tokens, {t['retagged_pieces']:,} continuation pieces tagged again")
-    docs = [flat[offsets[i]:offsets[i + 1]].tolist() for i in range(len(lengths))]
+            notes.append(
+                f"{layout}: {len(kw['tags'].table)} domains, tags are {t['frac_tag_tokens']:.1%} of the "
+                f"document tokens, {t['retagged_pieces']:,} continuation pieces tagged again"
+            )
+    docs = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(lengths))]
     small = int(lengths[lengths > 2].sum())
     t_lists = _best(lambda: pack_documents(docs, W, "anchor", 1, 0), reps)
 
     print(f"{'method':<34} {'seconds':>9} {'Mtok/s':>9} {'time / baseline':>16}")
     for name, sec, n in rows:
         print(f"{name:<34} {sec:9.3f} {n / sec / 1e6:9.1f} {sec / base:16.2f}")
-    print(f"{'pack_documents anchor (lists)':<34} {t_lists:9.3f} {small / t_lists / 1e6:9.1f} "
-          f"{'(1 copy, from Python lists)':>16}")
+    print(
+        f"{'pack_documents anchor (lists)':<34} {t_lists:9.3f} {small / t_lists / 1e6:9.1f} "
+        f"{'(1 copy, from Python lists)':>16}"
+    )
     for line in notes:
         print(line)
 

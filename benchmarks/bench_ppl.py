@@ -58,18 +58,29 @@ def _child(spec: dict) -> None:
         raise SystemExit("cannot reset the peak resident memory (/proc/self/clear_refs); Linux is needed")
     base = _status_mib("VmRSS")
     start = time.perf_counter()
-    out = perplexity_by_length(model, [doc], [length], stride, max_tokens=stride, progress=False,
-                               slice_only=spec["slice_only"])
+    out = perplexity_by_length(
+        model, [doc], [length], stride, max_tokens=stride, progress=False, slice_only=spec["slice_only"]
+    )
     seconds = time.perf_counter() - start
     peak = _status_mib("VmHWM")
-    print(json.dumps({"seconds": seconds, "peak_mib": peak, "increase_mib": peak - base,
-                      "nll": out["nll"][str(length)], "tokens": out["tokens_scored"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_mib": peak,
+                "increase_mib": peak - base,
+                "nll": out["nll"][str(length)],
+                "tokens": out["tokens_scored"],
+            }
+        )
+    )
 
 
 def _measure(spec: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         raise SystemExit(f"measurement {spec} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -104,16 +115,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ppl_") as tmp:
         model = args.model or str(_truncated_smollm2(Path(tmp)))
         print(f"model {model}, stride {args.stride}, one window per length, {args.threads} threads")
-        print(f"{'tokens':>7} {'logits':>14} {'seconds':>8} {'peak MiB':>9} {'+MiB':>8} {'time x':>7} {'mem x':>7} "
-              f"{'NLL':>9}")
+        print(
+            f"{'tokens':>7} {'logits':>14} {'seconds':>8} {'peak MiB':>9} {'+MiB':>8} {'time x':>7} {'mem x':>7} "
+            f"{'NLL':>9}"
+        )
         for length in lengths:
             common = {"model": model, "length": length, "stride": args.stride, "threads": args.threads}
             base = _measure({**common, "slice_only": False})
             new = _measure({**common, "slice_only": True})
             for name, r in (("all positions", base), ("scored only", new)):
                 mem = r["increase_mib"] / base["increase_mib"] if base["increase_mib"] > 0 else float("nan")
-                print(f"{length:>7} {name:>14} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} {r['increase_mib']:>8.0f} "
-                      f"{r['seconds'] / base['seconds']:>7.2f} {mem:>7.3f} {r['nll']:>9.5f}")
+                print(
+                    f"{length:>7} {name:>14} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} {r['increase_mib']:>8.0f} "
+                    f"{r['seconds'] / base['seconds']:>7.2f} {mem:>7.3f} {r['nll']:>9.5f}"
+                )
             if abs(new["nll"] - base["nll"]) > 1e-5 * max(1.0, abs(base["nll"])):
                 print(f"        warning: NLL differs from the baseline by {abs(new['nll'] - base['nll']):.2e}")
 

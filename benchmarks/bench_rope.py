@@ -33,7 +33,7 @@ def loop_histogram(freqs: np.ndarray, length: int, bins: int) -> np.ndarray:
         angles = np.fmod(np.float32(m) * freqs, two_pi)
         k = np.minimum(np.floor(angles * to_bin).astype(np.int64), bins - 1)
         counts[rows, k] += 1
-    return (counts + 2.0 ** -14) / length
+    return (counts + 2.0**-14) / length
 
 
 def timed(fn, repeat: int = 3):

@@ -69,8 +69,10 @@ def main() -> None:
             rows.append((task, L, *stats["cold"], *stats["hinted"]))
     fit_mod.encode = real_encode
 
-    print(f"{'task':16s} {'length':>6s} | {'calls cold':>10s} {'s cold':>8s} | {'calls hint':>10s} "
-          f"{'s hint':>8s} | {'calls x':>7s} {'time x':>7s}")
+    print(
+        f"{'task':16s} {'length':>6s} | {'calls cold':>10s} {'s cold':>8s} | {'calls hint':>10s} "
+        f"{'s hint':>8s} | {'calls x':>7s} {'time x':>7s}"
+    )
     for task, L, cc, sc, ch, sh in rows:
         print(f"{task:16s} {L:6d} | {cc:10.1f} {sc:8.4f} | {ch:10.1f} {sh:8.4f} | {cc / ch:7.2f} {sc / sh:7.2f}")
     sys.stdout.flush()

@@ -62,8 +62,10 @@ def main() -> None:
     steps = args.steps or (3 if args.quick else 8)
 
     flat, offsets, desc, _, _ = stdlib_documents(2048, max_files=150 if args.quick else None)
-    print(f"corpus: {desc['documents']} documents, {desc['tokens']} tokens (median {desc['median']}, "
-          f"p90 {desc['p90']}, max {desc['max']}); window {W}, batch {args.batch}, {steps} timed steps")
+    print(
+        f"corpus: {desc['documents']} documents, {desc['tokens']} tokens (median {desc['median']}, "
+        f"p90 {desc['p90']}, max {desc['max']}); window {W}, batch {args.batch}, {steps} timed steps"
+    )
     packed = {}
     for layout in ("full", "anchor"):
         cols, _ = pack_flat(flat, offsets, W, layout, anchor_id=1, seed=0)
@@ -77,8 +79,16 @@ def main() -> None:
                 data = packed[layout]
                 model = build_tiny_llama(2048, W)
                 n_params = count_params(model)
-                s = TrainSettings(steps=steps + 1, batch_size=args.batch, lr=1e-4, warmup_steps=0, precision=precision,
-                                  layout=layout, backend=backend, seed=0)
+                s = TrainSettings(
+                    steps=steps + 1,
+                    batch_size=args.batch,
+                    lr=1e-4,
+                    warmup_steps=0,
+                    precision=precision,
+                    layout=layout,
+                    backend=backend,
+                    seed=0,
+                )
                 times = []
                 t = [time.perf_counter()]
 
@@ -92,20 +102,37 @@ def main() -> None:
                 idx = np.arange(min(len(data.arrays["doc_ids"]), 256))
                 pairs = float(attended_pairs(data.arrays["doc_ids"][idx], layout).mean())
                 cfg = model.config
-                flops, attn = step_flops(n_params, cfg.num_hidden_layers, cfg.hidden_size, args.batch * W,
-                                         args.batch * pairs)
-                rows.append({"precision": precision, "backend": backend, "layout": layout,
-                             "tok_s": args.batch * W / sec, "mfu": flops / sec / peak, "attn_share": attn / flops,
-                             "pairs": pairs, "flops": flops})
+                flops, attn = step_flops(
+                    n_params, cfg.num_hidden_layers, cfg.hidden_size, args.batch * W, args.batch * pairs
+                )
+                rows.append(
+                    {
+                        "precision": precision,
+                        "backend": backend,
+                        "layout": layout,
+                        "tok_s": args.batch * W / sec,
+                        "mfu": flops / sec / peak,
+                        "attn_share": attn / flops,
+                        "pairs": pairs,
+                        "flops": flops,
+                    }
+                )
 
     print(f"peak fp32 GEMM on {args.threads} threads: {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'precision':<11} {'backend':<10} {'layout':<7} {'tokens/s':>9} {'MFU':>6} {'attn FLOP share':>15} "
-          f"{'speed vs full':>13} {'FLOP ratio vs full':>18}")
+    print(
+        f"{'precision':<11} {'backend':<10} {'layout':<7} {'tokens/s':>9} {'MFU':>6} {'attn FLOP share':>15} "
+        f"{'speed vs full':>13} {'FLOP ratio vs full':>18}"
+    )
     for r in rows:
-        ref = next(x for x in rows if x["precision"] == r["precision"] and x["backend"] == r["backend"]
-                   and x["layout"] == "full")
-        print(f"{r['precision']:<11} {r['backend']:<10} {r['layout']:<7} {r['tok_s']:>9.0f} {r['mfu']:>6.1%} "
-              f"{r['attn_share']:>15.1%} {r['tok_s'] / ref['tok_s']:>12.2f}x {r['flops'] / ref['flops']:>18.2f}")
+        ref = next(
+            x
+            for x in rows
+            if x["precision"] == r["precision"] and x["backend"] == r["backend"] and x["layout"] == "full"
+        )
+        print(
+            f"{r['precision']:<11} {r['backend']:<10} {r['layout']:<7} {r['tok_s']:>9.0f} {r['mfu']:>6.1%} "
+            f"{r['attn_share']:>15.1%} {r['tok_s'] / ref['tok_s']:>12.2f}x {r['flops'] / ref['flops']:>18.2f}"
+        )
     print("speed vs full > 1 means faster; the ideal speed-up is 1 / (FLOP ratio vs full).")
 
 

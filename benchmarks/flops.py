@@ -65,4 +65,5 @@ def step_flops(n_params: int, layers: int, hidden: int, tokens: int, pairs: floa
 def count_params(model) -> int:
     """Parameters, a tied matrix once (it counts as the output projection; lookups are free)."""
     return sum(p.numel() for p in model.parameters()) - (
-        0 if model.config.tie_word_embeddings else model.model.embed_tokens.weight.numel())
+        0 if model.config.tie_word_embeddings else model.model.embed_tokens.weight.numel()
+    )

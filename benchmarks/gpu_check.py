@@ -68,6 +68,7 @@ output, rather than overrun 8 minutes.
 """
 
 from __future__ import annotations
+
 import argparse
 import sys
 import time
@@ -80,8 +81,16 @@ from benchmarks.flops import datasheet_peak  # noqa: E402
 from benchmarks.gpu.correctness import bf16_check, fp32_check  # noqa: E402
 from benchmarks.gpu.output import failures, flop_rate, print_tables  # noqa: E402
 from benchmarks.gpu.plan import BACKEND_ORDER, PLANS  # noqa: E402
-from benchmarks.gpu.runtime import (Corpus, Runtime, Snapshot, build_llama, doc_lengths, error_row,  # noqa: E402
-                                    measure_peak, progress)
+from benchmarks.gpu.runtime import (  # noqa: E402
+    Corpus,
+    Runtime,
+    Snapshot,
+    build_llama,
+    doc_lengths,
+    error_row,
+    measure_peak,
+    progress,
+)
 from benchmarks.gpu.timing import anchor_ratios, throughput, throughput_setup  # noqa: E402
 
 
@@ -89,19 +98,31 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a ~2 minute pass (one window, fewer layouts and steps)")
     ap.add_argument("--cpu-smoke", action="store_true", help="run everything at tiny sizes on CPU (no GPU needed)")
-    ap.add_argument("--cpu-flex", action="store_true",
-                    help="with --cpu-smoke: also run flex forward-only (compiles for ~50 s on first use)")
+    ap.add_argument(
+        "--cpu-flex",
+        action="store_true",
+        help="with --cpu-smoke: also run flex forward-only (compiles for ~50 s on first use)",
+    )
     ap.add_argument("--json", default=None, help="write the results as JSON to this path")
     ap.add_argument("--backends", default=None, help=f"comma-separated subset of {','.join(BACKEND_ORDER)}")
     ap.add_argument("--layouts", default=None, help="layouts of the correctness checks (comma-separated, or 'all')")
-    ap.add_argument("--windows", type=int, nargs="+", default=None,
-                    help="throughput windows (default 8192 16384 32768)")
-    ap.add_argument("--precision", default="bf16", choices=("bf16", "bf16-mixed"),
-                    help="precision of the throughput steps (default bf16, as the paper configs)")
+    ap.add_argument(
+        "--windows", type=int, nargs="+", default=None, help="throughput windows (default 8192 16384 32768)"
+    )
+    ap.add_argument(
+        "--precision",
+        default="bf16",
+        choices=("bf16", "bf16-mixed"),
+        help="precision of the throughput steps (default bf16, as the paper configs)",
+    )
     ap.add_argument("--budget-s", type=float, default=None, help="skip remaining throughput runs after this many s")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads of torch (default: torch's own; 1 with --cpu-smoke, which is fastest for its "
-                         "tiny sizes and on a busy machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch (default: torch's own; 1 with --cpu-smoke, which is fastest for its "
+        "tiny sizes and on a busy machine)",
+    )
     args = ap.parse_args(argv)
     plan = PLANS["smoke" if args.cpu_smoke else "quick" if args.quick else "full"]
     if args.windows:
@@ -125,8 +146,9 @@ def parse_args(argv):
         ap.error(f"--windows: {bad} must divide the {plan.tokens_per_step} tokens of a step")
     if args.cpu_flex and not args.cpu_smoke:
         ap.error("--cpu-flex only applies with --cpu-smoke")
-    if args.json and (Path(args.json).is_dir() or (Path(args.json).parent.exists()
-                                                   and not Path(args.json).parent.is_dir())):
+    if args.json and (
+        Path(args.json).is_dir() or (Path(args.json).parent.exists() and not Path(args.json).parent.is_dir())
+    ):
         ap.error(f"--json: {args.json} cannot be written (a folder, or under a file); give a file path")
     return args, plan
 
@@ -145,8 +167,10 @@ def describe_device(rt: Runtime) -> tuple[str, str]:
     if rt.cuda:
         props = torch.cuda.get_device_properties(rt.device)
         name = props.name
-        line = (f"{name} (sm{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB), "
-                f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+        line = (
+            f"{name} (sm{props.major}{props.minor}, {props.total_memory / 2**30:.1f} GiB), "
+            f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+        )
     else:
         name = "CPU"
         line = f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}: smoke sizes, timings meaningless"
@@ -209,10 +233,18 @@ def main(argv=None) -> int:
 
     rt = Runtime(device, args, plan)
     name, line = describe_device(rt)
-    results = {"mode": plan.name, "plan": asdict(plan), "device": line,
-               "backends": {b: rt.support[b] or "ok" for b in BACKEND_ORDER},
-               "fp32_check": [], "bf16_check": [], "throughput": [], "anchor_vs_full": [], "phase_errors": [],
-               "phases_s": {}}
+    results = {
+        "mode": plan.name,
+        "plan": asdict(plan),
+        "device": line,
+        "backends": {b: rt.support[b] or "ok" for b in BACKEND_ORDER},
+        "fp32_check": [],
+        "bf16_check": [],
+        "throughput": [],
+        "anchor_vs_full": [],
+        "phase_errors": [],
+        "phases_s": {},
+    }
     print(f"gpu_check ({plan.name}): {line}")
     print("backends: " + "; ".join(f"{b} {rt.support[b] or 'ok'}" for b in BACKEND_ORDER if b in rt.backends))
 
@@ -223,18 +255,29 @@ def main(argv=None) -> int:
         print(f"FAILED: the peak measurement raised: {results['phase_errors'][0]['status']}")
         save(args.json, results)
         return 1
-    results["peak"] = {"measured_flop_s": peak["flop_s"], "gemm": plan.peak_n,
-                       "datasheet": None if nominal is None else {"gpu": nominal[0], "flop_s": nominal[1]}}
-    print(f"peak: bf16 GEMM {plan.peak_n}^3 measured {flop_rate(peak['flop_s'])}" + (
-        f"; datasheet dense BF16 {nominal[1] / 1e12:.0f} TFLOP/s ({nominal[0]})" if nominal else
-        ("; datasheet peak unknown for this GPU" if rt.cuda else "")))
+    results["peak"] = {
+        "measured_flop_s": peak["flop_s"],
+        "gemm": plan.peak_n,
+        "datasheet": None if nominal is None else {"gpu": nominal[0], "flop_s": nominal[1]},
+    }
+    print(
+        f"peak: bf16 GEMM {plan.peak_n}^3 measured {flop_rate(peak['flop_s'])}"
+        + (
+            f"; datasheet dense BF16 {nominal[1] / 1e12:.0f} TFLOP/s ({nominal[0]})"
+            if nominal
+            else ("; datasheet peak unknown for this GPU" if rt.cuda else "")
+        )
+    )
 
     interleave = plan.interleave or validate_config({})["packing"]["interleave"]
     biggest = max(plan.windows)
     need = max(plan.tokens_per_step * (plan.warmup + plan.timed), 2 * biggest) * 3 // 2 + 8 * biggest
     corpus = Corpus(doc_lengths(need, plan.doc_median, plan.doc_sigma, seed=0), plan.big.vocab, interleave)
-    small = Corpus(doc_lengths(plan.small_window * plan.small_batch * 8, plan.small_doc_median, plan.doc_sigma,
-                               seed=1), plan.small.vocab, interleave)
+    small = Corpus(
+        doc_lengths(plan.small_window * plan.small_batch * 8, plan.small_doc_median, plan.doc_sigma, seed=1),
+        plan.small.vocab,
+        interleave,
+    )
     results["mix"] = corpus.describe()
     print(f"mix: {results['mix']} (log-normal, median {plan.doc_median:g}, sigma {plan.doc_sigma:g})")
 
@@ -252,18 +295,30 @@ def main(argv=None) -> int:
     run_phase(results, "bf16_check", big_model)
     if "snap" in held:
         results["throughput_setup"] = throughput_setup(plan, corpus, held["model"], args.precision)
-        run_phase(results, "throughput", lambda: throughput(rt, held["model"], held["snap"], corpus, args.precision,
-                                                            peak["flop_s"], nominal, results))
+        run_phase(
+            results,
+            "throughput",
+            lambda: throughput(
+                rt, held["model"], held["snap"], corpus, args.precision, peak["flop_s"], nominal, results
+            ),
+        )
     results["anchor_vs_full"] = anchor_ratios(results["throughput"])
 
     print_tables(results, rt)
     failed = failures(results)
     results["failures"] = failed
     results["elapsed_s"] = rt.elapsed()
-    skipped = sum(1 for ph in ("fp32_check", "bf16_check", "throughput") for r in results[ph]
-                  if r.get("status", "").startswith("skipped"))
-    print("\nphases: " + ", ".join(f"{k} {v:.1f} s" for k, v in results["phases_s"].items())
-          + f"; total {rt.elapsed():.1f} s; {skipped} rows skipped")
+    skipped = sum(
+        1
+        for ph in ("fp32_check", "bf16_check", "throughput")
+        for r in results[ph]
+        if r.get("status", "").startswith("skipped")
+    )
+    print(
+        "\nphases: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in results["phases_s"].items())
+        + f"; total {rt.elapsed():.1f} s; {skipped} rows skipped"
+    )
     if failed:
         print(f"FAILED ({len(failed)}):")
         for f in failed:

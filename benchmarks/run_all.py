@@ -21,8 +21,11 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
-    ap.add_argument("--only", default=None,
-                    help="comma-separated names, e.g. rope,packing,attention,train,data,loss,ppl,jobs,gpu_check")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated names, e.g. rope,packing,attention,train,data,loss,ppl,jobs,gpu_check",
+    )
     args = ap.parse_args()
     scripts = sorted(HERE.glob("bench_*.py")) + [HERE / "gpu_check.py"]
     if args.only:

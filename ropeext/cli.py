@@ -27,9 +27,9 @@ import sys
 
 import ropeext.commands as commands_pkg
 from ropeext import __version__
-from ropeext.suites import MODULES as suite_modules
 from ropeext.errors import RopeextError
 from ropeext.io import check_output
+from ropeext.suites import MODULES as suite_modules
 
 GROUP_HELP = {
     "eval": "evaluate a model (perplexity, passkey, LongBench, Open LLM tasks, RULER)",
@@ -49,7 +49,9 @@ def _command_modules():
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ropeext", description="RoPE context-window extension: DPRoPE scaling, AnchorAttention packing, evaluation.")
+        prog="ropeext",
+        description="RoPE context-window extension: DPRoPE scaling, AnchorAttention packing, evaluation.",
+    )
     parser.add_argument("--version", action="version", version=f"ropeext {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -71,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EACH_HELP = ("run several ropeext command lines one after the other in this process (one start-up for all); "
-             "stops at the first that fails")
+EACH_HELP = (
+    "run several ropeext command lines one after the other in this process (one start-up for all); "
+    "stops at the first that fails"
+)
 
 
 def run_each(args) -> int:

@@ -61,7 +61,9 @@ def _validator_with_defaults(schema: dict):
 
 # YAML 1.1 (PyYAML, and Snakemake's loader) reads ``2e-5`` as text: a float needs a dot there. Config
 # files are read with YAML 1.2's float syntax, and a resolved config (written as JSON) reads back the same.
-_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_FLOAT_12 = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
 _EXPONENT_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
 
 
@@ -72,7 +74,10 @@ class ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
 ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _first in "-+0123456789.":
     ConfigLoader.yaml_implicit_resolvers[_first] = [
-        (tag, rx) for tag, rx in ConfigLoader.yaml_implicit_resolvers.get(_first, []) if tag != "tag:yaml.org,2002:float"]
+        (tag, rx)
+        for tag, rx in ConfigLoader.yaml_implicit_resolvers.get(_first, [])
+        if tag != "tag:yaml.org,2002:float"
+    ]
 ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
@@ -220,8 +225,10 @@ def _check_consistency(config: dict, source: str) -> None:
             raise RopeextError(f"{source}: extension.target_lengths: {target} must exceed model.train_length ({train})")
     arch = config["model"]["architecture"]
     if arch["hidden_size"] % arch["num_attention_heads"]:
-        raise RopeextError(f"{source}: model.architecture: hidden_size {arch['hidden_size']} is not divisible by "
-                           f"num_attention_heads {arch['num_attention_heads']}")
+        raise RopeextError(
+            f"{source}: model.architecture: hidden_size {arch['hidden_size']} is not divisible by "
+            f"num_attention_heads {arch['num_attention_heads']}"
+        )
     if (arch["hidden_size"] // arch["num_attention_heads"]) % 2:
         raise RopeextError(f"{source}: model.architecture: the head dimension must be even for RoPE")
 
@@ -242,8 +249,7 @@ def _derive_ruler_lengths(config: dict) -> None:
     ruler["lengths"] = [*lengths, limit]
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None, *,
-                recipe: str | None = None) -> dict:
+def load_config(path: str | Path | None = None, overrides: dict | None = None, *, recipe: str | None = None) -> dict:
     """The resolved config of a YAML file (or of the defaults), a chosen ``recipe`` and ``overrides`` laid over it."""
     config: dict = {}
     source = "defaults"
@@ -349,8 +355,11 @@ def selected_models(config: dict, selection: list[str]) -> list[tuple[str, int, 
             if "noft" in selection:
                 out.append((method, target, "noft"))
             if method in tuned:
-                out += [(method, target, layout) for layout in ext["layouts"]
-                        if "finetuned" in selection or layout in selection]
+                out += [
+                    (method, target, layout)
+                    for layout in ext["layouts"]
+                    if "finetuned" in selection or layout in selection
+                ]
     return list(dict.fromkeys(out))
 
 

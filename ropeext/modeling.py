@@ -3,33 +3,62 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
+import struct
 import sys
 from pathlib import Path
-import json
-import struct
 
 from ropeext.errors import RopeextError
-from ropeext.io import is_hub_id
-from ropeext.io import write_json
+from ropeext.io import is_hub_id, write_json
 
 # Weight files of a model directory (single or sharded safetensors, legacy PyTorch bins) and their indexes.
-WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-                   "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json")
+WEIGHT_PATTERNS = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model-*-of-*.bin",
+    "pytorch_model.bin.index.json",
+)
 # Everything else a variant takes from its base: tokenizer files, chat template, generation config.
-TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                      "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
-                      "tokenizer.model", "spiece.model", "*.tiktoken", "generation_config.json")
+TOKENIZER_PATTERNS = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "*.tiktoken",
+    "generation_config.json",
+)
 VARIANT_MANIFEST = "variant_manifest.json"
 
 
-def build_tiny_llama(vocab_size: int, train_length: int, *, hidden_size: int = 128, num_hidden_layers: int = 4,
-                     num_attention_heads: int = 4, intermediate_size: int = 384, rope_theta: float = 10000.0,
-                     bos_token_id: int = 1, eos_token_id: int = 2, pad_token_id: int = 0, seed: int = 0):
+def build_tiny_llama(
+    vocab_size: int,
+    train_length: int,
+    *,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 4,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 384,
+    rope_theta: float = 10000.0,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+    pad_token_id: int = 0,
+    seed: int = 0,
+):
     """A small Llama with tied embeddings, randomly initialised under ``seed``."""
     # heavy: torch loads only when a model runs
     import torch
+
     # heavy: transformers loads only when a model runs
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -62,10 +91,16 @@ def apply_scaling(model_config, scaling: dict) -> None:
     theta = params.get("rope_theta", getattr(model_config, "rope_theta", None))
     if int(scaling["head_dim"]) != int(head_dim):
         raise RopeextError(
-            f"scaling.json was solved for head_dim {scaling['head_dim']}, but the model has head_dim {head_dim}")
-    if theta is not None and scaling.get("method") != "base_change" and abs(float(scaling["rope_theta"]) - float(theta)) > 1e-6 * float(theta):
+            f"scaling.json was solved for head_dim {scaling['head_dim']}, but the model has head_dim {head_dim}"
+        )
+    if (
+        theta is not None
+        and scaling.get("method") != "base_change"
+        and abs(float(scaling["rope_theta"]) - float(theta)) > 1e-6 * float(theta)
+    ):
         raise RopeextError(
-            f"scaling.json was solved for rope_theta {scaling['rope_theta']}, but the model has rope_theta {theta}")
+            f"scaling.json was solved for rope_theta {scaling['rope_theta']}, but the model has rope_theta {theta}"
+        )
     model_config.rope_parameters = dict(scaling["rope_parameters"])
     # Some configs (Phi-3 style) carry their own original_max_position_embeddings, which transformers
     # prefers over the one in rope_parameters: make it agree with the scaling's pre-training length.
@@ -92,6 +127,7 @@ def load_causal_lm(path: str | Path, *, scaling: dict | None = None, dtype=None,
     """Load a model directory (or hub id), optionally with a RoPE extension applied."""
     # heavy: torch loads only when a model runs
     import torch
+
     # heavy: transformers loads only when a model runs
     from transformers import AutoModelForCausalLM
 
@@ -117,8 +153,10 @@ def weights_error(path: str | Path, exc: BaseException) -> RopeextError:
         for name in weight_files(folder):
             problem = weight_file_problem(folder / name)
             if problem:
-                return RopeextError(f"{folder / name}: {problem}; re-create it (re-run the stage that wrote it, "
-                                    "or copy the model again)")
+                return RopeextError(
+                    f"{folder / name}: {problem}; re-create it (re-run the stage that wrote it, "
+                    "or copy the model again)"
+                )
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return RopeextError(f"{path}: cannot load the model ({type(exc).__name__}: {first})")
 
@@ -140,15 +178,17 @@ def weight_file_problem(path: str | Path) -> str | None:
                 return f"not a safetensors file: {size} bytes, shorter than its 8-byte header length (truncated?)"
             (length,) = struct.unpack("<Q", head)
             if 8 + length > size:
-                return (f"truncated or not a safetensors file: the header claims {length} bytes, the file has "
-                        f"{size}")
+                return f"truncated or not a safetensors file: the header claims {length} bytes, the file has {size}"
             header = json.loads(fh.read(length))
     except OSError as exc:
         return f"cannot read ({exc.strerror or exc})"
     except (ValueError, UnicodeDecodeError):
         return "corrupt: the safetensors header is not valid JSON"
-    ends = [v["data_offsets"][1] for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2]
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
+    ]
     need = 8 + length + max(ends, default=0)
     if need > size:
         return f"truncated: {size} bytes, but its tensors need {need}"
@@ -173,13 +213,16 @@ def resolve_model_dir(path: str | Path, option: str = "--base") -> Path:
     local = Path(text).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise RopeextError(f"{option} {text}: directory has no config.json "
-                               "(expected a Hugging Face model directory)")
+            raise RopeextError(
+                f"{option} {text}: directory has no config.json (expected a Hugging Face model directory)"
+            )
         return local
     snapshot = None if local.exists() else local_snapshot(text)
     if snapshot is None or not (snapshot / "config.json").is_file():
-        raise RopeextError(f"{option} {text}: neither a model directory nor a hub id in the local Hugging Face cache "
-                           "(nothing is downloaded; set HF_HUB_CACHE or pass a directory)")
+        raise RopeextError(
+            f"{option} {text}: neither a model directory nor a hub id in the local Hugging Face cache "
+            "(nothing is downloaded; set HF_HUB_CACHE or pass a directory)"
+        )
     return snapshot
 
 
@@ -228,15 +271,18 @@ def write_variant(base: str | Path, scaling: dict, output: str | Path, *, info: 
     """
     missing = [k for k in ("method", "head_dim", "rope_theta", "target_length", "rope_parameters") if k not in scaling]
     if missing:
-        raise RopeextError(f"scaling: missing key(s) {', '.join(missing)} "
-                           "(expected a scaling.json from `ropeext solve`)")
+        raise RopeextError(
+            f"scaling: missing key(s) {', '.join(missing)} (expected a scaling.json from `ropeext solve`)"
+        )
     base_dir = resolve_model_dir(base)
     config = load_model_config(base_dir, option="--base")
     apply_scaling(config, scaling)
     weights = weight_files(base_dir)
     if not any(not name.endswith(".json") for name in weights):
-        raise RopeextError(f"--base {base}: {base_dir} has no weight files (expected model.safetensors, sharded "
-                           "model-*-of-*.safetensors or pytorch_model.bin)")
+        raise RopeextError(
+            f"--base {base}: {base_dir} has no weight files (expected model.safetensors, sharded "
+            "model-*-of-*.safetensors or pytorch_model.bin)"
+        )
 
     output = Path(output)
     if output.resolve() == base_dir.resolve():
@@ -252,10 +298,17 @@ def write_variant(base: str | Path, scaling: dict, output: str | Path, *, info: 
         for name in copied:
             shutil.copyfile(base_dir / name, tmp / name)
         linked = {name: link_file(base_dir / name, tmp / name, output) for name in weights}
-        write_json(tmp / VARIANT_MANIFEST, {
-            "base": str(base), "base_dir": str(base_dir.resolve()),
-            "scaling": {k: scaling.get(k) for k in ("method", "train_length", "target_length", "rope_parameters")},
-            "weights": linked, "copied": copied, **(info or {})})
+        write_json(
+            tmp / VARIANT_MANIFEST,
+            {
+                "base": str(base),
+                "base_dir": str(base_dir.resolve()),
+                "scaling": {k: scaling.get(k) for k in ("method", "train_length", "target_length", "rope_parameters")},
+                "weights": linked,
+                "copied": copied,
+                **(info or {}),
+            },
+        )
         if output.exists():
             shutil.rmtree(output)
         tmp.rename(output)

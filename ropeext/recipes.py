@@ -21,11 +21,23 @@ from __future__ import annotations
 
 RECIPES: dict[str, dict] = {
     "dprope": {
-        "lr": 2.0e-5, "betas": [0.9, 0.999], "warmup_steps": 0, "weight_decay": 0.0, "schedule": "constant",
-        "batch_size": 64, "steps": {8192: 1000, None: 500}, "max_grad_norm": 1.0,
+        "lr": 2.0e-5,
+        "betas": [0.9, 0.999],
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "batch_size": 64,
+        "steps": {8192: 1000, None: 500},
+        "max_grad_norm": 1.0,
     },
     "anchor": {
-        "lr": 2.0e-5, "betas": [0.9, 0.95], "warmup_steps": 0, "weight_decay": 0.1, "schedule": "constant",
-        "batch_size": 8, "steps": 2000, "max_grad_norm": 1.0,
+        "lr": 2.0e-5,
+        "betas": [0.9, 0.95],
+        "warmup_steps": 0,
+        "weight_decay": 0.1,
+        "schedule": "constant",
+        "batch_size": 8,
+        "steps": 2000,
+        "max_grad_norm": 1.0,
     },
 }

@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterator
 
 from ropeext.config import config_hash, flatten, validate_config
@@ -51,10 +51,16 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
     """Commit SHA and dirty flag of the repository holding the package (empty outside git)."""
     cwd = cwd or Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     if not sha:
@@ -84,8 +90,10 @@ def data_fingerprints(config: dict | None) -> dict[str, str]:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return {}
-    return {"data.corpus_fingerprint": str(data.get("file_list_sha256", ""))[:16],
-            "data.corpus_source": str(data.get("source", ""))}
+    return {
+        "data.corpus_fingerprint": str(data.get("file_list_sha256", ""))[:16],
+        "data.corpus_source": str(data.get("source", "")),
+    }
 
 
 def job_tags() -> dict[str, str]:
@@ -103,8 +111,11 @@ def job_tags() -> dict[str, str]:
 def source_tags(command: str) -> dict[str, str]:
     """Who ran it and what: a workflow job is the JOB of its rule (ROPEEXT_RULE), anything else a LOCAL ``command``."""
     rule = os.environ.get("ROPEEXT_RULE")
-    return {"mlflow.user": getpass.getuser(), "mlflow.source.name": rule or command,
-            "mlflow.source.type": "JOB" if rule else "LOCAL"}
+    return {
+        "mlflow.user": getpass.getuser(),
+        "mlflow.source.name": rule or command,
+        "mlflow.source.type": "JOB" if rule else "LOCAL",
+    }
 
 
 def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
@@ -150,7 +161,7 @@ class StageRun:
             return
         items = [(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 90):
-            self._mlflow.log_params(dict(items[i:i + 90]))
+            self._mlflow.log_params(dict(items[i : i + 90]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:
@@ -198,7 +209,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         raise RopeextError(
             f"MLflow tracking server {uri} cannot be reached ({exc}); start it, or set MLFLOW_TRACKING_URI / "
-            "mlflow.tracking_uri to a reachable store (default sqlite:///<results_dir>/mlflow.db)") from None
+            "mlflow.tracking_uri to a reachable store (default sqlite:///<results_dir>/mlflow.db)"
+        ) from None
 
 
 def init_store(uri: str, experiment: str) -> str:
@@ -209,7 +221,7 @@ def init_store(uri: str, experiment: str) -> str:
 
     artifact_root = None
     if uri.startswith("sqlite:///"):  # a local store: create its folder, keep the artifacts beside it
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_root = (db.parent.resolve() / "mlartifacts").as_uri()
     mlflow.set_tracking_uri(uri)
@@ -227,8 +239,12 @@ def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
-    tags = {"ropeext.stage": "workflow", **git_state(), **source_tags("snakemake"),
-            **{k: str(v) for k, v in (tags or {}).items()}}
+    tags = {
+        "ropeext.stage": "workflow",
+        **git_state(),
+        **source_tags("snakemake"),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
     run = client.create_run(exp_id, run_name="workflow", tags=tags)
     return run.info.run_id
 
@@ -247,9 +263,15 @@ def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 
 @contextmanager
-def stage_run(stage: str, *, config: dict | None = None, params: dict | None = None,
-              variant: str | None = None, tags: dict | None = None,
-              enabled: bool = True) -> Iterator[StageRun]:
+def stage_run(
+    stage: str,
+    *,
+    config: dict | None = None,
+    params: dict | None = None,
+    variant: str | None = None,
+    tags: dict | None = None,
+    enabled: bool = True,
+) -> Iterator[StageRun]:
     """Open an MLflow run for one stage job; close it FAILED if the body raises."""
     if not enabled or os.environ.get("ROPEEXT_MLFLOW", "1") == "0":
         yield StageRun()
@@ -282,4 +304,3 @@ def stage_run(stage: str, *, config: dict | None = None, params: dict | None = N
         raise
     else:
         mlflow.end_run(status="FINISHED")
-

@@ -45,8 +45,9 @@ def export_tracking_env(config: dict) -> None:
 def start_invocation(config: dict) -> None:
     """Open the store once (failing fast when it cannot be reached) and this invocation's parent run."""
     uri, experiment = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"]
-    run_id = start_parent(uri, experiment,
-                          tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)})
+    run_id = start_parent(
+        uri, experiment, tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)}
+    )
     os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
 
 

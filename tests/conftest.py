@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE_TEXT = [
     "def add(a, b):\n    return a + b\n",
-    "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n        self.items.append(x)\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n"
+    "    def push(self, x):\n        self.items.append(x)\n",
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n",
     "import os\nfor name in os.listdir('.'):\n    print(name, len(name))\n",
     "The pass key is 12345. Remember it. 12345 is the pass key. What is the pass key?\n",
@@ -41,9 +42,17 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from ropeext.modeling import build_tiny_llama
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    model = build_tiny_llama(len(tok), 64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=128, bos_token_id=tok.bos_token_id,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = build_tiny_llama(
+        len(tok),
+        64,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)
     tok.save_pretrained(path)

@@ -116,8 +116,9 @@ def test_blockwise_long_padded_segments_equal_reference(layout):
     out = blockwise_attention(q, k, v, plan)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
     grad_out = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((out * grad_out).sum(), [q, k, v]),
-                    torch.autograd.grad((ref * grad_out).sum(), [q, k, v])):
+    for a, b in zip(
+        torch.autograd.grad((out * grad_out).sum(), [q, k, v]), torch.autograd.grad((ref * grad_out).sum(), [q, k, v])
+    ):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
@@ -137,28 +138,28 @@ def test_blockwise_whole_row_segments_equal_reference(layout, all_whole):
         doc = doc[:3]
     B = doc.shape[0]
     plan = build_plan(doc, layout)
-    whole = int(((plan.ext_length == W)).sum())
+    whole = int((plan.ext_length == W).sum())
     assert whole >= 2 and (whole == B) == all_whole == plan.whole_rows
     q, k, v = _qkv(B, W, seed=11)
     ref = _reference(q, k, v, doc, layout)
     out = blockwise_attention(q, k, v, plan)
     torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
     grad_out = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((out * grad_out).sum(), [q, k, v]),
-                    torch.autograd.grad((ref * grad_out).sum(), [q, k, v])):
+    for a, b in zip(
+        torch.autograd.grad((out * grad_out).sum(), [q, k, v]), torch.autograd.grad((ref * grad_out).sum(), [q, k, v])
+    ):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_plan_groups_a_document_across_gaps():
-    doc = np.array([[0, 1, 1, 2, 2, 1, 3, 2, 1, -1, -1],
-                    [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]])
+    doc = np.array([[0, 1, 1, 2, 2, 1, 3, 2, 1, -1, -1], [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]])
     W = doc.shape[1]
     for layout, front in (("intra_doc_interleaved", 0), ("anchor_interleaved", 1)):
         plan = build_plan(doc, layout)
         assert plan.order is not None
         segs = {}
         for s_, n, pre in zip(plan.start, plan.length, plan.prefix):
-            own = plan.order[s_:s_ + n]
+            own = plan.order[s_ : s_ + n]
             segs.setdefault(int(own[0]) // W, []).append((own % W).tolist())
             assert pre == (front if doc.reshape(-1)[own[0]] > 0 else 0)
         assert sorted(segs[0]) == sorted([[0], [1, 2, 5, 8], [3, 4, 7], [6], [9], [10]])
@@ -178,12 +179,14 @@ def test_plan_cost_is_sum_of_squares(layout):
     expect = 0
     for row in doc:
         _, counts = np.unique(row[row >= 0], return_counts=True)
-        expect += int((counts ** 2).sum()) + int((row < 0).sum())
+        expect += int((counts**2).sum()) + int((row < 0).sum())
     assert plan.sum_sq() == expect
     # anchor: every document segment grows by one (the anchor key), the anchor segment does not
     aplan = build_plan(doc, "anchor" if layout == "intra_doc" else "anchor_interleaved")
     docs_per_row = sum(int(r.max()) for r in doc)
-    assert aplan.sum_sq() == expect + sum(2 * int(c) + 1 for r in doc for c in np.unique(r[r > 0], return_counts=True)[1])
+    assert aplan.sum_sq() == expect + sum(
+        2 * int(c) + 1 for r in doc for c in np.unique(r[r > 0], return_counts=True)[1]
+    )
     assert len(aplan.start) == len(plan.start) and docs_per_row == int(aplan.prefix.sum())
 
 
@@ -218,12 +221,21 @@ def test_flex_forward_equals_dense_reference_on_cpu(layout):
 
 # --- through a transformers model -----------------------------------------------------------------
 
+
 def _model(dtype=torch.float32, kv_heads=2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=kv_heads, intermediate_size=96, max_position_embeddings=64,
-                      tie_word_embeddings=True, use_cache=False)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(dtype)
 
@@ -272,8 +284,9 @@ def test_intra_doc_reset_matches_transformers_packed_mask():
     set_backend(model, "sdpa_mask")
     batch = _packed(13, layout="intra_doc_reset", pad_last=True)
     ours = model(**model_inputs(batch, "intra_doc_reset", "sdpa_mask")).logits
-    theirs = model(input_ids=batch["input_ids"].long(), position_ids=batch["position_ids"].long(),
-                   use_cache=False).logits
+    theirs = model(
+        input_ids=batch["input_ids"].long(), position_ids=batch["position_ids"].long(), use_cache=False
+    ).logits
     real = batch["doc_ids"] >= 0  # transformers lets padding see padding; real tokens must agree
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
     set_backend(model, "blockwise")
@@ -339,7 +352,7 @@ def test_interleaved_chunk_sees_its_earlier_chunk_across_the_gap(backend, layout
     row, k = _gapped(doc)[0]
     cols = torch.nonzero(doc[row] == k).flatten()
     gap = int(torch.nonzero(cols.diff() > 1).flatten()[0])
-    first, later = cols[:gap + 1], cols[gap + 1:]
+    first, later = cols[: gap + 1], cols[gap + 1 :]
     between = torch.arange(int(first[-1]) + 1, int(later[0]))
     changed = {**batch, "input_ids": batch["input_ids"].clone()}
     changed["input_ids"][row, first] = (changed["input_ids"][row, first] + 7) % (VOCAB - 3) + 3

@@ -39,11 +39,11 @@ BIN = Path(sys.executable).parent
 @dataclass
 class Case:
     id: str
-    check: str                                 # name of the check in ropeext.checks.CHECKS that finds it
-    make: Callable[[Path, dict], dict]         # (tmp folder, fixtures) -> config overlay (may write files)
-    expect: tuple[str, ...]                    # substrings of the message: the key, the file, what is wrong
-    env: dict = field(default_factory=dict)    # environment for the row (e.g. offline with an empty cache)
-    model: bool = False                        # needs the tiny model directory
+    check: str  # name of the check in ropeext.checks.CHECKS that finds it
+    make: Callable[[Path, dict], dict]  # (tmp folder, fixtures) -> config overlay (may write files)
+    expect: tuple[str, ...]  # substrings of the message: the key, the file, what is wrong
+    env: dict = field(default_factory=dict)  # environment for the row (e.g. offline with an empty cache)
+    model: bool = False  # needs the tiny model directory
 
 
 def _file(path: Path, text: str) -> str:
@@ -69,170 +69,466 @@ def _longbench_dir(tmp: Path, *names: str) -> str:
 
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-TRAIN, ACC, ROPE, EVAL = "finetune/pretrain batch and lr", "finetune.accelerate_config", \
-    "rope.threshold / rope.interpolated_dims", "eval.longbench"
-METHODS, FACTORS, CORPUS, MODEL = "rope methods", "rope.factors_file", "corpus.path", \
-    "model.path / tokenizer.path"
+TRAIN, ACC, ROPE, EVAL = (
+    "finetune/pretrain batch and lr",
+    "finetune.accelerate_config",
+    "rope.threshold / rope.interpolated_dims",
+    "eval.longbench",
+)
+METHODS, FACTORS, CORPUS, MODEL = "rope methods", "rope.factors_file", "corpus.path", "model.path / tokenizer.path"
 
 CASES = [
     # a batch that grad_accum (x processes) does not divide; an lr beyond float32
-    Case("batch_grad_accum", TRAIN, lambda t, f: {"finetune": {"batch_size": 6, "grad_accum": 4}},
-         ("finetune.batch_size: 6", "finetune.grad_accum 4")),
-    Case("pretrain_batch", TRAIN, lambda t, f: {"pretrain": {"batch_size": 4, "grad_accum": 3}},
-         ("pretrain.batch_size: 4", "pretrain.grad_accum 3")),
-    Case("batch_over_gpus", TRAIN, lambda t, f: {
-        "finetune": {"batch_size": 4, "accelerate_config": _file(t / "ddp.yaml", "distributed_type: MULTI_GPU\n")},
-        "resources": {"finetune": {"gpu": 3}}}, ("finetune.batch_size: 4", "on each of 3 processes")),
+    Case(
+        "batch_grad_accum",
+        TRAIN,
+        lambda t, f: {"finetune": {"batch_size": 6, "grad_accum": 4}},
+        ("finetune.batch_size: 6", "finetune.grad_accum 4"),
+    ),
+    Case(
+        "pretrain_batch",
+        TRAIN,
+        lambda t, f: {"pretrain": {"batch_size": 4, "grad_accum": 3}},
+        ("pretrain.batch_size: 4", "pretrain.grad_accum 3"),
+    ),
+    Case(
+        "batch_over_gpus",
+        TRAIN,
+        lambda t, f: {
+            "finetune": {"batch_size": 4, "accelerate_config": _file(t / "ddp.yaml", "distributed_type: MULTI_GPU\n")},
+            "resources": {"finetune": {"gpu": 3}},
+        },
+        ("finetune.batch_size: 4", "on each of 3 processes"),
+    ),
     Case("lr_beyond_float32", TRAIN, lambda t, f: {"finetune": {"lr": 1e39}}, ("finetune.lr", "overflows float32")),
     # the accelerate launch config
-    Case("accelerate_missing", ACC, lambda t, f: {"finetune": {"accelerate_config": str(t / "fsdp.yaml")}},
-         ("finetune.accelerate_config", "fsdp.yaml", "not found")),
-    Case("accelerate_processes", ACC, lambda t, f: {"finetune": {
-        "batch_size": 4, "accelerate_config": _file(t / "a.yaml", "distributed_type: MULTI_GPU\nnum_processes: 3\n")}},
-        ("finetune.batch_size: 4", "a.yaml", "num_processes")),
-    Case("deepspeed_accum", ACC, lambda t, f: {"finetune": {"batch_size": 4, "grad_accum": 2, "accelerate_config": _file(
-        t / "ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 1\n")}},
-        ("finetune.grad_accum: must be 1 under DeepSpeed", "ds.yaml")),
-    Case("accelerate_yaml", ACC, lambda t, f: {"finetune": {"accelerate_config": _file(t / "b.yaml", "x: 1\ny: [\n")}},
-         ("finetune.accelerate_config", "b.yaml:3:1", "not valid YAML")),
+    Case(
+        "accelerate_missing",
+        ACC,
+        lambda t, f: {"finetune": {"accelerate_config": str(t / "fsdp.yaml")}},
+        ("finetune.accelerate_config", "fsdp.yaml", "not found"),
+    ),
+    Case(
+        "accelerate_processes",
+        ACC,
+        lambda t, f: {
+            "finetune": {
+                "batch_size": 4,
+                "accelerate_config": _file(t / "a.yaml", "distributed_type: MULTI_GPU\nnum_processes: 3\n"),
+            }
+        },
+        ("finetune.batch_size: 4", "a.yaml", "num_processes"),
+    ),
+    Case(
+        "deepspeed_accum",
+        ACC,
+        lambda t, f: {
+            "finetune": {
+                "batch_size": 4,
+                "grad_accum": 2,
+                "accelerate_config": _file(t / "ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 1\n"),
+            }
+        },
+        ("finetune.grad_accum: must be 1 under DeepSpeed", "ds.yaml"),
+    ),
+    Case(
+        "accelerate_yaml",
+        ACC,
+        lambda t, f: {"finetune": {"accelerate_config": _file(t / "b.yaml", "x: 1\ny: [\n")}},
+        ("finetune.accelerate_config", "b.yaml:3:1", "not valid YAML"),
+    ),
     # interpolated_dims range (also per target), and the threshold it conflicts with
-    Case("dims_above_head_dim", ROPE, lambda t, f: {"rope": {"interpolated_dims": 18}},
-         ("rope.interpolated_dims: 18", "head dimension 16")),
+    Case(
+        "dims_above_head_dim",
+        ROPE,
+        lambda t, f: {"rope": {"interpolated_dims": 18}},
+        ("rope.interpolated_dims: 18", "head dimension 16"),
+    ),
     Case("dims_odd", ROPE, lambda t, f: {"rope": {"interpolated_dims": 5}}, ("rope.interpolated_dims: 5", "even")),
-    Case("dims_mapping_entry", ROPE, lambda t, f: {"rope": {"interpolated_dims": {64: 20}}},
-         ("rope.interpolated_dims.64: 20",)),
-    Case("dims_mapping_missing_target", ROPE, lambda t, f: {"rope": {"interpolated_dims": {128: 4}}},
-         ("rope.interpolated_dims: no entry for target length 64",)),
-    Case("threshold_and_dims", ROPE, lambda t, f: {"rope": {"threshold": 0.1, "interpolated_dims": 4}},
-         ("rope.threshold and rope.interpolated_dims are both set",)),
+    Case(
+        "dims_mapping_entry",
+        ROPE,
+        lambda t, f: {"rope": {"interpolated_dims": {64: 20}}},
+        ("rope.interpolated_dims.64: 20",),
+    ),
+    Case(
+        "dims_mapping_missing_target",
+        ROPE,
+        lambda t, f: {"rope": {"interpolated_dims": {128: 4}}},
+        ("rope.interpolated_dims: no entry for target length 64",),
+    ),
+    Case(
+        "threshold_and_dims",
+        ROPE,
+        lambda t, f: {"rope": {"threshold": 0.1, "interpolated_dims": 4}},
+        ("rope.threshold and rope.interpolated_dims are both set",),
+    ),
     # method options
-    Case("base_change_without_theta", METHODS, lambda t, f: {"extension": {"methods": ["none", "base_change"]}},
-         ("rope.new_rope_theta: required by base_change", "extension.methods")),
-    Case("base_change_theta_below_1", METHODS, lambda t, f: {"rope": {"compare_methods": ["none", "base_change"],
-                                                                      "new_rope_theta": 0.5}},
-         ("rope.new_rope_theta: 0.5", "rope.compare_methods")),
-    Case("longrope_without_file", METHODS, lambda t, f: {"rope": {"angles_methods": ["none", "longrope"]}},
-         ("rope.factors_file: required by longrope", "rope.angles_methods")),
-    Case("llama3_factors", METHODS, lambda t, f: {"extension": {"methods": ["llama3"]},
-                                                  "rope": {"llama3": {"low_freq_factor": 4, "high_freq_factor": 1}}},
-         ("rope.llama3.high_freq_factor: 1",)),
-    Case("grid_candidate", METHODS, lambda t, f: {"rope": {"candidates": ["interpolate", "grid:1"]}},
-         ("rope.candidates: 'grid:1'",)),
-    Case("target_beyond_float32_positions", METHODS, lambda t, f: {"extension": {"target_lengths": [2 ** 24]}},
-         ("extension.target_lengths: 16777216",)),
+    Case(
+        "base_change_without_theta",
+        METHODS,
+        lambda t, f: {"extension": {"methods": ["none", "base_change"]}},
+        ("rope.new_rope_theta: required by base_change", "extension.methods"),
+    ),
+    Case(
+        "base_change_theta_below_1",
+        METHODS,
+        lambda t, f: {"rope": {"compare_methods": ["none", "base_change"], "new_rope_theta": 0.5}},
+        ("rope.new_rope_theta: 0.5", "rope.compare_methods"),
+    ),
+    Case(
+        "longrope_without_file",
+        METHODS,
+        lambda t, f: {"rope": {"angles_methods": ["none", "longrope"]}},
+        ("rope.factors_file: required by longrope", "rope.angles_methods"),
+    ),
+    Case(
+        "llama3_factors",
+        METHODS,
+        lambda t, f: {
+            "extension": {"methods": ["llama3"]},
+            "rope": {"llama3": {"low_freq_factor": 4, "high_freq_factor": 1}},
+        },
+        ("rope.llama3.high_freq_factor: 1",),
+    ),
+    Case(
+        "grid_candidate",
+        METHODS,
+        lambda t, f: {"rope": {"candidates": ["interpolate", "grid:1"]}},
+        ("rope.candidates: 'grid:1'",),
+    ),
+    Case(
+        "target_beyond_float32_positions",
+        METHODS,
+        lambda t, f: {"extension": {"target_lengths": [2**24]}},
+        ("extension.target_lengths: 16777216",),
+    ),
     # the longrope factors file, read with the solver's parser
-    Case("factors_missing_file", FACTORS, lambda t, f: {"extension": {"methods": ["longrope"]},
-                                                       "rope": {"factors_file": str(t / "f.csv")}},
-         ("rope.factors_file: file not found", "f.csv")),
-    Case("factors_wrong_count", FACTORS, lambda t, f: {"extension": {"methods": ["longrope"]},
-                                                      "rope": {"factors_file": _file(t / "f.csv", "1\n2\n3\n")}},
-         ("rope.factors_file", "f.csv", "expected 8 factors")),
-    Case("factors_not_numbers", FACTORS, lambda t, f: {"extension": {"methods": ["longrope"]}, "rope": {
-        "factors_file": _file(t / "f.csv", "factor\n1\nx\n")}}, ("rope.factors_file", "f.csv", "must be a number")),
-    Case("factors_not_positive", FACTORS, lambda t, f: {"extension": {"methods": ["longrope"]}, "rope": {
-        "factors_file": _file(t / "f.csv", "1\n" * 7 + "0\n")}}, ("rope.factors_file", "f.csv", "finite and > 0")),
+    Case(
+        "factors_missing_file",
+        FACTORS,
+        lambda t, f: {"extension": {"methods": ["longrope"]}, "rope": {"factors_file": str(t / "f.csv")}},
+        ("rope.factors_file: file not found", "f.csv"),
+    ),
+    Case(
+        "factors_wrong_count",
+        FACTORS,
+        lambda t, f: {
+            "extension": {"methods": ["longrope"]},
+            "rope": {"factors_file": _file(t / "f.csv", "1\n2\n3\n")},
+        },
+        ("rope.factors_file", "f.csv", "expected 8 factors"),
+    ),
+    Case(
+        "factors_not_numbers",
+        FACTORS,
+        lambda t, f: {
+            "extension": {"methods": ["longrope"]},
+            "rope": {"factors_file": _file(t / "f.csv", "factor\n1\nx\n")},
+        },
+        ("rope.factors_file", "f.csv", "must be a number"),
+    ),
+    Case(
+        "factors_not_positive",
+        FACTORS,
+        lambda t, f: {
+            "extension": {"methods": ["longrope"]},
+            "rope": {"factors_file": _file(t / "f.csv", "1\n" * 7 + "0\n")},
+        },
+        ("rope.factors_file", "f.csv", "finite and > 0"),
+    ),
     # the corpus
-    Case("text_folder_missing", CORPUS, lambda t, f: {"corpus": {"source": "text", "path": str(t / "no-such")}},
-         ("corpus.path", "no-such")),
-    Case("jsonl_glob_matches_nothing", CORPUS, lambda t, f: {"corpus": {"source": "jsonl", "path": str(t / "*.jsonl")}},
-         ("corpus.path: no jsonl file", "*.jsonl")),
-    Case("path_required", CORPUS, lambda t, f: {"corpus": {"source": "parquet"}},
-         ("corpus.path: required when corpus.source is parquet",)),
-    Case("hf_folder_missing", CORPUS, lambda t, f: {"corpus": {"source": "hf", "path": "./data/pg19-copy"}},
-         ("corpus.path: dataset folder not found", "pg19-copy")),
-    Case("hf_id_not_cached_offline", CORPUS, lambda t, f: {"corpus": {"source": "hf", "path": "someorg/uncached-ds"}},
-         ("corpus.path", "someorg/uncached-ds", "not in the local cache"), env=OFFLINE),
-    Case("stdlib_root_missing", CORPUS, lambda t, f: {"corpus": {"path": str(t / "lib")}},
-         ("corpus.path", "lib is not a folder")),
+    Case(
+        "text_folder_missing",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "text", "path": str(t / "no-such")}},
+        ("corpus.path", "no-such"),
+    ),
+    Case(
+        "jsonl_glob_matches_nothing",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "jsonl", "path": str(t / "*.jsonl")}},
+        ("corpus.path: no jsonl file", "*.jsonl"),
+    ),
+    Case(
+        "path_required",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "parquet"}},
+        ("corpus.path: required when corpus.source is parquet",),
+    ),
+    Case(
+        "hf_folder_missing",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "hf", "path": "./data/pg19-copy"}},
+        ("corpus.path: dataset folder not found", "pg19-copy"),
+    ),
+    Case(
+        "hf_id_not_cached_offline",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "hf", "path": "someorg/uncached-ds"}},
+        ("corpus.path", "someorg/uncached-ds", "not in the local cache"),
+        env=OFFLINE,
+    ),
+    Case(
+        "stdlib_root_missing",
+        CORPUS,
+        lambda t, f: {"corpus": {"path": str(t / "lib")}},
+        ("corpus.path", "lib is not a folder"),
+    ),
     # models and tokenizers
-    Case("model_missing", MODEL, lambda t, f: {"model": {"path": str(t / "no-model")}},
-         ("model.path: model directory not found", "no-model")),
-    Case("model_without_config", MODEL, lambda t, f: {"model": {"path": str(_longbench_dir(t))}},
-         ("model.path", "has no config.json")),
-    Case("model_truncated", MODEL, lambda t, f: {"model": {"path": _truncated_model(t, f), "architecture": {
-        "hidden_size": 64}}}, ("model.path", "model.safetensors", "truncated"), model=True),
-    Case("model_geometry_differs", MODEL, lambda t, f: {"model": {"path": str(f["model"])}},
-         ("model.architecture: head dimension 16", "32"), model=True),
-    Case("model_id_not_cached_offline", MODEL, lambda t, f: {"model": {"path": "someorg/uncached-model"}},
-         ("model.path", "someorg/uncached-model", "not in the local cache"), env=OFFLINE),
-    Case("tokenizer_missing", MODEL, lambda t, f: {"tokenizer": {"path": "./tokenizers/mine"}},
-         ("tokenizer.path: folder not found", "tokenizers/mine")),
-    Case("gguf_source_missing", MODEL, lambda t, f: {"model": {"path": str(t / "m.gguf")}},
-         ("model.path", "m.gguf", "not found")),
-    Case("package_source_missing", MODEL, lambda t, f: {"model": {"path": "llm-smollm3"}},
-         ("model.path: llm-smollm3: not found", "installed package that ships a .gguf file")),
-    Case("finetune_method_not_extended", "extension.finetune_methods",
-         lambda t, f: {"extension": {"finetune_methods": ["ntk"]}},
-         ("extension.finetune_methods: ntk not in extension.methods",)),
-    Case("lm_eval_engine_offline_without_data", "eval.*.engine",
-         lambda t, f: {"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_2"]}}},
-         ("eval.ruler.engine: lm_eval", "essay haystack", "baber/paul_graham_essays"), env=OFFLINE),
+    Case(
+        "model_missing",
+        MODEL,
+        lambda t, f: {"model": {"path": str(t / "no-model")}},
+        ("model.path: model directory not found", "no-model"),
+    ),
+    Case(
+        "model_without_config",
+        MODEL,
+        lambda t, f: {"model": {"path": str(_longbench_dir(t))}},
+        ("model.path", "has no config.json"),
+    ),
+    Case(
+        "model_truncated",
+        MODEL,
+        lambda t, f: {"model": {"path": _truncated_model(t, f), "architecture": {"hidden_size": 64}}},
+        ("model.path", "model.safetensors", "truncated"),
+        model=True,
+    ),
+    Case(
+        "model_geometry_differs",
+        MODEL,
+        lambda t, f: {"model": {"path": str(f["model"])}},
+        ("model.architecture: head dimension 16", "32"),
+        model=True,
+    ),
+    Case(
+        "model_id_not_cached_offline",
+        MODEL,
+        lambda t, f: {"model": {"path": "someorg/uncached-model"}},
+        ("model.path", "someorg/uncached-model", "not in the local cache"),
+        env=OFFLINE,
+    ),
+    Case(
+        "tokenizer_missing",
+        MODEL,
+        lambda t, f: {"tokenizer": {"path": "./tokenizers/mine"}},
+        ("tokenizer.path: folder not found", "tokenizers/mine"),
+    ),
+    Case(
+        "gguf_source_missing",
+        MODEL,
+        lambda t, f: {"model": {"path": str(t / "m.gguf")}},
+        ("model.path", "m.gguf", "not found"),
+    ),
+    Case(
+        "package_source_missing",
+        MODEL,
+        lambda t, f: {"model": {"path": "llm-smollm3"}},
+        ("model.path: llm-smollm3: not found", "installed package that ships a .gguf file"),
+    ),
+    Case(
+        "finetune_method_not_extended",
+        "extension.finetune_methods",
+        lambda t, f: {"extension": {"finetune_methods": ["ntk"]}},
+        ("extension.finetune_methods: ntk not in extension.methods",),
+    ),
+    Case(
+        "lm_eval_engine_offline_without_data",
+        "eval.*.engine",
+        lambda t, f: {"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_2"]}}},
+        ("eval.ruler.engine: lm_eval", "essay haystack", "baber/paul_graham_essays"),
+        env=OFFLINE,
+    ),
     # evaluations
-    Case("variants_select_nothing", "eval.*.variants", lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
-         ("eval.passkey.variants: ['intra_doc'] select no model",)),
+    Case(
+        "variants_select_nothing",
+        "eval.*.variants",
+        lambda t, f: {"eval": {"passkey": {"variants": ["intra_doc"]}}},
+        ("eval.passkey.variants: ['intra_doc'] select no model",),
+    ),
     Case("ppl_stride", "eval.ppl", lambda t, f: {"eval": {"ppl": {"stride": 64}}}, ("eval.ppl.stride: 64",)),
-    Case("passkey_beyond_max_length", "eval.passkey", lambda t, f: {"eval": {"passkey": {"max_length": 200}}},
-         ("eval.passkey.lengths: 256", "eval.passkey.max_length 200")),
-    Case("ruler_unknown_task", "eval.ruler", lambda t, f: {"eval": {"ruler": {"tasks": ["niah_single_1", "niah_7"]}}},
-         ("eval.ruler.tasks", "niah_7")),
-    Case("ruler_beyond_max_length", "eval.ruler", lambda t, f: {"eval": {"ruler": {"lengths": [512, 1024]}}},
-         ("eval.ruler.lengths: 1024", "eval.ruler.max_length 512")),
-    Case("ruler_every_cell_skipped", "eval.ruler", lambda t, f: {"eval": {"ruler": {"tasks": ["qa_1", "qa_2"]}}},
-         ("eval.ruler.tasks", "every one would be skipped")),
-    Case("ruler_beyond_window", "eval.ruler", lambda t, f: {"eval": {"ruler": {"max_length": None}}},
-         ("eval.ruler.lengths: 512", "64-token window", "micro-dprope-64-anchor")),
-    Case("ruler_essay_missing", "eval.ruler files", lambda t, f: {"eval": {"ruler": {"essay_source": str(t / "pg")}}},
-         ("eval.ruler.essay_source", "pg")),
-    Case("ruler_squad_missing", "eval.ruler files", lambda t, f: {"eval": {"ruler": {"squad": str(t / "dev.json")}}},
-         ("eval.ruler.squad: file not found", "dev.json")),
-    Case("ruler_templates_file", "eval.ruler files", lambda t, f: {"eval": {"ruler": {"templates": _file(
-        t / "tpl.yaml", "haystack: {template: x}\n")}}}, ("eval.ruler.templates", "tpl.yaml", "unknown task kind")),
-    Case("longbench_unknown_task", EVAL, lambda t, f: {"eval": {"longbench": {
-        "data_dir": _longbench_dir(t, "qasper_e.jsonl"), "tasks": ["qasper", "qasperr"]}}},
-        ("eval.longbench.tasks: unknown task(s) qasperr",)),
-    Case("longbench_task_of_other_benchmark", EVAL, lambda t, f: {"eval": {"longbench": {
-        "data_dir": _longbench_dir(t), "tasks": ["narrativeqa"]}}}, ("narrativeqa", "benchmark longbench-e")),
-    Case("embedded_task_renamed", EVAL, lambda t, f: {"eval": {"longbench": {"embedded": {"task": "mycode"}}}},
-         ("eval.longbench.embedded.task: 'mycode'",)),
-    Case("embedded_windows", EVAL, lambda t, f: {"eval": {"longbench": {"embedded": {"windows": [96, 48, 160]}}}},
-         ("eval.longbench.embedded", "increasing")),
-    Case("longbench_folder_missing", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": str(t / "LongBench" / "data")}}}, ("eval.longbench.data_dir", "LongBench/data", "not found")),
-    Case("longbench_task_file_missing", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": _longbench_dir(t, "qasper_e.jsonl"), "tasks": ["qasper", "trec"]}}},
-        ("eval.longbench.data_dir", "lacks the file(s) of trec")),
-    Case("longbench_not_a_zip", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": _file(t / "data.tar", "x")}}}, ("eval.longbench.data_dir", "data.tar", "not a .zip")),
-    Case("longbench_prompts_dir", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": _longbench_dir(t, "trec_e.jsonl"), "tasks": ["trec"], "prompts_dir": _longbench_dir(t)}}},
-        ("eval.longbench.prompts_dir", "dataset2prompt.json")),
-    Case("longbench_without_prompts", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": _longbench_dir(t, "trec_e.jsonl"), "tasks": ["trec"]}}},
-        ("eval.longbench.prompts_dir: null", "prompt templates", "engine: lm_eval")),
-    Case("longbench_hub_not_cached_offline", "eval.longbench files", lambda t, f: {"eval": {"longbench": {
-        "data_dir": "hf:THUDM/LongBench"}}}, ("eval.longbench.data_dir", "THUDM/LongBench", "not in the local cache"),
-        env=OFFLINE),
-    Case("openllm_preset_and_tasks", "eval.openllm", lambda t, f: {"eval": {"openllm": {
-        "preset": "leaderboard_v1", "tasks": "hellaswag:10"}}}, ("eval.openllm.preset and eval.openllm.tasks",)),
-    Case("openllm_task_list", "eval.openllm", lambda t, f: {"eval": {"openllm": {"tasks": "hellaswag:ten"}}},
-         ("eval.openllm.tasks", "hellaswag:ten")),
-    Case("openllm_batch_size", "eval.openllm", lambda t, f: {"eval": {"openllm": {"batch_size": "big"}}},
-         ("eval.openllm.batch_size: 'big'",)),
+    Case(
+        "passkey_beyond_max_length",
+        "eval.passkey",
+        lambda t, f: {"eval": {"passkey": {"max_length": 200}}},
+        ("eval.passkey.lengths: 256", "eval.passkey.max_length 200"),
+    ),
+    Case(
+        "ruler_unknown_task",
+        "eval.ruler",
+        lambda t, f: {"eval": {"ruler": {"tasks": ["niah_single_1", "niah_7"]}}},
+        ("eval.ruler.tasks", "niah_7"),
+    ),
+    Case(
+        "ruler_beyond_max_length",
+        "eval.ruler",
+        lambda t, f: {"eval": {"ruler": {"lengths": [512, 1024]}}},
+        ("eval.ruler.lengths: 1024", "eval.ruler.max_length 512"),
+    ),
+    Case(
+        "ruler_every_cell_skipped",
+        "eval.ruler",
+        lambda t, f: {"eval": {"ruler": {"tasks": ["qa_1", "qa_2"]}}},
+        ("eval.ruler.tasks", "every one would be skipped"),
+    ),
+    Case(
+        "ruler_beyond_window",
+        "eval.ruler",
+        lambda t, f: {"eval": {"ruler": {"max_length": None}}},
+        ("eval.ruler.lengths: 512", "64-token window", "micro-dprope-64-anchor"),
+    ),
+    Case(
+        "ruler_essay_missing",
+        "eval.ruler files",
+        lambda t, f: {"eval": {"ruler": {"essay_source": str(t / "pg")}}},
+        ("eval.ruler.essay_source", "pg"),
+    ),
+    Case(
+        "ruler_squad_missing",
+        "eval.ruler files",
+        lambda t, f: {"eval": {"ruler": {"squad": str(t / "dev.json")}}},
+        ("eval.ruler.squad: file not found", "dev.json"),
+    ),
+    Case(
+        "ruler_templates_file",
+        "eval.ruler files",
+        lambda t, f: {"eval": {"ruler": {"templates": _file(t / "tpl.yaml", "haystack: {template: x}\n")}}},
+        ("eval.ruler.templates", "tpl.yaml", "unknown task kind"),
+    ),
+    Case(
+        "longbench_unknown_task",
+        EVAL,
+        lambda t, f: {
+            "eval": {"longbench": {"data_dir": _longbench_dir(t, "qasper_e.jsonl"), "tasks": ["qasper", "qasperr"]}}
+        },
+        ("eval.longbench.tasks: unknown task(s) qasperr",),
+    ),
+    Case(
+        "longbench_task_of_other_benchmark",
+        EVAL,
+        lambda t, f: {"eval": {"longbench": {"data_dir": _longbench_dir(t), "tasks": ["narrativeqa"]}}},
+        ("narrativeqa", "benchmark longbench-e"),
+    ),
+    Case(
+        "embedded_task_renamed",
+        EVAL,
+        lambda t, f: {"eval": {"longbench": {"embedded": {"task": "mycode"}}}},
+        ("eval.longbench.embedded.task: 'mycode'",),
+    ),
+    Case(
+        "embedded_windows",
+        EVAL,
+        lambda t, f: {"eval": {"longbench": {"embedded": {"windows": [96, 48, 160]}}}},
+        ("eval.longbench.embedded", "increasing"),
+    ),
+    Case(
+        "longbench_folder_missing",
+        "eval.longbench files",
+        lambda t, f: {"eval": {"longbench": {"data_dir": str(t / "LongBench" / "data")}}},
+        ("eval.longbench.data_dir", "LongBench/data", "not found"),
+    ),
+    Case(
+        "longbench_task_file_missing",
+        "eval.longbench files",
+        lambda t, f: {
+            "eval": {"longbench": {"data_dir": _longbench_dir(t, "qasper_e.jsonl"), "tasks": ["qasper", "trec"]}}
+        },
+        ("eval.longbench.data_dir", "lacks the file(s) of trec"),
+    ),
+    Case(
+        "longbench_not_a_zip",
+        "eval.longbench files",
+        lambda t, f: {"eval": {"longbench": {"data_dir": _file(t / "data.tar", "x")}}},
+        ("eval.longbench.data_dir", "data.tar", "not a .zip"),
+    ),
+    Case(
+        "longbench_prompts_dir",
+        "eval.longbench files",
+        lambda t, f: {
+            "eval": {
+                "longbench": {
+                    "data_dir": _longbench_dir(t, "trec_e.jsonl"),
+                    "tasks": ["trec"],
+                    "prompts_dir": _longbench_dir(t),
+                }
+            }
+        },
+        ("eval.longbench.prompts_dir", "dataset2prompt.json"),
+    ),
+    Case(
+        "longbench_without_prompts",
+        "eval.longbench files",
+        lambda t, f: {"eval": {"longbench": {"data_dir": _longbench_dir(t, "trec_e.jsonl"), "tasks": ["trec"]}}},
+        ("eval.longbench.prompts_dir: null", "prompt templates", "engine: lm_eval"),
+    ),
+    Case(
+        "longbench_hub_not_cached_offline",
+        "eval.longbench files",
+        lambda t, f: {"eval": {"longbench": {"data_dir": "hf:THUDM/LongBench"}}},
+        ("eval.longbench.data_dir", "THUDM/LongBench", "not in the local cache"),
+        env=OFFLINE,
+    ),
+    Case(
+        "openllm_preset_and_tasks",
+        "eval.openllm",
+        lambda t, f: {"eval": {"openllm": {"preset": "leaderboard_v1", "tasks": "hellaswag:10"}}},
+        ("eval.openllm.preset and eval.openllm.tasks",),
+    ),
+    Case(
+        "openllm_task_list",
+        "eval.openllm",
+        lambda t, f: {"eval": {"openllm": {"tasks": "hellaswag:ten"}}},
+        ("eval.openllm.tasks", "hellaswag:ten"),
+    ),
+    Case(
+        "openllm_batch_size",
+        "eval.openllm",
+        lambda t, f: {"eval": {"openllm": {"batch_size": "big"}}},
+        ("eval.openllm.batch_size: 'big'",),
+    ),
     # packing, outputs, references
-    Case("interleave_bounds", "packing", lambda t, f: {"extension": {"layouts": ["anchor_interleaved"]},
-                                                      "packing": {"interleave": {"min_tokens": 100, "max_tokens": 50}}},
-         ("packing.interleave", "min_tokens <= max_tokens")),
-    Case("tag_template", "packing", lambda t, f: {"extension": {"layouts": ["anchor_tag"]},
-                                                  "packing": {"tag_template": "$domain from $source\n"}},
-         ("packing.tag_template", "only $domain")),
-    Case("results_dir_is_a_file", "results_dir", lambda t, f: {"results_dir": _file(t / "out", "")},
-         ("results_dir", "is a file, expected a folder")),
-    Case("results_dir_under_a_file", "results_dir", lambda t, f: {"results_dir": _file(t / "out", "") + "/run1"},
-         ("results_dir", "is a file, not a folder")),
-    Case("references_missing", "report.references", lambda t, f: {"report": {"references": str(t / "ref.yaml")}},
-         ("report.references", "ref.yaml", "not found")),
-    Case("references_broken", "report.references", lambda t, f: {"report": {"references": _file(
-        t / "ref.yaml", "papers: {x: {name: X, citation: Y}}\ntables: 3\n")}}, ("report.references", "ref.yaml", "tables: 3 is not of type 'array'")),
+    Case(
+        "interleave_bounds",
+        "packing",
+        lambda t, f: {
+            "extension": {"layouts": ["anchor_interleaved"]},
+            "packing": {"interleave": {"min_tokens": 100, "max_tokens": 50}},
+        },
+        ("packing.interleave", "min_tokens <= max_tokens"),
+    ),
+    Case(
+        "tag_template",
+        "packing",
+        lambda t, f: {"extension": {"layouts": ["anchor_tag"]}, "packing": {"tag_template": "$domain from $source\n"}},
+        ("packing.tag_template", "only $domain"),
+    ),
+    Case(
+        "results_dir_is_a_file",
+        "results_dir",
+        lambda t, f: {"results_dir": _file(t / "out", "")},
+        ("results_dir", "is a file, expected a folder"),
+    ),
+    Case(
+        "results_dir_under_a_file",
+        "results_dir",
+        lambda t, f: {"results_dir": _file(t / "out", "") + "/run1"},
+        ("results_dir", "is a file, not a folder"),
+    ),
+    Case(
+        "references_missing",
+        "report.references",
+        lambda t, f: {"report": {"references": str(t / "ref.yaml")}},
+        ("report.references", "ref.yaml", "not found"),
+    ),
+    Case(
+        "references_broken",
+        "report.references",
+        lambda t, f: {
+            "report": {"references": _file(t / "ref.yaml", "papers: {x: {name: X, citation: Y}}\ntables: 3\n")}
+        },
+        ("report.references", "ref.yaml", "tables: 3 is not of type 'array'"),
+    ),
 ]
 
 
@@ -255,8 +551,7 @@ def _check(capsys, *configs) -> tuple[int, str, str]:
 def fixtures(request, tmp_path, monkeypatch):
     """Each row runs in a folder of its own (relative paths land there) with the environment it asks for."""
     monkeypatch.chdir(tmp_path)
-    return {"model": request.getfixturevalue("tiny_model_dir")} if request.node.callspec.params["case"].model \
-        else {}
+    return {"model": request.getfixturevalue("tiny_model_dir")} if request.node.callspec.params["case"].model else {}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -299,15 +594,26 @@ def test_the_micro_config_passes_and_every_problem_is_listed_at_once(tmp_path, c
     monkeypatch.chdir(tmp_path)
     rc, out, err = _check(capsys, BASE)
     assert rc == 0 and out.startswith("ok: ") and f"{len(checks.CHECKS)} checks passed" in out, (out, err)
-    overlay = _overlay(tmp_path, {"finetune": {"batch_size": 6, "grad_accum": 4},
-                                  "rope": {"threshold": 0.1, "interpolated_dims": 40},
-                                  "corpus": {"source": "text", "path": str(tmp_path / "nothing")},
-                                  "eval": {"longbench": {"data_dir": str(tmp_path / "lb"), "tasks": ["nosuch"]}}})
+    overlay = _overlay(
+        tmp_path,
+        {
+            "finetune": {"batch_size": 6, "grad_accum": 4},
+            "rope": {"threshold": 0.1, "interpolated_dims": 40},
+            "corpus": {"source": "text", "path": str(tmp_path / "nothing")},
+            "eval": {"longbench": {"data_dir": str(tmp_path / "lb"), "tasks": ["nosuch"]}},
+        },
+    )
     rc, out, err = _check(capsys, BASE, overlay)
     assert rc == 2 and "6 problems:" in err, err
     listed = [line[4:] for line in err.splitlines() if line.startswith("  - ")]
-    keys = ["finetune.batch_size: 6", "rope.threshold and rope.interpolated_dims", "rope.interpolated_dims: 40",
-            "corpus.path", "eval.longbench.tasks", "eval.longbench.data_dir"]
+    keys = [
+        "finetune.batch_size: 6",
+        "rope.threshold and rope.interpolated_dims",
+        "rope.interpolated_dims: 40",
+        "corpus.path",
+        "eval.longbench.tasks",
+        "eval.longbench.data_dir",
+    ]
     assert len(listed) == 6 and all(line.startswith(key) for line, key in zip(listed, keys)), listed
 
 
@@ -317,8 +623,11 @@ def test_check_paths_false_checks_values_only(tmp_path, capsys, monkeypatch):
     assert _check(capsys, BASE, _overlay(tmp_path, missing))[0] == 2
     rc, out, _ = _check(capsys, BASE, _overlay(tmp_path, {**missing, "check_paths": False}))
     assert rc == 0 and "file checks skipped" in out
-    rc, _, err = _check(capsys, BASE, _overlay(tmp_path, {**missing, "check_paths": False,
-                                                          "finetune": {"batch_size": 3, "grad_accum": 2}}))
+    rc, _, err = _check(
+        capsys,
+        BASE,
+        _overlay(tmp_path, {**missing, "check_paths": False, "finetune": {"batch_size": 3, "grad_accum": 2}}),
+    )
     assert rc == 2 and "finetune.batch_size: 3" in err and "corpus.path" not in err
 
 
@@ -336,12 +645,31 @@ def test_threshold_alone_and_interpolated_dims_alone_keep_working(tmp_path, caps
     for rope in ({"threshold": 0.2}, {"interpolated_dims": 8}, {"interpolated_dims": {64: 8}}):
         assert _check(capsys, BASE, _overlay(tmp_path, {"rope": rope}))[0] == 0, rope
     both = _overlay(tmp_path, {"rope": {"threshold": 0.2, "interpolated_dims": 8}})
-    rc = main(["solve", "--rope-theta", "10000", "--head-dim", "16", "--train-length", "32", "--target-length", "64",
-               "--method", "dprope", "--config", str(both), "--output", str(tmp_path / "s.json"), "--no-mlflow"])
+    rc = main(
+        [
+            "solve",
+            "--rope-theta",
+            "10000",
+            "--head-dim",
+            "16",
+            "--train-length",
+            "32",
+            "--target-length",
+            "64",
+            "--method",
+            "dprope",
+            "--config",
+            str(both),
+            "--output",
+            str(tmp_path / "s.json"),
+            "--no-mlflow",
+        ]
+    )
     assert rc == 2 and "rope.threshold and rope.interpolated_dims" in capsys.readouterr().err
 
 
 # ---- runtime failures: one line, exit 2 ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
@@ -362,10 +690,31 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
     old = pq.read_table(d / "anchor.parquet").replace_schema_metadata(None)
     pq.write_table(old, d / "unrecorded.parquet")
     pq.write_table(pa.table({"input_ids": pa.array(docs, type=pa.list_(pa.int32()))}), d / "short-docs.parquet")
-    (d / "config.yaml").write_text("model: {train_length: 32}\nextension: {target_lengths: [64]}\n"
-                                   "finetune: {steps: 3, batch_size: 2, lr: 1.0e-3, warmup_steps: 1, precision: fp32}\n")
-    assert main(["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "32", "--target-length",
-                 "64", "--method", "pi", "--output", str(d / "pi.json"), "--no-mlflow"]) == 0
+    (d / "config.yaml").write_text(
+        "model: {train_length: 32}\nextension: {target_lengths: [64]}\n"
+        "finetune: {steps: 3, batch_size: 2, lr: 1.0e-3, warmup_steps: 1, precision: fp32}\n"
+    )
+    assert (
+        main(
+            [
+                "solve",
+                "--rope-theta",
+                "10000",
+                "--head-dim",
+                "32",
+                "--train-length",
+                "32",
+                "--target-length",
+                "64",
+                "--method",
+                "pi",
+                "--output",
+                str(d / "pi.json"),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     cut = d / "cut-model"
     shutil.copytree(tiny_model_dir, cut)
     (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:5000])
@@ -379,52 +728,168 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
 
 def _finetune(i, out, *extra, train="anchor.parquet", layout="anchor", base=None):
     d = i["dir"]
-    return ["finetune", "--config", str(d / "config.yaml"), "--base", str(base or i["model"]), "--scaling",
-            str(d / "pi.json"), "--train", str(d / train), "--layout", layout, "--output", str(out), "--no-mlflow",
-            *extra]
+    return [
+        "finetune",
+        "--config",
+        str(d / "config.yaml"),
+        "--base",
+        str(base or i["model"]),
+        "--scaling",
+        str(d / "pi.json"),
+        "--train",
+        str(d / train),
+        "--layout",
+        layout,
+        "--output",
+        str(out),
+        "--no-mlflow",
+        *extra,
+    ]
 
 
 def _eval(i, suite, out, *extra, model=None):
-    return ["eval", suite, "--model", str(model or i["model"]), "--output-dir", str(out), "--no-mlflow",
-            "--no-progress", *extra]
+    return [
+        "eval",
+        suite,
+        "--model",
+        str(model or i["model"]),
+        "--output-dir",
+        str(out),
+        "--no-mlflow",
+        "--no-progress",
+        *extra,
+    ]
 
 
 RUNTIME = [
-    ("weights_truncated_eval", lambda i, t: ["eval", "ppl", "--model", str(i["cut"]), "--tokens",
-                                             str(i["dir"] / "short-docs.parquet"), "--output-dir", str(t / "o"),
-                                             "--no-mlflow"], ("cut-model/model.safetensors", "truncated")),
-    ("weights_truncated_finetune", lambda i, t: _finetune(i, t / "m", base=i["cut"]),
-     ("cut-model/model.safetensors", "truncated")),
-    ("output_dir_is_a_file", lambda i, t: _eval(i, "passkey", i["dir"] / "a-file"),
-     ("--output-dir", "a-file is a file, expected a folder")),
-    ("output_under_a_file", lambda i, t: ["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length",
-                                          "32", "--target-length", "64", "--method", "pi", "--output",
-                                          str(i["dir"] / "a-file" / "s.json")], ("--output", "is a file, not a folder")),
-    ("lr_overflow_at_first_step", lambda i, t: _finetune(i, t / "m", "--set", "lr=1e38"),
-     ("optimizer step overflowed at step 1", "no checkpoint written yet")),
-    ("lr_overflow_after_a_checkpoint", lambda i, t: _finetune(i, t / "m", "--set", "lr=1e38", "--set",
-                                                              "warmup_steps=100", "--set", "checkpoint_every=1"),
-     ("at step 2", "last good checkpoint kept", "m.checkpoints/step-0000001")),
+    (
+        "weights_truncated_eval",
+        lambda i, t: [
+            "eval",
+            "ppl",
+            "--model",
+            str(i["cut"]),
+            "--tokens",
+            str(i["dir"] / "short-docs.parquet"),
+            "--output-dir",
+            str(t / "o"),
+            "--no-mlflow",
+        ],
+        ("cut-model/model.safetensors", "truncated"),
+    ),
+    (
+        "weights_truncated_finetune",
+        lambda i, t: _finetune(i, t / "m", base=i["cut"]),
+        ("cut-model/model.safetensors", "truncated"),
+    ),
+    (
+        "output_dir_is_a_file",
+        lambda i, t: _eval(i, "passkey", i["dir"] / "a-file"),
+        ("--output-dir", "a-file is a file, expected a folder"),
+    ),
+    (
+        "output_under_a_file",
+        lambda i, t: [
+            "solve",
+            "--rope-theta",
+            "10000",
+            "--head-dim",
+            "32",
+            "--train-length",
+            "32",
+            "--target-length",
+            "64",
+            "--method",
+            "pi",
+            "--output",
+            str(i["dir"] / "a-file" / "s.json"),
+        ],
+        ("--output", "is a file, not a folder"),
+    ),
+    (
+        "lr_overflow_at_first_step",
+        lambda i, t: _finetune(i, t / "m", "--set", "lr=1e38"),
+        ("optimizer step overflowed at step 1", "no checkpoint written yet"),
+    ),
+    (
+        "lr_overflow_after_a_checkpoint",
+        lambda i, t: _finetune(
+            i, t / "m", "--set", "lr=1e38", "--set", "warmup_steps=100", "--set", "checkpoint_every=1"
+        ),
+        ("at step 2", "last good checkpoint kept", "m.checkpoints/step-0000001"),
+    ),
     ("lr_beyond_float32", lambda i, t: _finetune(i, t / "m", "--set", "lr=1e39"), ("lr: 1e+39 overflows float32",)),
-    ("layout_mismatch", lambda i, t: _finetune(i, t / "m", layout="full"),
-     ("anchor.parquet: packed with layout anchor", "asked for layout full")),
-    ("layout_not_recorded", lambda i, t: _finetune(i, t / "m", train="unrecorded.parquet"),
-     ("unrecorded.parquet", "does not record its layout", "re-run the pack stage")),
-    ("ruler_every_cell_skipped_qa", lambda i, t: _eval(i, "ruler", t / "o", "--tasks", "qa_1,qa_2", "--lengths", "64",
-                                                      "--templates", "ropeext"),
-     ("RULER: every cell was skipped", "no squad file", "no hotpotqa file")),
-    ("ruler_every_cell_too_short", lambda i, t: _eval(i, "ruler", t / "o", "--tasks", "niah_single_1,vt", "--lengths",
-                                                      "16", "--samples", "1", "--templates", "ropeext"),
-     ("RULER: every cell was skipped", "reserved for the answer")),
-    ("longbench_no_sample", lambda i, t: _eval(i, "longbench", t / "o", "--data", str(i["dir"] / "longbench"),
-                                               "--prompts", str(i["dir"] / "longbench"), "--tasks", "qasper"),
-     ("LongBench: no sample", "longbench")),
-    ("passkey_every_length_above_max", lambda i, t: _eval(i, "passkey", t / "o", "--lengths", "128,256",
-                                                          "--max-length", "64"), ("exceeds --max-length 64",)),
-    ("ppl_no_window", lambda i, t: ["eval", "ppl", "--model", str(i["model"]), "--tokens",
-                                    str(i["dir"] / "short-docs.parquet"), "--lengths", "64,128", "--stride", "16",
-                                    "--output-dir", str(t / "o"), "--no-mlflow"],
-     ("no held-out document is longer than the largest context length 128",)),
+    (
+        "layout_mismatch",
+        lambda i, t: _finetune(i, t / "m", layout="full"),
+        ("anchor.parquet: packed with layout anchor", "asked for layout full"),
+    ),
+    (
+        "layout_not_recorded",
+        lambda i, t: _finetune(i, t / "m", train="unrecorded.parquet"),
+        ("unrecorded.parquet", "does not record its layout", "re-run the pack stage"),
+    ),
+    (
+        "ruler_every_cell_skipped_qa",
+        lambda i, t: _eval(i, "ruler", t / "o", "--tasks", "qa_1,qa_2", "--lengths", "64", "--templates", "ropeext"),
+        ("RULER: every cell was skipped", "no squad file", "no hotpotqa file"),
+    ),
+    (
+        "ruler_every_cell_too_short",
+        lambda i, t: _eval(
+            i,
+            "ruler",
+            t / "o",
+            "--tasks",
+            "niah_single_1,vt",
+            "--lengths",
+            "16",
+            "--samples",
+            "1",
+            "--templates",
+            "ropeext",
+        ),
+        ("RULER: every cell was skipped", "reserved for the answer"),
+    ),
+    (
+        "longbench_no_sample",
+        lambda i, t: _eval(
+            i,
+            "longbench",
+            t / "o",
+            "--data",
+            str(i["dir"] / "longbench"),
+            "--prompts",
+            str(i["dir"] / "longbench"),
+            "--tasks",
+            "qasper",
+        ),
+        ("LongBench: no sample", "longbench"),
+    ),
+    (
+        "passkey_every_length_above_max",
+        lambda i, t: _eval(i, "passkey", t / "o", "--lengths", "128,256", "--max-length", "64"),
+        ("exceeds --max-length 64",),
+    ),
+    (
+        "ppl_no_window",
+        lambda i, t: [
+            "eval",
+            "ppl",
+            "--model",
+            str(i["model"]),
+            "--tokens",
+            str(i["dir"] / "short-docs.parquet"),
+            "--lengths",
+            "64,128",
+            "--stride",
+            "16",
+            "--output-dir",
+            str(t / "o"),
+            "--no-mlflow",
+        ],
+        ("no held-out document is longer than the largest context length 128",),
+    ),
 ]
 
 
@@ -488,8 +953,24 @@ def test_an_output_folder_without_write_permission(tmp_path, capsys, monkeypatch
     locked.mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real(p, mode, **kw))
-    rc = main(["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "32", "--target-length", "64",
-               "--method", "pi", "--output", str(locked / "run" / "s.json"), "--no-mlflow"])
+    rc = main(
+        [
+            "solve",
+            "--rope-theta",
+            "10000",
+            "--head-dim",
+            "32",
+            "--train-length",
+            "32",
+            "--target-length",
+            "64",
+            "--method",
+            "pi",
+            "--output",
+            str(locked / "run" / "s.json"),
+            "--no-mlflow",
+        ]
+    )
     assert rc == 2 and f"cannot write in {locked} (permission denied)" in capsys.readouterr().err
     assert not (locked / "run").exists()
 
@@ -500,8 +981,24 @@ def test_a_read_only_folder(tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        rc = main(["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "32", "--target-length",
-                   "64", "--method", "pi", "--output", str(locked / "s.json"), "--no-mlflow"])
+        rc = main(
+            [
+                "solve",
+                "--rope-theta",
+                "10000",
+                "--head-dim",
+                "32",
+                "--train-length",
+                "32",
+                "--target-length",
+                "64",
+                "--method",
+                "pi",
+                "--output",
+                str(locked / "s.json"),
+                "--no-mlflow",
+            ]
+        )
     finally:
         locked.chmod(0o700)
     assert rc == 2 and "permission denied" in capsys.readouterr().err
@@ -546,40 +1043,91 @@ def test_pack_records_layout_window_and_the_configs_seed(tmp_path, tiny_tokenize
     (tmp_path / "c.yaml").write_text("seed: 7\n")
     for seed_args, seed in (([], 7), (["--seed", "3"], 3)):
         out = tmp_path / f"p{seed}.parquet"
-        assert main(["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir),
-                     "--window", "16", "--layout", "intra_doc", "--output", str(out), "--config",
-                     str(tmp_path / "c.yaml"), "--no-mlflow", *seed_args]) == 0
+        assert (
+            main(
+                [
+                    "pack",
+                    "--tokens",
+                    str(tmp_path / "tok.parquet"),
+                    "--tokenizer",
+                    str(tiny_tokenizer_dir),
+                    "--window",
+                    "16",
+                    "--layout",
+                    "intra_doc",
+                    "--output",
+                    str(out),
+                    "--config",
+                    str(tmp_path / "c.yaml"),
+                    "--no-mlflow",
+                    *seed_args,
+                ]
+            )
+            == 0
+        )
         assert read_packed_info(out) == {"layout": "intra_doc", "window": 16}
         stats = json.loads(out.with_name(out.stem + ".stats.json").read_text())["totals"]
         assert (stats["layout"], stats["window"], stats["seed"]) == ("intra_doc", 16, seed)
-    assert pq.read_table(tmp_path / "p7.parquet").column("input_ids").to_pylist() != \
-        pq.read_table(tmp_path / "p3.parquet").column("input_ids").to_pylist()  # the seed reached the order
+    assert (
+        pq.read_table(tmp_path / "p7.parquet").column("input_ids").to_pylist()
+        != pq.read_table(tmp_path / "p3.parquet").column("input_ids").to_pylist()
+    )  # the seed reached the order
 
 
 # ---- snakemake -n ------------------------------------------------------------------------------------
 
+
 def _dry_run(tmp_path: Path, *configs: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-                           str(BASE), *map(str, configs), "-n", "--cores", "1"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(BASE),
+            *map(str, configs),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_snakemake_dry_run_rejects_them_all_at_once(tmp_path):
-    overlay = _overlay(tmp_path, {
-        "finetune": {"batch_size": 3, "grad_accum": 2},
-        "extension": {"methods": ["none", "dprope", "longrope"]},
-        "rope": {"threshold": 0.5, "interpolated_dims": 18},
-        "corpus": {"source": "jsonl", "path": str(tmp_path / "corpus" / "*.jsonl")},
-        "eval": {"longbench": {"data_dir": str(tmp_path / "LongBench"), "tasks": ["qasper", "not_a_task"]},
-                 "ruler": {"tasks": ["qa_1"]}}})
+    overlay = _overlay(
+        tmp_path,
+        {
+            "finetune": {"batch_size": 3, "grad_accum": 2},
+            "extension": {"methods": ["none", "dprope", "longrope"]},
+            "rope": {"threshold": 0.5, "interpolated_dims": 18},
+            "corpus": {"source": "jsonl", "path": str(tmp_path / "corpus" / "*.jsonl")},
+            "eval": {
+                "longbench": {"data_dir": str(tmp_path / "LongBench"), "tasks": ["qasper", "not_a_task"]},
+                "ruler": {"tasks": ["qa_1"]},
+            },
+        },
+    )
     proc = _dry_run(tmp_path, overlay)
     assert proc.returncode != 0
-    for text in ("problems found before any job runs", "finetune.batch_size: 3",
-                 "rope.threshold and rope.interpolated_dims", "rope.interpolated_dims: 18",
-                 "rope.factors_file: required by longrope", "corpus.path: no jsonl file", "corpus/*.jsonl",
-                 "eval.longbench.tasks: unknown task(s) not_a_task", "eval.longbench.data_dir",
-                 f"{tmp_path / 'LongBench'}", "eval.ruler.tasks: qa_1"):
+    for text in (
+        "problems found before any job runs",
+        "finetune.batch_size: 3",
+        "rope.threshold and rope.interpolated_dims",
+        "rope.interpolated_dims: 18",
+        "rope.factors_file: required by longrope",
+        "corpus.path: no jsonl file",
+        "corpus/*.jsonl",
+        "eval.longbench.tasks: unknown task(s) not_a_task",
+        "eval.longbench.data_dir",
+        f"{tmp_path / 'LongBench'}",
+        "eval.ruler.tasks: qa_1",
+    ):
         assert text in proc.stdout + proc.stderr, f"{text!r} not in\n{proc.stdout[-3000:]}"
     assert not (tmp_path / "results").exists()  # not even the resolved config was written
 

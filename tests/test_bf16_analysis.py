@@ -14,8 +14,8 @@ from ropeext.analysis.deviation import attention_logits, key_logits, layer_devia
 from ropeext.analysis.sequences import build_sequences
 from ropeext.errors import RopeextError
 
-
 # ---------------------------------------------------------------- dense references (independent)
+
 
 def dense_probs(q, k, scale, path):
     """Full causal softmax attention, one head at a time, all T x T at once, in float64 where possible."""
@@ -41,7 +41,7 @@ def dense_deviation(q1, k1, q2, k2, scale, path):
     for h in range(heads):
         diff = (dense_probs(q1[h], k1[h // group], scale, path) - dense_probs(q2[h], k2[h // group], scale, path)).abs()
         cols.append(torch.stack([diff[j:, j].mean() for j in range(t)]))
-        rows.append(torch.stack([diff[i, :i + 1].mean() for i in range(t)]))
+        rows.append(torch.stack([diff[i, : i + 1].mean() for i in range(t)]))
     return torch.stack(cols), torch.stack(rows)
 
 
@@ -53,10 +53,11 @@ def _rand_qk(heads=4, kv_heads=2, t=37, d=16, dtype=torch.float32, seed=0):
 
 # ---------------------------------------------------------------- deviation math
 
+
 @pytest.mark.parametrize("chunk", [1, 5, 16, 100])
 def test_layer_deviation_matches_dense_fp32_any_chunk(chunk):
     q1, k1, q2, k2 = _rand_qk()
-    scale = 16 ** -0.5
+    scale = 16**-0.5
     dev = layer_deviation(q1, k1, q2, k2, scale=scale, path="fa2-like", chunk_size=chunk)
     col, row = dense_deviation(q1, k1, q2, k2, scale, "fa2-like")
     torch.testing.assert_close(dev.column.double(), col, atol=2e-6, rtol=1e-4)
@@ -67,7 +68,7 @@ def test_layer_deviation_matches_dense_fp32_any_chunk(chunk):
 @pytest.mark.parametrize("path", ["fa2-like", "eager-bf16"])
 def test_layer_deviation_matches_dense_bf16_paths(path):
     q1, k1, q2, k2 = _rand_qk(dtype=torch.bfloat16, seed=1)
-    scale = 16 ** -0.5
+    scale = 16**-0.5
     dev = layer_deviation(q1, k1, q2, k2, scale=scale, path=path, chunk_size=8)
     col, row = dense_deviation(q1, k1, q2, k2, scale, path)
     # the dense reference accumulates in float64, the chunked one in fp32; eager rounds the same way
@@ -104,6 +105,7 @@ def test_bad_path_and_chunk_raise():
 
 # ---------------------------------------------------------------- capture
 
+
 def _model(tiny_model_dir, dtype=torch.float32):
     return load_setting(str(tiny_model_dir), "fp32", seed=0, device="cpu", attn_implementation="sdpa").to(dtype).eval()
 
@@ -139,7 +141,7 @@ def test_capture_matches_transformers_rotary_and_keeps_outputs(tiny_model_dir):
     assert sorted(captured) == [0, 1]
     torch.testing.assert_close(captured[0][0], q_ref)
     torch.testing.assert_close(captured[0][1], k_ref)
-    assert captured[0][2] == pytest.approx(attn.head_dim ** -0.5)
+    assert captured[0][2] == pytest.approx(attn.head_dim**-0.5)
     assert torch.equal(plain, hooked)
 
 
@@ -166,12 +168,13 @@ def test_float64_shift_leaves_logits_unchanged(tiny_model_dir):
         assert (a0[layer] - a16[layer]).abs().max() < 1e-10
     assert (l0 - l16).abs().max() < 1e-10
     # transformers computes the angles in fp32: without exact angles the same float64 model drifts
-    (b0, m0), (b16, m16) = run(0), run(16)
+    (_, m0), (_, m16) = run(0), run(16)
     assert (m0 - m16).abs().max() > 1e-10
     assert type(model.model.rotary_emb).__name__ == "LlamaRotaryEmbedding"  # restored
 
 
 # ---------------------------------------------------------------- settings on the tiny model
+
 
 @pytest.fixture(scope="module")
 def tiny_result(tiny_model_dir):
@@ -179,8 +182,15 @@ def tiny_result(tiny_model_dir):
     seqs = rng.integers(3, 300, size=(2, 64))
     seqs[:, 0] = 1
     spec = Spec(length=64, deltas=[0, 8, 16, 200], delta_ref=16, logit_lengths=[32, 64], chunk_size=24)
-    return analyze(str(tiny_model_dir), seqs, spec, settings=["bf16", "fp32", "random-bf16", "fp64-exact"],
-                   seed=5, device="cpu", log=lambda m: None)
+    return analyze(
+        str(tiny_model_dir),
+        seqs,
+        spec,
+        settings=["bf16", "fp32", "random-bf16", "fp64-exact"],
+        seed=5,
+        device="cpu",
+        log=lambda m: None,
+    )
 
 
 def test_fp32_deviation_small_bf16_large(tiny_result):
@@ -239,9 +249,16 @@ def test_eager_path_runs_eager_forward(tiny_model_dir):
 
 # ---------------------------------------------------------------- inputs
 
+
 def test_build_sequences_whole_then_concatenated():
-    docs = [np.arange(10, 30), np.array([1, 50, 51]), np.arange(100, 104), np.arange(200, 230),
-            np.arange(300, 305), np.arange(400, 405)]
+    docs = [
+        np.arange(10, 30),
+        np.array([1, 50, 51]),
+        np.arange(100, 104),
+        np.arange(200, 230),
+        np.arange(300, 305),
+        np.arange(400, 405),
+    ]
     seqs, info = build_sequences(docs, length=8, count=4, bos_id=1, seed=0)
     assert seqs.shape == (4, 8)
     assert (seqs[:, 0] == 1).all()
@@ -259,8 +276,11 @@ def test_build_sequences_whole_then_concatenated():
 
 
 def test_fit_lengths():
-    assert fit_lengths(4096, 256) == (256, [64, 128, 256], [
-        "requested T=4096 exceeds the model's window 256; T=256 is used"])
+    assert fit_lengths(4096, 256) == (
+        256,
+        [64, 128, 256],
+        ["requested T=4096 exceeds the model's window 256; T=256 is used"],
+    )
     assert fit_lengths(100, 300)[:2] == (100, [64, 128, 256, 300])
     length, lengths, notes = fit_lengths(64, 128, [32, 1000])
     assert lengths == [32] and "1000" in notes[0]
@@ -269,6 +289,7 @@ def test_fit_lengths():
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def _write_tokens(path, docs):
     import pyarrow as pa
@@ -286,9 +307,28 @@ def test_cli_end_to_end_with_mlflow(tiny_model_dir, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     out = tmp_path / "out"
-    code = main(["analyze", "bf16", "--model", str(tiny_model_dir), "--tokens", str(tokens), "--output", str(out),
-                 "--length", "4096", "--num-sequences", "2", "--deltas", "0,4,16", "--chunk-size", "16",
-                 "--variant", "tiny"])
+    code = main(
+        [
+            "analyze",
+            "bf16",
+            "--model",
+            str(tiny_model_dir),
+            "--tokens",
+            str(tokens),
+            "--output",
+            str(out),
+            "--length",
+            "4096",
+            "--num-sequences",
+            "2",
+            "--deltas",
+            "0,4,16",
+            "--chunk-size",
+            "16",
+            "--variant",
+            "tiny",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "bf16_deviation.json").read_text())
     assert result["spec"]["length"] == 64 and result["window"] == 64
@@ -319,9 +359,25 @@ def test_cli_text_file_and_bad_inputs(tiny_model_dir, tmp_path, capsys):
     text = tmp_path / "doc.txt"
     text.write_text("The grass is green. The sky is blue. def add(a, b): return a + b\n" * 20)
     out = tmp_path / "out"
-    args = ["analyze", "bf16", "--model", str(tiny_model_dir), "--output", str(out), "--no-mlflow",
-            "--length", "32", "--num-sequences", "2", "--deltas", "0", "--logit-lengths", "32",
-            "--settings", "fp32"]
+    args = [
+        "analyze",
+        "bf16",
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(out),
+        "--no-mlflow",
+        "--length",
+        "32",
+        "--num-sequences",
+        "2",
+        "--deltas",
+        "0",
+        "--logit-lengths",
+        "32",
+        "--settings",
+        "fp32",
+    ]
     assert main(args + ["--text-file", str(text)]) == 0
     result = json.loads((out / "bf16_deviation.json").read_text())
     assert result["sequences"] == {"document_starts": 1, "concatenated": 1} and list(result["settings"]) == ["fp32"]
@@ -344,8 +400,22 @@ def test_options_resolve_cli_then_config_then_default():
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--model", "m", "--tokens", "t.parquet", "--output", "o", "--length", "128",
-                              "--deltas", "0,4", "--settings", "fp32, bf16"])
+    args = parser.parse_args(
+        [
+            "--model",
+            "m",
+            "--tokens",
+            "t.parquet",
+            "--output",
+            "o",
+            "--length",
+            "128",
+            "--deltas",
+            "0,4",
+            "--settings",
+            "fp32, bf16",
+        ]
+    )
     config = resolve_config({"analysis": {"bf16": {"length": 512, "num_sequences": 7, "numeric_path": "eager-bf16"}}})
     opts = resolve_settings(args, config)
     assert opts["length"] == 128 and opts["deltas"] == [0, 4]  # the command line wins

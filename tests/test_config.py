@@ -54,8 +54,21 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     cfg = _default()
     cfg["pretrain"]["steps"] = -3
     bad.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "ropeext.cli", "corpus", "--config", str(bad), "--output-dir",
-                           str(tmp_path / "out"), "--no-mlflow"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.cli",
+            "corpus",
+            "--config",
+            str(bad),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--no-mlflow",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "pretrain.steps" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "train.parquet").exists()

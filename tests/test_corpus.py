@@ -36,8 +36,9 @@ def test_stdlib_corpus_definitions_follow_their_file(tmp_path):
     for i in range(30):
         (root / "pkg" / f"m{i}.py").write_text(f"def f{i}(a):\n    return a + {i} * 1000000000000\n" * 3)
     (root / "test" / "t.py").write_text("def test_x():\n    assert True\n" * 10)
-    splits, manifest = build_splits({"source": "stdlib", "path": str(root), "min_chars": 10,
-                                     "split_fractions": {"validation": 0.2, "test": 0.2}})
+    splits, manifest = build_splits(
+        {"source": "stdlib", "path": str(root), "min_chars": 10, "split_fractions": {"validation": 0.2, "test": 0.2}}
+    )
     where = {d.id: s for s, docs in splits.items() for d in docs}
     assert not any(i.startswith("test/") for i in where)
     for doc_id, split in where.items():
@@ -105,12 +106,20 @@ def test_stdlib_domain_is_the_top_level_module(tmp_path):
 
 
 def test_domain_field_reads_dotted_paths_and_falls_back(tmp_path):
-    recs = [{"text": "a" * 80, "meta": {"redpajama_set_name": "RedPajamaGithub"}},
-            {"text": "b" * 80, "meta": {"redpajama_set_name": "RedPajamaBook"}},
-            {"text": "c" * 80, "meta": {}}]
+    recs = [
+        {"text": "a" * 80, "meta": {"redpajama_set_name": "RedPajamaGithub"}},
+        {"text": "b" * 80, "meta": {"redpajama_set_name": "RedPajamaBook"}},
+        {"text": "c" * 80, "meta": {}},
+    ]
     f = _jsonl(tmp_path / "slim.jsonl", recs)
-    cfg = {"source": "jsonl", "path": str(f), "min_chars": 1, "domain_field": "meta.redpajama_set_name",
-           "domain": "unknown", "split_fractions": {"validation": 0, "test": 0}}
+    cfg = {
+        "source": "jsonl",
+        "path": str(f),
+        "min_chars": 1,
+        "domain_field": "meta.redpajama_set_name",
+        "domain": "unknown",
+        "split_fractions": {"validation": 0, "test": 0},
+    }
     splits, manifest = build_splits(cfg)
     assert [d.domain for d in splits["train"]] == ["RedPajamaGithub", "RedPajamaBook", "unknown"]
     assert manifest["domain_fallbacks"] == 1
@@ -126,8 +135,13 @@ def test_parquet_is_read_batch_by_batch_with_a_struct_domain(tmp_path, monkeypat
     from ropeext.data import corpus
 
     n = 50
-    table = pa.table({"text": [f"document {i} " * 10 for i in range(n)],
-                      "meta": [{"set": f"s{i % 3}"} for i in range(n)], "big": ["x" * 1000] * n})
+    table = pa.table(
+        {
+            "text": [f"document {i} " * 10 for i in range(n)],
+            "meta": [{"set": f"s{i % 3}"} for i in range(n)],
+            "big": ["x" * 1000] * n,
+        }
+    )
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=7)
     monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("read the whole table"))
     docs = list(corpus.iter_parquet(str(tmp_path / "a.parquet"), "text", "meta.set", batch_rows=4))
@@ -141,8 +155,9 @@ def test_parquet_is_read_batch_by_batch_with_a_struct_domain(tmp_path, monkeypat
 def test_hf_saved_dataset_domain_and_missing_split(tmp_path):
     import datasets
 
-    ds = datasets.Dataset.from_dict({"text": [f"document number {i} " * 10 for i in range(12)],
-                                     "source": [f"d{i % 2}" for i in range(12)]})
+    ds = datasets.Dataset.from_dict(
+        {"text": [f"document number {i} " * 10 for i in range(12)], "source": [f"d{i % 2}" for i in range(12)]}
+    )
     datasets.DatasetDict({"train": ds}).save_to_disk(tmp_path / "dd")
     cfg = {"source": "hf", "path": str(tmp_path / "dd"), "min_chars": 1, "domain_field": "source"}
     splits, manifest = build_splits(cfg)
@@ -171,8 +186,9 @@ def test_stdlib_files_that_fail_to_decode_are_reported(tmp_path, capsys):
     root.mkdir()
     (root / "good.py").write_text("def f():\n    return 1\n" * 5)
     (root / "bad.py").write_bytes(b"# \xff\xfe\n" * 20)
-    splits, manifest = build_splits({"source": "stdlib", "path": str(root), "min_chars": 1,
-                                     "split_fractions": {"validation": 0, "test": 0}})
+    splits, manifest = build_splits(
+        {"source": "stdlib", "path": str(root), "min_chars": 1, "split_fractions": {"validation": 0, "test": 0}}
+    )
     assert manifest["skipped"]["count"] == 1 and "bad.py" in manifest["skipped"]["first"][0]
     assert "bad.py" in capsys.readouterr().err
 
@@ -239,7 +255,8 @@ def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
 
     (tmp_path / "ds" / "data").mkdir(parents=True)
     (tmp_path / "ds" / "data" / "train.jsonl").write_text(
-        "".join(json.dumps({"text": f"doc {i} " * 20, "meta": {"set": f"s{i % 2}"}}) + "\n" for i in range(200)))
+        "".join(json.dumps({"text": f"doc {i} " * 20, "meta": {"set": f"s{i % 2}"}}) + "\n" for i in range(200))
+    )
     seen = {}
     original = datasets.load_dataset
 
@@ -248,8 +265,9 @@ def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", spy)
-    splits, manifest = build_splits({"source": "hf", "path": str(tmp_path / "ds"), "min_chars": 1,
-                                     "domain_field": "meta.set", "max_documents": 1})
+    splits, manifest = build_splits(
+        {"source": "hf", "path": str(tmp_path / "ds"), "min_chars": 1, "domain_field": "meta.set", "max_documents": 1}
+    )
     assert seen["streaming"] is True
     # ids carry the folder's path, so which record lands where varies; 200 records fill every split
     assert all(len(v) == 1 for v in splits.values()) and manifest["stopped_early"]

@@ -59,8 +59,13 @@ def violations(path, known=KNOWN) -> list[str]:
     name = path.stem
     out = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-            if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+            else []
+        )
         for t in targets:
             for n in ast.walk(t):
                 if isinstance(n, ast.Name) and "DEFAULT" in n.id.upper():
@@ -73,15 +78,22 @@ def violations(path, known=KNOWN) -> list[str]:
             action = kw.get("action")
             nargs = kw.get("nargs")
             dest = _dest(node)
-            if (isinstance(action, ast.Constant) and action.value in FLAG_ACTIONS) \
-                    or (isinstance(nargs, ast.Constant) and nargs.value in ("*", "+")) \
-                    or dest in RUNTIME_OPTIONS or (name, dest) in known:
+            if (
+                (isinstance(action, ast.Constant) and action.value in FLAG_ACTIONS)
+                or (isinstance(nargs, ast.Constant) and nargs.value in ("*", "+"))
+                or dest in RUNTIME_OPTIONS
+                or (name, dest) in known
+            ):
                 continue
             out.append(f"{name}:{node.lineno}: --{dest} default={ast.unparse(kw['default'])}")
         elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and _literal(node.values[-1]):
             out.append(f"{name}:{node.lineno}: fallback {ast.unparse(node)}")
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get" and len(node.args) == 2 \
-                and _literal(node.args[1]):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "get"
+            and len(node.args) == 2
+            and _literal(node.args[1])
+        ):
             out.append(f"{name}:{node.lineno}: fallback {ast.unparse(node)}")
     return out
 
@@ -108,10 +120,15 @@ def test_the_check_catches_each_kind_of_default(tmp_path):
         "def run(args, cfg):\n"
         "    a = args.stride or cfg.get('stride') or 256\n"
         "    b = cfg.get('lengths', [256, 512])\n"
-        "    c = cfg.get('x') or {}\n")
+        "    c = cfg.get('x') or {}\n"
+    )
     found = violations(path)
-    assert [line.split(": ", 1)[1].split(" ")[0] for line in found] == \
-        ["module-level", "--samples", "fallback", "fallback"], found
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in found] == [
+        "module-level",
+        "--samples",
+        "fallback",
+        "fallback",
+    ], found
 
 
 def _parser_of(module):
@@ -120,8 +137,9 @@ def _parser_of(module):
     return parser
 
 
-@pytest.mark.parametrize("name", ["eval_passkey", "eval_ruler", "eval_openllm", "eval_longbench", "eval_ppl",
-                                  "analyze_bf16"])
+@pytest.mark.parametrize(
+    "name", ["eval_passkey", "eval_ruler", "eval_openllm", "eval_longbench", "eval_ppl", "analyze_bf16"]
+)
 def test_option_tables_name_config_keys(name):
     module = importlib.import_module(f"ropeext.commands.{name}")
     section = resolve_config({})
@@ -141,40 +159,122 @@ def test_option_tables_name_config_keys(name):
 # What the command modules and ropeext/train/recipes.py used as defaults before the schema became
 # their only source, copied here as literals so a changed schema default shows up as a failure.
 BEFORE = {
-    "finetune": {"steps": 80, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 8, "weight_decay": 0.0,
-                 "precision": "bf16-mixed", "schedule": "cosine", "min_lr_ratio": 0.1, "betas": [0.9, 0.95],
-                 "max_grad_norm": 1.0, "grad_accum": 1, "gradient_checkpointing": False, "checkpoint_every": 20,
-                 "keep_checkpoints": 2, "log_every": 1, "system_metrics": True, "cleanup_checkpoints": True},
-    "pretrain": {"steps": 1000, "batch_size": 16, "lr": 3.0e-3, "warmup_steps": 50, "weight_decay": 0.1,
-                 "precision": "bf16-mixed", "schedule": "cosine", "min_lr_ratio": 0.1, "betas": [0.9, 0.95],
-                 "max_grad_norm": 1.0, "grad_accum": 1, "gradient_checkpointing": False, "checkpoint_every": 100,
-                 "keep_checkpoints": 2, "log_every": 1, "system_metrics": True, "cleanup_checkpoints": True},
+    "finetune": {
+        "steps": 80,
+        "batch_size": 4,
+        "lr": 3.0e-4,
+        "warmup_steps": 8,
+        "weight_decay": 0.0,
+        "precision": "bf16-mixed",
+        "schedule": "cosine",
+        "min_lr_ratio": 0.1,
+        "betas": [0.9, 0.95],
+        "max_grad_norm": 1.0,
+        "grad_accum": 1,
+        "gradient_checkpointing": False,
+        "checkpoint_every": 20,
+        "keep_checkpoints": 2,
+        "log_every": 1,
+        "system_metrics": True,
+        "cleanup_checkpoints": True,
+    },
+    "pretrain": {
+        "steps": 1000,
+        "batch_size": 16,
+        "lr": 3.0e-3,
+        "warmup_steps": 50,
+        "weight_decay": 0.1,
+        "precision": "bf16-mixed",
+        "schedule": "cosine",
+        "min_lr_ratio": 0.1,
+        "betas": [0.9, 0.95],
+        "max_grad_norm": 1.0,
+        "grad_accum": 1,
+        "gradient_checkpointing": False,
+        "checkpoint_every": 100,
+        "keep_checkpoints": 2,
+        "log_every": 1,
+        "system_metrics": True,
+        "cleanup_checkpoints": True,
+    },
     # preset and rope.threshold: null now means "not set" (in effect local and 0.0), so that setting
     # the other key of each pair (tasks, interpolated_dims) is not a conflict with a default
     "eval.openllm": {"preset": None, "tasks": None, "num_fewshot": None, "batch_size": 8, "limit": None},
-    "eval.openllm.local": {"items": 40, "fewshot_items": 5, "context_lines": 6, "choices": 4,
-                           "max_context_tokens": 192, "max_line_tokens": 32, "ppl_docs": 8, "ppl_tokens": 512},
-    "analysis.bf16": {"length": 4096, "num_sequences": 50, "delta_ref": 16, "logit_lengths": None, "chunk_size": 512,
-                      "numeric_path": "fa2-like", "seed": 0, "settings": ["bf16", "fp32", "random-bf16"],
-                      "deltas": [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 50, 100, 200, 500, 1000, 2000]},
-    "eval.passkey": {"lengths": [256, 512, 1024, 2048], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "samples": 5,
-                     "digits": 5, "max_new_tokens": 12, "max_length": None},
-    "eval.longbench": {"data_dir": None, "prompts_dir": None, "benchmark": "longbench-e", "tasks": None,
-                       "limit": None, "max_input_length": None, "chat_template": "auto", "bos": "auto",
-                       "on_bad_line": "fail", "embedded_max_new_tokens": None},
+    "eval.openllm.local": {
+        "items": 40,
+        "fewshot_items": 5,
+        "context_lines": 6,
+        "choices": 4,
+        "max_context_tokens": 192,
+        "max_line_tokens": 32,
+        "ppl_docs": 8,
+        "ppl_tokens": 512,
+    },
+    "analysis.bf16": {
+        "length": 4096,
+        "num_sequences": 50,
+        "delta_ref": 16,
+        "logit_lengths": None,
+        "chunk_size": 512,
+        "numeric_path": "fa2-like",
+        "seed": 0,
+        "settings": ["bf16", "fp32", "random-bf16"],
+        "deltas": [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 50, 100, 200, 500, 1000, 2000],
+    },
+    "eval.passkey": {
+        "lengths": [256, 512, 1024, 2048],
+        "depths": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "samples": 5,
+        "digits": 5,
+        "max_new_tokens": 12,
+        "max_length": None,
+    },
+    "eval.longbench": {
+        "data_dir": None,
+        "prompts_dir": None,
+        "benchmark": "longbench-e",
+        "tasks": None,
+        "limit": None,
+        "max_input_length": None,
+        "chat_template": "auto",
+        "bos": "auto",
+        "on_bad_line": "fail",
+        "embedded_max_new_tokens": None,
+    },
     "eval.longbench.embedded": {"margin": 56, "bucket_edges": None, "per_bucket": 20, "task": "heldout_lcc"},
     "eval.ppl": {"lengths": [256, 512, 1024, 2048], "stride": 256, "max_tokens": 32768},
-    "rope": {"bins": 360, "kl_direction": "code", "angle_dtype": "float32", "threshold": None,
-             "compare_methods": ["none", "pi", "ntk", "yarn", "dprope"],
-             "angles_methods": ["none", "pi", "yarn", "dprope"]},
+    "rope": {
+        "bins": 360,
+        "kl_direction": "code",
+        "angle_dtype": "float32",
+        "threshold": None,
+        "compare_methods": ["none", "pi", "ntk", "yarn", "dprope"],
+        "angles_methods": ["none", "pi", "yarn", "dprope"],
+    },
     "rope.yarn": {"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True},
     "rope.llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
 }
 RECIPES_BEFORE = {
-    "dprope": {"lr": 2.0e-5, "betas": [0.9, 0.999], "warmup_steps": 0, "weight_decay": 0.0, "schedule": "constant",
-               "batch_size": 64, "steps": {8192: 1000, None: 500}, "max_grad_norm": 1.0},
-    "anchor": {"lr": 2.0e-5, "betas": [0.9, 0.95], "warmup_steps": 0, "weight_decay": 0.1, "schedule": "constant",
-               "batch_size": 8, "steps": 2000, "max_grad_norm": 1.0},
+    "dprope": {
+        "lr": 2.0e-5,
+        "betas": [0.9, 0.999],
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "batch_size": 64,
+        "steps": {8192: 1000, None: 500},
+        "max_grad_norm": 1.0,
+    },
+    "anchor": {
+        "lr": 2.0e-5,
+        "betas": [0.9, 0.95],
+        "warmup_steps": 0,
+        "weight_decay": 0.1,
+        "schedule": "constant",
+        "batch_size": 8,
+        "steps": 2000,
+        "max_grad_norm": 1.0,
+    },
 }
 
 
@@ -195,8 +295,11 @@ def test_schema_defaults_reproduce_the_former_built_in_values():
     from ropeext.eval.longbench.run import embedded_windows
 
     lb = dict(defaults["eval"]["longbench"], seed=0)
-    assert embedded_windows(lb, defaults["model"]["train_length"], defaults["extension"]["target_lengths"]) == \
-        [256, 512, 1024]
+    assert embedded_windows(lb, defaults["model"]["train_length"], defaults["extension"]["target_lengths"]) == [
+        256,
+        512,
+        1024,
+    ]
 
 
 def test_the_one_value_that_changed_is_rulers():
@@ -206,10 +309,19 @@ def test_the_one_value_that_changed_is_rulers():
     wording defaults to the project's own (RULER's comes from the user's templates file, or the lm_eval engine)."""
     ruler = resolve_config({})["eval"]["ruler"]
     assert (ruler["lengths"], ruler["samples"]) == ([256, 512, 1024], 500)
-    assert {k: ruler[k] for k in ("subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
-                                  "templates", "max_length")} == \
-        {"subset": "all", "tasks": None, "threshold": 85.6, "essay_source": None, "squad": None, "hotpotqa": None,
-         "templates": "ropeext", "max_length": None}
+    assert {
+        k: ruler[k]
+        for k in ("subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa", "templates", "max_length")
+    } == {
+        "subset": "all",
+        "tasks": None,
+        "threshold": 85.6,
+        "essay_source": None,
+        "squad": None,
+        "hotpotqa": None,
+        "templates": "ropeext",
+        "max_length": None,
+    }
 
 
 def test_recipes_kept_the_papers_values():
@@ -223,7 +335,16 @@ def test_training_settings_take_the_schemas_shared_defaults():
 
     s = TrainSettings(steps=1, batch_size=1, lr=1e-3)
     shared = resolve_config({})["finetune"]
-    for key in ("schedule", "min_lr_ratio", "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing",
-                "keep_checkpoints", "log_every", "system_metrics"):
+    for key in (
+        "schedule",
+        "min_lr_ratio",
+        "max_grad_norm",
+        "grad_accum",
+        "precision",
+        "gradient_checkpointing",
+        "keep_checkpoints",
+        "log_every",
+        "system_metrics",
+    ):
         assert getattr(s, key) == shared[key], key
     assert list(s.betas) == shared["betas"]

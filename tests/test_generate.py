@@ -42,7 +42,7 @@ def reference(model, tok, prompt_ids, max_new_tokens, stop_strings=(), stop_toke
                 break
     text = tok.decode(out, skip_special_tokens=True)
     cuts = [text.find(s) for s in stop_strings if s in text]
-    return (text[:min(cuts)] if cuts else text), why
+    return (text[: min(cuts)] if cuts else text), why
 
 
 def reference_ids(model, prompt_ids, n) -> list[int]:
@@ -56,9 +56,9 @@ def spanning_stop_string(tok, prompt: str, ids: list[int]) -> str | None:
     """Two characters of the decoded continuation across a token boundary, first seen there and not
     completing one begun by the prompt (``generate`` would stop there, see ``greedy_generate``)."""
     for k in range(1, len(ids) - 1):
-        head, both = tok.decode(ids[:k]), tok.decode(ids[:k + 1])
+        head, both = tok.decode(ids[:k]), tok.decode(ids[: k + 1])
         if len(both) > len(head) >= 1 and "\ufffd" not in both:
-            s = both[len(head) - 1:len(head) + 1]
+            s = both[len(head) - 1 : len(head) + 1]
             if s.strip() and both.find(s) == len(head) - 1 and s[0] != prompt[-1]:
                 return s
     return None
@@ -86,11 +86,21 @@ def tiny(tiny_model_dir):
 @pytest.fixture(scope="module")
 def smol_like(smollm2_2layer_dir):
     tok = load_tokenizer(smollm2_2layer_dir)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=256,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e5}, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, use_cache=False)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e5},
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     assert model.config.num_attention_heads // model.config.num_key_value_heads == 3

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from benchmarks import flops
-from benchmarks.gpu import correctness, plan as plans
+from benchmarks.gpu import correctness
+from benchmarks.gpu import plan as plans
 from ropeext.attention.masks import attention_mask
 from ropeext.data.packing import INTERLEAVED, LAYOUTS, TAGGED, pack_documents
 
@@ -48,8 +49,9 @@ def _packed(layout, seed=0, W=64, n=40):
 
 def _run(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -147,9 +149,13 @@ def test_fp32_check_fails_a_wrong_backend(monkeypatch, one_thread):
 
 
 def test_bad_arguments_are_named():
-    for argv, key in ((["--windows", "1000"], "--windows"), (["--backends", "magic"], "--backends"),
-                      (["--layouts", "diagonal"], "--layouts"), (["--cpu-flex"], "--cpu-flex"),
-                      (["--json", str(REPO)], "--json")):
+    for argv, key in (
+        (["--windows", "1000"], "--windows"),
+        (["--backends", "magic"], "--backends"),
+        (["--layouts", "diagonal"], "--layouts"),
+        (["--cpu-flex"], "--cpu-flex"),
+        (["--json", str(REPO)], "--json"),
+    ):
         with pytest.raises(SystemExit) as exc:
             gc.parse_args(argv)
         assert exc.value.code == 2, key
@@ -192,8 +198,9 @@ def test_cpu_smoke_runs_every_cpu_path(tmp_path):
             assert blk["wrong_grad_worst"] > blk["tol_grad"]
     # throughput: every CPU-trainable backend, both layouts, both windows, with a step time
     tp = {(x["window"], x["backend"], x["layout"]): x for x in r["throughput"]}
-    assert set(tp) == {(W, b, lay) for W in (256, 512) for b in ("sdpa_mask", "blockwise")
-                       for lay in ("full", "anchor")}
+    assert set(tp) == {
+        (W, b, lay) for W in (256, 512) for b in ("sdpa_mask", "blockwise") for lay in ("full", "anchor")
+    }
     for (W, _, layout), x in tp.items():
         assert x["status"] == "ok" and x["step_s"] > 0 and len(x["steps_s"]) == 2
         assert x["tok_s"] == pytest.approx(1024 / x["step_s"])
@@ -209,6 +216,7 @@ def test_cpu_smoke_runs_every_cpu_path(tmp_path):
     for header in ("== fp32 check", "== bf16 check", "== throughput", "== anchor vs full"):
         assert header in text
     for (W, b, layout), x in tp.items():
-        assert f"{x['tok_s']:>9.0f}" in next(line for line in text.splitlines()
-                                             if line.split()[:4] == [str(W), str(x["batch"]), b, layout])
+        assert f"{x['tok_s']:>9.0f}" in next(
+            line for line in text.splitlines() if line.split()[:4] == [str(W), str(x["batch"]), b, layout]
+        )
     assert "all checks passed" in text

@@ -6,23 +6,39 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ropeext.gpu_slots import SlotError, acquire, release, try_acquire
 
-PROBE = ("import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[2])); "
-         "json.dump({'devices': os.environ['CUDA_VISIBLE_DEVICES'], 'start': t0, 'end': time.time()}, "
-         "open(sys.argv[1], 'w'))")
+PROBE = (
+    "import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[2])); "
+    "json.dump({'devices': os.environ['CUDA_VISIBLE_DEVICES'], 'start': t0, 'end': time.time()}, "
+    "open(sys.argv[1], 'w'))"
+)
 
 
 def _launch(tmp_path, name: str, gpus: int, seconds: float, node_gpus: int = 8) -> subprocess.Popen:
     env = dict(os.environ, ROPEEXT_NODE_GPUS=str(node_gpus))
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.Popen([sys.executable, "-m", "ropeext.gpu_slots", "--gpus", str(gpus), "--lock-dir",
-                             str(tmp_path / "locks"), "--", sys.executable, "-c", PROBE,
-                             str(tmp_path / f"{name}.json"), str(seconds)], env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.gpu_slots",
+            "--gpus",
+            str(gpus),
+            "--lock-dir",
+            str(tmp_path / "locks"),
+            "--",
+            sys.executable,
+            "-c",
+            PROBE,
+            str(tmp_path / f"{name}.json"),
+            str(seconds),
+        ],
+        env=env,
+    )
 
 
 def _result(tmp_path, name):
@@ -48,17 +64,48 @@ def test_one_gpu_jobs_share_the_node_on_distinct_devices(tmp_path):
 
 def test_devices_assigned_by_the_scheduler_are_kept(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="5", ROPEEXT_NODE_GPUS="0")
-    out = subprocess.run([sys.executable, "-m", "ropeext.gpu_slots", "--gpus", "1", "--lock-dir", str(tmp_path), "--",
-                          sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.gpu_slots",
+            "--gpus",
+            "1",
+            "--lock-dir",
+            str(tmp_path),
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "5"
 
 
 def test_exit_status_of_the_command_is_returned(tmp_path):
     env = dict(os.environ, ROPEEXT_NODE_GPUS="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    code = subprocess.call([sys.executable, "-m", "ropeext.gpu_slots", "--gpus", "1", "--lock-dir", str(tmp_path),
-                            "--", sys.executable, "-c", "raise SystemExit(3)"], env=env, timeout=60)
+    code = subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.gpu_slots",
+            "--gpus",
+            "1",
+            "--lock-dir",
+            str(tmp_path),
+            "--",
+            sys.executable,
+            "-c",
+            "raise SystemExit(3)",
+        ],
+        env=env,
+        timeout=60,
+    )
     assert code == 3
 
 
@@ -76,6 +123,11 @@ def test_more_gpus_than_the_node_has_is_a_clear_error(tmp_path):
         acquire(tmp_path, 4, 2)
     env = dict(os.environ, ROPEEXT_NODE_GPUS="0")
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    out = subprocess.run([sys.executable, "-m", "ropeext.gpu_slots", "--gpus", "1", "--lock-dir", str(tmp_path), "--",
-                          "true"], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ropeext.gpu_slots", "--gpus", "1", "--lock-dir", str(tmp_path), "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "asks for 1 GPUs" in out.stderr and "Traceback" not in out.stderr

@@ -124,7 +124,9 @@ def test_the_scan_finds_circles_and_nested_imports(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from ropeext.b import g\n\n\ndef f():\n    return g()\n")
     (pkg / "b.py").write_text("def g():\n    from ropeext import a\n    import json\n    return a, json\n")
-    (pkg / "c.py").write_text("def h():\n    # heavy: imported only when plotting\n    import matplotlib\n    return matplotlib\n")
+    (pkg / "c.py").write_text(
+        "def h():\n    # heavy: imported only when plotting\n    import matplotlib\n    return matplotlib\n"
+    )
     graph, nested = _scan(tmp_path)
     assert _circles(graph) == [["ropeext.a", "ropeext.b"]]
     flagged = {(p.name, what) for p, _, what, wrong in nested if wrong}

@@ -33,22 +33,27 @@ def _imported_names(path: Path, root: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
             found.append((node.lineno, module))
             # ``from ropeext import commands`` / ``from ropeext import cli``
             found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[0].value)))
     return found
 
 
 def _lower_modules() -> list[Path]:
-    return [p for p in sorted(PACKAGE.rglob("*.py"))
-            if p != PACKAGE / "cli.py" and PACKAGE / "commands" not in p.parents]
+    return [
+        p for p in sorted(PACKAGE.rglob("*.py")) if p != PACKAGE / "cli.py" and PACKAGE / "commands" not in p.parents
+    ]
 
 
 def _violations(paths, root: Path = REPO) -> list[str]:

@@ -76,8 +76,10 @@ def _config(**eval_sections) -> dict:
 
 # ----------------------------------------------------------------------------- the start check
 def test_start_check_says_what_lm_eval_could_not_load_and_how_to_get_it(offline_cache, tmp_path, capsys):
-    config = _config(ruler={"engine": "lm_eval", "tasks": ["niah_single_2", "vt", "qa_1"]},
-                     longbench={"engine": "lm_eval", "tasks": ["lcc", "trec"]})
+    config = _config(
+        ruler={"engine": "lm_eval", "tasks": ["niah_single_2", "vt", "qa_1"]},
+        longbench={"engine": "lm_eval", "tasks": ["lcc", "trec"]},
+    )
     problems = engine_problems(config)
     assert len(problems) == 2
     ruler, longbench = problems
@@ -85,10 +87,14 @@ def test_start_check_says_what_lm_eval_could_not_load_and_how_to_get_it(offline_
     # RULER: what lm-eval's own RULER functions failed to load, in lm-eval's (datasets', nltk's, requests') words
     essay = re.search(r'load_dataset\(\s*"([^"]+)"', _lm_eval_file("ruler", "prepare_niah.py")).group(1)
     assert ruler.startswith("eval.ruler.engine: lm_eval runs lm-eval 0.4.13's own RULER tasks")
-    assert f"- the essay haystack (prepare_niah.get_haystack), for niah_single_2: ConnectionError: Couldn't reach " \
-           f"'{essay}' on the Hub" in ruler
-    assert "- the sentence splitter's nltk data (prepare_niah.cached_sent_tokenize), for niah_single_2: LookupError: " \
-           "Resource 'punkt_tab' not found." in ruler
+    assert (
+        f"- the essay haystack (prepare_niah.get_haystack), for niah_single_2: ConnectionError: Couldn't reach "
+        f"'{essay}' on the Hub" in ruler
+    )
+    assert (
+        "- the sentence splitter's nltk data (prepare_niah.cached_sent_tokenize), for niah_single_2: LookupError: "
+        "Resource 'punkt_tab' not found." in ruler
+    )
     assert "- the squad file (qa_utils.read_squad, fetched at every run), for qa_1: " in ruler
     assert "hotpot" not in ruler and " vt" not in ruler  # not asked for: qa_2 not chosen, vt needs nothing
     assert "p.get_haystack(type_haystack='essay')" in ruler and "leave their tasks out (eval.ruler.tasks)" in ruler
@@ -99,8 +105,10 @@ def test_start_check_says_what_lm_eval_could_not_load_and_how_to_get_it(offline_
         text = _lm_eval_file("longbench", f"{task}_e.yaml")
         assert re.search(r"^dataset_path: (\S+)$", text, re.M).group(1) == LONGBENCH_REPO
     for task in ("lcc", "trec"):
-        assert f"- the data of longbench_{task}_e, for {task}: ConnectionError: Couldn't reach '{LONGBENCH_REPO}' " \
-               "on the Hub" in longbench
+        assert (
+            f"- the data of longbench_{task}_e, for {task}: ConnectionError: Couldn't reach '{LONGBENCH_REPO}' "
+            "on the Hub" in longbench
+        )
     assert "TaskManager().load(['longbench_lcc_e', 'longbench_trec_e'])" in longbench
 
     # a suite left on the ropeext engine, or disabled, is not checked; tasks that fetch nothing pass
@@ -114,8 +122,22 @@ def test_start_check_says_what_lm_eval_could_not_load_and_how_to_get_it(offline_
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(json.dumps({"eval": {"longbench": {"engine": "lm_eval", "tasks": ["lcc", "trec"]}}}))
     out = tmp_path / "out"
-    assert main(["eval", "longbench", "--config", str(cfg), "--model", str(tmp_path / "no-model"),
-                 "--output-dir", str(out), "--no-mlflow"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "longbench",
+                "--config",
+                str(cfg),
+                "--model",
+                str(tmp_path / "no-model"),
+                "--output-dir",
+                str(out),
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == f"error: {longbench}"
     assert not out.exists()
 
@@ -157,15 +179,27 @@ def test_ruler_metrics_from_lm_eval_samples():
     records = [{"task": "niah_single_1", "length": 4096, "score": s} for s in (1.0, 0.0, 1.0, 1.0)]
     records += [{"task": "vt", "length": 4096, "score": s} for s in (0.8, 0.6)]
     records += [{"task": "niah_single_1", "length": 8192, "score": s} for s in (0.5, 0.0)]
-    entries = {("niah_single_1", 4096): {"results": {"niah_single_1": {"4096,none": 0.75}}, "lm_eval_version": "0.4.13",
-                                         "configs": {"niah_single_1": {"task": "niah_single_1"}}},
-               ("niah_single_1", 8192): {"results": {"niah_single_1": {"4096,none": -1, "8192,none": 0.25}}},
-               ("vt", 4096): {"results": {"ruler_vt": {"4096,none": 0.7}},
-                              "configs": {"ruler_vt": {"task": "ruler_vt"}}}}
-    m = ruler_engine.build_metrics(records, entries, names={"niah_single_1": "niah_single_1", "vt": "ruler_vt"},
-                                   tasks=["niah_single_1", "vt"], lengths=[4096, 8192], subset="custom",
-                                   threshold=70.0, skipped={"vt": {"8192": "lm-eval built no sample"}}, samples=4,
-                                   meta={"variant": "v"})
+    entries = {
+        ("niah_single_1", 4096): {
+            "results": {"niah_single_1": {"4096,none": 0.75}},
+            "lm_eval_version": "0.4.13",
+            "configs": {"niah_single_1": {"task": "niah_single_1"}},
+        },
+        ("niah_single_1", 8192): {"results": {"niah_single_1": {"4096,none": -1, "8192,none": 0.25}}},
+        ("vt", 4096): {"results": {"ruler_vt": {"4096,none": 0.7}}, "configs": {"ruler_vt": {"task": "ruler_vt"}}},
+    }
+    m = ruler_engine.build_metrics(
+        records,
+        entries,
+        names={"niah_single_1": "niah_single_1", "vt": "ruler_vt"},
+        tasks=["niah_single_1", "vt"],
+        lengths=[4096, 8192],
+        subset="custom",
+        threshold=70.0,
+        skipped={"vt": {"8192": "lm-eval built no sample"}},
+        samples=4,
+        meta={"variant": "v"},
+    )
     assert m["scores"] == {"niah_single_1": {"4096": 75.0, "8192": 25.0}, "vt": {"4096": 70.0}}
     assert m["average"] == {"4096": 72.5, "8192": None} and m["effective_length"] == 4096
     assert m["lm_eval_scores"] == {"niah_single_1": {"4096": 75.0, "8192": 25.0}, "vt": {"4096": 70.0}}
@@ -195,14 +229,27 @@ def test_longbench_buckets_from_lm_eval_samples():
     samples = [sample(0, 100, 1.0), sample(1, 3999, 0.5), sample(2, 4000, 0.25), sample(3, 12000, 0.0)]
     rec = lb_engine.task_record(samples, STANDARD_BUCKETS)
     assert rec["metric"] == "qa_f1_score" and rec["n"] == 4 and rec["score"] == 43.75
-    assert rec["buckets"] == {"0-4k": {"score": 75.0, "n": 2}, "4-8k": {"score": 25.0, "n": 1},
-                              "8k+": {"score": 0.0, "n": 1}}
-    m = lb_engine.build_metrics({"hotpotqa": samples}, {"hotpotqa": {"results": {"longbench_hotpotqa_e": {
-        "score,none": 0.4375}}}}, names={"hotpotqa": "longbench_hotpotqa_e"}, benchmark="longbench-e", meta={})
+    assert rec["buckets"] == {
+        "0-4k": {"score": 75.0, "n": 2},
+        "4-8k": {"score": 25.0, "n": 1},
+        "8k+": {"score": 0.0, "n": 1},
+    }
+    m = lb_engine.build_metrics(
+        {"hotpotqa": samples},
+        {"hotpotqa": {"results": {"longbench_hotpotqa_e": {"score,none": 0.4375}}}},
+        names={"hotpotqa": "longbench_hotpotqa_e"},
+        benchmark="longbench-e",
+        meta={},
+    )
     assert m["bucket_avg"] == {"0-4k": 75.0, "4-8k": 25.0, "8k+": 0.0}
     assert m["Avg"] == 33.33 and m["Avg>4k"] == 12.5 and m["lm_eval_scores"] == {"hotpotqa": 43.75}
-    plain = lb_engine.build_metrics({"hotpotqa": samples}, {"hotpotqa": {}}, names={"hotpotqa": "longbench_hotpotqa"},
-                                    benchmark="longbench", meta={})
+    plain = lb_engine.build_metrics(
+        {"hotpotqa": samples},
+        {"hotpotqa": {}},
+        names={"hotpotqa": "longbench_hotpotqa"},
+        benchmark="longbench",
+        meta={},
+    )
     assert plain["Avg"] == 43.75 and "buckets" not in plain["tasks"]["hotpotqa"]
     # lm-eval cuts long prompts at their beginning: never the papers' LongBench protocol
     from ropeext.report.references import load_references, protocol_reasons
@@ -217,11 +264,14 @@ def test_stored_samples_keep_long_fields_as_hashes():
     import hashlib
 
     long = "word " * 1000
-    kept = common.keep_sample({"doc_id": 0, "doc": {"context": long, "length": 7}, "arguments": [("prompt", {})],
-                               "resps": [["x"]]})
+    kept = common.keep_sample(
+        {"doc_id": 0, "doc": {"context": long, "length": 7}, "arguments": [("prompt", {})], "resps": [["x"]]}
+    )
     assert "arguments" not in kept and kept["resps"] == [["x"]]
-    assert kept["doc"] == {"context": {"sha256": hashlib.sha256(long.encode()).hexdigest(), "chars": len(long)},
-                           "length": 7}
+    assert kept["doc"] == {
+        "context": {"sha256": hashlib.sha256(long.encode()).hexdigest(), "chars": len(long)},
+        "length": 7,
+    }
 
 
 # ----------------------------------------------------------------------------- real runs
@@ -233,9 +283,17 @@ def model512(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from ropeext.modeling import build_tiny_llama
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    model = build_tiny_llama(len(tok), 512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)
+    model = build_tiny_llama(
+        len(tok),
+        512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("model512")
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -243,11 +301,25 @@ def model512(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 
 
 def _lcc_rows(answers: list[list[str]]) -> list[dict]:
-    code = ["def area(r):\n    return 3.14 * r * r\n", "class Box:\n    def __init__(self, w):\n        self.w = w\n",
-            "for i in range(3):\n    print(i)\n"]
+    code = [
+        "def area(r):\n    return 3.14 * r * r\n",
+        "class Box:\n    def __init__(self, w):\n        self.w = w\n",
+        "for i in range(3):\n    print(i)\n",
+    ]
     lengths = [120, 5000, 9000]  # words: one record per LongBench-E bucket
-    return [{"input": "", "context": c, "answers": a, "length": n, "dataset": "lcc_e", "language": "python",
-             "all_classes": None, "_id": str(i)} for i, (c, a, n) in enumerate(zip(code, answers, lengths))]
+    return [
+        {
+            "input": "",
+            "context": c,
+            "answers": a,
+            "length": n,
+            "dataset": "lcc_e",
+            "language": "python",
+            "all_classes": None,
+            "_id": str(i),
+        }
+        for i, (c, a, n) in enumerate(zip(code, answers, lengths))
+    ]
 
 
 def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeypatch):
@@ -266,14 +338,33 @@ def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeyp
         monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
         cfg = tmp_path / "cfg.yaml"
         cfg.write_text(json.dumps({"eval": {"longbench": {"engine": "lm_eval", "tasks": ["lcc"]}}}))
-        assert main(["eval", "longbench", "--config", str(cfg), "--model", str(model512), "--output-dir", str(out),
-                     "--no-mlflow", "--no-progress", "--variant", "tiny-none-512-noft"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "longbench",
+                    "--config",
+                    str(cfg),
+                    "--model",
+                    str(model512),
+                    "--output-dir",
+                    str(out),
+                    "--no-mlflow",
+                    "--no-progress",
+                    "--variant",
+                    "tiny-none-512-noft",
+                ]
+            )
+            == 0
+        )
         return json.loads((out / "metrics.json").read_text())
 
     build_hub_cache(offline_cache, tmp_path / "src1", LONGBENCH_REPO, {"lcc_e": _lcc_rows([["pass"]] * 3)})
     run(offline_cache, tmp_path / "run1")
-    preds = {p["doc_id"]: p["filtered_resps"][0]
-             for p in map(json.loads, (tmp_path / "run1" / "predictions.jsonl").read_text().splitlines())}
+    preds = {
+        p["doc_id"]: p["filtered_resps"][0]
+        for p in map(json.loads, (tmp_path / "run1" / "predictions.jsonl").read_text().splitlines())
+    }
     assert sorted(preds) == [0, 1, 2]
 
     # the same documents, answered by the model's own prediction, half of it, and something else
@@ -306,8 +397,9 @@ def test_longbench_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeyp
     assert list(df.columns) == ["0-4k", "4-8k", "8k+", "Avg", "Avg>4k"]
     config = resolve_config({})
     found = beside_ours("longbench", df, [m], config, load_references(REPOSITORY_REFERENCES))
-    assert found.lines[0].startswith("Produced with: engine: lm_eval (lm-eval 0.4.13's own tasks longbench_lcc_e); "
-                                     f"data {LONGBENCH_REPO}:lcc_e")
+    assert found.lines[0].startswith(
+        f"Produced with: engine: lm_eval (lm-eval 0.4.13's own tasks longbench_lcc_e); data {LONGBENCH_REPO}:lcc_e"
+    )
 
 
 @pytest.mark.slow
@@ -326,11 +418,26 @@ def test_ruler_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeypatch
     (tmp_path / "nltk" / "tokenizers" / "punkt_tab").mkdir(parents=True)
     assert nltk.data.find("tokenizers/punkt_tab")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(json.dumps({"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_1"],
-                                                  "lengths": [256, 512], "samples": 2}}}))
+    cfg.write_text(
+        json.dumps(
+            {"eval": {"ruler": {"engine": "lm_eval", "tasks": ["niah_single_1"], "lengths": [256, 512], "samples": 2}}}
+        )
+    )
     out = tmp_path / "ruler"
-    argv = ["eval", "ruler", "--config", str(cfg), "--model", str(model512), "--output-dir", str(out),
-            "--no-mlflow", "--no-progress", "--variant", "tiny-none-512-noft"]
+    argv = [
+        "eval",
+        "ruler",
+        "--config",
+        str(cfg),
+        "--model",
+        str(model512),
+        "--output-dir",
+        str(out),
+        "--no-mlflow",
+        "--no-progress",
+        "--variant",
+        "tiny-none-512-noft",
+    ]
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["engine"] == "lm_eval" and m["lm_eval_tasks"] == {"niah_single_1": "niah_single_1"}
@@ -354,4 +461,5 @@ def test_ruler_lm_eval_end_to_end(offline_cache, tmp_path, model512, monkeypatch
     table = ruler_table([m])
     assert table.loc["tiny-none-512-noft", 512] == round(score, 2)
     assert describe_run("ruler", m, resolve_config({})).startswith(
-        "engine: lm_eval (lm-eval 0.4.13's own tasks niah_single_1); data generated by lm-eval")
+        "engine: lm_eval (lm-eval 0.4.13's own tasks niah_single_1); data generated by lm-eval"
+    )

@@ -13,8 +13,12 @@ from ropeext.eval.common import ResumableJsonl
 from ropeext.eval.longbench import data, embedded, predict, protocol, results
 
 # A stand-in for the benchmark's prompt files (our own wording, not the benchmark's).
-PROMPTS = {"hotpotqa": "Read:\n{context}\nQ: {input}\nA:", "samsum": "{context}\n{input}",
-           "trec": "{context}\n{input}", "lcc": "Code:\n{context}Next line:\n"}
+PROMPTS = {
+    "hotpotqa": "Read:\n{context}\nQ: {input}\nA:",
+    "samsum": "{context}\n{input}",
+    "trec": "{context}\n{input}",
+    "lcc": "Code:\n{context}Next line:\n",
+}
 MAXLENS = {"hotpotqa": 6, "samsum": 5, "trec": 4, "lcc": 8}
 
 
@@ -26,8 +30,16 @@ def tok(tiny_tokenizer_dir):
 
 
 def _rec(i, context, answers, length, task, input_="what?", classes=None):
-    return {"input": input_, "context": context, "answers": answers, "length": length, "all_classes": classes,
-            "dataset": task, "language": "en", "_id": f"{task}-{i}"}
+    return {
+        "input": input_,
+        "context": context,
+        "answers": answers,
+        "length": length,
+        "all_classes": classes,
+        "dataset": task,
+        "language": "en",
+        "_id": f"{task}-{i}",
+    }
 
 
 def _write_jsonl(path: Path, records, extra_lines=()):
@@ -46,7 +58,9 @@ def test_middle_truncation_matches_reference(tok):
     max_len = 20
     ids, info = protocol.encode_prompt(tok, prompt, max_len)
     # reference: keep first/last max_len//2 tokens, decode both halves, join, re-tokenize
-    ref_text = tok.decode(ids_full[:10], skip_special_tokens=True) + tok.decode(ids_full[-10:], skip_special_tokens=True)
+    ref_text = tok.decode(ids_full[:10], skip_special_tokens=True) + tok.decode(
+        ids_full[-10:], skip_special_tokens=True
+    )
     ref = tok(ref_text).input_ids
     assert info["truncated"] and info["prompt_tokens"] == len(ids_full)
     if len(ref) <= max_len:
@@ -145,14 +159,15 @@ def test_resolve_data_dir_and_zip(tmp_path):
 # ----------------------------------------------------------------------------- results
 def test_buckets_summary_and_table():
     recs = [
-        {"pred": "paris", "answers": ["paris"], "length": 100},    # 0-4k: 1
-        {"pred": "rome", "answers": ["paris"], "length": 3999},   # 0-4k: 0
-        {"pred": "paris", "answers": ["paris"], "length": 4000},   # 4-8k: 1
-        {"pred": "paris", "answers": ["paris"], "length": 8000},   # 8k+: 1
+        {"pred": "paris", "answers": ["paris"], "length": 100},  # 0-4k: 1
+        {"pred": "rome", "answers": ["paris"], "length": 3999},  # 0-4k: 0
+        {"pred": "paris", "answers": ["paris"], "length": 4000},  # 4-8k: 1
+        {"pred": "paris", "answers": ["paris"], "length": 8000},  # 8k+: 1
     ]
     recs2 = [{"pred": "rome", "answers": ["paris"], "length": L} for L in (1, 5000, 9000)]  # all 0
-    m = results.build_metrics({"hotpotqa": (recs, results.STANDARD_BUCKETS),
-                               "triviaqa": (recs2, results.STANDARD_BUCKETS)}, variant="v1")
+    m = results.build_metrics(
+        {"hotpotqa": (recs, results.STANDARD_BUCKETS), "triviaqa": (recs2, results.STANDARD_BUCKETS)}, variant="v1"
+    )
     assert m["tasks"]["hotpotqa"]["buckets"]["0-4k"] == {"score": 50.0, "n": 2}
     assert m["tasks"]["hotpotqa"]["score"] == 75.0
     assert m["bucket_avg"] == {"0-4k": 25.0, "4-8k": 50.0, "8k+": 50.0}
@@ -178,7 +193,8 @@ def test_edge_buckets_naming():
 
 # ----------------------------------------------------------------------------- embedded builder
 CODE = "\n".join(
-    [f"def function_{i}(alpha, beta):\n    total = alpha * {i} + beta\n    return total - {i}\n" for i in range(60)])
+    [f"def function_{i}(alpha, beta):\n    total = alpha * {i} + beta\n    return total - {i}\n" for i in range(60)]
+)
 
 
 def test_build_samples_respect_buckets(tok, tmp_path):
@@ -188,8 +204,9 @@ def test_build_samples_respect_buckets(tok, tmp_path):
     counts = [0, 0, 0]
     for s in samples:
         assert set(s) == set(data.FIELDS)
-        ctx_tokens = (len(tok(s["context"], add_special_tokens=False).input_ids)
-                      + len(tok(s["answers"][0], add_special_tokens=False).input_ids))
+        ctx_tokens = len(tok(s["context"], add_special_tokens=False).input_ids) + len(
+            tok(s["answers"][0], add_special_tokens=False).input_ids
+        )
         assert s["length"] == ctx_tokens and edges[0] <= s["length"] < edges[-1]
         counts[b.index(s["length"])] += 1
         # the answer is the next non-empty line after the context, inside the source
@@ -235,19 +252,48 @@ def test_end_to_end_embedded(tiny_model_dir, tiny_tokenizer_dir, tmp_path, capsy
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    pq.write_table(pa.table({"input_ids": pa.array([tok(CODE).input_ids], type=pa.list_(pa.int32()))}),
-                   tmp_path / "test.parquet")
+    pq.write_table(
+        pa.table({"input_ids": pa.array([tok(CODE).input_ids], type=pa.list_(pa.int32()))}), tmp_path / "test.parquet"
+    )
     task_dir = tmp_path / "task"
-    assert _cli("eval", "longbench", "--build-embedded", "--tokens", tmp_path / "test.parquet",
-                "--tokenizer", tiny_tokenizer_dir, "--bucket-edges", "16,40,80,160", "--per-bucket", 2,
-                "--output-dir", task_dir, "--no-mlflow") == 0
+    assert (
+        _cli(
+            "eval",
+            "longbench",
+            "--build-embedded",
+            "--tokens",
+            tmp_path / "test.parquet",
+            "--tokenizer",
+            tiny_tokenizer_dir,
+            "--bucket-edges",
+            "16,40,80,160",
+            "--per-bucket",
+            2,
+            "--output-dir",
+            task_dir,
+            "--no-mlflow",
+        )
+        == 0
+    )
     manifest = json.loads((task_dir / "buckets.json").read_text())
     assert manifest["tasks"]["heldout_lcc"]["edges"] == [16, 40, 80, 160]
     assert manifest["tasks"]["heldout_lcc"]["counts"] == {"16-40": 2, "40-80": 2, "80-160": 2}
 
     out = tmp_path / "eval"
-    args = ["eval", "longbench", "--model", tiny_model_dir, "--data", task_dir, "--output-dir", out,
-            "--embedded-max-new-tokens", 6, "--no-progress", "--no-mlflow"]
+    args = [
+        "eval",
+        "longbench",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        task_dir,
+        "--output-dir",
+        out,
+        "--embedded-max-new-tokens",
+        6,
+        "--no-progress",
+        "--no-mlflow",
+    ]
     assert _cli(*args) == 0
     m = json.loads((out / "metrics.json").read_text())
     preds = [json.loads(x) for x in (out / "predictions" / "heldout_lcc.jsonl").read_text().splitlines()]
@@ -292,17 +338,32 @@ def test_end_to_end_embedded(tiny_model_dir, tiny_tokenizer_dir, tmp_path, capsy
 def test_end_to_end_official_layout_and_errors(tiny_model_dir, tmp_path, capsys):
     data_dir = tmp_path / "data"
     ctx = "Alice met Bob in Paris. " * 20
-    _write_jsonl(data_dir / "hotpotqa_e.jsonl", [_rec(i, ctx, ["Paris"], L, "hotpotqa")
-                                                 for i, L in enumerate([100, 5000, 9000])])
-    _write_jsonl(data_dir / "samsum_e.jsonl", [_rec(i, "A: hi\nB: hello\n", ["greeting"], L, "samsum")
-                                               for i, L in enumerate([10, 4500])])
+    _write_jsonl(
+        data_dir / "hotpotqa_e.jsonl", [_rec(i, ctx, ["Paris"], L, "hotpotqa") for i, L in enumerate([100, 5000, 9000])]
+    )
+    _write_jsonl(
+        data_dir / "samsum_e.jsonl",
+        [_rec(i, "A: hi\nB: hello\n", ["greeting"], L, "samsum") for i, L in enumerate([10, 4500])],
+    )
     prompts = tmp_path / "config"
     prompts.mkdir()
     (prompts / "dataset2prompt.json").write_text(json.dumps(PROMPTS))
     (prompts / "dataset2maxlen.json").write_text(json.dumps(MAXLENS))
     out = tmp_path / "out"
-    base = ["eval", "longbench", "--model", tiny_model_dir, "--data", data_dir, "--prompts", prompts,
-            "--output-dir", out, "--no-progress", "--no-mlflow"]
+    base = [
+        "eval",
+        "longbench",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        data_dir,
+        "--prompts",
+        prompts,
+        "--output-dir",
+        out,
+        "--no-progress",
+        "--no-mlflow",
+    ]
     assert _cli(*base, "--tasks", "hotpotqa,samsum") == 0
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["tasks"]) == {"hotpotqa", "samsum"} and m["buckets"] == ["0-4k", "4-8k", "8k+"]
@@ -325,8 +386,20 @@ def test_end_to_end_official_layout_and_errors(tiny_model_dir, tmp_path, capsys)
     assert "hotpotqa_e.jsonl:4: malformed JSON" in capsys.readouterr().err
     assert _cli(*base, "--tasks", "hotpotqa", "--on-bad-line", "skip") == 0
     (prompts / "dataset2maxlen.json").write_text(json.dumps({**MAXLENS, "hotpotqa": 64}))
-    assert _cli(*base[:-2], "--output-dir", tmp_path / "o2", "--no-progress", "--no-mlflow", "--tasks", "hotpotqa",
-                "--on-bad-line", "skip") == 2
+    assert (
+        _cli(
+            *base[:-2],
+            "--output-dir",
+            tmp_path / "o2",
+            "--no-progress",
+            "--no-mlflow",
+            "--tasks",
+            "hotpotqa",
+            "--on-bad-line",
+            "skip",
+        )
+        == 2
+    )
     assert "cannot fit" in capsys.readouterr().err
 
 

@@ -45,7 +45,9 @@ def test_rouge_l_hand_computed():
     # an empty prediction is rejected by rouge -> 0
     assert score("multi_news", "", ["anything"], None) == 0.0
     # samsum: first-line cut before rouge
-    assert score("samsum", "cat sat on mat\nextra words here", ["the cat sat down on a mat"], None) == pytest.approx(8 / 11, abs=1e-7)
+    assert score("samsum", "cat sat on mat\nextra words here", ["the cat sat down on a mat"], None) == pytest.approx(
+        8 / 11, abs=1e-7
+    )
 
 
 def test_rouge_zh_segments_with_jieba():

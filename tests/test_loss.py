@@ -16,9 +16,17 @@ from ropeext.train.loss import ChunkedLossModule, chunked_causal_lm_loss, head_l
 def _llama(tied: bool, vocab=97):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
-                      tie_word_embeddings=tied, use_cache=False)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).double()
 
@@ -29,16 +37,18 @@ def _batch(b=2, w=37, vocab=97, seed=0):
     ids = rng.integers(0, vocab, size=(b, w + 1))
     labels = ids[:, 1:].copy()
     labels[rng.random(labels.shape) < 0.2] = -100
-    inputs = {"input_ids": torch.from_numpy(ids[:, :-1]), "position_ids": torch.arange(w).repeat(b, 1),
-              "use_cache": False}
+    inputs = {
+        "input_ids": torch.from_numpy(ids[:, :-1]),
+        "position_ids": torch.arange(w).repeat(b, 1),
+        "use_cache": False,
+    }
     return inputs, torch.from_numpy(labels)
 
 
 def _reference(model, inputs, labels):
     """The training loop's loss: summed cross-entropy over the full logits (here fp64), -100 ignored."""
     logits = model(**inputs).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=-100, reduction="sum")
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
 
 
 def _grads(model):
@@ -95,8 +105,9 @@ def test_bf16_autocast_matches_the_loops_fp32_loss():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(**inputs).logits
         got, _ = chunked_causal_lm_loss(model, inputs, labels, chunk_tokens=16)
-    ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
-                          reduction="sum")
+    ref = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     assert logits.dtype == torch.bfloat16 and got.dtype == torch.float32
     assert torch.allclose(got, ref, rtol=1e-5)
 
@@ -107,13 +118,15 @@ def test_softcapped_head_and_module_wrapper():
     hidden = torch.randn(3, 11, 8, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 50, (3, 11))
     labels[0, :4] = -100
-    ref = F.cross_entropy((torch.tanh(head(hidden) / 5.0) * 5.0).reshape(-1, 50), labels.reshape(-1),
-                          ignore_index=-100, reduction="sum")
+    ref = F.cross_entropy(
+        (torch.tanh(head(hidden) / 5.0) * 5.0).reshape(-1, 50), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     got, count = head_loss(hidden, head, labels, chunk_tokens=4, softcap=5.0)
     assert torch.allclose(got, ref, rtol=1e-12) and count == 29
     g_ref = torch.autograd.grad(ref, [hidden, head.weight, head.bias])
-    g_got = torch.autograd.grad(head_loss(hidden, head, labels, chunk_tokens=4, softcap=5.0)[0],
-                                [hidden, head.weight, head.bias])
+    g_got = torch.autograd.grad(
+        head_loss(hidden, head, labels, chunk_tokens=4, softcap=5.0)[0], [hidden, head.weight, head.bias]
+    )
     for a, b in zip(g_got, g_ref):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
@@ -138,6 +151,7 @@ def test_bad_inputs_are_named():
 
 # --- the chunked loss in the training loop (finetune.loss_chunk_tokens) ------------------------------
 
+
 def _packed_data(n=8, w=24, vocab=97, seed=3):
     from ropeext.data.packing import pack_flat
     from ropeext.train.data import PackedData
@@ -153,8 +167,18 @@ def _train(precision, chunk, steps=6, ckdir=None, stop_at=None, tied=True, **kw)
     from ropeext.train.loop import TrainSettings, train
 
     model = _llama(tied).float()
-    s = TrainSettings(steps=steps, batch_size=4, grad_accum=2, lr=3e-3, warmup_steps=2, precision=precision,
-                      layout="anchor", loss_chunk_tokens=chunk, checkpoint_every=2 if ckdir else 0, **kw)
+    s = TrainSettings(
+        steps=steps,
+        batch_size=4,
+        grad_accum=2,
+        lr=3e-3,
+        warmup_steps=2,
+        precision=precision,
+        layout="anchor",
+        loss_chunk_tokens=chunk,
+        checkpoint_every=2 if ckdir else 0,
+        **kw,
+    )
 
     def stop(done):
         if done == stop_at:
@@ -205,7 +229,8 @@ def test_training_step_losses_match_step_by_step(monkeypatch):
     monkeypatch.setattr(loss_mod, "_logits", logits_spy)
     head_calls = []
     hook = torch.nn.modules.module.register_module_forward_hook(
-        lambda m, a, o: head_calls.append(1) if isinstance(m, torch.nn.Linear) and m.out_features == 97 else None)
+        lambda m, a, o: head_calls.append(1) if isinstance(m, torch.nn.Linear) and m.out_features == 97 else None
+    )
     try:
         _train("fp32", None, steps=5, tied=False)
         assert len(head_calls) == 10 and not rows  # full logits: the head's forward, once per micro-batch

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 CONFIG = REPO / ".test" / "config.yaml"
 # Jobs that need no model: the RoPE job of each target length (scaling JSON, tables, PNG).
-FIRST = ["results/rope/scaling/dprope-64.json", "results/rope/compare-64/table.csv",
-         "results/rope/scaling/dprope-96.json"]
+FIRST = [
+    "results/rope/scaling/dprope-64.json",
+    "results/rope/compare-64/table.csv",
+    "results/rope/scaling/dprope-96.json",
+]
 ADDED = "results/rope/angles-128/heatmap.png"
 
 
@@ -42,8 +45,9 @@ def _get(base: str, endpoint: str, **query) -> bytes:
 
 
 def _post(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}{path}", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -55,10 +59,26 @@ def server(tmp_path_factory):
     port = _free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/m.db", "--serve-artifacts",
-         "--artifacts-destination", str(root / "art")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/m.db",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(root / "art"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=root,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -90,8 +110,7 @@ def _snakemake(workdir: Path, uri: str, *targets: str) -> subprocess.CompletedPr
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MLFLOW_TRACKING_URI=uri)
     for key in ("MLFLOW_EXPERIMENT_NAME", "ROPEEXT_PARENT_RUN_ID", "ROPEEXT_MLFLOW"):
         env.pop(key, None)
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2",
-           *targets]
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(CONFIG), "--cores", "2", *targets]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 

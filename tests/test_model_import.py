@@ -18,7 +18,7 @@ from ropeext.model_import import MANIFEST, import_model, resolve_source
 
 # Stock transformers only: loads the GGUF file itself and the imported directory, generates greedily
 # from both on a chat prompt and a raw prompt, and reports what it saw.
-STOCK_CHECK = r'''
+STOCK_CHECK = r"""
 import json, sys
 from pathlib import Path
 
@@ -48,16 +48,22 @@ for name, ids, ref_ids in (
     out[name] = {"ids": ids, "ref_ids": ref_ids, "gen": gen.tolist(), "ref_gen": ref_gen.tolist(),
                  "max_logit_diff": diff, "text": tok.decode(gen)}
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 def _stock_check(gguf: Path, imported: Path, layers: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", STOCK_CHECK, str(gguf), str(imported), str(layers)],
-                          capture_output=True, text=True, env=env, cwd=imported.parent, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", STOCK_CHECK, str(gguf), str(imported), str(layers)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=imported.parent,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _assert_same_as_gguf(seen: dict, layers: int) -> None:
@@ -77,7 +83,8 @@ def _assert_clean_dir(path: Path) -> dict:
     assert "quantization_config" not in config
     assert (path / "model.safetensors").is_file() and (path / "generation_config.json").is_file()
     assert (path / "chat_template.jinja").is_file() or "chat_template" in json.loads(
-        (path / "tokenizer_config.json").read_text())
+        (path / "tokenizer_config.json").read_text()
+    )
     assert not list(path.parent.glob(f".{path.name}.*partial"))
     return config
 
@@ -96,9 +103,11 @@ def test_truncated_import_matches_the_gguf_in_stock_transformers(smollm2_2layer_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("ROPEEXT_FULL_MODEL_TESTS") != "1",
-                    reason="the whole 135M model (about a minute); the 2-layer import above checks the same path. "
-                           "ROPEEXT_FULL_MODEL_TESTS=1 runs it")
+@pytest.mark.skipif(
+    os.environ.get("ROPEEXT_FULL_MODEL_TESTS") != "1",
+    reason="the whole 135M model (about a minute); the 2-layer import above checks the same path. "
+    "ROPEEXT_FULL_MODEL_TESTS=1 runs it",
+)
 def test_full_smollm2_round_trip(tmp_path, smollm2_gguf):
     out = tmp_path / "smollm2"
     assert main(["import-model", "--source", str(smollm2_gguf), "--output", str(out), "--no-mlflow"]) == 0
@@ -155,8 +164,9 @@ def test_import_from_directory_and_hub_cache(tmp_path, tiny_model_dir, make_hub_
     src = load_file(str(tiny_model_dir / "model.safetensors"))
     out = import_model(str(tiny_model_dir), tmp_path / "one-layer", dtype="bfloat16", num_layers=1)
     assert out["kind"] == "hf_dir" and out["num_hidden_layers"] == 1 and out["dtype"] == "bfloat16"
-    assert out["sha256"] == {"model.safetensors": hashlib.sha256(
-        (tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()}
+    assert out["sha256"] == {
+        "model.safetensors": hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    }
     got = load_file(str(tmp_path / "one-layer" / "model.safetensors"))
     assert not any(k.startswith("model.layers.1.") for k in got)
     for k, v in got.items():
@@ -199,8 +209,9 @@ def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch,
     out = tmp_path / "imported"
     assert main(["import-model", "--source", str(tiny_model_dir), "--output", str(out), "--variant", "tiny"]) == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                             "tags.`ropeext.stage` = 'import_model'")[0]
+    run = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`ropeext.stage` = 'import_model'"
+    )[0]
     assert run.data.params["source"] == str(tiny_model_dir) and run.data.params["kind"] == "hf_dir"
     assert run.data.metrics["num_hidden_layers"] == 2
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -210,8 +221,21 @@ def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch,
     assert main(["import-model", "--source", "nobody/nothing", "--output", str(tmp_path / "x"), "--no-mlflow"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --source nobody/nothing") and "hub id" in err and "Traceback" not in err
-    assert main(["import-model", "--source", str(tiny_model_dir), "--output", str(tmp_path / "y"),
-                 "--num-layers", "9", "--no-mlflow"]) == 2
+    assert (
+        main(
+            [
+                "import-model",
+                "--source",
+                str(tiny_model_dir),
+                "--output",
+                str(tmp_path / "y"),
+                "--num-layers",
+                "9",
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )
     assert "--num-layers: 9 is outside 1..2" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert not list(tmp_path.glob(".*partial"))
@@ -225,8 +249,23 @@ def test_cli_reads_model_path_and_import_from_the_config(tmp_path, tiny_model_di
     assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m"), "--no-mlflow"]) == 0
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
     assert manifest["num_hidden_layers"] == 1 and manifest["dtype"] == "bfloat16"
-    assert main(["import-model", "--config", str(cfg), "--output", str(tmp_path / "m2"), "--num-layers", "2",
-                 "--dtype", "float32", "--no-mlflow"]) == 0  # the command line wins
+    assert (
+        main(
+            [
+                "import-model",
+                "--config",
+                str(cfg),
+                "--output",
+                str(tmp_path / "m2"),
+                "--num-layers",
+                "2",
+                "--dtype",
+                "float32",
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )  # the command line wins
     manifest = json.loads((tmp_path / "m2" / MANIFEST).read_text())
     assert manifest["num_hidden_layers"] == 2 and manifest["dtype"] == "float32"
     cfg.write_text("model:\n  import: {num_layers: 0}\n")

@@ -7,14 +7,27 @@ from ropeext.modeling import apply_scaling
 def _config(**extra):
     from transformers import LlamaConfig
 
-    return LlamaConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=1, intermediate_size=64,
-                       max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                       **extra)
+    return LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        **extra,
+    )
 
 
 def _scaling(**over):
-    s = {"method": "pi", "head_dim": 32, "rope_theta": 10000.0, "train_length": 64, "target_length": 256,
-         "max_position_embeddings": 256, "rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}}
+    s = {
+        "method": "pi",
+        "head_dim": 32,
+        "rope_theta": 10000.0,
+        "train_length": 64,
+        "target_length": 256,
+        "max_position_embeddings": 256,
+        "rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0},
+    }
     return s | over
 
 

@@ -17,11 +17,14 @@ def _code_doc(k: int) -> str:
     """A small, varied Python module (document ``k``)."""
     lines = [f"import module_{k}", "", f"class Thing{k}:", f"    limit = {k * 7 + 3}", ""]
     for f in range(5):
-        lines += [f"    def step_{k}_{f}(self, value_{f}):",
-                  f"        total = value_{f} * {f + k + 2}",
-                  f"        if total > self.limit:",
-                  f"            return total - {k + f}",
-                  f"        return total + {f * 3 + 1}", ""]
+        lines += [
+            f"    def step_{k}_{f}(self, value_{f}):",
+            f"        total = value_{f} * {f + k + 2}",
+            "        if total > self.limit:",
+            f"            return total - {k + f}",
+            f"        return total + {f * 3 + 1}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -46,24 +49,38 @@ def heldout(tmp_path_factory, tok):
 
 # ---------------------------------------------------------------- presets
 
+
 def test_presets_expand_with_paper_shots():
     assert presets.resolve_tasks("dprope_paper") == [
-        ("truthfulqa_mc2", 0), ("hellaswag", 0), ("mmlu", 5), ("arc_challenge", 25)]
+        ("truthfulqa_mc2", 0),
+        ("hellaswag", 0),
+        ("mmlu", 5),
+        ("arc_challenge", 25),
+    ]
     assert dict(presets.resolve_tasks("leaderboard_v1")) == {
-        "arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5, "gsm8k": 5}
+        "arc_challenge": 25,
+        "hellaswag": 10,
+        "mmlu": 5,
+        "truthfulqa_mc2": 0,
+        "winogrande": 5,
+        "gsm8k": 5,
+    }
     assert presets.resolve_tasks(None) == [("ropeext_nextline", 0), ("ropeext_code_ppl", 0)]
     assert all(n == 3 for _, n in presets.resolve_tasks("leaderboard_v1", num_fewshot=3))
     assert presets.resolve_tasks(None, "hellaswag:10,mmlu", num_fewshot=2) == [("hellaswag", 10), ("mmlu", 2)]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"preset": "dprope"}, "unknown Open LLM preset 'dprope' \\(did you mean 'dprope_paper'"),
-    ({"tasks": "hellaswag:x"}, "must be an integer"),
-    ({"tasks": "hellaswag:-1"}, ">= 0"),
-    ({"tasks": "mmlu,mmlu:5"}, "listed twice"),
-    ({"tasks": " , "}, "no task names"),
-    ({"preset": "local", "tasks": "mmlu"}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"preset": "dprope"}, "unknown Open LLM preset 'dprope' \\(did you mean 'dprope_paper'"),
+        ({"tasks": "hellaswag:x"}, "must be an integer"),
+        ({"tasks": "hellaswag:-1"}, ">= 0"),
+        ({"tasks": "mmlu,mmlu:5"}, "listed twice"),
+        ({"tasks": " , "}, "no task names"),
+        ({"preset": "local", "tasks": "mmlu"}, "not both"),
+    ],
+)
 def test_preset_errors(kwargs, match):
     with pytest.raises(RopeextError, match=match):
         presets.resolve_tasks(**kwargs)
@@ -76,11 +93,13 @@ def test_check_known_suggests():
 
 # ---------------------------------------------------------------- local tasks
 
+
 def test_local_tasks_are_real_next_lines(heldout, tok, tmp_path):
     path, docs = heldout
     assert read_documents(path, tok) == docs
-    man = build_local_tasks(path, tok, tmp_path / "tasks", n_items=20, n_fewshot_items=4, context_lines=3,
-                            ppl_docs=3, ppl_tokens=40, seed=1)
+    man = build_local_tasks(
+        path, tok, tmp_path / "tasks", n_items=20, n_fewshot_items=4, context_lines=3, ppl_docs=3, ppl_tokens=40, seed=1
+    )
     nl = tmp_path / "tasks" / "ropeext_nextline"
     test = [json.loads(x) for x in (nl / "test.jsonl").read_text().splitlines()]
     train = [json.loads(x) for x in (nl / "train.jsonl").read_text().splitlines()]
@@ -90,18 +109,24 @@ def test_local_tasks_are_real_next_lines(heldout, tok, tmp_path):
         lines = docs[item["doc_index"]].split("\n")
         j = item["line"]
         # the context is the lines just before line j, and the right choice is line j itself
-        assert item["context"] == "\n".join(lines[j - 3:j]) and item["context"][-1].strip()
+        assert item["context"] == "\n".join(lines[j - 3 : j]) and item["context"][-1].strip()
         assert item["choices"][item["label"]] == lines[j]
         indent = lines[j][: len(lines[j]) - len(lines[j].lstrip())]
         for c, choice in enumerate(item["choices"]):
             assert choice.startswith(indent)
             if c != item["label"]:
                 assert choice.strip() != lines[j].strip()
-                assert any(choice.strip() == x.strip() for k, d in enumerate(docs) if k != item["doc_index"]
-                           for x in d.split("\n"))
+                assert any(
+                    choice.strip() == x.strip()
+                    for k, d in enumerate(docs)
+                    if k != item["doc_index"]
+                    for x in d.split("\n")
+                )
     assert len({t["label"] for t in test}) > 1  # the right answer is not always in one place
     ppl = [json.loads(x) for x in (tmp_path / "tasks" / "ropeext_code_ppl" / "test.jsonl").read_text().splitlines()]
-    assert [p["text"] for p in ppl] == [tok.decode(tok(d, add_special_tokens=False)["input_ids"][:40]) for d in docs[:3]]
+    assert [p["text"] for p in ppl] == [
+        tok.decode(tok(d, add_special_tokens=False)["input_ids"][:40]) for d in docs[:3]
+    ]
     cfg = yaml.safe_load((nl / "ropeext_nextline.yaml").read_text())
     assert cfg["dataset_path"] == "json"
     assert cfg["dataset_kwargs"]["data_files"]["test"] == str((nl / "test.jsonl").resolve())
@@ -111,8 +136,9 @@ def test_local_tasks_are_real_next_lines(heldout, tok, tmp_path):
     assert len(top) == 1 and len(list(top[0].test_docs())) == 20
     assert top[0].get_config("num_fewshot") == 2
     # same seed, same files
-    build_local_tasks(path, tok, tmp_path / "again", n_items=20, n_fewshot_items=4, context_lines=3,
-                      ppl_docs=3, ppl_tokens=40, seed=1)
+    build_local_tasks(
+        path, tok, tmp_path / "again", n_items=20, n_fewshot_items=4, context_lines=3, ppl_docs=3, ppl_tokens=40, seed=1
+    )
     assert (tmp_path / "again" / "ropeext_nextline" / "test.jsonl").read_text() == (nl / "test.jsonl").read_text()
 
 
@@ -135,6 +161,7 @@ def test_local_task_input_errors(heldout, tok, tmp_path):
 
 # ---------------------------------------------------------------- end to end
 
+
 def _continuation_logprob(model, tok, context: str, continuation: str) -> float:
     """Sum of log p(continuation tokens | context) by a plain forward pass."""
     import torch
@@ -153,8 +180,22 @@ def test_cli_end_to_end_local(tiny_model_dir, heldout, tok, tmp_path):
 
     path, _ = heldout
     out = tmp_path / "ol"
-    argv = ["eval", "openllm", "--model", str(tiny_model_dir), "--output-dir", str(out), "--heldout", str(path),
-            "--no-mlflow", "--no-progress", "--variant", "tiny", "--batch-size", "4"]
+    argv = [
+        "eval",
+        "openllm",
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(out),
+        "--heldout",
+        str(path),
+        "--no-mlflow",
+        "--no-progress",
+        "--variant",
+        "tiny",
+        "--batch-size",
+        "4",
+    ]
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["lm_eval_version"] == "0.4.13" and m["max_length"] == 64 and m["preset"] == "local"
@@ -166,8 +207,9 @@ def test_cli_end_to_end_local(tiny_model_dir, heldout, tok, tmp_path):
     assert len(mc) == 40
     # acc / acc_norm recomputed from the per-choice log-likelihoods
     acc = sum(max(range(4), key=lambda c: p["filtered_resps"][c][0]) == p["target"] for p in mc) / len(mc)
-    acc_norm = sum(max(range(4), key=lambda c: p["filtered_resps"][c][0] / len(p["doc"]["choices"][c]))
-                   == p["target"] for p in mc) / len(mc)
+    acc_norm = sum(
+        max(range(4), key=lambda c: p["filtered_resps"][c][0] / len(p["doc"]["choices"][c])) == p["target"] for p in mc
+    ) / len(mc)
     assert nl["metrics"]["acc"] == pytest.approx(acc) and nl["score"] == pytest.approx(acc_norm)
     # the log-likelihoods lm-eval got agree with a plain forward pass where the item fits the window
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -181,8 +223,11 @@ def test_cli_end_to_end_local(tiny_model_dir, heldout, tok, tmp_path):
     assert checked >= 5
     # bits per byte from the per-document log-likelihoods
     pp = [p for p in preds if p["task"] == "ropeext_code_ppl"]
-    bpb = -sum(p["filtered_resps"][0] if isinstance(p["filtered_resps"], list) else p["filtered_resps"]
-               for p in pp) / sum(len(p["doc"]["text"].encode()) for p in pp) / math.log(2)
+    bpb = (
+        -sum(p["filtered_resps"][0] if isinstance(p["filtered_resps"], list) else p["filtered_resps"] for p in pp)
+        / sum(len(p["doc"]["text"].encode()) for p in pp)
+        / math.log(2)
+    )
     assert m["tasks"]["ropeext_code_ppl"]["score"] == pytest.approx(bpb, rel=1e-6)
     assert m["average"] == pytest.approx(acc_norm)
 
@@ -201,16 +246,41 @@ def test_cli_fewshot_and_table(tiny_model_dir, heldout, tmp_path):
 
     path, _ = heldout
     out = tmp_path / "fs"
-    assert main(["eval", "openllm", "--model", str(tiny_model_dir), "--output-dir", str(out), "--heldout", str(path),
-                 "--tasks", "ropeext_nextline:2", "--limit", "6", "--no-mlflow", "--no-progress",
-                 "--variant", "fs"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "openllm",
+                "--model",
+                str(tiny_model_dir),
+                "--output-dir",
+                str(out),
+                "--heldout",
+                str(path),
+                "--tasks",
+                "ropeext_nextline:2",
+                "--limit",
+                "6",
+                "--no-mlflow",
+                "--no-progress",
+                "--variant",
+                "fs",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["tasks"]) == ["ropeext_nextline"] and m["preset"] is None
     assert m["tasks"]["ropeext_nextline"]["n_shot"] == {"ropeext_nextline": 2}
     assert m["tasks"]["ropeext_nextline"]["n_samples"]["ropeext_nextline"]["effective"] == 6
-    other = {"task": "openllm", "variant": "base", "tasks": {
-        "ropeext_nextline": {"headline": "acc_norm", "score": 0.5},
-        "ropeext_code_ppl": {"headline": "bits_per_byte", "score": 3.21}}}
+    other = {
+        "task": "openllm",
+        "variant": "base",
+        "tasks": {
+            "ropeext_nextline": {"headline": "acc_norm", "score": 0.5},
+            "ropeext_code_ppl": {"headline": "bits_per_byte", "score": 3.21},
+        },
+    }
     df = report.summary_table([m, other])
     assert df.loc["base", "ropeext_nextline"] == 50.0 and df.loc["base", "ropeext_code_ppl"] == 3.21
     assert df.loc["base", "Avg"] == 50.0  # bits per byte is not averaged with accuracies

@@ -10,9 +10,21 @@ import numpy as np
 import pytest
 
 from ropeext.data import pack_stream
-from ropeext.data.packing import (COLUMNS, INTERLEAVED, LAYOUTS, TAGGED, Tags, concat_window_stats, pack_documents,
-                                  pack_flat, pack_windows, packing_stats, plan_packing, stats_from_windows,
-                                  window_stats)
+from ropeext.data.packing import (
+    COLUMNS,
+    INTERLEAVED,
+    LAYOUTS,
+    TAGGED,
+    Tags,
+    concat_window_stats,
+    pack_documents,
+    pack_flat,
+    pack_windows,
+    packing_stats,
+    plan_packing,
+    stats_from_windows,
+    window_stats,
+)
 
 IL = {"min_tokens": 16, "max_tokens": 500, "chunks": [2, 3], "cut_range": [0.2, 0.8]}
 
@@ -40,11 +52,15 @@ def _digest(cols) -> str:
 
 # sha256 of the four columns packed by the implementation that built every window in one piece,
 # before packing was split into a plan and ranges of windows (window 64, seed 3, last window padded)
-PINNED = {"full": "4a86761c8a1ebf1c4955fb3a50b9125c", "intra_doc": "4a86761c8a1ebf1c4955fb3a50b9125c",
-          "intra_doc_reset": "bfddd6847b2b06312932bda4f830fe47",
-          "intra_doc_interleaved": "acfdbd3728d507d6fb2d9e669a2a526a",
-          "anchor": "4a86761c8a1ebf1c4955fb3a50b9125c", "anchor_tag": "8e3b522c43caf6e644be4b45adb5faeb",
-          "anchor_interleaved": "acfdbd3728d507d6fb2d9e669a2a526a"}
+PINNED = {
+    "full": "4a86761c8a1ebf1c4955fb3a50b9125c",
+    "intra_doc": "4a86761c8a1ebf1c4955fb3a50b9125c",
+    "intra_doc_reset": "bfddd6847b2b06312932bda4f830fe47",
+    "intra_doc_interleaved": "acfdbd3728d507d6fb2d9e669a2a526a",
+    "anchor": "4a86761c8a1ebf1c4955fb3a50b9125c",
+    "anchor_tag": "8e3b522c43caf6e644be4b45adb5faeb",
+    "anchor_interleaved": "acfdbd3728d507d6fb2d9e669a2a526a",
+}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -60,10 +76,10 @@ def test_windows_in_ranges_equal_the_whole_packing(layout):
     rng = np.random.default_rng(LAYOUTS.index(layout))
     for seed, W, pad_last, mask in ((0, 64, True, True), (1, 17, False, True), (2, 128, True, False)):
         kw = _kw(layout, tags)
-        whole, info = pack_flat(tokens, offsets, W, layout, 1, seed, pad_last=pad_last, mask_boundary_labels=mask,
-                                pad_id=0, **kw)
-        plan = plan_packing(offsets, W, layout, 1, seed, pad_last=pad_last, mask_boundary_labels=mask, pad_id=0,
-                            **kw)
+        whole, info = pack_flat(
+            tokens, offsets, W, layout, 1, seed, pad_last=pad_last, mask_boundary_labels=mask, pad_id=0, **kw
+        )
+        plan = plan_packing(offsets, W, layout, 1, seed, pad_last=pad_last, mask_boundary_labels=mask, pad_id=0, **kw)
         n = plan.windows
         assert n == len(whole["input_ids"]) > 10
         for cuts in ([0, n], [0, 1, n], sorted({0, n, *rng.integers(1, n, 6).tolist()}), list(range(n + 1))):
@@ -80,8 +96,7 @@ def test_plan_counts_equal_the_columns():
     tokens, offsets, tags = _corpus(seed=5)
     for layout in ("anchor", "anchor_tag"):
         for pad_last in (False, True):
-            cols, info = pack_flat(tokens, offsets, 33, layout, 1, 0, pad_last=pad_last, pad_id=0,
-                                   **_kw(layout, tags))
+            cols, info = pack_flat(tokens, offsets, 33, layout, 1, 0, pad_last=pad_last, pad_id=0, **_kw(layout, tags))
             real = int((cols["doc_ids"] > 0).sum())
             tag_tokens = int(np.sum(info.per_window.get("tag_tokens", 0)))
             assert info.tokens_kept + tag_tokens == real
@@ -91,6 +106,7 @@ def test_plan_counts_equal_the_columns():
 
 
 # --- the streaming command ----------------------------------------------------------------------
+
 
 def _write_tokens(path, docs, domains=None, shards=1):
     import pyarrow as pa
@@ -113,11 +129,13 @@ def _read_packed(path):
     return {k: np.array(table.column(k).to_pylist(), dtype=np.int32) for k in table.column_names}
 
 
-@pytest.mark.parametrize("layout,window,pad_last,shards", [("anchor_tag", 32, False, 1),
-                                                           ("anchor_interleaved", 48, True, 1),
-                                                           ("intra_doc_reset", 24, True, 3)])
-def test_cli_streams_row_groups_with_the_in_memory_result(tmp_path, tiny_tokenizer_dir, monkeypatch, layout, window,
-                                                          pad_last, shards):
+@pytest.mark.parametrize(
+    "layout,window,pad_last,shards",
+    [("anchor_tag", 32, False, 1), ("anchor_interleaved", 48, True, 1), ("intra_doc_reset", 24, True, 3)],
+)
+def test_cli_streams_row_groups_with_the_in_memory_result(
+    tmp_path, tiny_tokenizer_dir, monkeypatch, layout, window, pad_last, shards
+):
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
 
@@ -133,19 +151,36 @@ def test_cli_streams_row_groups_with_the_in_memory_result(tmp_path, tiny_tokeniz
     monkeypatch.setattr(pack_stream, "ROW_GROUP_TOKENS", 5 * window)  # 5 windows per row group,
     monkeypatch.setattr(pack_stream, "BUILD_TOKENS", 2 * window)  # built 2, 2 and 1 at a time
     out = tmp_path / "p" / f"{layout}.parquet"
-    argv = ["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir), "--window",
-            str(window), "--layout", layout, "--output", str(out), "--seed", "6", "--no-mlflow"]
+    argv = [
+        "pack",
+        "--tokens",
+        str(tmp_path / "tok.parquet"),
+        "--tokenizer",
+        str(tiny_tokenizer_dir),
+        "--window",
+        str(window),
+        "--layout",
+        layout,
+        "--output",
+        str(out),
+        "--seed",
+        "6",
+        "--no-mlflow",
+    ]
     assert main(argv + (["--pad-last"] if pad_last else [])) == 0
 
     settings = packing_settings(None)
     kw = {}
     if layout in TAGGED:
-        kw["tags"], _ = document_tags(domains, settings["tag_template"], AutoTokenizer.from_pretrained(tiny_tokenizer_dir))
+        kw["tags"], _ = document_tags(
+            domains, settings["tag_template"], AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+        )
     if layout in INTERLEAVED:
         kw["interleave"] = settings["interleave"]
     flat = np.concatenate([np.asarray(d, dtype=np.int64) for d in docs])
-    ref, info = pack_flat(flat, np.concatenate([[0], np.cumsum(lens)]), window, layout, 1, 6, pad_last=pad_last,
-                          pad_id=0, **kw)
+    ref, info = pack_flat(
+        flat, np.concatenate([[0], np.cumsum(lens)]), window, layout, 1, 6, pad_last=pad_last, pad_id=0, **kw
+    )
     got = _read_packed(out)
     for k in COLUMNS:
         assert np.array_equal(got[k], ref[k]), k
@@ -207,8 +242,11 @@ def test_domain_index_is_read_in_batches(tmp_path):
     domains = [["wiki", "arxiv", "github", "c4", "Books"][i] for i in rng.integers(0, 5, 300)]
     for name, col in (("plain", pa.array(domains)), ("dict", pa.array(domains).dictionary_encode())):
         path = tmp_path / f"{name}.parquet"
-        pq.write_table(pa.table({"input_ids": pa.array([[5, 6, 7]] * 300, type=pa.list_(pa.int32())),
-                                 "domain": col}), path, row_group_size=17)
+        pq.write_table(
+            pa.table({"input_ids": pa.array([[5, 6, 7]] * 300, type=pa.list_(pa.int32())), "domain": col}),
+            path,
+            row_group_size=17,
+        )
         names, index = pack_stream.read_domain_index(path, 300, batch_rows=23)
         want_names, want_index = np.unique(np.asarray(domains, dtype=object).astype(str), return_inverse=True)
         assert names == want_names.tolist() and np.array_equal(index, want_index)
@@ -220,5 +258,6 @@ def test_pack_documents_keeps_working_on_lists():
     docs = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16]]
     out = pack_documents(docs, 4, "anchor", 1, seed=0, pad_last=True)
     assert out["input_ids"].dtype == np.int32 and out["input_ids"][:, 0].tolist() == [1] * len(out["input_ids"])
-    assert sorted(t for row, d in zip(out["input_ids"], out["doc_ids"]) for t, i in zip(row, d) if i > 0) == \
-        sorted(t for d in docs for t in d)
+    assert sorted(t for row, d in zip(out["input_ids"], out["doc_ids"]) for t, i in zip(row, d) if i > 0) == sorted(
+        t for d in docs for t in d
+    )

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from ropeext.attention.masks import attention_mask
-from ropeext.data.packing import (INTERLEAVED, LAYOUTS, TAGGED, Tags, attention_rule, check_interleave,
-                                  pack_documents, pack_flat, packing_stats, render_tag)
+from ropeext.data.packing import (
+    INTERLEAVED,
+    LAYOUTS,
+    TAGGED,
+    Tags,
+    attention_rule,
+    check_interleave,
+    pack_documents,
+    pack_flat,
+    packing_stats,
+    render_tag,
+)
 from ropeext.errors import RopeextError
 
 A = 1  # anchor id used in the hand-made examples
@@ -36,23 +46,22 @@ def test_hand_made_windows_every_layout():
     # [20, 21] has 2 tokens and is dropped; seed 0 orders the kept documents 40.., 10.., 30..
     kept = [DOCS[0], DOCS[2], DOCS[3]]
     assert [kept[i][0] for i in _order(0, 3)] == [40, 10, 30]
-    expect_ids = [[A, 40, 41, 42, 43, 44, 45, 46],
-                  [A, 47, 48, 49, 10, 11, 12, 13],
-                  [A, 14, 30, 31, 32, 0, 0, 0]]
-    expect_doc = [[0, 1, 1, 1, 1, 1, 1, 1],
-                  [0, 1, 1, 1, 2, 2, 2, 2],
-                  [0, 1, 2, 2, 2, -1, -1, -1]]
-    expect_labels = [[-100, 41, 42, 43, 44, 45, 46, -100],
-                     [-100, 48, 49, -100, 11, 12, 13, -100],
-                     [-100, -100, 31, 32, -100, -100, -100, -100]]
+    expect_ids = [[A, 40, 41, 42, 43, 44, 45, 46], [A, 47, 48, 49, 10, 11, 12, 13], [A, 14, 30, 31, 32, 0, 0, 0]]
+    expect_doc = [[0, 1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 2, 2, 2, 2], [0, 1, 2, 2, 2, -1, -1, -1]]
+    expect_labels = [
+        [-100, 41, 42, 43, 44, 45, 46, -100],
+        [-100, 48, 49, -100, 11, 12, 13, -100],
+        [-100, -100, 31, 32, -100, -100, -100, -100],
+    ]
     continuous = [list(range(8))] * 3
     expect_pos = {
-        "full": continuous, "intra_doc": continuous, "anchor": continuous,
-        "intra_doc_reset": [[0, 0, 1, 2, 3, 4, 5, 6],
-                            [0, 0, 1, 2, 0, 1, 2, 3],
-                            [0, 0, 0, 1, 2, 5, 6, 7]],
+        "full": continuous,
+        "intra_doc": continuous,
+        "anchor": continuous,
+        "intra_doc_reset": [[0, 0, 1, 2, 3, 4, 5, 6], [0, 0, 1, 2, 0, 1, 2, 3], [0, 0, 0, 1, 2, 5, 6, 7]],
         # no document to cut: the interleaved layouts are their plain counterparts
-        "intra_doc_interleaved": continuous, "anchor_interleaved": continuous,
+        "intra_doc_interleaved": continuous,
+        "anchor_interleaved": continuous,
     }
     for layout in PLAIN:
         out = pack_documents(DOCS, 8, layout, A, seed=0, pad_last=True, pad_id=0, **_kw(layout, 4, interleave=NO_CUTS))
@@ -68,29 +77,56 @@ def test_hand_made_windows_every_layout():
 def test_unmasked_boundary_labels_and_drop_last():
     out = pack_documents(DOCS, 8, "anchor", A, seed=0, mask_boundary_labels=False)
     assert out["input_ids"].shape == (2, 8)  # last partial window dropped
-    assert out["labels"].tolist() == [[40, 41, 42, 43, 44, 45, 46, -100],
-                                      [47, 48, 49, 10, 11, 12, 13, -100]]
+    assert out["labels"].tolist() == [[40, 41, 42, 43, 44, 45, 46, -100], [47, 48, 49, 10, 11, 12, 13, -100]]
 
 
 def test_hand_made_masks():
     doc = np.array([0, 1, 1, 2, 2, -1])
     full = attention_mask(doc, "full").astype(int).tolist()
-    assert full == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
-                    [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 1]]
+    assert full == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],
+    ]
     intra = attention_mask(doc, "intra_doc").astype(int).tolist()
-    assert intra == [[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0],
-                     [0, 0, 0, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]]
+    assert intra == [
+        [1, 0, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0, 0],
+        [0, 1, 1, 0, 0, 0],
+        [0, 0, 0, 1, 0, 0],
+        [0, 0, 0, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],
+    ]
     assert (attention_mask(doc, "intra_doc_reset") == attention_mask(doc, "intra_doc")).all()
     anchor = attention_mask(doc, "anchor").astype(int).tolist()
-    assert anchor == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0],
-                      [1, 0, 0, 1, 0, 0], [1, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]]
+    assert anchor == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 0, 0, 1, 0, 0],
+        [1, 0, 0, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],
+    ]
     assert (attention_mask(doc, "anchor_tag") == attention_mask(doc, "anchor")).all()
     # a document interrupted by another: its later piece sees its earlier one, not the one between
     gap = np.array([0, 1, 2, 1, -1])
     assert attention_mask(gap, "intra_doc_interleaved").astype(int).tolist() == [
-        [1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 1, 0], [0, 0, 0, 0, 1]]
+        [1, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0],
+        [0, 0, 1, 0, 0],
+        [0, 1, 0, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
     assert attention_mask(gap, "anchor_interleaved").astype(int).tolist() == [
-        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0], [1, 1, 0, 1, 0], [0, 0, 0, 0, 1]]
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 0, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
 
 
 def _brute_mask(doc, layout):
@@ -136,7 +172,7 @@ def test_policy_invariants(W):
         # the document tokens, read window by window, are the kept documents in the seeded order
         stream = np.concatenate([kept[i] for i in _order(3, len(kept))])
         body = ids[:, 1:][doc[:, 1:] > 0]
-        assert body.tolist() == stream[:len(body)].tolist()
+        assert body.tolist() == stream[: len(body)].tolist()
         total = len(stream)
         assert len(body) == (total if pad_last else total // (W - 1) * (W - 1))
         for r in range(len(ids)):
@@ -162,7 +198,7 @@ def test_policy_invariants(W):
             joined = np.concatenate([piece_end, nxt]).tolist()
             s = stream.tolist()
             start = (W - 1) * r + int(np.sum(doc[r, 1:] != last))
-            assert s[start:start + len(joined)] == joined
+            assert s[start : start + len(joined)] == joined
 
 
 def test_seed_changes_order_only():
@@ -172,8 +208,7 @@ def test_seed_changes_order_only():
     c = pack_documents(docs, 32, "anchor", A, seed=1)
     assert all((a[k] == b[k]).all() for k in a)
     assert not (a["input_ids"] == c["input_ids"]).all()
-    assert sorted(a["input_ids"].ravel().tolist()) != [] and \
-        a["input_ids"].shape == c["input_ids"].shape
+    assert sorted(a["input_ids"].ravel().tolist()) != [] and a["input_ids"].shape == c["input_ids"].shape
 
 
 def test_pack_flat_agrees_with_lists_and_counts():
@@ -231,8 +266,9 @@ def test_interleaved_invariants(W, layout):
     rng = np.random.default_rng(W)
     docs = _coded_docs(rng, 80, 1, 70)
     lens = np.array([len(d) for d in docs])
-    cols, info = pack_flat(np.concatenate(docs), np.concatenate([[0], np.cumsum(lens)]), W, layout, A, seed=5,
-                           pad_last=True, interleave=IL)
+    cols, info = pack_flat(
+        np.concatenate(docs), np.concatenate([[0], np.cumsum(lens)]), W, layout, A, seed=5, pad_last=True, interleave=IL
+    )
     ids, doc, pos, lab = (cols[k] for k in ("input_ids", "doc_ids", "position_ids", "labels"))
     room = W - 1
     assert (ids[:, 0] == A).all() and (doc[:, 0] == 0).all()
@@ -285,8 +321,13 @@ def test_interleaved_invariants(W, layout):
             gapped += int(c[-1] - c[0] + 1 != len(c))
         # labels: the next token of the same document, adjacent in the window; never across a gap
         for t in range(W):
-            ok = 1 <= t < W - 1 and real[r, t + 1] and real[r, t] and src[r, t] == src[r, t + 1] \
+            ok = (
+                1 <= t < W - 1
+                and real[r, t + 1]
+                and real[r, t]
+                and src[r, t] == src[r, t + 1]
                 and off[r, t + 1] == off[r, t] + 1
+            )
             assert lab[r, t] == (ids[r, t + 1] if ok else -100)
     st = packing_stats(cols, info)["totals"]
     assert gapped >= (3 if W >= 64 else 0) and st["gapped_document_pieces"] == gapped
@@ -295,7 +336,7 @@ def test_interleaved_invariants(W, layout):
 
 
 def test_interleave_draws_chunks_and_cut_points_uniformly():
-    from ropeext.data.packing import _interleave, _Segments, PackInfo
+    from ropeext.data.packing import PackInfo, _interleave, _Segments
 
     n, L = 3000, 100
     seg = _Segments(np.arange(n) * L, np.full(n, L), np.arange(n))
@@ -321,15 +362,18 @@ def test_interleaved_is_seeded_and_keeps_the_document_order_elsewhere():
     assert all((a[k] == i[k]).all() for k in a)  # the two interleaved layouts share their windows
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({**IL, "chunks": [1, 3]}, "chunks"),
-    ({**IL, "chunks": [3, 2]}, "chunks"),
-    ({**IL, "cut_range": [0.8, 0.2]}, "cut_range"),
-    ({**IL, "cut_range": [0.0, 0.5]}, "cut_range"),
-    ({**IL, "min_tokens": 100, "max_tokens": 50}, "min_tokens"),
-    ({**IL, "min_tokens": 3, "chunks": [2, 4]}, "a document of 3 tokens has fewer than 3 cut points"),
-    ({"min_tokens": 8}, "expected the keys"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({**IL, "chunks": [1, 3]}, "chunks"),
+        ({**IL, "chunks": [3, 2]}, "chunks"),
+        ({**IL, "cut_range": [0.8, 0.2]}, "cut_range"),
+        ({**IL, "cut_range": [0.0, 0.5]}, "cut_range"),
+        ({**IL, "min_tokens": 100, "max_tokens": 50}, "min_tokens"),
+        ({**IL, "min_tokens": 3, "chunks": [2, 4]}, "a document of 3 tokens has fewer than 3 cut points"),
+        ({"min_tokens": 8}, "expected the keys"),
+    ],
+)
 def test_bad_interleave_settings(bad, match):
     with pytest.raises(RopeextError, match=match):
         pack_documents(DOCS, 8, "intra_doc_interleaved", A, interleave=bad)
@@ -348,24 +392,34 @@ def test_layout_settings_are_required_and_exclusive():
 
 # --- domain tags -------------------------------------------------------------------------------
 
+
 def test_anchor_tag_hand_made():
     # seed 0 orders the kept documents 40.. (tag 101), 10.. (tag 100), 30.. (tag 102 103)
     tags = [[100], [101], [102, 103], [101]]
     out = pack_documents(DOCS, 8, "anchor_tag", A, seed=0, pad_last=True, pad_id=0, tags=tags)
-    assert out["input_ids"].tolist() == [[A, 101, 40, 41, 42, 43, 44, 45],
-                                         [A, 101, 46, 47, 48, 49, 100, 10],  # continuation: tag again
-                                         [A, 100, 11, 12, 13, 14, 102, 103],  # a tag with no room left ...
-                                         [A, 102, 103, 30, 31, 32, 0, 0]]  # ... comes again, whole
-    assert out["doc_ids"].tolist() == [[0, 1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 2, 2],
-                                       [0, 1, 1, 1, 1, 1, 2, 2], [0, 1, 1, 1, 1, 1, -1, -1]]
+    assert out["input_ids"].tolist() == [
+        [A, 101, 40, 41, 42, 43, 44, 45],
+        [A, 101, 46, 47, 48, 49, 100, 10],  # continuation: tag again
+        [A, 100, 11, 12, 13, 14, 102, 103],  # a tag with no room left ...
+        [A, 102, 103, 30, 31, 32, 0, 0],
+    ]  # ... comes again, whole
+    assert out["doc_ids"].tolist() == [
+        [0, 1, 1, 1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1, 1, 2, 2],
+        [0, 1, 1, 1, 1, 1, 2, 2],
+        [0, 1, 1, 1, 1, 1, -1, -1],
+    ]
     # no label predicts a tag token; the last tag token predicts the first text token
-    assert out["labels"].tolist() == [[-100, 40, 41, 42, 43, 44, 45, -100],
-                                      [-100, 46, 47, 48, 49, -100, 10, -100],
-                                      [-100, 11, 12, 13, 14, -100, -100, -100],
-                                      [-100, -100, 30, 31, 32, -100, -100, -100]]
+    assert out["labels"].tolist() == [
+        [-100, 40, 41, 42, 43, 44, 45, -100],
+        [-100, 46, 47, 48, 49, -100, 10, -100],
+        [-100, 11, 12, 13, 14, -100, -100, -100],
+        [-100, -100, 30, 31, 32, -100, -100, -100],
+    ]
     assert (out["position_ids"] == np.arange(8)).all()
-    loose = pack_documents(DOCS, 8, "anchor_tag", A, seed=0, pad_last=True, pad_id=0, tags=tags,
-                           mask_boundary_labels=False)
+    loose = pack_documents(
+        DOCS, 8, "anchor_tag", A, seed=0, pad_last=True, pad_id=0, tags=tags, mask_boundary_labels=False
+    )
     assert loose["labels"].tolist() == out["labels"].tolist()  # every boundary is before a tag
 
 
@@ -375,10 +429,11 @@ def test_anchor_tag_cut_inside_a_tag_starts_over():
     order = [docs[i][0] for i in _order(0, 2)]
     assert order == [10, 30]
     out = pack_documents(docs, 8, "anchor_tag", A, seed=0, pad_last=True, pad_id=0, tags=tags)
-    assert out["input_ids"].tolist() == [[A, 100, 10, 11, 12, 13, 14, 102],
-                                         [A, 102, 103, 104, 30, 31, 32, 0]]
-    assert out["labels"].tolist() == [[-100, 10, 11, 12, 13, 14, -100, -100],
-                                      [-100, -100, -100, 30, 31, 32, -100, -100]]
+    assert out["input_ids"].tolist() == [[A, 100, 10, 11, 12, 13, 14, 102], [A, 102, 103, 104, 30, 31, 32, 0]]
+    assert out["labels"].tolist() == [
+        [-100, 10, 11, 12, 13, 14, -100, -100],
+        [-100, -100, -100, 30, 31, 32, -100, -100],
+    ]
 
 
 @pytest.mark.parametrize("W", [8, 17, 64])
@@ -389,8 +444,16 @@ def test_anchor_tag_invariants(W, pad_last):
     table = [[500], [501, 502], [503, 504, 505]]
     which = rng.integers(0, 3, len(docs))
     lens = np.array([len(d) for d in docs])
-    cols, info = pack_flat(np.concatenate(docs), np.concatenate([[0], np.cumsum(lens)]), W, "anchor_tag", A,
-                           seed=2, pad_last=pad_last, tags=Tags(which, [np.array(t) for t in table]))
+    cols, info = pack_flat(
+        np.concatenate(docs),
+        np.concatenate([[0], np.cumsum(lens)]),
+        W,
+        "anchor_tag",
+        A,
+        seed=2,
+        pad_last=pad_last,
+        tags=Tags(which, [np.array(t) for t in table]),
+    )
     ids, doc, pos, lab = (cols[k] for k in ("input_ids", "doc_ids", "position_ids", "labels"))
     assert (pos == np.arange(W)).all() and (doc[:, 0] == 0).all()
     is_tag = (ids >= 500) & (ids < 1000)
@@ -427,7 +490,7 @@ def test_anchor_tag_invariants(W, pad_last):
     # every document's text, window by window, in the seeded order, each token once
     kept = [i for i in range(len(docs)) if lens[i] > 2]
     expect = [(i, j) for i in np.array(kept)[_order(2, len(kept))] for j in range(lens[i])]
-    assert stream == expect[:len(stream)]
+    assert stream == expect[: len(stream)]
     if pad_last:
         assert len(stream) == len(expect)
     st = packing_stats(cols, info)
@@ -456,6 +519,7 @@ def test_anchor_tag_errors():
 
 # --- the CLI -----------------------------------------------------------------------------------
 
+
 def _write_docs(path, docs, extra=True):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -476,9 +540,25 @@ def test_cli_pack_roundtrip(tmp_path, tiny_tokenizer_dir):
     docs = [[int(t) % 300 + 3 for t in d] for d in docs]
     _write_docs(tmp_path / "tok.parquet", docs)
     out = tmp_path / "packed" / "anchor.parquet"
-    rc = main(["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir),
-               "--window", "32", "--layout", "anchor", "--output", str(out), "--seed", "4", "--pad-last",
-               "--no-mlflow"])
+    rc = main(
+        [
+            "pack",
+            "--tokens",
+            str(tmp_path / "tok.parquet"),
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--window",
+            "32",
+            "--layout",
+            "anchor",
+            "--output",
+            str(out),
+            "--seed",
+            "4",
+            "--pad-last",
+            "--no-mlflow",
+        ]
+    )
     assert rc == 0
     table = pq.read_table(out)
     assert table.column_names == ["input_ids", "labels", "position_ids", "doc_ids"]
@@ -523,8 +603,9 @@ def test_cli_bad_inputs(tmp_path, tiny_tokenizer_dir, capsys):
     rc, err = _run_err(capsys, base + ["--tokens", str(good), "--window", "2", "--layout", "full"])
     assert rc == 2 and "window" in err and "> 2" in err
 
-    rc, err = _run_err(capsys, base + ["--tokens", str(tmp_path / "missing.parquet"), "--window", "4",
-                                       "--layout", "full"])
+    rc, err = _run_err(
+        capsys, base + ["--tokens", str(tmp_path / "missing.parquet"), "--window", "4", "--layout", "full"]
+    )
     assert rc == 2 and "missing.parquet" in err
 
     big = tmp_path / "big.parquet"
@@ -551,8 +632,23 @@ def test_cli_tokenizer_without_bos_or_eos(tmp_path, tiny_tokenizer_dir, capsys):
     tok.save_pretrained(bare)
     good = tmp_path / "tok.parquet"
     _write_docs(good, [[5, 6, 7, 8]] * 4)
-    rc, err = _run_err(capsys, ["pack", "--tokens", str(good), "--tokenizer", str(bare), "--window", "4",
-                                "--layout", "anchor", "--output", str(tmp_path / "o.parquet"), "--no-mlflow"])
+    rc, err = _run_err(
+        capsys,
+        [
+            "pack",
+            "--tokens",
+            str(good),
+            "--tokenizer",
+            str(bare),
+            "--window",
+            "4",
+            "--layout",
+            "anchor",
+            "--output",
+            str(tmp_path / "o.parquet"),
+            "--no-mlflow",
+        ],
+    )
     assert rc == 2 and "neither a BOS nor an EOS" in err
 
 
@@ -560,9 +656,16 @@ def _write_domains(path, docs, domains):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"input_ids": pa.array(docs, type=pa.list_(pa.int32())),
-                             "id": pa.array([f"doc{i}" for i in range(len(docs))]),
-                             "domain": pa.array(domains)}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "input_ids": pa.array(docs, type=pa.list_(pa.int32())),
+                "id": pa.array([f"doc{i}" for i in range(len(docs))]),
+                "domain": pa.array(domains),
+            }
+        ),
+        path,
+    )
 
 
 def _read_packed(path):
@@ -583,9 +686,22 @@ def test_cli_pack_anchor_tag(tmp_path, tiny_tokenizer_dir, template):
     docs = [[int(t) % 300 + 3 for t in d] for d in _random_docs(rng, n=40, hi=40)]
     domains = [["python", "prose", "The Stack"][i] for i in rng.integers(0, 3, len(docs))]
     _write_domains(tmp_path / "tok.parquet", docs, domains)
-    argv = ["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir),
-            "--window", "32", "--layout", "anchor_tag", "--output", str(tmp_path / "p" / "anchor_tag.parquet"),
-            "--seed", "3", "--no-mlflow"]
+    argv = [
+        "pack",
+        "--tokens",
+        str(tmp_path / "tok.parquet"),
+        "--tokenizer",
+        str(tiny_tokenizer_dir),
+        "--window",
+        "32",
+        "--layout",
+        "anchor_tag",
+        "--output",
+        str(tmp_path / "p" / "anchor_tag.parquet"),
+        "--seed",
+        "3",
+        "--no-mlflow",
+    ]
     if template is not None:
         (tmp_path / "c.yaml").write_text(yaml.safe_dump({"packing": {"tag_template": template}}))
         argv += ["--config", str(tmp_path / "c.yaml")]
@@ -601,8 +717,9 @@ def test_cli_pack_anchor_tag(tmp_path, tiny_tokenizer_dir, template):
     stats = json.loads((tmp_path / "p" / "anchor_tag.stats.json").read_text())
     assert stats["tag_template"] == used
     kept = [d for d, doc in zip(domains, docs) if len(doc) > 2]
-    assert {d: (v["token_ids"], v["text"], v["documents"]) for d, v in stats["tags"].items()} == \
-        {d: (ids[d], text[d], kept.count(d)) for d in set(domains)}
+    assert {d: (v["token_ids"], v["text"], v["documents"]) for d, v in stats["tags"].items()} == {
+        d: (ids[d], text[d], kept.count(d)) for d in set(domains)
+    }
     per = stats["per_window"]["tag_tokens"]
     assert len(per) == len(ref["input_ids"]) and sum(per) == stats["totals"]["tag_tokens"] > 0
     assert stats["totals"]["retagged_pieces"] == sum(stats["per_window"]["retagged"])
@@ -611,15 +728,43 @@ def test_cli_pack_anchor_tag(tmp_path, tiny_tokenizer_dir, template):
 def test_cli_anchor_tag_needs_the_domain_column(tmp_path, tiny_tokenizer_dir, capsys):
     _write_docs(tmp_path / "tok.parquet", [[5, 6, 7, 8]] * 4)
     out = tmp_path / "o.parquet"
-    rc, err = _run_err(capsys, ["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer",
-                                str(tiny_tokenizer_dir), "--window", "4", "--layout", "anchor_tag", "--output",
-                                str(out), "--no-mlflow"])
+    rc, err = _run_err(
+        capsys,
+        [
+            "pack",
+            "--tokens",
+            str(tmp_path / "tok.parquet"),
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--window",
+            "4",
+            "--layout",
+            "anchor_tag",
+            "--output",
+            str(out),
+            "--no-mlflow",
+        ],
+    )
     assert rc == 2 and "tok.parquet" in err and "`domain` column" in err and "tokenizer stage" in err
     assert not out.exists()
     _write_domains(tmp_path / "null.parquet", [[5, 6, 7, 8]] * 2, ["a", None])
-    rc, err = _run_err(capsys, ["pack", "--tokens", str(tmp_path / "null.parquet"), "--tokenizer",
-                                str(tiny_tokenizer_dir), "--window", "4", "--layout", "anchor_tag", "--output",
-                                str(out), "--no-mlflow"])
+    rc, err = _run_err(
+        capsys,
+        [
+            "pack",
+            "--tokens",
+            str(tmp_path / "null.parquet"),
+            "--tokenizer",
+            str(tiny_tokenizer_dir),
+            "--window",
+            "4",
+            "--layout",
+            "anchor_tag",
+            "--output",
+            str(out),
+            "--no-mlflow",
+        ],
+    )
     assert rc == 2 and "1 null rows" in err and not out.exists()
 
 
@@ -633,9 +778,29 @@ def test_cli_pack_interleaved_reads_its_settings_from_the_config(tmp_path, tiny_
     settings = {"min_tokens": 10, "max_tokens": 35, "chunks": [2, 3], "cut_range": [0.25, 0.75]}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"packing": {"interleave": settings}}))
     out = tmp_path / "anchor_interleaved.parquet"
-    assert main(["pack", "--tokens", str(tmp_path / "tok.parquet"), "--tokenizer", str(tiny_tokenizer_dir),
-                 "--window", "64", "--layout", "anchor_interleaved", "--output", str(out), "--seed", "2",
-                 "--config", str(tmp_path / "c.yaml"), "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "pack",
+                "--tokens",
+                str(tmp_path / "tok.parquet"),
+                "--tokenizer",
+                str(tiny_tokenizer_dir),
+                "--window",
+                "64",
+                "--layout",
+                "anchor_interleaved",
+                "--output",
+                str(out),
+                "--seed",
+                "2",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     ref = pack_documents(docs, 64, "anchor_interleaved", 1, seed=2, pad_id=0, interleave=settings)
     got = _read_packed(out)
     assert all(got[k].tolist() == ref[k].tolist() for k in ref)
@@ -648,8 +813,7 @@ def test_cli_pack_interleaved_reads_its_settings_from_the_config(tmp_path, tiny_
 
 
 def test_stats_count_gapped_documents():
-    cols = {"doc_ids": np.array([[0, 1, 2, 1, 3, 2, 1], [0, 1, 1, 2, 2, -1, -1]]),
-            "labels": np.full((2, 7), -100)}
+    cols = {"doc_ids": np.array([[0, 1, 2, 1, 3, 2, 1], [0, 1, 1, 2, 2, -1, -1]]), "labels": np.full((2, 7), -100)}
     st = packing_stats(cols)
     assert st["per_window"]["gapped_docs"] == [2, 0] and st["per_window"]["docs"] == [3, 2]
     assert st["totals"]["gapped_document_pieces"] == 2 and st["totals"]["frac_windows_with_gapped_docs"] == 0.5

@@ -26,11 +26,29 @@ def _dry_run(tmp_path: Path, config: str, *extra: str, overlay: str | None = Non
     `check_paths=False` checks the values alone, as on a machine that only lists the jobs."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     configs = [str(REPO / "config" / config)] + ([overlay] if overlay else [])
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-                           *configs, "--config", "check_paths=False", "-n", "-p", "--cores", "8", *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            *configs,
+            "--config",
+            "check_paths=False",
+            "-n",
+            "-p",
+            "--cores",
+            "8",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = proc.stdout[proc.stdout.index("Job stats"):]
+    stats = proc.stdout[proc.stdout.index("Job stats") :]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     return counts, proc.stdout
 
@@ -84,8 +102,10 @@ def test_dprope_paper_dag(tmp_path):
         rope = _rope_job(tmp_path, out, "llama2-dprope", target)
         assert rope["interpolated_dims"] == dims and rope["angle_dtype"] == "float32"
         assert f"results/llama2-dprope/rope/scaling/dprope-{target}.json" in out
-    assert ("python -m ropeext.gpu_slots --gpus 8 -- accelerate launch --config_file config/accelerate/fsdp.yaml "
-            "--num_processes 8 -m ropeext.cli finetune") in out
+    assert (
+        "python -m ropeext.gpu_slots --gpus 8 -- accelerate launch --config_file config/accelerate/fsdp.yaml "
+        "--num_processes 8 -m ropeext.cli finetune"
+    ) in out
     # the recipe is laid over the raw config before the defaults: the jobs read the recipe's values
     # where the file is silent and the file's own values where it is not
     resolved = json.loads((tmp_path / "results" / "llama2-dprope" / ".config" / "config.yaml").read_text())
@@ -95,8 +115,7 @@ def test_dprope_paper_dag(tmp_path):
     assert (ft["grad_accum"], ft["precision"], ft["checkpoint_every"]) == (8, "bf16", 100)
 
 
-TABLE5 = ["full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag",
-          "anchor_interleaved"]
+TABLE5 = ["full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag", "anchor_interleaved"]
 
 
 def test_anchor_paper_dag(tmp_path):
@@ -114,11 +133,17 @@ def test_anchor_paper_dag(tmp_path):
     assert "--no-mask-boundary-labels" in out
 
 
-@pytest.mark.parametrize("config,name,layouts", [
-    ("llama2-anchor-128k.yaml", "llama2-anchor-128k", TABLE5[:6]),  # SlimPajama-128K: all but anchor_interleaved
-    ("llama2-anchor-upmix128k.yaml", "llama2-anchor-upmix128k", ["full", "intra_doc", "intra_doc_reset", "anchor",
-                                                                 "anchor_tag"]),
-])
+@pytest.mark.parametrize(
+    "config,name,layouts",
+    [
+        ("llama2-anchor-128k.yaml", "llama2-anchor-128k", TABLE5[:6]),  # SlimPajama-128K: all but anchor_interleaved
+        (
+            "llama2-anchor-upmix128k.yaml",
+            "llama2-anchor-upmix128k",
+            ["full", "intra_doc", "intra_doc_reset", "anchor", "anchor_tag"],
+        ),
+    ],
+)
 def test_anchor_128k_dags(tmp_path, config, name, layouts):
     counts, out = _dry_run(tmp_path, config, overlay=_base_file(tmp_path))
     n = len(layouts)
@@ -127,7 +152,11 @@ def test_anchor_128k_dags(tmp_path, config, name, layouts):
     assert counts["eval_longbench"] == n and counts["eval_openllm"] == n and "eval_passkey" not in counts
     rope = _rope_job(tmp_path, out, name, 131072)
     assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["new_rope_theta"]) == (
-        10000.0, 128, 4096, 2.5e7)
+        10000.0,
+        128,
+        4096,
+        2.5e7,
+    )
     assert f"results/{name}/rope/scaling/base_change-131072.json" in out
     for layout in layouts:
         assert f"results/{name}/packed/{layout}-w131072/train.parquet" in out
@@ -147,7 +176,11 @@ def test_anchor_cross_model_dags(tmp_path, config):
         assert absent not in counts, absent
     rope = _rope_job(tmp_path, out, Path(config).stem, 131072)
     assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["new_rope_theta"]) == (
-        theta, head, window, 2.5e7)
+        theta,
+        head,
+        window,
+        2.5e7,
+    )
     for layout in ("full", "anchor", "anchor_tag"):
         assert f"--variant {name}-base_change-131072-{layout} " in out
     # the hub model is imported once (its weights linked, not copied) and every job reads the import
@@ -215,7 +248,11 @@ def test_smollm2_dag_imports_the_package_model_and_fine_tunes_the_chosen_method(
     assert "--variant smollm2-yarn-16384-full" not in out
     rope = _rope_job(tmp_path, out, "smollm2", 16384)
     assert (rope["rope_theta"], rope["head_dim"], rope["train_length"], rope["interpolated_dims"]) == (
-        100000.0, 64, 8192, 40)
+        100000.0,
+        64,
+        8192,
+        40,
+    )
     assert "results/smollm2/rope/scaling/dprope_threshold-16384.json" in out
     # the tokenizer is the imported model's own (chat template included), not a trained BPE
     resolved = json.loads((tmp_path / "results" / "smollm2" / ".config" / "config.yaml").read_text())

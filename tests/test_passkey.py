@@ -111,6 +111,7 @@ def test_summary_table():
     assert df.loc["pi", "512"] == 25.0 and df.loc["pi", "Avg"] == 50.0
     assert df.loc["none", "256"] == 100.0
     import math
+
     assert math.isnan(df.loc["none", "512"])
     with pytest.raises(RopeextError, match="not a passkey"):
         passkey.summary_table([{"task": "openllm"}])
@@ -120,9 +121,26 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
     from ropeext.cli import main
 
     out = tmp_path / "pk"
-    argv = ["eval", "passkey", "--model", str(tiny_model_dir), "--output-dir", str(out),
-            "--lengths", "48,96", "--depths", "0,0.5,1", "--samples", "2", "--max-new-tokens", "4",
-            "--no-mlflow", "--no-progress", "--variant", "tiny"]
+    argv = [
+        "eval",
+        "passkey",
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(out),
+        "--lengths",
+        "48,96",
+        "--depths",
+        "0,0.5,1",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--no-mlflow",
+        "--no-progress",
+        "--variant",
+        "tiny",
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
@@ -144,13 +162,27 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
 def test_cli_refuses_length_past_limit(tiny_model_dir, tmp_path, capsys):
     from ropeext.cli import main
 
-    code = main(["eval", "passkey", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "x"),
-                 "--lengths", "48,200", "--max-length", "128", "--no-mlflow"])
+    code = main(
+        [
+            "eval",
+            "passkey",
+            "--model",
+            str(tiny_model_dir),
+            "--output-dir",
+            str(tmp_path / "x"),
+            "--lengths",
+            "48,200",
+            "--max-length",
+            "128",
+            "--no-mlflow",
+        ]
+    )
     assert code == 2
     assert "length 200" in capsys.readouterr().err
     assert not (tmp_path / "x" / "metrics.json").exists()
-    code = main(["eval", "passkey", "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "y"),
-                 "--no-mlflow"])
+    code = main(
+        ["eval", "passkey", "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "y"), "--no-mlflow"]
+    )
     assert code == 2
     assert "missing" in capsys.readouterr().err
 
@@ -164,9 +196,30 @@ def test_cli_logs_mlflow_run(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "passkey-test")
     out = tmp_path / "pk"
-    assert main(["eval", "passkey", "--model", str(tiny_model_dir), "--output-dir", str(out), "--lengths", "48",
-                 "--depths", "0.5", "--samples", "2", "--max-new-tokens", "3", "--no-progress",
-                 "--variant", "v1"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "passkey",
+                "--model",
+                str(tiny_model_dir),
+                "--output-dir",
+                str(out),
+                "--lengths",
+                "48",
+                "--depths",
+                "0.5",
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--no-progress",
+                "--variant",
+                "v1",
+            ]
+        )
+        == 0
+    )
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["passkey-test"], output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -33,7 +33,7 @@ def test_perplexity_matches_a_per_window_loop(tiny_model_dir):
         nll, n = 0.0, 0
         for doc in docs:
             for e in range(max(lengths) - 1, len(doc) - 1, stride):
-                x = torch.tensor(doc[e - C + 1:e + 1]).unsqueeze(0)
+                x = torch.tensor(doc[e - C + 1 : e + 1]).unsqueeze(0)
                 with torch.no_grad():
                     logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
                 for i in range(C - stride, C):
@@ -50,4 +50,10 @@ def test_windows_per_document_spreads_the_budget_over_documents():
     capped = select_windows(docs, [16, 32], stride=16, max_tokens=48, per_document=1)
     assert capped == [(0, 31), (1, 31), (2, 31)]
     assert select_windows(docs, [16, 32], stride=16, max_tokens=10_000, per_document=2) == [
-        (0, 31), (0, 47), (1, 31), (1, 47), (2, 31), (2, 47)]
+        (0, 31),
+        (0, 47),
+        (1, 31),
+        (1, 47),
+        (2, 31),
+        (2, 47),
+    ]

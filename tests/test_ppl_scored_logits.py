@@ -28,12 +28,12 @@ def test_scored_logits_only_same_nll_as_full_logits(which, request):
     docs = [rng.integers(3, vocab, size=n) for n in (150, 120)]
     lengths, stride = [32, 64], 16
     seen = _logit_shapes(model)
-    kept = perplexity_by_length(model, docs, lengths, stride, max_tokens=10_000, tokens_per_batch=128,
-                                progress=False)
+    kept = perplexity_by_length(model, docs, lengths, stride, max_tokens=10_000, tokens_per_batch=128, progress=False)
     assert seen and all(shape[1] == stride and shape[2] == vocab for shape in seen)  # only scored positions
     seen.clear()
-    full = perplexity_by_length(model, docs, lengths, stride, max_tokens=10_000, tokens_per_batch=128,
-                                progress=False, slice_only=False)
+    full = perplexity_by_length(
+        model, docs, lengths, stride, max_tokens=10_000, tokens_per_batch=128, progress=False, slice_only=False
+    )
     assert {shape[1] for shape in seen} == set(lengths)  # the old path: every position's logits
     for C in lengths:
         assert kept["nll"][str(C)] == pytest.approx(full["nll"][str(C)], rel=1e-6, abs=1e-7)

@@ -9,8 +9,10 @@ from ropeext.eval import passkey
 from ropeext.eval.common import encode_prompt, tokenizer_adds_bos
 from ropeext.eval.longbench import protocol
 
-PROMPTS = {"hotpotqa": "Answer the question.\n\n{context}\n\nQuestion: {input}\nAnswer:",
-           "trec": "Classify the question.\n\n{context}\n{input}"}
+PROMPTS = {
+    "hotpotqa": "Answer the question.\n\n{context}\n\nQuestion: {input}\nAnswer:",
+    "trec": "Classify the question.\n\n{context}\n{input}",
+}
 MAXLENS = {"hotpotqa": 32, "trec": 64}
 RECORD = {"context": "Paris is the capital of France. " * 6, "input": "What is the capital of France?"}
 
@@ -65,8 +67,9 @@ def test_longbench_chat_template_ids_equal_apply_chat_template(smol_tok, tmp_pat
     add_bos = protocol.wants_bos(smol_tok, "auto")
     text = protocol.format_prompt(hot.prompt, RECORD)
     ids, info = protocol.encode_prompt(smol_tok, text, 4000, chat=True, add_bos=add_bos)
-    ref = smol_tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                       return_dict=False)
+    ref = smol_tok.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=False
+    )
     assert ids == list(ref) and not info["truncated"]
     rendered = smol_tok.decode(ids)
     assert rendered.startswith("<|im_start|>system\n") and rendered.endswith("<|im_start|>assistant\n")
@@ -83,8 +86,10 @@ def test_longbench_chat_template_ids_equal_apply_chat_template(smol_tok, tmp_pat
     cut, info = protocol.encode_prompt(smol_tok, long_text, 300, chat=True, add_bos=add_bos)
     assert info["truncated"] and len(cut) <= 300
     raw_ids = smol_tok(long_text).input_ids
-    kept = smol_tok.decode(raw_ids[:150], skip_special_tokens=True) + smol_tok.decode(raw_ids[-150:],
-                                                                                      skip_special_tokens=True)
-    ref = list(smol_tok.apply_chat_template([{"role": "user", "content": kept}], add_generation_prompt=True,
-                                            return_dict=False))
+    kept = smol_tok.decode(raw_ids[:150], skip_special_tokens=True) + smol_tok.decode(
+        raw_ids[-150:], skip_special_tokens=True
+    )
+    ref = list(
+        smol_tok.apply_chat_template([{"role": "user", "content": kept}], add_generation_prompt=True, return_dict=False)
+    )
     assert cut == ref or (info["recut"] and len(cut) == 300)

@@ -28,8 +28,20 @@ finetune: {steps: 2, batch_size: 2, lr: 1.0e-4, warmup_steps: 0, precision: fp32
 def _texts() -> list[str]:
     """Source files of the running interpreter's standard library: real text, nothing downloaded."""
     lib = Path(json.__file__).resolve().parents[1]
-    names = ["textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "json/encoder.py", "json/decoder.py",
-             "colorsys.py", "bisect.py", "heapq.py", "keyword.py", "this.py", "getopt.py"]
+    names = [
+        "textwrap.py",
+        "shlex.py",
+        "fnmatch.py",
+        "glob.py",
+        "json/encoder.py",
+        "json/decoder.py",
+        "colorsys.py",
+        "bisect.py",
+        "heapq.py",
+        "keyword.py",
+        "this.py",
+        "getopt.py",
+    ]
     return [(lib / n).read_text(encoding="utf-8") for n in names if (lib / n).is_file()]
 
 
@@ -46,8 +58,27 @@ def stages(tmp_path_factory, smollm2_2layer_dir):
     write_tokens(d / "test.parquet", ids, [f"doc{i}" for i in range(len(ids))], ["file"] * len(ids))
     write_tokens(d / "train.parquet", ids, [f"doc{i}" for i in range(len(ids))], ["file"] * len(ids))
     scaling = d / "dprope-16384.json"
-    assert main(["solve", "--rope-theta", "100000", "--head-dim", "64", "--train-length", "8192",
-                 "--target-length", "16384", "--method", "dprope", "--output", str(scaling), "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "solve",
+                "--rope-theta",
+                "100000",
+                "--head-dim",
+                "64",
+                "--train-length",
+                "8192",
+                "--target-length",
+                "16384",
+                "--method",
+                "dprope",
+                "--output",
+                str(scaling),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     nopad = load_tokenizer(smollm2_2layer_dir)  # as hub copies of many tokenizers come: no pad token
     nopad.pad_token = None
     nopad.save_pretrained(d / "tokenizer-nopad")
@@ -57,14 +88,27 @@ def stages(tmp_path_factory, smollm2_2layer_dir):
 def test_extend_then_ppl_and_passkey(stages):
     import torch
 
+    from ropeext.data.tokens import read_tokens
     from ropeext.eval.ppl import perplexity_by_length
     from ropeext.modeling import load_causal_lm
-    from ropeext.data.tokens import read_tokens
 
     d, base = stages["dir"], stages["base"]
     variant = d / "smollm2-dprope-16384-noft"
-    assert main(["extend", "--base", str(base), "--scaling", str(stages["scaling"]), "--output", str(variant),
-                 "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "extend",
+                "--base",
+                str(base),
+                "--scaling",
+                str(stages["scaling"]),
+                "--output",
+                str(variant),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     config = json.loads((variant / "config.json").read_text())
     scaling = json.loads(stages["scaling"].read_text())
     assert config["rope_parameters"]["rope_type"] == "longrope" and config["max_position_embeddings"] == 16384
@@ -72,21 +116,64 @@ def test_extend_then_ppl_and_passkey(stages):
     assert json.loads((variant / "variant_manifest.json").read_text())["weights"] == {"model.safetensors": "hardlink"}
 
     out = d / "ppl"
-    assert main(["eval", "ppl", "--model", str(variant), "--tokens", str(d / "test.parquet"), "--lengths", "128,256",
-                 "--stride", "64", "--max-tokens", "256", "--output-dir", str(out), "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "ppl",
+                "--model",
+                str(variant),
+                "--tokens",
+                str(d / "test.parquet"),
+                "--lengths",
+                "128,256",
+                "--stride",
+                "64",
+                "--max-tokens",
+                "256",
+                "--output-dir",
+                str(out),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tokens_scored"] == 256 and metrics["rope_parameters"]["rope_type"] == "longrope"
     # the variant on disk reads as the base with the scaling applied on the fly
     with torch.no_grad():
-        ref = perplexity_by_length(load_causal_lm(base, scaling=scaling), read_tokens(d / "test.parquet"), [128, 256],
-                                   64, 256, progress=False)
+        ref = perplexity_by_length(
+            load_causal_lm(base, scaling=scaling), read_tokens(d / "test.parquet"), [128, 256], 64, 256, progress=False
+        )
     for c in ("128", "256"):
         assert np.isfinite(metrics["ppl"][c]) and metrics["ppl"][c] == pytest.approx(ref["ppl"][c], rel=1e-5)
 
     pk = d / "passkey"
-    assert main(["eval", "passkey", "--model", str(variant), "--tokenizer", str(stages["nopad"]),
-                 "--output-dir", str(pk), "--lengths", "200",
-                 "--depths", "0.5", "--samples", "1", "--max-new-tokens", "4", "--no-progress", "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "passkey",
+                "--model",
+                str(variant),
+                "--tokenizer",
+                str(stages["nopad"]),
+                "--output-dir",
+                str(pk),
+                "--lengths",
+                "200",
+                "--depths",
+                "0.5",
+                "--samples",
+                "1",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(stages["nopad"]).pad_token_id is None
@@ -103,15 +190,46 @@ def test_anchor_finetune_and_resume(stages, backend, tmp_path):
     d, base = stages["dir"], stages["base"]
     packed = d / "anchor-w256.parquet"
     if not packed.exists():
-        assert main(["pack", "--tokens", str(d / "train.parquet"), "--tokenizer", str(stages["nopad"]),
-                     "--window", "256", "--layout", "anchor", "--output", str(packed), "--no-mlflow"]) == 0
+        assert (
+            main(
+                [
+                    "pack",
+                    "--tokens",
+                    str(d / "train.parquet"),
+                    "--tokenizer",
+                    str(stages["nopad"]),
+                    "--window",
+                    "256",
+                    "--layout",
+                    "anchor",
+                    "--output",
+                    str(packed),
+                    "--no-mlflow",
+                ]
+            )
+            == 0
+        )
     rows = pq.read_table(packed).column("input_ids").to_pylist()
     assert len(rows) >= 4 and all(r[0] == stages["tokenizer"].bos_token_id == 1 for r in rows)  # SmolLM2's BOS anchors
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG % backend)
     out = tmp_path / "smollm2-dprope-16384-anchor"
-    args = ["finetune", "--config", str(config), "--base", str(base), "--scaling", str(stages["scaling"]),
-            "--train", str(packed), "--layout", "anchor", "--output", str(out), "--no-mlflow"]
+    args = [
+        "finetune",
+        "--config",
+        str(config),
+        "--base",
+        str(base),
+        "--scaling",
+        str(stages["scaling"]),
+        "--train",
+        str(packed),
+        "--layout",
+        "anchor",
+        "--output",
+        str(out),
+        "--no-mlflow",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["resumed_from_step"] is None

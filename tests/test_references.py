@@ -36,26 +36,42 @@ def _longbench_metrics(variant: str, *, prompt_source: str = "data/LongBench/con
     tasks = tasks or protocol.LONGBENCH_E_TASKS
     per_task = {}
     for i, task in enumerate(tasks):
-        right, wrong = {"passage_retrieval_en": ("Paragraph 3", "Paragraph 1"),
-                        "passage_count": ("3", "1")}.get(task, ("paris", "rome"))
+        right, wrong = {"passage_retrieval_en": ("Paragraph 3", "Paragraph 1"), "passage_count": ("3", "1")}.get(
+            task, ("paris", "rome")
+        )
         # right in the first bucket, right or wrong by task in the second, wrong in the third
-        recs = [{"pred": p, "answers": [right], "all_classes": ["paris", "rome"], "length": n}
-                for p, n in ((right, 1000), (right if i % 2 else wrong, 5000), (wrong, 9000))]
+        recs = [
+            {"pred": p, "answers": [right], "all_classes": ["paris", "rome"], "length": n}
+            for p, n in ((right, 1000), (right if i % 2 else wrong, 5000), (wrong, 9000))
+        ]
         per_task[task] = (recs, results.STANDARD_BUCKETS)
-    return results.build_metrics(per_task, benchmark="longbench-e", variant=variant, model="m", window=16384,
-                                 prompt_source={t: prompt_source for t in tasks},
-                                 limit=None,
-                                 code_sim_backend="difflib", data_dir="data/LongBench/data")
+    return results.build_metrics(
+        per_task,
+        benchmark="longbench-e",
+        variant=variant,
+        model="m",
+        window=16384,
+        prompt_source={t: prompt_source for t in tasks},
+        limit=None,
+        code_sim_backend="difflib",
+        data_dir="data/LongBench/data",
+    )
 
 
 def _embedded_metrics(variant: str) -> dict:
     from ropeext.eval.longbench import protocol, results
 
     recs = [{"pred": "x = 1", "answers": ["x = 1"], "length": n} for n in (100, 300, 700)]
-    return results.build_metrics({protocol.EMBEDDED_TASK: (recs, results.edge_buckets([64, 200, 456, 968]))},
-                                 benchmark="longbench-e", variant=variant, model="m", window=1024,
-                                 prompt_source={protocol.EMBEDDED_TASK: "ropeext (embedded task)"},
-                                 limit=None, data_dir="results/x")
+    return results.build_metrics(
+        {protocol.EMBEDDED_TASK: (recs, results.edge_buckets([64, 200, 456, 968]))},
+        benchmark="longbench-e",
+        variant=variant,
+        model="m",
+        window=1024,
+        prompt_source={protocol.EMBEDDED_TASK: "ropeext (embedded task)"},
+        limit=None,
+        data_dir="results/x",
+    )
 
 
 def _ruler_metrics(variant: str, *, templates: str | None = None, drop_qa: bool = False) -> dict:
@@ -75,8 +91,11 @@ def _ruler_metrics(variant: str, *, templates: str | None = None, drop_qa: bool 
         tasks = [t for t in tasks if not t.startswith("qa_")]
         subset += " without qa_1, qa_2"
     lengths = [4096, 8192, 16384, 32768, 65536]
-    records = [{"task": t, "length": L, "score": ((i * 7 + j * 3) % 10) / 10}
-               for i, t in enumerate(tasks) for j, L in enumerate(lengths)]
+    records = [
+        {"task": t, "length": L, "score": ((i * 7 + j * 3) % 10) / 10}
+        for i, t in enumerate(tasks)
+        for j, L in enumerate(lengths)
+    ]
     out = summarize(records, tasks=tasks, lengths=lengths, subset=subset, templates=load_templates(templates))
     return {"variant": variant, "model": "m", "window": 65536, "seed": 0, "samples_per_cell": 500, **out}
 
@@ -97,9 +116,19 @@ def test_reference_file_loads_and_its_averages_agree_with_their_parts(refs):
     """Every derived column the papers print equals the mean of its parts (to the printed rounding):
     a transcription slip in any of these numbers fails here."""
     ids = {t.id for t in refs.tables}
-    assert {"dprope-table1", "dprope-table2", "dprope-table4", "dprope-table6", "dprope-table8", "anchor-table5-sp64k",
-            "anchor-table5-sp128k", "anchor-table5-upmix128k", "anchor-table6", "anchor-table7",
-            "anchor-table12"} <= ids
+    assert {
+        "dprope-table1",
+        "dprope-table2",
+        "dprope-table4",
+        "dprope-table6",
+        "dprope-table8",
+        "anchor-table5-sp64k",
+        "anchor-table5-sp128k",
+        "anchor-table5-upmix128k",
+        "anchor-table6",
+        "anchor-table7",
+        "anchor-table12",
+    } <= ids
     checked = 0
     for t in refs.tables:
         for row in t.rows:
@@ -119,14 +148,17 @@ def test_reference_file_loads_and_its_averages_agree_with_their_parts(refs):
     assert checked >= 57  # DPRoPE Tables 1, 2, 4, 6, 8 and AnchorAttention Table 3
 
 
-@pytest.mark.parametrize("config,table_id,model", [
-    ("llama2-anchor.yaml", "anchor-table5-sp64k", "llama2"),
-    ("llama2-anchor-128k.yaml", "anchor-table5-sp128k", "llama2"),
-    ("llama2-anchor-upmix128k.yaml", "anchor-table5-upmix128k", "llama2"),
-    ("llama3-anchor.yaml", "anchor-table6", "llama3"),
-    ("mistral-anchor.yaml", "anchor-table6", "mistral"),
-    ("qwen15-anchor.yaml", "anchor-table6", "qwen15"),
-])
+@pytest.mark.parametrize(
+    "config,table_id,model",
+    [
+        ("llama2-anchor.yaml", "anchor-table5-sp64k", "llama2"),
+        ("llama2-anchor-128k.yaml", "anchor-table5-sp128k", "llama2"),
+        ("llama2-anchor-upmix128k.yaml", "anchor-table5-upmix128k", "llama2"),
+        ("llama3-anchor.yaml", "anchor-table6", "llama3"),
+        ("mistral-anchor.yaml", "anchor-table6", "mistral"),
+        ("qwen15-anchor.yaml", "anchor-table6", "qwen15"),
+    ],
+)
 def test_each_paper_config_reproduces_exactly_its_table_rows(refs, config, table_id, model):
     cfg = load_config(REPO / "config" / config)
     table = _table(refs, table_id)
@@ -152,13 +184,27 @@ def test_setting_matching():
     cfg = load_config(REPO / "config" / "llama2-dprope.yaml")
     ours = R.run_setting(cfg, "llama2-dprope-16384-full")
     assert ours["interpolated_dims"] == 64 and ours["bins"] == 360 and ours["target_length"] == 16384
-    row = {"model": "meta-llama/Llama-2-7b-hf", "method": "dprope", "target_length": 16384, "layout": "full",
-           "corpus": "pg19", "interpolated_dims": 64, "bins": 360, "train_length": 4096}
+    row = {
+        "model": "meta-llama/Llama-2-7b-hf",
+        "method": "dprope",
+        "target_length": 16384,
+        "layout": "full",
+        "corpus": "pg19",
+        "interpolated_dims": 64,
+        "bins": 360,
+        "train_length": 4096,
+    }
     assert R.row_matches(row, ours)
-    assert R.row_matches(row, {**ours, "model": "/data/models/llama-2-7B-HF/"})   # a local copy of the model
+    assert R.row_matches(row, {**ours, "model": "/data/models/llama-2-7B-HF/"})  # a local copy of the model
     assert R.row_matches(row, {**ours, "corpus": "/data/PG19"})
-    for key, other in (("model", "meta-llama/Llama-2-13b-hf"), ("target_length", 8192), ("layout", "anchor"),
-                       ("interpolated_dims", 80), ("corpus", "cerebras/SlimPajama-627B"), ("method", "pi")):
+    for key, other in (
+        ("model", "meta-llama/Llama-2-13b-hf"),
+        ("target_length", 8192),
+        ("layout", "anchor"),
+        ("interpolated_dims", 80),
+        ("corpus", "cerebras/SlimPajama-627B"),
+        ("method", "pi"),
+    ):
         assert not R.row_matches(row, {**ours, key: other}), key
     assert not R.row_matches(row, {k: v for k, v in ours.items() if k != "bins"})  # ours lacks a key: no match
     anchor = load_config(REPO / "config" / "llama2-anchor.yaml")
@@ -167,29 +213,58 @@ def test_setting_matching():
 
 
 def _file(tmp_path, **table) -> Path:
-    base = {"id": "t1", "paper": "p", "table": "Table 1", "benchmark": "ruler", "metric": "m", "columns": [4096, 8192],
-            "rows": [{"label": "x", "method": "pi", "values": [1.0, 2.0]}]}
+    base = {
+        "id": "t1",
+        "paper": "p",
+        "table": "Table 1",
+        "benchmark": "ruler",
+        "metric": "m",
+        "columns": [4096, 8192],
+        "rows": [{"label": "x", "method": "pi", "values": [1.0, 2.0]}],
+    }
     base.update(table)
     path = tmp_path / "refs.yaml"
     path.write_text(yaml.safe_dump({"papers": {"p": {"name": "P", "citation": "P et al."}}, "tables": [base]}))
     return path
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"rows": [{"label": "x", "values": [1.0]}]}, r"tables\[0\] \(t1\): rows\[0\] \(x\): values: expected a list of 2"),
-    ({"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]}, r"rows\[0\] \(x\): Additional properties are not allowed \('modle' was unexpected\) \(expected model, method"),
-    ({"rows": [{"label": "x", "method": "dprop", "values": [1, 2]}]}, r"rows\[0\] \(x\): method 'dprop' is not one of"),
-    ({"rows": [{"label": "x", "layout": "anchr", "values": [1, 2]}]}, r"layout 'anchr' is not one of"),
-    ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values\[1\]: 'high' is not of type 'number', 'null'"),
-    ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark: 'mmlu' is not one of"),
-    ({"paper": "q"}, r"tables\[0\] \(t1\): paper 'q' is not one of papers"),
-    ({"comparable": False}, r"tables\[0\] \(t1\): 'reason' is a required property \(comparable: false needs a reason\)"),
-    ({"protocol": {"tasks": "most"}}, r"protocol.tasks: 'most' is not one of"),
-    ({"where": "abstract"}, r"tables\[0\] \(t1\): Additional properties are not allowed \('where' was unexpected\)"),
-    ({"setting": {"target_length": None}}, r"setting: target_length: null is only allowed in a row"),
-    ({"benchmark": "ppl", "at_length": 4096}, r"benchmark: 'ruler' was expected \(only a RULER table takes at_length"),
-    ({"setting": {"bins": "many"}}, r"tables\[0\] \(t1\): setting.bins: 'many' is not of type 'number', 'null'"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"rows": [{"label": "x", "values": [1.0]}]},
+            r"tables\[0\] \(t1\): rows\[0\] \(x\): values: expected a list of 2",
+        ),
+        (
+            {"rows": [{"label": "x", "modle": "a", "values": [1, 2]}]},
+            r"rows\[0\] \(x\): Additional properties are not allowed \('modle' was unexpected\) "
+            r"\(expected model, method",
+        ),
+        (
+            {"rows": [{"label": "x", "method": "dprop", "values": [1, 2]}]},
+            r"rows\[0\] \(x\): method 'dprop' is not one of",
+        ),
+        ({"rows": [{"label": "x", "layout": "anchr", "values": [1, 2]}]}, r"layout 'anchr' is not one of"),
+        ({"rows": [{"label": "x", "values": [1, "high"]}]}, r"values\[1\]: 'high' is not of type 'number', 'null'"),
+        ({"benchmark": "mmlu"}, r"tables\[0\] \(t1\): benchmark: 'mmlu' is not one of"),
+        ({"paper": "q"}, r"tables\[0\] \(t1\): paper 'q' is not one of papers"),
+        (
+            {"comparable": False},
+            r"tables\[0\] \(t1\): 'reason' is a required property \(comparable: false needs a reason\)",
+        ),
+        ({"protocol": {"tasks": "most"}}, r"protocol.tasks: 'most' is not one of"),
+        (
+            {"where": "abstract"},
+            r"tables\[0\] \(t1\): Additional properties are not allowed \('where' was unexpected\)",
+        ),
+        ({"setting": {"target_length": None}}, r"setting: target_length: null is only allowed in a row"),
+        (
+            {"benchmark": "ppl", "at_length": 4096},
+            r"benchmark: 'ruler' was expected \(only a RULER table takes at_length",
+        ),
+        ({"setting": {"bins": "many"}}, r"tables\[0\] \(t1\): setting.bins: 'many' is not of type 'number', 'null'"),
+    ],
+)
 def test_reference_file_errors_name_the_entry(tmp_path, change, message):
     with pytest.raises(RopeextError, match=message):
         R.load_references(_file(tmp_path, **change))
@@ -205,7 +280,9 @@ def test_reference_file_missing_or_malformed(tmp_path):
         R.load_references(tmp_path / "missing.yaml")
     bad = tmp_path / "old.yaml"
     bad.write_text(yaml.safe_dump({"references": [{"paper": "x", "value": 1}]}))
-    with pytest.raises(RopeextError, match=r"Additional properties are not allowed \('references' was unexpected\) \(expected papers"):
+    with pytest.raises(
+        RopeextError, match=r"Additional properties are not allowed \('references' was unexpected\) \(expected papers"
+    ):
         R.load_references(bad)
     assert R.load_references(None).tables == ()
     twice = yaml.safe_load(_file(tmp_path).read_text())
@@ -216,8 +293,16 @@ def test_reference_file_missing_or_malformed(tmp_path):
 
 # ----------------------------------------------------------------------------- our side, pure
 def test_longbench_categories_average_the_run_tasks():
-    m = {"tasks": {"lcc": {"score": 60.0}, "repobench-p": {"score": 50.0}, "trec": {"score": 70.0},
-                   "triviaqa": {"score": 80.0}, "samsum": {"score": 30.0}, "passage_count": {"score": 3.0}}}
+    m = {
+        "tasks": {
+            "lcc": {"score": 60.0},
+            "repobench-p": {"score": 50.0},
+            "trec": {"score": 70.0},
+            "triviaqa": {"score": 80.0},
+            "samsum": {"score": 30.0},
+            "passage_count": {"score": 3.0},
+        }
+    }
     cats = R.longbench_categories(m)
     assert cats["code"] == 55.0 and cats["icl"] == 60.0 and cats["synthetic"] == 3.0
     assert cats["single_doc_qa"] is None
@@ -233,8 +318,17 @@ def test_open_llm_shots_and_own_tasks_decide_comparability(refs):
     local = {"preset": "local", "tasks": {"ropeext_nextline": {"num_fewshot": 0}}}
     assert "the project's own data" in R.data_reasons(table, local)[0]
     # Avg on our side averages the paper's four tasks, not the six of our run
-    ours = pd.Series({"truthfulqa_mc2": 40.0, "hellaswag": 70.0, "mmlu": 50.0, "arc_challenge": 60.0,
-                      "winogrande": 0.0, "gsm8k": 0.0, "Avg": 36.67})
+    ours = pd.Series(
+        {
+            "truthfulqa_mc2": 40.0,
+            "hellaswag": 70.0,
+            "mmlu": 50.0,
+            "arc_challenge": 60.0,
+            "winogrande": 0.0,
+            "gsm8k": 0.0,
+            "Avg": 36.67,
+        }
+    )
     assert R.our_values(table, ours, board)["Avg"] == 55.0
 
 
@@ -268,8 +362,10 @@ def test_report_puts_dprope_longbench_e_beside_ours(tmp_path):
     assert f"| {ours['bucket_avg']['0-4k']:.2f} | 29.98 | {ours['bucket_avg']['4-8k']:.2f} | 30.30 |" in line
     assert "Produced with: LongBench-E, 13 tasks; templates: data/LongBench/config; data: data/LongBench/data" in md
     assert "Not run in this config: 7B Original (4k); 7B PI s=2 (8k)" in md
-    assert ("No variant of this config reproduces a row of DPRoPE Table 4 (6 rows), DPRoPE Table 6 (4 rows), "
-            "AnchorAttention Table 12 (with Table 7's ICL) (16 rows): not run in this config.") in md
+    assert (
+        "No variant of this config reproduces a row of DPRoPE Table 4 (6 rows), DPRoPE Table 6 (4 rows), "
+        "AnchorAttention Table 12 (with Table 7's ICL) (16 rows): not run in this config."
+    ) in md
     assert "- DPRoPE Table 2 (Open LLM): not run in this config: 14 of 14 rows." in md  # no Open LLM run given
     assert "- DPRoPE Table 1 (LongBench-E): beside ours: 7B DPRoPE s=4 (16k); not run in this config: 15 of 16" in md
 
@@ -279,8 +375,10 @@ def test_report_never_puts_the_embedded_task_beside_longbench_e(tmp_path):
     m = _embedded_metrics("llama2-dprope-16384-full")
     build_report(cfg, {"longbench": [_write(tmp_path, "longbench", m)], "references": REFS}, tmp_path / "report")
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert ('`llama2-dprope-16384-full` beside "7B DPRoPE s=4 (16k)": not comparable: embedded code task '
-            "(heldout_lcc), the project's own data, not LongBench-E data.") in md
+    assert (
+        '`llama2-dprope-16384-full` beside "7B DPRoPE s=4 (16k)": not comparable: embedded code task '
+        "(heldout_lcc), the project's own data, not LongBench-E data."
+    ) in md
     assert "the embedded LongBench-E-style task heldout_lcc" in md
     assert "29.98" not in md and "30.12" not in md
     assert not (tmp_path / "report" / "published-dprope-table1.csv").exists()
@@ -306,24 +404,39 @@ def test_report_puts_anchor_ruler_beside_ours_only_when_comparable(tmp_path):
     assert free["4096"] == base["average"]["4096"]
     md = re.sub(" +", " ", (tmp_path / "report" / "summary.md").read_text())  # table cells are padded
     assert "| llama2-base_change-65536-anchor | AnchorAttention | " in md and "| 73.25 |" in md
-    assert ('`llama2-base_change-65536-full` beside "Full Attention": not comparable: prompt wording of cwe, fwe, '
-            "niah, qa, vt is the project's own, not RULER's") in md
-    assert ('`llama2-base_change-65536-intra_doc` beside "Intra-Doc": not comparable: averages the task set '
-            "'anchor_llama2 without qa_1, qa_2', the paper 'anchor_llama2' (11 tasks)") in md
+    assert (
+        '`llama2-base_change-65536-full` beside "Full Attention": not comparable: prompt wording of cwe, fwe, '
+        "niah, qa, vt is the project's own, not RULER's"
+    ) in md
+    assert (
+        '`llama2-base_change-65536-intra_doc` beside "Intra-Doc": not comparable: averages the task set '
+        "'anchor_llama2 without qa_1, qa_2', the paper 'anchor_llama2' (11 tasks)"
+    ) in md
     assert "66.40" not in md and "69.97" not in md  # their published values stay out
-    assert "Not run in this config: Intra-Doc + Reset; Intra-Doc + Interleaved; Anchor + Tag; Anchor + Interleaved." \
-        in md
+    assert (
+        "Not run in this config: Intra-Doc + Reset; Intra-Doc + Interleaved; Anchor + Tag; Anchor + Interleaved." in md
+    )
     assert "templates: templates file " in md and "haystack the held-out split of this corpus" in md
 
 
 def _openllm_metrics(variant: str, shots: dict[str, int], scores: dict[str, float], preset: str) -> dict:
     """An Open LLM metrics.json as `ropeext eval openllm` writes it (built by the same function)."""
-    from ropeext.eval.openllm.report import build_metrics
     from ropeext.eval.openllm.presets import HEADLINE
+    from ropeext.eval.openllm.report import build_metrics
 
-    records = [{"task": t, "results": {t: {f"{HEADLINE[t]},none": scores[t], f"{HEADLINE[t]}_stderr,none": 0.01}},
-                "num_fewshot": n, "versions": {t: 1.0}, "n-shot": {t: n}, "n-samples": {t: {"effective": 100}},
-                "configs": {}, "lm_eval_version": "0.4.13"} for t, n in shots.items()]
+    records = [
+        {
+            "task": t,
+            "results": {t: {f"{HEADLINE[t]},none": scores[t], f"{HEADLINE[t]}_stderr,none": 0.01}},
+            "num_fewshot": n,
+            "versions": {t: 1.0},
+            "n-shot": {t: n},
+            "n-samples": {t: {"effective": 100}},
+            "configs": {},
+            "lm_eval_version": "0.4.13",
+        }
+        for t, n in shots.items()
+    ]
     return build_metrics(records, variant=variant, model="m", max_length=16384, preset=preset)
 
 
@@ -332,8 +445,9 @@ def test_report_puts_dprope_open_llm_beside_ours_only_with_the_papers_shots(tmp_
     scores = {"truthfulqa_mc2": 0.40, "hellaswag": 0.75, "mmlu": 0.45, "arc_challenge": 0.50, "winogrande": 0.7}
     paper_shots = {"truthfulqa_mc2": 0, "hellaswag": 0, "mmlu": 5, "arc_challenge": 25}
     right = _openllm_metrics("llama2-yarn-16384-full", paper_shots, scores, "dprope_paper")
-    board = _openllm_metrics("llama2-pi-16384-full", {**paper_shots, "hellaswag": 10, "winogrande": 5}, scores,
-                             "leaderboard_v1")
+    board = _openllm_metrics(
+        "llama2-pi-16384-full", {**paper_shots, "hellaswag": 10, "winogrande": 5}, scores, "leaderboard_v1"
+    )
     paths = [_write(tmp_path, "openllm", m) for m in (right, board)]
     build_report(cfg, {"openllm": paths, "references": REFS}, tmp_path / "report")
     side = pd.read_csv(tmp_path / "report" / "published-dprope-table2.csv", index_col=0)
@@ -342,8 +456,9 @@ def test_report_puts_dprope_open_llm_beside_ours_only_with_the_papers_shots(tmp_
     assert row["paper row"] == "7B YaRN s=4" and row["hellaswag (paper)"] == 77.10 and row["hellaswag"] == 75.0
     assert row["Avg"] == 52.5 and row["Avg (paper)"] == 53.29
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert ('`llama2-pi-16384-full` beside "7B PI s=4": not comparable: hellaswag 10-shot here, 0-shot in the '
-            "paper.") in md
+    assert (
+        '`llama2-pi-16384-full` beside "7B PI s=4": not comparable: hellaswag 10-shot here, 0-shot in the paper.'
+    ) in md
     assert "76.08" not in md  # the PI row's published HellaSwag stays out
     assert "lm-eval 0.4.13 tasks: truthfulqa_mc2 0-shot, hellaswag 0-shot, mmlu 5-shot, arc_challenge 25-shot" in md
 
@@ -352,11 +467,25 @@ def test_longbench_categories_stand_beside_anchor_table12_and_not_beside_longben
     from ropeext.eval.longbench.results import table1
 
     cfg = load_config(REPO / "config" / "llama2-anchor.yaml")
-    scores = {"lcc": 60.0, "repobench-p": 50.0, "trec": 70.0, "triviaqa": 80.0, "samsum": 30.0, "hotpotqa": 9.0,
-              "qasper": 20.0, "gov_report": 15.0, "passage_count": 3.0}
-    m = {"variant": "llama2-base_change-65536-anchor", "benchmark": "longbench", "limit": None,
-         "tasks": {t: {"score": v} for t, v in scores.items()}, "Avg": 37.44,
-         "prompt_source": {t: "data/LongBench/config" for t in scores}}
+    scores = {
+        "lcc": 60.0,
+        "repobench-p": 50.0,
+        "trec": 70.0,
+        "triviaqa": 80.0,
+        "samsum": 30.0,
+        "hotpotqa": 9.0,
+        "qasper": 20.0,
+        "gov_report": 15.0,
+        "passage_count": 3.0,
+    }
+    m = {
+        "variant": "llama2-base_change-65536-anchor",
+        "benchmark": "longbench",
+        "limit": None,
+        "tasks": {t: {"score": v} for t, v in scores.items()},
+        "Avg": 37.44,
+        "prompt_source": {t: "data/LongBench/config" for t in scores},
+    }
     ours = table1([m])
     by_variant = {m["variant"]: m}
     comp = R.compare_table(_table(refs, "anchor-table12"), ours, by_variant, cfg)

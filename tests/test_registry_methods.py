@@ -36,8 +36,13 @@ GEOM = ["--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "-
 def checkout(tmp_path_factory) -> Path:
     """The checkout's files (links kept as links) with the toy method added to the registry."""
     root = tmp_path_factory.mktemp("checkout")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     for name in files:
         src, dst = REPO / name, root / name
         if not src.exists() and not src.is_symlink():
@@ -49,8 +54,11 @@ def checkout(tmp_path_factory) -> Path:
             shutil.copy2(src, dst)
     registry = root / "ropeext" / "rope" / "registry.py"
     registry.write_text(registry.read_text() + TOY)
-    changed = [p for p in files if (root / p).is_file() and not (root / p).is_symlink()
-               and (root / p).read_bytes() != (REPO / p).read_bytes()]
+    changed = [
+        p
+        for p in files
+        if (root / p).is_file() and not (root / p).is_symlink() and (root / p).read_bytes() != (REPO / p).read_bytes()
+    ]
     assert changed == ["ropeext/rope/registry.py"]
     return root
 
@@ -69,37 +77,78 @@ def test_the_checkout_does_not_know_the_toy():
 def test_the_cli_solves_and_compares_the_toy(checkout, tmp_path):
     help_ = _run(checkout, sys.executable, "-m", "ropeext.cli", "solve", "--help", cwd=tmp_path)
     assert "toy" in help_.stdout
-    solve = _run(checkout, sys.executable, "-m", "ropeext.cli", "solve", *GEOM, "--method", "toy", "--output",
-                 "toy.json", "--no-mlflow", cwd=tmp_path)
+    solve = _run(
+        checkout,
+        sys.executable,
+        "-m",
+        "ropeext.cli",
+        "solve",
+        *GEOM,
+        "--method",
+        "toy",
+        "--output",
+        "toy.json",
+        "--no-mlflow",
+        cwd=tmp_path,
+    )
     assert solve.returncode == 0, solve.stderr
     scaling = json.loads((tmp_path / "toy.json").read_text())
     assert scaling["method"] == "toy" and scaling["factors"] == [2.0] * 16  # s = 4
     assert scaling["rope_parameters"]["rope_type"] == "longrope"
-    compare = _run(checkout, sys.executable, "-m", "ropeext.cli", "compare", *GEOM, "--methods", "none,pi,toy",
-                   "--output", "cmp/table.csv", "--no-mlflow", cwd=tmp_path)
+    compare = _run(
+        checkout,
+        sys.executable,
+        "-m",
+        "ropeext.cli",
+        "compare",
+        *GEOM,
+        "--methods",
+        "none,pi,toy",
+        "--output",
+        "cmp/table.csv",
+        "--no-mlflow",
+        cwd=tmp_path,
+    )
     assert compare.returncode == 0, compare.stderr
     assert (tmp_path / "cmp" / "table.csv").read_text().splitlines()[3].startswith("toy,")
 
 
 def test_a_config_listing_the_toy_validates_and_plans_its_jobs(checkout, tmp_path):
     overlay = tmp_path / "toy.yaml"
-    overlay.write_text(yaml.safe_dump({"extension": {"methods": ["none", "toy"]},
-                                       "rope": {"compare_methods": ["pi", "toy"]}}))
-    dry = _run(checkout, str(BIN / "snakemake"), "-s", str(checkout / "Snakefile"), "--configfile",
-               str(checkout / ".test" / "config.yaml"), str(overlay), "-n", "--cores", "1", cwd=tmp_path)
+    overlay.write_text(
+        yaml.safe_dump({"extension": {"methods": ["none", "toy"]}, "rope": {"compare_methods": ["pi", "toy"]}})
+    )
+    dry = _run(
+        checkout,
+        str(BIN / "snakemake"),
+        "-s",
+        str(checkout / "Snakefile"),
+        "--configfile",
+        str(checkout / ".test" / "config.yaml"),
+        str(overlay),
+        "-n",
+        "--cores",
+        "1",
+        cwd=tmp_path,
+    )
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     assert "results/rope/scaling/toy-64.json" in dry.stdout
-    for job in ("results/models/micro-toy-64-noft", "results/models/micro-toy-64-full",
-                "results/eval/ppl/micro-toy-64-full/metrics.json"):
+    for job in (
+        "results/models/micro-toy-64-noft",
+        "results/models/micro-toy-64-full",
+        "results/eval/ppl/micro-toy-64-full/metrics.json",
+    ):
         assert job in dry.stdout, job
 
 
 def test_the_report_counts_the_toy(checkout, tmp_path):
-    script = ("from ropeext.report.findings import dprope_rank_check\n"
-              "from ropeext.report.tables import parse_variant\n"
-              "assert parse_variant('micro-toy-64-full')['method'] == 'toy'\n"
-              "[check] = dprope_rank_check({'pi': 3.0, 'toy': 1.5, 'dprope': 2.0}, 'ppl', 'perplexity', 'at 64')\n"
-              "print(check.text)\n")
+    script = (
+        "from ropeext.report.findings import dprope_rank_check\n"
+        "from ropeext.report.tables import parse_variant\n"
+        "assert parse_variant('micro-toy-64-full')['method'] == 'toy'\n"
+        "[check] = dprope_rank_check({'pi': 3.0, 'toy': 1.5, 'dprope': 2.0}, 'ppl', 'perplexity', 'at 64')\n"
+        "print(check.text)\n"
+    )
     proc = _run(checkout, sys.executable, "-c", script, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ranks 2 of 3" in proc.stdout and "`toy`" in proc.stdout  # the toy is among the methods DPRoPE meets

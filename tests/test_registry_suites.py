@@ -54,7 +54,8 @@ def run(args) -> None:
 
 def report(doc, paths: list) -> None:
     metrics = load_json(paths)
-    df = order_rows(pd.DataFrame([{"variant": m["variant"], "files": m["files"]} for m in metrics]).set_index("variant"))
+    rows = [{"variant": m["variant"], "files": m["files"]} for m in metrics]
+    df = order_rows(pd.DataFrame(rows).set_index("variant"))
     doc.variants |= set(df.index)
     doc.save(df, "toy.csv")
     doc.sections += section("Toy suite (files per model directory)", [markdown_table(df)])
@@ -70,8 +71,13 @@ SUITE = Suite(name="toy", section="eval.passkey", rule="eval_toy", order=35, rep
 def copy(tmp_path_factory) -> Path:
     """The checkout's files (tracked, and new ones git does not ignore) with the toy suite added."""
     root = tmp_path_factory.mktemp("checkout")
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():  # a tracked file deleted in the work tree is left out
@@ -89,7 +95,7 @@ def _run(copy: Path, *argv: str, timeout: int = 300) -> subprocess.CompletedProc
 
 
 def _job_counts(text: str) -> dict[str, int]:
-    stats = text[text.index("Job stats:"):].split("\n\n")[0]
+    stats = text[text.index("Job stats:") :].split("\n\n")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
 
 
@@ -118,8 +124,17 @@ def test_the_workflow_runs_a_job_of_a_new_suite(copy):
     for name in ("config.json", "model.safetensors"):
         (model / name).write_text("{}")
     target = "results/eval/toy/micro-dprope-64-anchor/toy.json"
-    _run(copy, str(BIN / "snakemake"), target, "--configfile", ".test/config.yaml", "--cores", "1",
-         "--allowed-rules", "eval_toy")
+    _run(
+        copy,
+        str(BIN / "snakemake"),
+        target,
+        "--configfile",
+        ".test/config.yaml",
+        "--cores",
+        "1",
+        "--allowed-rules",
+        "eval_toy",
+    )
     assert json.loads((copy / target).read_text()) == {"variant": "micro-dprope-64-anchor", "files": 2}
     assert (copy / "results" / "benchmarks" / "eval_toy" / "dprope-64-anchor.tsv").is_file()
 
@@ -136,16 +151,40 @@ def test_the_command_line_and_the_report_pick_up_a_new_suite(copy, tmp_path):
         for i in range(files):
             (model / f"f{i}.bin").write_bytes(b"x")
         out = tmp_path / "eval" / "toy" / name
-        _run(copy, python, "-m", "ropeext.cli", "eval", "toy", "--model", str(model), "--output-dir", str(out),
-             "--variant", name)
+        _run(
+            copy,
+            python,
+            "-m",
+            "ropeext.cli",
+            "eval",
+            "toy",
+            "--model",
+            str(model),
+            "--output-dir",
+            str(out),
+            "--variant",
+            name,
+        )
         paths.append(str(out / "toy.json"))
     assert json.loads(Path(paths[0]).read_text()) == {"variant": "micro-dprope-64-anchor", "files": 3}
 
     report = tmp_path / "report"
-    _run(copy, python, "-m", "ropeext.cli", "report", "--config", ".test/config.yaml", "--toy", *paths,
-         "--output-dir", str(report), "--no-mlflow")
+    _run(
+        copy,
+        python,
+        "-m",
+        "ropeext.cli",
+        "report",
+        "--config",
+        ".test/config.yaml",
+        "--toy",
+        *paths,
+        "--output-dir",
+        str(report),
+        "--no-mlflow",
+    )
     md = (report / "summary.md").read_text()
-    section = md[md.index("## Toy suite (files per model directory)"):]
+    section = md[md.index("## Toy suite (files per model directory)") :]
     section = re.sub(r" +", " ", section)  # the table's cells are padded to their column's width
     assert "| micro-dprope-64-noft | 1 |" in section and "| micro-dprope-64-anchor | 3 |" in section
     assert section.index("noft") < section.index("anchor")  # the shared row order: noft first

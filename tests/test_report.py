@@ -18,13 +18,20 @@ def _config():
 
 
 def test_parse_variant_keeps_underscored_methods():
-    assert parse_variant("tiny-dynamic_ntk-1024-anchor") == {"model": "tiny", "method": "dynamic_ntk",
-                                                              "target": "1024", "layout": "anchor"}
+    assert parse_variant("tiny-dynamic_ntk-1024-anchor") == {
+        "model": "tiny",
+        "method": "dynamic_ntk",
+        "target": "1024",
+        "layout": "anchor",
+    }
 
 
 def test_ppl_table_orders_noft_first_and_states_the_ratio(tmp_path):
     paths = []
-    for v, ppl in (("tiny-pi-1024-full", {"256": 10.0, "1024": 9.0}), ("tiny-none-1024-noft", {"256": 10.0, "1024": 25.0})):
+    for v, ppl in (
+        ("tiny-pi-1024-full", {"256": 10.0, "1024": 9.0}),
+        ("tiny-none-1024-noft", {"256": 10.0, "1024": 25.0}),
+    ):
         (tmp_path / v).mkdir()
         (tmp_path / v / "metrics.json").write_text(json.dumps({"variant": v, "ppl": ppl}))
         paths.append(tmp_path / v / "metrics.json")
@@ -40,14 +47,40 @@ def test_published_values_stand_beside_ours_only_for_the_same_setting(tmp_path):
     for target in (8192, 1024):
         head = 128 if target == 8192 else 32
         train = 4096 if target == 8192 else 256
-        subprocess.run([sys.executable, "-m", "ropeext.cli", "compare", "--rope-theta", "10000", "--head-dim", str(head),
-                        "--train-length", str(train), "--target-length", str(target), "--methods", "none,pi,dprope",
-                        "--interpolated-dims", "80" if target == 8192 else "20",
-                        "--output", str(tmp_path / f"compare-{target}" / "table.csv"), "--no-mlflow"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ropeext.cli",
+                "compare",
+                "--rope-theta",
+                "10000",
+                "--head-dim",
+                str(head),
+                "--train-length",
+                str(train),
+                "--target-length",
+                str(target),
+                "--methods",
+                "none,pi,dprope",
+                "--interpolated-dims",
+                "80" if target == 8192 else "20",
+                "--output",
+                str(tmp_path / f"compare-{target}" / "table.csv"),
+                "--no-mlflow",
+            ],
+            check=True,
+            capture_output=True,
+        )
     refs = REPO / "config" / "reference_values.yaml"
-    build_report(_config(), {"compare": [tmp_path / "compare-8192" / "table.csv", tmp_path / "compare-1024" / "table.csv"],
-                             "references": refs}, tmp_path / "report")
+    build_report(
+        _config(),
+        {
+            "compare": [tmp_path / "compare-8192" / "table.csv", tmp_path / "compare-1024" / "table.csv"],
+            "references": refs,
+        },
+        tmp_path / "report",
+    )
     llama = pd.read_csv(tmp_path / "report" / "disturbance-compare-8192.csv").set_index("method")
     assert llama.loc["dprope", "reduction_vs_pi (paper)"] == 0.72
     assert llama.loc["dprope", "reduction_vs_pi"] == pytest.approx(0.72, abs=0.005)  # ours reproduces it

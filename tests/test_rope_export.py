@@ -38,9 +38,14 @@ def run_stock(model_dirs, ids, tmp_path):
     script = tmp_path / "stock_load.py"
     script.write_text(STOCK_SCRIPT)
     spec = {"ids": ids, "models": [str(d) for d in model_dirs], "out": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(script), json.dumps(spec)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=600,
-                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, str(script), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ropeext_imported"] is False
@@ -107,6 +112,7 @@ def test_native_types_export_and_load(tiny_model_dir, tmp_path):
     dirs = [save_extended(tiny_model_dir, s, tmp_path / m) for m, s in zip(methods, solutions)]
     stock, _ = run_stock(dirs, list(range(3, 259)), tmp_path)  # 256 positions: the target length
     for method, scaling, report in zip(methods, solutions, stock):
-        assert np.array_equal(np.asarray(report["inv_freq"], dtype=np.float32),
-                              np.asarray(scaling["inv_freq"], dtype=np.float32)), method
+        assert np.array_equal(
+            np.asarray(report["inv_freq"], dtype=np.float32), np.asarray(scaling["inv_freq"], dtype=np.float32)
+        ), method
         assert report["attention_scaling"] == pytest.approx(scaling["attention_factor"]), method

@@ -76,7 +76,12 @@ def test_kl_directions_follow_the_definitions():
 def test_pi_with_integer_scale_leaves_no_pretraining_bin_empty(scale):
     g = make_geometry(10000, 32, 256, 256 * scale)
     pre = angle_histograms(unscaled(g).inv_freq, g.train_length, 360) * g.train_length
-    pi = angle_histograms(np.asarray(solve("pi", 10000, 32, 256, 256 * scale)["inv_freq"], dtype=np.float32), g.target_length, 360) * g.target_length
+    pi = (
+        angle_histograms(
+            np.asarray(solve("pi", 10000, 32, 256, 256 * scale)["inv_freq"], dtype=np.float32), g.target_length, 360
+        )
+        * g.target_length
+    )
     occupied = pre > 1
     assert np.all(pi[occupied] > 1)
 
@@ -133,8 +138,7 @@ def test_extended_candidates_never_raise_the_total():
 @pytest.mark.parametrize("target,n,published", [(8192, 80, 0.72), (16384, 64, 0.32)])
 def test_llama2_reductions_match_the_paper(target, n, published):
     """The paper's abstract: DPRoPE cuts the disturbance by up to 72% (4k->8k) and 32% (4k->16k)."""
-    rows = {r["method"]: r for r in compare(["pi", "yarn", "dprope"], 10000, 128, 4096, target,
-                                            interpolated_dims=n)}
+    rows = {r["method"]: r for r in compare(["pi", "yarn", "dprope"], 10000, 128, 4096, target, interpolated_dims=n)}
     assert rows["dprope"]["reduction_vs_pi"] == pytest.approx(published, abs=0.005)
     assert rows["yarn"]["disturbance"] > rows["pi"]["disturbance"]
 

@@ -20,10 +20,16 @@ def stock_rotary_inv_freq(scaling, run_length):
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     d = scaling["head_dim"]
-    config = LlamaConfig(hidden_size=d * 2, num_attention_heads=2, head_dim=d, num_hidden_layers=1,
-                         intermediate_size=8, vocab_size=16,
-                         max_position_embeddings=scaling["max_position_embeddings"],
-                         rope_parameters=dict(scaling["rope_parameters"]))
+    config = LlamaConfig(
+        hidden_size=d * 2,
+        num_attention_heads=2,
+        head_dim=d,
+        num_hidden_layers=1,
+        intermediate_size=8,
+        vocab_size=16,
+        max_position_embeddings=scaling["max_position_embeddings"],
+        rope_parameters=dict(scaling["rope_parameters"]),
+    )
     rotary = LlamaRotaryEmbedding(config)
     x = torch.zeros(1, run_length, d)
     rotary(x, torch.arange(run_length)[None])
@@ -59,6 +65,7 @@ def test_ntk_is_the_base_change_formula():
 
 def yarn_reference(B, d, L, s, beta_fast=32.0, beta_slow=1.0):
     """YaRN 'NTK-by-parts' from its definition: ramp over pairs between the rotation-count boundaries."""
+
     def boundary(rotations):
         return d * math.log(L / (rotations * 2 * math.pi)) / (2 * math.log(B))
 

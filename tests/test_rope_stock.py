@@ -15,20 +15,42 @@ CASES = [
     {"rope_type": "linear", "factor": 1.0},
     {"rope_type": "linear", "factor": 8.0},
     {"rope_type": "dynamic", "factor": 4.0},
-    {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "beta_fast": 32.0,
-     "beta_slow": 1.0, "truncate": True},
-    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256, "beta_fast": 16.0,
-     "beta_slow": 2.0, "truncate": False},
-    {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192, "low_freq_factor": 1.0,
-     "high_freq_factor": 4.0},
+    {
+        "rope_type": "yarn",
+        "factor": 32.0,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "truncate": True,
+    },
+    {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 256,
+        "beta_fast": 16.0,
+        "beta_slow": 2.0,
+        "truncate": False,
+    },
+    {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "original_max_position_embeddings": 8192,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+    },
 ]
 
 
 def _longrope(head_dim):
     rng = np.random.default_rng(head_dim)
     factors = (1.0 + rng.random(head_dim // 2) * 7).tolist()
-    return {"rope_type": "longrope", "short_factor": factors, "long_factor": factors, "factor": 8.0,
-            "original_max_position_embeddings": 1024}
+    return {
+        "rope_type": "longrope",
+        "short_factor": factors,
+        "long_factor": factors,
+        "factor": 8.0,
+        "original_max_position_embeddings": 1024,
+    }
 
 
 @pytest.mark.parametrize("head_dim", [32, 64, 128])
@@ -42,9 +64,17 @@ def test_light_config_matches_llama_config(head_dim, theta):
         params = {**case, "rope_theta": theta}
         for max_pos in (1024, 32768):
             for seq_len in (None, 512, 65536):
-                ref_cfg = LlamaConfig(hidden_size=head_dim, num_attention_heads=1, num_key_value_heads=1,
-                                      head_dim=head_dim, intermediate_size=4, num_hidden_layers=1, vocab_size=8,
-                                      max_position_embeddings=max_pos, rope_parameters=dict(params))
+                ref_cfg = LlamaConfig(
+                    hidden_size=head_dim,
+                    num_attention_heads=1,
+                    num_key_value_heads=1,
+                    head_dim=head_dim,
+                    intermediate_size=4,
+                    num_hidden_layers=1,
+                    vocab_size=8,
+                    max_position_embeddings=max_pos,
+                    rope_parameters=dict(params),
+                )
                 fn = ROPE_INIT_FUNCTIONS[params["rope_type"]]
                 ref, ref_att = fn(ref_cfg, None, seq_len=seq_len)
                 got, got_att = fn(stock_config(params, head_dim, max_pos), None, seq_len=seq_len)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections import Counter
 
@@ -18,9 +17,11 @@ from ropeext.eval.ruler.qa import load_hotpotqa, load_squad
 from ropeext.eval.ruler.report import ruler_table
 from ropeext.eval.ruler.tasks import SUBSETS, TASK_NAMES, TASKS, load_templates, resolve_tasks
 
-ESSAY = ("Rivers carve valleys over long ages. Each flood moves stones a little further downstream!\n"
-         "Farmers settle where the soil is rich? Towns grow around the markets they build.\n\n"
-         "Letters travel slowly across the mountains. Merchants learn the roads by heart.") * 4
+ESSAY = (
+    "Rivers carve valleys over long ages. Each flood moves stones a little further downstream!\n"
+    "Farmers settle where the soil is rich? Towns grow around the markets they build.\n\n"
+    "Letters travel slowly across the mountains. Merchants learn the roads by heart."
+) * 4
 
 NIAH = [t for t in TASK_NAMES if t.startswith("niah")]
 
@@ -33,12 +34,32 @@ def tok(tiny_tokenizer_dir):
 
 
 def squad_file(tmp_path):
-    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [
-        {"context": f"Paragraph {i} says the capital of land {i} is city{i}x and little else.",
-         "qas": [{"question": f"What is the capital of land {i}?", "id": str(i), "is_impossible": False,
-                  "answers": [{"text": f"city{i}x", "answer_start": 0}, {"text": f"City{i}x", "answer_start": 0}]},
-                 {"question": "Unanswerable?", "id": f"u{i}", "is_impossible": True, "answers": []}]}
-        for i in range(12)]}]}
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": f"Paragraph {i} says the capital of land {i} is city{i}x and little else.",
+                        "qas": [
+                            {
+                                "question": f"What is the capital of land {i}?",
+                                "id": str(i),
+                                "is_impossible": False,
+                                "answers": [
+                                    {"text": f"city{i}x", "answer_start": 0},
+                                    {"text": f"City{i}x", "answer_start": 0},
+                                ],
+                            },
+                            {"question": "Unanswerable?", "id": f"u{i}", "is_impossible": True, "answers": []},
+                        ],
+                    }
+                    for i in range(12)
+                ],
+            }
+        ],
+    }
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(data))
     return path
@@ -47,10 +68,18 @@ def squad_file(tmp_path):
 def hotpot_file(tmp_path):
     recs = []
     for i in range(6):
-        recs.append({"_id": str(i), "question": f"Who founded firm {i}?", "answer": f"person{i}q",
-                     "supporting_facts": [[f"Firm {i}", 0]],
-                     "context": [[f"Firm {i}", [f"Firm {i} was founded by person{i}q. ", "It sells rope."]],
-                                 [f"Other {i}", [f"Other {i} is a river. ", "It is long."]]]})
+        recs.append(
+            {
+                "_id": str(i),
+                "question": f"Who founded firm {i}?",
+                "answer": f"person{i}q",
+                "supporting_facts": [[f"Firm {i}", 0]],
+                "context": [
+                    [f"Firm {i}", [f"Firm {i} was founded by person{i}q. ", "It sells rope."]],
+                    [f"Other {i}", [f"Other {i} is a river. ", "It is long."]],
+                ],
+            }
+        )
     path = tmp_path / "hotpot.json"
     path.write_text(json.dumps(recs))
     return path
@@ -59,8 +88,10 @@ def hotpot_file(tmp_path):
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ruler_src")
-    return G.Sources(essay=WordStream(ESSAY, joiner="\n\n"),
-                     qa={"squad": load_squad(squad_file(tmp)), "hotpotqa": load_hotpotqa(hotpot_file(tmp))})
+    return G.Sources(
+        essay=WordStream(ESSAY, joiner="\n\n"),
+        qa={"squad": load_squad(squad_file(tmp)), "hotpotqa": load_hotpotqa(hotpot_file(tmp))},
+    )
 
 
 # ------------------------------------------------------------------ generators
@@ -121,8 +152,10 @@ def test_needle_answers_are_in_the_context(tok, sources, task):
     if spec["haystack"] == "needle":
         assert len(re.findall("One of the special magic", body)) > 2  # distractor needles fill it
     if spec["value"] == "uuids":
-        assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", v)
-                   for v in s["answers"])
+        assert all(
+            re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", v)
+            for v in s["answers"]
+        )
 
 
 def test_noise_and_essay_haystacks(tok, sources):
@@ -134,7 +167,7 @@ def test_noise_and_essay_haystacks(tok, sources):
 
 def test_vt_chain_resolves_to_answers(tok, sources):
     s = G.make_sample("vt", 1024, 0, tok, seed=4, sources=sources)
-    body = s["prompt"][s["prompt"].rfind("Follow the chain"):]  # the question, not the worked example
+    body = s["prompt"][s["prompt"].rfind("Follow the chain") :]  # the question, not the worked example
     assigned = dict(re.findall(r"VAR ([A-Z]{5}) = (VAR [A-Z]{5}|\d+)", body))
     value = re.search(r"assigned the value (\d+)", body).group(1)
 
@@ -161,7 +194,7 @@ def test_zipf_counts_match_scipy():
 
     assert G.zeta(2.0) == pytest.approx(zeta(2.0), rel=1e-12)
     assert G.zeta(1.5) == pytest.approx(zeta(1.5), rel=1e-10)
-    expected = [int(1000 * k ** -2.0 / zeta(2.0)) for k in range(1, 21)]
+    expected = [int(1000 * k**-2.0 / zeta(2.0)) for k in range(1, 21)]
     assert G.zipf_counts(1000, 20, 2.0) == expected
 
 
@@ -216,10 +249,14 @@ def test_string_match_metrics_hand_computed():
     assert M.string_match_all("a\x00b", ["a\nb"]) == 1.0  # control characters become newlines
     assert M.string_match_part("It is Paris, France", ["London", "paris"]) == 1.0
     assert M.string_match_part("Rome", ["London", "paris"]) == 0.0
-    recs = [{"task": "a", "length": 4, "score": 1.0}, {"task": "a", "length": 4, "score": 0.5},
-            {"task": "a", "length": 8, "score": 0.0}, {"task": "b", "length": 4, "score": 1 / 3},
-            {"task": "c", "length": 4, "score": 0.2},
-            {"task": "b", "length": 8, "score": 1.0}]
+    recs = [
+        {"task": "a", "length": 4, "score": 1.0},
+        {"task": "a", "length": 4, "score": 0.5},
+        {"task": "a", "length": 8, "score": 0.0},
+        {"task": "b", "length": 4, "score": 1 / 3},
+        {"task": "c", "length": 4, "score": 0.2},
+        {"task": "b", "length": 8, "score": 1.0},
+    ]
     scores = M.task_scores(recs)
     assert scores == {"a": {4: 75.0, 8: 0.0}, "b": {4: 33.33, 8: 100.0}, "c": {4: 20.0}}
     assert M.average_by_length(scores, ["a", "b"], [4, 8])[8] == 50.0
@@ -277,14 +314,28 @@ def test_a_users_copy_of_rulers_wording(tmp_path, tok, sources):
     question and answer prefix; the kinds it words are recorded as the file's, the others as the project's."""
     from ropeext.eval.ruler.tasks import describe_templates
 
-    path = _yaml(tmp_path / "ruler.yaml", {"niah": {
-        "template": "Some special magic {type_needle_v} are hidden.\n{context}\nWhat are all of them for {query}?",
-        "template_single": "A special magic {type_needle_v} is hidden.\n{context}\nWhat is it for {query}?",
-        "answer_prefix": "The special magic {type_needle_v} for {query} are",
-        "answer_prefix_single": "The special magic {type_needle_v} for {query} is", "delimiter": "\n\n"}})
+    path = _yaml(
+        tmp_path / "ruler.yaml",
+        {
+            "niah": {
+                "template": (
+                    "Some special magic {type_needle_v} are hidden.\n{context}\nWhat are all of them for {query}?"
+                ),
+                "template_single": "A special magic {type_needle_v} is hidden.\n{context}\nWhat is it for {query}?",
+                "answer_prefix": "The special magic {type_needle_v} for {query} are",
+                "answer_prefix_single": "The special magic {type_needle_v} for {query} is",
+                "delimiter": "\n\n",
+            }
+        },
+    )
     tpl = load_templates(path)
-    assert describe_templates(tpl)["template_source"] == {"niah": f"templates file {path}", "vt": "ropeext",
-                                                          "cwe": "ropeext", "fwe": "ropeext", "qa": "ropeext"}
+    assert describe_templates(tpl)["template_source"] == {
+        "niah": f"templates file {path}",
+        "vt": "ropeext",
+        "cwe": "ropeext",
+        "fwe": "ropeext",
+        "qa": "ropeext",
+    }
     one = G.make_sample("niah_single_1", 1024, 0, tok, seed=0, sources=sources, templates=tpl)["prompt"]
     many = G.make_sample("niah_multivalue", 1024, 0, tok, seed=0, sources=sources, templates=tpl)["prompt"]
     assert one.startswith("A special magic number is hidden.\n") and "?\n\nThe special magic number for " in one
@@ -319,7 +370,7 @@ def test_essay_sources(tmp_path, tok):
 def test_qa_loaders_reject_bad_files(tmp_path):
     with pytest.raises(RopeextError, match="SQuAD .* not found"):
         load_squad(tmp_path / "none.json")
-    (tmp_path / "x.json").write_text("{\"data\": [{\"paragraphs\": [{\"qas\": []}]}]}")
+    (tmp_path / "x.json").write_text('{"data": [{"paragraphs": [{"qas": []}]}]}')
     with pytest.raises(RopeextError, match="missing or malformed field 'context'"):
         load_squad(tmp_path / "x.json")
     (tmp_path / "y.json").write_text("{}")
@@ -342,10 +393,16 @@ def test_word_stream_wraps_and_cuts_at_sentences():
 
 def test_ruler_table_rows_variants_columns_lengths(tmp_path):
     def metrics(variant, a, b):
-        return {"variant": variant, "lengths": [4, 8], "subset": "all", "threshold": 50.0,
-                "tasks": ["t1", "t2"], "scores": {"t1": {"4": a[0], "8": a[1]}, "t2": {"4": b[0], "8": b[1]}},
-                "average": {"4": (a[0] + b[0]) / 2, "8": (a[1] + b[1]) / 2},
-                "effective_length": None}
+        return {
+            "variant": variant,
+            "lengths": [4, 8],
+            "subset": "all",
+            "threshold": 50.0,
+            "tasks": ["t1", "t2"],
+            "scores": {"t1": {"4": a[0], "8": a[1]}, "t2": {"4": b[0], "8": b[1]}},
+            "average": {"4": (a[0] + b[0]) / 2, "8": (a[1] + b[1]) / 2},
+            "effective_length": None,
+        }
 
     m1 = metrics("pi", (100.0, 60.0), (80.0, 20.0))
     (tmp_path / "m2.json").write_text(json.dumps(metrics("yarn", (90.0, 90.0), (70.0, 30.0))))

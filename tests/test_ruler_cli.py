@@ -27,16 +27,55 @@ def test_eval_ruler_end_to_end_and_resume(tmp_path, tiny_model_dir, essay_dir, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "ruler"
     squad = tmp_path / "squad.json"
-    squad.write_text(json.dumps({"data": [{"paragraphs": [
-        {"context": f"Land {i} has the capital city{i}x.", "qas": [
-            {"question": f"Capital of land {i}?", "id": str(i), "answers": [{"text": f"city{i}x"}]}]}
-        for i in range(5)]}]}))
+    squad.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "paragraphs": [
+                            {
+                                "context": f"Land {i} has the capital city{i}x.",
+                                "qas": [
+                                    {
+                                        "question": f"Capital of land {i}?",
+                                        "id": str(i),
+                                        "answers": [{"text": f"city{i}x"}],
+                                    }
+                                ],
+                            }
+                            for i in range(5)
+                        ]
+                    }
+                ]
+            }
+        )
+    )
     # short answers keep the CPU test fast (the templates file is the documented way to change them)
     templates = tmp_path / "templates.yaml"
     templates.write_text("".join(f"{k}:\n  max_new_tokens: 6\n" for k in ("niah", "vt", "cwe", "fwe", "qa")))
-    args = ["eval", "ruler", "--templates", str(templates), "--model", str(tiny_model_dir), "--output-dir", str(out),
-            "--lengths", "512,1024", "--samples", "2", "--max-length", "1024", "--essay-source", str(essay_dir),
-            "--squad", str(squad), "--no-progress", "--variant", "tiny"]
+    args = [
+        "eval",
+        "ruler",
+        "--templates",
+        str(templates),
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(out),
+        "--lengths",
+        "512,1024",
+        "--samples",
+        "2",
+        "--max-length",
+        "1024",
+        "--essay-source",
+        str(essay_dir),
+        "--squad",
+        str(squad),
+        "--no-progress",
+        "--variant",
+        "tiny",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "skipping qa_2" in printed
@@ -81,20 +120,41 @@ def test_eval_ruler_end_to_end_and_resume(tmp_path, tiny_model_dir, essay_dir, m
     assert "metrics.ruler.niah_single_1.L512" in runs.columns
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--lengths", "2048"], "2048 exceed the model's window of 64"),
-    (["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_9"], "unknown RULER task(s): niah_single_9"),
-    (["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_2"], "need an essay haystack"),
-    (["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_2", "--essay-source", "/no/such"],
-     "essay source not found: /no/such"),
-    (["--lengths", "512", "--max-length", "1024", "--tasks", "qa_1", "--squad", "/no/squad.json"],
-     "SQuAD (qa_1) file not found: /no/squad.json"),
-    (["--lengths", "5x"], "--lengths: expected comma-separated integers"),
-    (["--lengths", "512", "--max-length", "1024", "--subset", "tiny"], "unknown RULER task subset 'tiny'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lengths", "2048"], "2048 exceed the model's window of 64"),
+        (
+            ["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_9"],
+            "unknown RULER task(s): niah_single_9",
+        ),
+        (["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_2"], "need an essay haystack"),
+        (
+            ["--lengths", "512", "--max-length", "1024", "--tasks", "niah_single_2", "--essay-source", "/no/such"],
+            "essay source not found: /no/such",
+        ),
+        (
+            ["--lengths", "512", "--max-length", "1024", "--tasks", "qa_1", "--squad", "/no/squad.json"],
+            "SQuAD (qa_1) file not found: /no/squad.json",
+        ),
+        (["--lengths", "5x"], "--lengths: expected comma-separated integers"),
+        (["--lengths", "512", "--max-length", "1024", "--subset", "tiny"], "unknown RULER task subset 'tiny'"),
+    ],
+)
 def test_eval_ruler_bad_input(tmp_path, tiny_model_dir, capsys, extra, message):
-    code = main(["eval", "ruler", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"),
-                 "--no-mlflow", "--no-progress", *extra])
+    code = main(
+        [
+            "eval",
+            "ruler",
+            "--model",
+            str(tiny_model_dir),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--no-mlflow",
+            "--no-progress",
+            *extra,
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()
@@ -104,9 +164,33 @@ def test_eval_ruler_average_and_effective_length(tmp_path, tiny_model_dir):
     templates = tmp_path / "templates.yaml"
     templates.write_text("niah:\n  max_new_tokens: 4\nvt:\n  max_new_tokens: 4\n")
     out = tmp_path / "r"
-    assert main(["eval", "ruler", "--model", str(tiny_model_dir), "--output-dir", str(out), "--templates",
-                 str(templates), "--tasks", "vt,niah_single_1", "--lengths", "1024,512", "--samples", "1",
-                 "--max-length", "1024", "--threshold", "-1", "--no-mlflow", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "ruler",
+                "--model",
+                str(tiny_model_dir),
+                "--output-dir",
+                str(out),
+                "--templates",
+                str(templates),
+                "--tasks",
+                "vt,niah_single_1",
+                "--lengths",
+                "1024,512",
+                "--samples",
+                "1",
+                "--max-length",
+                "1024",
+                "--threshold",
+                "-1",
+                "--no-mlflow",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["subset"] == "custom" and m["tasks"] == ["niah_single_1", "vt"] and m["lengths"] == [512, 1024]
     for L in ("512", "1024"):
@@ -126,9 +210,29 @@ def test_eval_ruler_own_wording_by_default(tmp_path, tiny_model_dir):
     from ropeext.eval.ruler.tasks import load_templates
 
     out = tmp_path / "r"
-    assert main(["eval", "ruler", "--model", str(tiny_model_dir), "--output-dir", str(out), "--tasks",
-                 "niah_single_1,fwe", "--lengths", "512", "--samples", "1", "--max-length", "512",
-                 "--no-mlflow", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "ruler",
+                "--model",
+                str(tiny_model_dir),
+                "--output-dir",
+                str(out),
+                "--tasks",
+                "niah_single_1,fwe",
+                "--lengths",
+                "512",
+                "--samples",
+                "1",
+                "--max-length",
+                "512",
+                "--no-mlflow",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["template_source"] == {k: "ropeext" for k in ("niah", "vt", "cwe", "fwe", "qa")}
     recs = {r["task"]: r for r in _lines(out / "predictions.jsonl")}

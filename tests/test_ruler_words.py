@@ -33,7 +33,7 @@ def test_keys_are_adjective_noun_pairs_and_seeded(lists):
     other = W.distinct_items(random.Random("ruler:1:niah_single_1:4096:0"), "words", 300)
     assert keys == again and keys != other and len(set(keys)) == 300
     for key in keys:
-        splits = [(key[:i], key[i + 1:]) for i, c in enumerate(key) if c == "-"]
+        splits = [(key[:i], key[i + 1 :]) for i, c in enumerate(key) if c == "-"]
         assert any(a in lists["adjectives"] and n in lists["nouns"] for a, n in splits), key
 
 
@@ -44,9 +44,9 @@ def test_no_two_pairs_spell_the_same_key(lists):
     clashes = []
     for a2 in adjs:  # a2-n2 == a1-n1 with a1 != a2 needs a1 = p, a2 = p-r, n1 = r-n2
         for i in [i for i, c in enumerate(a2) if c == "-"]:
-            p, r = a2[:i], a2[i + 1:]
+            p, r = a2[:i], a2[i + 1 :]
             if p in adjs:
-                clashes += [(p, n1) for n1 in nouns if n1.startswith(r + "-") and n1[len(r) + 1:] in nouns]
+                clashes += [(p, n1) for n1 in nouns if n1.startswith(r + "-") and n1[len(r) + 1 :] in nouns]
     assert clashes == []
 
 
@@ -60,8 +60,11 @@ def test_keys_are_uniform_over_both_lists():
     by_adj: Counter = Counter()
     by_noun: Counter = Counter()
     for key in draws:
-        a, n = next((key[:i], key[i + 1:]) for i, c in enumerate(key)
-                    if c == "-" and key[:i] in adj_set and key[i + 1:] in noun_set)
+        a, n = next(
+            (key[:i], key[i + 1 :])
+            for i, c in enumerate(key)
+            if c == "-" and key[:i] in adj_set and key[i + 1 :] in noun_set
+        )
         by_adj[a] += 1
         by_noun[n] += 1
     assert chisquare([by_adj[a] for a in adjs]).pvalue > 1e-3

@@ -32,9 +32,11 @@ GPU_RULES = ("finetune", *(suite.rule for suite in SUITES))  # the profile sends
 GROUP = {"finetune": "finetune", **{rule: "eval" for rule in GPU_RULES[1:]}}
 TARGET = "results/models/micro-dprope-64-anchor"
 # what a user sets once in their config for a GPU cluster (the micro DAG itself runs on CPU here)
-RESOURCES = {"finetune": {"threads": 2, "gpu": 8, "mem_mb": 480000, "runtime": 2880},
-             "data": {"threads": 1, "gpu": 0, "mem_mb": 12000, "runtime": 90},
-             "pretrain": {"threads": 1, "gpu": 0, "mem_mb": 9000, "runtime": 45}}
+RESOURCES = {
+    "finetune": {"threads": 2, "gpu": 8, "mem_mb": 480000, "runtime": 2880},
+    "data": {"threads": 1, "gpu": 0, "mem_mb": 12000, "runtime": 90},
+    "pretrain": {"threads": 1, "gpu": 0, "mem_mb": 9000, "runtime": 45},
+}
 FILLED = {  # the profile's commented placeholders, as a user fills them in
     '# slurm_account: "<account>"': 'slurm_account: "testacct"',
     '# slurm_partition: "<cpu-partition>"': 'slurm_partition: "cpu"',
@@ -67,8 +69,13 @@ def _fill_profile(folder: Path) -> Path:
 
 
 def _env(state: Path) -> dict:
-    env = dict(os.environ, PATH=f"{FAKE}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
-               FAKE_SLURM_DIR=str(state), FAKE_SLURM_ACCOUNTS="testacct", FAKE_SLURM_PARTITIONS="cpu*,gpu")
+    env = dict(
+        os.environ,
+        PATH=f"{FAKE}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+        FAKE_SLURM_DIR=str(state),
+        FAKE_SLURM_ACCOUNTS="testacct",
+        FAKE_SLURM_PARTITIONS="cpu*,gpu",
+    )
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "ROPEEXT_PARENT_RUN_ID", "ROPEEXT_MLFLOW"):
         env.pop(key, None)
     env.pop("SLURM_JOB_ID", None)
@@ -94,15 +101,31 @@ def slurm_run(tmp_path_factory):
     profile = _fill_profile(root / "profile")
     overlay = root / "resources.yaml"
     overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / ".test" / "config.yaml"),
-           str(overlay),
-           "--workflow-profile", str(profile), "--jobs", "2", "--retries", "0",
-           "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-           "--slurm-keep-successful-logs", TARGET]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        str(overlay),
+        "--workflow-profile",
+        str(profile),
+        "--jobs",
+        "2",
+        "--retries",
+        "0",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        TARGET,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, env=_env(state), capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        slurm_logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}"
-                               for p in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log")))
+        slurm_logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))
+        )
         pytest.fail(f"snakemake --executor slurm failed:\n{proc.stderr[-5000:]}\n{slurm_logs}")
     jobs = [json.loads(p.read_text()) for p in sorted((state / "jobs").glob("*.json"))]
     return SimpleNamespace(workdir=workdir, state=state, stderr=proc.stderr, jobs={j["id"]: j for j in jobs})
@@ -133,8 +156,9 @@ def test_dag_completes_through_the_slurm_executor(slurm_run):
 def _job_for(slurm_run, rule: str) -> tuple[dict, dict]:
     matches = [j for j in slurm_run.jobs.values() if j["options"]["comment"].startswith(f"rule_{rule}")]
     assert len(matches) == 1, [j["options"]["comment"] for j in slurm_run.jobs.values()]
-    call = next(c for c in _calls(slurm_run.state, "sbatch")
-                if f"rule_{rule}" in c["argv"][c["argv"].index("--comment") + 1])
+    call = next(
+        c for c in _calls(slurm_run.state, "sbatch") if f"rule_{rule}" in c["argv"][c["argv"].index("--comment") + 1]
+    )
     return matches[0], _sbatch_options(call)
 
 
@@ -201,8 +225,14 @@ def _submit_flags(resources: dict, threads: int) -> dict:
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     job = SimpleNamespace(resources=_Resources(resources), threads=threads)
-    params = {"run_uuid": "run", "slurm_logfile": "log/%j.log", "comment_str": "rule_x", "account": "-A acct",
-              "partition": "-p gpu", "workdir": "/work"}
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "log/%j.log",
+        "comment_str": "rule_x",
+        "account": "-A acct",
+        "partition": "-p gpu",
+        "workdir": "/work",
+    }
     call = get_submit_command(job, params) + set_gres_string(job)
     argv = shlex.split(call)
     assert argv[0] == "sbatch"
@@ -237,9 +267,21 @@ def test_every_gpu_rule_of_a_paper_config_is_one_task_and_the_guard_matters(conf
 
 
 def test_profile_names_only_rules_of_the_workflow(tmp_path):
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-                           str(REPO / ".test" / "config.yaml"), "--list-rules"],
-                          cwd=tmp_path, env=_env(tmp_path / "fake"), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(REPO / ".test" / "config.yaml"),
+            "--list-rules",
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path / "fake"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rules = set(proc.stdout.split())
     profile = _profile()

@@ -12,8 +12,15 @@ import pytest
 from ropeext.data.corpus import SPLITS, write_splits
 from ropeext.data.shards import gather, parse_shard, shard_file, split_files
 from ropeext.data.tokenizer import train_bpe
-from ropeext.data.tokens import (document_lengths, iter_tokens, read_token_arrays, read_tokens, tokenize_documents,
-                                 tokenize_split, write_tokens)
+from ropeext.data.tokens import (
+    document_lengths,
+    iter_tokens,
+    read_token_arrays,
+    read_tokens,
+    tokenize_documents,
+    tokenize_split,
+    write_tokens,
+)
 from ropeext.errors import RopeextError
 from tests.conftest import SAMPLE_TEXT
 
@@ -23,8 +30,10 @@ def corpus_dirs(tmp_path_factory):
     """The same 240 JSONL records written as one file per split and as 3 shards per split."""
     root = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
-    recs = [{"text": "".join(rng.choice(SAMPLE_TEXT, size=int(rng.integers(1, 6)))) + f" #{i}", "src": f"s{i % 3}"}
-            for i in range(240)]
+    recs = [
+        {"text": "".join(rng.choice(SAMPLE_TEXT, size=int(rng.integers(1, 6)))) + f" #{i}", "src": f"s{i % 3}"}
+        for i in range(240)
+    ]
     (root / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     cfg = {"source": "jsonl", "path": str(root / "docs.jsonl"), "min_chars": 1, "domain_field": "src"}
     write_splits(cfg, root / "one")
@@ -88,8 +97,9 @@ def test_shards_tokenized_apart_and_gathered_equal_the_single_file(corpus_dirs, 
             name = shard_file(s, i, 3)
             tokenize_split(tok, [three / name], tmp_path / "three" / name)
         # readers take the shard set as one split ...
-        assert [x.tolist() for x in read_tokens(tmp_path / "three" / f"{s}.parquet")] == \
-            [x.tolist() for x in read_tokens(tmp_path / "one" / f"{s}.parquet")]
+        assert [x.tolist() for x in read_tokens(tmp_path / "three" / f"{s}.parquet")] == [
+            x.tolist() for x in read_tokens(tmp_path / "one" / f"{s}.parquet")
+        ]
         # ... and gathering writes the single file's rows
         gather(split_files(tmp_path / "three", s), tmp_path / "gathered" / f"{s}.parquet", batch_rows=4)
         assert _table(tmp_path / "gathered" / f"{s}.parquet") == _table(tmp_path / "one" / f"{s}.parquet")
@@ -118,7 +128,7 @@ def test_readers_flat_arrays_kinds_and_errors(tmp_path):
 
 
 def test_bpe_training_from_streamed_batches_equals_training_on_a_list():
-    batches = [SAMPLE_TEXT[i:i + 7] for i in range(0, len(SAMPLE_TEXT), 7)]
+    batches = [SAMPLE_TEXT[i : i + 7] for i in range(0, len(SAMPLE_TEXT), 7)]
     a = train_bpe(SAMPLE_TEXT, vocab_size=300).backend_tokenizer.to_str()
     b = train_bpe(iter(batches), vocab_size=300).backend_tokenizer.to_str()
     assert a == b
@@ -130,22 +140,54 @@ def test_cli_one_job_equals_scatter_and_gather(tmp_path):
 
     from ropeext.cli import main
 
-    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t + f" {i}"}) + "\n"
-                                                 for i, t in enumerate(SAMPLE_TEXT)))
-    base = {"corpus": {"source": "jsonl", "path": str(tmp_path / "docs.jsonl"), "min_chars": 1},
-            "tokenizer": {"vocab_size": 300}}
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(json.dumps({"text": t + f" {i}"}) + "\n" for i, t in enumerate(SAMPLE_TEXT))
+    )
+    base = {
+        "corpus": {"source": "jsonl", "path": str(tmp_path / "docs.jsonl"), "min_chars": 1},
+        "tokenizer": {"vocab_size": 300},
+    }
     for name, shards in (("one", 1), ("two", 2)):
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(base | {"corpus": base["corpus"] | {"shards": shards}}))
-        assert main(["corpus", "--config", str(cfg), "--output-dir", str(tmp_path / name / "corpus"),
-                     "--no-mlflow"]) == 0
-    common = ["--tokenizer-dir", str(tmp_path / "one" / "tok"), "--tokens-dir", str(tmp_path / "one" / "tokens"),
-              "--no-mlflow", "--threads", "1"]
-    assert main(["tokenizer", "--config", str(tmp_path / "one.yaml"), "--corpus-dir",
-                 str(tmp_path / "one" / "corpus"), *common]) == 0
-    two = ["--config", str(tmp_path / "two.yaml"), "--corpus-dir", str(tmp_path / "two" / "corpus"),
-           "--tokenizer-dir", str(tmp_path / "two" / "tok"), "--tokens-dir", str(tmp_path / "two" / "tokens"),
-           "--no-mlflow", "--threads", "1"]
+        assert (
+            main(["corpus", "--config", str(cfg), "--output-dir", str(tmp_path / name / "corpus"), "--no-mlflow"]) == 0
+        )
+    common = [
+        "--tokenizer-dir",
+        str(tmp_path / "one" / "tok"),
+        "--tokens-dir",
+        str(tmp_path / "one" / "tokens"),
+        "--no-mlflow",
+        "--threads",
+        "1",
+    ]
+    assert (
+        main(
+            [
+                "tokenizer",
+                "--config",
+                str(tmp_path / "one.yaml"),
+                "--corpus-dir",
+                str(tmp_path / "one" / "corpus"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    two = [
+        "--config",
+        str(tmp_path / "two.yaml"),
+        "--corpus-dir",
+        str(tmp_path / "two" / "corpus"),
+        "--tokenizer-dir",
+        str(tmp_path / "two" / "tok"),
+        "--tokens-dir",
+        str(tmp_path / "two" / "tokens"),
+        "--no-mlflow",
+        "--threads",
+        "1",
+    ]
     assert main(["tokenizer", *two, "--train-only"]) == 0
     for s in SPLITS:
         for i in range(2):
@@ -157,6 +199,7 @@ def test_cli_one_job_equals_scatter_and_gather(tmp_path):
         assert _table(one / "tokens" / f"{s}.parquet") == _table(two_dir / "tokens" / f"{s}.parquet")
     a, b = (json.loads((tmp_path / n / "tokens" / "stats.json").read_text()) for n in ("one", "two"))
     for s in SPLITS:
-        assert {k: a[s][k] for k in ("documents", "tokens", "median_length", "max_length")} == \
-            {k: b[s][k] for k in ("documents", "tokens", "median_length", "max_length")}
+        assert {k: a[s][k] for k in ("documents", "tokens", "median_length", "max_length")} == {
+            k: b[s][k] for k in ("documents", "tokens", "median_length", "max_length")
+        }
     assert main(["tokenizer", *two, "--shard", "0/2"]) == 2  # --split missing: a clear error, not a traceback

@@ -12,9 +12,14 @@ from ropeext.train.loop import TrainSettings, lr_at, train
 def _packed(n=12, w=16, vocab=300, seed=0):
     rng = np.random.default_rng(seed)
     ids = np.tile(rng.integers(3, 40, size=(1, w + 1)), (n, 1))  # one repeated sequence: easy to learn
-    return PackedData({
-        "input_ids": ids[:, :-1], "labels": ids[:, 1:].copy(),
-        "position_ids": np.tile(np.arange(w), (n, 1)), "doc_ids": np.ones((n, w), dtype=np.int64)})
+    return PackedData(
+        {
+            "input_ids": ids[:, :-1],
+            "labels": ids[:, 1:].copy(),
+            "position_ids": np.tile(np.arange(w), (n, 1)),
+            "doc_ids": np.ones((n, w), dtype=np.int64),
+        }
+    )
 
 
 def _model(tiny_model_dir):
@@ -42,7 +47,8 @@ def test_lr_schedule():
 def test_bad_settings_are_named_by_the_config_checks_the_loop_trusts():
     assert problems(resolve_config({"finetune": {"batch_size": 6, "grad_accum": 4}}), TRAINING) == [
         "finetune.batch_size: 6 sequences do not split into finetune.grad_accum 4 micro-batches; expected a "
-        "multiple of 4"]
+        "multiple of 4"
+    ]
     with pytest.raises(RopeextError, match="finetune.precision: 'fp8' is not one of"):
         resolve_config({"finetune": {"precision": "fp8"}})
 
@@ -50,8 +56,9 @@ def test_bad_settings_are_named_by_the_config_checks_the_loop_trusts():
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed", "bf16"])
 def test_training_lowers_the_loss(tiny_model_dir, precision):
     model = _model(tiny_model_dir)
-    summary = train(model, _packed(), TrainSettings(steps=25, batch_size=4, lr=3e-3, precision=precision),
-                    progress=False)
+    summary = train(
+        model, _packed(), TrainSettings(steps=25, batch_size=4, lr=3e-3, precision=precision), progress=False
+    )
     assert summary["final_loss"] < 0.7 * summary["first_loss"]
     assert next(model.parameters()).dtype == torch.float32  # saved in fp32 whatever the training precision
     assert summary["numeric_path"]["precision"] == precision
@@ -136,7 +143,9 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_path
 
     model.model.norm.register_forward_hook(poison)
     s = TrainSettings(steps=8, batch_size=2, lr=1e-3, precision="fp32", checkpoint_every=2, keep_checkpoints=1)
-    with pytest.raises(RopeextError, match=r"non-finite loss \(nan\) at step 5; .*last good checkpoint kept: .*step-0000004"):
+    with pytest.raises(
+        RopeextError, match=r"non-finite loss \(nan\) at step 5; .*last good checkpoint kept: .*step-0000004"
+    ):
         train(model, _packed(), s, checkpoint_dir=tmp_path, progress=False)
     assert [f.step for f in ckpt.list_checkpoints(tmp_path)] == [4]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000004"]
@@ -152,6 +161,7 @@ def test_cut_off_checkpoint_is_never_resumed_from(tiny_model_dir, tmp_path):
     def halt(done):
         if done == 4:
             raise stop
+
     with pytest.raises(RuntimeError):
         train(model, _packed(), s, checkpoint_dir=tmp_path, progress=False, on_step=halt)
     assert [f.step for f in ckpt.list_checkpoints(tmp_path)] == [2, 4]

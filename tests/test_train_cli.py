@@ -35,8 +35,27 @@ def _packed(path: Path, tok_dir: Path, window: int, layout: str, n_docs: int = 6
 
 
 def _scaling(path: Path, head_dim: int = 32, target: int = 64, method: str = "pi") -> Path:
-    assert main(["solve", "--rope-theta", "10000", "--head-dim", str(head_dim), "--train-length", "32",
-                 "--target-length", str(target), "--method", method, "--output", str(path), "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "solve",
+                "--rope-theta",
+                "10000",
+                "--head-dim",
+                str(head_dim),
+                "--train-length",
+                "32",
+                "--target-length",
+                str(target),
+                "--method",
+                method,
+                "--output",
+                str(path),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -44,14 +63,25 @@ def _scaling(path: Path, head_dim: int = 32, target: int = 64, method: str = "pi
 def finetune_inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
     d = tmp_path_factory.mktemp("ft_inputs")
     (d / "config.yaml").write_text(CONFIG % "blockwise")
-    return {"config": d / "config.yaml", "base": tiny_model_dir, "scaling": _scaling(d / "scaling.json"),
-            "train": _packed(d / "train.parquet", tiny_tokenizer_dir, 64, "anchor"), "dir": d,
-            "tokenizer": tiny_tokenizer_dir}
+    return {
+        "config": d / "config.yaml",
+        "base": tiny_model_dir,
+        "scaling": _scaling(d / "scaling.json"),
+        "train": _packed(d / "train.parquet", tiny_tokenizer_dir, 64, "anchor"),
+        "dir": d,
+        "tokenizer": tiny_tokenizer_dir,
+    }
 
 
 def _args(inp, output, *extra, **over):
-    base = {"config": inp["config"], "base": inp["base"], "scaling": inp["scaling"], "train": inp["train"],
-            "layout": "anchor", "output": output}
+    base = {
+        "config": inp["config"],
+        "base": inp["base"],
+        "scaling": inp["scaling"],
+        "train": inp["train"],
+        "layout": "anchor",
+        "output": output,
+    }
     base.update(over)
     out = ["finetune"]
     for k, v in base.items():
@@ -64,8 +94,21 @@ def test_finetune_writes_model_and_logs_per_step_metrics(finetune_inputs, tmp_pa
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "model"
-    assert main(_args(finetune_inputs, out, "--set", "precision=bf16-mixed", "--set", "checkpoint_every=2",
-                      "--variant", "tiny-pi-64-anchor")) == 0
+    assert (
+        main(
+            _args(
+                finetune_inputs,
+                out,
+                "--set",
+                "precision=bf16-mixed",
+                "--set",
+                "checkpoint_every=2",
+                "--variant",
+                "tiny-pi-64-anchor",
+            )
+        )
+        == 0
+    )
     summary = json.loads((out / "training_summary.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["max_position_embeddings"] == 64 and cfg["rope_parameters"]["rope_type"] == "linear"
@@ -77,8 +120,9 @@ def test_finetune_writes_model_and_logs_per_step_metrics(finetune_inputs, tmp_pa
     assert not (tmp_path / "model.checkpoints").exists() and not (tmp_path / "model.partial").exists()
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                             "tags.`ropeext.stage` = 'finetune'")[0]
+    run = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`ropeext.stage` = 'finetune'"
+    )[0]
     for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/peak_rss_gb"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3, 4], key
     lrs = [m.value for m in client.get_metric_history(run.info.run_id, "train/lr")]
@@ -90,8 +134,24 @@ def test_finetune_writes_model_and_logs_per_step_metrics(finetune_inputs, tmp_pa
 
 def test_recipe_values_and_key_by_key_override(finetune_inputs, tmp_path):
     out = tmp_path / "model"
-    assert main(_args(finetune_inputs, out, "--recipe", "anchor", "--set", "steps=2", "--set", "batch_size=4",
-                      "--set", "precision=fp32", "--no-mlflow")) == 0
+    assert (
+        main(
+            _args(
+                finetune_inputs,
+                out,
+                "--recipe",
+                "anchor",
+                "--set",
+                "steps=2",
+                "--set",
+                "batch_size=4",
+                "--set",
+                "precision=fp32",
+                "--no-mlflow",
+            )
+        )
+        == 0
+    )
     s = json.loads((out / "training_summary.json").read_text())["settings"]
     assert s["betas"] == [0.9, 0.95] and s["weight_decay"] == 0.1 and s["lr"] == 2e-5
     assert s["schedule"] == "constant" and s["warmup_steps"] == 0
@@ -108,13 +168,17 @@ def _fails(capsys, argv, *fragments):
 
 def test_bad_input_fails_before_training(finetune_inputs, tmp_path, capsys, tiny_tokenizer_dir):
     inp, out = finetune_inputs, tmp_path / "model"
-    _fails(capsys, _args(inp, out, base=tmp_path / "no" / "such-model", ), "base model directory not found",
-           "no/such-model")
-    _fails(capsys, _args(inp, out, scaling=_scaling(tmp_path / "hd16.json", head_dim=16)),
-           "head_dim 16", "head_dim 32")
+    _fails(
+        capsys, _args(inp, out, base=tmp_path / "no" / "such-model"), "base model directory not found", "no/such-model"
+    )
+    _fails(capsys, _args(inp, out, scaling=_scaling(tmp_path / "hd16.json", head_dim=16)), "head_dim 16", "head_dim 32")
     wide = _packed(tmp_path / "w128.parquet", tiny_tokenizer_dir, 128, "anchor")
     _fails(capsys, _args(inp, out, train=wide), "packed at window 128, longer than the 64 positions")
-    _fails(capsys, _args(inp, out, "--set", "grad_accum=3"), "finetune.batch_size: 4 sequences do not split into finetune.grad_accum 3")
+    _fails(
+        capsys,
+        _args(inp, out, "--set", "grad_accum=3"),
+        "finetune.batch_size: 4 sequences do not split into finetune.grad_accum 3",
+    )
     _fails(capsys, _args(inp, out, "--set", "warmup=3"), "unknown key 'warmup'")
     _fails(capsys, _args(inp, out, "--set", "precision=fp8"), "finetune.precision: 'fp8' is not one of")
     assert not out.exists() and not (tmp_path / "model.checkpoints").exists()
@@ -123,11 +187,21 @@ def test_bad_input_fails_before_training(finetune_inputs, tmp_path, capsys, tiny
 def test_settings_change_refuses_to_resume(finetune_inputs, tmp_path, capsys):
     out = tmp_path / "model"
     ck = tmp_path / "model.checkpoints"
-    assert main(_args(finetune_inputs, out, "--set", "checkpoint_every=2", "--set", "cleanup_checkpoints=false",
-                      "--no-mlflow")) == 0
+    assert (
+        main(
+            _args(
+                finetune_inputs, out, "--set", "checkpoint_every=2", "--set", "cleanup_checkpoints=false", "--no-mlflow"
+            )
+        )
+        == 0
+    )
     assert sorted(p.name for p in ck.iterdir()) == ["step-0000002"]
-    _fails(capsys, _args(finetune_inputs, out, "--set", "checkpoint_every=2", "--set", "lr=0.5", "--no-mlflow"),
-           "other settings", "lr: 0.001 -> 0.5")
+    _fails(
+        capsys,
+        _args(finetune_inputs, out, "--set", "checkpoint_every=2", "--set", "lr=0.5", "--no-mlflow"),
+        "other settings",
+        "lr: 0.001 -> 0.5",
+    )
     assert main(_args(finetune_inputs, out, "--set", "checkpoint_every=2", "--no-mlflow", "--no-resume")) == 0
     assert json.loads((out / "training_summary.json").read_text())["resumed_from_step"] is None
 
@@ -135,9 +209,22 @@ def test_settings_change_refuses_to_resume(finetune_inputs, tmp_path, capsys):
 def test_pretrain_runs_and_resumes(finetune_inputs, tmp_path, tiny_tokenizer_dir):
     train = _packed(tmp_path / "p32.parquet", tiny_tokenizer_dir, 32, "full")
     out = tmp_path / "base"
-    argv = ["pretrain", "--config", str(finetune_inputs["config"]), "--tokenizer", str(tiny_tokenizer_dir),
-            "--train", str(train), "--output", str(out), "--no-mlflow", "--set", "checkpoint_every=2",
-            "--set", "cleanup_checkpoints=false"]
+    argv = [
+        "pretrain",
+        "--config",
+        str(finetune_inputs["config"]),
+        "--tokenizer",
+        str(tiny_tokenizer_dir),
+        "--train",
+        str(train),
+        "--output",
+        str(out),
+        "--no-mlflow",
+        "--set",
+        "checkpoint_every=2",
+        "--set",
+        "cleanup_checkpoints=false",
+    ]
     assert main(argv) == 0
     first = json.loads((out / "training_summary.json").read_text())
     assert first["parameters"] > 0 and first["resumed_from_step"] is None

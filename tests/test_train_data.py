@@ -20,8 +20,9 @@ def _write_packed(path, n=37, w=12, seed=0, row_group_size=5):
     rng = np.random.default_rng(seed)
     cols = {c: rng.integers(-100, 50_000, size=(n, w)) for c in COLUMNS}
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * w)
-    table = pa.table({c: pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1).astype(np.int32)))
-                      for c, v in cols.items()})
+    table = pa.table(
+        {c: pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1).astype(np.int32))) for c, v in cols.items()}
+    )
     pq.write_table(table, path, row_group_size=row_group_size)
     return cols
 
@@ -76,8 +77,10 @@ def test_ranks_racing_to_write_the_sidecar_agree(tmp_path):
 
     path = tmp_path / "train.parquet"
     cols = _write_packed(path, n=3000, w=64, row_group_size=100)
-    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(path), str(REPO)], stdout=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACE, str(path), str(REPO)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert set(outs) == {str(int(cols["input_ids"].sum()))}

@@ -27,7 +27,7 @@ def _driver() -> int:
     import torch
 
     forward_n, ckpt_step = int(sys.argv[1]), int(sys.argv[2])
-    argv = sys.argv[sys.argv.index("--") + 1:]
+    argv = sys.argv[sys.argv.index("--") + 1 :]
     calls = {"n": 0}
 
     def count(module, args):
@@ -56,14 +56,42 @@ def _driver() -> int:
 
 
 def _run(inputs, output: Path, precision: str, forward_n=0, ckpt_step=0) -> subprocess.CompletedProcess:
-    args = ["finetune", "--config", str(inputs["config"]), "--base", str(inputs["base"]),
-            "--scaling", str(inputs["scaling"]), "--train", str(inputs["train"]), "--layout", "anchor",
-            "--output", str(output), "--threads", "1", "--no-mlflow", "--set", f"precision={precision}",
-            "--set", f"steps={STEPS}", "--set", f"checkpoint_every={EVERY}", "--set", f"grad_accum={ACCUM}",
-            "--set", "keep_checkpoints=2"]
+    args = [
+        "finetune",
+        "--config",
+        str(inputs["config"]),
+        "--base",
+        str(inputs["base"]),
+        "--scaling",
+        str(inputs["scaling"]),
+        "--train",
+        str(inputs["train"]),
+        "--layout",
+        "anchor",
+        "--output",
+        str(output),
+        "--threads",
+        "1",
+        "--no-mlflow",
+        "--set",
+        f"precision={precision}",
+        "--set",
+        f"steps={STEPS}",
+        "--set",
+        f"checkpoint_every={EVERY}",
+        "--set",
+        f"grad_accum={ACCUM}",
+        "--set",
+        "keep_checkpoints=2",
+    ]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), TQDM_DISABLE="1")
-    return subprocess.run([sys.executable, __file__, str(forward_n), str(ckpt_step), "--", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, __file__, str(forward_n), str(ckpt_step), "--", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def _weights(folder: Path) -> dict:

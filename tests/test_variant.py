@@ -17,7 +17,7 @@ from ropeext.cli import main
 from ropeext.errors import RopeextError
 from ropeext.modeling import VARIANT_MANIFEST, load_causal_lm, write_variant
 
-STOCK_LOGITS = r'''
+STOCK_LOGITS = r"""
 import sys
 import numpy as np, torch
 from transformers import AutoModelForCausalLM
@@ -28,14 +28,34 @@ with torch.no_grad():
 assert not any(m == "ropeext" or m.startswith("ropeext.") for m in sys.modules)
 np.save(sys.argv[3], logits.numpy())
 print(model.config.rope_parameters)
-'''
+"""
 
 
-def _solve(tmp_path: Path, method: str = "yarn", theta: float = 10000, head_dim: int = 32, train: int = 64,
-           target: int = 256) -> tuple[Path, dict]:
+def _solve(
+    tmp_path: Path, method: str = "yarn", theta: float = 10000, head_dim: int = 32, train: int = 64, target: int = 256
+) -> tuple[Path, dict]:
     path = tmp_path / f"{method}-{target}.json"
-    assert main(["solve", "--rope-theta", str(theta), "--head-dim", str(head_dim), "--train-length", str(train),
-                 "--target-length", str(target), "--method", method, "--output", str(path), "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "solve",
+                "--rope-theta",
+                str(theta),
+                "--head-dim",
+                str(head_dim),
+                "--train-length",
+                str(train),
+                "--target-length",
+                str(target),
+                "--method",
+                method,
+                "--output",
+                str(path),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     return path, json.loads(path.read_text())
 
 
@@ -54,8 +74,13 @@ def _new_bytes(variant: Path, base: Path) -> int:
 def _stock_logits(variant: Path, ids: np.ndarray, tmp_path: Path) -> np.ndarray:
     np.save(tmp_path / "ids.npy", ids)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", STOCK_LOGITS, str(variant), str(tmp_path / "ids.npy"),
-                           str(tmp_path / "logits.npy")], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", STOCK_LOGITS, str(variant), str(tmp_path / "ids.npy"), str(tmp_path / "logits.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(tmp_path / "logits.npy")
 
@@ -65,14 +90,29 @@ def test_extend_links_weights_and_loads_as_the_scaled_base(tmp_path, tiny_model_
 
     scaling_path, scaling = _solve(tmp_path)
     out = tmp_path / "tiny-yarn-256-noft"
-    assert main(["extend", "--base", str(tiny_model_dir), "--scaling", str(scaling_path), "--output", str(out),
-                 "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "extend",
+                "--base",
+                str(tiny_model_dir),
+                "--scaling",
+                str(scaling_path),
+                "--output",
+                str(out),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     base_w, var_w = tiny_model_dir / "model.safetensors", out / "model.safetensors"
     assert not var_w.is_symlink() and os.stat(var_w).st_ino == os.stat(base_w).st_ino
     manifest = json.loads((out / VARIANT_MANIFEST).read_text())
     assert manifest["weights"] == {"model.safetensors": "hardlink"} and manifest["scaling"]["method"] == "yarn"
-    assert "tokenizer.json" in manifest["copied"] and (out / "tokenizer.json").read_bytes() == \
-        (tiny_model_dir / "tokenizer.json").read_bytes()
+    assert (
+        "tokenizer.json" in manifest["copied"]
+        and (out / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["rope_parameters"] == scaling["rope_parameters"] and config["max_position_embeddings"] == 256
     assert _new_bytes(out, tiny_model_dir) < 64 * 1024 < base_w.stat().st_size
@@ -88,8 +128,21 @@ def test_extend_links_weights_and_loads_as_the_scaled_base(tmp_path, tiny_model_
 
     # extending again replaces the variant; the base's weights are untouched
     before = base_w.read_bytes()
-    assert main(["extend", "--base", str(tiny_model_dir), "--scaling", str(scaling_path), "--output", str(out),
-                 "--no-mlflow"]) == 0
+    assert (
+        main(
+            [
+                "extend",
+                "--base",
+                str(tiny_model_dir),
+                "--scaling",
+                str(scaling_path),
+                "--output",
+                str(out),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     assert base_w.read_bytes() == before and os.stat(var_w).st_ino == os.stat(base_w).st_ino
 
 
@@ -159,8 +212,9 @@ def test_one_extend_writes_a_variant_per_scaling_file_with_one_run(tmp_path, tin
     outs = [tmp_path / f"tiny-{m}-256-noft" for m in ("pi", "yarn")]
     assert main(["extend", "--base", str(tiny_model_dir), "--scaling", *map(str, files), "--output", str(outs[0])]) == 2
     assert "--output: 1 folder(s) for 2 --scaling file(s)" in capsys.readouterr().err
-    assert main(["extend", "--base", str(tiny_model_dir), "--scaling", *map(str, files),
-                 "--output", *map(str, outs)]) == 0
+    assert (
+        main(["extend", "--base", str(tiny_model_dir), "--scaling", *map(str, files), "--output", *map(str, outs)]) == 0
+    )
     for method, out in zip(("pi", "yarn"), outs):
         assert json.loads((out / VARIANT_MANIFEST).read_text())["scaling"]["method"] == method
     client = mlflow.MlflowClient(uri)

@@ -30,8 +30,17 @@ def _unactivated_env() -> dict:
 
 def _snakemake(workdir: Path, *args: str, check: bool = True, configs: tuple = ()) -> subprocess.CompletedProcess:
     """`.venv/bin/snakemake` by its path, as the README runs it, without activating the virtualenv."""
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--configfile",
-           str(REPO / ".test" / "config.yaml"), *map(str, configs), "--cores", "2", *args]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        *map(str, configs),
+        "--cores",
+        "2",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, env=_unactivated_env(), capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/**/logs/*/*.log")))
@@ -67,8 +76,15 @@ def test_report_has_every_variant(micro_run):
     for v in variants:
         assert v in summary
     assert (micro_run / "results" / "report" / "ppl.png").stat().st_size > 1000
-    for section in ("RoPE disturbance", "Angle histograms", "Passkey retrieval", "LongBench-E-style",
-                    "Open LLM tasks", "RULER-style suite", "BF16 relative-position deviation"):
+    for section in (
+        "RoPE disturbance",
+        "Angle histograms",
+        "Passkey retrieval",
+        "LongBench-E-style",
+        "Open LLM tasks",
+        "RULER-style suite",
+        "BF16 relative-position deviation",
+    ):
         assert section in summary, section
     for csv in ("passkey.csv", "longbench.csv", "openllm.csv", "ruler.csv", "bf16.csv", "disturbance-compare-64.csv"):
         assert len(pd.read_csv(micro_run / "results" / "report" / csv)) >= 1, csv
@@ -161,9 +177,8 @@ def _dry_run_jobs(workdir: Path, *configs) -> dict[str, int]:
     out = _snakemake(workdir, "-n", configs=configs).stdout
     if "Nothing to be done" in out:
         return {}
-    stats = out[out.index("Job stats"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
-            if m.group(1) != "total"}
+    stats = out[out.index("Job stats") :]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m.group(1) != "total"}
 
 
 def test_a_change_to_one_suite_reruns_that_suite_only(micro_run, tmp_path):
@@ -184,10 +199,15 @@ def test_two_configs_in_one_checkout_share_no_file(tmp_path):
         overlay = tmp_path / f"{name}.yaml"
         overlay.write_text(yaml.safe_dump({"results_dir": f"out/{name}", "experiment": f"exp_{name}"}))
         before = {p for p in tmp_path.rglob("*") if p.is_file()}
-        _snakemake(tmp_path, f"out/{name}/rope/scaling/dprope-64.json", f"out/{name}/rope/compare-64/table.csv",
-                   configs=(overlay,))
+        _snakemake(
+            tmp_path,
+            f"out/{name}/rope/scaling/dprope-64.json",
+            f"out/{name}/rope/compare-64/table.csv",
+            configs=(overlay,),
+        )
         written[name] = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()} - {
-            p.relative_to(tmp_path) for p in before}
+            p.relative_to(tmp_path) for p in before
+        }
     for name, files in written.items():
         mine = {f for f in files if f.parts[0] != ".snakemake"}
         assert mine and all(f.parts[:2] == ("out", name) or f.name == f"{name}.yaml" for f in mine), mine
@@ -206,10 +226,13 @@ def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_to
     for shards in (1, 2):
         overlay = tmp_path / f"shards{shards}.yaml"
         overlay.write_text(yaml.safe_dump({"results_dir": f"out/s{shards}", "corpus": {"shards": shards}}))
-        _snakemake(tmp_path, f"out/s{shards}/tokens/train.parquet", f"out/s{shards}/tokens/test.parquet",
-                   configs=(overlay,))
-        runs[shards] = {split: pq.read_table(tmp_path / f"out/s{shards}/tokens/{split}.parquet").to_pydict()
-                        for split in ("train", "test")}
+        _snakemake(
+            tmp_path, f"out/s{shards}/tokens/train.parquet", f"out/s{shards}/tokens/test.parquet", configs=(overlay,)
+        )
+        runs[shards] = {
+            split: pq.read_table(tmp_path / f"out/s{shards}/tokens/{split}.parquet").to_pydict()
+            for split in ("train", "test")
+        }
     jobs = {p.name for p in (tmp_path / "out/s2/benchmarks/tokenizer").glob("*.tsv")}
     assert {"train.tsv", "gather.tsv", "train-00000.tsv", "train-00001.tsv", "test-00001.tsv"} <= jobs
     assert not list((tmp_path / "out/s2/tokens").glob("*-of-*"))  # the shard files are temporary
@@ -225,10 +248,12 @@ def test_per_suite_jobs_evaluate_every_variant_in_one_process(micro_run, tmp_pat
     overlay = tmp_path / "per_suite.yaml"
     overlay.write_text(yaml.safe_dump({"eval": {"jobs": "per_suite"}}))
     out = _snakemake(micro_run, "-n", "--forceall", configs=(overlay,)).stdout
-    stats = out[out.index("Job stats"):]
+    stats = out[out.index("Job stats") :]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    assert all(counts[s] == 1 for s in ("eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler",
-                                        "analyze_bf16")), counts
+    assert all(
+        counts[s] == 1
+        for s in ("eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler", "analyze_bf16")
+    ), counts
     metrics = sorted((micro_run / "results" / "eval" / "passkey").glob("*/metrics.json"))
     assert len(metrics) == 2  # dprope and none, anchor layout
     before = {p: p.stat().st_mtime_ns for p in metrics}

@@ -55,8 +55,9 @@ def compare(loss: float, grads: dict | None, ref_loss: float, ref_grads: dict | 
         if r2 > 0 and g2 > 0:
             cos = float((g.double() * r.double()).sum()) / math.sqrt(r2 * g2)
             cos_min = min(cos_min, cos)
-    out.update(grad_rel=math.sqrt(num / den) if den > 0 else 0.0, grad_worst=worst, worst_tensor=worst_name,
-               cos_min=cos_min)
+    out.update(
+        grad_rel=math.sqrt(num / den) if den > 0 else 0.0, grad_worst=worst, worst_tensor=worst_name, cos_min=cos_min
+    )
     return out
 
 
@@ -73,16 +74,16 @@ def loss_and_grads(rt: Runtime, model, batch: dict, layout: str, backend: str, p
         set_backend(model, backend, training=False)
         model.eval()
         part = {k: torch.from_numpy(v).to(rt.device) for k, v in batch.items()}
-        with torch.no_grad(), torch.autocast(rt.device.type, dtype=torch.bfloat16,
-                                             enabled=precision == "bf16-mixed"):
+        with torch.no_grad(), torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             logits = model(**model_inputs(part, layout, backend)).logits
             loss_sum, count = causal_lm_loss(logits, part["labels"])
         model.train()
         return float(loss_sum) / max(count, 1), None
     set_backend(model, backend, training=True)
     model.train()
-    s = TrainSettings(steps=1, batch_size=len(batch["input_ids"]), lr=1.0, precision=precision, layout=layout,
-                      backend=backend)
+    s = TrainSettings(
+        steps=1, batch_size=len(batch["input_ids"]), lr=1.0, precision=precision, layout=layout, backend=backend
+    )
     loss = accumulate_gradients(model, batch, s, rt.device)
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
@@ -107,9 +108,15 @@ def fp32_check(rt: Runtime, corpus: Corpus, layouts, results: dict) -> None:
             for backend in rt.backends:
                 if backend == "sdpa_mask":
                     continue
-                row = {"layout": layout, "backend": backend, "tol_loss": FP32_TOL["loss"],
-                       "tol_grad": FP32_TOL["grad"], "wrong_mask": bug, "wrong_loss_rel": wrong["loss_rel"],
-                       "wrong_grad_worst": wrong["grad_worst"]}
+                row = {
+                    "layout": layout,
+                    "backend": backend,
+                    "tol_loss": FP32_TOL["loss"],
+                    "tol_grad": FP32_TOL["grad"],
+                    "wrong_mask": bug,
+                    "wrong_loss_rel": wrong["loss_rel"],
+                    "wrong_grad_worst": wrong["grad_worst"],
+                }
                 if not rt.runs(backend):
                     continue  # the backends line says why
                 if backend == "flash_varlen":
@@ -153,8 +160,13 @@ def bf16_check(rt: Runtime, model, snap: Snapshot, corpus: Corpus, layouts, prec
             continue
         for precision in precisions:
             restore(torch.bfloat16 if precision == "bf16" else torch.float32)
-            base = {"layout": layout, "precision": precision, "wrong_mask": bug, "wrong_loss_rel": wrong["loss_rel"],
-                    "wrong_grad_worst": wrong["grad_worst"]}
+            base = {
+                "layout": layout,
+                "precision": precision,
+                "wrong_mask": bug,
+                "wrong_loss_rel": wrong["loss_rel"],
+                "wrong_grad_worst": wrong["grad_worst"],
+            }
             try:
                 p_loss, p_grads = loss_and_grads(rt, model, batch, layout, "sdpa_mask", precision)
             except Exception as exc:  # noqa: BLE001
@@ -176,8 +188,16 @@ def bf16_check(rt: Runtime, model, snap: Snapshot, corpus: Corpus, layouts, prec
                     vs_bf16 = compare(loss, grads, p_loss, p_grads)
                     ok = cmp["loss_rel"] <= tol_loss and cmp.get("grad_worst", 0.0) <= tol_grad
                     status = ("ok" if ok else "FAIL") + (" (forward only)" if grads is None else "")
-                    rows.append({**base, "backend": backend, **cmp, "vs_bf16_loss_rel": vs_bf16["loss_rel"],
-                                 "vs_bf16_grad_worst": vs_bf16.get("grad_worst"), "status": status})
+                    rows.append(
+                        {
+                            **base,
+                            "backend": backend,
+                            **cmp,
+                            "vs_bf16_loss_rel": vs_bf16["loss_rel"],
+                            "vs_bf16_grad_worst": vs_bf16.get("grad_worst"),
+                            "status": status,
+                        }
+                    )
                     del grads
                 except Exception as exc:  # noqa: BLE001
                     rows.append({**base, "backend": backend, **error_row(exc)})

@@ -24,13 +24,15 @@ def doc_lengths(total: int, median: float, sigma: float, seed: int, cap: int = 1
         out.append(chunk)
         have += int(chunk.sum())
     lengths = np.concatenate(out)
-    return lengths[:int(np.searchsorted(np.cumsum(lengths), total)) + 1]
+    return lengths[: int(np.searchsorted(np.cumsum(lengths), total)) + 1]
 
 
 def error_row(exc: BaseException) -> dict:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return {"status": f"error: {type(exc).__name__}: {first[:160]}",
-            "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+    return {
+        "status": f"error: {type(exc).__name__}: {first[:160]}",
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
 
 
 def build_llama(spec: ModelSpec, max_len: int, seed: int = 0):
@@ -39,11 +41,21 @@ def build_llama(spec: ModelSpec, max_len: int, seed: int = 0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=spec.vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-                         num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
-                         intermediate_size=spec.intermediate, max_position_embeddings=max_len,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True,
-                         bos_token_id=ANCHOR_ID, eos_token_id=2, pad_token_id=0, use_cache=False)
+    config = LlamaConfig(
+        vocab_size=spec.vocab,
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        intermediate_size=spec.intermediate,
+        max_position_embeddings=max_len,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=True,
+        bos_token_id=ANCHOR_ID,
+        eos_token_id=2,
+        pad_token_id=0,
+        use_cache=False,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -85,8 +97,10 @@ class Corpus:
 
     def describe(self) -> str:
         L = self.lengths
-        return (f"{len(L)} documents, {int(L.sum()):,} tokens, median {int(np.median(L))}, mean {L.mean():.0f}, "
-                f"p90 {int(np.percentile(L, 90))}, max {int(L.max())}")
+        return (
+            f"{len(L)} documents, {int(L.sum()):,} tokens, median {int(np.median(L))}, mean {L.mean():.0f}, "
+            f"p90 {int(np.percentile(L, 90))}, max {int(L.max())}"
+        )
 
     def packed(self, window: int, layout: str):
         from ropeext.data.packing import INTERLEAVED, TAGGED, pack_flat
@@ -94,9 +108,16 @@ class Corpus:
 
         key = (window, layout)
         if key not in self._cache:
-            cols, _ = pack_flat(self.tokens, self.offsets, window, layout, ANCHOR_ID, seed=0,
-                                interleave=self.interleave if layout in INTERLEAVED else None,
-                                tags=self.tags if layout in TAGGED else None)
+            cols, _ = pack_flat(
+                self.tokens,
+                self.offsets,
+                window,
+                layout,
+                ANCHOR_ID,
+                seed=0,
+                interleave=self.interleave if layout in INTERLEAVED else None,
+                tags=self.tags if layout in TAGGED else None,
+            )
             self._cache[key] = PackedData({k: np.asarray(v, dtype=np.int64) for k, v in cols.items()})
         return self._cache[key]
 
@@ -147,12 +168,18 @@ def backend_support(device, cpu_flex: bool) -> dict:
     out = {"sdpa_mask": None, "blockwise": None}
     try:
         from torch.nn.attention import flex_attention  # noqa: F401
+
         if device.type == "cuda":
             out["flex"] = None
         else:
-            out["flex"] = "forward-only" if cpu_flex else (
-                "left out on CPU: no FlexAttention backward there, and its forward compiles for ~50 s "
-                "(--cpu-flex runs it forward-only)")
+            out["flex"] = (
+                "forward-only"
+                if cpu_flex
+                else (
+                    "left out on CPU: no FlexAttention backward there, and its forward compiles for ~50 s "
+                    "(--cpu-flex runs it forward-only)"
+                )
+            )
     except ImportError as exc:
         out["flex"] = f"unavailable: {exc}"
     if device.type != "cuda":

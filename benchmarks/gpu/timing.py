@@ -22,8 +22,9 @@ def timed_pairs(data, layout: str, batch: int, plan: Plan) -> float:
     return float(np.mean([per_window[batch_indices(k, batch, data.windows, 0)].sum() for k in steps]))
 
 
-def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: str, peak: float,
-               nominal, results: dict) -> None:
+def throughput(
+    rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: str, peak: float, nominal, results: dict
+) -> None:
     torch = rt.torch
     plan = rt.plan
     from ropeext.attention import model_inputs, set_backend
@@ -39,8 +40,16 @@ def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: st
                 data = corpus.packed(W, layout)
                 pairs = timed_pairs(data, layout, B, plan)
                 flops, attn = step_flops(n_params, spec.layers, spec.hidden, B * W, pairs)
-                row = {"window": W, "batch": B, "backend": backend, "layout": layout, "precision": precision,
-                       "flops": flops, "attn_share": attn / flops, "pairs_per_window": pairs / B}
+                row = {
+                    "window": W,
+                    "batch": B,
+                    "backend": backend,
+                    "layout": layout,
+                    "precision": precision,
+                    "flops": flops,
+                    "attn_share": attn / flops,
+                    "pairs_per_window": pairs / B,
+                }
                 if not rt.trains(backend):
                     continue
                 if rt.elapsed() > plan.budget_s:
@@ -55,12 +64,21 @@ def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: st
                     stamps.append(time.perf_counter())
 
                 try:
-                    s = TrainSettings(steps=plan.warmup + plan.timed, batch_size=B, lr=1e-5, warmup_steps=0,
-                                      schedule="constant", precision=precision, layout=layout, backend=backend,
-                                      seed=0, max_grad_norm=1.0)  # seed 0: the batches timed_pairs counted
+                    s = TrainSettings(
+                        steps=plan.warmup + plan.timed,
+                        batch_size=B,
+                        lr=1e-5,
+                        warmup_steps=0,
+                        schedule="constant",
+                        precision=precision,
+                        layout=layout,
+                        backend=backend,
+                        seed=0,
+                        max_grad_norm=1.0,
+                    )  # seed 0: the batches timed_pairs counted
                     stamps.append(time.perf_counter())
                     summary = train(model, data, s, progress=False, on_step=tick)
-                    steps = np.diff(stamps)[plan.warmup:]
+                    steps = np.diff(stamps)[plan.warmup :]
                     sec = float(np.median(steps))
                     set_backend(model, backend, training=True)
                     model.train()
@@ -73,21 +91,33 @@ def throughput(rt: Runtime, model, snap: Snapshot, corpus: Corpus, precision: st
                         rt.sync()
                         build.append(time.perf_counter() - t)
                     model.eval()
-                    rows.append({**row, "step_s": sec, "steps_s": steps.tolist(), "tok_s": B * W / sec,
-                                 "flop_s": flops / sec, "mfu": flops / sec / peak,
-                                 "mfu_datasheet": flops / sec / nominal[1] if nominal else None,
-                                 "inputs_s": statistics.median(build), "peak_gib": rt.peak_memory_gib(),
-                                 "loss_first": summary.get("first_loss"), "loss_last": summary.get("final_loss"),
-                                 "numeric_path": (summary.get("numeric_path") or {}).get("observed"),
-                                 "status": "ok"})
+                    rows.append(
+                        {
+                            **row,
+                            "step_s": sec,
+                            "steps_s": steps.tolist(),
+                            "tok_s": B * W / sec,
+                            "flop_s": flops / sec,
+                            "mfu": flops / sec / peak,
+                            "mfu_datasheet": flops / sec / nominal[1] if nominal else None,
+                            "inputs_s": statistics.median(build),
+                            "peak_gib": rt.peak_memory_gib(),
+                            "loss_first": summary.get("first_loss"),
+                            "loss_last": summary.get("final_loss"),
+                            "numeric_path": (summary.get("numeric_path") or {}).get("observed"),
+                            "status": "ok",
+                        }
+                    )
                 except Exception as exc:  # noqa: BLE001
                     rows.append({**row, **error_row(exc)})
                 finally:
                     model.zero_grad(set_to_none=True)
                     rt.reset_memory()
                 last = rows[-1]
-                progress(f"gpu_check: W={W} {backend} {layout}: " + (
-                    f"{last['step_s'] * 1e3:.1f} ms/step" if last["status"] == "ok" else last["status"]))
+                progress(
+                    f"gpu_check: W={W} {backend} {layout}: "
+                    + (f"{last['step_s'] * 1e3:.1f} ms/step" if last["status"] == "ok" else last["status"])
+                )
     snap.restore(model, torch.float32)
 
 
@@ -97,12 +127,18 @@ def throughput_setup(plan: Plan, corpus: Corpus, model, precision: str) -> dict:
     for W in plan.windows:
         full = attended_pairs(corpus.packed(W, "full").arrays["doc_ids"], "full").mean()
         doc = corpus.packed(W, "anchor").arrays["doc_ids"]
-        mix[W] = {"docs_per_window": float(doc.max(axis=1).mean()),
-                  "anchor_pairs_over_full": float(attended_pairs(doc, "anchor").mean() / full)}
+        mix[W] = {
+            "docs_per_window": float(doc.max(axis=1).mean()),
+            "anchor_pairs_over_full": float(attended_pairs(doc, "anchor").mean() / full),
+        }
     b = plan.big
-    return {"model": f"Llama hidden {b.hidden}, {b.layers} layers, {b.heads} heads / {b.kv_heads} KV, "
-                     f"MLP {b.intermediate}, vocab {b.vocab}",
-            "params": count_params(model), "precision": precision, "mix": mix}
+    return {
+        "model": f"Llama hidden {b.hidden}, {b.layers} layers, {b.heads} heads / {b.kv_heads} KV, "
+        f"MLP {b.intermediate}, vocab {b.vocab}",
+        "params": count_params(model),
+        "precision": precision,
+        "mix": mix,
+    }
 
 
 def anchor_ratios(rows: list) -> list:
@@ -112,7 +148,15 @@ def anchor_ratios(rows: list) -> list:
         f = done.get((W, backend, "full"))
         if layout != "anchor" or f is None:
             continue
-        out.append({"window": W, "backend": backend, "full_s": f["step_s"], "anchor_s": a["step_s"],
-                    "time_ratio": a["step_s"] / f["step_s"], "flop_ratio": a["flops"] / f["flops"],
-                    "pair_ratio": a["pairs_per_window"] / f["pairs_per_window"]})
+        out.append(
+            {
+                "window": W,
+                "backend": backend,
+                "full_s": f["step_s"],
+                "anchor_s": a["step_s"],
+                "time_ratio": a["step_s"] / f["step_s"],
+                "flop_ratio": a["flops"] / f["flops"],
+                "pair_ratio": a["pairs_per_window"] / f["pairs_per_window"],
+            }
+        )
     return out

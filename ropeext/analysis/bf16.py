@@ -58,7 +58,9 @@ class Spec:
         if self.chunk_size < 1:
             raise RopeextError(f"--chunk-size: must be a positive number of query rows, got {self.chunk_size}")
         if any(d < 0 for d in self.deltas + [self.delta_ref, self.delta_decompose]):
-            raise RopeextError(f"--deltas: position shifts must be >= 0, got {self.deltas} (reference {self.delta_ref})")
+            raise RopeextError(
+                f"--deltas: position shifts must be >= 0, got {self.deltas} (reference {self.delta_ref})"
+            )
         if self.delta_decompose not in self.deltas:
             self.deltas = sorted(set(self.deltas) | {self.delta_decompose})
         if self.forward_attention is None:
@@ -69,8 +71,9 @@ class Spec:
         return max([self.length, *self.logit_lengths])
 
 
-def fit_lengths(requested: int, window: int | None, logit_lengths: list[int] | None = None,
-                smallest_logit_length: int = 64) -> tuple[int, list[int], list[str]]:
+def fit_lengths(
+    requested: int, window: int | None, logit_lengths: list[int] | None = None, smallest_logit_length: int = 64
+) -> tuple[int, list[int], list[str]]:
     """Fit T and the D_logit lengths to the model's window; return (T, lengths, notes).
 
     Default D_logit lengths: 64, 128, ... up to the window (the window itself last if it is no
@@ -124,8 +127,14 @@ class _ShiftSinks:
     def compare(self, layer: int, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
         ref_q, ref_k = self.reference[layer]
         self.results[layer] = layer_deviation(
-            q[0], k[0], ref_q.to(self.device), ref_k.to(self.device),
-            scale=scale, path=self.spec.path, chunk_size=self.spec.chunk_size)
+            q[0],
+            k[0],
+            ref_q.to(self.device),
+            ref_k.to(self.device),
+            scale=scale,
+            path=self.spec.path,
+            chunk_size=self.spec.chunk_size,
+        )
 
 
 def measure_shift(model, sequences: torch.Tensor, spec: Spec, progress: Callable[[str], None] | None = None) -> dict:
@@ -139,7 +148,7 @@ def measure_shift(model, sequences: torch.Tensor, spec: Spec, progress: Callable
     contribution = np.zeros(length)
     sinks = _ShiftSinks(spec, device)
     for s in range(n):
-        ids = sequences[s:s + 1, :length].to(device)
+        ids = sequences[s : s + 1, :length].to(device)
         sinks.reference.clear()
         with capture_qk(model, sinks.store, inner=spec.forward_attention):
             _forward(model, ids, spec.delta_ref)
@@ -155,8 +164,10 @@ def measure_shift(model, sequences: torch.Tensor, spec: Spec, progress: Callable
                 if delta == spec.delta_decompose:
                     contribution += dev.column.sum(dim=0).double().numpy()
         if progress:
-            progress(f"sequence {s + 1}/{n}: D({spec.delta_decompose},{spec.delta_ref}) = "
-                     f"{column[s, spec.deltas.index(spec.delta_decompose)].sum():.4g}")
+            progress(
+                f"sequence {s + 1}/{n}: D({spec.delta_decompose},{spec.delta_ref}) = "
+                f"{column[s, spec.deltas.index(spec.delta_decompose)].sum():.4g}"
+            )
     sinks.reference.clear()
     contribution /= n
     total_col = column.sum(axis=2)  # (n, deltas)
@@ -193,14 +204,16 @@ def measure_logits(model, sequences: torch.Tensor, spec: Spec, progress: Callabl
     for ti, length in enumerate(spec.logit_lengths):
         key_mid = length // 2
         for s in range(sequences.shape[0]):
-            ids = sequences[s:s + 1, :length].to(device)
+            ids = sequences[s : s + 1, :length].to(device)
             captured: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
             for delta in (spec.delta_decompose, spec.delta_ref):
                 store = captured.setdefault(delta, {})
 
                 def sink(layer, q, k, scale, store=store):
-                    store[layer] = (key_logits(q[0], k[0], 0, scale=scale, path=spec.path),
-                                    key_logits(q[0], k[0], key_mid, scale=scale, path=spec.path))
+                    store[layer] = (
+                        key_logits(q[0], k[0], 0, scale=scale, path=spec.path),
+                        key_logits(q[0], k[0], key_mid, scale=scale, path=spec.path),
+                    )
 
                 with capture_qk(model, sink, inner=spec.forward_attention):
                     _forward(model, ids, delta)
@@ -209,8 +222,10 @@ def measure_logits(model, sequences: torch.Tensor, spec: Spec, progress: Callabl
                 first[ti, layer] += float(logit_deviation(a[layer][0], b[layer][0]).sum())
                 mid[ti, layer] += float(logit_deviation(a[layer][1], b[layer][1]).sum())
         if progress:
-            progress(f"logits at T={length}: first {first[ti].sum() / sequences.shape[0]:.4g}, "
-                     f"mid {mid[ti].sum() / sequences.shape[0]:.4g}")
+            progress(
+                f"logits at T={length}: first {first[ti].sum() / sequences.shape[0]:.4g}, "
+                f"mid {mid[ti].sum() / sequences.shape[0]:.4g}"
+            )
     first /= sequences.shape[0]
     mid /= sequences.shape[0]
     return {
@@ -225,8 +240,14 @@ def measure_logits(model, sequences: torch.Tensor, spec: Spec, progress: Callabl
     }
 
 
-def analyze_model(model, sequences: torch.Tensor, spec: Spec, *, exact_angles: bool = False,
-                  progress: Callable[[str], None] | None = None) -> dict:
+def analyze_model(
+    model,
+    sequences: torch.Tensor,
+    spec: Spec,
+    *,
+    exact_angles: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """All three measurements on one loaded model (one setting)."""
     if sequences.shape[1] < spec.max_length:
         raise RopeextError(f"sequences have {sequences.shape[1]} tokens, the analysis needs {spec.max_length}")
@@ -254,8 +275,16 @@ def load_setting(model_dir: str, setting: str, *, seed: int, device: str, attn_i
     return model.to(device)
 
 
-def analyze(model_dir: str, sequences: np.ndarray, spec: Spec, *, settings: list[str],
-            seed: int = 0, device: str = "auto", log: Callable[[str], None] | None = None) -> dict:
+def analyze(
+    model_dir: str,
+    sequences: np.ndarray,
+    spec: Spec,
+    *,
+    settings: list[str],
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Run every setting (config ``analysis.bf16.settings``) on ``sequences`` (N, >= spec.max_length)
     and collect one result dict."""
     settings = list(settings)
@@ -282,8 +311,14 @@ def analyze(model_dir: str, sequences: np.ndarray, spec: Spec, *, settings: list
         model = load_setting(model_dir, setting, seed=seed, device=device, attn_implementation=spec.forward_attention)
         started = time.perf_counter()
         out = analyze_model(model, ids, spec, exact_angles=exact, progress=lambda m: log(f"[{setting}] {m}"))
-        out.update({"dtype": str(dtype).removeprefix("torch."), "weights": weights, "exact_angles": exact,
-                    "seconds": time.perf_counter() - started})
+        out.update(
+            {
+                "dtype": str(dtype).removeprefix("torch."),
+                "weights": weights,
+                "exact_angles": exact,
+                "seconds": time.perf_counter() - started,
+            }
+        )
         result["settings"][setting] = out
         del model
         if device.startswith("cuda"):

@@ -110,8 +110,8 @@ class _Float64Angles(torch.nn.Module):
         cos64, sin64 = emb.cos() * scaling, emb.sin() * scaling
         if cos64.shape != cos.shape or not torch.allclose(cos64.to(cos.dtype), cos, atol=1e-2, rtol=0):
             raise RopeextError(
-                f"{type(self.inner).__name__}: rotary layout is not the half-split cos/sin that exact "
-                "angles support")
+                f"{type(self.inner).__name__}: rotary layout is not the half-split cos/sin that exact angles support"
+            )
         return cos64.to(cos.dtype), sin64.to(sin.dtype)
 
 

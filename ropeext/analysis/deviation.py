@@ -89,8 +89,16 @@ class LayerDeviation:
         return float(self.row.sum())
 
 
-def layer_deviation(q1: torch.Tensor, k1: torch.Tensor, q2: torch.Tensor, k2: torch.Tensor, *,
-                    scale: float, path: str = "fa2-like", chunk_size: int = 512) -> LayerDeviation:
+def layer_deviation(
+    q1: torch.Tensor,
+    k1: torch.Tensor,
+    q2: torch.Tensor,
+    k2: torch.Tensor,
+    *,
+    scale: float,
+    path: str = "fa2-like",
+    chunk_size: int = 512,
+) -> LayerDeviation:
     """Compare causal attention of one layer between two runs, head by head and in row blocks.
 
     q1, q2: (heads, T, d); k1, k2: (kv_heads, T, d) with heads a multiple of kv_heads (grouped
@@ -100,7 +108,9 @@ def layer_deviation(q1: torch.Tensor, k1: torch.Tensor, q2: torch.Tensor, k2: to
     if chunk_size < 1:
         raise RopeextError(f"chunk size must be a positive number of query rows, got {chunk_size}")
     if q1.shape != q2.shape or k1.shape != k2.shape:
-        raise ValueError(f"shape mismatch: q {tuple(q1.shape)} vs {tuple(q2.shape)}, k {tuple(k1.shape)} vs {tuple(k2.shape)}")
+        raise ValueError(
+            f"shape mismatch: q {tuple(q1.shape)} vs {tuple(q2.shape)}, k {tuple(k1.shape)} vs {tuple(k2.shape)}"
+        )
     heads, length, _ = q1.shape
     kv_heads = k1.shape[0]
     if heads % kv_heads:
@@ -119,8 +129,8 @@ def layer_deviation(q1: torch.Tensor, k1: torch.Tensor, q2: torch.Tensor, k2: to
             column[h, :stop] += diff.sum(dim=0)
             row[h, start:stop] = diff.sum(dim=1)
     positions = torch.arange(length, device=q1.device, dtype=acc)
-    column /= (length - positions)  # queries i >= j that see key j
-    row /= (positions + 1)  # keys j <= i that query i sees
+    column /= length - positions  # queries i >= j that see key j
+    row /= positions + 1  # keys j <= i that query i sees
     return LayerDeviation(column=column.cpu(), row=row.cpu())
 
 
@@ -132,7 +142,7 @@ def key_logits(q: torch.Tensor, k: torch.Tensor, key: int, *, scale: float, path
     check_path(path)
     heads, kv_heads = q.shape[0], k.shape[0]
     group = heads // kv_heads
-    k_col = k[:, key:key + 1].repeat_interleave(group, dim=0)  # (heads, 1, d)
+    k_col = k[:, key : key + 1].repeat_interleave(group, dim=0)  # (heads, 1, d)
     return attention_logits(q[:, key:], k_col, scale, path)[..., 0].cpu()
 
 

@@ -42,12 +42,19 @@ def plot_shift(result: dict, path: str | Path) -> Path:
         shift = out["shift"]
         color = COLORS.get(name)
         ax.plot(*_positive(shift["delta1"], shift["column"]["mean"]), "o-", color=color, label=f"{name} (columns)")
-        ax.plot(*_positive(shift["delta1"], shift["row"]["mean"]), "s--", color=color, alpha=0.6,
-                label=f"{name} (rows)")
+        ax.plot(
+            *_positive(shift["delta1"], shift["row"]["mean"]), "s--", color=color, alpha=0.6, label=f"{name} (rows)"
+        )
     delta2 = next(iter(result["settings"].values()))["shift"]["delta2"]
     ax.set_xscale("symlog", linthresh=25)
-    return _finish(fig, ax, path, xlabel=r"$\delta_1$ (position shift)", ylabel=rf"D($\delta_1$, {delta2})",
-                   title=_title(result, f"Attention deviation under a position shift (T={result['spec']['length']})"))
+    return _finish(
+        fig,
+        ax,
+        path,
+        xlabel=r"$\delta_1$ (position shift)",
+        ylabel=rf"D($\delta_1$, {delta2})",
+        title=_title(result, f"Attention deviation under a position shift (T={result['spec']['length']})"),
+    )
 
 
 def plot_key_columns(result: dict, path: str | Path) -> Path:
@@ -62,13 +69,18 @@ def plot_key_columns(result: dict, path: str | Path) -> Path:
         x, y = _positive(np.arange(values.size) + 1, values)
         share = cols["first_share"]
         label = f"{name} (key 0: {share:.1%})" if share == share else name
-        line, = ax.plot(x, y, "-", lw=1, color=COLORS.get(name), label=label)
+        (line,) = ax.plot(x, y, "-", lw=1, color=COLORS.get(name), label=label)
         if values.size and values[0] > 0:
             ax.plot([1], [values[0]], "o", ms=7, color=line.get_color())
     ax.set_xscale("log")
-    return _finish(fig, ax, path, xlabel="key position j + 1",
-                   ylabel=rf"$\sum_{{l,h}}$ mean$_{{i\geq j}}$ |P$_{{ij}}$({d1}) - P$_{{ij}}$({d2})|",
-                   title=_title(result, f"Contribution of each key column to D({d1}, {d2})"))
+    return _finish(
+        fig,
+        ax,
+        path,
+        xlabel="key position j + 1",
+        ylabel=rf"$\sum_{{l,h}}$ mean$_{{i\geq j}}$ |P$_{{ij}}$({d1}) - P$_{{ij}}$({d2})|",
+        title=_title(result, f"Contribution of each key column to D({d1}, {d2})"),
+    )
 
 
 def plot_logits(result: dict, path: str | Path) -> Path:
@@ -83,18 +95,19 @@ def plot_logits(result: dict, path: str | Path) -> Path:
         d1, d2 = logits["delta1"], logits["delta2"]
         color = COLORS.get(name)
         ax.plot(*_positive(logits["lengths"], logits["first"]), "o-", color=color, label=f"{name} (first key)")
-        ax.plot(*_positive(logits["lengths"], logits["mid"]), "s--", color=color, alpha=0.6,
-                label=f"{name} (key T/2)")
+        ax.plot(*_positive(logits["lengths"], logits["mid"]), "s--", color=color, alpha=0.6, label=f"{name} (key T/2)")
     ax.set_xscale("log", base=2)
-    return _finish(fig, ax, path, xlabel="sequence length T", ylabel=rf"D$_{{logit}}$ ({d1} vs {d2})",
-                   title=_title(result, "Pre-softmax logit deviation by sequence length"))
+    return _finish(
+        fig,
+        ax,
+        path,
+        xlabel="sequence length T",
+        ylabel=rf"D$_{{logit}}$ ({d1} vs {d2})",
+        title=_title(result, "Pre-softmax logit deviation by sequence length"),
+    )
 
 
-PLOTS = {
-    "deviation_vs_delta.png": plot_shift,
-    "key_columns.png": plot_key_columns,
-    "logit_deviation.png": plot_logits,
-}
+PLOTS = {"deviation_vs_delta.png": plot_shift, "key_columns.png": plot_key_columns, "logit_deviation.png": plot_logits}
 
 
 def write_plots(result: dict, folder: str | Path) -> list[Path]:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ropeext.errors import RopeextError
 from ropeext.data.tokens import read_tokens
+from ropeext.errors import RopeextError
 
 
-def build_sequences(docs: list[np.ndarray], *, length: int, count: int, bos_id: int, seed: int = 0,
-                    source: str = "documents") -> tuple[np.ndarray, dict]:
+def build_sequences(
+    docs: list[np.ndarray], *, length: int, count: int, bos_id: int, seed: int = 0, source: str = "documents"
+) -> tuple[np.ndarray, dict]:
     """``count`` sequences of ``length`` tokens: BOS, then document tokens.
 
     Returns an int64 array (count, length) and ``{"document_starts": a, "concatenated": b}``.
@@ -54,11 +55,11 @@ def build_sequences(docs: list[np.ndarray], *, length: int, count: int, bos_id: 
             total = sum(d.size for d in cleaned)
             raise RopeextError(
                 f"{source}: {total} tokens in {len(cleaned)} documents give only {whole + available} sequences "
-                f"of {length} tokens, {count} requested (lower the number of sequences or the length)")
-        rows += [stream[i * body:(i + 1) * body] for i in range(need)]
+                f"of {length} tokens, {count} requested (lower the number of sequences or the length)"
+            )
+        rows += [stream[i * body : (i + 1) * body] for i in range(need)]
     bos = np.full((count, 1), bos_id, dtype=np.int64)
-    return np.concatenate([bos, np.stack(rows)], axis=1), {"document_starts": whole,
-                                                           "concatenated": count - whole}
+    return np.concatenate([bos, np.stack(rows)], axis=1), {"document_starts": whole, "concatenated": count - whole}
 
 
 def documents_from_parquet(path: str | Path) -> list[np.ndarray]:
@@ -90,4 +91,5 @@ def check_vocab(sequences: np.ndarray, vocab_size: int, source: str) -> None:
     if sequences.size and (sequences.min() < 0 or sequences.max() >= vocab_size):
         raise RopeextError(
             f"{source}: token ids range over [{sequences.min()}, {sequences.max()}], but the model's vocabulary "
-            f"has {vocab_size} entries (were the documents tokenized with this model's tokenizer?)")
+            f"has {vocab_size} entries (were the documents tokenized with this model's tokenizer?)"
+        )

@@ -33,12 +33,12 @@ registered backends fall back to transformers' own SDPA path with the mask trans
 
 from __future__ import annotations
 
-from ropeext.data.packing import LAYOUTS, PAD_DOC, attention_rule, check_layout
-from ropeext.errors import RopeextError
 from ropeext.attention.blockwise import blockwise_attention
 from ropeext.attention.flash import flash_varlen_kernel, varlen_attention
 from ropeext.attention.masks import attention_mask_torch, mask_predicate
 from ropeext.attention.plan import build_plan
+from ropeext.data.packing import LAYOUTS, PAD_DOC, attention_rule, check_layout
+from ropeext.errors import RopeextError
 
 BACKENDS = ("sdpa_mask", "blockwise", "flex", "flash_varlen")
 IMPLEMENTATION = {
@@ -76,16 +76,21 @@ def _plan_from_kwargs(query, key, kwargs):
     if plan is None and kwargs.get("doc_ids") is not None:
         layout = kwargs.get("packed_layout")
         if layout is None:
-            raise RopeextError("packed attention got doc_ids without packed_layout; build the inputs with "
-                               "ropeext.attention.model_inputs")
+            raise RopeextError(
+                "packed attention got doc_ids without packed_layout; build the inputs with "
+                "ropeext.attention.model_inputs"
+            )
         plan = _cached_plan(kwargs["doc_ids"], layout)
     if plan is not None and kwargs.get("use_cache"):
-        raise RopeextError("packed attention needs use_cache=False (transformers stops applying packed masks "
-                           "once a cache exists); build the inputs with ropeext.attention.model_inputs")
+        raise RopeextError(
+            "packed attention needs use_cache=False (transformers stops applying packed masks "
+            "once a cache exists); build the inputs with ropeext.attention.model_inputs"
+        )
     if plan is not None and (key.shape[2] != query.shape[2] or query.shape[2] != plan.window):
         raise RopeextError(
             f"packed attention needs use_cache=False: got {query.shape[2]} queries against {key.shape[2]} keys "
-            f"for a window of {plan.window}")
+            f"for a window of {plan.window}"
+        )
     return plan
 
 
@@ -99,8 +104,9 @@ def _blockwise_forward(module, query, key, value, attention_mask, scaling=None, 
 
     plan = _plan_from_kwargs(query, key, kwargs)
     if plan is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **_strip(kwargs))
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **_strip(kwargs)
+        )
     return blockwise_attention(query, key, value, plan, scale=scaling, dropout=dropout), None
 
 
@@ -110,25 +116,30 @@ def _flash_forward(module, query, key, value, attention_mask, scaling=None, drop
 
     plan = _plan_from_kwargs(query, key, kwargs)
     if plan is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **_strip(kwargs))
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **_strip(kwargs)
+        )
     return varlen_attention(query, key, value, plan, scale=scaling, dropout=dropout), None
 
 
 def _flex_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     # heavy: torch loads only when a model runs
     import torch
+
     # heavy: transformers loads only when a model runs
     from transformers.integrations.flex_attention import flex_attention_forward
 
     if query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad:
         raise RopeextError(_FLEX_CPU)
-    return flex_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                  **_strip(kwargs))
+    return flex_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **_strip(kwargs)
+    )
 
 
-_FLEX_CPU = ("attention.backend 'flex' cannot train on CPU: FlexAttention has no backward pass on CPU in this "
-             "torch version; use 'blockwise' (the CPU default) or 'sdpa_mask', or train on a GPU")
+_FLEX_CPU = (
+    "attention.backend 'flex' cannot train on CPU: FlexAttention has no backward pass on CPU in this "
+    "torch version; use 'blockwise' (the CPU default) or 'sdpa_mask', or train on a GPU"
+)
 
 
 def register() -> None:
@@ -197,7 +208,8 @@ def model_inputs(batch: dict, layout: str, backend: str) -> dict:
     if input_ids.ndim != 2 or position_ids.shape != input_ids.shape or doc_ids.shape != input_ids.shape:
         raise RopeextError(
             f"packed batch: input_ids, position_ids and doc_ids must all be (batch, window), got "
-            f"{tuple(input_ids.shape)}, {tuple(position_ids.shape)}, {tuple(doc_ids.shape)}")
+            f"{tuple(input_ids.shape)}, {tuple(position_ids.shape)}, {tuple(doc_ids.shape)}"
+        )
     if attention_rule(layout) == "anchor" and bool((doc_ids[:, 0] != 0).any()):
         raise RopeextError(f"packed batch: the {layout} layout needs the anchor (doc id 0) at column 0 of every window")
     out = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
@@ -216,6 +228,7 @@ def model_inputs(batch: dict, layout: str, backend: str) -> dict:
         from torch.nn.attention.flex_attention import create_block_mask
 
         B, W = input_ids.shape
-        out["attention_mask"] = create_block_mask(mask_predicate(doc_ids.long(), layout), B, None, W, W,
-                                                  device=str(input_ids.device))
+        out["attention_mask"] = create_block_mask(
+            mask_predicate(doc_ids.long(), layout), B, None, W, W, device=str(input_ids.device)
+        )
     return out

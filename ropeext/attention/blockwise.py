@@ -25,8 +25,15 @@ def _index(plan: SegmentPlan, device, key: str, make):
     return cache[slot]
 
 
-def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: SegmentPlan, *,
-                        scale: float | None = None, dropout: float = 0.0) -> torch.Tensor:
+def blockwise_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    plan: SegmentPlan,
+    *,
+    scale: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
     """Attention over (B, H, W, D) query and (B, Hkv, W, D) key/value following ``plan``.
 
     Returns (B, W, H, D), the layout transformers' attention functions return.
@@ -41,8 +48,9 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
         raise ValueError(f"plan is for batch x window {plan.batch} x {plan.window}, got {B} x {W}")
     device = query.device
     if plan.plain_causal or (plan.whole_rows and dropout == 0.0):
-        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, dropout_p=dropout,
-                                             enable_gqa=Hkv != H)
+        out = F.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scale, dropout_p=dropout, enable_gqa=Hkv != H
+        )
         return out.transpose(1, 2)
     qf = query.transpose(1, 2).reshape(B * W, H, D)
     kf = key.transpose(1, 2).reshape(B * W, Hkv, D)
@@ -84,8 +92,9 @@ def blockwise_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
         qg = qg.view(n, width, H, D).transpose(1, 2)
         kg = kg.view(n, width, Hkv, D).transpose(1, 2)
         vg = vg.view(n, width, Hkv, D).transpose(1, 2)
-        og = F.scaled_dot_product_attention(qg, kg, vg, is_causal=width > 1, scale=scale,
-                                            dropout_p=dropout, enable_gqa=gqa)
+        og = F.scaled_dot_product_attention(
+            qg, kg, vg, is_causal=width > 1, scale=scale, dropout_p=dropout, enable_gqa=gqa
+        )
         outs.append(og.transpose(1, 2).reshape(n * width, H, D))
     out = torch.cat(outs).index_select(0, pick)
     return out.view(B, W, H, D)

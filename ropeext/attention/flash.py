@@ -15,9 +15,7 @@ result without extra tokens, and the output keeps the window's shape.
 
 from __future__ import annotations
 
-from typing import Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import torch
@@ -34,12 +32,14 @@ def flash_varlen_kernel() -> Callable:
     except ImportError as exc:
         raise RopeextError(
             "attention.backend 'flash_varlen' needs the flash-attn package and a CUDA GPU "
-            f"(import failed: {exc}); use 'sdpa_mask', 'blockwise' or 'flex' instead") from None
+            f"(import failed: {exc}); use 'sdpa_mask', 'blockwise' or 'flex' instead"
+        ) from None
     return flash_attn_varlen_func
 
 
-def sdpa_varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                       softmax_scale=None, causal=True):
+def sdpa_varlen_kernel(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0, softmax_scale=None, causal=True
+):
     """A pure-torch stand-in with flash_attn_varlen_func's calling convention (one SDPA per segment).
 
     Slow; used to check the varlen gather/scatter logic where flash-attn is not installed.
@@ -53,8 +53,9 @@ def sdpa_varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     bounds = cu_seqlens_q.tolist()
     for a, b in zip(bounds[:-1], bounds[1:]):
         qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
-        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal and b - a > 1, scale=softmax_scale,
-                                           dropout_p=dropout_p, enable_gqa=H != Hkv)
+        o = F.scaled_dot_product_attention(
+            qs, ks, vs, is_causal=causal and b - a > 1, scale=softmax_scale, dropout_p=dropout_p, enable_gqa=H != Hkv
+        )
         outs.append(o[0].transpose(0, 1))
     return torch.cat(outs)
 
@@ -75,8 +76,16 @@ def half_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
 
 
-def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: SegmentPlan, *,
-                     scale: float | None = None, dropout: float = 0.0, kernel: Callable | None = None) -> torch.Tensor:
+def varlen_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    plan: SegmentPlan,
+    *,
+    scale: float | None = None,
+    dropout: float = 0.0,
+    kernel: Callable | None = None,
+) -> torch.Tensor:
     """(B, H, W, D) query, (B, Hkv, W, D) key/value -> (B, W, H, D) output following ``plan``."""
     # heavy: torch loads only when a model runs, and --help imports ropeext.attention
     import torch
@@ -93,8 +102,13 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         inverse = torch.empty(len(dest), dtype=torch.long, device=device)
         dest_t = torch.as_tensor(dest, device=device)
         inverse[dest_t] = torch.arange(len(dest), device=device)
-        cache[slot] = (torch.as_tensor(idx, device=device), torch.as_tensor(cu, dtype=torch.int32, device=device),
-                       max_len, torch.as_tensor(sel, device=device), inverse)
+        cache[slot] = (
+            torch.as_tensor(idx, device=device),
+            torch.as_tensor(cu, dtype=torch.int32, device=device),
+            max_len,
+            torch.as_tensor(sel, device=device),
+            inverse,
+        )
         plan._cache = cache
     idx, cu, max_len, sel, inverse = cache[slot]
     qf = query.transpose(1, 2).reshape(B * W, H, D).index_select(0, idx)

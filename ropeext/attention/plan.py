@@ -41,10 +41,10 @@ BUCKET_SHIFT = 6
 class SegmentPlan:
     batch: int
     window: int
-    start: np.ndarray     # position in ``order`` (the flat index, without one) of each segment's first own token
-    length: np.ndarray    # own tokens per segment
-    prefix: np.ndarray    # 1 where the anchor key is placed in front (anchor layout), else 0
-    anchor: np.ndarray    # flat index of the anchor of the segment's row
+    start: np.ndarray  # position in ``order`` (the flat index, without one) of each segment's first own token
+    length: np.ndarray  # own tokens per segment
+    prefix: np.ndarray  # 1 where the anchor key is placed in front (anchor layout), else 0
+    anchor: np.ndarray  # flat index of the anchor of the segment's row
     order: np.ndarray | None = None  # flat token indices, segment by segment (None: the identity)
     _cache: dict | None = None
 
@@ -55,8 +55,9 @@ class SegmentPlan:
     @property
     def plain_causal(self) -> bool:
         """True when every row is one causal segment (full layout without padding)."""
-        return len(self.start) == self.batch and bool((self.length == self.window).all()) \
-            and not bool(self.prefix.any())
+        return (
+            len(self.start) == self.batch and bool((self.length == self.window).all()) and not bool(self.prefix.any())
+        )
 
     @property
     def whole_rows(self) -> bool:

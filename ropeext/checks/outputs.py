@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Iterator
 
 from ropeext.checks.registry import check
-from ropeext.errors import RopeextError
 from ropeext.data.packing import INTERLEAVED, TAGGED, check_interleave, render_tag
+from ropeext.errors import RopeextError
 from ropeext.io import output_problem
 from ropeext.report.references import REPOSITORY_REFERENCES, load_references
 
 
-@check("packing", "interleave settings that cannot cut the documents they name; a tag template the anchor_tag "
-       "layout cannot render")
+@check(
+    "packing",
+    "interleave settings that cannot cut the documents they name; a tag template the anchor_tag layout cannot render",
+)
 def _packing(config: dict) -> Iterator[str]:
     layouts = config["extension"]["layouts"]
     p = config["packing"]
@@ -55,4 +57,3 @@ def _loads(load, path: str, version) -> bool:
     """``load(path)`` once per version (modification time and size) of the file: it loads or raises."""
     load(path)
     return True
-

@@ -12,10 +12,10 @@ from ropeext.errors import RopeextError
 
 @dataclass(frozen=True)
 class Check:
-    name: str                                   # what it looks at (config keys)
-    rejects: str                                # one line: what it rejects
-    paths: bool                                 # whether it reads the file system
-    run: Callable[[dict], Iterable[str]]        # the problems it finds in a resolved config
+    name: str  # what it looks at (config keys)
+    rejects: str  # one line: what it rejects
+    paths: bool  # whether it reads the file system
+    run: Callable[[dict], Iterable[str]]  # the problems it finds in a resolved config
 
 
 CHECKS: list[Check] = []
@@ -57,8 +57,10 @@ def raise_problems(config: dict, source: str = "config", checks: Iterable[Check]
     found = problems(config, checks)
     if found:
         lines = "\n  - ".join(found)
-        raise RopeextError(f"{source}: {len(found)} problem{'s' * (len(found) != 1)} found before any job runs "
-                           f"(`ropeext check --config FILE` lists them too):\n  - {lines}")
+        raise RopeextError(
+            f"{source}: {len(found)} problem{'s' * (len(found) != 1)} found before any job runs "
+            f"(`ropeext check --config FILE` lists them too):\n  - {lines}"
+        )
 
 
 def head_dim(config: dict) -> int:
@@ -69,5 +71,7 @@ def head_dim(config: dict) -> int:
 
 def offline() -> bool:
     """Whether downloads are off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE or HF_DATASETS_OFFLINE)."""
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    )

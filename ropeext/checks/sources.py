@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -28,8 +27,12 @@ def _model_config(path: str) -> dict | None:
         return None
 
 
-@check("corpus.path", "a corpus folder, file or glob that matches nothing; an hf dataset that is neither a local "
-       "folder nor in the cache while offline", paths=True)
+@check(
+    "corpus.path",
+    "a corpus folder, file or glob that matches nothing; an hf dataset that is neither a local "
+    "folder nor in the cache while offline",
+    paths=True,
+)
 def _corpus(config: dict) -> Iterator[str]:
     c = config["corpus"]
     source, path = c["source"], c["path"]
@@ -42,8 +45,11 @@ def _corpus(config: dict) -> Iterator[str]:
         return
     if source == "text":
         base = Path(path)
-        found = next((p for p in base.rglob("*") if p.is_file()), None) if base.is_dir() else \
-            (base if base.is_file() else next(iter(glob.glob(path, recursive=True)), None))
+        found = (
+            next((p for p in base.rglob("*") if p.is_file()), None)
+            if base.is_dir()
+            else (base if base.is_file() else next(iter(glob.glob(path, recursive=True)), None))
+        )
         if found is None:
             yield f"corpus.path: no text file at {path!r} (corpus.source text: a folder, a file or a glob)"
     elif source in ("jsonl", "parquet"):
@@ -55,8 +61,10 @@ def _corpus(config: dict) -> Iterator[str]:
         if not is_hub_id(path):
             yield f"corpus.path: dataset folder not found: {path} (corpus.source hf: a save_to_disk folder or a hub id)"
         elif offline() and not _dataset_cached(path):
-            yield (f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
-                   "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); download it once, or point corpus.path at a local copy")
+            yield (
+                f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
+                "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); download it once, or point corpus.path at a local copy"
+            )
 
 
 def _dataset_cached(repo: str) -> bool:
@@ -70,10 +78,13 @@ def _dataset_cached(repo: str) -> bool:
     return True
 
 
-@check("model.path / tokenizer.path",
-       "a model source that does not resolve (GGUF file, package shipping one, model folder, hub id), a model "
-       "folder without config.json or weights, a truncated .safetensors file, model.architecture disagreeing "
-       "with the model's config.json; a hub id outside the cache while offline", paths=True)
+@check(
+    "model.path / tokenizer.path",
+    "a model source that does not resolve (GGUF file, package shipping one, model folder, hub id), a model "
+    "folder without config.json or weights, a truncated .safetensors file, model.architecture disagreeing "
+    "with the model's config.json; a hub id outside the cache while offline",
+    paths=True,
+)
 def _model(config: dict) -> Iterator[str]:
     m = config["model"]
     if m["path"]:
@@ -107,8 +118,10 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
             return
         names = weight_files(folder)
         if not any(not n.endswith(".json") for n in names):
-            yield (f"model.path: {path} has no weight files (expected model.safetensors, model-*-of-*.safetensors or "
-                   "pytorch_model.bin)")
+            yield (
+                f"model.path: {path} has no weight files (expected model.safetensors, model-*-of-*.safetensors or "
+                "pytorch_model.bin)"
+            )
         for name in names:
             problem = weight_file_problem(folder / name)
             if problem:
@@ -117,8 +130,10 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
         yield f"model.path: model directory not found: {path} (expected a Hugging Face model directory or a hub id)"
         return
     elif offline() and _model_config(path) is None:
-        yield (f"model.path: the hub model {path} is not in the local cache and downloads are off (HF_HUB_OFFLINE); "
-               "download it once, or point model.path at a local copy")
+        yield (
+            f"model.path: the hub model {path} is not in the local cache and downloads are off (HF_HUB_OFFLINE); "
+            "download it once, or point model.path at a local copy"
+        )
         return
     own = _model_config(path)
     if own is None:
@@ -127,9 +142,10 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
     heads = own.get("num_attention_heads")
     theirs = own.get("head_dim") or (own["hidden_size"] // heads if own.get("hidden_size") and heads else None)
     if theirs and theirs != head_dim(config):
-        yield (f"model.architecture: head dimension {head_dim(config)} (hidden_size / num_attention_heads) differs "
-               f"from {path}'s {theirs}; the RoPE solve would use the wrong geometry")
+        yield (
+            f"model.architecture: head dimension {head_dim(config)} (hidden_size / num_attention_heads) differs "
+            f"from {path}'s {theirs}; the RoPE solve would use the wrong geometry"
+        )
     theta = (own.get("rope_parameters") or {}).get("rope_theta", own.get("rope_theta"))
     if theta and abs(float(theta) - float(arch["rope_theta"])) > 1e-6 * float(theta):
         yield f"model.architecture.rope_theta: {arch['rope_theta']} differs from {path}'s rope_theta {theta}"
-

@@ -9,15 +9,17 @@ from typing import Iterator
 import yaml
 
 from ropeext.checks.registry import CHECKS, check, problems
-from ropeext.errors import RopeextError
 from ropeext.config import describe_yaml_error
+from ropeext.errors import RopeextError
 
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")  # the largest float32: a learning rate beyond it overflows
 
 
-@check("finetune/pretrain batch and lr",
-       "a batch_size that grad_accum (times the processes of resources.finetune.gpu) does not divide; an lr "
-       "beyond float32")
+@check(
+    "finetune/pretrain batch and lr",
+    "a batch_size that grad_accum (times the processes of resources.finetune.gpu) does not divide; an lr "
+    "beyond float32",
+)
 def _training(config: dict) -> Iterator[str]:
     sections = ["finetune"] + (["pretrain"] if config["model"]["path"] is None else [])
     for name in sections:
@@ -26,16 +28,25 @@ def _training(config: dict) -> Iterator[str]:
         if name == "finetune" and s["accelerate_config"] and config["resources"]["finetune"]["gpu"] > 0:
             procs = config["resources"]["finetune"]["gpu"]
         if s["batch_size"] % (s["grad_accum"] * procs):
-            on = (f" on each of {procs} processes (resources.finetune.gpu with finetune.accelerate_config)"
-                  if procs > 1 else "")
-            yield (f"{name}.batch_size: {s['batch_size']} sequences do not split into {name}.grad_accum "
-                   f"{s['grad_accum']} micro-batches{on}; expected a multiple of {s['grad_accum'] * procs}")
+            on = (
+                f" on each of {procs} processes (resources.finetune.gpu with finetune.accelerate_config)"
+                if procs > 1
+                else ""
+            )
+            yield (
+                f"{name}.batch_size: {s['batch_size']} sequences do not split into {name}.grad_accum "
+                f"{s['grad_accum']} micro-batches{on}; expected a multiple of {s['grad_accum'] * procs}"
+            )
         if s["lr"] > FLOAT32_MAX:
             yield f"{name}.lr: {s['lr']:g} overflows float32 (largest {FLOAT32_MAX:.4g})"
 
 
-@check("finetune.accelerate_config", "a launch config that is missing or not YAML; its num_processes not dividing "
-       "the batch; DeepSpeed with grad_accum > 1", paths=True)
+@check(
+    "finetune.accelerate_config",
+    "a launch config that is missing or not YAML; its num_processes not dividing "
+    "the batch; DeepSpeed with grad_accum > 1",
+    paths=True,
+)
 def _accelerate(config: dict) -> Iterator[str]:
     ft = config["finetune"]
     path = ft["accelerate_config"]
@@ -55,11 +66,15 @@ def _accelerate(config: dict) -> Iterator[str]:
     gpus = config["resources"]["finetune"]["gpu"]
     procs = launch.get("num_processes")
     if not gpus and isinstance(procs, int) and procs > 0 and ft["batch_size"] % (ft["grad_accum"] * procs):
-        yield (f"finetune.batch_size: {ft['batch_size']} sequences do not split into finetune.grad_accum "
-               f"{ft['grad_accum']} micro-batches on each of the {procs} processes of {path} (num_processes)")
+        yield (
+            f"finetune.batch_size: {ft['batch_size']} sequences do not split into finetune.grad_accum "
+            f"{ft['grad_accum']} micro-batches on each of the {procs} processes of {path} (num_processes)"
+        )
     if str(launch.get("distributed_type", "")).upper() == "DEEPSPEED" and ft["grad_accum"] != 1:
-        yield (f"finetune.grad_accum: must be 1 under DeepSpeed ({path}), which steps its optimizer inside "
-               "backward; raise the per-process batch or use config/accelerate/fsdp.yaml")
+        yield (
+            f"finetune.grad_accum: must be 1 under DeepSpeed ({path}), which steps its optimizer inside "
+            "backward; raise the per-process batch or use config/accelerate/fsdp.yaml"
+        )
 
 
 TRAINING = [c for c in CHECKS if c.run in (_training, _accelerate)]  # what a training command checks itself

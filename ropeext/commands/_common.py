@@ -18,9 +18,13 @@ from ropeext.io import is_hub_id
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--config", required=required, metavar="YAML",
-                        help="pipeline config (validated against workflow/schemas/config.schema.yaml)"
-                             + ("" if required else "; without one, the schema's defaults apply"))
+    parser.add_argument(
+        "--config",
+        required=required,
+        metavar="YAML",
+        help="pipeline config (validated against workflow/schemas/config.schema.yaml)"
+        + ("" if required else "; without one, the schema's defaults apply"),
+    )
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +34,23 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
 
 def add_training_args(parser: argparse.ArgumentParser, section: str, example: str) -> None:
     """Output, threads, ``--set`` and ``--no-resume``: what pretrain and finetune share."""
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="model directory to write (checkpoints: OUTPUT.checkpoints)")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="model directory to write (checkpoints: OUTPUT.checkpoints)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override one {section} setting, e.g. {example} (repeatable)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one {section} setting, e.g. {example} (repeatable)",
+    )
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="ignore existing checkpoints in OUTPUT.checkpoints and start from step 0",
+    )
 
 
 def add_eval_args(parser: argparse.ArgumentParser, outputs: str) -> None:
@@ -80,8 +94,9 @@ def config_from_args(args, section: str | None = None) -> dict:
     return load_config(getattr(args, "config", None), overrides, recipe=getattr(args, "recipe", None))
 
 
-def overlay(config: dict, section: str, args, options: dict[str, str] | Iterable[str],
-            lists: dict[str, type] | None = None) -> dict:
+def overlay(
+    config: dict, section: str, args, options: dict[str, str] | Iterable[str], lists: dict[str, type] | None = None
+) -> dict:
     """A copy of the config section ``section`` (dotted, e.g. ``eval.passkey``) with every option given
     on the command line laid over its key.
 

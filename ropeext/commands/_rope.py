@@ -57,11 +57,16 @@ def add_rope_args(parser) -> None:
     g.add_argument("--target-length", required=True, type=int, metavar="L2", help="target length L' > L")
     h = parser.add_argument_group("angle histograms")
     h.add_argument("--bins", type=int, help="histogram bins over [0, 2*pi) (default: rope.bins)")
-    h.add_argument("--kl-direction", choices=("code", "paper"),
-                   help="code: KL(pre-training || extended) as the authors' code; paper: reversed "
-                        "(default: rope.kl_direction)")
-    h.add_argument("--angle-dtype", choices=("float32", "float64"),
-                   help="precision of the angle arithmetic; float32 as the authors' code (default: rope.angle_dtype)")
+    h.add_argument(
+        "--kl-direction",
+        choices=("code", "paper"),
+        help="code: KL(pre-training || extended) as the authors' code; paper: reversed (default: rope.kl_direction)",
+    )
+    h.add_argument(
+        "--angle-dtype",
+        choices=("float32", "float64"),
+        help="precision of the angle arithmetic; float32 as the authors' code (default: rope.angle_dtype)",
+    )
     m = parser.add_argument_group("method options")
     for flag, (_, _, words) in option_flags().items():
         m.add_argument(flag, **words)
@@ -70,8 +75,9 @@ def add_rope_args(parser) -> None:
 
 
 def add_methods_arg(parser, default_key: str) -> None:
-    parser.add_argument("--methods", help=f"comma list of methods, some of {', '.join(METHODS)} "
-                                          f"(default: rope.{default_key})")
+    parser.add_argument(
+        "--methods", help=f"comma list of methods, some of {', '.join(METHODS)} (default: rope.{default_key})"
+    )
 
 
 def rope_settings(args, config: dict) -> dict:
@@ -96,15 +102,18 @@ def rope_settings(args, config: dict) -> dict:
 def config_settings(config: dict, target_length: int) -> dict:
     """The ``rope`` section and the geometry of the config's model at ``target_length``."""
     arch = config["model"]["architecture"]
-    return {**config["rope"], "rope_theta": arch["rope_theta"],
-            "head_dim": arch["hidden_size"] // arch["num_attention_heads"],
-            "train_length": config["model"]["train_length"], "target_length": target_length}
+    return {
+        **config["rope"],
+        "rope_theta": arch["rope_theta"],
+        "head_dim": arch["hidden_size"] // arch["num_attention_heads"],
+        "train_length": config["model"]["train_length"],
+        "target_length": target_length,
+    }
 
 
 def solve_methods(s: dict, methods: list[str]) -> tuple[list[dict], dict[str, dict]]:
     """(table rows, solutions) of ``methods`` at the setting ``s``: what every RoPE command computes."""
-    return compare_solutions(methods, *(s[k] for k in GEOMETRY), s["bins"], s["kl_direction"], s["angle_dtype"],
-                             rope=s)
+    return compare_solutions(methods, *(s[k] for k in GEOMETRY), s["bins"], s["kl_direction"], s["angle_dtype"], rope=s)
 
 
 def method_list(text: str | None, default: list[str]) -> list[str]:
@@ -116,8 +125,10 @@ def run_params(s: dict, **extra) -> dict:
 
 
 def title(s: dict, kl: bool = True) -> str:
-    return (f"B={s['rope_theta']:g}, d={s['head_dim']}, L={s['train_length']} -> L'={s['target_length']}, "
-            f"{s['bins']} bins" + (f", KL {s['kl_direction']}" if kl else ""))
+    return (
+        f"B={s['rope_theta']:g}, d={s['head_dim']}, L={s['train_length']} -> L'={s['target_length']}, "
+        f"{s['bins']} bins" + (f", KL {s['kl_direction']}" if kl else "")
+    )
 
 
 def _geometry(s: dict):
@@ -153,25 +164,33 @@ def write_compare(table, s: dict, rows: list[dict], solutions: dict, run) -> Non
     pretrain, per_method = pair_histograms(geometry, solutions, s["bins"], s["angle_dtype"], pairs)
     plot_pair_histograms(folder / HISTOGRAMS_PNG, geometry, pairs, pretrain, per_method, solutions, title(s))
     for row in rows:
-        run.log_metrics({f"disturbance.{row['method']}": row["disturbance"],
-                         f"reduction_vs_pi.{row['method']}": row["reduction_vs_pi"]})
+        run.log_metrics(
+            {
+                f"disturbance.{row['method']}": row["disturbance"],
+                f"reduction_vs_pi.{row['method']}": row["reduction_vs_pi"],
+            }
+        )
     for name in (table, folder / DETAILS_JSON, folder / PER_PAIR_PNG, folder / HISTOGRAMS_PNG):
         run.log_outputs(name)
     width = max(len(r["method"]) for r in rows)
     print(f"{'method':<{width}}  disturbance  interp_dims  reduction_vs_pi")
     for r in rows:
-        print(f"{r['method']:<{width}}  {r['disturbance']:11.6f}  {r['interpolated_dims']:11d}  "
-              f"{r['reduction_vs_pi']:+15.3f}")
+        print(
+            f"{r['method']:<{width}}  {r['disturbance']:11.6f}  {r['interpolated_dims']:11d}  "
+            f"{r['reduction_vs_pi']:+15.3f}"
+        )
 
 
 def stage_run(stage: str, args, config: dict, s: dict, **params):
     """The command's MLflow run."""
-    return tracking.stage_run(stage, config=config, params=run_params(s, **params), variant=args.variant,
-                              enabled=not args.no_mlflow)
+    return tracking.stage_run(
+        stage, config=config, params=run_params(s, **params), variant=args.variant, enabled=not args.no_mlflow
+    )
 
 
 def show_warnings() -> None:
     """Print library warnings as one ``warning:`` line each (no file and line of the library)."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext.commands._common import config_from_args
-from ropeext.commands._rope import (add_methods_arg, add_rope_args, method_list, rope_settings, show_warnings,
-                                    solve_methods, stage_run, write_angles)
+from ropeext.commands._rope import (
+    add_methods_arg,
+    add_rope_args,
+    method_list,
+    rope_settings,
+    show_warnings,
+    solve_methods,
+    stage_run,
+    write_angles,
+)
 from ropeext.errors import RopeextError
 
 COMMAND = ("angles",)
@@ -16,8 +24,9 @@ HELP = "rotary angle histograms per pair: pre-training and each method at the ta
 def add_arguments(parser) -> None:
     add_methods_arg(parser, "angles_methods")
     parser.add_argument("--output", required=True, metavar="NPZ", help="histograms file (.npz) to write")
-    parser.add_argument("--plot", default=None, metavar="PNG",
-                        help="heat map to write (default: the --output path with .png)")
+    parser.add_argument(
+        "--plot", default=None, metavar="PNG", help="heat map to write (default: the --output path with .png)"
+    )
     add_rope_args(parser)
 
 

@@ -12,14 +12,21 @@ from ropeext.config import deep_merge, read_config_file, resolve_config
 from ropeext.errors import RopeextError
 
 COMMAND = ("check",)
-HELP = ("check a config before running anything: its keys and values, the files and folders it names; lists "
-        "every problem at once (exit 2 on any)")
+HELP = (
+    "check a config before running anything: its keys and values, the files and folders it names; lists "
+    "every problem at once (exit 2 on any)"
+)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", action="append", required=True, metavar="YAML",
-                        help="config file; repeat it to lay files over each other, later ones winning key by key, "
-                             "as `snakemake --configfile A B` does")
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="YAML",
+        help="config file; repeat it to lay files over each other, later ones winning key by key, "
+        "as `snakemake --configfile A B` does",
+    )
 
 
 def run(args) -> None:

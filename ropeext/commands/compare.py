@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from ropeext.commands._common import config_from_args
-from ropeext.commands._rope import (DETAILS_JSON, HISTOGRAMS_PNG, PER_PAIR_PNG, add_methods_arg, add_rope_args,
-                                    method_list, rope_settings, show_warnings, solve_methods, stage_run,
-                                    write_compare)
+from ropeext.commands._rope import (
+    DETAILS_JSON,
+    HISTOGRAMS_PNG,
+    PER_PAIR_PNG,
+    add_methods_arg,
+    add_rope_args,
+    method_list,
+    rope_settings,
+    show_warnings,
+    solve_methods,
+    stage_run,
+    write_compare,
+)
 
 COMMAND = ("compare",)
 HELP = "compare RoPE methods at one geometry: table.csv, per-pair disturbance and angle histogram plots"
@@ -13,8 +23,12 @@ HELP = "compare RoPE methods at one geometry: table.csv, per-pair disturbance an
 
 def add_arguments(parser) -> None:
     add_methods_arg(parser, "compare_methods")
-    parser.add_argument("--output", required=True, metavar="CSV",
-                        help=f"table.csv to write; {PER_PAIR_PNG}, {HISTOGRAMS_PNG} and {DETAILS_JSON} go beside it")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="CSV",
+        help=f"table.csv to write; {PER_PAIR_PNG}, {HISTOGRAMS_PNG} and {DETAILS_JSON} go beside it",
+    )
     add_rope_args(parser)
 
 

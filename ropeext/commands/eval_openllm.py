@@ -5,16 +5,24 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
-                                     config_from_args, overlay, seed_of, variant_of)
-from ropeext.io import read_json, write_json
-from ropeext.errors import RopeextError
 from ropeext import tracking
+from ropeext.commands._common import (
+    add_eval_args,
+    add_run_args,
+    add_tracking_args,
+    check_model_path,
+    config_from_args,
+    overlay,
+    seed_of,
+    variant_of,
+)
 from ropeext.config import config_hash
 from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
 from ropeext.eval.common import ResumableJsonl
 from ropeext.eval.openllm import presets, report, runner
 from ropeext.eval.openllm.local_tasks import build_local_tasks
+from ropeext.io import read_json, write_json
 from ropeext.modeling import load_model_config
 from ropeext.runtime import model_window, resolve_device
 
@@ -28,19 +36,28 @@ OPTIONS = ("preset", "tasks", "num_fewshot", "batch_size", "limit")
 def add_arguments(parser) -> None:
     add_eval_args(parser, "metrics.json, results.jsonl, predictions.jsonl and the local task folders")
     parser.add_argument("--preset", help="dprope_paper, leaderboard_v1 or local (default: eval.openllm.preset)")
-    parser.add_argument("--tasks",
-                        help="explicit lm-eval tasks instead of a preset, as name[:num_fewshot],... e.g. hellaswag:10,mmlu:5")
-    parser.add_argument("--num-fewshot", type=int,
-                        help="few-shot count for every task (overrides the preset's counts)")
-    parser.add_argument("--heldout", default=None,
-                        help="Parquet of held-out tokenized documents (input_ids) for the local tasks")
-    parser.add_argument("--include-path", action="append", default=[],
-                        help="extra folder of lm-eval task YAMLs (repeatable)")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="the window lm-eval gives the model (default: the model's max_position_embeddings)")
-    parser.add_argument("--batch-size", help="lm-eval batch size, an integer or 'auto' (default: eval.openllm.batch_size)")
-    parser.add_argument("--limit", type=float,
-                        help="at most this many samples per task (a fraction if < 1); for quick checks only")
+    parser.add_argument(
+        "--tasks", help="explicit lm-eval tasks instead of a preset, as name[:num_fewshot],... e.g. hellaswag:10,mmlu:5"
+    )
+    parser.add_argument("--num-fewshot", type=int, help="few-shot count for every task (overrides the preset's counts)")
+    parser.add_argument(
+        "--heldout", default=None, help="Parquet of held-out tokenized documents (input_ids) for the local tasks"
+    )
+    parser.add_argument(
+        "--include-path", action="append", default=[], help="extra folder of lm-eval task YAMLs (repeatable)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="the window lm-eval gives the model (default: the model's max_position_embeddings)",
+    )
+    parser.add_argument(
+        "--batch-size", help="lm-eval batch size, an integer or 'auto' (default: eval.openllm.batch_size)"
+    )
+    parser.add_argument(
+        "--limit", type=float, help="at most this many samples per task (a fraction if < 1); for quick checks only"
+    )
     add_run_args(parser, seed="seed of the local tasks and of lm-eval")
     add_tracking_args(parser)
 
@@ -96,46 +113,83 @@ def run(args) -> None:
     local_manifest = None
     if any(n in presets.LOCAL_TASKS for n in names):
         if not args.heldout:
-            raise RopeextError(f"--heldout (a Parquet of held-out tokenized documents) is required for the local "
-                               f"tasks {', '.join(n for n in names if n in presets.LOCAL_TASKS)}")
+            raise RopeextError(
+                f"--heldout (a Parquet of held-out tokenized documents) is required for the local "
+                f"tasks {', '.join(n for n in names if n in presets.LOCAL_TASKS)}"
+            )
         tokenizer = load_tokenizer(tok_path)
         loc = s["local"]
         if max_length <= loc["max_line_tokens"] + 1:
-            raise RopeextError(f"--max-length {max_length} leaves no room for a context before a next line of up "
-                               f"to {loc['max_line_tokens']} tokens")
+            raise RopeextError(
+                f"--max-length {max_length} leaves no room for a context before a next line of up "
+                f"to {loc['max_line_tokens']} tokens"
+            )
         local_manifest = build_local_tasks(
-            args.heldout, tokenizer, out / "tasks", n_items=loc["items"], n_fewshot_items=loc["fewshot_items"],
-            context_lines=loc["context_lines"], n_choices=loc["choices"],
+            args.heldout,
+            tokenizer,
+            out / "tasks",
+            n_items=loc["items"],
+            n_fewshot_items=loc["fewshot_items"],
+            context_lines=loc["context_lines"],
+            n_choices=loc["choices"],
             max_context_tokens=min(loc["max_context_tokens"], max_length - loc["max_line_tokens"] - 1),
             max_line_tokens=loc["max_line_tokens"],
-            ppl_docs=loc["ppl_docs"], ppl_tokens=loc["ppl_tokens"],
-            seed=s["seed"])
+            ppl_docs=loc["ppl_docs"],
+            ppl_tokens=loc["ppl_tokens"],
+            seed=s["seed"],
+        )
         include.append(out / "tasks")
     elif (out / "tasks").is_dir():
         shutil.rmtree(out / "tasks")
 
     device = resolve_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {"model": str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path,
-                   "max_length": max_length, "limit": s["limit"], "seed": s["seed"], "dtype": args.dtype,
-                   "local_tasks": config_hash(local_manifest["sha256"]) if local_manifest else None}
-    params = {"eval.openllm": s, "tasks": dict(entries), "model": model_path, "max_length": max_length,
-              "dtype": args.dtype, "device": device}
-    with tracking.stage_run("eval_openllm", config=config, params=params, variant=variant,
-                            enabled=not args.no_mlflow) as run_:
+    fingerprint = {
+        "model": str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path,
+        "max_length": max_length,
+        "limit": s["limit"],
+        "seed": s["seed"],
+        "dtype": args.dtype,
+        "local_tasks": config_hash(local_manifest["sha256"]) if local_manifest else None,
+    }
+    params = {
+        "eval.openllm": s,
+        "tasks": dict(entries),
+        "model": model_path,
+        "max_length": max_length,
+        "dtype": args.dtype,
+        "device": device,
+    }
+    with tracking.stage_run(
+        "eval_openllm", config=config, params=params, variant=variant, enabled=not args.no_mlflow
+    ) as run_:
         tm = runner.task_manager(include, names)
         _fresh_state(out, fingerprint)
         results_store = ResumableJsonl(out / "results.jsonl", key="_id")
         samples_store = ResumableJsonl(out / "predictions.jsonl", key="_id")
-        lm = runner.make_lm(model_path, tokenizer=args.tokenizer, max_length=max_length,
-                            batch_size=s["batch_size"], device=device, dtype=args.dtype)
+        lm = runner.make_lm(
+            model_path,
+            tokenizer=args.tokenizer,
+            max_length=max_length,
+            batch_size=s["batch_size"],
+            device=device,
+            dtype=args.dtype,
+        )
         with tqdm(total=len(entries), desc="openllm", unit="task", disable=args.no_progress) as bar:
-            records = runner.evaluate_entries(lm, tm, entries, results_store=results_store,
-                                              samples_store=samples_store, limit=s["limit"], seed=s["seed"],
-                                              progress=bar)
+            records = runner.evaluate_entries(
+                lm,
+                tm,
+                entries,
+                results_store=results_store,
+                samples_store=samples_store,
+                limit=s["limit"],
+                seed=s["seed"],
+                progress=bar,
+            )
         preset = presets.preset_label(s["preset"], s["tasks"])
-        metrics = report.build_metrics(records, variant=variant, model=model_path, max_length=max_length,
-                                       preset=preset, local_tasks=local_manifest)
+        metrics = report.build_metrics(
+            records, variant=variant, model=model_path, max_length=max_length, preset=preset, local_tasks=local_manifest
+        )
         write_json(out / "metrics.json", metrics)
         run_.set_tags({"lm_eval.version": metrics["lm_eval_version"]})
         run_.log_metrics(report.flat_metrics(metrics))

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, config_from_args, overlay,
-                                     seed_of, variant_of)
-from ropeext.errors import RopeextError
-from ropeext.io import write_json
 from ropeext import tracking
+from ropeext.commands._common import (
+    add_eval_args,
+    add_run_args,
+    add_tracking_args,
+    config_from_args,
+    overlay,
+    seed_of,
+    variant_of,
+)
 from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
 from ropeext.eval import passkey
 from ropeext.eval.common import ResumableJsonl, greedy_generate
+from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm
 from ropeext.runtime import model_window, resolve_device
 
@@ -24,17 +31,22 @@ OPTIONS = ("lengths", "depths", "samples", "digits", "max_new_tokens", "max_leng
 
 def add_arguments(parser) -> None:
     add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png")
-    parser.add_argument("--lengths",
-                        help="comma-separated prompt lengths in model tokens (default: eval.passkey.lengths)")
-    parser.add_argument("--depths",
-                        help="comma-separated key depths in [0, 1] (default: eval.passkey.depths)")
+    parser.add_argument(
+        "--lengths", help="comma-separated prompt lengths in model tokens (default: eval.passkey.lengths)"
+    )
+    parser.add_argument("--depths", help="comma-separated key depths in [0, 1] (default: eval.passkey.depths)")
     parser.add_argument("--samples", type=int, help="samples per cell (default: eval.passkey.samples)")
     parser.add_argument("--digits", type=int, help="digits of the key (default: eval.passkey.digits)")
-    parser.add_argument("--max-new-tokens", type=int, help="greedy tokens generated (default: eval.passkey.max_new_tokens)")
-    parser.add_argument("--max-length", type=int,
-                        help="refuse lengths whose prompt + generation exceed this many tokens "
-                             "(default: eval.passkey.max_length; null = no limit, lengths past "
-                             "max_position_embeddings are allowed)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="greedy tokens generated (default: eval.passkey.max_new_tokens)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="refuse lengths whose prompt + generation exceed this many tokens "
+        "(default: eval.passkey.max_length; null = no limit, lengths past "
+        "max_position_embeddings are allowed)",
+    )
     add_run_args(parser, seed="seed of the keys")
     add_tracking_args(parser)
 
@@ -53,6 +65,7 @@ def resolve_settings(args, config: dict) -> dict:
 def run(args) -> None:
     # heavy: torch loads only when a model runs
     import torch
+
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
 
@@ -73,24 +86,39 @@ def run(args) -> None:
         return greedy_generate(model, tokenizer, ids, s["max_new_tokens"])
 
     params = {"eval.passkey": s, "model": str(args.model), "dtype": args.dtype, "device": device}
-    with tracking.stage_run("eval_passkey", config=config, params=params, variant=variant,
-                            enabled=not args.no_mlflow) as run_:
+    with tracking.stage_run(
+        "eval_passkey", config=config, params=params, variant=variant, enabled=not args.no_mlflow
+    ) as run_:
         store = ResumableJsonl(out / "predictions.jsonl", key="_id")
         total = len(s["lengths"]) * len(s["depths"]) * s["samples"]
         with tqdm(total=total, desc="passkey", unit="sample", disable=args.no_progress) as bar:
-            records = passkey.evaluate(generate, tokenizer, lengths=s["lengths"], depths=s["depths"],
-                                       samples=s["samples"], seed=s["seed"], digits=s["digits"],
-                                       store=store, progress=bar)
+            records = passkey.evaluate(
+                generate,
+                tokenizer,
+                lengths=s["lengths"],
+                depths=s["depths"],
+                samples=s["samples"],
+                seed=s["seed"],
+                digits=s["digits"],
+                store=store,
+                progress=bar,
+            )
         summary = passkey.summarize(records, s["lengths"], s["depths"])
         metrics = {
-            "task": "passkey", "variant": variant, "model": str(args.model),
-            "max_position_embeddings": window, **{k: s[k] for k in OPTIONS}, "seed": s["seed"],
+            "task": "passkey",
+            "variant": variant,
+            "model": str(args.model),
+            "max_position_embeddings": window,
+            **{k: s[k] for k in OPTIONS},
+            "seed": s["seed"],
             **summary,
         }
         write_json(out / "metrics.json", metrics)
         passkey.plot_heatmap(metrics, out / "heatmap.png", title=f"passkey: {variant}")
-        run_.log_metrics({"passkey.accuracy": summary["accuracy"]}
-                         | {f"passkey.accuracy.L{L}": v for L, v in summary["accuracy_by_length"].items()})
+        run_.log_metrics(
+            {"passkey.accuracy": summary["accuracy"]}
+            | {f"passkey.accuracy.L{L}": v for L, v in summary["accuracy_by_length"].items()}
+        )
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     by_len = ", ".join(f"{L}: {v:.2f}" for L, v in summary["accuracy_by_length"].items())

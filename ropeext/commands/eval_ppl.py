@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
-from ropeext.io import read_json, write_json
 from ropeext import tracking
+from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
 from ropeext.data.tokens import read_tokens
 from ropeext.errors import RopeextError
 from ropeext.eval.ppl import perplexity_by_length
+from ropeext.io import read_json, write_json
 from ropeext.modeling import load_causal_lm
 from ropeext.report.plots import plot_lines
 
@@ -25,11 +25,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model directory or hub id")
     parser.add_argument("--scaling", default=None, help="apply this scaling.json before evaluating (no fine-tuning)")
     parser.add_argument("--tokens", required=True, help="held-out tokenized documents (.parquet)")
-    parser.add_argument("--lengths", help="comma-separated context lengths, e.g. 256,512,1024 (default: eval.ppl.lengths)")
+    parser.add_argument(
+        "--lengths", help="comma-separated context lengths, e.g. 256,512,1024 (default: eval.ppl.lengths)"
+    )
     parser.add_argument("--stride", type=int, help="scored tokens per window (default: eval.ppl.stride)")
-    parser.add_argument("--max-tokens", type=int, help="stop after this many scored tokens (default: eval.ppl.max_tokens)")
-    parser.add_argument("--windows-per-document", type=int,
-                        help="at most this many windows from one document (default: eval.ppl.windows_per_document)")
+    parser.add_argument(
+        "--max-tokens", type=int, help="stop after this many scored tokens (default: eval.ppl.max_tokens)"
+    )
+    parser.add_argument(
+        "--windows-per-document",
+        type=int,
+        help="at most this many windows from one document (default: eval.ppl.windows_per_document)",
+    )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--threads", type=int, default=None)
     add_tracking_args(parser)
@@ -48,11 +55,20 @@ def run(args) -> None:
         torch.set_num_threads(args.threads)
     scaling = read_json(args.scaling, "scaling file") if args.scaling else None
     out = Path(args.output_dir)
-    with tracking.stage_run("eval_ppl", config=config,
-                            params={"model": args.model, "scaling": args.scaling, "lengths": lengths,
-                                    "stride": stride, "max_tokens": max_tokens,
-                                    "windows_per_document": s["windows_per_document"]},
-                            variant=args.variant, enabled=not args.no_mlflow) as run_:
+    with tracking.stage_run(
+        "eval_ppl",
+        config=config,
+        params={
+            "model": args.model,
+            "scaling": args.scaling,
+            "lengths": lengths,
+            "stride": stride,
+            "max_tokens": max_tokens,
+            "windows_per_document": s["windows_per_document"],
+        },
+        variant=args.variant,
+        enabled=not args.no_mlflow,
+    ) as run_:
         model = load_causal_lm(args.model, scaling=scaling)
         docs = read_tokens(args.tokens)
         result = perplexity_by_length(model, docs, lengths, stride, max_tokens, s["windows_per_document"])
@@ -61,9 +77,14 @@ def run(args) -> None:
         result["rope_parameters"] = dict(model.config.rope_parameters or {})
         out.mkdir(parents=True, exist_ok=True)
         label = args.variant or Path(str(args.model)).name
-        plot_lines({label: (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
-                   out / "ppl.png", xlabel="context length (tokens)", ylabel="perplexity", logx=True,
-                   title=f"perplexity by context length: {args.variant or args.model}")
+        plot_lines(
+            {label: (result["lengths"], [result["ppl"][str(c)] for c in result["lengths"]])},
+            out / "ppl.png",
+            xlabel="context length (tokens)",
+            ylabel="perplexity",
+            logx=True,
+            title=f"perplexity by context length: {args.variant or args.model}",
+        )
         write_json(out / "metrics.json", result)
         run_.log_metrics({f"ppl_at_{c}": v for c, v in result["ppl"].items()})
         run_.log_outputs(out)

@@ -4,58 +4,100 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.commands._common import (add_eval_args, add_run_args, add_tracking_args, check_model_path,
-                                     config_from_args, overlay, seed_of, variant_of)
-from ropeext.errors import RopeextError
-from ropeext.io import write_json
 from ropeext import tracking
+from ropeext.commands._common import (
+    add_eval_args,
+    add_run_args,
+    add_tracking_args,
+    check_model_path,
+    config_from_args,
+    overlay,
+    seed_of,
+    variant_of,
+)
 from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
 from ropeext.eval.common import ResumableJsonl, greedy_generate
 from ropeext.eval.lmeval_engine import ruler
-from ropeext.eval.ruler import qa as qa_mod, report
+from ropeext.eval.ruler import qa as qa_mod
+from ropeext.eval.ruler import report
 from ropeext.eval.ruler.generate import Sources
 from ropeext.eval.ruler.haystack import essay_stream
 from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, summarize
 from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates, resolve_tasks
+from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm, load_model_config
 from ropeext.runtime import model_window, resolve_device
 
 COMMAND = ("eval", "ruler")
-HELP = ("RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
-        "metrics JSON, predictions JSONL, heat maps")
+HELP = (
+    "RULER suite (needle in a haystack, variable tracking, word extraction, QA) at a list of lengths: "
+    "metrics JSON, predictions JSONL, heat maps"
+)
 
 SECTION = "eval.ruler"  # the config section the options below are laid over
-OPTIONS = ("engine", "lengths", "samples", "subset", "tasks", "threshold", "essay_source", "squad", "hotpotqa",
-           "templates", "max_length")
+OPTIONS = (
+    "engine",
+    "lengths",
+    "samples",
+    "subset",
+    "tasks",
+    "threshold",
+    "essay_source",
+    "squad",
+    "hotpotqa",
+    "templates",
+    "max_length",
+)
 
 
 def add_arguments(parser) -> None:
     add_eval_args(parser, "metrics.json, predictions.jsonl, heatmap.png and heatmaps/<task>.png")
-    parser.add_argument("--engine", choices=["ropeext", "lm_eval"],
-                        help="ropeext (samples generated here, offline) or lm_eval (lm-eval's own RULER tasks; "
-                             "default: eval.ruler.engine)")
-    parser.add_argument("--lengths", help="comma-separated sequence lengths in model tokens, prompt + answer budget "
-                        "(default: eval.ruler.lengths)")
+    parser.add_argument(
+        "--engine",
+        choices=["ropeext", "lm_eval"],
+        help="ropeext (samples generated here, offline) or lm_eval (lm-eval's own RULER tasks; "
+        "default: eval.ruler.engine)",
+    )
+    parser.add_argument(
+        "--lengths",
+        help="comma-separated sequence lengths in model tokens, prompt + answer budget (default: eval.ruler.lengths)",
+    )
     parser.add_argument("--samples", type=int, help="samples per task and length (default: eval.ruler.samples)")
-    parser.add_argument("--subset",
-                        help="task subset: all, synthetic (no QA) or anchor_llama2 (without niah_multikey_3 "
-                             "and cwe, as the AnchorAttention paper's Llama-2 tables); default: eval.ruler.subset")
+    parser.add_argument(
+        "--subset",
+        help="task subset: all, synthetic (no QA) or anchor_llama2 (without niah_multikey_3 "
+        "and cwe, as the AnchorAttention paper's Llama-2 tables); default: eval.ruler.subset",
+    )
     parser.add_argument("--tasks", help="comma-separated task names (overrides --subset)")
-    parser.add_argument("--threshold", type=float,
-                        help="effective-length threshold on the average score (default: eval.ruler.threshold)")
-    parser.add_argument("--essay-source",
-                        help="essay haystack: a folder of .txt files or a Parquet with an input_ids column "
-                             "(decoded with the tokenizer)")
-    parser.add_argument("--essay-tokenizer", default=None,
-                        help="tokenizer that wrote the essay Parquet's input_ids (default: the model's)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="effective-length threshold on the average score (default: eval.ruler.threshold)",
+    )
+    parser.add_argument(
+        "--essay-source",
+        help="essay haystack: a folder of .txt files or a Parquet with an input_ids column "
+        "(decoded with the tokenizer)",
+    )
+    parser.add_argument(
+        "--essay-tokenizer",
+        default=None,
+        help="tokenizer that wrote the essay Parquet's input_ids (default: the model's)",
+    )
     parser.add_argument("--squad", help="SQuAD JSON for qa_1 (qa_1 is skipped without it)")
     parser.add_argument("--hotpotqa", help="HotpotQA dev JSON for qa_2 (qa_2 is skipped without it)")
-    parser.add_argument("--templates",
-                        help="prompt wording: ropeext, or a YAML/JSON file (your copy of RULER's templates, say) "
-                             "overriding per-kind fields of it (default: eval.ruler.templates)")
-    parser.add_argument("--max-length", type=int,
-                        help="the longest sequence the model may be given (default: eval.ruler.max_length; null = "
-                             "its max_position_embeddings); raise it to measure extrapolation past the window")
+    parser.add_argument(
+        "--templates",
+        help="prompt wording: ropeext, or a YAML/JSON file (your copy of RULER's templates, say) "
+        "overriding per-kind fields of it (default: eval.ruler.templates)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="the longest sequence the model may be given (default: eval.ruler.max_length; null = "
+        "its max_position_embeddings); raise it to measure extrapolation past the window",
+    )
     add_run_args(parser, seed="seed of the samples")
     add_tracking_args(parser)
 
@@ -75,6 +117,7 @@ def resolve_settings(args, config: dict) -> dict:
 def run(args) -> None:
     # heavy: torch loads only when a model runs
     import torch
+
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
 
@@ -86,9 +129,11 @@ def run(args) -> None:
     if window:
         too_long = [L for L in s["lengths"] if L > window]
         if too_long:
-            raise RopeextError(f"--lengths: {', '.join(map(str, too_long))} exceed the model's window of {window} "
-                               f"tokens (max_position_embeddings of {args.model}); pass --max-length to allow "
-                               f"extrapolation past it")
+            raise RopeextError(
+                f"--lengths: {', '.join(map(str, too_long))} exceed the model's window of {window} "
+                f"tokens (max_position_embeddings of {args.model}); pass --max-length to allow "
+                f"extrapolation past it"
+            )
     if s["engine"] == "lm_eval":
         _run_lm_eval(args, config, s, window)
         return
@@ -99,8 +144,10 @@ def run(args) -> None:
     if any(TASKS[t].get("haystack") == "essay" for t in tasks):
         if not s["essay_source"]:
             need = [t for t in tasks if TASKS[t].get("haystack") == "essay"]
-            raise RopeextError(f"tasks {', '.join(need)} need an essay haystack: pass --essay-source (a folder "
-                               f"of .txt files or a Parquet of input_ids) or choose other --tasks")
+            raise RopeextError(
+                f"tasks {', '.join(need)} need an essay haystack: pass --essay-source (a folder "
+                f"of .txt files or a Parquet of input_ids) or choose other --tasks"
+            )
         essay_tok = load_tokenizer(args.essay_tokenizer) if args.essay_tokenizer else tokenizer
         sources.essay = essay_stream(s["essay_source"], essay_tok, max_tokens=4 * max(s["lengths"]) + 4096)
     qa_skipped = {}
@@ -127,26 +174,55 @@ def run(args) -> None:
     def generate(ids: list[int], max_new_tokens: int) -> str:
         return greedy_generate(model, tokenizer, ids, max_new_tokens)
 
-    params = {"eval.ruler": {k: v for k, v in s.items()}, "model": str(args.model), "dtype": args.dtype,
-              "device": device, "window": window}
-    with tracking.stage_run("eval_ruler", config=config, params=params, variant=variant,
-                            enabled=not args.no_mlflow) as run_:
+    params = {
+        "eval.ruler": {k: v for k, v in s.items()},
+        "model": str(args.model),
+        "dtype": args.dtype,
+        "device": device,
+        "window": window,
+    }
+    with tracking.stage_run(
+        "eval_ruler", config=config, params=params, variant=variant, enabled=not args.no_mlflow
+    ) as run_:
         store = ResumableJsonl(out / "predictions.jsonl", key="_id")
         total = len(tasks_to_run) * len(s["lengths"]) * s["samples"]
         with tqdm(total=total, desc="ruler", unit="sample", disable=args.no_progress) as bar:
-            records, skipped = evaluate(generate, tokenizer, tasks=tasks_to_run, lengths=s["lengths"],
-                                        num_samples=s["samples"], seed=s["seed"], sources=sources,
-                                        templates=templates, store=store, progress=bar,
-                                        log=lambda msg: tqdm.write(msg))
+            records, skipped = evaluate(
+                generate,
+                tokenizer,
+                tasks=tasks_to_run,
+                lengths=s["lengths"],
+                num_samples=s["samples"],
+                seed=s["seed"],
+                sources=sources,
+                templates=templates,
+                store=store,
+                progress=bar,
+                log=lambda msg: tqdm.write(msg),
+            )
         skipped.update(qa_skipped)
         check_any_ran(records, skipped)
         # QA tasks without a source leave the task list (and the label says so); tasks too long
         # for a length stay in it, so that length has no complete average
         subset = s["subset"] + (f" without {', '.join(qa_skipped)}" if qa_skipped else "")
-        summary = summarize(records, tasks=tasks_to_run, lengths=s["lengths"], subset=subset,
-                            threshold=float(s["threshold"]), skipped=skipped, templates=templates)
-        metrics = {"variant": variant, "engine": "ropeext", "model": str(args.model), "window": window,
-                   "seed": s["seed"], "samples_per_cell": s["samples"], **summary}
+        summary = summarize(
+            records,
+            tasks=tasks_to_run,
+            lengths=s["lengths"],
+            subset=subset,
+            threshold=float(s["threshold"]),
+            skipped=skipped,
+            templates=templates,
+        )
+        metrics = {
+            "variant": variant,
+            "engine": "ropeext",
+            "model": str(args.model),
+            "window": window,
+            "seed": s["seed"],
+            "samples_per_cell": s["samples"],
+            **summary,
+        }
         write_json(out / "metrics.json", metrics)
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, s["lengths"], out / "heatmaps")
@@ -155,16 +231,30 @@ def run(args) -> None:
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
-    print(f"ruler {variant} ({subset}): average by length {by_len}; effective length "
-          f"{metrics['effective_length']} (threshold {s['threshold']}) -> {out}")
+    print(
+        f"ruler {variant} ({subset}): average by length {by_len}; effective length "
+        f"{metrics['effective_length']} (threshold {s['threshold']}) -> {out}"
+    )
 
 
 def _run_lm_eval(args, config: dict, s: dict, window: int | None) -> None:
     """lm-eval's own RULER tasks (the essay and QA options of the ropeext engine do not apply)."""
     variant = variant_of(args)
-    metrics = ruler.evaluate(s, model=args.model, output_dir=args.output_dir, window=window, tokenizer=args.tokenizer,
-                             dtype=args.dtype, device=args.device, config=config, variant=variant,
-                             mlflow=not args.no_mlflow, progress=not args.no_progress)
+    metrics = ruler.evaluate(
+        s,
+        model=args.model,
+        output_dir=args.output_dir,
+        window=window,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        device=args.device,
+        config=config,
+        variant=variant,
+        mlflow=not args.no_mlflow,
+        progress=not args.no_progress,
+    )
     by_len = ", ".join(f"{L}: {v}" for L, v in metrics["average"].items())
-    print(f"ruler {variant} (lm-eval {metrics['lm_eval_version']}, {metrics['subset']}): average by length "
-          f"{by_len}; effective length {metrics['effective_length']} (threshold {s['threshold']}) -> {args.output_dir}")
+    print(
+        f"ruler {variant} (lm-eval {metrics['lm_eval_version']}, {metrics['subset']}): average by length "
+        f"{by_len}; effective length {metrics['effective_length']} (threshold {s['threshold']}) -> {args.output_dir}"
+    )

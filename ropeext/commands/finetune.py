@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ropeext.attention import check_backend
 from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
-from ropeext.io import is_hub_id, read_json
-from ropeext.recipes import RECIPES
-from ropeext.attention import check_backend
 from ropeext.data.packed_file import check_packed
 from ropeext.data.packing import check_layout
 from ropeext.data.tokenizer import load_tokenizer
 from ropeext.errors import RopeextError
+from ropeext.io import is_hub_id, read_json
 from ropeext.modeling import load_causal_lm
+from ropeext.recipes import RECIPES
 from ropeext.train.data import load_packed
 
 COMMAND = ("finetune",)
@@ -35,8 +35,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train", required=True, help="packed training windows (.parquet)")
     parser.add_argument("--layout", required=True, help="packing layout of --train")
     add_training_args(parser, "finetune", "--set lr=1e-5 --set grad_accum=4")
-    parser.add_argument("--recipe", default=None, choices=("none", *RECIPES),
-                        help="paper recipe; its values replace the config's finetune values (--set overrides)")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        choices=("none", *RECIPES),
+        help="paper recipe; its values replace the config's finetune values (--set overrides)",
+    )
     add_tracking_args(parser)
 
 
@@ -48,8 +52,10 @@ def check_base(base: str) -> None:
             raise RopeextError(f"--base {base}: directory has no config.json (expected a Hugging Face model directory)")
         return
     if not is_hub_id(base):
-        raise RopeextError(f"--base {base}: base model directory not found (expected a Hugging Face model directory "
-                           "or a hub id like org/name)")
+        raise RopeextError(
+            f"--base {base}: base model directory not found (expected a Hugging Face model directory "
+            "or a hub id like org/name)"
+        )
 
 
 def run(args) -> None:
@@ -72,8 +78,9 @@ def run(args) -> None:
             raise RopeextError(f"{args.scaling}: missing key {key!r} (expected a scaling.json from `ropeext solve`)")
     target = int(scaling["target_length"])
     section = config["finetune"]
-    settings = settings_from(section, seed=config["seed"], layout=args.layout, backend=backend, name="finetune",
-                             target_length=target)
+    settings = settings_from(
+        section, seed=config["seed"], layout=args.layout, backend=backend, name="finetune", target_length=target
+    )
     check_packed(args.train, layout=args.layout, max_window=target, window_note=f"the target length of {args.scaling}")
     data = load_packed(args.train)
     check_base(args.base)
@@ -81,17 +88,38 @@ def run(args) -> None:
     model = load_causal_lm(args.base, scaling=scaling)
     tok = load_tokenizer(args.base)
     resolved = {**section, "steps": settings.steps}
-    params = {"finetune": {k: resolved[k] for k in sorted(resolved)}, "layout": args.layout, "backend": backend,
-              "scaling": {k: scaling[k] for k in ("method", "target_length")}, "base": args.base,
-              "processes": accelerator.num_processes}
+    params = {
+        "finetune": {k: resolved[k] for k in sorted(resolved)},
+        "layout": args.layout,
+        "backend": backend,
+        "scaling": {k: scaling[k] for k in ("method", "target_length")},
+        "base": args.base,
+        "processes": accelerator.num_processes,
+    }
     summary = run_stage(
-        "finetune", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
-        params=params, variant=args.variant, mlflow=not args.no_mlflow, resume=not args.no_resume,
-        cleanup=section["cleanup_checkpoints"], accelerator=accelerator,
+        "finetune",
+        model=model,
+        tokenizer=tok,
+        data=data,
+        settings=settings,
+        output=args.output,
+        config=config,
+        params=params,
+        variant=args.variant,
+        mlflow=not args.no_mlflow,
+        resume=not args.no_resume,
+        cleanup=section["cleanup_checkpoints"],
+        accelerator=accelerator,
         tags={"ropeext.method": scaling["method"], "ropeext.layout": args.layout, "ropeext.recipe": resolved["recipe"]},
-        extra_summary={"scaling": {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]},
-                       "train_windows": data.windows, "recipe": resolved["recipe"]})
+        extra_summary={
+            "scaling": {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]},
+            "train_windows": data.windows,
+            "recipe": resolved["recipe"],
+        },
+    )
     if accelerator.is_main_process:
         resumed = summary.get("resumed_from_step")
-        print(f"finetune[{scaling['method']}/{args.layout}]: final loss {summary['final_loss']:.3f}, "
-              f"{summary['tokens_per_s']:.0f} tokens/s" + (f" (resumed at step {resumed})" if resumed else ""))
+        print(
+            f"finetune[{scaling['method']}/{args.layout}]: final loss {summary['final_loss']:.3f}, "
+            f"{summary['tokens_per_s']:.0f} tokens/s" + (f" (resumed at step {resumed})" if resumed else "")
+        )

@@ -44,15 +44,34 @@ def run(args) -> None:
     check_packed(args.train, layout="full", max_window=mcfg["train_length"], window_note="model.train_length")
     data = load_packed(args.train)
     accelerator = make_accelerator(settings.precision)
-    model = build_tiny_llama(len(tok), mcfg["train_length"], **mcfg["architecture"],
-                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id, seed=config["seed"])
+    model = build_tiny_llama(
+        len(tok),
+        mcfg["train_length"],
+        **mcfg["architecture"],
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        seed=config["seed"],
+    )
     n_params = sum(p.numel() for p in model.parameters())
     summary = run_stage(
-        "pretrain", model=model, tokenizer=tok, data=data, settings=settings, output=args.output, config=config,
-        params={"model": mcfg, "pretrain": {k: section[k] for k in sorted(section)}}, variant=args.variant,
-        mlflow=not args.no_mlflow, resume=not args.no_resume, cleanup=section["cleanup_checkpoints"],
-        accelerator=accelerator, extra_summary={"parameters": n_params, "train_windows": data.windows})
+        "pretrain",
+        model=model,
+        tokenizer=tok,
+        data=data,
+        settings=settings,
+        output=args.output,
+        config=config,
+        params={"model": mcfg, "pretrain": {k: section[k] for k in sorted(section)}},
+        variant=args.variant,
+        mlflow=not args.no_mlflow,
+        resume=not args.no_resume,
+        cleanup=section["cleanup_checkpoints"],
+        accelerator=accelerator,
+        extra_summary={"parameters": n_params, "train_windows": data.windows},
+    )
     if accelerator.is_main_process:
-        print(f"pretrain: {n_params/1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "
-              f"{summary['tokens_per_s']:.0f} tokens/s")
+        print(
+            f"pretrain: {n_params / 1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "
+            f"{summary['tokens_per_s']:.0f} tokens/s"
+        )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ropeext.commands._common import config_from_args
-from ropeext.commands._rope import (add_rope_args, rope_settings, show_warnings, solve_methods, stage_run,
-                                    write_scaling)
+from ropeext.commands._rope import add_rope_args, rope_settings, show_warnings, solve_methods, stage_run, write_scaling
 from ropeext.rope.registry import METHODS
 from ropeext.rope.solve import check_method
 
@@ -26,8 +25,15 @@ def run(args) -> int:
     result = solve_methods(s, [args.method])[1][args.method]
     with stage_run("solve", args, config, s, method=args.method) as run_:
         path = write_scaling(args.output, result, run_)
-        run_.log_metrics({"disturbance": result["disturbance"], "interpolated_dims": result["interpolated_dims"],
-                          "fully_interpolated_dims": result["fully_interpolated_dims"]})
-    print(f"{args.method}: disturbance {result['disturbance']:.6g} "
-          f"({result['interpolated_dims']} dims interpolated) -> {path}")
+        run_.log_metrics(
+            {
+                "disturbance": result["disturbance"],
+                "interpolated_dims": result["interpolated_dims"],
+                "fully_interpolated_dims": result["fully_interpolated_dims"],
+            }
+        )
+    print(
+        f"{args.method}: disturbance {result['disturbance']:.6g} "
+        f"({result['interpolated_dims']} dims interpolated) -> {path}"
+    )
     return 0

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ropeext.data.shards import iter_rows, shard_file
-from ropeext.io import atomic_path
 from ropeext.errors import RopeextError
+from ropeext.io import atomic_path
 
 SPLITS = ("train", "validation", "test")
 SKIPPED_NAMES = 20  # how many skipped inputs the manifest names (all are counted)
@@ -101,7 +101,7 @@ def top_level_definitions(source: str) -> list[tuple[str, str]]:
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.end_lineno:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            out.append((node.name, "".join(lines[start - 1:node.end_lineno])))
+            out.append((node.name, "".join(lines[start - 1 : node.end_lineno])))
     return out
 
 
@@ -195,8 +195,9 @@ def _text_field(rec: dict, field_name: str, where: str) -> str:
     return _text(rec[field_name])
 
 
-def iter_jsonl(pattern: str, field: str, domain_field: str | None = None, domain: str = "",
-               log: SourceLog | None = None) -> Iterator[Document]:
+def iter_jsonl(
+    pattern: str, field: str, domain_field: str | None = None, domain: str = "", log: SourceLog | None = None
+) -> Iterator[Document]:
     domains = _Domains(domain_field, domain, log)
     for path in _paths(pattern, "JSONL"):
         n = 0
@@ -223,20 +224,28 @@ def _check_columns(names: list[str], where: str, field_name: str, domains: _Doma
     dcol = domains.column()
     if dcol is not None and dcol != field_name:
         if dcol not in names:
-            raise RopeextError(f"{where}: no column {dcol!r} for corpus.domain_field {domains.field!r}; "
-                               f"columns: {names}")
+            raise RopeextError(
+                f"{where}: no column {dcol!r} for corpus.domain_field {domains.field!r}; columns: {names}"
+            )
         cols.append(dcol)
     return cols
 
 
-def _batch_documents(batch_rows: list[dict], prefix: str, start: int, field_name: str,
-                     domains: _Domains) -> Iterator[Document]:
+def _batch_documents(
+    batch_rows: list[dict], prefix: str, start: int, field_name: str, domains: _Domains
+) -> Iterator[Document]:
     for i, rec in enumerate(batch_rows, start):
         yield Document(f"{prefix}:{i}", _text(rec[field_name]), "file", domains(rec))
 
 
-def iter_parquet(pattern: str, field: str, domain_field: str | None = None, domain: str = "",
-                 log: SourceLog | None = None, batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
+def iter_parquet(
+    pattern: str,
+    field: str,
+    domain_field: str | None = None,
+    domain: str = "",
+    log: SourceLog | None = None,
+    batch_rows: int = READ_BATCH_ROWS,
+) -> Iterator[Document]:
     domains = _Domains(domain_field, domain, log)
     for path in _paths(pattern, "Parquet"):
         try:
@@ -251,9 +260,16 @@ def iter_parquet(pattern: str, field: str, domain_field: str | None = None, doma
             i += len(rows)
 
 
-def iter_hf(name: str, field: str, split: str, domain_field: str | None = None, domain: str = "",
-            log: SourceLog | None = None, streaming: bool = True,
-            batch_rows: int = READ_BATCH_ROWS) -> Iterator[Document]:
+def iter_hf(
+    name: str,
+    field: str,
+    split: str,
+    domain_field: str | None = None,
+    domain: str = "",
+    log: SourceLog | None = None,
+    streaming: bool = True,
+    batch_rows: int = READ_BATCH_ROWS,
+) -> Iterator[Document]:
     """A Hugging Face dataset: a ``save_to_disk`` directory (memory-mapped, read batch by batch) or a
     hub id (streamed when ``streaming``, else prepared in the local cache and memory-mapped)."""
     import datasets  # heavy (pandas, fsspec): only the hf source needs it
@@ -292,8 +308,9 @@ def iter_documents(corpus_cfg: dict, log: SourceLog | None = None) -> Iterator[D
     source, path, text_field = corpus_cfg["source"], corpus_cfg.get("path"), corpus_cfg.get("text_field", "text")
     domain_field, domain = corpus_cfg.get("domain_field"), corpus_cfg.get("domain", "")
     if source == "stdlib":
-        yield from iter_stdlib(definitions=corpus_cfg.get("definitions_as_documents", True),
-                               root=Path(path) if path else None, log=log)
+        yield from iter_stdlib(
+            definitions=corpus_cfg.get("definitions_as_documents", True), root=Path(path) if path else None, log=log
+        )
         return
     if not path:
         raise RopeextError(f"corpus.path: required when corpus.source is {source!r}")
@@ -304,8 +321,15 @@ def iter_documents(corpus_cfg: dict, log: SourceLog | None = None) -> Iterator[D
     elif source == "parquet":
         yield from iter_parquet(path, text_field, domain_field, domain, log)
     elif source == "hf":
-        yield from iter_hf(path, text_field, corpus_cfg.get("hf_split", "train"), domain_field, domain, log,
-                           streaming=corpus_cfg.get("hf_streaming", True))
+        yield from iter_hf(
+            path,
+            text_field,
+            corpus_cfg.get("hf_split", "train"),
+            domain_field,
+            domain,
+            log,
+            streaming=corpus_cfg.get("hf_streaming", True),
+        )
     else:
         raise RopeextError(f"corpus.source: unknown source {source!r}")
 
@@ -402,8 +426,9 @@ class SplitWriter:
     """Documents to one Parquet file, a row group at a time (bounded by ROW_GROUP_DOCS / ROW_GROUP_CHARS)."""
 
     def __init__(self, path: Path, max_docs: int | None = None, max_chars: int | None = None):
-        self.schema = pa.schema([("id", pa.string()), ("kind", pa.string()), ("domain", pa.string()),
-                                 ("text", pa.large_string())])
+        self.schema = pa.schema(
+            [("id", pa.string()), ("kind", pa.string()), ("domain", pa.string()), ("text", pa.large_string())]
+        )
         self.writer = pq.ParquetWriter(path, self.schema)
         self.max_docs = max_docs or ROW_GROUP_DOCS
         self.max_chars = max_chars or ROW_GROUP_CHARS
@@ -420,9 +445,17 @@ class SplitWriter:
         if not self.buffer:
             return
         b = self.buffer
-        self.writer.write_table(pa.table({"id": [d.id for d in b], "kind": [d.kind for d in b],
-                                          "domain": [d.domain for d in b], "text": [d.text for d in b]},
-                                         schema=self.schema))
+        self.writer.write_table(
+            pa.table(
+                {
+                    "id": [d.id for d in b],
+                    "kind": [d.kind for d in b],
+                    "domain": [d.domain for d in b],
+                    "text": [d.text for d in b],
+                },
+                schema=self.schema,
+            )
+        )
         self.buffer, self.chars = [], 0
 
     def close(self) -> None:
@@ -462,4 +495,3 @@ def iter_texts(paths: list[Path], batch_rows: int = READ_BATCH_ROWS) -> Iterator
     """The ``text`` column of a split, as lists of strings one batch at a time (tokenizer training input)."""
     for batch in iter_rows(paths, ["text"], batch_rows):
         yield batch.column("text").to_pylist()
-

@@ -27,10 +27,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ropeext.data.shards import iter_rows, resolve
-from ropeext.errors import RopeextError
 from ropeext.data.packed_file import packed_metadata
 from ropeext.data.packing import COLUMNS, pack_windows, window_stats
+from ropeext.data.shards import iter_rows, resolve
+from ropeext.errors import RopeextError
 from ropeext.io import atomic_path
 
 ROW_GROUP_TOKENS = 1 << 23  # tokens per written row group (x 4 int32 columns = 128 MiB of column data)
@@ -60,13 +60,18 @@ def token_files(path: str | Path) -> list[Path]:
     except Exception as exc:  # noqa: BLE001 - any reader failure means the file is not usable Parquet
         raise RopeextError(f"{files[0]}: not a readable Parquet file ({exc})") from None
     if "input_ids" not in schema.names:
-        raise RopeextError(f"{files[0]}: input without document boundaries: no `input_ids` column "
-                           f"(columns: {', '.join(schema.names)}); expected one row per document, input_ids list<int32>")
+        raise RopeextError(
+            f"{files[0]}: input without document boundaries: no `input_ids` column "
+            f"(columns: {', '.join(schema.names)}); expected one row per document, input_ids list<int32>"
+        )
     field = schema.field("input_ids")
-    if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)) \
-            or not pa.types.is_integer(field.type.value_type):
-        raise RopeextError(f"{files[0]}: input without document boundaries: `input_ids` is {field.type}, expected "
-                           "a per-document list of token ids (list<int32>)")
+    if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)) or not pa.types.is_integer(
+        field.type.value_type
+    ):
+        raise RopeextError(
+            f"{files[0]}: input without document boundaries: `input_ids` is {field.type}, expected "
+            "a per-document list of token ids (list<int32>)"
+        )
     return files
 
 
@@ -104,7 +109,7 @@ def token_map(path: str | Path, scratch: str | Path, batch_rows: int = READ_BATC
                 if nulls:
                     continue
                 offs = np.asarray(ids.offsets, dtype=np.int64)
-                values = ids.values.to_numpy(zero_copy_only=False)[offs[0]:offs[-1]]
+                values = ids.values.to_numpy(zero_copy_only=False)[offs[0] : offs[-1]]
                 if len(values):
                     lo = int(values.min()) if lo is None else min(lo, int(values.min()))
                     hi = int(values.max()) if hi is None else max(hi, int(values.max()))
@@ -146,6 +151,7 @@ def read_domain_index(path: str | Path, documents: int, batch_rows: int = 1 << 1
     # heavy: pyarrow loads only when parquet is read or written
     import pyarrow as pa
     import pyarrow.compute as pc  # (as above)
+
     # heavy: pyarrow loads only when parquet is read or written
     import pyarrow.parquet as pq
 
@@ -155,10 +161,12 @@ def read_domain_index(path: str | Path, documents: int, batch_rows: int = 1 << 1
         raise RopeextError(
             f"{path}: layout anchor_tag needs a `domain` column (one string per document: its source, e.g. "
             f"Wikipedia), written by the tokenizer stage (`ropeext tokenizer`, rule tokenizer); columns present: "
-            f"{', '.join(schema.names)}. Re-run the tokenizer stage to produce it.")
+            f"{', '.join(schema.names)}. Re-run the tokenizer stage to produce it."
+        )
     field = schema.field("domain")
-    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
-            or pa.types.is_dictionary(field.type)):
+    if not (
+        pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_dictionary(field.type)
+    ):
         raise RopeextError(f"{path}: `domain` is {field.type}, expected a string per document")
     codes: dict[str, int] = {}
     parts, nulls, count = [], 0, 0
@@ -199,9 +207,10 @@ def _table(columns: dict, schema):
 
     n, W = columns["input_ids"].shape
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * W, type=pa.int32())
-    arrays = [pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(columns[f.name], dtype=np.int32)
-                                                         .reshape(-1)))
-              for f in schema]
+    arrays = [
+        pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(columns[f.name], dtype=np.int32).reshape(-1)))
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -218,8 +227,9 @@ def write_windows(path: str | Path, groups: Iterable[dict], layout: str, window:
             del columns
 
 
-def plan_groups(tokens: TokenMap, plan, stats: list | None = None, group_tokens: int | None = None,
-                build_tokens: int | None = None) -> Iterator[dict]:
+def plan_groups(
+    tokens: TokenMap, plan, stats: list | None = None, group_tokens: int | None = None, build_tokens: int | None = None
+) -> Iterator[dict]:
     """The windows of ``plan`` a row group at a time. Each group is built ``BUILD_TOKENS`` at a time
     into its columns (so the working arrays stay small beside them), the mapped ids released after
     each piece; the pieces' ``window_stats`` are appended to ``stats``."""
@@ -234,7 +244,7 @@ def plan_groups(tokens: TokenMap, plan, stats: list | None = None, group_tokens:
             part = pack_windows(tokens.ids, plan, a, b)
             tokens.release()
             for k in COLUMNS:
-                columns[k][a - first:b - first] = part[k]
+                columns[k][a - first : b - first] = part[k]
             if stats is not None:
                 stats.append(window_stats(part))
             del part

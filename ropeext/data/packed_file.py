@@ -50,13 +50,19 @@ def check_packed(path: str | Path, *, layout: str, max_window: int | None = None
     windows are allowed: a short run may train at a fraction of the target length."""
     info = read_packed_info(path)
     if info is None:
-        raise RopeextError(f"{path}: packed data that does not record its layout and window (written before "
-                           f"ropeext recorded them); re-run the pack stage: `ropeext pack ... --layout {layout}` or "
-                           "`snakemake -R pack`")
+        raise RopeextError(
+            f"{path}: packed data that does not record its layout and window (written before "
+            f"ropeext recorded them); re-run the pack stage: `ropeext pack ... --layout {layout}` or "
+            "`snakemake -R pack`"
+        )
     if info["layout"] != layout:
-        raise RopeextError(f"{path}: packed with layout {info['layout']}, but training was asked for layout "
-                           f"{layout}; pass --layout {info['layout']} or pack the data with --layout {layout}")
+        raise RopeextError(
+            f"{path}: packed with layout {info['layout']}, but training was asked for layout "
+            f"{layout}; pass --layout {info['layout']} or pack the data with --layout {layout}"
+        )
     if max_window is not None and info["window"] > int(max_window):
-        raise RopeextError(f"{path}: packed at window {info['window']}, longer than the {max_window} positions "
-                           "training is for" + (f" ({window_note})" if window_note else ""))
+        raise RopeextError(
+            f"{path}: packed at window {info['window']}, longer than the {max_window} positions "
+            "training is for" + (f" ({window_note})" if window_note else "")
+        )
     return info

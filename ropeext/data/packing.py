@@ -15,11 +15,24 @@ import numpy as np
 
 from ropeext.errors import RopeextError
 
-LAYOUTS = ("full", "intra_doc", "intra_doc_reset", "intra_doc_interleaved", "anchor", "anchor_tag",
-           "anchor_interleaved")
-_RULE = {"full": "full", "intra_doc": "intra_doc", "intra_doc_reset": "intra_doc",
-         "intra_doc_interleaved": "intra_doc", "anchor": "anchor", "anchor_tag": "anchor",
-         "anchor_interleaved": "anchor"}
+LAYOUTS = (
+    "full",
+    "intra_doc",
+    "intra_doc_reset",
+    "intra_doc_interleaved",
+    "anchor",
+    "anchor_tag",
+    "anchor_interleaved",
+)
+_RULE = {
+    "full": "full",
+    "intra_doc": "intra_doc",
+    "intra_doc_reset": "intra_doc",
+    "intra_doc_interleaved": "intra_doc",
+    "anchor": "anchor",
+    "anchor_tag": "anchor",
+    "anchor_interleaved": "anchor",
+}
 INTERLEAVED = ("intra_doc_interleaved", "anchor_interleaved")
 TAGGED = ("anchor_tag",)
 IGNORE_INDEX = -100
@@ -68,9 +81,14 @@ def check_interleave(settings) -> dict:
     if len(short):
         raise RopeextError(
             f"packing.interleave: a document of {int(short[0])} tokens has fewer than {chunks[1] - 1} cut points in "
-            f"cut_range {cut}; raise min_tokens or widen cut_range")
-    return {"min_tokens": int(lo_n), "max_tokens": int(hi_n), "chunks": [int(c) for c in chunks],
-            "cut_range": [float(c) for c in cut]}
+            f"cut_range {cut}; raise min_tokens or widen cut_range"
+        )
+    return {
+        "min_tokens": int(lo_n),
+        "max_tokens": int(hi_n),
+        "chunks": [int(c) for c in chunks],
+        "cut_range": [float(c) for c in cut],
+    }
 
 
 def _cut_bounds(L, cut):
@@ -85,8 +103,9 @@ def render_tag(template: str, domain: str) -> str:
     try:
         return Template(template).substitute(domain=domain)
     except (KeyError, ValueError) as exc:
-        raise RopeextError(f"packing.tag_template {template!r}: only $domain may be used, and a literal $ "
-                           f"written $$ ({exc!r})") from None
+        raise RopeextError(
+            f"packing.tag_template {template!r}: only $domain may be used, and a literal $ written $$ ({exc!r})"
+        ) from None
 
 
 @dataclass
@@ -135,24 +154,54 @@ class _Segments:
         return out
 
 
-def pack_documents(docs: list[list[int]], window: int, layout: str, anchor_id: int, seed: int = 0, *,
-                   pad_last: bool = False, mask_boundary_labels: bool = True, pad_id: int | None = None,
-                   tags: list[list[int]] | None = None, interleave: dict | None = None) -> dict[str, np.ndarray]:
+def pack_documents(
+    docs: list[list[int]],
+    window: int,
+    layout: str,
+    anchor_id: int,
+    seed: int = 0,
+    *,
+    pad_last: bool = False,
+    mask_boundary_labels: bool = True,
+    pad_id: int | None = None,
+    tags: list[list[int]] | None = None,
+    interleave: dict | None = None,
+) -> dict[str, np.ndarray]:
     """Pack ``docs`` (token id lists) into windows of ``window`` tokens; see docs/packing.md."""
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=int(lengths.sum()))
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    columns, _ = pack_flat(flat, offsets, window, layout, anchor_id, seed, pad_last=pad_last,
-                           mask_boundary_labels=mask_boundary_labels, pad_id=pad_id,
-                           tags=None if tags is None else Tags.from_lists(tags), interleave=interleave)
+    columns, _ = pack_flat(
+        flat,
+        offsets,
+        window,
+        layout,
+        anchor_id,
+        seed,
+        pad_last=pad_last,
+        mask_boundary_labels=mask_boundary_labels,
+        pad_id=pad_id,
+        tags=None if tags is None else Tags.from_lists(tags),
+        interleave=interleave,
+    )
     return columns
 
 
-def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str, anchor_id: int,
-              seed: int = 0, *, pad_last: bool = False, mask_boundary_labels: bool = True,
-              pad_id: int | None = None, tags: Tags | None = None,
-              interleave: dict | None = None) -> tuple[dict[str, np.ndarray], PackInfo]:
+def pack_flat(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    window: int,
+    layout: str,
+    anchor_id: int,
+    seed: int = 0,
+    *,
+    pad_last: bool = False,
+    mask_boundary_labels: bool = True,
+    pad_id: int | None = None,
+    tags: Tags | None = None,
+    interleave: dict | None = None,
+) -> tuple[dict[str, np.ndarray], PackInfo]:
     """The packer on flat arrays, all windows at once: document i is ``tokens[offsets[i]:offsets[i+1]]``."""
     check_window(window)
     check_layout(layout)
@@ -160,8 +209,18 @@ def pack_flat(tokens: np.ndarray, offsets: np.ndarray, window: int, layout: str,
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim == 1 and len(offsets) and offsets[-1] != len(tokens):
         raise RopeextError(_OFFSETS_ERROR)
-    plan = plan_packing(offsets, window, layout, anchor_id, seed, pad_last=pad_last,
-                        mask_boundary_labels=mask_boundary_labels, pad_id=pad_id, tags=tags, interleave=interleave)
+    plan = plan_packing(
+        offsets,
+        window,
+        layout,
+        anchor_id,
+        seed,
+        pad_last=pad_last,
+        mask_boundary_labels=mask_boundary_labels,
+        pad_id=pad_id,
+        tags=tags,
+        interleave=interleave,
+    )
     return pack_windows(tokens, plan, 0, plan.windows), plan.info
 
 
@@ -186,9 +245,19 @@ class PackPlan:
     info: PackInfo
 
 
-def plan_packing(offsets: np.ndarray, window: int, layout: str, anchor_id: int, seed: int = 0, *,
-                 pad_last: bool = False, mask_boundary_labels: bool = True, pad_id: int | None = None,
-                 tags: Tags | None = None, interleave: dict | None = None) -> PackPlan:
+def plan_packing(
+    offsets: np.ndarray,
+    window: int,
+    layout: str,
+    anchor_id: int,
+    seed: int = 0,
+    *,
+    pad_last: bool = False,
+    mask_boundary_labels: bool = True,
+    pad_id: int | None = None,
+    tags: Tags | None = None,
+    interleave: dict | None = None,
+) -> PackPlan:
     """Everything but the token ids of a packing (see ``pack_flat``): document i has
     ``offsets[i+1] - offsets[i]`` tokens."""
     W = check_window(window)
@@ -199,8 +268,10 @@ def plan_packing(offsets: np.ndarray, window: int, layout: str, anchor_id: int, 
     if (tags is not None) != (layout in TAGGED):
         raise RopeextError(f"layout {layout}: tags are {'required' if layout in TAGGED else 'only used by anchor_tag'}")
     if (interleave is not None) != (layout in INTERLEAVED):
-        raise RopeextError(f"layout {layout}: packing.interleave settings are "
-                           f"{'required' if layout in INTERLEAVED else 'only used by the interleaved layouts'}")
+        raise RopeextError(
+            f"layout {layout}: packing.interleave settings are "
+            f"{'required' if layout in INTERLEAVED else 'only used by the interleaved layouts'}"
+        )
     if tags is not None and len(tags.index) != len(offsets) - 1:
         raise RopeextError(f"{len(tags.index)} tags for {len(offsets) - 1} documents")
     pad_id = anchor_id if pad_id is None else pad_id
@@ -267,8 +338,18 @@ def pack_windows(tokens: np.ndarray, plan: PackPlan, first: int, stop: int) -> d
     room = plan.window - 1
     a, b = first * room, min(stop * room, plan.used)
     seg = _slice(plan.seg, plan.starts, a, b)
-    return _columns(tokens, plan.bank, seg, plan.window, stop - first, max(b - a, 0), plan.layout, plan.anchor_id,
-                    plan.pad_id, plan.mask_boundary_labels)
+    return _columns(
+        tokens,
+        plan.bank,
+        seg,
+        plan.window,
+        stop - first,
+        max(b - a, 0),
+        plan.layout,
+        plan.anchor_id,
+        plan.pad_id,
+        plan.mask_boundary_labels,
+    )
 
 
 def _slice(seg: _Segments, starts: np.ndarray, a: int, b: int) -> _Segments:
@@ -311,7 +392,7 @@ def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: Pack
         for c in range(j):
             v += v >= cuts[active, c]
         cuts[active, j] = v
-        cuts[active, :j + 1] = np.sort(cuts[active, :j + 1], axis=1)
+        cuts[active, : j + 1] = np.sort(cuts[active, : j + 1], axis=1)
     starts = np.concatenate([np.zeros((n, 1), dtype=np.int64), cuts], axis=1)
     valid = np.arange(starts.shape[1])[None, :] < k[:, None]
     chunk_off = starts[valid]  # row-major: documents in order, chunks in order
@@ -325,8 +406,9 @@ def _interleave(seg: _Segments, room: int, settings: dict, seed: int, info: Pack
     keys = keys[np.lexsort((keys, chunk_doc))]
     final = np.lexsort((keys, group[chunk_doc]))
     info.extra.update(documents_interleaved=int((k > 1).sum()), chunks=int(len(chunk_off)))
-    return _Segments(seg.src[chunk_doc[final]] + chunk_off[final], (chunk_end - chunk_off)[final],
-                     seg.unit[chunk_doc[final]])
+    return _Segments(
+        seg.src[chunk_doc[final]] + chunk_off[final], (chunk_end - chunk_off)[final], seg.unit[chunk_doc[final]]
+    )
 
 
 def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
@@ -345,16 +427,22 @@ def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
     if len(t) and t.min() < 1:
         raise RopeextError("anchor_tag: a document has an empty tag (the tag template rendered no tokens)")
     if len(t) and t.max() > room - 1:
-        raise RopeextError(f"anchor_tag: a tag of {int(t.max())} tokens leaves no room for the document in a window "
-                           f"of {room + 1} (anchor + tag + at least one token); use a shorter packing.tag_template "
-                           f"or a larger window")
+        raise RopeextError(
+            f"anchor_tag: a tag of {int(t.max())} tokens leaves no room for the document in a window "
+            f"of {room + 1} (anchor + tag + at least one token); use a shorter packing.tag_template "
+            f"or a larger window"
+        )
     n = len(t)
     doc_start = np.zeros(n + 1, dtype=np.int64)  # of each tagged document in the base stream (tags once)
     np.cumsum(t + seg.length, out=doc_start[1:])
     total = int(doc_start[-1])
     # base segments: tag, text, tag, text, ...
-    base = _Segments(np.empty(2 * n, dtype=np.int64), np.empty(2 * n, dtype=np.int64),
-                     np.repeat(seg.unit, 2), np.tile([True, False], n))
+    base = _Segments(
+        np.empty(2 * n, dtype=np.int64),
+        np.empty(2 * n, dtype=np.int64),
+        np.repeat(seg.unit, 2),
+        np.tile([True, False], n),
+    )
     base.src[0::2] = n_tokens + bank_off[which]
     base.src[1::2] = seg.src
     base.length[0::2] = t
@@ -396,13 +484,24 @@ def _tag_windows(seg: _Segments, tags: Tags, room: int, n_tokens: int):
     pos = np.concatenate([points, a[w]])
     kind = np.concatenate([np.ones(len(points), dtype=np.int8), np.zeros(len(w), dtype=np.int8)])
     final = np.lexsort((kind, pos))  # a repeated tag goes in front of its window's first interval
-    out = _Segments(*(np.concatenate([getattr(parts, f), getattr(again, f)])[final]
-                      for f in ("src", "length", "unit", "tag")))
+    out = _Segments(
+        *(np.concatenate([getattr(parts, f), getattr(again, f)])[final] for f in ("src", "length", "unit", "tag"))
+    )
     return out, bank, retag
 
 
-def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout: str, anchor_id: int,
-             pad_id: int, mask_boundary: bool) -> dict[str, np.ndarray]:
+def _columns(
+    tokens,
+    bank,
+    seg: _Segments,
+    W: int,
+    n_win: int,
+    used: int,
+    layout: str,
+    anchor_id: int,
+    pad_id: int,
+    mask_boundary: bool,
+) -> dict[str, np.ndarray]:
     """``n_win`` windows from ``seg``, segments starting at the first window's column 1 and holding
     ``used`` tokens in all (fewer than the windows' room only when the last window is padded)."""
     room = W - 1
@@ -431,8 +530,9 @@ def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout
         if seg.tag is not None:  # or the text right after its own tag
             contiguous = (contiguous & (seg.tag[1:] == seg.tag[:-1])) | (seg.tag[:-1] & ~seg.tag[1:])
         joined[1:] = (seg.unit[1:] == seg.unit[:-1]) & contiguous
-    run_start = np.unique(np.concatenate([seg_start[~joined & (seg_start < used)],
-                                          np.arange(n_win, dtype=np.int64) * room]))
+    run_start = np.unique(
+        np.concatenate([seg_start[~joined & (seg_start < used)], np.arange(n_win, dtype=np.int64) * room])
+    )
     run_len = np.diff(np.append(run_start, used))
     run_unit = seg.unit[np.searchsorted(seg_start, run_start, side="right") - 1]
     run_row = run_start // room
@@ -475,7 +575,7 @@ def _columns(tokens, bank, seg: _Segments, W: int, n_win: int, used: int, layout
     if used < size:  # padding (the last window only): doc id -1, position = column, never attended
         pad_from = 1 + used - (n_win - 1) * room
         position_ids[-1, pad_from:] = np.arange(pad_from, W, dtype=np.int32)
-        labels[-1, pad_from - 1:] = IGNORE_INDEX
+        labels[-1, pad_from - 1 :] = IGNORE_INDEX
 
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "doc_ids": doc_ids}
 
@@ -503,27 +603,35 @@ def window_stats(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         run_first[:, 1:] &= doc_ids[:, 1:] != doc_ids[:, :-1]
         runs = np.bincount(flat_doc[run_first], minlength=n_win * (W + 2)).reshape(n_win, W + 2)
         gapped = (runs > 1).sum(axis=1)
-    return {"window": np.array(W, dtype=np.int64), "docs": docs, "real": real, "label_tokens": label_tokens,
-            "padding": padding, "sum_sq": sum_sq, "gapped": gapped}
+    return {
+        "window": np.array(W, dtype=np.int64),
+        "docs": docs,
+        "real": real,
+        "label_tokens": label_tokens,
+        "padding": padding,
+        "sum_sq": sum_sq,
+        "gapped": gapped,
+    }
 
 
 def concat_window_stats(parts: list[dict[str, np.ndarray]], window: int) -> dict[str, np.ndarray]:
     """``window_stats`` of consecutive ranges of windows of width ``window``, joined in order."""
     if not parts:
-        return window_stats({"doc_ids": np.zeros((0, window), dtype=np.int32),
-                             "labels": np.zeros((0, window), dtype=np.int32)})
-    return {"window": np.array(window, dtype=np.int64),
-            **{k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "window"}}
+        return window_stats(
+            {"doc_ids": np.zeros((0, window), dtype=np.int32), "labels": np.zeros((0, window), dtype=np.int32)}
+        )
+    return {
+        "window": np.array(window, dtype=np.int64),
+        **{k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "window"},
+    }
 
 
-def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None,
-                  per_window: bool = True) -> dict:
+def packing_stats(columns: dict[str, np.ndarray], info: PackInfo | None = None, per_window: bool = True) -> dict:
     """Per-window statistics and totals of packed windows (``gapped_docs``: documents not contiguous there)."""
     return stats_from_windows(window_stats(columns), info, per_window)
 
 
-def stats_from_windows(counts: dict[str, np.ndarray], info: PackInfo | None = None,
-                       per_window: bool = True) -> dict:
+def stats_from_windows(counts: dict[str, np.ndarray], info: PackInfo | None = None, per_window: bool = True) -> dict:
     """``packing_stats`` from the per-window counts of ``window_stats``."""
     W = int(counts["window"])
     docs, real, label_tokens = counts["docs"], counts["real"], counts["label_tokens"]
@@ -545,25 +653,31 @@ def stats_from_windows(counts: dict[str, np.ndarray], info: PackInfo | None = No
         "frac_windows_with_gapped_docs": float((gapped > 0).mean()) if n_win else 0.0,
     }
     if info is not None:
-        totals.update({
-            "documents": info.documents_kept,
-            "documents_in": info.documents_in,
-            "documents_dropped_short": info.documents_dropped_short,
-            "tokens_dropped_short": info.tokens_dropped_short,
-            "tokens_dropped_last": info.tokens_dropped_last,
-        })
+        totals.update(
+            {
+                "documents": info.documents_kept,
+                "documents_in": info.documents_in,
+                "documents_dropped_short": info.documents_dropped_short,
+                "tokens_dropped_short": info.tokens_dropped_short,
+                "tokens_dropped_last": info.tokens_dropped_last,
+            }
+        )
         if "documents_interleaved" in info.extra:
-            totals.update({
-                "documents_interleaved": info.extra["documents_interleaved"],
-                "frac_documents_interleaved": info.extra["documents_interleaved"] / max(info.documents_kept, 1),
-                "chunks": info.extra["chunks"],
-            })
+            totals.update(
+                {
+                    "documents_interleaved": info.extra["documents_interleaved"],
+                    "frac_documents_interleaved": info.extra["documents_interleaved"] / max(info.documents_kept, 1),
+                    "chunks": info.extra["chunks"],
+                }
+            )
         if "tag_tokens" in info.extra:
-            totals.update({
-                "tag_tokens": info.extra["tag_tokens"],
-                "frac_tag_tokens": info.extra["tag_tokens"] / max(int(real.sum()), 1),
-                "retagged_pieces": info.extra["retagged_pieces"],
-            })
+            totals.update(
+                {
+                    "tag_tokens": info.extra["tag_tokens"],
+                    "frac_tag_tokens": info.extra["tag_tokens"] / max(int(real.sum()), 1),
+                    "retagged_pieces": info.extra["retagged_pieces"],
+                }
+            )
     out = {"totals": totals}
     if per_window:
         out["per_window"] = {

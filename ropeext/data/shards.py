@@ -53,8 +53,9 @@ def split_files(directory: str | Path, split: str) -> list[Path]:
 def shard_set(directory: str | Path, split: str) -> list[Path]:
     """The complete shard set of a split in ``directory`` in index order; [] if there are no shard files."""
     directory = Path(directory)
-    found = [p for p in directory.glob(f"{split}-*-of-*.parquet")
-             if (m := _SHARD.match(p.name)) and m["split"] == split]
+    found = [
+        p for p in directory.glob(f"{split}-*-of-*.parquet") if (m := _SHARD.match(p.name)) and m["split"] == split
+    ]
     if not found:
         return []
     counts = {int(_SHARD.match(p.name)["count"]) for p in found}
@@ -64,8 +65,10 @@ def shard_set(directory: str | Path, split: str) -> list[Path]:
     expected = [directory / shard_file(split, i, n) for i in range(n)]
     missing = [p.name for p in expected if not p.is_file()]
     if missing:
-        raise RopeextError(f"{directory}: incomplete shard set of {split!r}: missing {', '.join(missing[:5])}"
-                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        raise RopeextError(
+            f"{directory}: incomplete shard set of {split!r}: missing {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     return expected
 
 

@@ -19,6 +19,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
     """
     # heavy: tokenizers loads only when a tokenizer is built
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     # heavy: transformers loads only when a tokenizer is built or loaded
     from transformers import PreTrainedTokenizerFast
 
@@ -35,7 +36,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 2048, seed: int = 0):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        clean_up_tokenization_spaces=False,
         add_bos_token=True,
     )
 

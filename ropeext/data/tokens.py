@@ -40,6 +40,7 @@ def available_cores() -> int:
 
 # ------------------------------------------------------------------------------ encoding
 
+
 def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
@@ -95,7 +96,7 @@ def tokenize_documents(tokenizer, texts: list[str], batch_size: int = TOKENIZE_B
     backend = _Backend(tokenizer)
     out: list[list[int]] = []
     for i in range(0, len(texts), batch_size):
-        flat, lengths = backend.encode(texts[i:i + batch_size])
+        flat, lengths = backend.encode(texts[i : i + batch_size])
         out.extend(np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else [])
     return [x.tolist() for x in out]
 
@@ -110,7 +111,7 @@ def _text_batches(paths: list[Path], max_chars: int, max_rows: int) -> Iterator[
         for i, t in enumerate(texts):
             chars += len(t)
             if chars >= max_chars or i == len(texts) - 1:
-                yield {k: v[start:i + 1] for k, v in cols.items()}
+                yield {k: v[start : i + 1] for k, v in cols.items()}
                 start, chars = i + 1, 0
 
 
@@ -132,10 +133,13 @@ class TokenStats:
     def summary(self) -> dict:
         lengths = np.sort(np.concatenate(self.lengths)) if self.lengths else np.zeros(0, dtype=np.int32)
         n = len(lengths)
-        return {"documents": n, "tokens": int(lengths.sum(dtype=np.int64)),
-                "median_length": int(lengths[n // 2]) if n else 0,
-                "p90_length": int(lengths[int(n * 0.9)]) if n else 0,
-                "max_length": int(lengths[-1]) if n else 0}
+        return {
+            "documents": n,
+            "tokens": int(lengths.sum(dtype=np.int64)),
+            "median_length": int(lengths[n // 2]) if n else 0,
+            "p90_length": int(lengths[int(n * 0.9)]) if n else 0,
+            "max_length": int(lengths[-1]) if n else 0,
+        }
 
 
 def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
@@ -149,8 +153,13 @@ def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
     # and a spawned worker imports only numpy and tokenizers
     # each worker is replaced after WORKER_TASKS batches: a long-lived encoder's memory creeps up (~0.5 MB per
     # batch measured), a fresh one's does not
-    with ProcessPoolExecutor(threads, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(spec,), max_tasks_per_child=WORKER_TASKS) as pool:
+    with ProcessPoolExecutor(
+        threads,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(spec,),
+        max_tasks_per_child=WORKER_TASKS,
+    ) as pool:
         pending: deque = deque()
         try:
             for cols in batches:
@@ -166,9 +175,16 @@ def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
                 fut.cancel()
 
 
-def tokenize_split(tokenizer, corpus_paths: list[Path], output: str | Path, *, threads: int = 1,
-                   max_tokens: int | None = None, batch_chars: int = TOKENIZE_BATCH_CHARS,
-                   batch_rows: int = TOKENIZE_BATCH_ROWS) -> dict:
+def tokenize_split(
+    tokenizer,
+    corpus_paths: list[Path],
+    output: str | Path,
+    *,
+    threads: int = 1,
+    max_tokens: int | None = None,
+    batch_chars: int = TOKENIZE_BATCH_CHARS,
+    batch_rows: int = TOKENIZE_BATCH_ROWS,
+) -> dict:
     """Tokenize a corpus split (one file or its shards) into ``output``, streaming; return its statistics.
 
     ``max_tokens``: stop after the document that brings the split to at least this many tokens.
@@ -181,8 +197,9 @@ def tokenize_split(tokenizer, corpus_paths: list[Path], output: str | Path, *, t
         if not p.is_file():
             raise RopeextError(f"corpus split not found: {p}")
     backend = _Backend(tokenizer)
-    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("id", pa.string()), ("kind", pa.string()),
-                        ("domain", pa.string())])
+    schema = pa.schema(
+        [("input_ids", pa.list_(pa.int32())), ("id", pa.string()), ("kind", pa.string()), ("domain", pa.string())]
+    )
     stats, total, capped = TokenStats(), 0, False
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         batches = _text_batches(corpus_paths, batch_chars, batch_rows)
@@ -196,13 +213,21 @@ def tokenize_split(tokenizer, corpus_paths: list[Path], output: str | Path, *, t
                         keep = int(over[0]) + 1
                         cols = {k: v[:keep] for k, v in cols.items()}
                         lengths = lengths[:keep]
-                        flat = flat[:int(lengths.sum())]
+                        flat = flat[: int(lengths.sum())]
                         capped = True
                 offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), type=pa.int32())
                 ids = pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.int32()))
-                writer.write_table(pa.Table.from_arrays(
-                    [ids, pa.array(cols["id"], pa.string()), pa.array(cols["kind"], pa.string()),
-                     pa.array(cols["domain"], pa.string())], schema=schema))
+                writer.write_table(
+                    pa.Table.from_arrays(
+                        [
+                            ids,
+                            pa.array(cols["id"], pa.string()),
+                            pa.array(cols["kind"], pa.string()),
+                            pa.array(cols["domain"], pa.string()),
+                        ],
+                        schema=schema,
+                    )
+                )
                 stats.add(lengths)
                 total += int(lengths.sum())
                 if capped:
@@ -219,8 +244,14 @@ def shard_budget(max_tokens: int | None, shards: int) -> int | None:
 
 # ------------------------------------------------------------------------------ writing / reading
 
-def write_tokens(path: str | Path, ids: list[list[int]], doc_ids: list[str] | None = None,
-                 kinds: list[str] | None = None, domains: list[str] | None = None) -> None:
+
+def write_tokens(
+    path: str | Path,
+    ids: list[list[int]],
+    doc_ids: list[str] | None = None,
+    kinds: list[str] | None = None,
+    domains: list[str] | None = None,
+) -> None:
     """A small tokens file in one piece (tests, tools); stages stream through ``tokenize_split``."""
     import pyarrow as pa  # lazy: spawned encoder workers import this module
     import pyarrow.parquet as pq  # lazy, as above
@@ -236,6 +267,7 @@ def write_tokens(path: str | Path, ids: list[list[int]], doc_ids: list[str] | No
 def iter_tokens(path: str | Path, columns: list[str] | None = None, batch_rows: int = 1024) -> Iterator:
     """Record batches of a tokens file (or its shard set, in split order)."""
     import pyarrow.parquet as pq  # lazy: spawned encoder workers import this module
+
     try:
         files = resolve(Path(path))
     except RopeextError as exc:
@@ -260,7 +292,7 @@ def read_token_arrays(path: str | Path, kinds: set[str] | None = None) -> tuple[
         if kinds is not None and "kind" in batch.schema.names:
             ids = ids.filter(pc.is_in(batch.column("kind"), value_set=pa.array(sorted(kinds), pa.string())))
         offs = np.asarray(ids.offsets, dtype=np.int64)
-        values.append(np.asarray(ids.values.to_numpy(zero_copy_only=False)[offs[0]:offs[-1]], dtype=np.int32))
+        values.append(np.asarray(ids.values.to_numpy(zero_copy_only=False)[offs[0] : offs[-1]], dtype=np.int32))
         lengths.append(np.diff(offs))
     lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths_all)]).astype(np.int64)
@@ -269,8 +301,9 @@ def read_token_arrays(path: str | Path, kinds: set[str] | None = None) -> tuple[
 
 def document_lengths(path: str | Path) -> np.ndarray:
     """Tokens per document of a split (int64), read from the list offsets alone."""
-    parts = [np.diff(np.asarray(b.column("input_ids").offsets, dtype=np.int64))
-             for b in iter_tokens(path, ["input_ids"])]
+    parts = [
+        np.diff(np.asarray(b.column("input_ids").offsets, dtype=np.int64)) for b in iter_tokens(path, ["input_ids"])
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
@@ -278,4 +311,4 @@ def read_tokens(path: str | Path, kinds: set[str] | None = None) -> list[np.ndar
     """Documents as int64 views into one flat array; ``kinds`` keeps only rows whose ``kind`` is in the set."""
     values, offsets = read_token_arrays(path, kinds)
     flat = values.astype(np.int64)
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]

@@ -30,9 +30,16 @@ def tokenizer_adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos and tokenizer("x", add_special_tokens=False)["input_ids"][:1] != [bos]
 
 
-def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int,
-                    stop_strings: list[str] | None = None, *, stop_token_ids: list[int] | None = None,
-                    min_new_tokens: int = 0) -> str:
+def greedy_generate(
+    model,
+    tokenizer,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    stop_strings: list[str] | None = None,
+    *,
+    stop_token_ids: list[int] | None = None,
+    min_new_tokens: int = 0,
+) -> str:
     """Greedy ``model.generate`` with a KV cache; returns the decoded continuation only.
 
     Generation ends at the tokenizer's EOS (dropped), after one of ``stop_token_ids`` (kept, as
@@ -48,16 +55,25 @@ def greedy_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=next(model.parameters()).device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, eos_token_id=ends or None,
-                             pad_token_id=pad, stop_strings=stop_strings or None,
-                             tokenizer=tokenizer if stop_strings else None, use_cache=True)
-    generated = out[0, len(prompt_ids):].tolist()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_token_id=ends or None,
+            pad_token_id=pad,
+            stop_strings=stop_strings or None,
+            tokenizer=tokenizer if stop_strings else None,
+            use_cache=True,
+        )
+    generated = out[0, len(prompt_ids) :].tolist()
     if generated and generated[-1] == eos:
         generated.pop()
     text = tokenizer.decode(generated, skip_special_tokens=True)
     cuts = [text.find(s) for s in stop_strings or () if s in text]
-    return text[:min(cuts)] if cuts else text
+    return text[: min(cuts)] if cuts else text
 
 
 class ResumableJsonl:
@@ -110,8 +126,9 @@ class ResumableJsonl:
         return iter(self.records.values())
 
 
-def read_jsonl(path: str | Path, *, on_error: str = "fail",
-               on_skip: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl(
+    path: str | Path, *, on_error: str = "fail", on_skip: Callable[[int, str], None] | None = None
+) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, record); a malformed line fails naming file and line, or is skipped
     (then ``on_skip(line_number, reason)`` is called, if given)."""
     path = Path(path)

@@ -54,7 +54,8 @@ def make_prompt(tokenizer, length: int, depth: float, key: int) -> PasskeyPrompt
 
     if count(0) > length:
         raise RopeextError(
-            f"passkey length {length} is too short: the key line and question alone take {count(0)} tokens")
+            f"passkey length {length} is too short: the key line and question alone take {count(0)} tokens"
+        )
     per_block = max(1, len(tokenizer(FILLER + " ", add_special_tokens=False)["input_ids"]))
     lo, hi = 0, max(1, (length // per_block) + 1)
     while count(hi) <= length:  # the estimate can be low where blocks merge into fewer tokens
@@ -72,7 +73,7 @@ def make_prompt(tokenizer, length: int, depth: float, key: int) -> PasskeyPrompt
 def sample_key(seed: int, length: int, depth: float, index: int, digits: int = 5) -> int:
     """A key of ``digits`` digits fixed by the seed and the cell, so a resumed run asks the same question."""
     rng = random.Random(f"passkey:{seed}:{length}:{depth:.6f}:{index}")
-    return rng.randint(10 ** (digits - 1), 10 ** digits - 1)
+    return rng.randint(10 ** (digits - 1), 10**digits - 1)
 
 
 def first_integer(text: str) -> int | None:
@@ -84,8 +85,9 @@ def sample_id(length: int, depth: float, index: int) -> str:
     return f"L{length}_d{depth:.4f}_s{index}"
 
 
-def check_grid(lengths: Iterable[int], depths: Iterable[float], samples: int, max_length: int | None,
-               max_new_tokens: int) -> None:
+def check_grid(
+    lengths: Iterable[int], depths: Iterable[float], samples: int, max_length: int | None, max_new_tokens: int
+) -> None:
     lengths, depths = list(lengths), list(depths)
     if not lengths:
         raise RopeextError("passkey: no lengths given")
@@ -97,7 +99,8 @@ def check_grid(lengths: Iterable[int], depths: Iterable[float], samples: int, ma
         if max_length is not None and n + max_new_tokens > max_length:
             raise RopeextError(
                 f"passkey length {n} (+ {max_new_tokens} generated tokens) exceeds --max-length {max_length}; "
-                f"drop the length or raise the limit")
+                f"drop the length or raise the limit"
+            )
     for d in depths:
         if not 0.0 <= d <= 1.0:
             raise RopeextError(f"passkey depth {d} is outside [0, 1]")
@@ -105,8 +108,18 @@ def check_grid(lengths: Iterable[int], depths: Iterable[float], samples: int, ma
         raise RopeextError(f"passkey samples per cell must be positive, got {samples}")
 
 
-def evaluate(generate: Callable[[list[int]], str], tokenizer, *, lengths: list[int], depths: list[float],
-             samples: int, seed: int, digits: int, store, progress=None) -> list[dict]:
+def evaluate(
+    generate: Callable[[list[int]], str],
+    tokenizer,
+    *,
+    lengths: list[int],
+    depths: list[float],
+    samples: int,
+    seed: int,
+    digits: int,
+    store,
+    progress=None,
+) -> list[dict]:
     """Run every (length, depth, sample) cell not yet in ``store`` (a ResumableJsonl keyed by ``_id``).
 
     ``generate`` maps prompt ids to the decoded continuation. Returns all records, in grid order.
@@ -121,12 +134,21 @@ def evaluate(generate: Callable[[list[int]], str], tokenizer, *, lengths: list[i
                     prompt = make_prompt(tokenizer, length, depth, key)
                     out = generate(prompt.input_ids)
                     pred = first_integer(out)
-                    store.append({
-                        "_id": sid, "length": length, "depth": depth, "sample": i, "key": key,
-                        "prompt_tokens": len(prompt.input_ids), "filler_blocks": prompt.filler_blocks,
-                        "blocks_before_key": prompt.blocks_before_key, "generation": out,
-                        "predicted": pred, "correct": pred == key,
-                    })
+                    store.append(
+                        {
+                            "_id": sid,
+                            "length": length,
+                            "depth": depth,
+                            "sample": i,
+                            "key": key,
+                            "prompt_tokens": len(prompt.input_ids),
+                            "filler_blocks": prompt.filler_blocks,
+                            "blocks_before_key": prompt.blocks_before_key,
+                            "generation": out,
+                            "predicted": pred,
+                            "correct": pred == key,
+                        }
+                    )
                 records.append(store.records[sid])
                 if progress is not None:
                     progress.update(1)
@@ -143,9 +165,16 @@ def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> d
             rs = [r for r in records if r["length"] == length and abs(r["depth"] - depth) < 1e-9]
             acc = sum(r["correct"] for r in rs) / len(rs) if rs else math.nan
             row.append(acc)
-            cells.append({"length": length, "depth": depth, "n": len(rs),
-                          "correct": sum(r["correct"] for r in rs), "accuracy": acc,
-                          "mean_prompt_tokens": sum(r["prompt_tokens"] for r in rs) / len(rs) if rs else math.nan})
+            cells.append(
+                {
+                    "length": length,
+                    "depth": depth,
+                    "n": len(rs),
+                    "correct": sum(r["correct"] for r in rs),
+                    "accuracy": acc,
+                    "mean_prompt_tokens": sum(r["prompt_tokens"] for r in rs) / len(rs) if rs else math.nan,
+                }
+            )
         grid.append(row)
 
     def acc_of(rs):

@@ -12,8 +12,8 @@ tensor is C x vocab x 4 bytes per row, 3.2 GB at 16k tokens for a 49k vocabulary
 
 from __future__ import annotations
 
-import math
 import inspect
+import math
 
 import numpy as np
 
@@ -25,8 +25,9 @@ def window_ends(doc_len: int, max_context: int, stride: int) -> list[int]:
     return list(range(max_context - 1, doc_len - 1, stride))
 
 
-def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int,
-                   per_document: int | None = None) -> list[tuple[int, int]]:
+def select_windows(
+    docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int, per_document: int | None = None
+) -> list[tuple[int, int]]:
     """(document index, window end) pairs until ``max_tokens`` target tokens are covered.
 
     ``per_document`` takes at most that many windows from one document, so that a small budget is
@@ -43,8 +44,9 @@ def select_windows(docs: list[np.ndarray], lengths: list[int], stride: int, max_
             picked.append((d, e))
     if not picked:
         longest = max((len(x) for x in docs), default=0)
-        raise RopeextError(f"no held-out document is longer than the largest context length {max_c} "
-                           f"(longest has {longest} tokens)")
+        raise RopeextError(
+            f"no held-out document is longer than the largest context length {max_c} (longest has {longest} tokens)"
+        )
     return picked
 
 
@@ -73,19 +75,25 @@ def scored_logits(model, ids, pos, keep: int, *, slice_only: bool | None = None)
     return logits.float()
 
 
-def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stride: int, max_tokens: int,
-                         per_document: int | None = None,
-                         tokens_per_batch: int = 8192, progress: bool = True,
-                         slice_only: bool | None = None) -> dict:
+def perplexity_by_length(
+    model,
+    docs: list[np.ndarray],
+    lengths: list[int],
+    stride: int,
+    max_tokens: int,
+    per_document: int | None = None,
+    tokens_per_batch: int = 8192,
+    progress: bool = True,
+    slice_only: bool | None = None,
+) -> dict:
     """NLL and perplexity at each context length over the same scored tokens (see the module docstring).
 
     ``slice_only``: compute only the scored positions' logits (default: when the model supports it).
     """
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
-    from tqdm import tqdm
-
     # heavy: torch loads only when a model runs
     import torch
+    from tqdm import tqdm
 
     lengths = sorted(set(int(x) for x in lengths))
     windows = select_windows(docs, lengths, stride, max_tokens, per_document)
@@ -99,16 +107,17 @@ def perplexity_by_length(model, docs: list[np.ndarray], lengths: list[int], stri
         per_batch = max(1, tokens_per_batch // C)
         nll, count = 0.0, 0
         for b in range(0, len(windows), per_batch):
-            chunk = windows[b:b + per_batch]
-            inputs = np.stack([docs[d][e - C + 1:e + 1] for d, e in chunk])
-            targets = np.stack([docs[d][e - stride + 2:e + 2] for d, e in chunk])
+            chunk = windows[b : b + per_batch]
+            inputs = np.stack([docs[d][e - C + 1 : e + 1] for d, e in chunk])
+            targets = np.stack([docs[d][e - stride + 2 : e + 2] for d, e in chunk])
             ids = torch.from_numpy(inputs).to(device)
             pos = torch.arange(C, device=device).unsqueeze(0).expand(len(chunk), -1)
             with torch.no_grad():
                 logits = scored_logits(model, ids, pos, stride, slice_only=slice_only)
             tgt = torch.from_numpy(targets).to(device)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                                                     reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="sum"
+            )
             nll += float(loss)
             count += tgt.numel()
             if bar is not None:

@@ -18,8 +18,8 @@ from ropeext.report import provenance
 from ropeext.report import references as published
 from ropeext.report.plots import plot_lines
 from ropeext.report.tables import parse_variant, section, variant_styles
-from ropeext.text import markdown_table
 from ropeext.suites import SUITES
+from ropeext.text import markdown_table
 
 # where the RoPE sections (disturbance, angle histograms) stand among the suites' (ropeext.suites, Suite.order)
 ROPE_ORDER = 20
@@ -52,18 +52,28 @@ def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) 
     methods = F.join(config["extension"]["methods"])
     text = f"Extended from L = {L} to L' = {', '.join(map(str, targets))} with {methods}."
     if noft:
-        text += (f" Evaluated without fine-tuning (`noft`): {F.join(noft)}"
-                 + (" (`none` without fine-tuning is the base model itself)" if "none" in noft else "") + ".")
+        text += (
+            f" Evaluated without fine-tuning (`noft`): {F.join(noft)}"
+            + (" (`none` without fine-tuning is the base model itself)" if "none" in noft else "")
+            + "."
+        )
     if tuned:
         parts = [f"{m} with the layout{'s' if len(lays) > 1 else ''} {F.join(lays)}" for m, lays in tuned.items()]
         text += f" Fine-tuned: {'; '.join(parts)}"
         missing = sorted({v for v in variants if parse_variant(v)["layout"] not in ("noft", "")} - set(trained))
-        text += (" (see Fine-tuning)." if not missing else
-                 f" (no training summary was given to the report for {', '.join(f'`{v}`' for v in missing)}).")
+        text += (
+            " (see Fine-tuning)."
+            if not missing
+            else f" (no training summary was given to the report for {', '.join(f'`{v}`' for v in missing)})."
+        )
     else:
         text += " No variant was fine-tuned."
-    return [text, "", "Variants are named `model-method-L'-layout`; `noft` is the method applied to the base model "
-            "without fine-tuning."]
+    return [
+        text,
+        "",
+        "Variants are named `model-method-L'-layout`; `noft` is the method applied to the base model "
+        "without fine-tuning.",
+    ]
 
 
 def paper_checks(measured: list[Measured], disturbance: dict, trained: dict, bf16_results: dict) -> list[F.Check]:
@@ -155,11 +165,14 @@ class Report:
 
     def by_target(self, series: dict, kind: str) -> dict:
         """{L': {variant: (value within L, value at L')}}."""
-        return {t: {v: F.within_and_at(vals, self.L, t, kind) for v, vals in F.of_target(series, t).items()}
-                for t in self.targets}
+        return {
+            t: {v: F.within_and_at(vals, self.L, t, kind) for v, vals in F.of_target(series, t).items()}
+            for t in self.targets
+        }
 
-    def extension(self, what: str, kind: str, pairs_by_target: dict, note: str = "",
-                  where: dict | None = None) -> list[str]:
+    def extension(
+        self, what: str, kind: str, pairs_by_target: dict, note: str = "", where: dict | None = None
+    ) -> list[str]:
         """Per target: the hold/collapse sentence and the fine-tuning effect; recorded for the glance and checks."""
         lines = []
         for t, pairs in pairs_by_target.items():
@@ -186,9 +199,12 @@ class Report:
         table, found = published.disturbance_beside(table, geometry, self.refs)
         self.compared.extend(found)
         self.save(table, f"disturbance-{folder.name}.csv", index=False)
-        body = ["Rotary-angle disturbance (KL from the pre-training angle distribution, mean over pairs; "
-                "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.", "",
-                markdown_table(table.set_index(table.columns[0]), ".4g")]
+        body = [
+            "Rotary-angle disturbance (KL from the pre-training angle distribution, mean over pairs; "
+            "`ropeext compare`). DPRoPE interpolates only the pairs where that lowers the disturbance.",
+            "",
+            markdown_table(table.set_index(table.columns[0]), ".4g"),
+        ]
         for png in sorted(folder.glob("*.png")):
             self.copy(png, self.out / f"{folder.name}-{png.name}")
             body += ["", f"![{png.stem}]({folder.name}-{png.name})"]
@@ -215,19 +231,30 @@ class Report:
         checks = paper_checks(self.measured, self.disturbance, self.trained, self.bf16_results)
         short = [v for v, s in self.trained.items() if provenance.is_short_run(s, self.parameters)]
         if short:
-            self.caveats.append(f"The fine-tuning of {', '.join(f'`{v}`' for v in short)} was a short run (see "
-                                "Fine-tuning): comparisons after it show what so little training changes, not the "
-                                "papers' setting.")
-        self.caveats.append("The papers' numbers come from 7B-scale models fine-tuned on billions of tokens; a check "
-                            "without fine-tuning tests the disturbance premise on the base model directly.")
+            self.caveats.append(
+                f"The fine-tuning of {', '.join(f'`{v}`' for v in short)} was a short run (see "
+                "Fine-tuning): comparisons after it show what so little training changes, not the "
+                "papers' setting."
+            )
+        self.caveats.append(
+            "The papers' numbers come from 7B-scale models fine-tuned on billions of tokens; a check "
+            "without fine-tuning tests the disturbance premise on the base model directly."
+        )
         if checks:
             disagree = sum(c.agrees is False for c in checks)
-            self.glance.append(f"- Against the papers: {disagree} of {len(checks)} checks disagree (see \"Where our "
-                               "numbers disagree with the papers\").")
+            self.glance.append(
+                f'- Against the papers: {disagree} of {len(checks)} checks disagree (see "Where our '
+                'numbers disagree with the papers").'
+            )
 
-        md = [f"# ropeext report: {self.config['experiment']}", "",
-              provenance.base_model_sentence(self.base_info, self.config), "",
-              *extension_lines(self.config, self.variants, self.trained), ""]
+        md = [
+            f"# ropeext report: {self.config['experiment']}",
+            "",
+            provenance.base_model_sentence(self.base_info, self.config),
+            "",
+            *extension_lines(self.config, self.variants, self.trained),
+            "",
+        ]
         if self.glance:
             md += section("What the numbers show", [F.thresholds_text(), "", *self.glance])
         md += section("Fine-tuning", provenance.finetuning_lines(self.trained, self.parameters, F.label))

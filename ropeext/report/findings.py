@@ -20,8 +20,8 @@ HOLD_SCORE = 0.80
 COLLAPSE_SCORE = 0.25
 PPL_TIE = 0.01
 DISTURBANCE_TIE = 0.01
-BF16_BREAKS_RATIO = 10.0      # bf16 deviation at least this many times fp32's: "BF16 breaks RoPE"
-ANCHOR_TIME_CLAIM = 0.5       # AnchorAttention: "reduces training time by over 50%"
+BF16_BREAKS_RATIO = 10.0  # bf16 deviation at least this many times fp32's: "BF16 breaks RoPE"
+ANCHOR_TIME_CLAIM = 0.5  # AnchorAttention: "reduces training time by over 50%"
 DPROPE_METHODS = tuple(name for name, method in METHODS.items() if method.ours)  # the claims' own methods
 
 # kind -> (what a lower value means, unit for sentences)
@@ -30,12 +30,14 @@ PPL, SCORE = "ppl", "score"
 
 def thresholds_text() -> str:
     """The rules every finding below applies, stated once."""
-    return (f"How the findings are judged: at L' a variant *holds up* when its perplexity is at most "
-            f"{HOLD_PPL:.2f}x its perplexity at L (an accuracy or score: at least {HOLD_SCORE:.0%} of its mean within "
-            f"L) and *collapses* at {COLLAPSE_PPL:.2f}x or more (a score: {COLLAPSE_SCORE:.0%} of it or less); "
-            f"in between it *degrades*. Perplexities within {PPL_TIE:.0%} of each other and disturbances within "
-            f"{DISTURBANCE_TIE:.0%} count as equal. `pi` names a method without fine-tuning, `pi/anchor` the same "
-            "method fine-tuned with the anchor layout.")
+    return (
+        f"How the findings are judged: at L' a variant *holds up* when its perplexity is at most "
+        f"{HOLD_PPL:.2f}x its perplexity at L (an accuracy or score: at least {HOLD_SCORE:.0%} of its mean within "
+        f"L) and *collapses* at {COLLAPSE_PPL:.2f}x or more (a score: {COLLAPSE_SCORE:.0%} of it or less); "
+        f"in between it *degrades*. Perplexities within {PPL_TIE:.0%} of each other and disturbances within "
+        f"{DISTURBANCE_TIE:.0%} count as equal. `pi` names a method without fine-tuning, `pi/anchor` the same "
+        "method fine-tuned with the anchor layout."
+    )
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -93,7 +95,7 @@ class Verdict:
     within: float | None
     at: float | None
     ratio: float | None
-    verdict: str          # holds | degrades | collapses | fails within L | not measured
+    verdict: str  # holds | degrades | collapses | fails within L | not measured
 
 
 def classify(kind: str, within: float | None, at: float | None) -> tuple[float | None, str]:
@@ -136,22 +138,28 @@ def better(a: float, b: float, kind: str) -> int:
 
 
 # ----------------------------------------------------------------------------- per-evaluation sentences
-def extension_sentence(what: str, found: list[Verdict], L: int, target: int, kind: str,
-                       where: str = "") -> str:
+def extension_sentence(what: str, found: list[Verdict], L: int, target: int, kind: str, where: str = "") -> str:
     """'<what> at L' = .. against L = ..: holds up (...) for a (..), b (..); collapses (...) for c (..).
     Best at L': a (..).'"""
+
     def item(v: Verdict) -> str:
         if kind == PPL:
             return f"`{label(v.variant)}` ({v.ratio:.2f}x)"
         return f"`{label(v.variant)}` ({fmt(v.at, kind)} vs {fmt(v.within, kind)})"
 
     if kind == PPL:
-        ranges = {"holds": f"at most {HOLD_PPL:.2f}x", "degrades": f"{HOLD_PPL:.2f}-{COLLAPSE_PPL:.2f}x",
-                  "collapses": f"{COLLAPSE_PPL:.2f}x or more"}
+        ranges = {
+            "holds": f"at most {HOLD_PPL:.2f}x",
+            "degrades": f"{HOLD_PPL:.2f}-{COLLAPSE_PPL:.2f}x",
+            "collapses": f"{COLLAPSE_PPL:.2f}x or more",
+        }
         head = f"{what} at L' = {target} against L = {L}{where}"
     else:
-        ranges = {"holds": f"at least {HOLD_SCORE:.0%} of it", "degrades": f"{COLLAPSE_SCORE:.0%}-{HOLD_SCORE:.0%}",
-                  "collapses": f"{COLLAPSE_SCORE:.0%} of it or less"}
+        ranges = {
+            "holds": f"at least {HOLD_SCORE:.0%} of it",
+            "degrades": f"{COLLAPSE_SCORE:.0%}-{HOLD_SCORE:.0%}",
+            "collapses": f"{COLLAPSE_SCORE:.0%} of it or less",
+        }
         head = f"{what} at L' = {target} against its mean within L = {L}{where}"
     clauses = []
     sign = 1 if kind == PPL else -1
@@ -161,8 +169,10 @@ def extension_sentence(what: str, found: list[Verdict], L: int, target: int, kin
             clauses.append(f"{words} ({ranges[verdict]}) for {join([item(v) for v in group])}")
     failing = [v for v in found if v.verdict == "fails within L"]
     if failing:
-        clauses.append(f"fails already within L (0 there, so it says nothing about extension) for "
-                       f"{join([f'`{label(v.variant)}`' for v in failing])}")
+        clauses.append(
+            f"fails already within L (0 there, so it says nothing about extension) for "
+            f"{join([f'`{label(v.variant)}`' for v in failing])}"
+        )
     if not clauses:
         return f"{what}: no variant was measured both within L = {L} and past it up to L' = {target}."
     text = f"{head}: {'; '.join(clauses)}."
@@ -220,8 +230,10 @@ def bf16_sentence(variant: str, row: dict, result: dict) -> str:
     key_cols, head, bf_d, fp_d = found
     parts = []
     if bf_d is not None and fp_d is not None and fp_d > 0:
-        parts.append(f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 against {fp_d:.3g} in fp32 "
-                     f"({bf_d / fp_d:.3g}x)")
+        parts.append(
+            f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 against {fp_d:.3g} in fp32 "
+            f"({bf_d / fp_d:.3g}x)"
+        )
     elif bf_d is not None:
         parts.append(f"a position shift changes attention by {head} = {bf_d:.3g} in bf16 (fp32 not measured)")
     share = number(key_cols.get("first_share"))
@@ -239,12 +251,13 @@ def bf16_sentence(variant: str, row: dict, result: dict) -> str:
 class Check:
     paper: str
     claim: str
-    agrees: bool | None   # None: not testable with these numbers
+    agrees: bool | None  # None: not testable with these numbers
     text: str
 
 
-def disturbance_check(disturbance: dict[str, float], metric: dict[str, float | None], kind: str, what: str,
-                      group: str) -> Check | None:
+def disturbance_check(
+    disturbance: dict[str, float], metric: dict[str, float | None], kind: str, what: str, group: str
+) -> Check | None:
     """DPRoPE's premise: a method that disturbs the angle distribution less extends better.
 
     Every pair of methods whose disturbance differs (beyond DISTURBANCE_TIE) and whose ``metric``
@@ -255,7 +268,7 @@ def disturbance_check(disturbance: dict[str, float], metric: dict[str, float | N
         return None
     agree, against = 0, []
     for i, a in enumerate(methods):
-        for b in methods[i + 1:]:
+        for b in methods[i + 1 :]:
             lo, hi = (a, b) if disturbance[a] < disturbance[b] else (b, a)
             if disturbance[hi] - disturbance[lo] <= DISTURBANCE_TIE * max(abs(disturbance[hi]), 1e-300):
                 continue
@@ -264,17 +277,21 @@ def disturbance_check(disturbance: dict[str, float], metric: dict[str, float | N
                 agree += 1
             elif order < 0:
                 worse = "higher" if kind == PPL else "lower"
-                against.append(f"`{lo}` disturbs the angles less than `{hi}` ({disturbance[lo]:.3g} vs "
-                               f"{disturbance[hi]:.3g}) but has {worse} {what} ({fmt(metric[lo], kind)} vs "
-                               f"{fmt(metric[hi], kind)})")
+                against.append(
+                    f"`{lo}` disturbs the angles less than `{hi}` ({disturbance[lo]:.3g} vs "
+                    f"{disturbance[hi]:.3g}) but has {worse} {what} ({fmt(metric[lo], kind)} vs "
+                    f"{fmt(metric[hi], kind)})"
+                )
     if not agree and not against:
         return None
     by_d = ", ".join(f"`{m}`" for m in sorted(methods, key=lambda m: disturbance[m]))
     sign = 1 if kind == PPL else -1
     by_metric = ", ".join(f"`{m}`" for m in sorted(methods, key=lambda m: sign * metric[m]))
-    head = (f"{group[0].upper()}{group[1:]}, {what}: {agree} of {agree + len(against)} method pairs order as the "
-            "claim predicts "
-            f"(disturbance, least first: {by_d}; {what}, best first: {by_metric})")
+    head = (
+        f"{group[0].upper()}{group[1:]}, {what}: {agree} of {agree + len(against)} method pairs order as the "
+        "claim predicts "
+        f"(disturbance, least first: {by_d}; {what}, best first: {by_metric})"
+    )
     text = head + (f". Against it: {'; '.join(against)}." if against else ".")
     return Check("DPRoPE", "lower angle disturbance, better extension", not against, text)
 
@@ -290,8 +307,10 @@ def dprope_rank_check(metric: dict[str, float | None], kind: str, what: str, gro
     for m in ours:
         rank = 1 + sum(better(vals[o], vals[m], kind) > 0 for o in vals if o != m)
         top = best(vals, kind)
-        text = (f"`{m}` ranks {rank} of {len(vals)} in {what} {group} ({fmt(vals[m], kind)}; best "
-                f"{join([f'`{t}`' for t in top])} {fmt(vals[top[0]], kind)}).")
+        text = (
+            f"`{m}` ranks {rank} of {len(vals)} in {what} {group} ({fmt(vals[m], kind)}; best "
+            f"{join([f'`{t}`' for t in top])} {fmt(vals[top[0]], kind)})."
+        )
         out.append(Check("DPRoPE", "DPRoPE extends better than PI, YaRN and the rest", rank == 1, text))
     return out
 
@@ -306,8 +325,11 @@ def anchor_checks(values: dict[str, dict[str, float | None]], kind: str, what: s
             continue
         order = better(a, f, kind)
         verdict = {1: "anchor better", 0: "a tie", -1: "anchor worse"}[order]
-        text = (f"`{method}` fine-tuned with anchor vs full: {what} {fmt(a, kind)} vs {fmt(f, kind)} ({verdict})"
-                + (f"; {lower_first(n_note.strip('(). '))}" if n_note else "") + ".")
+        text = (
+            f"`{method}` fine-tuned with anchor vs full: {what} {fmt(a, kind)} vs {fmt(f, kind)} ({verdict})"
+            + (f"; {lower_first(n_note.strip('(). '))}" if n_note else "")
+            + "."
+        )
         out.append(Check("AnchorAttention", "anchor at least as good as full attention", order >= 0, text))
     return out
 
@@ -320,8 +342,10 @@ def anchor_time_checks(seconds: dict[str, dict[str, float | None]]) -> list[Chec
         if not a or not f:
             continue
         ratio = a / f
-        text = (f"`{method}` fine-tuning took {wall_time(a)} with anchor vs {wall_time(f)} with full attention "
-                f"({ratio:.2f}x; the paper: at most {ANCHOR_TIME_CLAIM:.2f}x).")
+        text = (
+            f"`{method}` fine-tuning took {wall_time(a)} with anchor vs {wall_time(f)} with full attention "
+            f"({ratio:.2f}x; the paper: at most {ANCHOR_TIME_CLAIM:.2f}x)."
+        )
         out.append(Check("AnchorAttention", "anchor cuts training time by over 50%", ratio <= ANCHOR_TIME_CLAIM, text))
     return out
 
@@ -345,17 +369,26 @@ def bf16_checks(results: dict[str, tuple[dict, dict]]) -> list[Check]:
     if ratios:
         items = [f"`{label(v)}` {b:.3g} vs {f:.3g} ({b / f:.3g}x)" for v, (b, f, _) in ratios.items()]
         weak = [v for v, (b, f, _) in ratios.items() if b / f < BF16_BREAKS_RATIO]
-        text = (f"{next(iter(ratios.values()))[2]} in bf16 against fp32 (counted as breaking at "
-                f"{BF16_BREAKS_RATIO:g}x or more): {join(items)}"
-                + (f"; below that: {join([f'`{label(v)}`' for v in weak])}." if weak else "."))
+        text = (
+            f"{next(iter(ratios.values()))[2]} in bf16 against fp32 (counted as breaking at "
+            f"{BF16_BREAKS_RATIO:g}x or more): {join(items)}"
+            + (f"; below that: {join([f'`{label(v)}`' for v in weak])}." if weak else ".")
+        )
         out.append(Check("AnchorAttention", "BF16 breaks RoPE's relative positions", not weak, text))
     if firsts:
-        items = [f"`{label(v)}` {share:.1%}" + ("" if top == 0 else f" (largest: key {top})")
-                 for v, (top, share, _) in firsts.items()]
+        items = [
+            f"`{label(v)}` {share:.1%}" + ("" if top == 0 else f" (largest: key {top})")
+            for v, (top, share, _) in firsts.items()
+        ]
         other = [v for v, (top, _, _) in firsts.items() if top != 0]
-        text = (f"share of the first key in {next(iter(firsts.values()))[2]} in bf16: {join(items)}; the first key is "
-                + ("the largest single contributor in every variant." if not other else
-                   f"not the largest contributor in {join([f'`{label(v)}`' for v in other])}."))
+        text = (
+            f"share of the first key in {next(iter(firsts.values()))[2]} in bf16: {join(items)}; the first key is "
+            + (
+                "the largest single contributor in every variant."
+                if not other
+                else f"not the largest contributor in {join([f'`{label(v)}`' for v in other])}."
+            )
+        )
         out.append(Check("AnchorAttention", "the deviation comes mostly from the first token", not other, text))
     return out
 
@@ -369,12 +402,12 @@ def checks_lines(checks: list[Check], caveats: list[str]) -> list[str]:
     agree = [c for c in checks if c.agrees]
     if disagree:
         lines += [f"**Disagreements** ({len(disagree)} of {len(checks)} checks):", ""]
-        lines += [f"- {c.paper}, \"{c.claim}\": {c.text}" for c in disagree] + [""]
+        lines += [f'- {c.paper}, "{c.claim}": {c.text}' for c in disagree] + [""]
     else:
         lines += [f"None of the {len(checks)} checks below disagrees with the papers.", ""]
     if agree:
         lines += [f"**Agreements** ({len(agree)} of {len(checks)} checks):", ""]
-        lines += [f"- {c.paper}, \"{c.claim}\": {c.text}" for c in agree] + [""]
+        lines += [f'- {c.paper}, "{c.claim}": {c.text}' for c in agree] + [""]
     if caveats:
         lines += ["Caveats:", ""] + [f"- {c}" for c in caveats]
     return lines

@@ -76,5 +76,11 @@ def longbench_within_at(metrics: dict, train_length: int, target: int) -> dict:
     if at_bucket:
         counts = [t.get("buckets", {}).get(at_bucket, {}).get("n") for t in (metrics.get("tasks") or {}).values()]
         n = sum(c for c in counts if c) or None
-    return {"within": sum(vals) / len(vals) if vals else None, "at": number(avg.get(at_bucket)) if at_bucket else None,
-            "bucket": at_bucket, "unit": unit, "n": n, "inside": inside}
+    return {
+        "within": sum(vals) / len(vals) if vals else None,
+        "at": number(avg.get(at_bucket)) if at_bucket else None,
+        "bucket": at_bucket,
+        "unit": unit,
+        "n": n,
+        "inside": inside,
+    }

@@ -9,10 +9,20 @@ import numpy as np
 from ropeext.io import pyplot, save_figure
 
 
-def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel: str, ylabel: str,
-               title: str = "", logx: bool = False, logy: bool = False, vlines: dict[str, float] | None = None,
-               styles: dict[str, dict] | None = None, xticks: dict[float, str] | None = None,
-               ylim: tuple[float, float] | None = None) -> Path:
+def plot_lines(
+    series: dict[str, tuple[list, list]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    vlines: dict[str, float] | None = None,
+    styles: dict[str, dict] | None = None,
+    xticks: dict[float, str] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """One line per series name; ``vlines`` marks x positions (e.g. the pre-training window).
 
     ``styles`` maps a series name to matplotlib keyword arguments (color, linestyle, marker);
@@ -26,8 +36,15 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel
         ax.plot(xs, ys, label=name, linewidth=1.5, markersize=4, **kw)
     for label, x in (vlines or {}).items():
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f" {label}", (x, 1.0), xycoords=("data", "axes fraction"), va="bottom", ha="center",
-                    fontsize=8, color="grey")
+        ax.annotate(
+            f" {label}",
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            va="bottom",
+            ha="center",
+            fontsize=8,
+            color="grey",
+        )
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
@@ -48,8 +65,16 @@ def plot_lines(series: dict[str, tuple[list, list]], path: str | Path, *, xlabel
     return save_figure(fig, path)
 
 
-def plot_heatmap_grid(panels: dict[str, tuple], path: str | Path, *, title: str, xlabel: str, ylabel: str,
-                      vmax: float = 100.0, columns: int = 4) -> Path:
+def plot_heatmap_grid(
+    panels: dict[str, tuple],
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    vmax: float = 100.0,
+    columns: int = 4,
+) -> Path:
     """One heat map per panel name, side by side on one colour scale (0..vmax).
 
     ``panels`` maps a name to (rows x columns values, row labels, column labels); NaN shows as '-'.

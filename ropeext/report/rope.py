@@ -27,8 +27,15 @@ def plot_per_pair(path: str | Path, solutions: dict, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def plot_pair_histograms(path: str | Path, geometry, pairs: list[int], pretrain: np.ndarray,
-                         per_method: dict[str, np.ndarray], solutions: dict, title: str) -> Path:
+def plot_pair_histograms(
+    path: str | Path,
+    geometry,
+    pairs: list[int],
+    pretrain: np.ndarray,
+    per_method: dict[str, np.ndarray],
+    solutions: dict,
+    title: str,
+) -> Path:
     """One panel per pair: the pre-training histogram and each method's at the target length."""
     plt = pyplot()
     bins = pretrain.shape[1]
@@ -36,11 +43,23 @@ def plot_pair_histograms(path: str | Path, geometry, pairs: list[int], pretrain:
     centers = (np.arange(bins) + 0.5) * 360.0 / bins
     for row, pair in enumerate(pairs):
         ax = axes[row, 0]
-        ax.step(centers, pretrain[row], where="mid", color="black", lw=1.6,
-                label=f"pre-training (m < {geometry.train_length})")
+        ax.step(
+            centers,
+            pretrain[row],
+            where="mid",
+            color="black",
+            lw=1.6,
+            label=f"pre-training (m < {geometry.train_length})",
+        )
         for name, hist in per_method.items():
-            ax.step(centers, hist[row], where="mid", lw=0.9, alpha=0.8,
-                    label=f"{name} (D_i={solutions[name]['per_pair_disturbance'][pair]:.3g})")
+            ax.step(
+                centers,
+                hist[row],
+                where="mid",
+                lw=0.9,
+                alpha=0.8,
+                label=f"{name} (D_i={solutions[name]['per_pair_disturbance'][pair]:.3g})",
+            )
         ax.set_title(f"pair {pair}: period {2 * np.pi / geometry.theta64()[pair]:.4g} positions", fontsize=9)
         ax.set_ylabel("P(k)")
         ax.legend(fontsize=7, ncol=3)
@@ -63,8 +82,15 @@ def plot_heatmaps(path: str | Path, arrays: dict, title: str) -> Path:
     image = None
     for ax, name in zip(axes[0], names):
         hist = arrays[name]
-        image = ax.imshow(hist, aspect="auto", origin="lower", norm=LogNorm(vmin=low, vmax=high),
-                          extent=(0, 360, -0.5, hist.shape[0] - 0.5), cmap="viridis", interpolation="nearest")
+        image = ax.imshow(
+            hist,
+            aspect="auto",
+            origin="lower",
+            norm=LogNorm(vmin=low, vmax=high),
+            extent=(0, 360, -0.5, hist.shape[0] - 0.5),
+            cmap="viridis",
+            interpolation="nearest",
+        )
         label = "pre-training (m < L)" if name == "pretrain" else f"{name} (m < L')"
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("angle (degrees)")

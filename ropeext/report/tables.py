@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
@@ -33,7 +32,9 @@ def load_json(paths: list[str | Path]) -> list[dict]:
 
 def order_rows(df: pd.DataFrame) -> pd.DataFrame:
     """noft rows first, then by method and layout, so before/after fine-tuning read top to bottom."""
-    keys = [(parse_variant(v)["layout"] != "noft", parse_variant(v)["method"], parse_variant(v)["layout"]) for v in df.index]
+    keys = [
+        (parse_variant(v)["layout"] != "noft", parse_variant(v)["method"], parse_variant(v)["layout"]) for v in df.index
+    ]
     return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])]
 
 
@@ -46,9 +47,14 @@ def variant_styles(variants: list[str]) -> dict[str, dict]:
     colours = matplotlib.colormaps["tab10"]
     dashes = {"noft": "--"} | {lay: ls for lay, ls in zip(layouts, ["-", ":", "-.", (0, (5, 1)), (0, (1, 3))])}
     markers = {"noft": "x"} | {lay: m for lay, m in zip(layouts, ["o", "s", "^", "D", "v"])}
-    return {v: {"color": colours(methods.index(parse_variant(v)["method"]) % 10),
-                "linestyle": dashes.get(parse_variant(v)["layout"], "-"),
-                "marker": markers.get(parse_variant(v)["layout"], "o")} for v in variants}
+    return {
+        v: {
+            "color": colours(methods.index(parse_variant(v)["method"]) % 10),
+            "linestyle": dashes.get(parse_variant(v)["layout"], "-"),
+            "marker": markers.get(parse_variant(v)["layout"], "o"),
+        }
+        for v in variants
+    }
 
 
 def section(title: str, body: list[str]) -> list[str]:

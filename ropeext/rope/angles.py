@@ -17,7 +17,7 @@ import numpy as np
 
 from ropeext.errors import RopeextError
 
-FLOOR = 2.0 ** -14  # the pseudo-count added to every bin (float16's smallest normal number)
+FLOOR = 2.0**-14  # the pseudo-count added to every bin (float16's smallest normal number)
 ANGLE_DTYPES = ("float32", "float64")
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -62,7 +62,7 @@ def remainder_float32(angles: np.ndarray, divisor: np.float32) -> np.ndarray:
     difference angles - q * divisor are exact, so once the quotient q is corrected by one where the
     float64 division rounded across an integer, the remainder is the exact one, which float32 holds.
     """
-    if angles.size and float(angles.max()) >= 2.0 ** 27 * float(divisor):
+    if angles.size and float(angles.max()) >= 2.0**27 * float(divisor):
         return np.fmod(angles, divisor)
     a = angles.astype(np.float64)
     b = np.float64(divisor)

@@ -61,8 +61,10 @@ def build_candidates(names: list[str], ws) -> list[Candidate]:
             for f in np.geomspace(1.0, s, k):
                 out.append(Candidate(f"factor={f:.6g}", np.full(pairs, f)))
         else:
-            raise RopeextError(f"--candidates: unknown candidate {name!r} (expected extrapolate, interpolate, "
-                               "ntk, yarn, llama3, dynamic_ntk or grid:K)")
+            raise RopeextError(
+                f"--candidates: unknown candidate {name!r} (expected extrapolate, interpolate, "
+                "ntk, yarn, llama3, dynamic_ntk or grid:K)"
+            )
     # drop duplicates of an earlier candidate (the grid contains 1 and s)
     unique: list[Candidate] = []
     for cand in out:
@@ -80,8 +82,10 @@ def check_selection(threshold, interpolated_dims, head_dim: int) -> tuple[float,
         except (TypeError, ValueError):
             raise RopeextError(f"--interpolated-dims must be an even integer, got {interpolated_dims!r}") from None
         if n != interpolated_dims or n % 2 or not 0 <= n <= head_dim:
-            raise RopeextError(f"--interpolated-dims must be an even integer between 0 and the head dimension "
-                               f"{head_dim} (it counts dimensions, two per pair), got {interpolated_dims!r}")
+            raise RopeextError(
+                f"--interpolated-dims must be an even integer between 0 and the head dimension "
+                f"{head_dim} (it counts dimensions, two per pair), got {interpolated_dims!r}"
+            )
         return 0.0, n
     try:
         t = 0.0 if threshold is None else float(threshold)
@@ -99,8 +103,8 @@ def choose(disturbances: np.ndarray, threshold: float = 0.0, interpolated_dims: 
     if d.shape[0] == 1:
         return np.zeros(pairs, dtype=np.int64)
     others = d[1:]
-    best_other = np.argmin(others, axis=0) + 1          # ties: earliest candidate
-    gain = d[0] - others.min(axis=0)                    # gap against extrapolation
+    best_other = np.argmin(others, axis=0) + 1  # ties: earliest candidate
+    gain = d[0] - others.min(axis=0)  # gap against extrapolation
     if interpolated_dims is None:
         leave = gain > threshold
     else:
@@ -113,9 +117,11 @@ def choose(disturbances: np.ndarray, threshold: float = 0.0, interpolated_dims: 
 def dprope(ws, *, threshold=None, interpolated_dims=None, candidates=None) -> MethodFrequencies:
     """Per pair, the candidate of least disturbance: by threshold, or the n/2 pairs of largest gaps."""
     if threshold is not None and interpolated_dims is not None:
-        raise RopeextError("--threshold and --interpolated-dims (rope.threshold and rope.interpolated_dims) "
-                           "cannot both steer dprope: give one of them, or list dprope_threshold too, which "
-                           "takes the threshold while dprope takes the count")
+        raise RopeextError(
+            "--threshold and --interpolated-dims (rope.threshold and rope.interpolated_dims) "
+            "cannot both steer dprope: give one of them, or list dprope_threshold too, which "
+            "takes the threshold while dprope takes the count"
+        )
     g = ws.geometry
     t, n = check_selection(threshold, interpolated_dims, g.head_dim)
     names = parse_candidates(candidates)
@@ -133,9 +139,14 @@ def dprope(ws, *, threshold=None, interpolated_dims=None, candidates=None) -> Me
     d = result.details
     d["threshold"] = None if n is not None else t
     d["interpolated_dims_requested"] = n
-    d["candidates"] = {c.name: {"factors": [float(x) for x in c.factors],
-                                "per_pair_disturbance": [float(x) for x in row],
-                                "disturbance": float(np.mean(row))} for c, row in zip(cands, dist)}
+    d["candidates"] = {
+        c.name: {
+            "factors": [float(x) for x in c.factors],
+            "per_pair_disturbance": [float(x) for x in row],
+            "disturbance": float(np.mean(row)),
+        }
+        for c, row in zip(cands, dist)
+    }
     d["chosen_candidate"] = [cands[k].name for k in chosen]
     if len(cands) == 2:
         d["gap"] = [float(x) for x in dist[0] - dist[1]]

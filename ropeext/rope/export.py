@@ -22,14 +22,20 @@ def longrope_parameters(geometry: Geometry, factors) -> dict:
     }
 
 
-def model_inv_freq(rope_parameters: dict, head_dim: int, max_position_embeddings: int,
-                   seq_len: int | None = None) -> np.ndarray:
+def model_inv_freq(
+    rope_parameters: dict, head_dim: int, max_position_embeddings: int, seq_len: int | None = None
+) -> np.ndarray:
     """The float32 frequencies a stock model with these settings runs at ``seq_len``."""
     return stock_inv_freq(rope_parameters, head_dim, max_position_embeddings, seq_len)[0]
 
 
-def factors_from_rope_parameters(rope_parameters: dict, head_dim: int, max_position_embeddings: int,
-                                 seq_len: int | None = None, rope_theta: float | None = None) -> np.ndarray:
+def factors_from_rope_parameters(
+    rope_parameters: dict,
+    head_dim: int,
+    max_position_embeddings: int,
+    seq_len: int | None = None,
+    rope_theta: float | None = None,
+) -> np.ndarray:
     """Per-pair divisors kappa_i = theta_i / theta_hat_i of a stock model (float64).
 
     ``rope_theta`` is the base the divisors are taken against (the model's own base by default).

@@ -54,17 +54,20 @@ def make_geometry(rope_theta, head_dim, train_length, target_length, *, warn: bo
         raise RopeextError(f"--train-length must be a positive integer, got {train_length}")
     target_length = _as_int(target_length, "--target-length")
     if target_length <= train_length:
+        raise RopeextError(f"--target-length ({target_length}) must be greater than --train-length ({train_length})")
+    if target_length >= 2**24:
         raise RopeextError(
-            f"--target-length ({target_length}) must be greater than --train-length ({train_length})")
-    if target_length >= 2 ** 24:
-        raise RopeextError(f"--target-length must be below 2^24 = 16777216 (positions are exact in float32), "
-                           f"got {target_length}")
+            f"--target-length must be below 2^24 = 16777216 (positions are exact in float32), got {target_length}"
+        )
     geometry = Geometry(rope_theta, head_dim, train_length, target_length)
     if warn and target_length % train_length:
         warnings.warn(
             f"the scale s = {target_length}/{train_length} = {geometry.scale:.6g} is not an integer: "
             "the divergence of interpolated pairs then depends on the floor constant 2^-14 "
-            "(pre-training bins that interpolation leaves empty)", NonIntegerScaleWarning, stacklevel=2)
+            "(pre-training bins that interpolation leaves empty)",
+            NonIntegerScaleWarning,
+            stacklevel=2,
+        )
     return geometry
 
 

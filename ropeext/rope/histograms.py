@@ -28,28 +28,34 @@ def histogram_arrays(geometry: Geometry, solutions: dict[str, dict], bins: int, 
     """``pretrain`` (positions < L) and each method's histograms (positions < L'), pairs x bins, with their
     frequencies, factors and per-pair disturbance, the geometry and the method names (an .npz's content)."""
     theta = pretrain_frequencies(geometry, angle_dtype)
-    arrays = {"pretrain": angle_histograms(theta, geometry.train_length, bins, angle_dtype),
-              "pretrain_inv_freq": np.asarray(theta)}
+    arrays = {
+        "pretrain": angle_histograms(theta, geometry.train_length, bins, angle_dtype),
+        "pretrain_inv_freq": np.asarray(theta),
+    }
     for name, sol in solutions.items():
         freq = solution_frequencies(geometry, sol, angle_dtype)
         arrays[name] = angle_histograms(freq, geometry.target_length, bins, angle_dtype)
         arrays[f"{name}_inv_freq"] = freq
         arrays[f"{name}_factors"] = np.asarray(sol["factors"])
         arrays[f"{name}_disturbance"] = np.asarray(sol["per_pair_disturbance"])
-    arrays["geometry"] = np.array([geometry.rope_theta, geometry.head_dim, geometry.train_length,
-                                   geometry.target_length, bins], dtype=np.float64)
+    arrays["geometry"] = np.array(
+        [geometry.rope_theta, geometry.head_dim, geometry.train_length, geometry.target_length, bins], dtype=np.float64
+    )
     arrays["methods"] = np.array(list(solutions))
     return arrays
 
 
-def pair_histograms(geometry: Geometry, solutions: dict[str, dict], bins: int, angle_dtype: str,
-                    pairs: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def pair_histograms(
+    geometry: Geometry, solutions: dict[str, dict], bins: int, angle_dtype: str, pairs: list[int]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Histograms of a few pairs only: (pre-training, len(pairs) x bins) and {method: len(pairs) x bins}."""
-    pre = angle_histograms(pretrain_frequencies(geometry, angle_dtype)[pairs], geometry.train_length, bins,
-                           angle_dtype)
-    per_method = {name: angle_histograms(solution_frequencies(geometry, sol, angle_dtype)[pairs],
-                                         geometry.target_length, bins, angle_dtype)
-                  for name, sol in solutions.items()}
+    pre = angle_histograms(pretrain_frequencies(geometry, angle_dtype)[pairs], geometry.train_length, bins, angle_dtype)
+    per_method = {
+        name: angle_histograms(
+            solution_frequencies(geometry, sol, angle_dtype)[pairs], geometry.target_length, bins, angle_dtype
+        )
+        for name, sol in solutions.items()
+    }
     return pre, per_method
 
 

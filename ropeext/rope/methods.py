@@ -26,8 +26,8 @@ from ropeext.rope.stock import default_inv_freq, stock_inv_freq
 
 @dataclass
 class MethodFrequencies:
-    factors: np.ndarray            # kappa_i, float64
-    inv_freq: np.ndarray           # what the stock model runs, float32
+    factors: np.ndarray  # kappa_i, float64
+    inv_freq: np.ndarray  # what the stock model runs, float32
     rope_parameters: dict
     max_position_embeddings: int
     attention_factor: float = 1.0
@@ -47,21 +47,30 @@ def _stock_factors(geometry: Geometry, inv_freq: np.ndarray) -> np.ndarray:
     return theta / inv_freq.astype(np.float64)
 
 
-def native(geometry: Geometry, rope_parameters: dict, max_position_embeddings: int,
-           options: dict | None = None) -> MethodFrequencies:
+def native(
+    geometry: Geometry, rope_parameters: dict, max_position_embeddings: int, options: dict | None = None
+) -> MethodFrequencies:
     """A method that stock transformers implements: frequencies at the target length from transformers."""
-    inv_freq, attention = stock_inv_freq(rope_parameters, geometry.head_dim, max_position_embeddings,
-                                         seq_len=geometry.target_length)
-    return MethodFrequencies(_stock_factors(geometry, inv_freq), inv_freq, rope_parameters,
-                             max_position_embeddings, attention, dict(options or {}))
+    inv_freq, attention = stock_inv_freq(
+        rope_parameters, geometry.head_dim, max_position_embeddings, seq_len=geometry.target_length
+    )
+    return MethodFrequencies(
+        _stock_factors(geometry, inv_freq),
+        inv_freq,
+        rope_parameters,
+        max_position_embeddings,
+        attention,
+        dict(options or {}),
+    )
 
 
 def per_pair(geometry: Geometry, factors, options: dict | None = None) -> MethodFrequencies:
     """A per-pair factor method, exported as ``longrope`` with short == long factors."""
     factors = np.asarray(factors, dtype=np.float64)
     params = longrope_parameters(geometry, factors)
-    inv_freq, attention = stock_inv_freq(params, geometry.head_dim, geometry.target_length,
-                                         seq_len=geometry.target_length)
+    inv_freq, attention = stock_inv_freq(
+        params, geometry.head_dim, geometry.target_length, seq_len=geometry.target_length
+    )
     return MethodFrequencies(factors, inv_freq, params, geometry.target_length, attention, dict(options or {}))
 
 
@@ -86,16 +95,18 @@ def none(ws) -> MethodFrequencies:
 
 def pi(ws) -> MethodFrequencies:
     g = ws.geometry
-    return native(g, {"rope_type": "linear", "factor": float(g.scale), "rope_theta": float(g.rope_theta)},
-                  g.target_length)
+    return native(
+        g, {"rope_type": "linear", "factor": float(g.scale), "rope_theta": float(g.rope_theta)}, g.target_length
+    )
 
 
 def dynamic_ntk(ws) -> MethodFrequencies:
     # stock dynamic NTK reads max_position_embeddings as the pre-training length and grows its base
     # with the running length; evaluated here at the target length
     g = ws.geometry
-    return native(g, {"rope_type": "dynamic", "factor": float(g.scale), "rope_theta": float(g.rope_theta)},
-                  g.train_length)
+    return native(
+        g, {"rope_type": "dynamic", "factor": float(g.scale), "rope_theta": float(g.rope_theta)}, g.train_length
+    )
 
 
 def ntk(ws) -> MethodFrequencies:
@@ -104,9 +115,15 @@ def ntk(ws) -> MethodFrequencies:
 
 def yarn(ws, *, beta_fast: float, beta_slow: float, truncate: bool) -> MethodFrequencies:
     g = ws.geometry
-    params = {"rope_type": "yarn", "factor": float(g.scale), "rope_theta": float(g.rope_theta),
-              "original_max_position_embeddings": g.train_length, "beta_fast": float(beta_fast),
-              "beta_slow": float(beta_slow), "truncate": bool(truncate)}
+    params = {
+        "rope_type": "yarn",
+        "factor": float(g.scale),
+        "rope_theta": float(g.rope_theta),
+        "original_max_position_embeddings": g.train_length,
+        "beta_fast": float(beta_fast),
+        "beta_slow": float(beta_slow),
+        "truncate": bool(truncate),
+    }
     return native(g, params, g.target_length, dict(beta_fast=beta_fast, beta_slow=beta_slow, truncate=truncate))
 
 
@@ -115,8 +132,14 @@ def llama3(ws, *, low_freq_factor: float, high_freq_factor: float) -> MethodFreq
     low, high = float(low_freq_factor), float(high_freq_factor)
     if not high > low:
         raise RopeextError(f"llama3 high_freq_factor ({high}) must be greater than low_freq_factor ({low})")
-    params = {"rope_type": "llama3", "factor": float(g.scale), "rope_theta": float(g.rope_theta),
-              "original_max_position_embeddings": g.train_length, "low_freq_factor": low, "high_freq_factor": high}
+    params = {
+        "rope_type": "llama3",
+        "factor": float(g.scale),
+        "rope_theta": float(g.rope_theta),
+        "original_max_position_embeddings": g.train_length,
+        "low_freq_factor": low,
+        "high_freq_factor": high,
+    }
     options = dict(low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor)
     return native(g, params, g.target_length, options)
 
@@ -146,8 +169,10 @@ def longrope(ws, *, factors_file) -> MethodFrequencies:
 def check_factors(factors, geometry: Geometry, source: str = "--factors-file") -> np.ndarray:
     array = np.asarray(factors, dtype=np.float64).ravel()
     if array.size != geometry.pairs:
-        raise RopeextError(f"{source}: expected {geometry.pairs} factors (one per rotary pair, head_dim "
-                           f"{geometry.head_dim} / 2), got {array.size}")
+        raise RopeextError(
+            f"{source}: expected {geometry.pairs} factors (one per rotary pair, head_dim "
+            f"{geometry.head_dim} / 2), got {array.size}"
+        )
     if np.any(~np.isfinite(array)) or np.any(array <= 0):
         raise RopeextError(f"{source}: factors must be finite and > 0")
     return array

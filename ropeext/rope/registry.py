@@ -29,15 +29,24 @@ METHODS: dict[str, Method] = {
     "pi": Method(methods.pi, "position interpolation: every frequency divided by the scale s"),
     "ntk": Method(methods.ntk, "NTK-aware base change B' = B s^(d/(d-2)), as per-pair factors"),
     "dynamic_ntk": Method(methods.dynamic_ntk, "transformers' dynamic NTK, evaluated at the target length"),
-    "yarn": Method(methods.yarn, "YaRN: NTK-by-parts ramp between beta_fast and beta_slow rotations",
-                   ("yarn.beta_fast", "yarn.beta_slow", "yarn.truncate")),
-    "llama3": Method(methods.llama3, "Llama 3 frequency-band scaling",
-                     ("llama3.low_freq_factor", "llama3.high_freq_factor")),
+    "yarn": Method(
+        methods.yarn,
+        "YaRN: NTK-by-parts ramp between beta_fast and beta_slow rotations",
+        ("yarn.beta_fast", "yarn.beta_slow", "yarn.truncate"),
+    ),
+    "llama3": Method(
+        methods.llama3, "Llama 3 frequency-band scaling", ("llama3.low_freq_factor", "llama3.high_freq_factor")
+    ),
     "base_change": Method(methods.base_change, "a new RoPE base (rope.new_rope_theta)", ("new_rope_theta",)),
     "longrope": Method(methods.longrope, "per-pair factors read from rope.factors_file", ("factors_file",)),
-    "dprope": Method(dprope.dprope, "DPRoPE: per pair, the candidate whose angles stay closest to pre-training "
-                     "(by rope.interpolated_dims when set, else rope.threshold)",
-                     ("threshold", "interpolated_dims", "candidates"), ours=True),
-    "dprope_threshold": Method(dprope.dprope_threshold, "DPRoPE by rope.threshold, whatever the count",
-                               ("threshold", "candidates"), ours=True),
+    "dprope": Method(
+        dprope.dprope,
+        "DPRoPE: per pair, the candidate whose angles stay closest to pre-training "
+        "(by rope.interpolated_dims when set, else rope.threshold)",
+        ("threshold", "interpolated_dims", "candidates"),
+        ours=True,
+    ),
+    "dprope_threshold": Method(
+        dprope.dprope_threshold, "DPRoPE by rope.threshold, whatever the count", ("threshold", "candidates"), ours=True
+    ),
 }

@@ -19,8 +19,15 @@ from ropeext.rope.geometry import Geometry, make_geometry
 from ropeext.rope.methods import MethodFrequencies, unscaled
 from ropeext.rope.registry import METHODS
 
-TABLE_COLUMNS = ("method", "disturbance", "interpolated_dims", "fully_interpolated_dims", "reduction_vs_pi",
-                 "max_pair_disturbance", "attention_factor")
+TABLE_COLUMNS = (
+    "method",
+    "disturbance",
+    "interpolated_dims",
+    "fully_interpolated_dims",
+    "reduction_vs_pi",
+    "max_pair_disturbance",
+    "attention_factor",
+)
 OPTION_KEYS = {key.rsplit(".", 1)[-1]: key for m in METHODS.values() for key in m.options}
 
 
@@ -58,8 +65,14 @@ def check_method(method: str, option: str = "--method") -> str:
 class Workspace:
     """One geometry, histogram setting and ``rope`` options; caches histograms and solved methods."""
 
-    def __init__(self, geometry: Geometry, bins: int = 360, kl_direction: str = "code",
-                 angle_dtype: str = "float32", rope: dict | None = None):
+    def __init__(
+        self,
+        geometry: Geometry,
+        bins: int = 360,
+        kl_direction: str = "code",
+        angle_dtype: str = "float32",
+        rope: dict | None = None,
+    ):
         self.geometry = geometry
         self.bins = check_bins(bins)
         self.kl_direction = check_kl_direction(kl_direction)
@@ -133,9 +146,20 @@ def _scaling_dict(ws: Workspace, method: str, result: MethodFrequencies, per_pai
     }
 
 
-def solve(method: str, rope_theta: float, head_dim: int, train_length: int, target_length: int, bins: int = 360,
-          kl_direction: str = "code", angle_dtype: str = "float32", *, rope: dict | None = None,
-          workspace: Workspace | None = None, **options) -> dict:
+def solve(
+    method: str,
+    rope_theta: float,
+    head_dim: int,
+    train_length: int,
+    target_length: int,
+    bins: int = 360,
+    kl_direction: str = "code",
+    angle_dtype: str = "float32",
+    *,
+    rope: dict | None = None,
+    workspace: Workspace | None = None,
+    **options,
+) -> dict:
     """Solve one method at one geometry; returns the content of ``scaling.json``.
 
     ``rope`` is the config's ``rope`` section (the schema's defaults when None); ``options`` are laid
@@ -159,9 +183,19 @@ def solve(method: str, rope_theta: float, head_dim: int, train_length: int, targ
     return out
 
 
-def compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360,
-                      kl_direction: str = "code", angle_dtype: str = "float32", *, rope: dict | None = None,
-                      **options) -> tuple[list[dict], dict[str, dict]]:
+def compare_solutions(
+    methods,
+    rope_theta,
+    head_dim,
+    train_length,
+    target_length,
+    bins: int = 360,
+    kl_direction: str = "code",
+    angle_dtype: str = "float32",
+    *,
+    rope: dict | None = None,
+    **options,
+) -> tuple[list[dict], dict[str, dict]]:
     """Rows of the comparison table and each method's full solution (PI is always solved for the reduction).
 
     Beside ``dprope_threshold``, ``dprope`` takes the count (rope.interpolated_dims) when one is set and
@@ -175,29 +209,43 @@ def compare_solutions(methods, rope_theta, head_dim, train_length, target_length
     if "dprope_threshold" in methods and ws.rope["interpolated_dims"] is not None:
         ws.frequencies("dprope_threshold")
         ws.rope["threshold"] = None  # the threshold was dprope_threshold's; dprope, solved next, takes the count
-    solutions = {m: solve(m, rope_theta, head_dim, train_length, target_length, workspace=ws)
-                 for m in dict.fromkeys(list(methods) + ["pi"])}
+    solutions = {
+        m: solve(m, rope_theta, head_dim, train_length, target_length, workspace=ws)
+        for m in dict.fromkeys(list(methods) + ["pi"])
+    }
     d_pi = solutions["pi"]["disturbance"]
     rows = []
     for m in methods:
         sol = solutions[m]
-        rows.append({
-            "method": m,
-            "disturbance": sol["disturbance"],
-            "interpolated_dims": sol["interpolated_dims"],
-            "fully_interpolated_dims": sol["fully_interpolated_dims"],
-            "reduction_vs_pi": (1.0 - sol["disturbance"] / d_pi) if d_pi > 0 else float("nan"),
-            "max_pair_disturbance": float(np.max(sol["per_pair_disturbance"])),
-            "attention_factor": sol["attention_factor"],
-        })
+        rows.append(
+            {
+                "method": m,
+                "disturbance": sol["disturbance"],
+                "interpolated_dims": sol["interpolated_dims"],
+                "fully_interpolated_dims": sol["fully_interpolated_dims"],
+                "reduction_vs_pi": (1.0 - sol["disturbance"] / d_pi) if d_pi > 0 else float("nan"),
+                "max_pair_disturbance": float(np.max(sol["per_pair_disturbance"])),
+                "attention_factor": sol["attention_factor"],
+            }
+        )
     return rows, {m: solutions[m] for m in methods}
 
 
-def compare(methods, rope_theta, head_dim, train_length, target_length, bins: int = 360,
-            kl_direction: str = "code", angle_dtype: str = "float32", **options) -> list[dict]:
+def compare(
+    methods,
+    rope_theta,
+    head_dim,
+    train_length,
+    target_length,
+    bins: int = 360,
+    kl_direction: str = "code",
+    angle_dtype: str = "float32",
+    **options,
+) -> list[dict]:
     """One row per method: total disturbance, interpolated dimensions, reduction against PI."""
-    return compare_solutions(methods, rope_theta, head_dim, train_length, target_length, bins, kl_direction,
-                             angle_dtype, **options)[0]
+    return compare_solutions(
+        methods, rope_theta, head_dim, train_length, target_length, bins, kl_direction, angle_dtype, **options
+    )[0]
 
 
 def _check_methods(methods) -> list[str]:

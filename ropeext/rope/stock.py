@@ -52,8 +52,9 @@ def stock_config(rope_parameters: dict, head_dim: int, max_position_embeddings: 
     return config
 
 
-def stock_inv_freq(rope_parameters: dict, head_dim: int, max_position_embeddings: int,
-                   seq_len: int | None = None) -> tuple[np.ndarray, float]:
+def stock_inv_freq(
+    rope_parameters: dict, head_dim: int, max_position_embeddings: int, seq_len: int | None = None
+) -> tuple[np.ndarray, float]:
     """(inv_freq as float32 numpy, attention factor) that stock transformers computes.
 
     ``seq_len`` is the sequence length the model runs at; it matters for ``dynamic`` (frequencies

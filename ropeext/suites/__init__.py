@@ -25,8 +25,9 @@ def _discover() -> tuple[list[Suite], list]:
         module = importlib.import_module(f"{__name__}.{info.name}")
         modules.append(module)
         if not isinstance(getattr(module, "SUITE", None), Suite):
-            raise RopeextError(f"{module.__file__}: an evaluation suite module must declare SUITE = "
-                               "ropeext.suites._suite.Suite(...)")
+            raise RopeextError(
+                f"{module.__file__}: an evaluation suite module must declare SUITE = ropeext.suites._suite.Suite(...)"
+            )
         suites.append(module.SUITE)
     return sorted(suites, key=lambda s: (s.order, s.name)), modules
 

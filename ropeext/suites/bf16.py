@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ropeext.suites._suite import Figure, Suite
 from ropeext.analysis.plots import plot_key_columns
 from ropeext.report import findings as F
 from ropeext.report.plots import plot_lines
 from ropeext.report.tables import load_json, order_rows, section
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 
@@ -34,14 +34,26 @@ def report(doc, paths: list) -> None:
     doc.variants |= set(df.index)
     doc.save(df, "bf16.csv")
     keep = [c for c in df.columns if c.endswith(("D_0_16", "first_key_share")) or c == "bf16_over_fp32"]
-    body = ["In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
-            "breaks RoPE's relative-position property more (`ropeext analyze bf16`).", "",
-            markdown_table(df[keep], ".3g"), ""]
+    body = [
+        "In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
+        "breaks RoPE's relative-position property more (`ropeext analyze bf16`).",
+        "",
+        markdown_table(df[keep], ".3g"),
+        "",
+    ]
     if series:
         styles = {n: {"linestyle": "-" if n.endswith(" bf16") else "--"} for n in series}
-        doc.add(plot_lines(series, doc.out / "bf16_deviation.png", xlabel="position shift delta1",
-                           ylabel="D(delta1, delta2)", logy=True, styles=styles,
-                           title="Attention deviation under a position shift, by setting"))
+        doc.add(
+            plot_lines(
+                series,
+                doc.out / "bf16_deviation.png",
+                xlabel="position shift delta1",
+                ylabel="D(delta1, delta2)",
+                logy=True,
+                styles=styles,
+                title="Attention deviation under a position shift, by setting",
+            )
+        )
         body += ["![deviation by shift](bf16_deviation.png)", ""]
     for variant in df.index:
         row, m = doc.bf16_results[variant]
@@ -51,15 +63,18 @@ def report(doc, paths: list) -> None:
         sentence = F.bf16_sentence(variant, row, m)
         body.append(sentence)
         doc.glance.append(f"- BF16: {sentence}")
-    doc.sections += section("BF16 relative-position deviation (D(0,16): attention change under a position "
-                            "shift)", body)
+    doc.sections += section("BF16 relative-position deviation (D(0,16): attention change under a position shift)", body)
 
 
 SUITE = Suite(
-    name="bf16", section="analysis.bf16", rule="analyze_bf16", order=70, report=report,
+    name="bf16",
+    section="analysis.bf16",
+    rule="analyze_bf16",
+    order=70,
+    report=report,
     metrics="bf16_deviation.json",
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
     figures={"png": Figure("deviation_vs_delta.png", "bf16.rst", "BF16")},
     command="analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
-            "--output {params.outdir} --threads {threads} --variant {params.variant}",
+    "--output {params.outdir} --threads {threads} --variant {params.variant}",
 )

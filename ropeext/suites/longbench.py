@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ropeext.suites._suite import Figure, Suite
 from ropeext.eval.longbench.results import table1
-from ropeext.report import findings as F, measures
+from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, section
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 
@@ -49,9 +50,17 @@ def report(doc, paths: list) -> None:
         series[v] = (xs, [np.nan if avg.get(name) is None else avg[name] for name, _, _ in buckets])
     body = [markdown_table(df)]
     if xticks:
-        doc.lines_plot(series, "longbench_buckets.png", df, ylabel="score (x100)", logx=tokens, xticks=xticks,
-                       xlabel="length bucket (tokens; plotted at its upper edge)" if tokens else "length bucket",
-                       title="LongBench-style score by length bucket", vlines=doc.vlines if tokens else None)
+        doc.lines_plot(
+            series,
+            "longbench_buckets.png",
+            df,
+            ylabel="score (x100)",
+            logx=tokens,
+            xticks=xticks,
+            xlabel="length bucket (tokens; plotted at its upper edge)" if tokens else "length bucket",
+            title="LongBench-style score by length bucket",
+            vlines=doc.vlines if tokens else None,
+        )
         body += ["", "![score by length bucket](longbench_buckets.png)"]
     pairs, where, counts = {}, {}, set()
     for t in doc.targets:
@@ -60,8 +69,7 @@ def report(doc, paths: list) -> None:
             found = measures.longbench_within_at(by_name[v], doc.L, t)
             pairs[t][v] = (found["within"], found["at"])
             if found["bucket"]:
-                where[t] = (f" (bucket {found['bucket']} {found['unit']}, against the mean of "
-                            f"{F.join(found['inside'])})")
+                where[t] = f" (bucket {found['bucket']} {found['unit']}, against the mean of {F.join(found['inside'])})"
                 counts.add(found["n"])
     counts = sorted(c for c in counts if c)
     note = ""
@@ -69,17 +77,26 @@ def report(doc, paths: list) -> None:
         n = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0])
         plural = "s" if counts[-1] > 1 else ""
         note = f"({n} sample{plural} per variant in that bucket.)"
-        doc.caveats.append(f"LongBench: {n} sample{plural} per variant in the longest bucket: one sample moves "
-                           f"its score by up to {100 / counts[0]:.0f} points.")
+        doc.caveats.append(
+            f"LongBench: {n} sample{plural} per variant in the longest bucket: one sample moves "
+            f"its score by up to {100 / counts[0]:.0f} points."
+        )
     body += [""] + doc.extension("LongBench score", F.SCORE, pairs, note, where)
-    doc.sections += section("LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the "
-                            "first bucket)", body + doc.beside("longbench", df, metrics))
+    doc.sections += section(
+        "LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the first bucket)",
+        body + doc.beside("longbench", df, metrics),
+    )
 
 
 SUITE = Suite(
-    name="longbench", section="eval.longbench", rule="eval_longbench", order=40, report=report,
-    inputs=data, args=data_arg,
+    name="longbench",
+    section="eval.longbench",
+    rule="eval_longbench",
+    order=40,
+    report=report,
+    inputs=data,
+    args=data_arg,
     figures={"png": Figure("longbench.png", "longbench.rst", "LongBench")},
     command="eval longbench --config {params.cfg} --model {input.model} "
-            "{params.args} --output-dir {params.outdir} --no-progress --variant {params.variant}",
+    "{params.args} --output-dir {params.outdir} --no-progress --variant {params.variant}",
 )

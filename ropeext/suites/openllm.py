@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ropeext.suites._suite import Suite
 from ropeext.eval.openllm import summary_table
 from ropeext.report import findings as F
 from ropeext.report.tables import load_json, order_rows, section
+from ropeext.suites._suite import Suite
 from ropeext.text import markdown_table
 
 
@@ -25,17 +25,24 @@ def report(doc, paths: list) -> None:
         if avg[hi] == avg[lo]:
             sentence = f"Open LLM average: {avg[hi]:.1f} for {'every variant' if len(avg) > 1 else F.label(hi)}."
         else:
-            sentence = (f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
-                        f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points.")
+            sentence = (
+                f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
+                f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points."
+            )
         body += ["", sentence]
         doc.glance.append(f"- {sentence}")
-    doc.sections += section("Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)",
-                            body + doc.beside("openllm", df, metrics))
+    doc.sections += section(
+        "Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)", body + doc.beside("openllm", df, metrics)
+    )
 
 
 SUITE = Suite(
-    name="openllm", section="eval.openllm", rule="eval_openllm", order=50, report=report,
+    name="openllm",
+    section="eval.openllm",
+    rule="eval_openllm",
+    order=50,
+    report=report,
     inputs=lambda config: {"heldout": f"{config['results_dir']}/tokens/test.parquet"},
     command="eval openllm --config {params.cfg} --model {input.model} "
-            "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant}",
+    "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant}",
 )

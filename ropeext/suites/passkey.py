@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ropeext.suites._suite import Figure, Suite
 from ropeext.eval.passkey import summary_table
-from ropeext.report import findings as F, measures
+from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.plots import plot_heatmap_grid
 from ropeext.report.tables import load_json, order_rows, section
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 
@@ -22,20 +23,41 @@ def report(doc, paths: list) -> None:
     doc.save(df, "passkey.csv")
     series = measures.length_series(df)
     lengths = sorted({k for vals in series.values() for k in vals})
-    doc.lines_plot({v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index}, "passkey_by_length.png",
-                   df, xlabel="prompt length (tokens)", ylabel="accuracy (%)", logx=True,
-                   title="Passkey retrieval by length", vlines=doc.vlines, ylim=(-3, 103))
+    doc.lines_plot(
+        {v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index},
+        "passkey_by_length.png",
+        df,
+        xlabel="prompt length (tokens)",
+        ylabel="accuracy (%)",
+        logx=True,
+        title="Passkey retrieval by length",
+        vlines=doc.vlines,
+        ylim=(-3, 103),
+    )
     by_name = {m["variant"]: m for m in metrics}
     panels = {}
     for v in df.index:
         m = by_name[v]
         grid = np.array([[np.nan if x is None else 100.0 * x for x in row] for row in m["grid"]], dtype=float)
         panels[F.label(v)] = (grid.T, [f"{d:g}" for d in m["depths"]], m["lengths"])
-    doc.add(plot_heatmap_grid(panels, doc.out / "passkey_heatmaps.png", xlabel="length (tokens)",
-                              ylabel="key depth", title="Passkey accuracy (%): depth x length"))
+    doc.add(
+        plot_heatmap_grid(
+            panels,
+            doc.out / "passkey_heatmaps.png",
+            xlabel="length (tokens)",
+            ylabel="key depth",
+            title="Passkey accuracy (%): depth x length",
+        )
+    )
     note = F.sample_note(measures.passkey_samples(metrics), "prompt")
-    body = [markdown_table(df, ".1f"), "", "![passkey accuracy by length](passkey_by_length.png)", "",
-            "![passkey heat maps](passkey_heatmaps.png)", ""]
+    body = [
+        markdown_table(df, ".1f"),
+        "",
+        "![passkey accuracy by length](passkey_by_length.png)",
+        "",
+        "![passkey heat maps](passkey_heatmaps.png)",
+        "",
+    ]
     body += doc.extension("Passkey accuracy", F.SCORE, doc.by_target(series, F.SCORE), note)
     if note:
         doc.caveats.append(f"Passkey: {F.lower_first(note)}")
@@ -43,8 +65,12 @@ def report(doc, paths: list) -> None:
 
 
 SUITE = Suite(
-    name="passkey", section="eval.passkey", rule="eval_passkey", order=30, report=report,
+    name="passkey",
+    section="eval.passkey",
+    rule="eval_passkey",
+    order=30,
+    report=report,
     figures={"png": Figure("heatmap.png", "passkey.rst", "Passkey")},
     command="eval passkey --config {params.cfg} --model {input.model} "
-            "--output-dir {params.outdir} --no-progress --variant {params.variant}",
+    "--output-dir {params.outdir} --no-progress --variant {params.variant}",
 )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ropeext.suites._suite import Figure, Suite
-from ropeext.report import findings as F, measures
+from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, parse_variant, section
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 if TYPE_CHECKING:
@@ -47,14 +48,28 @@ def report(doc, paths: list) -> None:
     doc.variants |= set(df.index)
     lengths = [c for c in df.columns if isinstance(c, int)]
     doc.save(df, "ppl.csv")
-    doc.lines_plot({v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()}, "ppl.png", df,
-                   xlabel="context length (tokens)", ylabel="perplexity", logx=True, logy=True,
-                   title="Perplexity by context length", vlines=doc.vlines)
+    doc.lines_plot(
+        {v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()},
+        "ppl.png",
+        df,
+        xlabel="context length (tokens)",
+        ylabel="perplexity",
+        logx=True,
+        logy=True,
+        title="Perplexity by context length",
+        vlines=doc.vlines,
+    )
     scored = [m.get("tokens_scored") for m in metrics if m.get("tokens_scored")]
     note = f"(Each perplexity scores the same {min(scored)} tokens at every length.)" if scored else ""
-    body = ["Held-out test documents; at every length the same target tokens are scored, each with up to "
-            "that many tokens of context (sliding window, `ropeext eval ppl`).", "",
-            markdown_table(df[["method", "layout"] + lengths]), "", "![perplexity by length](ppl.png)", ""]
+    body = [
+        "Held-out test documents; at every length the same target tokens are scored, each with up to "
+        "that many tokens of context (sliding window, `ropeext eval ppl`).",
+        "",
+        markdown_table(df[["method", "layout"] + lengths]),
+        "",
+        "![perplexity by length](ppl.png)",
+        "",
+    ]
     body += doc.extension("Perplexity", F.PPL, doc.by_target(measures.length_series(df[lengths]), F.PPL), note)
     body.append("")
     for t in doc.targets:
@@ -63,9 +78,14 @@ def report(doc, paths: list) -> None:
 
 
 SUITE = Suite(
-    name="ppl", section="eval.ppl", rule="eval_ppl", order=10, report=report, settings=(),
+    name="ppl",
+    section="eval.ppl",
+    rule="eval_ppl",
+    order=10,
+    report=report,
+    settings=(),
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
     figures={"png": Figure("ppl.png", "ppl_variant.rst", "Perplexity")},
     command="eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
-            "--output-dir {params.outdir} --threads {threads} --variant {params.variant}",
+    "--output-dir {params.outdir} --threads {threads} --variant {params.variant}",
 )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ropeext.suites._suite import Figure, Suite
 from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
-from ropeext.report import findings as F, measures
+from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, section
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 
@@ -16,8 +17,10 @@ def essay(config: dict) -> dict:
     if config["eval"]["ruler"]["engine"] == "lm_eval":
         return {}
     results = config["results_dir"]
-    return {"essay": config["eval"]["ruler"]["essay_source"] or f"{results}/tokens/test.parquet",
-            "tokenizer": f"{results}/tokenizer/tokenizer.json"}
+    return {
+        "essay": config["eval"]["ruler"]["essay_source"] or f"{results}/tokens/test.parquet",
+        "tokenizer": f"{results}/tokenizer/tokenizer.json",
+    }
 
 
 def essay_args(config: dict, input) -> str:
@@ -36,9 +39,17 @@ def report(doc, paths: list) -> None:
     doc.save(df, "ruler.csv")
     lengths = [c for c in df.columns if isinstance(c, int)]
     series = measures.length_series(df[lengths])
-    doc.lines_plot({v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index}, "ruler_by_length.png",
-                   df, xlabel="length (tokens)", ylabel="average over tasks (%)", logx=True, ylim=(-3, 103),
-                   title="RULER-style average by length", vlines=doc.vlines)
+    doc.lines_plot(
+        {v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index},
+        "ruler_by_length.png",
+        df,
+        xlabel="length (tokens)",
+        ylabel="average over tasks (%)",
+        logx=True,
+        ylim=(-3, 103),
+        title="RULER-style average by length",
+        vlines=doc.vlines,
+    )
     maps = ruler_task_heatmaps(metrics, doc.out / "ruler")
     doc.written += maps
     body = [markdown_table(df, ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
@@ -48,14 +59,21 @@ def report(doc, paths: list) -> None:
         body += doc.extension("RULER average", F.SCORE, {t: pairs}, note)
         if note:
             doc.caveats.append(f"RULER at L' = {t}: {F.lower_first(note)}")
-    doc.sections += section("RULER-style suite (average over tasks, % by length; effective length)",
-                            body + doc.beside("ruler", df, metrics))
+    doc.sections += section(
+        "RULER-style suite (average over tasks, % by length; effective length)", body + doc.beside("ruler", df, metrics)
+    )
 
 
 SUITE = Suite(
-    name="ruler", section="eval.ruler", rule="eval_ruler", order=60, report=report, inputs=essay, args=essay_args,
+    name="ruler",
+    section="eval.ruler",
+    rule="eval_ruler",
+    order=60,
+    report=report,
+    inputs=essay,
+    args=essay_args,
     figures={"png": Figure("heatmap.png", "ruler.rst", "RULER")},
     command="eval ruler --config {params.cfg} --model {input.model} "
-            "{params.args} --output-dir {params.outdir} "
-            "--no-progress --variant {params.variant}",
+    "{params.args} --output-dir {params.outdir} "
+    "--no-progress --variant {params.variant}",
 )

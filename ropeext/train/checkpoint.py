@@ -52,13 +52,19 @@ def checkpoints_dir_for(output: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------------------- RNG
 
+
 def rng_state() -> dict:
     """Every generator a training step may draw from, in a form ``torch.load(weights_only=True)`` reads."""
     np_state = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": {"name": np_state[0], "key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -69,8 +75,7 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -81,6 +86,7 @@ def _as_tuple(x):
 
 
 # ---------------------------------------------------------------------------------- discovery
+
 
 @dataclass
 class Found:
@@ -149,6 +155,7 @@ def prune(directory: str | Path, keep: int) -> None:
 
 # ------------------------------------------------------------------------------- write / read
 
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -183,8 +190,9 @@ def write_rank_files(tmp: Path, rank: int) -> None:
     _save(rng_state(), tmp / f"rng-{rank}.pt")
 
 
-def write_main_files(tmp: Path, *, model_state: dict | None, optimizer_state: dict | None,
-                     masters: list | None, state: dict) -> None:
+def write_main_files(
+    tmp: Path, *, model_state: dict | None, optimizer_state: dict | None, masters: list | None, state: dict
+) -> None:
     if model_state is not None:
         _save(model_state, tmp / "model.pt")
     if optimizer_state is not None:
@@ -219,8 +227,9 @@ def load(path: Path, name: str):
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged file is a user-visible problem
-        raise RopeextError(f"checkpoint file {file} cannot be read ({exc}); delete {path} to resume from an "
-                           "older checkpoint") from None
+        raise RopeextError(
+            f"checkpoint file {file} cannot be read ({exc}); delete {path} to resume from an older checkpoint"
+        ) from None
 
 
 def load_rng(path: Path, rank: int) -> dict | None:

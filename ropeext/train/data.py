@@ -93,13 +93,16 @@ def _write_sidecar(path: Path, pf, folder: Path, key: dict) -> None:
                     if width < 1:
                         raise RopeextError(f"{path}: empty windows in column {c!r}")
                 if len(lengths) and (lengths != width).any():
-                    raise RopeextError(f"{path}: column {c!r} has rows of {sorted(set(lengths.tolist()))[:4]} tokens; "
-                                       f"every window must have the same width ({width})")
+                    raise RopeextError(
+                        f"{path}: column {c!r} has rows of {sorted(set(lengths.tolist()))[:4]} tokens; "
+                        f"every window must have the same width ({width})"
+                    )
                 if c not in outputs:
-                    outputs[c] = np.lib.format.open_memmap(folder / f"{c}.{tag}.npy", mode="w+", dtype=np.int32,
-                                                           shape=(n, width))
-                values = col.values.to_numpy(zero_copy_only=False)[offs[0]:offs[-1]]
-                outputs[c][row:row + batch.num_rows] = values.reshape(batch.num_rows, width)
+                    outputs[c] = np.lib.format.open_memmap(
+                        folder / f"{c}.{tag}.npy", mode="w+", dtype=np.int32, shape=(n, width)
+                    )
+                values = col.values.to_numpy(zero_copy_only=False)[offs[0] : offs[-1]]
+                outputs[c][row : row + batch.num_rows] = values.reshape(batch.num_rows, width)
             row += batch.num_rows
         for c in COLUMNS:
             outputs[c].flush()
@@ -140,8 +143,9 @@ def _load_in_memory(pf) -> dict[str, np.ndarray]:
     for c in COLUMNS:
         col = table.column(c).combine_chunks()
         offs = np.asarray(col.offsets, dtype=np.int64)
-        arrays[c] = np.asarray(col.values.to_numpy(zero_copy_only=False)[offs[0]:offs[-1]],
-                               dtype=np.int32).reshape(len(col), -1)
+        arrays[c] = np.asarray(col.values.to_numpy(zero_copy_only=False)[offs[0] : offs[-1]], dtype=np.int32).reshape(
+            len(col), -1
+        )
     return arrays
 
 
@@ -163,13 +167,18 @@ def load_packed(path: str | Path, mmap: bool = True) -> PackedData:
         try:
             _write_sidecar(path, pf, folder, key)
         except OSError as exc:
-            print(f"warning: cannot write the memory-map sidecar of {path} ({exc.strerror or exc}); "
-                  "reading it into memory instead", file=sys.stderr)
+            print(
+                f"warning: cannot write the memory-map sidecar of {path} ({exc.strerror or exc}); "
+                "reading it into memory instead",
+                file=sys.stderr,
+            )
             return PackedData(_load_in_memory(pf))
         arrays = _map_sidecar(folder, key)
         if arrays is None:
-            raise RopeextError(f"{folder}: the memory-map sidecar of {path} changed while it was written; "
-                               "is the packed file being rewritten?")
+            raise RopeextError(
+                f"{folder}: the memory-map sidecar of {path} changed while it was written; "
+                "is the packed file being rewritten?"
+            )
     return PackedData(arrays)
 
 

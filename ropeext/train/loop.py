@@ -92,7 +92,8 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     """Summed cross-entropy over labelled positions (labels are already the next token) and their count."""
     flat = labels.reshape(-1)
     loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100, reduction="sum")
+        logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100, reduction="sum"
+    )
     return loss, int((flat != -100).sum())
 
 
@@ -103,7 +104,7 @@ def shard_rows(batch: dict[str, np.ndarray], rank: int, world: int) -> dict[str,
     if n % world:
         raise RopeextError(f"global batch of {n} windows does not divide over {world} processes")
     per = n // world
-    return {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
+    return {k: v[rank * per : (rank + 1) * per] for k, v in batch.items()}
 
 
 def _autocast(precision: str, device: torch.device, engine: bool = False):
@@ -112,8 +113,17 @@ def _autocast(precision: str, device: torch.device, engine: bool = False):
     return contextlib.nullcontext()
 
 
-def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, device, *,
-                         rank: int = 0, world: int = 1, accelerator=None, engine: bool = False) -> float:
+def accumulate_gradients(
+    model,
+    batch: dict[str, np.ndarray],
+    s: TrainSettings,
+    device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    accelerator=None,
+    engine: bool = False,
+) -> float:
     """Forward and backward over this process's ``s.grad_accum`` micro-batches of the global ``batch``.
 
     Returns this process's summed token loss over the global batch's label count; gradients are
@@ -125,10 +135,13 @@ def accumulate_gradients(model, batch: dict[str, np.ndarray], s: TrainSettings, 
     loss_model = loss_module(model, s.loss_chunk_tokens)
     total = 0.0
     for a in range(s.grad_accum):
-        part = {k: torch.from_numpy(v[a * micro:(a + 1) * micro]).to(device) for k, v in mine.items()}
+        part = {k: torch.from_numpy(v[a * micro : (a + 1) * micro]).to(device) for k, v in mine.items()}
         sync = a == s.grad_accum - 1
-        no_sync = accelerator.no_sync(model) if (accelerator is not None and world > 1 and not sync) \
+        no_sync = (
+            accelerator.no_sync(model)
+            if (accelerator is not None and world > 1 and not sync)
             else contextlib.nullcontext()
+        )
         with no_sync:
             inputs = model_inputs(part, s.layout, s.backend)
             with _autocast(s.precision, device, engine):
@@ -157,8 +170,10 @@ def loss_module(model, chunk_tokens: int | None):
     if isinstance(model, ChunkedLossModule) or isinstance(inner, ChunkedLossModule):
         return model
     if inner is not model:
-        raise RopeextError(f"the chunked loss (loss_chunk_tokens) needs the model wrapped in ChunkedLossModule "
-                           f"before {type(model).__name__} wraps it (``train`` does this)")
+        raise RopeextError(
+            f"the chunked loss (loss_chunk_tokens) needs the model wrapped in ChunkedLossModule "
+            f"before {type(model).__name__} wraps it (``train`` does this)"
+        )
     return ChunkedLossModule(model, chunk_tokens)
 
 
@@ -168,13 +183,15 @@ def make_accelerator(precision: str):
     try:
         return Accelerator(mixed_precision=mp)
     except (ValueError, RuntimeError) as exc:
-        raise RopeextError(f"accelerate cannot set up this run ({exc}); check the --config_file of accelerate "
-                           "launch") from None
+        raise RopeextError(
+            f"accelerate cannot set up this run ({exc}); check the --config_file of accelerate launch"
+        ) from None
 
 
 def _engine_env() -> bool:
-    return any(os.environ.get(k, "false").lower() in ("true", "1")
-               for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    return any(
+        os.environ.get(k, "false").lower() in ("true", "1") for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    )
 
 
 def _peak_memory_gb(device: torch.device) -> dict:
@@ -202,13 +219,13 @@ class _Setup:
     """What the set-up phase builds and the later phases use."""
 
     accelerator: object
-    model: torch.nn.Module      # as accelerate prepared it (a DDP/FSDP wrapper, or the model itself)
+    model: torch.nn.Module  # as accelerate prepared it (a DDP/FSDP wrapper, or the model itself)
     raw_model: torch.nn.Module  # the model underneath
     opt: torch.optim.Optimizer
-    params: list                # the model's trainable parameters
-    master: list                # what the optimizer updates: fp32 copies of ``params`` (own masters) or ``params``
-    own_masters: bool           # precision bf16 without FSDP/DeepSpeed: we keep the fp32 masters
-    engine: bool                # FSDP or DeepSpeed holds the optimizer state and the precision
+    params: list  # the model's trainable parameters
+    master: list  # what the optimizer updates: fp32 copies of ``params`` (own masters) or ``params``
+    own_masters: bool  # precision bf16 without FSDP/DeepSpeed: we keep the fp32 masters
+    engine: bool  # FSDP or DeepSpeed holds the optimizer state and the precision
     device: torch.device
     world: int
     rank: int
@@ -229,9 +246,19 @@ class _Progress:
     resumed_from: int | None = None
 
 
-def train(model, data: PackedData, settings: TrainSettings, *, run=None, progress: bool = True,
-          checkpoint_dir: str | Path | None = None, resume: bool = True, accelerator=None,
-          on_step=None, gather_state: bool = False) -> dict:
+def train(
+    model,
+    data: PackedData,
+    settings: TrainSettings,
+    *,
+    run=None,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    accelerator=None,
+    on_step=None,
+    gather_state: bool = False,
+) -> dict:
     """Train ``model`` in place on packed windows; return a summary dict (the model ends in fp32, eval mode).
 
     ``on_step(steps_done)`` runs after each optimizer step; ``gather_state`` puts the full state dict
@@ -267,9 +294,16 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
             if run is not None and st.is_main and (done % s.log_every == 0 or done == s.steps):
                 seconds = time.perf_counter() - t0
-                run.log_metrics({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                                 "train/tokens_per_s": step_tokens / max(1e-9, seconds),
-                                 **_peak_memory_gb(st.device)}, step=done)
+                run.log_metrics(
+                    {
+                        "train/loss": loss,
+                        "train/lr": lr,
+                        "train/grad_norm": grad_norm,
+                        "train/tokens_per_s": step_tokens / max(1e-9, seconds),
+                        **_peak_memory_gb(st.device),
+                    },
+                    step=done,
+                )
             if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
                 _save_checkpoint(st, ckdir, done, s, {"tokens": pos.tokens, "history": pos.history})
             if on_step is not None:
@@ -283,7 +317,7 @@ def train(model, data: PackedData, settings: TrainSettings, *, run=None, progres
 
     # finish: eval mode, fp32 weights from the masters, the gathered state under FSDP / DeepSpeed
     full_state = _finish(st, s, gather_state)
-    tail = [h["loss"] for h in pos.history[-max(1, len(pos.history) // 10):]]
+    tail = [h["loss"] for h in pos.history[-max(1, len(pos.history) // 10) :]]
     trained = pos.tokens - tokens_at_start
     return {
         "settings": asdict(s),
@@ -307,11 +341,15 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
     if world > 1 and s.batch_size % (s.grad_accum * world):
-        raise RopeextError(f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
-                           f"on each of the launch's {world} processes")
+        raise RopeextError(
+            f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
+            f"on each of the launch's {world} processes"
+        )
     if accelerator.distributed_type == DistributedType.DEEPSPEED and s.grad_accum != 1:
-        raise RopeextError("grad_accum must be 1 under DeepSpeed (it steps its optimizer inside backward); raise the "
-                           "per-process batch or use config/accelerate/fsdp.yaml")
+        raise RopeextError(
+            "grad_accum must be 1 under DeepSpeed (it steps its optimizer inside backward); raise the "
+            "per-process batch or use config/accelerate/fsdp.yaml"
+        )
     device = accelerator.device
     random.seed(s.seed)
     np.random.seed(s.seed % 2**32)
@@ -335,7 +373,10 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     no_decay = [m for m, p in zip(master, params) if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr, betas=tuple(s.betas), foreach=True)
+        lr=s.lr,
+        betas=tuple(s.betas),
+        foreach=True,
+    )
     # the chunked loss runs inside the forward of the module accelerate wraps (DDP's gradient hooks,
     # FSDP's and DeepSpeed's gathering of sharded weights, the output head's included, act there)
     if s.loss_chunk_tokens is not None:
@@ -347,9 +388,20 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     raw = accelerator.unwrap_model(model)
     if s.loss_chunk_tokens is not None:
         raw = raw.lm
-    return _Setup(accelerator=accelerator, model=model, raw_model=raw, opt=opt,
-                  params=params, master=master, own_masters=own_masters, engine=engine, device=device, world=world,
-                  rank=rank, is_main=is_main)
+    return _Setup(
+        accelerator=accelerator,
+        model=model,
+        raw_model=raw,
+        opt=opt,
+        params=params,
+        master=master,
+        own_masters=own_masters,
+        engine=engine,
+        device=device,
+        world=world,
+        rank=rank,
+        is_main=is_main,
+    )
 
 
 def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
@@ -363,15 +415,22 @@ def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise RopeextError(f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
-                           "to start over, or restore the settings to resume")
+        raise RopeextError(
+            f"checkpoint {found.path} was written with other settings ({details}); delete {ckdir} "
+            "to start over, or restore the settings to resume"
+        )
     _load_checkpoint(st, found)
-    return _Progress(start=found.step, tokens=int(found.state["tokens"]), history=list(found.state["history"]),
-                     resumed_from=found.step)
+    return _Progress(
+        start=found.step,
+        tokens=int(found.state["tokens"]),
+        history=list(found.state["history"]),
+        resumed_from=found.step,
+    )
 
 
-def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: dict | None,
-          ckdir: Path | None) -> tuple[float, float, float]:
+def _step(
+    st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: dict | None, ckdir: Path | None
+) -> tuple[float, float, float]:
     """One optimizer step on the global batch of ``step``; returns (loss, lr, gradient norm); ``observe`` (a
     dict) records the dtypes of this step's forward pass."""
     lr = lr_at(step, s)
@@ -380,8 +439,9 @@ def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: di
     batch = data.batch(batch_indices(step, s.batch_size, data.windows, s.seed))
     watch = observe_numeric_path(st.raw_model, observe) if observe is not None else contextlib.nullcontext()
     with watch:
-        local = accumulate_gradients(st.model, batch, s, st.device, rank=st.rank, world=st.world,
-                                     accelerator=st.accelerator, engine=st.engine)
+        local = accumulate_gradients(
+            st.model, batch, s, st.device, rank=st.rank, world=st.world, accelerator=st.accelerator, engine=st.engine
+        )
     loss = _global_sum(local, st.accelerator, st.device, st.world)
     if not math.isfinite(loss):
         raise RopeextError(f"non-finite loss ({loss}) at step {step + 1}; stopping at lr {lr:.3g}" + _kept(ckdir))
@@ -398,18 +458,23 @@ def _step(st: _Setup, data: PackedData, s: TrainSettings, step: int, observe: di
     else:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(st.master, max_norm))
     if not math.isfinite(grad_norm):
-        raise RopeextError(f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping at lr {lr:.3g}"
-                           + _kept(ckdir))
+        raise RopeextError(
+            f"non-finite gradient norm ({grad_norm}) at step {step + 1}; stopping at lr {lr:.3g}" + _kept(ckdir)
+        )
     try:
         st.opt.step()
     except RuntimeError as exc:  # e.g. lr / (1 - beta1) beyond float32 in Adam's first steps
         if "overflow" not in str(exc):
             raise
-        raise RopeextError(f"the optimizer step overflowed at step {step + 1} ({str(exc).splitlines()[0]}); "
-                           f"stopping at lr {lr:.3g}, lower it" + _kept(ckdir)) from None
+        raise RopeextError(
+            f"the optimizer step overflowed at step {step + 1} ({str(exc).splitlines()[0]}); "
+            f"stopping at lr {lr:.3g}, lower it" + _kept(ckdir)
+        ) from None
     if not _finite(st.master, st.accelerator, st.device, st.world):
-        raise RopeextError(f"non-finite weights after the optimizer step at step {step + 1}; stopping at lr "
-                           f"{lr:.3g}, lower it" + _kept(ckdir))
+        raise RopeextError(
+            f"non-finite weights after the optimizer step at step {step + 1}; stopping at lr "
+            f"{lr:.3g}, lower it" + _kept(ckdir)
+        )
     st.opt.zero_grad(set_to_none=True)
     if st.own_masters:
         with torch.no_grad():
@@ -478,9 +543,12 @@ def _save_checkpoint(st: _Setup, ckdir: Path, step: int, s: TrainSettings, state
     ckpt.write_rank_files(tmp, accelerator.process_index)
     if is_main:
         ckpt.write_main_files(
-            tmp, model_state=None if engine else st.raw_model.state_dict(),
-            optimizer_state=None if engine else st.opt.state_dict(), masters=st.masters,
-            state={"step": step, "settings": s.fingerprint(), "processes": accelerator.num_processes, **state})
+            tmp,
+            model_state=None if engine else st.raw_model.state_dict(),
+            optimizer_state=None if engine else st.opt.state_dict(),
+            masters=st.masters,
+            state={"step": step, "settings": s.fingerprint(), "processes": accelerator.num_processes, **state},
+        )
     accelerator.wait_for_everyone()
     if is_main:
         ckpt.finish(tmp, step, s.keep_checkpoints)
@@ -495,8 +563,9 @@ def _load_checkpoint(st: _Setup, found) -> None:
         model_state = ckpt.load(found.path, "model.pt")
         opt_state = ckpt.load(found.path, "optimizer.pt")
         if model_state is None or opt_state is None:
-            raise RopeextError(f"checkpoint {found.path} lacks model.pt or optimizer.pt; delete it to resume "
-                               "from an older one")
+            raise RopeextError(
+                f"checkpoint {found.path} lacks model.pt or optimizer.pt; delete it to resume from an older one"
+            )
         st.raw_model.load_state_dict(model_state)
         st.opt.load_state_dict(opt_state)
         if masters is not None:
@@ -511,13 +580,17 @@ def _load_checkpoint(st: _Setup, found) -> None:
         ckpt.set_rng_state(rng)
 
 
-def numeric_path(s: TrainSettings, device: torch.device, observed: dict | None = None, *,
-                 engine: bool = False) -> dict:
+def numeric_path(s: TrainSettings, device: torch.device, observed: dict | None = None, *, engine: bool = False) -> dict:
     """What arithmetic RoPE and attention ran in: the settings plus the dtypes observed in one forward."""
-    out = {"device": device.type, "precision": s.precision, "attention_backend": s.backend, "layout": s.layout,
-           "weights": "bf16 (fp32 masters)" if s.precision == "bf16" else "fp32",
-           "autocast": "bf16" if s.precision == "bf16-mixed" or (engine and s.precision != "fp32") else "none",
-           "engine_mixed_precision": engine and s.precision != "fp32"}
+    out = {
+        "device": device.type,
+        "precision": s.precision,
+        "attention_backend": s.backend,
+        "layout": s.layout,
+        "weights": "bf16 (fp32 masters)" if s.precision == "bf16" else "fp32",
+        "autocast": "bf16" if s.precision == "bf16-mixed" or (engine and s.precision != "fp32") else "none",
+        "engine_mixed_precision": engine and s.precision != "fp32",
+    }
     if observed:
         out["observed"] = dict(observed)
     return out

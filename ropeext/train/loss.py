@@ -8,8 +8,8 @@ backward pass. Neither pass holds more than one chunk of logits (and its gradien
 
 The result is the same as ``cross_entropy(model(**inputs).logits.float(), labels,
 ignore_index=-100, reduction="sum")`` (half-precision logits are widened to fp32, fp64 stays fp64):
-the summed token loss over labelled positions, labels already shifted (``labels[t]`` is the token after ``t``, -100 ignored) — and the same gradients,
-tied embeddings included.
+the summed token loss over labelled positions, labels already shifted (``labels[t]`` is the token
+after ``t``, -100 ignored) — and the same gradients, tied embeddings included.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ IGNORE_INDEX = -100
 _UNSUPPORTED_SCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-            softcap: float | None) -> torch.Tensor:
+def _logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, softcap: float | None
+) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
@@ -39,9 +40,15 @@ def _chunk_loss(hidden, weight, bias, labels, softcap):
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def head_loss(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, *,
-              chunk_tokens: int, softcap: float | None = None,
-              checkpoint: bool = True) -> tuple[torch.Tensor, int]:
+def head_loss(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    labels: torch.Tensor,
+    *,
+    chunk_tokens: int,
+    softcap: float | None = None,
+    checkpoint: bool = True,
+) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of ``head(hidden)`` against ``labels`` over chunks of positions, and the label count.
 
     ``hidden`` is (..., H) and ``labels`` the matching (...) ids; ``head`` a linear layer (its
@@ -60,9 +67,12 @@ def head_loss(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor,
     recompute = checkpoint and torch.is_grad_enabled()
     total = None
     for start in range(0, h.shape[0], chunk_tokens):
-        args = (h[start:start + chunk_tokens], weight, bias, y[start:start + chunk_tokens], softcap)
-        part = (torch.utils.checkpoint.checkpoint(_chunk_loss, *args, use_reentrant=False) if recompute
-                else _chunk_loss(*args))
+        args = (h[start : start + chunk_tokens], weight, bias, y[start : start + chunk_tokens], softcap)
+        part = (
+            torch.utils.checkpoint.checkpoint(_chunk_loss, *args, use_reentrant=False)
+            if recompute
+            else _chunk_loss(*args)
+        )
         total = part if total is None else total + part
     if total is None:  # no positions at all
         total = h.sum() * 0.0
@@ -78,22 +88,31 @@ def _backbone(model):
     return backbone
 
 
-def chunked_causal_lm_loss(model, inputs: dict, labels: torch.Tensor, *, chunk_tokens: int,
-                           checkpoint: bool = True) -> tuple[torch.Tensor, int]:
+def chunked_causal_lm_loss(
+    model, inputs: dict, labels: torch.Tensor, *, chunk_tokens: int, checkpoint: bool = True
+) -> tuple[torch.Tensor, int]:
     """(summed token loss, label count) of a causal LM on ``inputs`` (``model(**inputs)`` keyword
     arguments, e.g. from ``ropeext.attention.model_inputs``) without full-sequence logits."""
     config = getattr(model, "config", None)
     scaled = [k for k in _UNSUPPORTED_SCALING if getattr(config, k, None) not in (None, 1, 1.0)]
     if scaled:
-        raise RopeextError(f"{type(model).__name__}: logits scaled by config.{scaled[0]}; the chunked loss "
-                           "supports plain and soft-capped output heads only")
+        raise RopeextError(
+            f"{type(model).__name__}: logits scaled by config.{scaled[0]}; the chunked loss "
+            "supports plain and soft-capped output heads only"
+        )
     head = model.get_output_embeddings()
     if head is None:
         raise RopeextError(f"{type(model).__name__}: no output head (get_output_embeddings() is None)")
     out = _backbone(model)(**inputs)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    return head_loss(hidden, head, labels, chunk_tokens=chunk_tokens,
-                     softcap=getattr(config, "final_logit_softcapping", None), checkpoint=checkpoint)
+    return head_loss(
+        hidden,
+        head,
+        labels,
+        chunk_tokens=chunk_tokens,
+        softcap=getattr(config, "final_logit_softcapping", None),
+        checkpoint=checkpoint,
+    )
 
 
 class ChunkedLossModule(torch.nn.Module):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GIB = 1024 ** 3
+GIB = 1024**3
 STATE_BYTES_PER_PARAM = 16
 ACTIVATION_BYTES = 2  # bf16
 LOGIT_BYTES_PER_VOCAB = 2 + 4 + 4 + 4
@@ -64,8 +64,15 @@ PAPER_MODELS = {
 }
 
 
-def step_memory(shape: ModelShape, *, tokens: int, gpus: int, sharded: bool,
-                gradient_checkpointing: bool, loss_chunk_tokens: int | None) -> dict[str, float]:
+def step_memory(
+    shape: ModelShape,
+    *,
+    tokens: int,
+    gpus: int,
+    sharded: bool,
+    gradient_checkpointing: bool,
+    loss_chunk_tokens: int | None,
+) -> dict[str, float]:
     """Bytes per GPU of one micro-batch of ``tokens`` positions, by term, and their ``total``."""
     if tokens < 1 or gpus < 1:
         raise ValueError(f"tokens and gpus must be positive, got {tokens} and {gpus}")
@@ -87,14 +94,24 @@ def step_memory(shape: ModelShape, *, tokens: int, gpus: int, sharded: bool,
 def table(rows: list[tuple[str, str, int, int, int | None]]) -> str:
     """A Markdown table of (label, model, tokens per GPU, GPUs, loss_chunk_tokens) rows: sharded
     states, gradient checkpointing on, GiB per term."""
-    lines = ["| config | tokens/GPU | loss_chunk_tokens | states | activations | logits | total (GiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| config | tokens/GPU | loss_chunk_tokens | states | activations | logits | total (GiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, model, tokens, gpus, chunk in rows:
-        m = step_memory(PAPER_MODELS[model], tokens=tokens, gpus=gpus, sharded=True,
-                        gradient_checkpointing=True, loss_chunk_tokens=chunk)
-        lines.append(f"| {label} | {tokens} | {chunk if chunk is not None else '—'} | "
-                     + " | ".join(f"{m[k] / GIB:.1f}" for k in ("model_states", "activations", "logits", "total"))
-                     + " |")
+        m = step_memory(
+            PAPER_MODELS[model],
+            tokens=tokens,
+            gpus=gpus,
+            sharded=True,
+            gradient_checkpointing=True,
+            loss_chunk_tokens=chunk,
+        )
+        lines.append(
+            f"| {label} | {tokens} | {chunk if chunk is not None else '—'} | "
+            + " | ".join(f"{m[k] / GIB:.1f}" for k in ("model_states", "activations", "logits", "total"))
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -46,6 +46,7 @@ def observe_numeric_path(model, record: dict):
     def proj_hook(label):
         def hook(module, args, out):
             record.setdefault(label, _dtype(out))
+
         return hook
 
     def out_hook(module, args):
@@ -67,13 +68,20 @@ def observe_numeric_path(model, record: dict):
     original = mapping.get(impl)
 
     if original is not None:
+
         def wrapped(module, query, key, value, attention_mask, *args, **kwargs):
             if module is attn and "query_after_rope" not in record:
-                record.update({"query_after_rope": _dtype(query), "key_after_rope": _dtype(key),
-                               "value": _dtype(value), "attention_implementation": impl,
-                               "packed_plan": kwargs.get("packed_plan") is not None,
-                               "attention_mask": None if attention_mask is None else type(attention_mask).__name__,
-                               "device": str(query.device)})
+                record.update(
+                    {
+                        "query_after_rope": _dtype(query),
+                        "key_after_rope": _dtype(key),
+                        "value": _dtype(value),
+                        "attention_implementation": impl,
+                        "packed_plan": kwargs.get("packed_plan") is not None,
+                        "attention_mask": None if attention_mask is None else type(attention_mask).__name__,
+                        "device": str(query.device),
+                    }
+                )
             return original(module, query, key, value, attention_mask, *args, **kwargs)
 
         mapping[impl] = wrapped

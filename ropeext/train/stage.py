@@ -11,21 +11,37 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ropeext import tracking
 from ropeext.config import by_target
 from ropeext.errors import RopeextError
-from ropeext.train.loop import TrainSettings
-from ropeext import tracking
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.io import save_model_dir
-from ropeext.train.loop import train
+from ropeext.train.loop import TrainSettings, train
 
-SETTING_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "betas",
-                "max_grad_norm", "grad_accum", "precision", "gradient_checkpointing", "loss_chunk_tokens", "log_every",
-                "checkpoint_every", "keep_checkpoints", "system_metrics")
+SETTING_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "schedule",
+    "min_lr_ratio",
+    "weight_decay",
+    "betas",
+    "max_grad_norm",
+    "grad_accum",
+    "precision",
+    "gradient_checkpointing",
+    "loss_chunk_tokens",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "system_metrics",
+)
 
 
-def settings_from(section: dict, *, seed: int, layout: str, backend: str, name: str,
-                  target_length: int | None = None) -> TrainSettings:
+def settings_from(
+    section: dict, *, seed: int, layout: str, backend: str, name: str, target_length: int | None = None
+) -> TrainSettings:
     """TrainSettings from a resolved config section (``steps`` picked for ``target_length``); a bad
     value names ``name.key``."""
     kwargs = {k: section[k] for k in SETTING_KEYS if k in section}
@@ -38,27 +54,59 @@ def settings_from(section: dict, *, seed: int, layout: str, backend: str, name: 
         raise RopeextError(f"{name}: {exc}") from None
 
 
-def run_stage(stage: str, *, model, tokenizer, data, settings: TrainSettings, output: str | Path, config: dict,
-              params: dict, variant: str | None, mlflow: bool, resume: bool, cleanup: bool, accelerator,
-              tags: dict | None = None, extra_summary: dict | None = None, progress: bool = True) -> dict:
+def run_stage(
+    stage: str,
+    *,
+    model,
+    tokenizer,
+    data,
+    settings: TrainSettings,
+    output: str | Path,
+    config: dict,
+    params: dict,
+    variant: str | None,
+    mlflow: bool,
+    resume: bool,
+    cleanup: bool,
+    accelerator,
+    tags: dict | None = None,
+    extra_summary: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints."""
     output = Path(output)
     ckdir = ckpt.checkpoints_dir_for(output)
     is_main = accelerator.is_main_process
-    with tracking.stage_run(stage, config=config, params=params, variant=variant,
-                            enabled=mlflow and is_main) as run_:
-        summary = train(model, data, settings, run=run_, checkpoint_dir=ckdir, resume=resume,
-                        accelerator=accelerator, gather_state=True, progress=progress)
+    with tracking.stage_run(stage, config=config, params=params, variant=variant, enabled=mlflow and is_main) as run_:
+        summary = train(
+            model,
+            data,
+            settings,
+            run=run_,
+            checkpoint_dir=ckdir,
+            resume=resume,
+            accelerator=accelerator,
+            gather_state=True,
+            progress=progress,
+        )
         state_dict = summary.pop("state_dict", None)
         summary.update(extra_summary or {})
         if is_main:
             save_model_dir(model, tokenizer, output, summary, state_dict=state_dict)
             path = summary["numeric_path"]
-            run_.set_tags({**(tags or {}), "ropeext.precision": settings.precision,
-                           "ropeext.numeric_path.attention": path.get("observed", {}).get("query_after_rope", "?"),
-                           "ropeext.numeric_path.rope": path.get("observed", {}).get("rope_cos", "?")})
-            metrics = {"final_loss": summary["final_loss"], "tokens_per_s": summary["tokens_per_s"],
-                       "seconds": summary["seconds"]}
+            run_.set_tags(
+                {
+                    **(tags or {}),
+                    "ropeext.precision": settings.precision,
+                    "ropeext.numeric_path.attention": path.get("observed", {}).get("query_after_rope", "?"),
+                    "ropeext.numeric_path.rope": path.get("observed", {}).get("rope_cos", "?"),
+                }
+            )
+            metrics = {
+                "final_loss": summary["final_loss"],
+                "tokens_per_s": summary["tokens_per_s"],
+                "seconds": summary["seconds"],
+            }
             if summary.get("resumed_from_step") is not None:
                 metrics["resumed_from_step"] = summary["resumed_from_step"]
             run_.log_metrics(metrics)

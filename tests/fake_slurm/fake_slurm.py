@@ -32,16 +32,48 @@ JOBS = STATE / "jobs"
 
 # sbatch options that take a value (long name -> short letter, if any); the rest are flags.
 SBATCH_VALUED = {
-    "account": "A", "array": "a", "chdir": "D", "clusters": "M", "comment": None, "constraint": "C",
-    "cpus-per-gpu": None, "cpus-per-task": "c", "error": "e", "exclude": "x", "export": None,
-    "gpus": "G", "gpus-per-node": None, "gres": None, "job-name": "J", "mem": None, "mem-per-cpu": None,
-    "mem-per-gpu": None, "nodes": "N", "ntasks": "n", "ntasks-per-gpu": None, "ntasks-per-node": None,
-    "output": "o", "partition": "p", "qos": "q", "reservation": None, "time": "t", "wrap": None,
+    "account": "A",
+    "array": "a",
+    "chdir": "D",
+    "clusters": "M",
+    "comment": None,
+    "constraint": "C",
+    "cpus-per-gpu": None,
+    "cpus-per-task": "c",
+    "error": "e",
+    "exclude": "x",
+    "export": None,
+    "gpus": "G",
+    "gpus-per-node": None,
+    "gres": None,
+    "job-name": "J",
+    "mem": None,
+    "mem-per-cpu": None,
+    "mem-per-gpu": None,
+    "nodes": "N",
+    "ntasks": "n",
+    "ntasks-per-gpu": None,
+    "ntasks-per-node": None,
+    "output": "o",
+    "partition": "p",
+    "qos": "q",
+    "reservation": None,
+    "time": "t",
+    "wrap": None,
 }
 SBATCH_FLAGS = {"parsable": None, "requeue": None, "no-requeue": None, "exclusive": None}
 SRUN_VALUED = {
-    "cpu-bind": None, "cpus-per-task": "c", "gpus": "G", "job-name": "J", "mem": None, "nodes": "N",
-    "ntasks": "n", "ntasks-per-gpu": None, "jobid": None, "cpus-per-gpu": None, "gres": None,
+    "cpu-bind": None,
+    "cpus-per-task": "c",
+    "gpus": "G",
+    "job-name": "J",
+    "mem": None,
+    "nodes": "N",
+    "ntasks": "n",
+    "ntasks-per-gpu": None,
+    "jobid": None,
+    "cpus-per-gpu": None,
+    "gres": None,
 }
 SRUN_FLAGS = {"exclusive": None, "overlap": None}
 
@@ -52,8 +84,15 @@ class Usage(Exception):
 
 def _log_call(command: str, argv: list[str]) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"command": command, "argv": argv, "cwd": os.getcwd(), "time": time.time(),
-                       "job": os.environ.get("SLURM_JOB_ID")})
+    line = json.dumps(
+        {
+            "command": command,
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "time": time.time(),
+            "job": os.environ.get("SLURM_JOB_ID"),
+        }
+    )
     with open(STATE / "calls.jsonl", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write(line + "\n")
@@ -183,18 +222,32 @@ def sbatch(argv: list[str]) -> int:
     script_path.write_text(script)
     script_path.chmod(0o755)
     job = {
-        "id": str(job_id), "name": opts.get("job-name") or "wrap", "state": "PENDING", "exit_code": None,
-        "options": opts, "ntasks": task_count(opts),
-        "gpus": gpu_count(opts), "cpus_per_task": int(opts.get("cpus-per-task") or 1),
-        "account": opts.get("account") or "", "partition": opts.get("partition") or "",
-        "workdir": workdir, "output": output, "script": str(script_path), "pid": None,
+        "id": str(job_id),
+        "name": opts.get("job-name") or "wrap",
+        "state": "PENDING",
+        "exit_code": None,
+        "options": opts,
+        "ntasks": task_count(opts),
+        "gpus": gpu_count(opts),
+        "cpus_per_task": int(opts.get("cpus-per-task") or 1),
+        "account": opts.get("account") or "",
+        "partition": opts.get("partition") or "",
+        "workdir": workdir,
+        "output": output,
+        "script": str(script_path),
+        "pid": None,
         "submit_env": {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "ROPEEXT_PARENT_RUN_ID") if k in os.environ},
     }
     write_job(job)
     runner = [sys.executable, os.path.abspath(__file__), "_run", str(job_id)]
     if os.environ.get("FAKE_SLURM_MODE", "sync") == "background":
-        proc = subprocess.Popen(runner, start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            runner,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         job.update(pid=proc.pid)
         _update(job_id, pid=proc.pid)
     else:
@@ -220,18 +273,28 @@ def run_job(job_id: str) -> int:
     env = dict(os.environ) if job["options"].get("export", "ALL") in ("ALL", True) else {"PATH": os.environ["PATH"]}
     for key in [k for k in env if k.startswith(("SBATCH_", "SLURM_"))]:
         del env[key]
-    env.update(SLURM_JOB_ID=job["id"], SLURM_JOBID=job["id"], SLURM_JOB_NAME=job["name"],
-               SLURM_NTASKS=str(job["ntasks"]), SLURM_NPROCS=str(job["ntasks"]),
-               SLURM_CPUS_PER_TASK=str(job["cpus_per_task"]), SLURM_JOB_NUM_NODES="1", SLURM_NNODES="1",
-               SLURM_SUBMIT_DIR=job["workdir"], SLURM_CLUSTER_NAME="fake", SLURMD_NODENAME="fake-node")
+    env.update(
+        SLURM_JOB_ID=job["id"],
+        SLURM_JOBID=job["id"],
+        SLURM_JOB_NAME=job["name"],
+        SLURM_NTASKS=str(job["ntasks"]),
+        SLURM_NPROCS=str(job["ntasks"]),
+        SLURM_CPUS_PER_TASK=str(job["cpus_per_task"]),
+        SLURM_JOB_NUM_NODES="1",
+        SLURM_NNODES="1",
+        SLURM_SUBMIT_DIR=job["workdir"],
+        SLURM_CLUSTER_NAME="fake",
+        SLURMD_NODENAME="fake-node",
+    )
     if job["gpus"]:
         env["SLURM_GPUS"] = str(job["gpus"])
     if job["partition"]:
         env["SLURM_JOB_PARTITION"] = job["partition"]
     Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
     with open(job["output"], "ab") as out:
-        rc = subprocess.call([job["script"]], cwd=job["workdir"], env=env, stdin=subprocess.DEVNULL,
-                             stdout=out, stderr=subprocess.STDOUT)
+        rc = subprocess.call(
+            [job["script"]], cwd=job["workdir"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     _update(job_id, state="COMPLETED" if rc == 0 else "FAILED", exit_code=rc, end=time.time())
     return 0
 
@@ -249,8 +312,9 @@ def srun(argv: list[str]) -> int:
         env = dict(os.environ, SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS=str(ntasks))
         if opts.get("gpus"):
             env["SLURM_STEP_GPUS"] = str(opts["gpus"])
-        procs.append(subprocess.Popen(command, env=env, stdin=subprocess.PIPE if stdin is not None else None,
-                                      text=True))
+        procs.append(
+            subprocess.Popen(command, env=env, stdin=subprocess.PIPE if stdin is not None else None, text=True)
+        )
         if stdin is not None:
             procs[-1].communicate(stdin)
     return max(p.wait() for p in procs)
@@ -262,15 +326,21 @@ def _fields(spec: str) -> list[str]:
 
 def _value(job: dict, field: str) -> str:
     return {
-        "jobidraw": job["id"], "jobid": job["id"], "state": job["state"], "jobname": job["name"],
-        "account": job["account"], "partition": job["partition"], "nodelist": "fake-node",
-        "exitcode": f"{job['exit_code'] or 0}:0", "reason": "None", "alloctres": f"gres/gpu={job['gpus']}",
+        "jobidraw": job["id"],
+        "jobid": job["id"],
+        "state": job["state"],
+        "jobname": job["name"],
+        "account": job["account"],
+        "partition": job["partition"],
+        "nodelist": "fake-node",
+        "exitcode": f"{job['exit_code'] or 0}:0",
+        "reason": "None",
+        "alloctres": f"gres/gpu={job['gpus']}",
     }.get(field, "")
 
 
 def sacct(argv: list[str]) -> int:
-    valued = {"format": "o", "name": None, "jobs": "j", "starttime": "S", "endtime": "E", "clusters": "M",
-              "user": "u"}
+    valued = {"format": "o", "name": None, "jobs": "j", "starttime": "S", "endtime": "E", "clusters": "M", "user": "u"}
     flags = {"parsable2": "P", "noheader": "n", "allocations": "X", "allusers": "a"}
     # `-nu user` bundles two short options; split bundles of flags the simple way
     expanded = []
@@ -357,8 +427,16 @@ def scontrol(argv: list[str]) -> int:
     raise Usage(f"scontrol {shlex.join(argv)} is not emulated")
 
 
-COMMANDS = {"sbatch": sbatch, "srun": srun, "sacct": sacct, "squeue": squeue, "scancel": scancel,
-            "sinfo": sinfo, "sacctmgr": sacctmgr, "scontrol": scontrol}
+COMMANDS = {
+    "sbatch": sbatch,
+    "srun": srun,
+    "sacct": sacct,
+    "squeue": squeue,
+    "scancel": scancel,
+    "sinfo": sinfo,
+    "sacctmgr": sacctmgr,
+    "scontrol": scontrol,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -14,10 +14,10 @@ import importlib.metadata
 from pathlib import Path
 
 from ropeext.errors import RopeextError
-from ropeext.io import read_json, write_json
 from ropeext.eval.common import ResumableJsonl
 from ropeext.eval.openllm import runner
 from ropeext.eval.openllm.runner import drop_arguments
+from ropeext.io import read_json, write_json
 
 LONG_TEXT = 2000  # document fields longer than this (characters) are stored as hash and size
 
@@ -99,9 +99,17 @@ def suite_message(suite: str, title: str, failures: list[str], fix: str) -> list
     other engine."""
     if not failures:
         return []
-    return ["\n".join([f"eval.{suite}.engine: lm_eval runs lm-eval {version()}'s own {title} tasks, which could "
-                       "not load what they need here:", *failures, fix,
-                       f"Or set eval.{suite}.engine: ropeext (this project's offline implementation)."])]
+    return [
+        "\n".join(
+            [
+                f"eval.{suite}.engine: lm_eval runs lm-eval {version()}'s own {title} tasks, which could "
+                "not load what they need here:",
+                *failures,
+                fix,
+                f"Or set eval.{suite}.engine: ropeext (this project's offline implementation).",
+            ]
+        )
+    ]
 
 
 def checked(suite: str, check) -> list[str]:

@@ -22,21 +22,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ropeext import tracking
 from ropeext.errors import RopeextError
 from ropeext.eval.lmeval_engine import common
-from ropeext.io import write_json
-from ropeext import tracking
 from ropeext.eval.longbench import results
 from ropeext.eval.longbench.metrics import aggregate, aggregate_bucket, base_task
 from ropeext.eval.longbench.protocol import EMBEDDED_TASK, LONGBENCH_E_TASKS, LONGBENCH_TASKS
 from ropeext.eval.longbench.run import flat_scores, metric_key
 from ropeext.eval.openllm import runner
+from ropeext.io import write_json
 from ropeext.modeling import load_model_config
 from ropeext.runtime import model_window, resolve_device
 
 FOLDER = "longbench"
-FIX = ("To get it: on a machine with network access and this machine's HF_HOME / HF_DATASETS_CACHE (or copy that "
-       "cache here afterwards), run\n  python -c \"from lm_eval.tasks import TaskManager; TaskManager().load({names!r})\"")
+FIX = (
+    "To get it: on a machine with network access and this machine's HF_HOME / HF_DATASETS_CACHE (or copy that "
+    'cache here afterwards), run\n  python -c "from lm_eval.tasks import TaskManager; TaskManager().load({names!r})"'
+)
 PROTOCOL_NOTES = (
     "prompts longer than the window lose their beginning (lm-eval keeps the last max_length - max_gen_toks "
     "tokens); LongBench's script cuts the middle out",
@@ -49,8 +51,10 @@ def task_list(settings: dict) -> list[str]:
     default = LONGBENCH_E_TASKS if settings["benchmark"] == "longbench-e" else LONGBENCH_TASKS
     tasks = [base_task(t) for t in (settings.get("tasks") or default)]
     if EMBEDDED_TASK in tasks:
-        raise RopeextError(f"eval.longbench.tasks: {EMBEDDED_TASK} is this project's embedded task, which lm-eval "
-                           "does not have; with eval.longbench.engine: lm_eval name LongBench tasks only")
+        raise RopeextError(
+            f"eval.longbench.tasks: {EMBEDDED_TASK} is this project's embedded task, which lm-eval "
+            "does not have; with eval.longbench.engine: lm_eval name LongBench tasks only"
+        )
     return list(dict.fromkeys(tasks))
 
 
@@ -84,8 +88,12 @@ def load_tasks(settings: dict) -> tuple[dict[str, str], dict[str, int]]:
 def _message(settings: dict, failures: dict[str, str]) -> list[str]:
     names = lm_eval_names(settings)
     title = "LongBench-E" if settings["benchmark"] == "longbench-e" else "LongBench"
-    return common.suite_message("longbench", title, [f"- the data of {names[t]}, for {t}: {r}" for t, r in failures.items()],
-                                FIX.format(names=[names[t] for t in failures]))
+    return common.suite_message(
+        "longbench",
+        title,
+        [f"- the data of {names[t]}, for {t}: {r}" for t, r in failures.items()],
+        FIX.format(names=[names[t] for t in failures]),
+    )
 
 
 def task_record(samples: list[dict], buckets) -> dict:
@@ -102,13 +110,18 @@ def task_record(samples: list[dict], buckets) -> dict:
     return out
 
 
-def build_metrics(samples: dict[str, list[dict]], entries: dict[str, dict], *, names: dict[str, str],
-                  benchmark: str, meta: dict) -> dict:
+def build_metrics(
+    samples: dict[str, list[dict]], entries: dict[str, dict], *, names: dict[str, str], benchmark: str, meta: dict
+) -> dict:
     """The LongBench metrics JSON of an lm_eval run, in the ropeext engine's shape plus what lm-eval ran."""
     buckets = results.STANDARD_BUCKETS if benchmark == "longbench-e" else None
     tasks = {t: task_record(samples[t], buckets) for t in samples}
-    summary = {"tasks": list(tasks), "buckets": list(buckets.names) if buckets else None,
-               "edges": list(buckets.edges) if buckets else None, "unit": buckets.unit if buckets else None}
+    summary = {
+        "tasks": list(tasks),
+        "buckets": list(buckets.names) if buckets else None,
+        "edges": list(buckets.edges) if buckets else None,
+        "unit": buckets.unit if buckets else None,
+    }
     summary.update(results.summarize(tasks, buckets))
     out = {**meta, "benchmark": benchmark, "engine": "lm_eval", "tasks": tasks, "summaries": [summary]}
     out.update({k: v for k, v in summary.items() if k != "tasks"})
@@ -122,13 +135,25 @@ def build_metrics(samples: dict[str, list[dict]], entries: dict[str, dict], *, n
     out["lm_eval_config"] = configs = {t: (entries[t].get("configs") or {}).get(names[t]) or {} for t in samples}
     out["max_new_tokens"] = {t: (c.get("generation_kwargs") or {}).get("max_gen_toks") for t, c in configs.items()}
     out["prompt_source"] = {t: f"lm-eval {out['lm_eval_version']}: {names[t]}" for t in samples}
-    out["data"] = {t: ":".join(filter(None, (c.get("dataset_path"), c.get("dataset_name")))) for t, c in configs.items()}
+    out["data"] = {
+        t: ":".join(filter(None, (c.get("dataset_path"), c.get("dataset_name")))) for t, c in configs.items()
+    }
     return out
 
 
-def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: str | None = None,
-             dtype: str = "float32", device: str = "auto", config: dict | None = None, variant: str | None = None,
-             mlflow: bool = True, progress: bool = True) -> dict:
+def evaluate(
+    settings: dict,
+    *,
+    model: str,
+    output_dir: str | Path,
+    tokenizer: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    config: dict | None = None,
+    variant: str | None = None,
+    mlflow: bool = True,
+    progress: bool = True,
+) -> dict:
     """Run lm-eval's LongBench(-E) tasks for the resolved ``eval.longbench`` section; write and return metrics.json."""
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
@@ -142,32 +167,69 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
         raise RopeextError(f"{model}: config has no max_position_embeddings, so lm-eval's window is unknown")
     short = {t: n for t, n in gen.items() if n >= window}
     if short:
-        raise RopeextError(f"{model}: a window of {window} tokens leaves no room for a prompt before lm-eval's "
-                           f"generation length of {', '.join(f'{t} ({n})' for t, n in short.items())}")
+        raise RopeextError(
+            f"{model}: a window of {window} tokens leaves no room for a prompt before lm-eval's "
+            f"generation length of {', '.join(f'{t} ({n})' for t, n in short.items())}"
+        )
     limit, seed = settings.get("limit"), int(settings["seed"])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    common.fresh_state(out, {"engine": "lm_eval", "model": common.model_id(model),
-                             "tokenizer": common.model_id(tokenizer or model), "max_length": window, "dtype": dtype,
-                             "seed": seed, "limit": limit, "lm_eval": common.version()}, "longbench")
+    common.fresh_state(
+        out,
+        {
+            "engine": "lm_eval",
+            "model": common.model_id(model),
+            "tokenizer": common.model_id(tokenizer or model),
+            "max_length": window,
+            "dtype": dtype,
+            "seed": seed,
+            "limit": limit,
+            "lm_eval": common.version(),
+        },
+        "longbench",
+    )
     results_store, samples_store = common.stores(out)
     device = resolve_device(device)
     variant = variant or Path(str(model).rstrip("/")).name
-    params = {"eval.longbench": {k: v for k, v in settings.items() if k != "embedded"}, "engine": "lm_eval",
-              "lm_eval_tasks": names, "model": str(model), "window": window, "device": device, "dtype": dtype}
+    params = {
+        "eval.longbench": {k: v for k, v in settings.items() if k != "embedded"},
+        "engine": "lm_eval",
+        "lm_eval_tasks": names,
+        "model": str(model),
+        "window": window,
+        "device": device,
+        "dtype": dtype,
+    }
     with tracking.stage_run("eval_longbench", config=config, params=params, variant=variant, enabled=mlflow) as run_:
         lm = runner.make_lm(model, tokenizer=tokenizer, max_length=window, batch_size=1, device=device, dtype=dtype)
         entries, samples = {}, {}
         with tqdm(total=len(names), desc="longbench (lm-eval)", unit="task", disable=not progress) as bar:
             for task, name in names.items():
                 tm = None if name in results_store else common.task_manager(FOLDER, [name])
-                entries[task] = runner.evaluate_entry(lm, tm, name, 0, key=name, results_store=results_store,
-                                                      samples_store=samples_store, limit=limit, seed=seed,
-                                                      keep=common.keep_sample)
+                entries[task] = runner.evaluate_entry(
+                    lm,
+                    tm,
+                    name,
+                    0,
+                    key=name,
+                    results_store=results_store,
+                    samples_store=samples_store,
+                    limit=limit,
+                    seed=seed,
+                    keep=common.keep_sample,
+                )
                 samples[task] = common.entry_samples(samples_store, name)
                 bar.update(1)
-        meta = {"variant": variant, "model": str(model), "window": window, "max_length": window, "limit": limit,
-                "limit_scope": "task", "protocol_notes": list(PROTOCOL_NOTES), "chat_template": "never"}
+        meta = {
+            "variant": variant,
+            "model": str(model),
+            "window": window,
+            "max_length": window,
+            "limit": limit,
+            "limit_scope": "task",
+            "protocol_notes": list(PROTOCOL_NOTES),
+            "chat_template": "never",
+        }
         metrics = build_metrics(samples, entries, names=names, benchmark=benchmark, meta=meta)
         write_json(out / "metrics.json", metrics)
         results.plot_buckets(metrics, out / "longbench.png")

@@ -11,10 +11,10 @@ _id``. A folder written by ``ropeext eval longbench --build-embedded`` has the s
 from __future__ import annotations
 
 import json
-import zipfile
-from pathlib import Path
 import shutil
 import sys
+import zipfile
+from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.eval.common import read_jsonl
@@ -51,7 +51,7 @@ def resolve_data_dir(spec: str | Path, cache_dir: str | Path | None = None) -> P
     spec = str(spec)
     cache = Path(cache_dir) if cache_dir else Path("results") / "cache" / "longbench"
     if spec.startswith(HF_PREFIX):
-        repo = spec[len(HF_PREFIX):] or HF_DEFAULT_REPO
+        repo = spec[len(HF_PREFIX) :] or HF_DEFAULT_REPO
         try:
             # heavy: huggingface_hub's API module takes ~0.2 s to import; only hub look-ups need it
             from huggingface_hub import hf_hub_download
@@ -60,7 +60,8 @@ def resolve_data_dir(spec: str | Path, cache_dir: str | Path | None = None) -> P
         except Exception as exc:  # noqa: BLE001 - network, auth, offline mode
             raise RopeextError(
                 f"cannot fetch data.zip from the hub dataset {repo!r}: {exc}. Download the benchmark's data.zip "
-                f"by hand and pass its path or the unpacked folder with --data") from None
+                f"by hand and pass its path or the unpacked folder with --data"
+            ) from None
         return _extract_zip(zip_path, cache / repo.replace("/", "__"))
     path = Path(spec)
     if path.is_file() and path.suffix == ".zip":
@@ -68,7 +69,8 @@ def resolve_data_dir(spec: str | Path, cache_dir: str | Path | None = None) -> P
     if not path.is_dir():
         raise RopeextError(
             f"LongBench data not found: {path} (expected a folder of <task>.jsonl / <task>_e.jsonl files, "
-            f"the benchmark's data.zip, or hf:THUDM/LongBench)")
+            f"the benchmark's data.zip, or hf:THUDM/LongBench)"
+        )
     return path
 
 

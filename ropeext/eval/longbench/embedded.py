@@ -36,8 +36,10 @@ def default_edges(windows: Sequence[int], margin: int) -> list[int]:
         raise RopeextError(f"windows {windows}: expected increasing window lengths, e.g. 256,512,1024")
     edges = [max(1, windows[0] // 4)] + [w - int(margin) for w in windows]
     if any(b <= a for a, b in zip(edges, edges[1:])):
-        raise RopeextError(f"windows {windows} with margin {margin} give edges {edges} that do not increase; "
-                           f"use a smaller margin or give --bucket-edges")
+        raise RopeextError(
+            f"windows {windows} with margin {margin} give edges {edges} that do not increase; "
+            f"use a smaller margin or give --bucket-edges"
+        )
     return edges
 
 
@@ -93,8 +95,16 @@ def _ntok(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def build_samples(documents: Sequence[str], tokenizer, edges: Sequence[int], per_bucket: int, *,
-                  seed: int = 0, task: str = protocol.EMBEDDED_TASK, max_tries: int | None = None) -> list[dict]:
+def build_samples(
+    documents: Sequence[str],
+    tokenizer,
+    edges: Sequence[int],
+    per_bucket: int,
+    *,
+    seed: int = 0,
+    task: str = protocol.EMBEDDED_TASK,
+    max_tries: int | None = None,
+) -> list[dict]:
     """Draw ``per_bucket`` samples for each bucket ``[edges[i], edges[i+1])`` (tokens of context + answer)."""
     buckets = edge_buckets(edges)
     rng = random.Random(seed)
@@ -137,19 +147,29 @@ def build_samples(documents: Sequence[str], tokenizer, edges: Sequence[int], per
                 progressed = True
                 samples.append(_record(task, context, answer, length))
             if not progressed and all(
-                    not [j for j in docs[k].answers if docs[k].prefix[j + 1] >= lo] for k in range(len(docs))):
+                not [j for j in docs[k].answers if docs[k].prefix[j + 1] >= lo] for k in range(len(docs))
+            ):
                 break
         if got == 0:
             raise RopeextError(
                 f"bucket {lo}-{hi} tokens: no held-out document is long enough to give a sample; "
-                f"lower the bucket edges or provide longer documents")
+                f"lower the bucket edges or provide longer documents"
+            )
     return samples
 
 
 def _record(task: str, context: str, answer: str, length: int) -> dict:
     digest = hashlib.sha256((context + "\x00" + answer).encode("utf-8")).hexdigest()[:48]
-    return {"input": "", "context": context, "answers": [answer], "length": int(length), "all_classes": None,
-            "dataset": task, "language": "python", "_id": digest}
+    return {
+        "input": "",
+        "context": context,
+        "answers": [answer],
+        "length": int(length),
+        "all_classes": None,
+        "dataset": task,
+        "language": "python",
+        "_id": digest,
+    }
 
 
 def write_task(out_dir: str | Path, samples: Sequence[dict], *, task: str, edges: Sequence[int], meta: dict) -> dict:
@@ -164,20 +184,35 @@ def write_task(out_dir: str | Path, samples: Sequence[dict], *, task: str, edges
     manifest_path = out / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"tasks": {}}
     manifest["tasks"][task] = {
-        "file": path.name, "unit": "tokens", "edges": list(map(int, edges)), "buckets": list(buckets.names),
-        "counts": counts, "metric": "code_sim", "prompt": protocol.EMBEDDED_PROMPT,
-        "max_new_tokens": protocol.EMBEDDED_MAX_NEW_TOKENS, **meta,
+        "file": path.name,
+        "unit": "tokens",
+        "edges": list(map(int, edges)),
+        "buckets": list(buckets.names),
+        "counts": counts,
+        "metric": "code_sim",
+        "prompt": protocol.EMBEDDED_PROMPT,
+        "max_new_tokens": protocol.EMBEDDED_MAX_NEW_TOKENS,
+        **meta,
     }
     write_json(manifest_path, manifest)
     return manifest
 
 
-def build_embedded_task(documents: Iterable[str], tokenizer, out_dir: str | Path, *, edges: Sequence[int],
-                        per_bucket: int = 20, seed: int = 0, task: str = protocol.EMBEDDED_TASK,
-                        meta: dict | None = None) -> dict:
+def build_embedded_task(
+    documents: Iterable[str],
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    edges: Sequence[int],
+    per_bucket: int = 20,
+    seed: int = 0,
+    task: str = protocol.EMBEDDED_TASK,
+    meta: dict | None = None,
+) -> dict:
     """Draw the samples and write the task folder; returns the manifest."""
     if per_bucket < 1:
         raise RopeextError(f"--per-bucket: {per_bucket} must be >= 1")
     samples = build_samples(list(documents), tokenizer, edges, per_bucket, seed=seed, task=task)
-    return write_task(out_dir, samples, task=task, edges=edges, meta={"seed": seed, "per_bucket": per_bucket,
-                                                                      **(meta or {})})
+    return write_task(
+        out_dir, samples, task=task, edges=edges, meta={"seed": seed, "per_bucket": per_bucket, **(meta or {})}
+    )

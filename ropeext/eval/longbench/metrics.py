@@ -22,11 +22,11 @@ Behaviours of the official code that are kept on purpose, because they change nu
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections import Counter
 from typing import Callable, Sequence
-import logging
 
 import numpy as np
 
@@ -174,19 +174,40 @@ def code_sim_backend() -> str:
 
 
 METRICS: dict[str, Callable[..., float]] = {
-    "qa_f1": qa_f1, "qa_f1_zh": qa_f1_zh, "rouge": rouge_l, "rouge_zh": rouge_l_zh,
-    "classification": classification, "retrieval": retrieval, "retrieval_zh": retrieval_zh,
-    "count": count, "code_sim": code_sim,
+    "qa_f1": qa_f1,
+    "qa_f1_zh": qa_f1_zh,
+    "rouge": rouge_l,
+    "rouge_zh": rouge_l_zh,
+    "classification": classification,
+    "retrieval": retrieval,
+    "retrieval_zh": retrieval_zh,
+    "count": count,
+    "code_sim": code_sim,
 }
 
 # Task -> metric, as in the benchmark's scorer. The embedded code task scores like lcc.
 TASK_METRIC: dict[str, str] = {
-    "narrativeqa": "qa_f1", "qasper": "qa_f1", "multifieldqa_en": "qa_f1", "multifieldqa_zh": "qa_f1_zh",
-    "hotpotqa": "qa_f1", "2wikimqa": "qa_f1", "musique": "qa_f1", "dureader": "rouge_zh",
-    "gov_report": "rouge", "qmsum": "rouge", "multi_news": "rouge", "vcsum": "rouge_zh",
-    "trec": "classification", "triviaqa": "qa_f1", "samsum": "rouge", "lsht": "classification",
-    "passage_retrieval_en": "retrieval", "passage_count": "count", "passage_retrieval_zh": "retrieval_zh",
-    "lcc": "code_sim", "repobench-p": "code_sim",
+    "narrativeqa": "qa_f1",
+    "qasper": "qa_f1",
+    "multifieldqa_en": "qa_f1",
+    "multifieldqa_zh": "qa_f1_zh",
+    "hotpotqa": "qa_f1",
+    "2wikimqa": "qa_f1",
+    "musique": "qa_f1",
+    "dureader": "rouge_zh",
+    "gov_report": "rouge",
+    "qmsum": "rouge",
+    "multi_news": "rouge",
+    "vcsum": "rouge_zh",
+    "trec": "classification",
+    "triviaqa": "qa_f1",
+    "samsum": "rouge",
+    "lsht": "classification",
+    "passage_retrieval_en": "retrieval",
+    "passage_count": "count",
+    "passage_retrieval_zh": "retrieval_zh",
+    "lcc": "code_sim",
+    "repobench-p": "code_sim",
 }
 EXTRA_TASK_METRIC: dict[str, str] = {}  # filled by ropeext.eval.longbench.protocol (embedded tasks)
 

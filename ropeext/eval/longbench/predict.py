@@ -24,7 +24,8 @@ def max_input_length(window: int, max_new_tokens: int, override: int | None, tas
         raise RopeextError(
             f"task {task!r}: a prompt cannot fit: max_new_tokens {max_new_tokens} leaves {budget} of the model's "
             f"{window}-token window (max_position_embeddings) for the input; set --max-input-length or use a "
-            f"model with a longer window")
+            f"model with a longer window"
+        )
     return budget
 
 
@@ -52,9 +53,20 @@ def select_samples(samples: Sequence[dict], limit: int | None, bucket_of: Callab
     return out
 
 
-def predict_task(model, tokenizer, spec: protocol.TaskSpec, samples: Sequence[dict], store: ResumableJsonl, *,
-                 max_length: int, chat: bool, add_bos: bool, where: str = "",
-                 generate: Callable | None = None, progress: bool = True) -> dict:
+def predict_task(
+    model,
+    tokenizer,
+    spec: protocol.TaskSpec,
+    samples: Sequence[dict],
+    store: ResumableJsonl,
+    *,
+    max_length: int,
+    chat: bool,
+    add_bos: bool,
+    where: str = "",
+    generate: Callable | None = None,
+    progress: bool = True,
+) -> dict:
     """Predict every sample not yet in ``store``; return counts of what happened."""
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm.auto import tqdm
@@ -71,11 +83,18 @@ def predict_task(model, tokenizer, spec: protocol.TaskSpec, samples: Sequence[di
             pred = generate(model, tokenizer, ids, spec.max_new_tokens, stop_token_ids=stop_ids, min_new_tokens=1)
         else:
             pred = generate(model, tokenizer, ids, spec.max_new_tokens)
-        store.append({
-            "_id": s["_key"], "pred": pred, "answers": s["answers"], "all_classes": s.get("all_classes"),
-            "length": s["length"], "input_tokens": info["input_tokens"], "prompt_tokens": info["prompt_tokens"],
-            "truncated": info["truncated"],
-        })
+        store.append(
+            {
+                "_id": s["_key"],
+                "pred": pred,
+                "answers": s["answers"],
+                "all_classes": s.get("all_classes"),
+                "length": s["length"],
+                "input_tokens": info["input_tokens"],
+                "prompt_tokens": info["prompt_tokens"],
+                "truncated": info["truncated"],
+            }
+        )
         stats["predicted"] += 1
         stats["truncated"] += int(info["truncated"])
         stats["recut"] += int(info["recut"])

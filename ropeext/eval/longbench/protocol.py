@@ -19,13 +19,42 @@ from ropeext.eval.common import tokenizer_adds_bos
 from ropeext.eval.longbench import metrics
 
 LONGBENCH_E_TASKS = (
-    "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "gov_report", "multi_news",
-    "trec", "triviaqa", "samsum", "passage_count", "passage_retrieval_en", "lcc", "repobench-p",
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "gov_report",
+    "multi_news",
+    "trec",
+    "triviaqa",
+    "samsum",
+    "passage_count",
+    "passage_retrieval_en",
+    "lcc",
+    "repobench-p",
 )
 LONGBENCH_TASKS = (
-    "narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh", "hotpotqa", "2wikimqa", "musique",
-    "dureader", "gov_report", "qmsum", "multi_news", "vcsum", "trec", "triviaqa", "samsum", "lsht",
-    "passage_count", "passage_retrieval_en", "passage_retrieval_zh", "lcc", "repobench-p",
+    "narrativeqa",
+    "qasper",
+    "multifieldqa_en",
+    "multifieldqa_zh",
+    "hotpotqa",
+    "2wikimqa",
+    "musique",
+    "dureader",
+    "gov_report",
+    "qmsum",
+    "multi_news",
+    "vcsum",
+    "trec",
+    "triviaqa",
+    "samsum",
+    "lsht",
+    "passage_count",
+    "passage_retrieval_en",
+    "passage_retrieval_zh",
+    "lcc",
+    "repobench-p",
 )
 # Tasks whose prompt is never wrapped in a chat template (few-shot and code tasks).
 NO_CHAT_TASKS = frozenset({"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"})
@@ -46,13 +75,13 @@ MAXLEN_FILE = "dataset2maxlen.json"
 
 @dataclass(frozen=True)
 class TaskSpec:
-    name: str               # base task name (no ``_e``)
-    prompt: str             # str.format template over the record's fields
+    name: str  # base task name (no ``_e``)
+    prompt: str  # str.format template over the record's fields
     max_new_tokens: int
     metric: str
-    use_chat: bool          # whether a chat template may be applied
+    use_chat: bool  # whether a chat template may be applied
     stop_at_newline: bool
-    source: str             # where the template came from
+    source: str  # where the template came from
 
 
 def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
@@ -63,12 +92,15 @@ def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
     if not folder.is_dir():
         raise RopeextError(
             f"LongBench prompt folder not found: {folder} (expected the official repository's config/ "
-            f"folder holding {PROMPT_FILE} and {MAXLEN_FILE})")
+            f"folder holding {PROMPT_FILE} and {MAXLEN_FILE})"
+        )
     out = []
     for name in (PROMPT_FILE, MAXLEN_FILE):
         path = folder / name
         if not path.is_file():
-            raise RopeextError(f"{path} not found (the LongBench prompt folder must hold {PROMPT_FILE} and {MAXLEN_FILE})")
+            raise RopeextError(
+                f"{path} not found (the LongBench prompt folder must hold {PROMPT_FILE} and {MAXLEN_FILE})"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -79,8 +111,9 @@ def load_prompt_assets(prompts_dir: str | Path | None) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
-def task_spec(task: str, prompts: dict, maxlens: dict, *, prompts_dir=None,
-              embedded_max_new_tokens: int | None = None) -> TaskSpec:
+def task_spec(
+    task: str, prompts: dict, maxlens: dict, *, prompts_dir=None, embedded_max_new_tokens: int | None = None
+) -> TaskSpec:
     """Everything the prediction loop needs for one task.
 
     The template and generation length come from the official files (``prompts``/``maxlens``
@@ -89,21 +122,37 @@ def task_spec(task: str, prompts: dict, maxlens: dict, *, prompts_dir=None,
     name = metrics.base_task(task)
     metric = metrics.metric_name(name)  # raises for an unknown task
     if name == EMBEDDED_TASK:
-        return TaskSpec(name, EMBEDDED_PROMPT, int(embedded_max_new_tokens or EMBEDDED_MAX_NEW_TOKENS), metric,
-                        use_chat=False, stop_at_newline=False, source="ropeext (embedded task)")
+        return TaskSpec(
+            name,
+            EMBEDDED_PROMPT,
+            int(embedded_max_new_tokens or EMBEDDED_MAX_NEW_TOKENS),
+            metric,
+            use_chat=False,
+            stop_at_newline=False,
+            source="ropeext (embedded task)",
+        )
     where = Path(prompts_dir) if prompts_dir else None
     if where is None and name not in prompts:
-        raise RopeextError(f"LongBench task {name!r} needs the benchmark's prompt templates: set "
-                           f"eval.longbench.prompts_dir (--prompts) to the official repository's config/ folder "
-                           f"({PROMPT_FILE}, {MAXLEN_FILE}), or run lm-eval's own task (eval.longbench.engine: lm_eval)")
+        raise RopeextError(
+            f"LongBench task {name!r} needs the benchmark's prompt templates: set "
+            f"eval.longbench.prompts_dir (--prompts) to the official repository's config/ folder "
+            f"({PROMPT_FILE}, {MAXLEN_FILE}), or run lm-eval's own task (eval.longbench.engine: lm_eval)"
+        )
     if name not in prompts or name not in maxlens:
         missing = PROMPT_FILE if name not in prompts else MAXLEN_FILE
         raise RopeextError(f"{where / missing if where else missing}: no entry for task {name!r}")
     max_new = maxlens[name]
     if not isinstance(max_new, int) or max_new < 1:
         raise RopeextError(f"{where / MAXLEN_FILE}: {name}: expected a positive integer, got {max_new!r}")
-    return TaskSpec(name, str(prompts[name]), max_new, metric, use_chat=name not in NO_CHAT_TASKS,
-                    stop_at_newline=name in NEWLINE_STOP_TASKS, source=str(where))
+    return TaskSpec(
+        name,
+        str(prompts[name]),
+        max_new,
+        metric,
+        use_chat=name not in NO_CHAT_TASKS,
+        stop_at_newline=name in NEWLINE_STOP_TASKS,
+        source=str(where),
+    )
 
 
 def format_prompt(template: str, record: dict, *, where: str = "") -> str:
@@ -111,8 +160,10 @@ def format_prompt(template: str, record: dict, *, where: str = "") -> str:
     try:
         return template.format(**record)
     except KeyError as exc:
-        raise RopeextError(f"{where}: the prompt template needs field {exc.args[0]!r}, which the record lacks "
-                           f"(fields: {', '.join(sorted(record))})") from None
+        raise RopeextError(
+            f"{where}: the prompt template needs field {exc.args[0]!r}, which the record lacks "
+            f"(fields: {', '.join(sorted(record))})"
+        ) from None
     except (IndexError, ValueError) as exc:
         raise RopeextError(f"{where}: the prompt template cannot be formatted: {exc}") from None
 
@@ -147,8 +198,9 @@ def _raw_ids(tokenizer, text: str, add_bos: bool | None) -> list[int]:
     return ids
 
 
-def encode_prompt(tokenizer, prompt: str, max_length: int, *, chat: bool = False,
-                  add_bos: bool | None = None) -> tuple[list[int], dict]:
+def encode_prompt(
+    tokenizer, prompt: str, max_length: int, *, chat: bool = False, add_bos: bool | None = None
+) -> tuple[list[int], dict]:
     """Tokenize a prompt the way the official prediction script does.
 
     A prompt longer than ``max_length`` tokens (BOS included) keeps its first and last
@@ -165,19 +217,23 @@ def encode_prompt(tokenizer, prompt: str, max_length: int, *, chat: bool = False
     info = {"prompt_tokens": len(ids), "truncated": False, "recut": False}
     if len(ids) > max_length:
         half = max_length // 2
-        prompt = (tokenizer.decode(ids[:half], skip_special_tokens=True)
-                  + tokenizer.decode(ids[-half:], skip_special_tokens=True))
+        prompt = tokenizer.decode(ids[:half], skip_special_tokens=True) + tokenizer.decode(
+            ids[-half:], skip_special_tokens=True
+        )
         info["truncated"] = True
     if chat:
-        ids = list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                                 add_generation_prompt=True, return_dict=False))
+        ids = list(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True, return_dict=False
+            )
+        )
         if add_bos and (not ids or ids[0] != tokenizer.bos_token_id):
             ids = [tokenizer.bos_token_id] + ids
     else:
         ids = _raw_ids(tokenizer, prompt, add_bos)
     if len(ids) > max_length:
         head = max_length // 2
-        ids = ids[:head] + ids[len(ids) - (max_length - head):]
+        ids = ids[:head] + ids[len(ids) - (max_length - head) :]
         info["recut"] = True
     info["input_tokens"] = len(ids)
     return ids, info

@@ -25,7 +25,7 @@ LONGBENCH_E_NAMES = ("0-4k", "4-8k", "8k+")
 
 @dataclass(frozen=True)
 class Buckets:
-    edges: tuple            # (lo0, hi0=lo1, ..., last upper or None for open-ended)
+    edges: tuple  # (lo0, hi0=lo1, ..., last upper or None for open-ended)
     names: tuple[str, ...]
     unit: str = "words"
 
@@ -67,8 +67,9 @@ def score_task(task: str, records: Sequence[dict], buckets: Buckets | None) -> d
         groups: list[list[float]] = [[] for _ in buckets.names]
         for r, s in zip(records, per_sample):
             groups[buckets.index(float(r["length"]))].append(s)
-        out["buckets"] = {name: {"score": metrics.aggregate_bucket(g), "n": len(g)}
-                          for name, g in zip(buckets.names, groups)}
+        out["buckets"] = {
+            name: {"score": metrics.aggregate_bucket(g), "n": len(g)} for name, g in zip(buckets.names, groups)
+        }
     return out
 
 
@@ -76,8 +77,7 @@ def summarize(task_scores: dict[str, dict], buckets: Buckets | None) -> dict:
     """Bucket averages over tasks, Avg and Avg>first-edge (or the plain task mean without buckets)."""
     if buckets is None:
         return {"Avg": _mean(t["score"] for t in task_scores.values())}
-    bucket_avg = {name: _mean(t["buckets"][name]["score"] for t in task_scores.values())
-                  for name in buckets.names}
+    bucket_avg = {name: _mean(t["buckets"][name]["score"] for t in task_scores.values()) for name in buckets.names}
     return {
         "bucket_avg": bucket_avg,
         "Avg": _mean(bucket_avg.values()),
@@ -98,8 +98,12 @@ def build_metrics(per_task: dict[str, tuple[Sequence[dict], Buckets | None]], **
     order = sorted(schemes, key=lambda b: (b != STANDARD_BUCKETS, b is None))
     summaries = []
     for b in order:
-        entry = {"tasks": schemes[b], "buckets": list(b.names) if b else None,
-                 "edges": list(b.edges) if b else None, "unit": b.unit if b else None}
+        entry = {
+            "tasks": schemes[b],
+            "buckets": list(b.names) if b else None,
+            "edges": list(b.edges) if b else None,
+            "unit": b.unit if b else None,
+        }
         entry.update(summarize({t: tasks[t] for t in schemes[b]}, b))
         summaries.append(entry)
     out = dict(meta)

@@ -13,12 +13,12 @@ import json
 import re
 from pathlib import Path
 
-from ropeext.errors import RopeextError
-from ropeext.io import write_json
 from ropeext import tracking
 from ropeext.data.tokenizer import load_tokenizer
+from ropeext.errors import RopeextError
 from ropeext.eval.common import ResumableJsonl
 from ropeext.eval.longbench import data, embedded, metrics, predict, protocol, results
+from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm
 from ropeext.runtime import model_window, resolve_device
 
@@ -26,13 +26,21 @@ from ropeext.runtime import model_window, resolve_device
 def embedded_windows(settings: dict, train_length: int, target_lengths: list[int]) -> list[int]:
     """The windows the embedded task's buckets scale to: ``embedded.windows``, or L, 2L and L' when null
     (in increasing order, each once: with L' = 2L that is two windows)."""
-    return list(settings["embedded"]["windows"]
-                or sorted({train_length, 2 * train_length, max(target_lengths)}))
+    return list(settings["embedded"]["windows"] or sorted({train_length, 2 * train_length, max(target_lengths)}))
 
 
-def build_embedded(settings: dict, *, output_dir: str | Path, tokenizer: str, windows: list[int],
-                   tokens: str | None = None, source_dir: str | None = None, config: dict | None = None,
-                   variant: str | None = None, mlflow: bool = True) -> dict:
+def build_embedded(
+    settings: dict,
+    *,
+    output_dir: str | Path,
+    tokenizer: str,
+    windows: list[int],
+    tokens: str | None = None,
+    source_dir: str | None = None,
+    config: dict | None = None,
+    variant: str | None = None,
+    mlflow: bool = True,
+) -> dict:
     """Write the embedded task (``<task>_e.jsonl`` + ``buckets.json``); return its sample counts by bucket."""
     emb = settings["embedded"]
     if bool(tokens) == bool(source_dir):
@@ -46,24 +54,52 @@ def build_embedded(settings: dict, *, output_dir: str | Path, tokenizer: str, wi
         docs = embedded.documents_from_files(source_dir)
         source = str(source_dir)
     out = Path(output_dir)
-    meta = {"source": source, "tokenizer": str(tokenizer), "windows": windows,
-            "margin": emb["margin"] if not emb["bucket_edges"] else None, "documents": len(docs)}
-    params = {"eval.longbench.embedded": {**emb, "windows": windows, "edges": edges}, "source": source,
-              "seed": settings["seed"]}
-    with tracking.stage_run("eval_longbench_build", config=config, params=params, variant=variant,
-                            enabled=mlflow) as run_:
-        manifest = embedded.build_embedded_task(docs, tok, out, edges=edges, per_bucket=emb["per_bucket"],
-                                                seed=settings["seed"], task=emb["task"], meta=meta)
+    meta = {
+        "source": source,
+        "tokenizer": str(tokenizer),
+        "windows": windows,
+        "margin": emb["margin"] if not emb["bucket_edges"] else None,
+        "documents": len(docs),
+    }
+    params = {
+        "eval.longbench.embedded": {**emb, "windows": windows, "edges": edges},
+        "source": source,
+        "seed": settings["seed"],
+    }
+    with tracking.stage_run(
+        "eval_longbench_build", config=config, params=params, variant=variant, enabled=mlflow
+    ) as run_:
+        manifest = embedded.build_embedded_task(
+            docs,
+            tok,
+            out,
+            edges=edges,
+            per_bucket=emb["per_bucket"],
+            seed=settings["seed"],
+            task=emb["task"],
+            meta=meta,
+        )
         counts = manifest["tasks"][emb["task"]]["counts"]
         run_.log_metrics({f"samples.{k}": v for k, v in counts.items()})
         run_.log_outputs(out, suffixes=(".json", ".jsonl"))
     return counts
 
 
-def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: str | None = None,
-             dtype: str = "float32", device: str = "auto", cache_dir: str | None = None, overwrite: bool = False,
-             config: dict | None = None, variant: str | None = None, mlflow: bool = True,
-             progress: bool = True) -> dict:
+def evaluate(
+    settings: dict,
+    *,
+    model: str,
+    output_dir: str | Path,
+    tokenizer: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    cache_dir: str | None = None,
+    overwrite: bool = False,
+    config: dict | None = None,
+    variant: str | None = None,
+    mlflow: bool = True,
+    progress: bool = True,
+) -> dict:
     """Evaluate ``model`` on the tasks of ``settings['data_dir']``; return the metrics written to metrics.json."""
     # heavy: torch loads only when a model runs
     import torch
@@ -74,8 +110,11 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     data_dir = data.resolve_data_dir(s["data_dir"], cache_dir)
     manifest = data.read_manifest(data_dir)
     longbench_e = s["benchmark"] == "longbench-e"
-    default_tasks = list(manifest["tasks"]) if manifest else list(
-        protocol.LONGBENCH_E_TASKS if longbench_e else protocol.LONGBENCH_TASKS)
+    default_tasks = (
+        list(manifest["tasks"])
+        if manifest
+        else list(protocol.LONGBENCH_E_TASKS if longbench_e else protocol.LONGBENCH_TASKS)
+    )
     tasks = [metrics.base_task(t) for t in (s["tasks"] or default_tasks)]
     for t in tasks:
         metrics.metric_name(t)  # unknown task -> clear error before any work
@@ -85,8 +124,9 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
 
     specs, samples, schemes = {}, {}, {}
     for t in tasks:
-        specs[t] = protocol.task_spec(t, prompts, maxlens, prompts_dir=s["prompts_dir"],
-                                      embedded_max_new_tokens=s["embedded_max_new_tokens"])
+        specs[t] = protocol.task_spec(
+            t, prompts, maxlens, prompts_dir=s["prompts_dir"], embedded_max_new_tokens=s["embedded_max_new_tokens"]
+        )
         if t in manifest.get("tasks", {}):
             edges = manifest["tasks"][t]["edges"]
             schemes[t] = results.edge_buckets(edges, manifest["tasks"][t].get("unit", "tokens"))
@@ -98,12 +138,16 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
             path = data.task_file(data_dir, t, longbench_e)
         b = schemes[t]
         records = data.load_samples(path, on_error=s["on_bad_line"])
-        samples[t] = (path, predict.select_samples(records, s["limit"],
-                                                   (lambda r, b=b: b.index(float(r["length"]))) if b else None))
+        samples[t] = (
+            path,
+            predict.select_samples(records, s["limit"], (lambda r, b=b: b.index(float(r["length"]))) if b else None),
+        )
 
     if not any(chosen for _, chosen in samples.values()):
-        raise RopeextError(f"LongBench: no sample to evaluate in {data_dir} (tasks {', '.join(tasks)}: every task "
-                           f"file is empty{' or skipped every line' if s['on_bad_line'] == 'skip' else ''})")
+        raise RopeextError(
+            f"LongBench: no sample to evaluate in {data_dir} (tasks {', '.join(tasks)}: every task "
+            f"file is empty{' or skipped every line' if s['on_bad_line'] == 'skip' else ''})"
+        )
     tok = load_tokenizer(tokenizer or model)
     device = resolve_device(device)
     lm = load_causal_lm(model, dtype=getattr(torch, dtype)).to(device).eval()
@@ -115,34 +159,66 @@ def evaluate(settings: dict, *, model: str, output_dir: str | Path, tokenizer: s
     pred_dir = out / "predictions"
     variant = variant or Path(str(model).rstrip("/")).name
     fingerprint = {
-        "global": {"model": str(Path(model).resolve()) if Path(model).exists() else str(model),
-                   "benchmark": s["benchmark"], "chat_template": s["chat_template"], "bos": add_bos,
-                   "dtype": dtype},
-        "tasks": {t: {"max_input_length": budgets[t], "prompt": specs[t].prompt,
-                      "max_new_tokens": specs[t].max_new_tokens} for t in tasks},
+        "global": {
+            "model": str(Path(model).resolve()) if Path(model).exists() else str(model),
+            "benchmark": s["benchmark"],
+            "chat_template": s["chat_template"],
+            "bos": add_bos,
+            "dtype": dtype,
+        },
+        "tasks": {
+            t: {"max_input_length": budgets[t], "prompt": specs[t].prompt, "max_new_tokens": specs[t].max_new_tokens}
+            for t in tasks
+        },
     }
     check_resume(pred_dir, fingerprint, overwrite)
 
-    params = {"eval.longbench": {k: v for k, v in s.items() if k != "embedded"}, "model": str(model),
-              "tasks": tasks, "window": window, "device": device, "dtype": dtype, "bos": add_bos}
+    params = {
+        "eval.longbench": {k: v for k, v in s.items() if k != "embedded"},
+        "model": str(model),
+        "tasks": tasks,
+        "window": window,
+        "device": device,
+        "dtype": dtype,
+        "bos": add_bos,
+    }
     per_task, stats = {}, {}
-    with tracking.stage_run("eval_longbench", config=config, params=params, variant=variant,
-                            enabled=mlflow) as run_:
+    with tracking.stage_run("eval_longbench", config=config, params=params, variant=variant, enabled=mlflow) as run_:
         for t in tasks:
             path, chosen = samples[t]
             store = ResumableJsonl(pred_dir / f"{t}.jsonl", key="_id")
             chat = protocol.use_chat_for(specs[t], tok, s["chat_template"])
-            stats[t] = predict.predict_task(lm, tok, specs[t], chosen, store, max_length=budgets[t],
-                                            chat=chat, add_bos=add_bos, where=str(path), progress=progress)
+            stats[t] = predict.predict_task(
+                lm,
+                tok,
+                specs[t],
+                chosen,
+                store,
+                max_length=budgets[t],
+                chat=chat,
+                add_bos=add_bos,
+                where=str(path),
+                progress=progress,
+            )
             keys = {c["_key"] for c in chosen}
             per_task[t] = ([r for r in store if r["_id"] in keys], schemes[t])
         result = results.build_metrics(
-            per_task, benchmark=s["benchmark"], engine="ropeext", variant=variant, model=str(model), window=window,
-            max_input_length=budgets, max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
+            per_task,
+            benchmark=s["benchmark"],
+            engine="ropeext",
+            variant=variant,
+            model=str(model),
+            window=window,
+            max_input_length=budgets,
+            max_new_tokens={t: specs[t].max_new_tokens for t in tasks},
             prompt_source={t: specs[t].source for t in tasks},
-            chat_template=s["chat_template"], bos=add_bos,
-            limit=s["limit"], code_sim_backend=metrics.code_sim_backend(), prediction_stats=stats,
-            data_dir=str(data_dir))
+            chat_template=s["chat_template"],
+            bos=add_bos,
+            limit=s["limit"],
+            code_sim_backend=metrics.code_sim_backend(),
+            prediction_stats=stats,
+            data_dir=str(data_dir),
+        )
         write_json(out / "metrics.json", result)
         results.plot_buckets(result, out / "longbench.png")
         run_.log_metrics({metric_key(k): v for k, v in flat_scores(result).items()})
@@ -181,13 +257,16 @@ def check_resume(pred_dir: Path, settings: dict, overwrite: bool) -> None:
         if old.get("global") != settings["global"]:
             stale = sorted(t for t in old.get("tasks", {}) if (pred_dir / f"{t}.jsonl").exists())
         else:
-            stale = [t for t in settings["tasks"]
-                     if t in old.get("tasks", {}) and old["tasks"][t] != settings["tasks"][t]]
+            stale = [
+                t for t in settings["tasks"] if t in old.get("tasks", {}) and old["tasks"][t] != settings["tasks"][t]
+            ]
         if stale:
             if not overwrite:
                 what = "model/benchmark/chat/bos/dtype" if old.get("global") != settings["global"] else "prompt budget"
-                raise RopeextError(f"{pred_dir} holds predictions for {', '.join(stale)} made with other settings "
-                                   f"({what}); pass --overwrite to discard them or choose another --output-dir")
+                raise RopeextError(
+                    f"{pred_dir} holds predictions for {', '.join(stale)} made with other settings "
+                    f"({what}); pass --overwrite to discard them or choose another --output-dir"
+                )
             for t in stale:
                 (pred_dir / f"{t}.jsonl").unlink(missing_ok=True)
         if old.get("global") == settings["global"]:

@@ -66,8 +66,17 @@ def _short_lines(lines_per_doc: list[list[str]], tokenizer, max_line_tokens: int
     return {line for line, n in zip(usable, counts) if n <= max_line_tokens}
 
 
-def nextline_items(docs: list[str], tokenizer, *, n_items: int, context_lines: int, n_choices: int,
-                   max_context_tokens: int, seed: int, max_line_tokens: int = 32) -> list[dict]:
+def nextline_items(
+    docs: list[str],
+    tokenizer,
+    *,
+    n_items: int,
+    context_lines: int,
+    n_choices: int,
+    max_context_tokens: int,
+    seed: int,
+    max_line_tokens: int = 32,
+) -> list[dict]:
     """Multiple-choice items: ``context`` (lines joined by newlines), ``choices`` (lines), ``label``.
 
     The task joins context and choice with a newline (its ``target_delimiter``).
@@ -86,8 +95,11 @@ def nextline_items(docs: list[str], tokenizer, *, n_items: int, context_lines: i
     for i, lines in enumerate(lines_per_doc):
         # the line before the answer is not blank and ends in no whitespace (lm-eval would move that
         # whitespace from the context into every choice)
-        spots = [j for j in range(context_lines, len(lines)) if lines[j].strip() in short
-                 and lines[j - 1].strip() and lines[j - 1] == lines[j - 1].rstrip()]
+        spots = [
+            j
+            for j in range(context_lines, len(lines))
+            if lines[j].strip() in short and lines[j - 1].strip() and lines[j - 1] == lines[j - 1].rstrip()
+        ]
         rng.shuffle(spots)
         candidates.append(spots)
     order = list(range(len(docs)))
@@ -108,20 +120,30 @@ def nextline_items(docs: list[str], tokenizer, *, n_items: int, context_lines: i
             if len(distinct) < n_choices - 1:
                 raise RopeextError(
                     f"next-line task: only {len(distinct)} distinct candidate lines outside one document; "
-                    f"need {n_choices - 1} distractors (use more held-out documents or fewer choices)")
+                    f"need {n_choices - 1} distractors (use more held-out documents or fewer choices)"
+                )
             wrong = [_indent(answer) + s for s in rng.sample(distinct, n_choices - 1)]
-            context_part = lines[j - context_lines:j]
+            context_part = lines[j - context_lines : j]
             while len(context_part) > 1 and len(tokenizer("\n".join(context_part))["input_ids"]) > max_context_tokens:
                 context_part = context_part[1:]
             label = rng.randrange(n_choices)
             choices = wrong[:label] + [answer] + wrong[label:]
-            items.append({"id": len(items), "context": "\n".join(context_part), "choices": choices,
-                          "label": label, "doc_index": i, "line": j})
+            items.append(
+                {
+                    "id": len(items),
+                    "context": "\n".join(context_part),
+                    "choices": choices,
+                    "label": label,
+                    "doc_index": i,
+                    "line": j,
+                }
+            )
         depth += 1
     if len(items) < n_items:
         raise RopeextError(
             f"next-line task: the held-out documents give only {len(items)} items with {context_lines} "
-            f"context lines; {n_items} were asked for")
+            f"context lines; {n_items} were asked for"
+        )
     return items
 
 
@@ -163,8 +185,10 @@ def nextline_yaml(train: Path, test: Path) -> dict:
         "doc_to_choice": "choices",
         "doc_to_target": "label",
         "target_delimiter": "\n",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
         "metadata": {"version": 1.0},
     }
 
@@ -187,10 +211,21 @@ def code_ppl_yaml(test: Path) -> dict:
     }
 
 
-def build_local_tasks(parquet: str | Path, tokenizer, folder: str | Path, *, n_items: int = 40,
-                      n_fewshot_items: int = 5, context_lines: int = 6, n_choices: int = 4,
-                      max_context_tokens: int = 192, max_line_tokens: int = 32, ppl_docs: int = 8, ppl_tokens: int = 512,
-                      seed: int = 0) -> dict:
+def build_local_tasks(
+    parquet: str | Path,
+    tokenizer,
+    folder: str | Path,
+    *,
+    n_items: int = 40,
+    n_fewshot_items: int = 5,
+    context_lines: int = 6,
+    n_choices: int = 4,
+    max_context_tokens: int = 192,
+    max_line_tokens: int = 32,
+    ppl_docs: int = 8,
+    ppl_tokens: int = 512,
+    seed: int = 0,
+) -> dict:
     """Write both local tasks under ``folder`` (one sub-folder each); return a manifest.
 
     The next-line items for few-shot examples (``train``) come from the same draw as the test
@@ -198,9 +233,16 @@ def build_local_tasks(parquet: str | Path, tokenizer, folder: str | Path, *, n_i
     """
     folder = Path(folder)
     docs = read_documents(parquet, tokenizer)
-    items = nextline_items(docs, tokenizer, n_items=n_items + n_fewshot_items, context_lines=context_lines,
-                           n_choices=n_choices, max_context_tokens=max_context_tokens, seed=seed,
-                           max_line_tokens=max_line_tokens)
+    items = nextline_items(
+        docs,
+        tokenizer,
+        n_items=n_items + n_fewshot_items,
+        context_lines=context_lines,
+        n_choices=n_choices,
+        max_context_tokens=max_context_tokens,
+        seed=seed,
+        max_line_tokens=max_line_tokens,
+    )
     train, test = items[:n_fewshot_items], items[n_fewshot_items:]
     ppl = ppl_items(docs, tokenizer, n_docs=ppl_docs, max_tokens=ppl_tokens)
 
@@ -218,9 +260,14 @@ def build_local_tasks(parquet: str | Path, tokenizer, folder: str | Path, *, n_i
         "source": str(Path(parquet).resolve()),
         "documents": len(docs),
         "tasks": {
-            NEXTLINE_TASK: {"test_items": len(test), "fewshot_items": len(train), "choices": n_choices,
-                            "context_lines": context_lines, "max_context_tokens": max_context_tokens,
-                            "max_line_tokens": max_line_tokens},
+            NEXTLINE_TASK: {
+                "test_items": len(test),
+                "fewshot_items": len(train),
+                "choices": n_choices,
+                "context_lines": context_lines,
+                "max_context_tokens": max_context_tokens,
+                "max_line_tokens": max_line_tokens,
+            },
             CODE_PPL_TASK: {"documents": len(ppl), "max_tokens": ppl_tokens},
         },
         "seed": seed,

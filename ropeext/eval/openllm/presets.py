@@ -15,8 +15,14 @@ PRESETS: dict[str, list[tuple[str, int]]] = {
     # the DPRoPE paper's Table 2
     "dprope_paper": [("truthfulqa_mc2", 0), ("hellaswag", 0), ("mmlu", 5), ("arc_challenge", 25)],
     # the original Open LLM Leaderboard
-    "leaderboard_v1": [("arc_challenge", 25), ("hellaswag", 10), ("mmlu", 5), ("truthfulqa_mc2", 0),
-                       ("winogrande", 5), ("gsm8k", 5)],
+    "leaderboard_v1": [
+        ("arc_challenge", 25),
+        ("hellaswag", 10),
+        ("mmlu", 5),
+        ("truthfulqa_mc2", 0),
+        ("winogrande", 5),
+        ("gsm8k", 5),
+    ],
     # the embedded default: tasks built from the held-out corpus
     "local": [(NEXTLINE_TASK, 0), (CODE_PPL_TASK, 0)],
 }
@@ -79,8 +85,9 @@ def preset_label(preset: str | None, tasks) -> str | None:
     return None if tasks else (preset or "local")
 
 
-def resolve_tasks(preset: str | None = None, tasks: str | list | None = None,
-                  num_fewshot: int | None = None) -> list[tuple[str, int]]:
+def resolve_tasks(
+    preset: str | None = None, tasks: str | list | None = None, num_fewshot: int | None = None
+) -> list[tuple[str, int]]:
     """The (task, num_fewshot) list a run evaluates: a preset, or an explicit list.
 
     Explicit entries without a count take ``num_fewshot`` (default 0). A task named twice is an error.

@@ -24,8 +24,15 @@ def split_metrics(raw: dict) -> dict[str, float]:
     return out
 
 
-def build_metrics(records: list[dict], *, variant: str, model: str, max_length: int, preset: str | None,
-                  local_tasks: dict | None = None) -> dict:
+def build_metrics(
+    records: list[dict],
+    *,
+    variant: str,
+    model: str,
+    max_length: int,
+    preset: str | None,
+    local_tasks: dict | None = None,
+) -> dict:
     """One JSON for one variant: per entry its metrics, headline score, version, n-shot and config."""
     # heavy: lm-eval loads only when its engine runs
     import lm_eval
@@ -97,7 +104,9 @@ def summary_table(metrics: Iterable[dict | str | Path]):
                 continue
             pct = is_percent(t["headline"])
             row[task] = round(100.0 * t["score"] if pct else t["score"], 2 if pct else 4)
-        percent = [100.0 * t["score"] for t in m["tasks"].values() if t["score"] is not None and is_percent(t["headline"])]
+        percent = [
+            100.0 * t["score"] for t in m["tasks"].values() if t["score"] is not None and is_percent(t["headline"])
+        ]
         row["Avg"] = round(sum(percent) / len(percent), 2) if percent else float("nan")
         rows[m.get("variant") or m.get("model", "?")] = row
     df = pd.DataFrame.from_dict(rows, orient="index")

@@ -80,25 +80,40 @@ def load_entry(tm, name: str, num_fewshot: int):
             f"lm-eval task {name!r}: its dataset could not be loaded ({type(exc).__name__}: {first}). "
             f"Offline, a hub task needs its dataset in the local Hugging Face cache (run it once with "
             f"network access, or set HF_DATASETS_OFFLINE=0); otherwise use the local tasks "
-            f"(--preset local) or a task folder (--include-path) with dataset_path: json", exc) from None
+            f"(--preset local) or a task folder (--include-path) with dataset_path: json",
+            exc,
+        ) from None
     for task in loaded["tasks"].values():
-        if num_fewshot > 0 and not task.has_training_docs() and not task.has_validation_docs() \
-                and task.config.fewshot_split is None:
-            raise RopeextError(f"lm-eval task {task.task_name!r} has no split to draw {num_fewshot} few-shot examples from")
+        if (
+            num_fewshot > 0
+            and not task.has_training_docs()
+            and not task.has_validation_docs()
+            and task.config.fewshot_split is None
+        ):
+            raise RopeextError(
+                f"lm-eval task {task.task_name!r} has no split to draw {num_fewshot} few-shot examples from"
+            )
         task.set_config(key="num_fewshot", value=num_fewshot)
     top = [loaded["groups"][name]] if name in loaded.get("groups", {}) else list(loaded["tasks"].values())
     return top
 
 
-def make_lm(model: str | Path, *, tokenizer: str | Path | None, max_length: int, batch_size: int | str,
-            device: str, dtype: str):
+def make_lm(
+    model: str | Path, *, tokenizer: str | Path | None, max_length: int, batch_size: int | str, device: str, dtype: str
+):
     """lm-eval's ``HFLM`` over a model directory (or hub id): the one model construction of every lm-eval run."""
     # heavy: lm-eval loads only when its engine runs
     from lm_eval.models.huggingface import HFLM
 
     try:
-        return HFLM(pretrained=str(model), tokenizer=str(tokenizer) if tokenizer else None,
-                    max_length=int(max_length), batch_size=batch_size, device=device, dtype=dtype)
+        return HFLM(
+            pretrained=str(model),
+            tokenizer=str(tokenizer) if tokenizer else None,
+            max_length=int(max_length),
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+        )
     except Exception as exc:  # noqa: BLE001 - one line naming the model (and the weight file at fault)
         raise weights_error(model, exc) from None
 
@@ -108,9 +123,20 @@ def drop_arguments(sample: dict) -> dict:
     return {k: v for k, v in sample.items() if k != "arguments"}
 
 
-def evaluate_entry(lm, tm, name: str, num_fewshot: int, *, key: str, results_store, samples_store=None,
-                   limit: int | float | None = None, seed: int = 0, bootstrap_iters: int = 0,
-                   keep: Callable[[dict], dict] = drop_arguments) -> dict:
+def evaluate_entry(
+    lm,
+    tm,
+    name: str,
+    num_fewshot: int,
+    *,
+    key: str,
+    results_store,
+    samples_store=None,
+    limit: int | float | None = None,
+    seed: int = 0,
+    bootstrap_iters: int = 0,
+    keep: Callable[[dict], dict] = drop_arguments,
+) -> dict:
     """Evaluate one task entry under ``key`` unless ``results_store`` has it; return its record.
 
     The record holds lm-eval's results, versions, n-shot, sample counts and task configs; each
@@ -122,36 +148,76 @@ def evaluate_entry(lm, tm, name: str, num_fewshot: int, *, key: str, results_sto
     if key in results_store:
         return results_store.records[key]
     top = load_entry(tm, name, num_fewshot)
-    res = simple_evaluate(model=lm, tasks=top, num_fewshot=None, task_manager=tm, limit=limit,
-                          bootstrap_iters=bootstrap_iters, log_samples=samples_store is not None,
-                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                          fewshot_random_seed=seed)
+    res = simple_evaluate(
+        model=lm,
+        tasks=top,
+        num_fewshot=None,
+        task_manager=tm,
+        limit=limit,
+        bootstrap_iters=bootstrap_iters,
+        log_samples=samples_store is not None,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
     if samples_store is not None:
         for task, samples in (res.get("samples") or {}).items():
             for s in samples:
                 rec = _plain(keep(s))
                 samples_store.append({"_id": f"{key}/{task}/{s['doc_id']}", "entry": key, "task": task, **rec})
-    results_store.append(_plain({
-        "_id": key, "task": name, "num_fewshot": num_fewshot,
-        "results": res["results"], "groups": res.get("groups", {}),
-        "versions": res.get("versions", {}), "n-shot": res.get("n-shot", {}),
-        "n-samples": res.get("n-samples", {}), "higher_is_better": res.get("higher_is_better", {}),
-        "configs": res.get("configs", {}), "lm_eval_version": res.get("lm_eval_version"),
-        "transformers_version": res.get("transformers_version"),
-        "limit": limit, "seed": seed,
-    }))
+    results_store.append(
+        _plain(
+            {
+                "_id": key,
+                "task": name,
+                "num_fewshot": num_fewshot,
+                "results": res["results"],
+                "groups": res.get("groups", {}),
+                "versions": res.get("versions", {}),
+                "n-shot": res.get("n-shot", {}),
+                "n-samples": res.get("n-samples", {}),
+                "higher_is_better": res.get("higher_is_better", {}),
+                "configs": res.get("configs", {}),
+                "lm_eval_version": res.get("lm_eval_version"),
+                "transformers_version": res.get("transformers_version"),
+                "limit": limit,
+                "seed": seed,
+            }
+        )
+    )
     return results_store.records[key]
 
 
-def evaluate_entries(lm, tm, entries: list[tuple[str, int]], *, results_store, samples_store=None,
-                     limit: int | float | None = None, seed: int = 0, bootstrap_iters: int = 0,
-                     progress=None) -> list[dict]:
+def evaluate_entries(
+    lm,
+    tm,
+    entries: list[tuple[str, int]],
+    *,
+    results_store,
+    samples_store=None,
+    limit: int | float | None = None,
+    seed: int = 0,
+    bootstrap_iters: int = 0,
+    progress=None,
+) -> list[dict]:
     """Evaluate every (task, num_fewshot) entry not yet in ``results_store``; return all entry records."""
     out = []
     for name, shots in entries:
-        out.append(evaluate_entry(lm, tm, name, shots, key=f"{name}:{shots}", results_store=results_store,
-                                  samples_store=samples_store, limit=limit, seed=seed,
-                                  bootstrap_iters=bootstrap_iters))
+        out.append(
+            evaluate_entry(
+                lm,
+                tm,
+                name,
+                shots,
+                key=f"{name}:{shots}",
+                results_store=results_store,
+                samples_store=samples_store,
+                limit=limit,
+                seed=seed,
+                bootstrap_iters=bootstrap_iters,
+            )
+        )
         if progress is not None:
             progress.update(1)
     return out

@@ -16,6 +16,17 @@ from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
 from ropeext.eval.ruler.tasks import SUBSETS, TASK_NAMES, TASKS, resolve_tasks
 
 __all__ = [
-    "RULER_THRESHOLD", "SUBSETS", "Sources", "TASKS", "TASK_NAMES", "effective_length", "generate_samples",
-    "make_sample", "resolve_tasks", "ruler_table", "ruler_task_heatmaps", "string_match_all", "string_match_part",
+    "RULER_THRESHOLD",
+    "SUBSETS",
+    "Sources",
+    "TASKS",
+    "TASK_NAMES",
+    "effective_length",
+    "generate_samples",
+    "make_sample",
+    "resolve_tasks",
+    "ruler_table",
+    "ruler_task_heatmaps",
+    "string_match_all",
+    "string_match_part",
 ]

@@ -69,8 +69,17 @@ def _max_fitting(ok: Callable[[int], bool], hint: int, upper: int | None) -> int
     return lo
 
 
-def fit_prompt(build: Callable[[int, int], str], tokenizer, budget: int, tol: int, *,
-               hint: int = 16, max_units: int | None = None, max_pad: int = 256, what: str = "prompt") -> Fitted:
+def fit_prompt(
+    build: Callable[[int, int], str],
+    tokenizer,
+    budget: int,
+    tol: int,
+    *,
+    hint: int = 16,
+    max_units: int | None = None,
+    max_pad: int = 256,
+    what: str = "prompt",
+) -> Fitted:
     """The prompt ``build(n, p)`` with the most content whose token count is at most ``budget``.
 
     Raises RopeextError when even the empty prompt (no units, no padding) exceeds the budget.
@@ -84,8 +93,9 @@ def fit_prompt(build: Callable[[int, int], str], tokenizer, budget: int, tol: in
 
     base = count(0, 0)
     if base > budget:
-        raise TooShort(f"{what}: the instructions, needles and question alone take {base} tokens, "
-                           f"more than the {budget} available")
+        raise TooShort(
+            f"{what}: the instructions, needles and question alone take {base} tokens, more than the {budget} available"
+        )
     n = _max_fitting(lambda k: count(k, 0) <= budget, hint, max_units)
     while n > 0 and count(n, 0) > budget:  # guard against a non-monotone count at the boundary
         n -= 1

@@ -49,8 +49,9 @@ def _fill(text: str, fields: dict, what: str) -> str:
     try:
         return text.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise RopeextError(f"{what}: cannot fill the template ({exc!r}); placeholders available: "
-                           f"{', '.join(sorted(fields))}") from None
+        raise RopeextError(
+            f"{what}: cannot fill the template ({exc!r}); placeholders available: {', '.join(sorted(fields))}"
+        ) from None
 
 
 def render(tpl: dict, kind: str, context: str, fields: dict, *, single: bool = False) -> str:
@@ -69,8 +70,12 @@ def render(tpl: dict, kind: str, context: str, fields: dict, *, single: bool = F
 def render_example(tpl: dict, kind: str, context: str, fields: dict, answer: str) -> str:
     """A worked example as RULER's generators write one: template, raw answer prefix, a space, the answer."""
     prefix = tpl.get("example_answer_prefix", tpl["answer_prefix"])
-    return (_fill(tpl["template"], {**fields, "context": context}, f"{kind} template")
-            + _fill(prefix, fields, f"{kind} answer_prefix") + " " + answer)
+    return (
+        _fill(tpl["template"], {**fields, "context": context}, f"{kind} template")
+        + _fill(prefix, fields, f"{kind} answer_prefix")
+        + " "
+        + answer
+    )
 
 
 def niah_fields(value_kind: str, queries: list[str], num_values: int) -> dict:
@@ -78,8 +83,13 @@ def niah_fields(value_kind: str, queries: list[str], num_values: int) -> dict:
     single = len(queries) * num_values == 1
     type_v = value_kind[:-1] if single else value_kind
     query = queries[0] if len(queries) == 1 else ", ".join(queries[:-1]) + ", and " + queries[-1]
-    return {"type_v": type_v, "type_needle_v": type_v, "verb": "is" if single else "are",
-            "them": "it" if single else "them", "query": query}
+    return {
+        "type_v": type_v,
+        "type_needle_v": type_v,
+        "verb": "is" if single else "are",
+        "them": "it" if single else "them",
+        "query": query,
+    }
 
 
 def _insert_units(units: list[str], inserts: list[tuple[float, str]]) -> list[str]:
@@ -122,8 +132,10 @@ def _plan_niah(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sou
     if spec["haystack"] in ("noise", "essay"):
         if spec["haystack"] == "essay":
             if sources.essay is None:
-                raise RopeextError("the essay haystack needs an essay source (--essay-source: a folder of "
-                                   ".txt files or a Parquet of input_ids)")
+                raise RopeextError(
+                    "the essay haystack needs an essay source (--essay-source: a folder of "
+                    ".txt files or a Parquet of input_ids)"
+                )
             stream = sources.essay
             ends = stream._sentence_ends
             start = (rng.choice(ends) + 1) % len(stream)
@@ -145,8 +157,9 @@ def _plan_niah(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sou
                 if dk in used:
                     continue
                 used.add(dk)
-                distractors.append(NEEDLE.format(type_v=spec["value"], key=dk,
-                                                 value=W.random_item(drng, spec["value"])))
+                distractors.append(
+                    NEEDLE.format(type_v=spec["value"], key=dk, value=W.random_item(drng, spec["value"]))
+                )
             units = _insert_units(distractors[:n], [(d, text) for d, (_, text) in zip(depths, needles)])
             return _with_pad(" ".join(units), p)
 
@@ -168,7 +181,7 @@ def _vt_chains(rng: random.Random, num_chains: int, hops: int, name_len: int):
     names = W.variable_names(rng, num_chains * (hops + 1), name_len)
     chains, groups = [], []
     for c in range(num_chains):
-        vs = names[c * (hops + 1):(c + 1) * (hops + 1)]
+        vs = names[c * (hops + 1) : (c + 1) * (hops + 1)]
         value = str(rng.randint(10000, 99999))
         chains.append([f"VAR {vs[0]} = {value}"] + [f"VAR {vs[j + 1]} = VAR {vs[j]}" for j in range(hops)])
         groups.append((vs, value))
@@ -186,12 +199,25 @@ def _plan_vt(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sourc
     e_chains, e_groups, e_fracs = _vt_chains(erng, spec["chains"], min(10, spec["hops"]), 3)
     e_names, e_value = e_groups[0]
     # the example's answer, then a blank line twice (as RULER)
-    example = render_example(tpl, "vt", _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
-                             {"query": e_value, "num_v": len(e_names)}, " ".join(e_names)) + "\n\n\n\n"
+    example = (
+        render_example(
+            tpl,
+            "vt",
+            _vt_context(e_chains, e_fracs, 2 * len(NOISE_SENTENCES), 0),
+            {"query": e_value, "num_v": len(e_names)},
+            " ".join(e_names),
+        )
+        + "\n\n\n\n"
+    )
     use_example = len(encode(tokenizer, example)) <= budget // 4
     prefix = example if use_example else ""
-    return _Plan(lambda n, p: prefix + render(tpl, "vt", _vt_context(chains, fracs, n, p), fields),
-                 names, fracs[0][0], max(1, budget // 8), extra={"fewshot": use_example})
+    return _Plan(
+        lambda n, p: prefix + render(tpl, "vt", _vt_context(chains, fracs, n, p), fields),
+        names,
+        fracs[0][0],
+        max(1, budget // 8),
+        extra={"fewshot": use_example},
+    )
 
 
 # ---------------------------------------------------------------- common words extraction
@@ -209,8 +235,9 @@ def _cwe_list(r: random.Random, num_words: int, freq_cw: int, freq_ucw: int, num
     return entries, common
 
 
-def _plan_cwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sources, budget: int, tokenizer,
-              length: int = 0) -> _Plan:
+def _plan_cwe(
+    spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sources, budget: int, tokenizer, length: int = 0
+) -> _Plan:
     num_cw = spec["num_cw"]
     if length < 4096:  # RULER's settings for short contexts
         freq_cw, freq_ucw, ex = 6, 1, (20, 3, 1)
@@ -223,15 +250,21 @@ def _plan_cwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sour
 
     def build(n: int, p: int) -> str:
         r = random.Random(f"{key}:{n}:{p}")
-        others = [w for w in r.sample(W.cwe_vocabulary(num_cw + n + p), num_cw + n + p) if w not in common][:n + p]
+        others = [w for w in r.sample(W.cwe_vocabulary(num_cw + n + p), num_cw + n + p) if w not in common][: n + p]
         uncommon, singles = others[:n], others[n:]
         entries = common * freq_cw + uncommon * freq_ucw
         r.shuffle(entries)
         entries += singles  # padding: words seen once, never among the most common
         return example + render(tpl, "cwe", _numbered(entries), fields)
 
-    return _Plan(build, list(common), None, max(0, budget // (8 * freq_ucw)), max_units=1_000_000,
-                 extra={"freq_cw": freq_cw, "freq_ucw": freq_ucw})
+    return _Plan(
+        build,
+        list(common),
+        None,
+        max(0, budget // (8 * freq_ucw)),
+        max_units=1_000_000,
+        extra={"freq_cw": freq_cw, "freq_ucw": freq_ucw},
+    )
 
 
 # ---------------------------------------------------------------- frequent words extraction
@@ -241,18 +274,19 @@ def zeta(alpha: float, terms: int = 10_000) -> float:
     """Riemann zeta(alpha) for alpha > 1: a partial sum plus the Euler-Maclaurin tail."""
     if alpha <= 1:
         raise ValueError("zeta needs alpha > 1")
-    s = math.fsum(k ** -alpha for k in range(1, terms))
-    return s + terms ** (1 - alpha) / (alpha - 1) + 0.5 * terms ** -alpha + alpha / 12 * terms ** (-alpha - 1)
+    s = math.fsum(k**-alpha for k in range(1, terms))
+    return s + terms ** (1 - alpha) / (alpha - 1) + 0.5 * terms**-alpha + alpha / 12 * terms ** (-alpha - 1)
 
 
 def zipf_counts(num_words: int, vocab_size: int, alpha: float) -> list[int]:
     """floor(num_words * k^-alpha / zeta(alpha)) for ranks k = 1..vocab_size (RULER's word counts)."""
     z = zeta(alpha)
-    return [int(num_words * k ** -alpha / z) for k in range(1, vocab_size + 1)]
+    return [int(num_words * k**-alpha / z) for k in range(1, vocab_size + 1)]
 
 
-def _plan_fwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sources, budget: int, tokenizer,
-              length: int = 0) -> _Plan:
+def _plan_fwe(
+    spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sources, budget: int, tokenizer, length: int = 0
+) -> _Plan:
     vocab = W.coded_words(rng, max(5, length // 50))
     vocab[0] = "..."  # the most frequent "word" is noise
     fields = {"query": ""}
@@ -264,15 +298,24 @@ def _plan_fwe(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sour
         text += ["..."] * p
         return render(tpl, "fwe", " ".join(text), fields)
 
-    return _Plan(build, vocab[1:4], None, max(1, budget // 3), max_units=10_000_000,
-                 extra={"vocab_size": len(vocab)})
+    return _Plan(build, vocab[1:4], None, max(1, budget // 3), max_units=10_000_000, extra={"vocab_size": len(vocab)})
 
 
 # ---------------------------------------------------------------- question answering
 
 
-def _plan_qa(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sources, budget: int, tokenizer,
-             index: int = 0, seed: int = 0, task: str = "") -> _Plan:
+def _plan_qa(
+    spec: dict,
+    key: str,
+    rng: random.Random,
+    tpl: dict,
+    sources: Sources,
+    budget: int,
+    tokenizer,
+    index: int = 0,
+    seed: int = 0,
+    task: str = "",
+) -> _Plan:
     src = sources.qa.get(spec["dataset"])
     if src is None:
         raise RopeextError(f"{task} needs a {spec['dataset']} source file")
@@ -293,15 +336,31 @@ def _plan_qa(spec: dict, key: str, rng: random.Random, tpl: dict, sources: Sourc
         return render(tpl, "qa", ctx, fields)
 
     first = sorted(gold_fracs, key=lambda t: t[0])[0][0]
-    return _Plan(build, list(item.answers), first, max(0, budget // 200),
-                 max_units=None if pool else 0, max_pad=100_000, extra={"question": item.question})
+    return _Plan(
+        build,
+        list(item.answers),
+        first,
+        max(0, budget // 200),
+        max_units=None if pool else 0,
+        max_pad=100_000,
+        extra={"question": item.question},
+    )
 
 
 _PLANNERS = {"niah": _plan_niah, "vt": _plan_vt, "cwe": _plan_cwe, "fwe": _plan_fwe, "qa": _plan_qa}
 
 
-def make_sample(task: str, length: int, index: int, tokenizer, *, seed: int = 0, sources: Sources | None = None,
-                templates: dict | None = None, hint: int | None = None) -> dict:
+def make_sample(
+    task: str,
+    length: int,
+    index: int,
+    tokenizer,
+    *,
+    seed: int = 0,
+    sources: Sources | None = None,
+    templates: dict | None = None,
+    hint: int | None = None,
+) -> dict:
     """One sample of ``task`` whose prompt plus generation budget is within 2% below ``length``."""
     if task not in TASKS:
         raise RopeextError(f"unknown RULER task {task!r}")
@@ -316,28 +375,50 @@ def make_sample(task: str, length: int, index: int, tokenizer, *, seed: int = 0,
     key = sample_key(seed, task, length, index)
     rng = random.Random(key)
     sources = sources or Sources()
-    extra_args = {"cwe": {"length": length}, "fwe": {"length": length},
-                  "qa": {"index": index, "seed": seed, "task": task}}.get(kind, {})
+    extra_args = {
+        "cwe": {"length": length},
+        "fwe": {"length": length},
+        "qa": {"index": index, "seed": seed, "task": task},
+    }.get(kind, {})
     plan = _PLANNERS[kind](spec, key, rng, tpl, sources, budget, tokenizer, **extra_args)
-    fitted = fit_prompt(plan.build, tokenizer, budget, tolerance(length), hint=hint or plan.hint,
-                        max_units=plan.max_units, max_pad=plan.max_pad, what=what)
+    fitted = fit_prompt(
+        plan.build,
+        tokenizer,
+        budget,
+        tolerance(length),
+        hint=hint or plan.hint,
+        max_units=plan.max_units,
+        max_pad=plan.max_pad,
+        what=what,
+    )
     return {
         "_id": f"{task}/{length}/{index}",
-        "task": task, "length": length, "index": index,
+        "task": task,
+        "length": length,
+        "index": index,
         "prompt": fitted.text,
         "answers": plan.answers,
         "max_new_tokens": max_new,
         "prompt_tokens": fitted.tokens,
         "total_tokens": fitted.tokens + max_new,
         "depth": plan.depth,
-        "n_units": fitted.n_units, "n_pad": fitted.n_pad,
+        "n_units": fitted.n_units,
+        "n_pad": fitted.n_pad,
         "metric": METRICS[kind],
         **plan.extra,
     }
 
 
-def generate_samples(task: str, length: int, num_samples: int, tokenizer, *, seed: int = 0,
-                     sources: Sources | None = None, templates: dict | None = None) -> Iterator[dict]:
+def generate_samples(
+    task: str,
+    length: int,
+    num_samples: int,
+    tokenizer,
+    *,
+    seed: int = 0,
+    sources: Sources | None = None,
+    templates: dict | None = None,
+) -> Iterator[dict]:
     """``num_samples`` samples of ``task`` at ``length`` (each one's size search starts from the last)."""
     hint = None
     for index in range(num_samples):

@@ -18,7 +18,7 @@ NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. The
 NOISE_SENTENCES = tuple(s.strip() + "." for s in NOISE.split(".") if s.strip())
 
 _WORD = re.compile(r"\S+")
-_SENTENCE_END = (".", "!", "?", ".\"", "?\"", "!\"", ".)")
+_SENTENCE_END = (".", "!", "?", '."', '?"', '!"', ".)")
 
 
 class WordStream:
@@ -35,9 +35,10 @@ class WordStream:
         n = len(spans)
         # word i ends a sentence when it ends with terminal punctuation or a line break follows it
         self._sentence_ends = [
-            i for i in range(n)
-            if text[spans[i][0]:spans[i][1]].endswith(_SENTENCE_END)
-            or (i + 1 < n and "\n" in text[spans[i][1]:spans[i + 1][0]])
+            i
+            for i in range(n)
+            if text[spans[i][0] : spans[i][1]].endswith(_SENTENCE_END)
+            or (i + 1 < n and "\n" in text[spans[i][1] : spans[i + 1][0]])
             or i == n - 1
         ]
 
@@ -53,7 +54,7 @@ class WordStream:
         while a < b:
             i = a % n
             take = min(b - a, n - i)
-            pieces.append(self.text[self.starts[i]:self.ends[i + take - 1]])
+            pieces.append(self.text[self.starts[i] : self.ends[i + take - 1]])
             a += take
         return self.joiner.join(pieces)
 
@@ -107,8 +108,10 @@ def _decode_parquet(path: Path, tokenizer, max_tokens: int | None) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - turned into a clear message
         raise RopeextError(f"essay source {path}: cannot read Parquet ({exc})") from None
     if "input_ids" not in table.column_names:
-        raise RopeextError(f"essay source {path}: no 'input_ids' column "
-                           f"(columns: {', '.join(table.column_names)}); expected list<int32> token ids")
+        raise RopeextError(
+            f"essay source {path}: no 'input_ids' column "
+            f"(columns: {', '.join(table.column_names)}); expected list<int32> token ids"
+        )
     if tokenizer is None:
         raise RopeextError(f"essay source {path}: a tokenizer is needed to decode its input_ids")
     docs, total = [], 0
@@ -126,8 +129,10 @@ def load_essay_texts(source: str | Path, tokenizer=None, max_tokens: int | None 
     """Documents from a folder of ``.txt`` files (sorted by path) or a Parquet of ``input_ids``."""
     path = Path(source)
     if not path.exists():
-        raise RopeextError(f"essay source not found: {path} (expected a folder of .txt files or a "
-                           f"Parquet file with an input_ids column)")
+        raise RopeextError(
+            f"essay source not found: {path} (expected a folder of .txt files or a "
+            f"Parquet file with an input_ids column)"
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         if not files:

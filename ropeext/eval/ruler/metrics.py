@@ -47,11 +47,12 @@ def task_scores(records: Iterable[dict]) -> dict[str, dict[int, float]]:
     sums: dict[str, dict[int, list[float]]] = {}
     for r in records:
         sums.setdefault(r["task"], {}).setdefault(int(r["length"]), []).append(float(r["score"]))
-    return {t: {L: round(100.0 * sum(v) / len(v), 2) for L, v in sorted(by_len.items())}
-            for t, by_len in sums.items()}
+    return {t: {L: round(100.0 * sum(v) / len(v), 2) for L, v in sorted(by_len.items())} for t, by_len in sums.items()}
 
 
-def average_by_length(scores: dict[str, dict[int, float]], tasks: list[str], lengths: list[int]) -> dict[int, float | None]:
+def average_by_length(
+    scores: dict[str, dict[int, float]], tasks: list[str], lengths: list[int]
+) -> dict[int, float | None]:
     """Mean over ``tasks`` at each length; None where a task has no score at that length."""
     out: dict[int, float | None] = {}
     for L in lengths:

@@ -45,8 +45,10 @@ def load_squad(path: str | Path) -> QASource:
     path = Path(path)
     raw = _read(path, "SQuAD (qa_1)")
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
-        raise RopeextError(f"SQuAD (qa_1) file {path}: expected the official layout "
-                           "{\"data\": [{\"paragraphs\": [{\"context\": ..., \"qas\": [...]}]}]}")
+        raise RopeextError(
+            f"SQuAD (qa_1) file {path}: expected the official layout "
+            '{"data": [{"paragraphs": [{"context": ..., "qas": [...]}]}]}'
+        )
     docs: list[str] = []
     index: dict[str, int] = {}
     items: list[QAItem] = []
@@ -74,8 +76,9 @@ def load_hotpotqa(path: str | Path) -> QASource:
     path = Path(path)
     raw = _read(path, "HotpotQA (qa_2)")
     if not isinstance(raw, list):
-        raise RopeextError(f"HotpotQA (qa_2) file {path}: expected a JSON list of questions "
-                           "with question, answer and context fields")
+        raise RopeextError(
+            f"HotpotQA (qa_2) file {path}: expected a JSON list of questions with question, answer and context fields"
+        )
     docs: list[str] = []
     index: dict[str, int] = {}
     items: list[QAItem] = []

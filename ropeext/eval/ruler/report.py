@@ -14,8 +14,9 @@ from typing import Iterable
 import numpy as np
 
 from ropeext.errors import RopeextError
-from ropeext.io import pyplot as _plt, save_figure
 from ropeext.eval.ruler.metrics import average_by_length, effective_length
+from ropeext.io import pyplot as _plt
+from ropeext.io import save_figure
 
 DEPTH_BINS = 5
 
@@ -117,9 +118,14 @@ def ruler_table(metrics: Iterable, tasks: list[str] | None = None):
             subset = "custom:" + ",".join(tasks)
             eff = effective_length(avg, m["threshold"])
         vals = [v for v in avg.values() if v is not None]
-        row = {"variant": m.get("variant"), **{L: avg.get(L) for L in lengths},
-               "avg": round(sum(vals) / len(vals), 2) if vals else None,
-               "effective_length": eff, "subset": subset, "threshold": m["threshold"]}
+        row = {
+            "variant": m.get("variant"),
+            **{L: avg.get(L) for L in lengths},
+            "avg": round(sum(vals) / len(vals), 2) if vals else None,
+            "effective_length": eff,
+            "subset": subset,
+            "threshold": m["threshold"],
+        }
         rows.append(row)
     cols = ["variant", *sorted(all_lengths), "avg", "effective_length", "subset", "threshold"]
     return pd.DataFrame(rows, columns=cols).set_index("variant")

@@ -15,31 +15,48 @@ from typing import Callable
 from ropeext.errors import RopeextError
 from ropeext.eval.ruler.fit import TooShort, encode
 from ropeext.eval.ruler.generate import Sources, make_sample
-from ropeext.eval.ruler.metrics import (RULER_THRESHOLD, average_by_length, effective_length, score_sample,
-                                        task_scores)
+from ropeext.eval.ruler.metrics import RULER_THRESHOLD, average_by_length, effective_length, score_sample, task_scores
 from ropeext.eval.ruler.tasks import describe_templates
 
 
 def fingerprint(seed: int, templates: dict, sources: Sources, tokenizer) -> str:
     """A short hash of everything that shapes the prompts (a resumed run must match it)."""
-    blob = json.dumps({
-        "seed": seed, "templates": templates,
-        "essay": None if sources.essay is None else hashlib.sha256(sources.essay.text.encode()).hexdigest(),
-        "qa": {k: [v.path, len(v.items), len(v.documents)] for k, v in sorted(sources.qa.items())},
-        "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id],
-    }, sort_keys=True, default=str).encode()
+    blob = json.dumps(
+        {
+            "seed": seed,
+            "templates": templates,
+            "essay": None if sources.essay is None else hashlib.sha256(sources.essay.text.encode()).hexdigest(),
+            "qa": {k: [v.path, len(v.items), len(v.documents)] for k, v in sorted(sources.qa.items())},
+            "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id],
+        },
+        sort_keys=True,
+        default=str,
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: list[str], lengths: list[int],
-             num_samples: int, seed: int, sources: Sources, templates: dict, store,
-             progress=None, log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+def evaluate(
+    generate: Callable[[list[int], int], str],
+    tokenizer,
+    *,
+    tasks: list[str],
+    lengths: list[int],
+    num_samples: int,
+    seed: int,
+    sources: Sources,
+    templates: dict,
+    store,
+    progress=None,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], dict]:
     """Run (or resume) the grid; return the records and {task: {length: reason}} of skipped cells."""
     fp = fingerprint(seed, templates, sources, tokenizer)
     stale = [r["_id"] for r in store if r.get("fingerprint") != fp]
     if stale:
-        raise RopeextError(f"{store.path}: holds predictions made with other settings (seed, templates, "
-                           f"sources or tokenizer), e.g. {stale[0]}; use another output folder or delete the file")
+        raise RopeextError(
+            f"{store.path}: holds predictions made with other settings (seed, templates, "
+            f"sources or tokenizer), e.g. {stale[0]}; use another output folder or delete the file"
+        )
     records: list[dict] = []
     skipped: dict[str, dict[str, str]] = {}
     for task in tasks:
@@ -53,8 +70,9 @@ def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: lis
                         progress.update(1)
                     continue
                 try:
-                    sample = make_sample(task, length, index, tokenizer, seed=seed, sources=sources,
-                                         templates=templates, hint=hint)
+                    sample = make_sample(
+                        task, length, index, tokenizer, seed=seed, sources=sources, templates=templates, hint=hint
+                    )
                 except TooShort as exc:
                     skipped.setdefault(task, {})[str(length)] = str(exc)
                     log(f"skipped {task} at length {length}: {exc}")
@@ -65,10 +83,13 @@ def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: lis
                 prompt = sample.pop("prompt")
                 ids = encode(tokenizer, prompt)
                 prediction = generate(ids, sample["max_new_tokens"])
-                record = {**sample, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-                          "prediction": prediction,
-                          "score": score_sample(sample["metric"], prediction, sample["answers"]),
-                          "fingerprint": fp}
+                record = {
+                    **sample,
+                    "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+                    "prediction": prediction,
+                    "score": score_sample(sample["metric"], prediction, sample["answers"]),
+                    "fingerprint": fp,
+                }
                 store.append(record)
                 records.append(record)
                 if progress is not None:
@@ -76,8 +97,16 @@ def evaluate(generate: Callable[[list[int], int], str], tokenizer, *, tasks: lis
     return records, skipped
 
 
-def summarize(records: list[dict], *, tasks: list[str], lengths: list[int], subset: str,
-              threshold: float = RULER_THRESHOLD, skipped: dict | None = None, templates: dict | None = None) -> dict:
+def summarize(
+    records: list[dict],
+    *,
+    tasks: list[str],
+    lengths: list[int],
+    subset: str,
+    threshold: float = RULER_THRESHOLD,
+    skipped: dict | None = None,
+    templates: dict | None = None,
+) -> dict:
     """Per task per length (x100), the average over tasks per length, its mean, the effective length,
     and (given the templates) where each task kind's prompt wording came from."""
     scores = task_scores(records)
@@ -127,5 +156,7 @@ def check_any_ran(records: list[dict], skipped: dict) -> None:
         return
     reasons = sorted({reason for by_length in skipped.values() for reason in by_length.values()})
     cells = sum(len(by_length) for by_length in skipped.values())
-    raise RopeextError(f"RULER: every cell was skipped ({cells} task x length cells), nothing was measured: "
-                       + ("; ".join(reasons) if reasons else "no task to run"))
+    raise RopeextError(
+        f"RULER: every cell was skipped ({cells} task x length cells), nothing was measured: "
+        + ("; ".join(reasons) if reasons else "no task to run")
+    )

@@ -28,11 +28,43 @@ TASKS: dict[str, dict] = {
     "niah_single_1": {"kind": "niah", "haystack": "noise", "key": "words", "value": "numbers", "k": 1, "v": 1, "q": 1},
     "niah_single_2": {"kind": "niah", "haystack": "essay", "key": "words", "value": "numbers", "k": 1, "v": 1, "q": 1},
     "niah_single_3": {"kind": "niah", "haystack": "essay", "key": "words", "value": "uuids", "k": 1, "v": 1, "q": 1},
-    "niah_multikey_1": {"kind": "niah", "haystack": "essay", "key": "words", "value": "numbers", "k": 4, "v": 1, "q": 1},
-    "niah_multikey_2": {"kind": "niah", "haystack": "needle", "key": "words", "value": "numbers", "k": 1, "v": 1, "q": 1},
+    "niah_multikey_1": {
+        "kind": "niah",
+        "haystack": "essay",
+        "key": "words",
+        "value": "numbers",
+        "k": 4,
+        "v": 1,
+        "q": 1,
+    },
+    "niah_multikey_2": {
+        "kind": "niah",
+        "haystack": "needle",
+        "key": "words",
+        "value": "numbers",
+        "k": 1,
+        "v": 1,
+        "q": 1,
+    },
     "niah_multikey_3": {"kind": "niah", "haystack": "needle", "key": "uuids", "value": "uuids", "k": 1, "v": 1, "q": 1},
-    "niah_multivalue": {"kind": "niah", "haystack": "essay", "key": "words", "value": "numbers", "k": 1, "v": 4, "q": 1},
-    "niah_multiquery": {"kind": "niah", "haystack": "essay", "key": "words", "value": "numbers", "k": 1, "v": 1, "q": 4},
+    "niah_multivalue": {
+        "kind": "niah",
+        "haystack": "essay",
+        "key": "words",
+        "value": "numbers",
+        "k": 1,
+        "v": 4,
+        "q": 1,
+    },
+    "niah_multiquery": {
+        "kind": "niah",
+        "haystack": "essay",
+        "key": "words",
+        "value": "numbers",
+        "k": 1,
+        "v": 1,
+        "q": 4,
+    },
     "vt": {"kind": "vt", "chains": 1, "hops": 4},
     "cwe": {"kind": "cwe", "num_cw": 10, "freq_cw": 30, "freq_ucw": 3},
     "fwe": {"kind": "fwe", "alpha": 2.0},
@@ -50,43 +82,48 @@ SUBSETS: dict[str, tuple[str, ...]] = {
     "anchor_llama2": tuple(t for t in TASK_NAMES if t not in ("niah_multikey_3", "cwe")),
 }
 
-METRICS = {"niah": "string_match_all", "vt": "string_match_all", "cwe": "string_match_all",
-           "fwe": "string_match_all", "qa": "string_match_part"}
+METRICS = {
+    "niah": "string_match_all",
+    "vt": "string_match_all",
+    "cwe": "string_match_all",
+    "fwe": "string_match_all",
+    "qa": "string_match_part",
+}
 
 ROPEEXT_TEMPLATES: dict[str, dict] = {
     "niah": {
         "template": "Memorize the special magic {type_v} hidden in the text below; a question about "
-                    "{them} follows.\n{context}\nWhat {verb} the special magic {type_v} for {query} "
-                    "mentioned in the provided text?",
+        "{them} follows.\n{context}\nWhat {verb} the special magic {type_v} for {query} "
+        "mentioned in the provided text?",
         "answer_prefix": " The special magic {type_v} for {query} mentioned in the provided text {verb}",
         "max_new_tokens": 128,
     },
     "vt": {
         "template": "Follow the chain(s) of variable assignments hidden in the text below and keep "
-                    "track of them.\n\n{context}\nQuestion: Which variables are assigned the value "
-                    "{query} in the text above?",
+        "track of them.\n\n{context}\nQuestion: Which variables are assigned the value "
+        "{query} in the text above?",
         "answer_prefix": " Answer: According to the chain(s) of variable assignment in the text above, "
-                         "{num_v} variables are assgined the value {query}, they are: ",
+        "{num_v} variables are assgined the value {query}, they are: ",
         "max_new_tokens": 30,
     },
     "cwe": {
         "template": "Here is a numbered list of words. Some words occur in it more often than others; "
-                    "memorize the most frequent ones.\n{context}\nQuestion: Which {num_cw} words occur "
-                    "most often in the list above?",
+        "memorize the most frequent ones.\n{context}\nQuestion: Which {num_cw} words occur "
+        "most often in the list above?",
         "answer_prefix": " Answer: The top {num_cw} words that appear most often in the list are:",
         "max_new_tokens": 120,
     },
     "fwe": {
         "template": "Read the coded text below and count how often each coded word occurs; find the "
-                    "three coded words that occur most often. {context}\nQuestion: Give no explanation "
-                    "and ignore the dots '....'. Which three words occur most often in the coded text above?",
+        "three coded words that occur most often. {context}\nQuestion: Give no explanation "
+        "and ignore the dots '....'. Which three words occur most often in the coded text above?",
         "answer_prefix": " Answer: According to the coded text above, the three most frequently appeared words are:",
         "max_new_tokens": 50,
     },
     "qa": {
         "template": "Answer the question using the documents below. Reply with the answer only and "
-                    "no other words.\n\nThe documents:\n\n{context}\n\nAnswer the question using the "
-                    "documents above. Reply with the answer only and no other words.\n\nQuestion: {query}",
+        "no other words.\n\nThe documents:\n\n{context}\n\nAnswer the question using the "
+        "documents above. Reply with the answer only and no other words.\n\nQuestion: {query}",
         "answer_prefix": " Answer:",
         "max_new_tokens": 32,
     },
@@ -113,8 +150,15 @@ def resolve_tasks(tasks: list[str] | str | None = None, subset: str | None = Non
     return list(SUBSETS[subset]), subset
 
 
-FILE_FIELDS = ("template", "template_single", "answer_prefix", "answer_prefix_single", "example_answer_prefix",
-               "delimiter", "max_new_tokens")
+FILE_FIELDS = (
+    "template",
+    "template_single",
+    "answer_prefix",
+    "answer_prefix_single",
+    "example_answer_prefix",
+    "delimiter",
+    "max_new_tokens",
+)
 
 
 def load_templates(source: str | Path | None = "ropeext") -> dict[str, dict]:
@@ -136,8 +180,10 @@ def describe_templates(templates: dict[str, dict]) -> dict:
 def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
     """``templates`` with any kind's fields replaced by those in the file at ``path``."""
     if not path.is_file():
-        raise RopeextError(f"templates file not found: {path} (eval.ruler.templates takes ropeext or the path of "
-                           "a YAML/JSON templates file)")
+        raise RopeextError(
+            f"templates file not found: {path} (eval.ruler.templates takes ropeext or the path of "
+            "a YAML/JSON templates file)"
+        )
     try:
         if path.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(path.read_text()) or {}
@@ -154,8 +200,9 @@ def _overlay_file(templates: dict[str, dict], path: Path) -> dict[str, dict]:
             raise RopeextError(f"templates file {path}: {kind}: expected a mapping")
         for key, value in fields.items():
             if key not in FILE_FIELDS:
-                raise RopeextError(f"templates file {path}: {kind}.{key}: unknown field (allowed: "
-                                   f"{', '.join(FILE_FIELDS)})")
+                raise RopeextError(
+                    f"templates file {path}: {kind}.{key}: unknown field (allowed: {', '.join(FILE_FIELDS)})"
+                )
             if key == "max_new_tokens" and (not isinstance(value, int) or value <= 0):
                 raise RopeextError(f"templates file {path}: {kind}.max_new_tokens: {value!r} is not a positive integer")
             if key != "max_new_tokens" and not isinstance(value, str):

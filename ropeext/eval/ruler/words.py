@@ -22,8 +22,32 @@ from importlib.resources import files
 
 from ropeext.errors import RopeextError
 
-_ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
-           "br", "dr", "gr", "kl", "pl", "st", "tr", "ch", "sh"]
+_ONSETS = [
+    "b",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "gr",
+    "kl",
+    "pl",
+    "st",
+    "tr",
+    "ch",
+    "sh",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 _CODAS = ["", "", "", "n", "r", "l", "s", "m"]
 
@@ -46,7 +70,7 @@ def syllable_vocabulary(size: int = 8000, seed: str = VOCAB_SEED) -> tuple[str, 
 
 
 def random_number(rng: random.Random, digits: int = 7) -> str:
-    return str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
 
 
 def random_uuid(rng: random.Random) -> str:
@@ -63,8 +87,10 @@ def wonderwords_list(category: str) -> tuple[str, ...]:
     try:
         text = files("wonderwords.assets").joinpath(name).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
-        raise RopeextError(f"cannot read the wonderwords word list {name} ({exc}); install the wonderwords "
-                           "version pinned in requirements.lock") from None
+        raise RopeextError(
+            f"cannot read the wonderwords word list {name} ({exc}); install the wonderwords "
+            "version pinned in requirements.lock"
+        ) from None
     words = tuple(sorted({w.rstrip() for w in text.splitlines() if w.strip()}))
     if not words:
         raise RopeextError(f"the wonderwords word list {name} is empty")
@@ -79,8 +105,9 @@ def random_key_word(rng: random.Random) -> str:
 @lru_cache(maxsize=1)
 def common_words() -> tuple[str, ...]:
     """RULER's common-words vocabulary: wonderwords' nouns, adjectives and verbs, distinct and sorted."""
-    return tuple(sorted(set(wonderwords_list("nouns")) | set(wonderwords_list("adjectives"))
-                        | set(wonderwords_list("verbs"))))
+    return tuple(
+        sorted(set(wonderwords_list("nouns")) | set(wonderwords_list("adjectives")) | set(wonderwords_list("verbs")))
+    )
 
 
 def cwe_vocabulary(need: int) -> tuple[str, ...]:

@@ -17,15 +17,21 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "reference_values.schema.yam
 # what ``report.references: null`` names: the published values shipped with the repository (config/)
 REPOSITORY_REFERENCES = Path(__file__).resolve().parents[2] / "reference_values.yaml"
 ROW_KEYS = ("label", "values", "note", "comparable", "reason")  # a row's other keys are its setting
-BENCHMARK_NAMES = {"longbench-e": "LongBench-E", "longbench": "LongBench", "ruler": "RULER", "openllm": "Open LLM",
-                   "ppl": "perplexity", "disturbance": "RoPE disturbance"}
+BENCHMARK_NAMES = {
+    "longbench-e": "LongBench-E",
+    "longbench": "LongBench",
+    "ruler": "RULER",
+    "openllm": "Open LLM",
+    "ppl": "perplexity",
+    "disturbance": "RoPE disturbance",
+}
 
 
 @dataclass(frozen=True)
 class Row:
     label: str
     setting: dict
-    values: dict            # column -> published value (None where the paper gives none)
+    values: dict  # column -> published value (None where the paper gives none)
     note: str | None = None
     reason: str | None = None  # why this row is never comparable (None: it may be)
 
@@ -33,7 +39,7 @@ class Row:
 @dataclass(frozen=True)
 class Table:
     id: str
-    paper: str              # short name, e.g. DPRoPE
+    paper: str  # short name, e.g. DPRoPE
     citation: str
     table: str
     benchmark: str
@@ -89,8 +95,11 @@ def parse_references(data, source: str = "reference values") -> References:
     if problems:
         raise RopeextError(f"{source}: " + f"\n{source}: ".join(problems))
     papers = data.get("papers") or {}
-    return References(tuple(_table(t, papers) for t in data.get("tables") or []),
-                      tuple(dict(c) for c in data.get("claims") or []), {k: dict(v) for k, v in papers.items()})
+    return References(
+        tuple(_table(t, papers) for t in data.get("tables") or []),
+        tuple(dict(c) for c in data.get("claims") or []),
+        {k: dict(v) for k, v in papers.items()},
+    )
 
 
 def _where(data, path) -> str:
@@ -129,22 +138,32 @@ def _name_problems(data: dict) -> list[str]:
         if t["id"] in seen:
             problems.append(f"{where}: id {t['id']!r} is used twice")
         seen.add(t["id"])
-        problems += [f"{where}: setting: {k}: null is only allowed in a row (to drop a shared key)"
-                     for k, v in (t.get("setting") or {}).items() if v is None]
+        problems += [
+            f"{where}: setting: {k}: null is only allowed in a row (to drop a shared key)"
+            for k, v in (t.get("setting") or {}).items()
+            if v is None
+        ]
         settings = [(f"{where}: setting", t.get("setting") or {})]
         for j, r in enumerate(t["rows"]):
             settings.append((f"{where}: rows[{j}] ({r['label']})", r))
             if len(r["values"]) != len(t["columns"]):
-                problems.append(f"{settings[-1][0]}: values: expected a list of {len(t['columns'])} (one per column "
-                                f"{', '.join(map(str, t['columns']))}), got {r['values']!r}")
+                problems.append(
+                    f"{settings[-1][0]}: values: expected a list of {len(t['columns'])} (one per column "
+                    f"{', '.join(map(str, t['columns']))}), got {r['values']!r}"
+                )
         for at, s in settings:
             if s.get("method") is not None and s["method"] not in methods:
-                problems.append(f"{at}: method {s['method']!r} is not one of {', '.join(sorted(methods))} "
-                                "(add a paper-only method to other_methods)")
+                problems.append(
+                    f"{at}: method {s['method']!r} is not one of {', '.join(sorted(methods))} "
+                    "(add a paper-only method to other_methods)"
+                )
             if s.get("layout") is not None and s["layout"] not in layouts:
                 problems.append(f"{at}: layout {s['layout']!r} is not one of {', '.join(sorted(layouts))}")
-    problems += [f"claims[{i}]: paper {c['paper']!r} is not one of papers ({sorted(papers)})"
-                 for i, c in enumerate(data.get("claims") or []) if c["paper"] not in papers]
+    problems += [
+        f"claims[{i}]: paper {c['paper']!r} is not one of papers ({sorted(papers)})"
+        for i, c in enumerate(data.get("claims") or [])
+        if c["paper"] not in papers
+    ]
     return problems
 
 
@@ -152,10 +171,27 @@ def _table(entry: dict, papers: dict) -> Table:
     common, rows = entry.get("setting") or {}, []
     for r in entry["rows"]:
         setting = {**common, **{k: v for k, v in r.items() if k not in ROW_KEYS}}
-        rows.append(Row(str(r["label"]), {k: v for k, v in setting.items() if v is not None},
-                        dict(zip(entry["columns"], r["values"])), r.get("note"),
-                        None if r.get("comparable", True) else r["reason"]))
+        rows.append(
+            Row(
+                str(r["label"]),
+                {k: v for k, v in setting.items() if v is not None},
+                dict(zip(entry["columns"], r["values"])),
+                r.get("note"),
+                None if r.get("comparable", True) else r["reason"],
+            )
+        )
     paper = papers[entry["paper"]]
-    return Table(str(entry["id"]), paper["name"], paper["citation"], str(entry["table"]), entry["benchmark"],
-                 str(entry["metric"]), tuple(entry["columns"]), tuple(rows), dict(entry.get("protocol") or {}),
-                 entry.get("note"), None if entry.get("comparable", True) else entry["reason"], entry.get("at_length"))
+    return Table(
+        str(entry["id"]),
+        paper["name"],
+        paper["citation"],
+        str(entry["table"]),
+        entry["benchmark"],
+        str(entry["metric"]),
+        tuple(entry["columns"]),
+        tuple(rows),
+        dict(entry.get("protocol") or {}),
+        entry.get("note"),
+        None if entry.get("comparable", True) else entry["reason"],
+        entry.get("at_length"),
+    )

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
     import pandas as pd
 
-from ropeext.report.references.load import BENCHMARK_NAMES, Table
-from ropeext.report.tables import parse_variant
-from ropeext.text import number
 from ropeext.eval.longbench.protocol import LONGBENCH_E_TASKS, LONGBENCH_TASKS
 from ropeext.eval.openllm.presets import LOCAL_TASKS
 from ropeext.eval.ruler.tasks import SUBSETS
+from ropeext.report.references.load import BENCHMARK_NAMES, Table
+from ropeext.report.tables import parse_variant
+from ropeext.text import number
 
 NAME_KEYS = ("model", "corpus")  # compared by their last path component, case-insensitive
 # LongBench's task categories (its paper's grouping); a category score is the mean of the run's tasks in it.
@@ -43,10 +42,14 @@ def run_setting(config: dict, variant: str) -> dict:
     info = parse_variant(variant)
     rope, model = config["rope"], config["model"]
     method = info["method"]
-    out = {"model": model.get("path") or model.get("name"), "method": method, "layout": info["layout"],
-           "train_length": model["train_length"],
-           "corpus": config["corpus"].get("path") or config["corpus"].get("source"),
-           "rope_theta": rope.get("new_rope_theta") if method == "base_change" else model["architecture"]["rope_theta"]}
+    out = {
+        "model": model.get("path") or model.get("name"),
+        "method": method,
+        "layout": info["layout"],
+        "train_length": model["train_length"],
+        "corpus": config["corpus"].get("path") or config["corpus"].get("source"),
+        "rope_theta": rope.get("new_rope_theta") if method == "base_change" else model["architecture"]["rope_theta"],
+    }
     if str(info["target"]).isdigit():
         out["target_length"] = int(info["target"])
     if method == "dprope":
@@ -128,8 +131,10 @@ def data_reasons(table: Table, metrics: dict) -> list[str]:
     if table.benchmark.startswith("longbench"):
         own = embedded_tasks(metrics)
         if own:
-            return [f"embedded code task ({', '.join(own)}), the project's own data, not "
-                    f"{BENCHMARK_NAMES[table.benchmark]} data"]
+            return [
+                f"embedded code task ({', '.join(own)}), the project's own data, not "
+                f"{BENCHMARK_NAMES[table.benchmark]} data"
+            ]
     if table.benchmark == "openllm" and is_local_tasks(metrics):
         return ["local tasks built from the held-out split, the project's own data, not the paper's benchmarks"]
     return []
@@ -145,13 +150,16 @@ def protocol_reasons(table: Table, metrics: dict) -> list[str]:
             full = LONGBENCH_E_TASKS if table.benchmark == "longbench-e" else LONGBENCH_TASKS
             missing = [t for t in full if t not in tasks]
             if missing:
-                reasons.append(f"{len(full) - len(missing)} of the {len(full)} {BENCHMARK_NAMES[table.benchmark]} "
-                               f"tasks (missing {', '.join(missing)})")
+                reasons.append(
+                    f"{len(full) - len(missing)} of the {len(full)} {BENCHMARK_NAMES[table.benchmark]} "
+                    f"tasks (missing {', '.join(missing)})"
+                )
         if metrics.get("limit"):
             reasons.append(f"at most {metrics['limit']} samples per task; the paper scores every sample")
         if metrics.get("engine") == "lm_eval":
-            reasons.append("lm-eval's tasks cut a prompt longer than the window at its beginning, LongBench's "
-                           "script in the middle")
+            reasons.append(
+                "lm-eval's tasks cut a prompt longer than the window at its beginning, LongBench's script in the middle"
+            )
         if p.get("templates") == "official":
             sources = metrics.get("prompt_source")
             if not sources:
@@ -168,12 +176,15 @@ def protocol_reasons(table: Table, metrics: dict) -> list[str]:
             else:
                 own = sorted(k for k, s in sources.items() if str(s).startswith("ropeext"))
                 if own:
-                    reasons.append(f"prompt wording of {', '.join(own)} is the project's own, not RULER's (give "
-                                   "RULER's in a templates file, eval.ruler.templates, or use eval.ruler.engine: lm_eval)")
+                    reasons.append(
+                        f"prompt wording of {', '.join(own)} is the project's own, not RULER's (give "
+                        "RULER's in a templates file, eval.ruler.templates, or use eval.ruler.engine: lm_eval)"
+                    )
         want = p.get("tasks")
         if want and table.at_length is None and metrics.get("subset") != want:
-            reasons.append(f"averages the task set {metrics.get('subset')!r}, the paper {want!r} "
-                           f"({len(SUBSETS[want])} tasks)")
+            reasons.append(
+                f"averages the task set {metrics.get('subset')!r}, the paper {want!r} ({len(SUBSETS[want])} tasks)"
+            )
     elif table.benchmark == "openllm":
         shots = p.get("shots") or {}
         tasks = metrics.get("tasks") or {}
@@ -189,8 +200,8 @@ def protocol_reasons(table: Table, metrics: dict) -> list[str]:
 @dataclass
 class Comparison:
     table: Table
-    shown: list = field(default_factory=list)      # (variant, Row, our values)
-    blocked: list = field(default_factory=list)    # (variant, Row, reasons)
+    shown: list = field(default_factory=list)  # (variant, Row, our values)
+    blocked: list = field(default_factory=list)  # (variant, Row, reasons)
 
     def reproduced(self) -> set[str]:
         return {r.label for _, r, _ in self.shown} | {r.label for _, r, _ in self.blocked}
