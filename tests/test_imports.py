@@ -39,6 +39,18 @@ def _targets(node: ast.AST, name: str, is_package: bool, known: set[str]) -> lis
     return subs or [module]
 
 
+def _commented_block(lines: list[str], index: int) -> bool:
+    """A comment among the import and comment lines right above line ``index`` (0-based): the why of a lazy
+    import block, whose imports a sorter may reorder under it."""
+    for text in reversed(lines[:index]):
+        text = text.strip()
+        if text.startswith("#"):
+            return True
+        if not text.startswith(("import ", "from ")):
+            return False
+    return False
+
+
 def _scan(root: Path):
     """(graph of package-internal imports, imports found inside functions or classes)."""
     modules = _modules(root)
@@ -61,7 +73,7 @@ def _scan(root: Path):
             graph[name] |= {t for t in internal if t in known and t != name}
             if id(node) not in top:
                 line = node.lineno
-                said = "#" in lines[line - 1] or (line >= 2 and lines[line - 2].strip().startswith("#"))
+                said = "#" in lines[line - 1] or _commented_block(lines, line - 1)
                 nested.append((path, line, ",".join(targets), not said))
     return graph, nested
 
