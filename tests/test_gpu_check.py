@@ -127,7 +127,7 @@ def one_thread():
 
 def test_fp32_check_fails_a_wrong_backend(monkeypatch, one_thread):
     """A blockwise backend with a 1% error in its softmax scale must be reported as FAIL."""
-    import ropeext.attention.blockwise as bw
+    import ropeext.attention as attention
 
     args, plan = gc.parse_args(["--cpu-smoke", "--backends", "sdpa_mask,blockwise", "--layouts", "anchor"])
     rt = gc.Runtime(torch.device("cpu"), args, plan)
@@ -135,12 +135,12 @@ def test_fp32_check_fails_a_wrong_backend(monkeypatch, one_thread):
     results = {"fp32_check": []}
     gc.fp32_check(rt, corpus, ("anchor",), results)
     assert [r["status"] for r in results["fp32_check"]] == ["ok"]
-    real = bw.blockwise_attention
+    real = attention.blockwise_attention  # the name the backend calls
 
     def skewed(q, k, v, plan, *, scale=None, dropout=0.0):
         return real(q, k, v, plan, scale=(scale or q.shape[-1] ** -0.5) * 1.01, dropout=dropout)
 
-    monkeypatch.setattr(bw, "blockwise_attention", skewed)
+    monkeypatch.setattr(attention, "blockwise_attention", skewed)
     results = {"fp32_check": [], "bf16_check": [], "throughput": []}
     gc.fp32_check(rt, corpus, ("anchor",), results)
     (row,) = results["fp32_check"]
