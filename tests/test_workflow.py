@@ -143,24 +143,6 @@ def test_rerun_does_nothing_and_adds_no_run(micro_run):
     assert len(after) == len(before)
 
 
-def test_lint_is_clean_and_dry_run_lists_every_stage(tmp_path):
-    lint = _snakemake(tmp_path, "--lint")
-    assert "Congratulations" in lint.stdout + lint.stderr
-    dry = _snakemake(tmp_path, "-n")
-    for rule in ("corpus", "tokenizer", "rope", "pack", "pretrain", "finetune", "eval_ppl", "report"):
-        assert f"rule {rule}:" in dry.stdout, rule
-    assert not (tmp_path / "results" / "mlflow.db").exists()  # a dry run opens no store
-
-
-def test_bad_config_fails_before_any_job(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("finetune:\n  lr: fast\n")
-    proc = _snakemake(tmp_path, configs=(bad,), check=False)
-    assert proc.returncode != 0
-    assert "lr" in proc.stderr and "fast" in proc.stderr
-    assert not (tmp_path / "results" / "corpus").exists()
-
-
 def test_snakemake_html_report_has_the_figures(micro_run):
     _snakemake(micro_run, "--report", "report.zip")
     import zipfile
@@ -190,55 +172,6 @@ def test_a_change_to_one_suite_reruns_that_suite_only(micro_run, tmp_path):
     assert _dry_run_jobs(micro_run, overlay) == {"eval_ppl": 6, "report": 1, "all": 1}
     overlay.write_text(yaml.safe_dump({"mlflow": {"experiment": "elsewhere"}}))
     assert _dry_run_jobs(micro_run, overlay) == {}
-
-
-def test_two_configs_in_one_checkout_share_no_file(tmp_path):
-    """Everything a run writes (outputs, logs, benchmarks, the MLflow store) lives under its results_dir."""
-    written = {}
-    for name in ("a", "b"):
-        overlay = tmp_path / f"{name}.yaml"
-        overlay.write_text(yaml.safe_dump({"results_dir": f"out/{name}", "experiment": f"exp_{name}"}))
-        before = {p for p in tmp_path.rglob("*") if p.is_file()}
-        _snakemake(
-            tmp_path,
-            f"out/{name}/rope/scaling/dprope-64.json",
-            f"out/{name}/rope/compare-64/table.csv",
-            configs=(overlay,),
-        )
-        written[name] = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()} - {
-            p.relative_to(tmp_path) for p in before
-        }
-    for name, files in written.items():
-        mine = {f for f in files if f.parts[0] != ".snakemake"}
-        assert mine and all(f.parts[:2] == ("out", name) or f.name == f"{name}.yaml" for f in mine), mine
-        for kind in ("logs", "benchmarks"):
-            assert any(f.parts[2] == kind for f in mine), (name, kind)
-        assert Path("out", name, "mlflow.db") in mine
-    assert not (written["a"] & written["b"])
-
-
-def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_tokens(tmp_path):
-    """corpus.shards > 1 scatters tokenization over one job per (split, shard) and gathers the shards: the
-    gathered tokens equal what one job writes for the same corpus."""
-    import pyarrow.parquet as pq
-
-    runs = {}
-    for shards in (1, 2):
-        overlay = tmp_path / f"shards{shards}.yaml"
-        overlay.write_text(yaml.safe_dump({"results_dir": f"out/s{shards}", "corpus": {"shards": shards}}))
-        _snakemake(
-            tmp_path, f"out/s{shards}/tokens/train.parquet", f"out/s{shards}/tokens/test.parquet", configs=(overlay,)
-        )
-        runs[shards] = {
-            split: pq.read_table(tmp_path / f"out/s{shards}/tokens/{split}.parquet").to_pydict()
-            for split in ("train", "test")
-        }
-    jobs = {p.name for p in (tmp_path / "out/s2/benchmarks/tokenizer").glob("*.tsv")}
-    assert {"train.tsv", "gather.tsv", "train-00000.tsv", "train-00001.tsv", "test-00001.tsv"} <= jobs
-    assert not list((tmp_path / "out/s2/tokens").glob("*-of-*"))  # the shard files are temporary
-    for split in ("train", "test"):
-        assert runs[2][split]["id"] == runs[1][split]["id"]
-        assert runs[2][split]["input_ids"] == runs[1][split]["input_ids"]
 
 
 def test_per_suite_jobs_evaluate_every_variant_in_one_process(micro_run, tmp_path):
