@@ -141,12 +141,15 @@ def noft_methods():
     return list(dict.fromkeys(method for method, _, layout in models if layout == "noft"))
 
 
-def suite_outputs(suite):
-    """The metrics files of an evaluation suite (ropeext.suites) for its selected variants, or [] when it is disabled."""
+def suite_variants(suite):
+    """The variants an evaluation suite (ropeext.suites) selects, or [] when it is disabled."""
     cfg = suite.config(config)
-    if not cfg.get("enabled", True):
-        return []
-    return [f"{R}/{suite.folder}/{v}/{suite.metrics}" for v in selected_variants(cfg["variants"])]
+    return selected_variants(cfg["variants"]) if cfg.get("enabled", True) else []
+
+
+def suite_outputs(suite):
+    """The metrics files of an evaluation suite for its selected variants."""
+    return [f"{R}/{suite.folder}/{v}/{suite.metrics}" for v in suite_variants(suite)]
 
 
 def suite_rule_outputs(suite):
@@ -160,9 +163,9 @@ def suite_rule_outputs(suite):
 def suite_jobs_outputs(suite):
     """eval.jobs per_suite: the outputs of a suite's one job, every selected variant's metrics file and figures."""
     out = []
-    for path in suite_outputs(suite):
-        folder, name = os.path.dirname(path), os.path.basename(os.path.dirname(path))
-        out.append(path)
+    for name in suite_variants(suite):
+        folder = f"{R}/{suite.folder}/{name}"
+        out.append(f"{folder}/{suite.metrics}")
         out += [report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
                        subcategory=name.removeprefix(f"{MODEL}-")) for f in suite.figures.values()]
     return out
@@ -173,10 +176,10 @@ def suite_jobs_command(suite):
 
     def command(wildcards, input, output, threads):
         commands = []
-        for path in suite_outputs(suite):
-            name = os.path.basename(os.path.dirname(path))
+        for name in suite_variants(suite):
             one = SimpleNamespace(model=f"{R}/models/{name}", **suite.inputs(config))
-            params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, one), outdir=os.path.dirname(path), variant=name)
+            params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, one), outdir=f"{R}/{suite.folder}/{name}",
+                                     variant=name)
             commands.append(suite.command.format(input=one, threads=threads, params=params))
         return " ".join(shlex.quote(c) for c in commands)
 

@@ -40,7 +40,7 @@ for _suite in SUITES if config["eval"]["jobs"] == "per_suite" else []:
         name:
             _suite.rule
         input:
-            models=[f"{R}/models/{os.path.basename(os.path.dirname(p))}" for p in suite_outputs(_suite)],
+            models=[f"{R}/models/{name}" for name in suite_variants(_suite)],
             **_suite.inputs(config),
         output:
             suite_jobs_outputs(_suite),
