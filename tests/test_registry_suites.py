@@ -114,7 +114,7 @@ def test_the_workflow_plans_a_new_suite(copy):
     report_cmd = next(line for line in dry.splitlines() if " report --config " in line)
     given = re.search(r" --toy((?: \S+/eval/toy/[\w-]+/toy\.json)+) --", report_cmd)
     assert given and sorted(given[1].split()) == sorted(set(toy_files)), report_cmd
-    assert re.search(r" eval toy --config \S+ --model \S+ --output-dir \S+/eval/toy/[\w-]+ --variant ", dry)
+    assert re.search(r"[ ']eval toy --config \S+ --model \S+ --output-dir \S+/eval/toy/[\w-]+ --variant ", dry)
 
 
 def test_the_workflow_runs_a_job_of_a_new_suite(copy):
@@ -124,12 +124,14 @@ def test_the_workflow_runs_a_job_of_a_new_suite(copy):
     for name in ("config.json", "model.safetensors"):
         (model / name).write_text("{}")
     target = "results/eval/toy/micro-dprope-64-anchor/toy.json"
+    (copy / "per_variant.yaml").write_text("eval: {jobs: per_variant}\n")  # one job for this one variant
     _run(
         copy,
         str(BIN / "snakemake"),
         target,
         "--configfile",
         ".test/config.yaml",
+        "per_variant.yaml",
         "--cores",
         "1",
         "--allowed-rules",

@@ -7,11 +7,13 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ropeext.suites import SUITES
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -107,7 +109,7 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     jobs = sorted(micro_run.glob("results/benchmarks/*/*.tsv"))
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     stages = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
-    assert len(parents) == 1 and len(stages) == len(jobs) > 15
+    assert len(parents) == 1 and len(jobs) > 15
     for r in stages:
         assert r.info.status == "FINISHED", r.info.run_name
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -118,10 +120,21 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     by_stage = {}
     for r in stages:
         by_stage.setdefault(r.data.tags["ropeext.stage"], []).append(r)
+    # a run per job, and (eval.jobs per_suite) one job per suite with a run per variant
+    suites = {s.rule for s in SUITES}
+    jobs_of = Counter(tsv.parent.name for tsv in jobs)
+    runs_of = Counter(r.data.tags["ropeext.rule"] for r in stages)
+    assert {k: n for k, n in runs_of.items() if k not in suites} == {
+        k: n for k, n in jobs_of.items() if k not in suites
+    }
+    assert {jobs_of[rule] for rule in suites} == {1}
     assert len(by_stage["finetune"]) == 4 and len(by_stage["eval_ppl"]) == 6 and len(by_stage["extend"]) == 1
     for stage in ("eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler"):
         assert len(by_stage[stage]) == 2, stage  # the anchor variants only (.test/config.yaml)
     assert len(by_stage["analyze_bf16"]) == 1
+    assert {r.data.tags.get("ropeext.variant") for r in by_stage["eval_ppl"]} == {
+        f"micro-{m}-64-{lay}" for m in ("none", "dprope") for lay in ("noft", "full", "anchor")
+    }
     ppl = by_stage["eval_ppl"][0]
     assert {"ppl_at_32", "ppl_at_64", "ppl_at_128"} <= set(ppl.data.metrics)
     assert {a.path for a in client.list_artifacts(ppl.info.run_id)} >= {"metrics.json", "ppl.png"}
@@ -167,31 +180,30 @@ def test_a_change_to_one_suite_reruns_that_suite_only(micro_run, tmp_path):
     """Rules carry only the config keys their command reads: more RULER samples re-run RULER and the report."""
     overlay = tmp_path / "ruler.yaml"
     overlay.write_text(yaml.safe_dump({"eval": {"ruler": {"samples": 2}}}))
-    assert _dry_run_jobs(micro_run, overlay) == {"eval_ruler": 2, "report": 1, "all": 1}
+    assert _dry_run_jobs(micro_run, overlay) == {"eval_ruler": 1, "report": 1, "all": 1}
     overlay.write_text(yaml.safe_dump({"eval": {"ppl": {"stride": 8}}}))
-    assert _dry_run_jobs(micro_run, overlay) == {"eval_ppl": 6, "report": 1, "all": 1}
+    assert _dry_run_jobs(micro_run, overlay) == {"eval_ppl": 1, "report": 1, "all": 1}
     overlay.write_text(yaml.safe_dump({"mlflow": {"experiment": "elsewhere"}}))
     assert _dry_run_jobs(micro_run, overlay) == {}
 
 
-def test_per_suite_jobs_evaluate_every_variant_in_one_process(micro_run, tmp_path):
-    """eval.jobs per_suite: one job per suite (6 instead of 13 here); forced, the passkey job runs the
-    command of each of its variants in one `ropeext each` process and rewrites each metrics file.
-    (Last in this file: it changes the shared run's passkey results.)"""
-    overlay = tmp_path / "per_suite.yaml"
-    overlay.write_text(yaml.safe_dump({"eval": {"jobs": "per_suite"}}))
+def test_per_variant_jobs_evaluate_one_variant_each(micro_run, tmp_path):
+    """eval.jobs per_variant (the default, for clusters): one job per suite and variant (13 here instead of
+    6); forced, the passkey rule runs once per variant, each job with its own log and benchmark file, and
+    rewrites that variant's metrics. (Last in this file: it changes the shared run's passkey results.)"""
+    overlay = tmp_path / "per_variant.yaml"
+    overlay.write_text(yaml.safe_dump({"eval": {"jobs": "per_variant"}}))
     out = _snakemake(micro_run, "-n", "--forceall", configs=(overlay,)).stdout
     stats = out[out.index("Job stats") :]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    assert all(
-        counts[s] == 1
-        for s in ("eval_ppl", "eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler", "analyze_bf16")
-    ), counts
+    assert counts["eval_ppl"] == 6 and counts["analyze_bf16"] == 1, counts
+    assert all(counts[s] == 2 for s in ("eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler")), counts
     metrics = sorted((micro_run / "results" / "eval" / "passkey").glob("*/metrics.json"))
     assert len(metrics) == 2  # dprope and none, anchor layout
     before = {p: p.stat().st_mtime_ns for p in metrics}
     _snakemake(micro_run, "--rerun-triggers", "mtime", "--forcerun", "eval_passkey", configs=(overlay,))
-    log = (micro_run / "results" / "logs" / "eval_passkey" / "all.log").read_text()
-    assert log.count("ropeext eval passkey") == 2
+    for method in ("none", "dprope"):
+        log = (micro_run / "results" / "logs" / "eval_passkey" / f"{method}-64-anchor.log").read_text()
+        assert "Traceback" not in log
+        assert (micro_run / "results" / "benchmarks" / "eval_passkey" / f"{method}-64-anchor.tsv").is_file()
     assert all(p.stat().st_mtime_ns > before[p] for p in metrics)
-    assert (micro_run / "results" / "benchmarks" / "eval_passkey" / "all.tsv").is_file()
