@@ -37,11 +37,12 @@ demo-real: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml
 
 # ruff (lint and format, pyproject.toml), then two pytest workers, a test file to each (the workflow tests
-# share one DAG run per file)
+# share one DAG run per file); the longest files are named first so that they start first, not last
+SLOW_TESTS := tests/test_workflow.py tests/test_slurm.py tests/test_workflow_configs.py tests/test_mlflow_server.py
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(CORES) --dist loadfile $(SLOW_TESTS) tests
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
