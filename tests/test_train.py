@@ -186,3 +186,18 @@ def test_shipped_accelerate_configs_parse():
     assert str(kinds["ddp"].distributed_type).endswith("MULTI_GPU") and kinds["ddp"].mixed_precision == "no"
     assert kinds["fsdp"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
     assert kinds["deepspeed_zero3"].deepspeed_config["zero_stage"] == 3
+
+
+def test_keep_checkpoints_zero_keeps_every_checkpoint(tiny_model_dir, tmp_path):
+    """The schema accepts 0, which the checkpoint code reads as "keep all" (it used to reject it)."""
+    from ropeext.config import resolve_config
+    from ropeext.train import checkpoint as ckpt
+
+    assert resolve_config({"finetune": {"keep_checkpoints": 0}})["finetune"]["keep_checkpoints"] == 0
+    with pytest.raises(RopeextError, match="keep_checkpoints"):
+        resolve_config({"finetune": {"keep_checkpoints": -1}})
+    for keep, kept in ((0, [2, 4]), (1, [4])):  # steps 2 and 4 (the last step writes the model, not a checkpoint)
+        folder = tmp_path / f"keep{keep}"
+        s = TrainSettings(steps=6, batch_size=2, lr=1e-3, precision="fp32", checkpoint_every=2, keep_checkpoints=keep)
+        train(_model(tiny_model_dir), _packed(), s, checkpoint_dir=folder, progress=False)
+        assert [f.step for f in ckpt.list_checkpoints(folder)] == kept
