@@ -328,6 +328,10 @@ def test_end_to_end_embedded(tiny_model_dir, tiny_tokenizer_dir, tmp_path, capsy
     assert _cli(*args) == 0
     again = (out / "predictions" / "heldout_lcc.jsonl").read_text().splitlines(keepends=True)
     assert len(again) == 6 and again == lines
+    # the counts cover every sample, not only the one this invocation predicted
+    stats = json.loads((out / "metrics.json").read_text())["prediction_stats"]["heldout_lcc"]
+    assert stats == {**m["prediction_stats"]["heldout_lcc"], "done_before": 5, "predicted": 1}
+    assert stats["samples"] == 6 and stats["truncated"] == sum(bool(p["truncated"]) for p in preds) >= 1
 
     # different settings refuse to mix with old predictions
     capsys.readouterr()

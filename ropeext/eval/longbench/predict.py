@@ -67,14 +67,15 @@ def predict_task(
     generate: Callable | None = None,
     progress: bool = True,
 ) -> dict:
-    """Predict every sample not yet in ``store``; return counts of what happened."""
+    """Predict every sample not yet in ``store``; return counts over all of ``samples`` (those predicted by an
+    earlier, interrupted invocation included) and what this invocation predicted."""
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm.auto import tqdm
 
     generate = generate or greedy_generate
     stop_ids = [newline_token_id(tokenizer)] if spec.stop_at_newline else None
     todo = [s for s in samples if s["_key"] not in store]
-    stats = {"done_before": len(samples) - len(todo), "predicted": 0, "truncated": 0, "recut": 0}
+    predicted = 0
     bar = tqdm(todo, desc=spec.name, unit="sample", disable=not progress, dynamic_ncols=True)
     for s in bar:
         prompt = protocol.format_prompt(spec.prompt, s, where=f"{where}:{s.get('_line', '?')}")
@@ -93,9 +94,16 @@ def predict_task(
                 "input_tokens": info["input_tokens"],
                 "prompt_tokens": info["prompt_tokens"],
                 "truncated": info["truncated"],
+                "recut": info["recut"],
             }
         )
-        stats["predicted"] += 1
-        stats["truncated"] += int(info["truncated"])
-        stats["recut"] += int(info["recut"])
-    return stats
+        predicted += 1
+    keys = {s["_key"] for s in samples}
+    done = [r for r in store if r["_id"] in keys]
+    return {
+        "samples": len(samples),
+        "done_before": len(samples) - len(todo),
+        "predicted": predicted,
+        "truncated": sum(bool(r.get("truncated")) for r in done),
+        "recut": sum(bool(r.get("recut")) for r in done),
+    }
