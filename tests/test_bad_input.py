@@ -114,10 +114,11 @@ CASES = [
         lambda t, f: {
             "finetune": {
                 "batch_size": 4,
-                "accelerate_config": _file(t / "a.yaml", "distributed_type: MULTI_GPU\nnum_processes: 3\n"),
-            }
+                "accelerate_config": _file(t / "a.yaml", "distributed_type: MULTI_GPU\nnum_processes: 8\n"),
+            },
+            "resources": {"finetune": {"threads": 3}},
         },
-        ("finetune.batch_size: 4", "a.yaml", "num_processes"),
+        ("finetune.batch_size: 4", "a.yaml", "on each of the 3 processes"),
     ),
     Case(
         "deepspeed_accum",
@@ -127,9 +128,26 @@ CASES = [
                 "batch_size": 4,
                 "grad_accum": 2,
                 "accelerate_config": _file(t / "ds.yaml", "distributed_type: DEEPSPEED\nnum_processes: 1\n"),
-            }
+            },
+            "resources": {"finetune": {"gpu": 1}},
         },
         ("finetune.grad_accum: must be 1 under DeepSpeed", "ds.yaml"),
+    ),
+    Case(
+        "accelerate_deepspeed_on_cpu",
+        ACC,
+        lambda t, f: {"finetune": {"accelerate_config": _file(t / "ds.yaml", "distributed_type: DEEPSPEED\n")}},
+        ("finetune.accelerate_config", "ds.yaml", "DeepSpeed ZeRO-3 runs on GPUs"),
+    ),
+    Case(
+        "accelerate_context_parallel",
+        ACC,
+        lambda t, f: {
+            "finetune": {
+                "accelerate_config": _file(t / "cp.yaml", "distributed_type: FSDP\nparallelism_config: {cp_size: 2}\n")
+            }
+        },
+        ("finetune.accelerate_config", "cp.yaml", "parallelism_config.cp_size: 2"),
     ),
     Case(
         "accelerate_yaml",

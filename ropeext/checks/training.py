@@ -11,6 +11,7 @@ import yaml
 from ropeext.checks.registry import CHECKS, check, problems
 from ropeext.config import describe_yaml_error
 from ropeext.errors import RopeextError
+from ropeext.train.distributed import launch_for
 
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")  # the largest float32: a learning rate beyond it overflows
 
@@ -43,8 +44,8 @@ def _training(config: dict) -> Iterator[str]:
 
 @check(
     "finetune.accelerate_config",
-    "a launch config that is missing or not YAML; its num_processes not dividing "
-    "the batch; DeepSpeed with grad_accum > 1",
+    "a launch config that is missing, not YAML or asks for what ropeext would not run as asked; its "
+    "processes not dividing the batch; DeepSpeed with grad_accum > 1",
     paths=True,
 )
 def _accelerate(config: dict) -> Iterator[str]:
@@ -63,14 +64,19 @@ def _accelerate(config: dict) -> Iterator[str]:
     if not isinstance(launch, dict):
         yield f"finetune.accelerate_config: {path}: expected a mapping of accelerate settings"
         return
-    gpus = config["resources"]["finetune"]["gpu"]
-    procs = launch.get("num_processes")
-    if not gpus and isinstance(procs, int) and procs > 0 and ft["batch_size"] % (ft["grad_accum"] * procs):
+    res = config["resources"]["finetune"]
+    try:  # the processes the workflow rule launches: one per GPU of the job, else one per thread
+        asked = launch_for(path, launch, num_processes=res["gpu"] or res["threads"], gpus=res["gpu"])
+    except RopeextError as exc:
+        yield f"finetune.accelerate_config: {exc}"
+        return
+    if not res["gpu"] and ft["batch_size"] % (ft["grad_accum"] * asked.processes):  # (GPUs: _training)
         yield (
             f"finetune.batch_size: {ft['batch_size']} sequences do not split into finetune.grad_accum "
-            f"{ft['grad_accum']} micro-batches on each of the {procs} processes of {path} (num_processes)"
+            f"{ft['grad_accum']} micro-batches on each of the {asked.processes} processes of {path} "
+            "(resources.finetune.gpu, or its threads without GPUs)"
         )
-    if str(launch.get("distributed_type", "")).upper() == "DEEPSPEED" and ft["grad_accum"] != 1:
+    if asked.strategy == "deepspeed" and ft["grad_accum"] != 1:
         yield (
             f"finetune.grad_accum: must be 1 under DeepSpeed ({path}), which steps its optimizer inside "
             "backward; raise the per-process batch or use config/accelerate/fsdp.yaml"

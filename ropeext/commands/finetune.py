@@ -23,6 +23,7 @@ from ropeext.io import is_hub_id, read_json
 from ropeext.modeling import load_causal_lm
 from ropeext.recipes import RECIPES
 from ropeext.train.data import load_packed
+from ropeext.train.distributed import start_worker
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"
@@ -68,8 +69,9 @@ def run(args) -> None:
 
     config = config_from_args(args, "finetune")
     check_training(config)  # the loop trusts a checked config
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = start_worker(args.threads)  # under a launcher: stop with it, share the threads
+    if threads:
+        torch.set_num_threads(threads)
     check_layout(args.layout)
     backend = check_backend(config["attention"]["backend"])
     scaling = read_json(args.scaling, "scaling file")

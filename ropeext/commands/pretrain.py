@@ -12,6 +12,7 @@ from ropeext.data.packed_file import check_packed
 from ropeext.data.tokenizer import load_tokenizer
 from ropeext.modeling import build_tiny_llama
 from ropeext.train.data import load_packed
+from ropeext.train.distributed import start_worker
 
 COMMAND = ("pretrain",)
 HELP = "pre-train the tiny Llama of the embedded default on packed windows"
@@ -35,8 +36,9 @@ def run(args) -> None:
 
     config = config_from_args(args, "pretrain")
     check_training(config)  # the loop trusts a checked config
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = start_worker(args.threads)  # under a launcher: stop with it, share the threads
+    if threads:
+        torch.set_num_threads(threads)
     mcfg = config["model"]
     section = config["pretrain"]
     settings = settings_from(section, seed=config["seed"], layout="full", backend="sdpa_mask", name="pretrain")

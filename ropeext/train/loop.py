@@ -29,6 +29,7 @@ from ropeext.attention import model_inputs, set_backend
 from ropeext.config import training_defaults
 from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
+from ropeext.train import distributed as dist_
 from ropeext.train.data import PackedData, batch_indices
 from ropeext.train.loss import ChunkedLossModule, loss_state_dict
 from ropeext.train.observe import observe_numeric_path
@@ -139,7 +140,7 @@ def accumulate_gradients(
         sync = a == s.grad_accum - 1
         no_sync = (
             accelerator.no_sync(model)
-            if (accelerator is not None and world > 1 and not sync)
+            if (accelerator is not None and world > 1 and not sync and not engine)
             else contextlib.nullcontext()
         )
         with no_sync:
@@ -226,6 +227,7 @@ class _Setup:
     master: list  # what the optimizer updates: fp32 copies of ``params`` (own masters) or ``params``
     own_masters: bool  # precision bf16 without FSDP/DeepSpeed: we keep the fp32 masters
     engine: bool  # FSDP or DeepSpeed holds the optimizer state and the precision
+    strategy: str  # single | ddp | fsdp (ropeext's FSDP2) | deepspeed (accelerate's)
     device: torch.device
     world: int
     rank: int
@@ -317,6 +319,7 @@ def train(
 
     # finish: eval mode, fp32 weights from the masters, the gathered state under FSDP / DeepSpeed
     full_state = _finish(st, s, gather_state)
+    shares = _window_shares(st, s, data, pos.start)
     tail = [h["loss"] for h in pos.history[-max(1, len(pos.history) // 10) :]]
     trained = pos.tokens - tokens_at_start
     return {
@@ -328,7 +331,10 @@ def train(
         "final_loss": float(np.mean(tail)) if tail else None,
         "first_loss": pos.history[0]["loss"] if pos.history else None,
         "resumed_from_step": pos.resumed_from,
+        "loss_history": [h["loss"] for h in pos.history],
+        "first_step_windows": shares,  # the windows each process trained on in this run's first step
         "processes": st.world,
+        "strategy": st.strategy,
         "distributed": str(st.accelerator.distributed_type).split(".")[-1],
         "numeric_path": numeric_path(s, st.device, observed, engine=st.engine),
         **({"state_dict": full_state} if full_state is not None else {}),
@@ -337,8 +343,11 @@ def train(
 
 def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     accelerator = accelerator or make_accelerator(s.precision)
-    engine = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    # what the launch asked for must be what joined: stop before the first step otherwise
+    launch = dist_.check_launch(os.environ, world=world, distributed_type=accelerator.distributed_type.value)
+    strategy = launch.strategy if world > 1 or launch.strategy == "deepspeed" else "single"  # 1 process: no sharding
+    engine = strategy in ("fsdp", "deepspeed")
     # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
     if world > 1 and s.batch_size % (s.grad_accum * world):
         raise RopeextError(
@@ -363,6 +372,12 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     own_masters = s.precision == "bf16" and not engine
+    # the chunked loss runs inside the forward of the module that DDP, FSDP or DeepSpeed wraps (DDP's
+    # gradient hooks, FSDP's and DeepSpeed's gathering of sharded weights, the output head's included)
+    if s.loss_chunk_tokens is not None:
+        model = loss_module(model, s.loss_chunk_tokens)
+    if strategy == "fsdp":  # shard before the optimizer sees the parameters
+        model = dist_.apply_fsdp(model, launch, precision=s.precision)
     params = [p for p in model.parameters() if p.requires_grad]
     if own_masters:
         master = [p.detach().float().clone().requires_grad_(True) for p in params]
@@ -377,13 +392,9 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
         betas=tuple(s.betas),
         foreach=True,
     )
-    # the chunked loss runs inside the forward of the module accelerate wraps (DDP's gradient hooks,
-    # FSDP's and DeepSpeed's gathering of sharded weights, the output head's included, act there)
-    if s.loss_chunk_tokens is not None:
-        model = loss_module(model, s.loss_chunk_tokens)
-    if engine:
+    if strategy == "deepspeed":
         model, opt = accelerator.prepare(model, opt)
-    else:
+    elif strategy != "fsdp":
         model = accelerator.prepare(model)
     raw = accelerator.unwrap_model(model)
     if s.loss_chunk_tokens is not None:
@@ -397,6 +408,7 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
         master=master,
         own_masters=own_masters,
         engine=engine,
+        strategy=strategy,
         device=device,
         world=world,
         rank=rank,
@@ -450,7 +462,10 @@ def _step(
             m.grad = None if p.grad is None else p.grad.float()
             p.grad = None
     max_norm = s.max_grad_norm if s.max_grad_norm is not None else float("inf")
-    if st.engine:
+    if st.strategy == "fsdp":
+        norm = torch.nn.utils.clip_grad_norm_(st.params, max_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    elif st.engine:
         norm = st.accelerator.clip_grad_norm_(st.model.parameters(), max_norm)
         if norm is None:  # DeepSpeed clips inside its step and reports the norm itself
             norm = getattr(st.model, "get_global_grad_norm", lambda: 0.0)() or 0.0
@@ -505,10 +520,29 @@ def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
                 p.copy_(m)
     if not (st.engine and gather_state):
         return None
-    state = st.accelerator.get_state_dict(st.model)
+    if st.strategy == "fsdp":
+        state = dist_.full_state_dict(st.model)
+        state = state if st.is_main else None
+    else:
+        state = st.accelerator.get_state_dict(st.model)
     if state is not None and s.loss_chunk_tokens is not None:
         state = loss_state_dict(state)  # taken through ChunkedLossModule: the model's own keys
+    if state is not None and getattr(st.raw_model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # gathered apart from the embedding it is tied to
     return state
+
+
+def _window_shares(st: _Setup, s: TrainSettings, data: PackedData, step: int) -> list[list[int]]:
+    """The window indices each process took from the global batch of ``step`` (gathered from every
+    process, so the record shows what each one actually did)."""
+    rows = np.asarray(batch_indices(min(step, max(0, s.steps - 1)), s.batch_size, data.windows, s.seed))
+    per = len(rows) // st.world
+    mine = [int(i) for i in rows[st.rank * per : (st.rank + 1) * per]]
+    if st.world == 1:
+        return [mine]
+    shares = [None] * st.world
+    torch.distributed.all_gather_object(shares, mine)
+    return shares
 
 
 def _kept(ckdir: Path | None) -> str:
@@ -521,9 +555,14 @@ def _kept(ckdir: Path | None) -> str:
 def _finite(tensors: list, accelerator, device, world: int) -> bool:
     """Whether every value of ``tensors`` (this process's share) is finite, on every process: one
     largest-magnitude reduction per tensor and a single device sync."""
-    local = [torch.linalg.vector_norm(t.detach(), ord=float("inf")) for t in tensors if t.numel()]
+    local = [torch.linalg.vector_norm(_local(t).detach(), ord=float("inf")) for t in tensors if _local(t).numel()]
     bad = 0.0 if not local else float((~torch.isfinite(torch.stack([x.float() for x in local]))).sum())
     return _global_sum(bad, accelerator, device, world) == 0
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP2 parameter (a DTensor), or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _global_sum(value: float, accelerator, device, world: int) -> float:
@@ -538,7 +577,9 @@ def _save_checkpoint(st: _Setup, ckdir: Path, step: int, s: TrainSettings, state
     is_main = accelerator.is_main_process
     tmp = ckpt.begin(ckdir, step, is_main=is_main)
     accelerator.wait_for_everyone()
-    if engine:
+    if st.strategy == "fsdp":
+        dist_.save_sharded(st.model, st.opt, tmp / "engine")
+    elif engine:
         accelerator.save_state(str(tmp / "engine"), safe_serialization=False)
     ckpt.write_rank_files(tmp, accelerator.process_index)
     if is_main:
@@ -557,7 +598,9 @@ def _save_checkpoint(st: _Setup, ckdir: Path, step: int, s: TrainSettings, state
 
 def _load_checkpoint(st: _Setup, found) -> None:
     masters = st.masters
-    if st.engine:
+    if st.strategy == "fsdp":
+        dist_.load_sharded(st.model, st.opt, found.path / "engine")
+    elif st.engine:
         st.accelerator.load_state(str(found.path / "engine"))
     else:
         model_state = ckpt.load(found.path, "model.pt")

@@ -90,16 +90,22 @@ def run_stage(
             progress=progress,
         )
         state_dict = summary.pop("state_dict", None)
+        # the dtype the rotary cos/sin were computed in (bf16 under FSDP's bf16 compute, fp32 elsewhere)
+        summary["rope_dtype"] = summary["numeric_path"].get("observed", {}).get("rope_cos", "?")
         summary.update(extra_summary or {})
         if is_main:
             save_model_dir(model, tokenizer, output, summary, state_dict=state_dict)
             path = summary["numeric_path"]
+            rope_dtype = summary["rope_dtype"]
+            run_.log_params(
+                {"world_size": summary["processes"], "strategy": summary["strategy"], "rope_dtype": rope_dtype}
+            )
             run_.set_tags(
                 {
                     **(tags or {}),
                     "ropeext.precision": settings.precision,
                     "ropeext.numeric_path.attention": path.get("observed", {}).get("query_after_rope", "?"),
-                    "ropeext.numeric_path.rope": path.get("observed", {}).get("rope_cos", "?"),
+                    "ropeext.numeric_path.rope": rope_dtype,
                 }
             )
             metrics = {

@@ -108,9 +108,10 @@ def cli(rule_name):
     """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
     environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
 
-    A fine-tune with finetune.accelerate_config runs under `accelerate launch`, one process per GPU of
-    the job. A job that asks for GPUs runs under ropeext.gpu_slots, which gives it devices of its own on
-    a shared node (and keeps the ones a scheduler such as SLURM assigned).
+    A fine-tune with finetune.accelerate_config runs under `python -m ropeext.launch`, one process per GPU
+    of the job (on a machine without GPUs, one CPU process per thread of the job, over gloo). A job that
+    asks for GPUs runs under ropeext.gpu_slots, which gives it devices of its own on a shared node (and
+    keeps the ones a scheduler such as SLURM assigned).
     """
 
     def command(wildcards, threads, resources):
@@ -119,8 +120,7 @@ def cli(rule_name):
         acc = config["finetune"]["accelerate_config"]
         run = "python -m ropeext.cli"
         if rule_name == "finetune" and acc:
-            procs = f" --num_processes {gpus}" if gpus else ""
-            run = f"accelerate launch --config_file {acc}{procs} -m ropeext.cli"
+            run = f"python -m ropeext.launch --config_file {acc} --num_processes {gpus or threads} -- "
         if gpus:
             run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
         return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads} {run}"
