@@ -24,7 +24,8 @@ The estimate adds four terms, in bytes:
   (s/N tokens x all heads) into s tokens x 1/N of the heads, and another turns the attention output
   back: in either layout a tensor holds the same number of elements. The term counts the second
   layout's copies in full: q, k, v and the output in the head-sharded layout, and their gradients,
-  for the layer being recomputed (2 x (2h + 2·kv) bf16 values per local token); without gradient
+  for the layer being recomputed (2 x (2h + 2·kv) bf16 values per local token; an upper bound, as
+  not all of them are alive at once); without gradient
   checkpointing every layer also keeps the head-sharded output its attention kernel saved, beside
   the sequence-sharded one the output projection saved (h values per local token and layer; the
   kernel's head-sharded q, k, v take the place of the sequence-sharded ones already counted). The
