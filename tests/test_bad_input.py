@@ -100,6 +100,45 @@ CASES = [
         },
         ("finetune.batch_size: 4", "on each of 3 processes"),
     ),
+    # sequence parallelism: processes a window's share does not divide; a batch the groups do not split
+    Case(
+        "sequence_parallel_over_gpus",
+        TRAIN,
+        lambda t, f: {
+            "finetune": {
+                "sequence_parallel": 3,
+                "accelerate_config": _file(t / "ddp.yaml", "distributed_type: MULTI_GPU\n"),
+            },
+            "resources": {"finetune": {"gpu": 4}},
+        },
+        ("finetune.sequence_parallel: 3 does not divide the 4 processes of resources.finetune.gpu",),
+    ),
+    Case(
+        "batch_over_sequence_parallel_groups",
+        TRAIN,
+        lambda t, f: {
+            "finetune": {
+                "batch_size": 4,
+                "grad_accum": 4,
+                "sequence_parallel": 2,
+                "accelerate_config": _file(t / "ddp.yaml", "distributed_type: MULTI_GPU\n"),
+            },
+            "resources": {"finetune": {"gpu": 4}},
+        },
+        ("finetune.batch_size: 4", "on each of 2 data-parallel groups", "expected a multiple of 8"),
+    ),
+    Case(
+        "sequence_parallel_over_num_processes",
+        ACC,
+        lambda t, f: {
+            "finetune": {
+                "sequence_parallel": 2,
+                "accelerate_config": _file(t / "a.yaml", "distributed_type: MULTI_GPU\nnum_processes: 8\n"),
+            },
+            "resources": {"finetune": {"threads": 3}},
+        },
+        ("finetune.sequence_parallel: 2 does not divide the 3 processes of", "a.yaml (resources.finetune.threads"),
+    ),
     Case("lr_beyond_float32", TRAIN, lambda t, f: {"finetune": {"lr": 1e39}}, ("finetune.lr", "overflows float32")),
     # the accelerate launch config
     Case(

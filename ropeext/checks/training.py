@@ -16,27 +16,43 @@ from ropeext.train.distributed import launch_for
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")  # the largest float32: a learning rate beyond it overflows
 
 
+def _data_parallel(ft: dict, procs: int, where: str) -> tuple[int, str | None]:
+    """The data-parallel groups of ``procs`` processes with ``finetune.sequence_parallel`` of them per
+    window, and a problem when it does not divide them."""
+    sp = ft.get("sequence_parallel", 1)
+    if procs % sp:
+        return procs, f"finetune.sequence_parallel: {sp} does not divide the {procs} processes of {where}"
+    return procs // sp, None
+
+
 @check(
     "finetune/pretrain batch and lr",
-    "a batch_size that grad_accum (times the processes of resources.finetune.gpu) does not divide; an lr "
-    "beyond float32",
+    "a batch_size that grad_accum (times the data-parallel groups of resources.finetune.gpu) does not "
+    "divide; a sequence_parallel that does not divide those processes; an lr beyond float32",
 )
 def _training(config: dict) -> Iterator[str]:
     sections = ["finetune"] + (["pretrain"] if config["model"]["path"] is None else [])
     for name in sections:
         s = config[name]
-        procs = 1
+        procs = groups = 1
+        on = ""
         if name == "finetune" and s["accelerate_config"] and config["resources"]["finetune"]["gpu"] > 0:
             procs = config["resources"]["finetune"]["gpu"]
-        if s["batch_size"] % (s["grad_accum"] * procs):
-            on = (
-                f" on each of {procs} processes (resources.finetune.gpu with finetune.accelerate_config)"
-                if procs > 1
-                else ""
-            )
+            groups, problem = _data_parallel(s, procs, "resources.finetune.gpu")
+            if problem:
+                yield problem
+                groups = procs
+            if groups < procs:
+                on = (
+                    f" on each of {groups} data-parallel groups ({procs} processes of resources.finetune.gpu, "
+                    f"finetune.sequence_parallel {s['sequence_parallel']} per window)"
+                )
+            elif procs > 1:
+                on = f" on each of {procs} processes (resources.finetune.gpu with finetune.accelerate_config)"
+        if s["batch_size"] % (s["grad_accum"] * groups):
             yield (
                 f"{name}.batch_size: {s['batch_size']} sequences do not split into {name}.grad_accum "
-                f"{s['grad_accum']} micro-batches{on}; expected a multiple of {s['grad_accum'] * procs}"
+                f"{s['grad_accum']} micro-batches{on}; expected a multiple of {s['grad_accum'] * groups}"
             )
         if s["lr"] > FLOAT32_MAX:
             yield f"{name}.lr: {s['lr']:g} overflows float32 (largest {FLOAT32_MAX:.4g})"
@@ -70,12 +86,18 @@ def _accelerate(config: dict) -> Iterator[str]:
     except RopeextError as exc:
         yield f"finetune.accelerate_config: {exc}"
         return
-    if not res["gpu"] and ft["batch_size"] % (ft["grad_accum"] * asked.processes):  # (GPUs: _training)
-        yield (
-            f"finetune.batch_size: {ft['batch_size']} sequences do not split into finetune.grad_accum "
-            f"{ft['grad_accum']} micro-batches on each of the {asked.processes} processes of {path} "
-            "(resources.finetune.gpu, or its threads without GPUs)"
-        )
+    if not res["gpu"]:  # (with GPUs, _training checks the batch)
+        procs = asked.processes
+        groups, problem = _data_parallel(ft, procs, f"{path} (resources.finetune.threads without GPUs)")
+        if problem:
+            yield problem
+        elif ft["batch_size"] % (ft["grad_accum"] * groups):
+            per = f"the {procs} processes" if groups == procs else f"the {groups} data-parallel groups"
+            yield (
+                f"finetune.batch_size: {ft['batch_size']} sequences do not split into finetune.grad_accum "
+                f"{ft['grad_accum']} micro-batches on each of {per} of {path} "
+                "(resources.finetune.gpu, or its threads without GPUs)"
+            )
     if asked.strategy == "deepspeed" and ft["grad_accum"] != 1:
         yield (
             f"finetune.grad_accum: must be 1 under DeepSpeed ({path}), which steps its optimizer inside "

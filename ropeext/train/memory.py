@@ -17,9 +17,24 @@ The estimate adds four terms, in bytes:
   pass recomputes one layer at a time: that layer's activations and their gradients are alive.
 - **logits**: per scored position, vocab x (2 bytes bf16 logits + 4 fp32 copy + 4 log-softmax + 4
   its gradient). Over the whole sequence without ``loss_chunk_tokens``; over one chunk with it.
+- **all_to_all** (sequence parallelism only): with ``sequence_parallel`` = N (DeepSpeed-Ulysses,
+  Jacobs et al. 2023, arXiv:2309.14509) N processes share one window: each holds s/N of
+  its tokens through the embeddings, norms, projections, MLP and loss, so the activations and logits
+  above are those of s/N tokens. Around attention an all-to-all turns each process's q, k, v
+  (s/N tokens x all heads) into s tokens x 1/N of the heads, and another turns the attention output
+  back: in either layout a tensor holds the same number of elements. The term counts the second
+  layout's copies in full: q, k, v and the output in the head-sharded layout, and their gradients,
+  for the layer being recomputed (2 x (2h + 2·kv) bf16 values per local token; an upper bound, as
+  not all of them are alive at once); without gradient
+  checkpointing every layer also keeps the head-sharded output its attention kernel saved, beside
+  the sequence-sharded one the output projection saved (h values per local token and layer; the
+  kernel's head-sharded q, k, v take the place of the sequence-sharded ones already counted). The
+  loss is computed by each process on its own tokens and reduced, as in Arctic Long Sequence
+  Training's Ulysses for Hugging Face models (ALST, Bekman et al. 2025, arXiv:2506.13996).
+  Model states are unchanged: FSDP / ZeRO-3 shard them over all GPUs, whatever the split.
 
 Weights of the embedding and head, the optimizer's temporary buffers, allocator fragmentation and
-communication buffers are not counted: leave 10-20 % of the GPU free.
+the communication library's own buffers are not counted: leave 10-20 % of the GPU free.
 """
 
 from __future__ import annotations
@@ -72,33 +87,55 @@ def step_memory(
     sharded: bool,
     gradient_checkpointing: bool,
     loss_chunk_tokens: int | None,
+    sequence_parallel: int = 1,
 ) -> dict[str, float]:
-    """Bytes per GPU of one micro-batch of ``tokens`` positions, by term, and their ``total``."""
+    """Bytes per GPU of one micro-batch of a ``tokens``-position window, by term, and their ``total``.
+
+    ``sequence_parallel`` processes share the window (each holds ``tokens / sequence_parallel`` of
+    its positions); it must divide ``gpus``, ``tokens`` and the model's attention and key/value heads.
+    """
     if tokens < 1 or gpus < 1:
         raise ValueError(f"tokens and gpus must be positive, got {tokens} and {gpus}")
+    sp = sequence_parallel
+    if sp < 1:
+        raise ValueError(f"sequence_parallel must be a positive integer, got {sp}")
+    for what, n in (("gpus", gpus), ("tokens", tokens), ("attention heads", shape.heads), ("kv heads", shape.kv_heads)):
+        if n % sp:
+            raise ValueError(f"sequence_parallel {sp} must divide the {what} ({n})")
+    local = tokens // sp  # positions each process holds through the decoder layers and the loss
     states = STATE_BYTES_PER_PARAM * shape.params / (gpus if sharded else 1)
     if sharded:
         states += 2 * ACTIVATION_BYTES * shape.params / shape.layers
-    per_layer = tokens * shape.layer_activation_bytes()
+    per_layer = local * shape.layer_activation_bytes()
     if gradient_checkpointing:
-        activations = shape.layers * tokens * shape.hidden * ACTIVATION_BYTES + 2 * per_layer
+        activations = shape.layers * local * shape.hidden * ACTIVATION_BYTES + 2 * per_layer
     else:
         activations = shape.layers * per_layer
-    scored = tokens if loss_chunk_tokens is None else min(tokens, loss_chunk_tokens)
+    all_to_all = 0
+    if sp > 1:
+        # head-sharded q, k, v and attention output, and their gradients, of the layer in backward
+        all_to_all = 2 * local * (2 * shape.hidden + 2 * shape.kv_width) * ACTIVATION_BYTES
+        if not gradient_checkpointing:  # every layer's kernel keeps its head-sharded output
+            all_to_all += shape.layers * local * shape.hidden * ACTIVATION_BYTES
+    scored = local if loss_chunk_tokens is None else min(local, loss_chunk_tokens)
     logits = scored * shape.vocab * LOGIT_BYTES_PER_VOCAB
-    terms = {"model_states": states, "activations": activations, "logits": logits}
+    terms = {"model_states": states, "activations": activations, "all_to_all": all_to_all, "logits": logits}
     terms["total"] = sum(terms.values())
     return terms
 
 
-def table(rows: list[tuple[str, str, int, int, int | None]]) -> str:
-    """A Markdown table of (label, model, tokens per GPU, GPUs, loss_chunk_tokens) rows: sharded
-    states, gradient checkpointing on, GiB per term."""
+TERMS = ("model_states", "activations", "all_to_all", "logits", "total")
+
+
+def table(rows: list[tuple[str, str, int, int, int | None, int]]) -> str:
+    """A Markdown table of (label, model, window tokens, GPUs, loss_chunk_tokens, sequence_parallel)
+    rows: sharded states, gradient checkpointing on, GiB per term."""
     lines = [
-        "| config | tokens/GPU | loss_chunk_tokens | states | activations | logits | total (GiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| config | window | sequence_parallel | tokens/GPU | loss_chunk_tokens "
+        "| states | activations | all-to-all | logits | total (GiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, model, tokens, gpus, chunk in rows:
+    for label, model, tokens, gpus, chunk, sp in rows:
         m = step_memory(
             PAPER_MODELS[model],
             tokens=tokens,
@@ -106,26 +143,32 @@ def table(rows: list[tuple[str, str, int, int, int | None]]) -> str:
             sharded=True,
             gradient_checkpointing=True,
             loss_chunk_tokens=chunk,
+            sequence_parallel=sp,
         )
         lines.append(
-            f"| {label} | {tokens} | {chunk if chunk is not None else '—'} | "
-            + " | ".join(f"{m[k] / GIB:.1f}" for k in ("model_states", "activations", "logits", "total"))
+            f"| {label} | {tokens} | {sp} | {tokens // sp} | {chunk if chunk is not None else '—'} | "
+            + " | ".join(f"{m[k] / GIB:.1f}" for k in TERMS)
             + " |"
         )
     return "\n".join(lines)
 
 
+# (label, model, window, GPUs, loss_chunk_tokens, sequence_parallel): the paper configs on 8 GPUs.
+# The 128k rows without sequence parallelism show why the 7-8B configs set finetune.sequence_parallel.
 PAPER_ROWS = [
-    ("llama2-dprope (8k)", "meta-llama/Llama-2-7b-hf", 8192, 8, None),
-    ("llama2-dprope (16k)", "meta-llama/Llama-2-7b-hf", 16384, 8, None),
-    ("llama2-dprope (16k)", "meta-llama/Llama-2-7b-hf", 16384, 8, 4096),
-    ("llama2-anchor (64k)", "meta-llama/Llama-2-7b-hf", 65536, 8, None),
-    ("llama2-anchor (64k)", "meta-llama/Llama-2-7b-hf", 65536, 8, 4096),
-    ("llama2-anchor-128k", "meta-llama/Llama-2-7b-hf", 131072, 8, 4096),
-    ("llama3-anchor (128k)", "meta-llama/Meta-Llama-3-8B", 131072, 8, None),
-    ("llama3-anchor (128k)", "meta-llama/Meta-Llama-3-8B", 131072, 8, 4096),
-    ("mistral-anchor (128k)", "mistralai/Mistral-7B-v0.3", 131072, 8, 4096),
-    ("qwen15-anchor (128k)", "Qwen/Qwen1.5-1.8B", 131072, 8, 4096),
+    ("llama2-dprope (8k)", "meta-llama/Llama-2-7b-hf", 8192, 8, None, 1),
+    ("llama2-dprope (16k)", "meta-llama/Llama-2-7b-hf", 16384, 8, None, 1),
+    ("llama2-dprope (16k)", "meta-llama/Llama-2-7b-hf", 16384, 8, 4096, 1),
+    ("llama2-anchor (64k)", "meta-llama/Llama-2-7b-hf", 65536, 8, None, 1),
+    ("llama2-anchor (64k)", "meta-llama/Llama-2-7b-hf", 65536, 8, 4096, 1),
+    ("llama2-anchor-128k, -upmix128k", "meta-llama/Llama-2-7b-hf", 131072, 8, 4096, 1),
+    ("llama2-anchor-128k, -upmix128k", "meta-llama/Llama-2-7b-hf", 131072, 8, 4096, 8),
+    ("llama3-anchor (128k)", "meta-llama/Meta-Llama-3-8B", 131072, 8, None, 1),
+    ("llama3-anchor (128k)", "meta-llama/Meta-Llama-3-8B", 131072, 8, 4096, 1),
+    ("llama3-anchor (128k)", "meta-llama/Meta-Llama-3-8B", 131072, 8, 4096, 8),
+    ("mistral-anchor (128k)", "mistralai/Mistral-7B-v0.3", 131072, 8, 4096, 1),
+    ("mistral-anchor (128k)", "mistralai/Mistral-7B-v0.3", 131072, 8, 4096, 8),
+    ("qwen15-anchor (128k)", "Qwen/Qwen1.5-1.8B", 131072, 8, 4096, 1),
 ]
 
 
