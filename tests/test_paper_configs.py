@@ -103,8 +103,8 @@ def test_dprope_paper_dag(tmp_path):
         assert rope["interpolated_dims"] == dims and rope["angle_dtype"] == "float32"
         assert f"results/llama2-dprope/rope/scaling/dprope-{target}.json" in out
     assert (
-        "python -m ropeext.gpu_slots --gpus 8 -- accelerate launch --config_file config/accelerate/fsdp.yaml "
-        "--num_processes 8 -m ropeext.cli finetune"
+        "python -m ropeext.gpu_slots --gpus 8 -- python -m ropeext.launch --config_file config/accelerate/fsdp.yaml "
+        "--num_processes 8 --  finetune"
     ) in out
     # the recipe is laid over the raw config before the defaults: the jobs read the recipe's values
     # where the file is silent and the file's own values where it is not
@@ -185,8 +185,8 @@ def test_anchor_cross_model_dags(tmp_path, config):
         assert f"--variant {name}-base_change-131072-{layout} " in out
     # the hub model is imported once (its weights linked, not copied) and every job reads the import
     assert counts["import_model"] == 1 and f"--base results/{Path(config).stem}/models/{name}-base " in out
-    # every job is a plain process: GPU jobs under gpu_slots (and accelerate), CPU jobs the CLI itself
-    assert "--gpus 8 -- accelerate launch" in out and "-m ropeext.cli finetune" in out
+    # every job is a plain process: GPU jobs under gpu_slots (fine-tunes under ropeext.launch), CPU jobs the CLI
+    assert "--gpus 8 -- python -m ropeext.launch" in out and "--num_processes 8 --  finetune" in out
     assert re.search(r"OMP_NUM_THREADS=\d+ python -m ropeext.cli import-model", out)
 
 
@@ -216,7 +216,7 @@ def test_node_profile_gives_finetunes_the_whole_node_and_evaluations_one_gpu(tmp
         gpus = int(job["resources"].get("gpu", 0))
         if job["rule"] == "finetune":
             assert gpus == profile_gpus and 2 * gpus > profile_gpus  # two never fit side by side
-            assert f"python -m ropeext.gpu_slots --gpus {gpus} -- accelerate launch" in job["shell"]
+            assert f"python -m ropeext.gpu_slots --gpus {gpus} -- python -m ropeext.launch" in job["shell"]
             assert f"--num_processes {gpus}" in job["shell"]
         elif job["rule"].startswith("eval_") or job["rule"] == "analyze_bf16":
             assert gpus == 1 and "python -m ropeext.gpu_slots --gpus 1 -- python -m ropeext.cli" in job["shell"]
