@@ -177,6 +177,22 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
     print(f"{name}: weights sha256 {_weights_hash(out)[:16]}, resumed at step {_summary(killed)['resumed_from_step']}")
 
 
+@pytest.mark.parametrize(("name", "accelerate_config"), [("ddp", DDP), ("fsdp", FSDP)])
+def test_two_processes_sharing_each_window_train_the_single_process_run(
+    name, accelerate_config, inputs, single, tmp_path
+):
+    """finetune.sequence_parallel 2: both processes take the same windows, each half of every window's
+    columns (DeepSpeed Ulysses inside attention), and the loss curve is the single process's."""
+    out = tmp_path / "model"
+    done = _run(_launch_cmd(accelerate_config, inputs, out, "--set", "sequence_parallel=2"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    got, ref = _summary(out), _summary(single)
+    assert got["processes"] == 2 and got["sequence_parallel"] == 2 and got["strategy"] == name
+    assert got["first_step_windows"] == [ref["first_step_windows"][0]] * 2  # one data-parallel group
+    assert got["loss_history"] == pytest.approx(ref["loss_history"], abs=1e-5)
+    print(f"{name} + sequence_parallel 2: losses {got['loss_history']} vs one process {ref['loss_history']}")
+
+
 # ------------------------------------------------------------------ launches that must not run silently
 
 CHECKS = [

@@ -33,6 +33,8 @@ from ropeext.train import distributed as dist_
 from ropeext.train.data import PackedData, batch_indices
 from ropeext.train.loss import ChunkedLossModule, loss_state_dict
 from ropeext.train.observe import observe_numeric_path
+from ropeext.train.sequence_parallel import model_inputs_sp, shard_columns
+from ropeext.train.sequence_parallel import setup as setup_sequence_parallel
 
 # Settings that may change between a run and its resumption without changing its result.
 _NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
@@ -59,6 +61,7 @@ class TrainSettings:
     layout: str = "full"
     backend: str = "sdpa_mask"
     gradient_checkpointing: bool = _DEFAULTS["gradient_checkpointing"]
+    sequence_parallel: int = 1  # processes sharing one window (DeepSpeed Ulysses); finetune only
     loss_chunk_tokens: int | None = _DEFAULTS["loss_chunk_tokens"]  # None: full-sequence logits
     log_every: int = _DEFAULTS["log_every"]
     checkpoint_every: int = 0  # 0: no checkpoints
@@ -124,14 +127,16 @@ def accumulate_gradients(
     world: int = 1,
     accelerator=None,
     engine: bool = False,
+    sp=None,
 ) -> float:
     """Forward and backward over this process's ``s.grad_accum`` micro-batches of the global ``batch``.
 
     Returns this process's summed token loss over the global batch's label count; gradients are
-    synchronised on the last micro-batch only.
+    synchronised on the last micro-batch only. Under sequence parallelism (``sp``) the rows are split
+    over the data-parallel groups and each process of a group takes its block of columns.
     """
     denom = max(1, int((batch["labels"] != -100).sum()))
-    mine = shard_rows(batch, rank, world)
+    mine = shard_rows(batch, sp.data_rank, sp.data_size) if sp is not None else shard_rows(batch, rank, world)
     micro = len(mine["input_ids"]) // s.grad_accum
     loss_model = loss_module(model, s.loss_chunk_tokens)
     total = 0.0
@@ -144,14 +149,17 @@ def accumulate_gradients(
             else contextlib.nullcontext()
         )
         with no_sync:
-            inputs = model_inputs(part, s.layout, s.backend)
+            if sp is None:
+                inputs, labels = model_inputs(part, s.layout, s.backend), part["labels"]
+            else:  # my columns of the group's windows; attention sees the whole window through the plan
+                inputs, labels = model_inputs_sp(part, sp, s.layout, s.backend), shard_columns(part, sp)["labels"]
             with _autocast(s.precision, device, engine):
                 if loss_model is not None:  # chunked: no full-sequence logits
-                    loss_sum = loss_model(part["labels"], **inputs)
+                    loss_sum = loss_model(labels, **inputs)
                 else:
                     out = model(**inputs)
             if loss_model is None:
-                loss_sum, _ = causal_lm_loss(out.logits, part["labels"])
+                loss_sum, _ = causal_lm_loss(out.logits, labels)
             scaled = loss_sum * (world / denom)  # DDP averages gradients over processes; undo it
             if accelerator is not None:
                 accelerator.backward(scaled)
@@ -228,6 +236,7 @@ class _Setup:
     own_masters: bool  # precision bf16 without FSDP/DeepSpeed: we keep the fp32 masters
     engine: bool  # FSDP or DeepSpeed holds the optimizer state and the precision
     strategy: str  # single | ddp | fsdp (ropeext's FSDP2) | deepspeed (accelerate's)
+    sp: object  # SequenceParallel, or None: one window per process
     device: torch.device
     world: int
     rank: int
@@ -270,7 +279,7 @@ def train(
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     # set-up: processes and device, seeds, the model in training mode, fp32 masters, the optimizer
-    st = _set_up(model, s, accelerator)
+    st = _set_up(model, s, accelerator, window=data.window)
 
     # resume: continue from the newest complete checkpoint, which must come from the same settings
     pos = _resume(st, s, ckdir) if ckdir is not None and resume else _Progress()
@@ -334,6 +343,7 @@ def train(
         "loss_history": [h["loss"] for h in pos.history],
         "first_step_windows": shares,  # the windows each process trained on in this run's first step
         "processes": st.world,
+        "sequence_parallel": s.sequence_parallel,
         "strategy": st.strategy,
         "distributed": str(st.accelerator.distributed_type).split(".")[-1],
         "numeric_path": numeric_path(s, st.device, observed, engine=st.engine),
@@ -341,7 +351,7 @@ def train(
     }
 
 
-def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
+def _set_up(model, s: TrainSettings, accelerator, *, window: int | None = None) -> _Setup:
     accelerator = accelerator or make_accelerator(s.precision)
     world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     # what the launch asked for must be what joined: stop before the first step otherwise
@@ -349,10 +359,12 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
     strategy = launch.strategy if world > 1 or launch.strategy == "deepspeed" else "single"  # 1 process: no sharding
     engine = strategy in ("fsdp", "deepspeed")
     # the launch, not the config, sets the processes and the engine when accelerate launch is given them itself
-    if world > 1 and s.batch_size % (s.grad_accum * world):
+    groups = world // s.sequence_parallel if world % s.sequence_parallel == 0 else world  # data-parallel
+    if world > 1 and s.batch_size % (s.grad_accum * groups):
         raise RopeextError(
             f"batch_size {s.batch_size} does not divide into grad_accum {s.grad_accum} micro-batches "
-            f"on each of the launch's {world} processes"
+            f"on each of the launch's {groups} data-parallel groups ({world} processes, sequence_parallel "
+            f"{s.sequence_parallel})"
         )
     if accelerator.distributed_type == DistributedType.DEEPSPEED and s.grad_accum != 1:
         raise RopeextError(
@@ -366,6 +378,8 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
 
     model.to(device)
     set_backend(model, s.backend, training=True)
+    # sequence parallelism: the model's attention goes through DeepSpeed Ulysses (None when 1)
+    sp = setup_sequence_parallel(model, s.sequence_parallel, backend=s.backend, window=window)
     model.config.use_cache = False
     model.train()
     if s.gradient_checkpointing:
@@ -409,6 +423,7 @@ def _set_up(model, s: TrainSettings, accelerator) -> _Setup:
         own_masters=own_masters,
         engine=engine,
         strategy=strategy,
+        sp=sp,
         device=device,
         world=world,
         rank=rank,
@@ -452,7 +467,15 @@ def _step(
     watch = observe_numeric_path(st.raw_model, observe) if observe is not None else contextlib.nullcontext()
     with watch:
         local = accumulate_gradients(
-            st.model, batch, s, st.device, rank=st.rank, world=st.world, accelerator=st.accelerator, engine=st.engine
+            st.model,
+            batch,
+            s,
+            st.device,
+            rank=st.rank,
+            world=st.world,
+            accelerator=st.accelerator,
+            engine=st.engine,
+            sp=st.sp,
         )
     loss = _global_sum(local, st.accelerator, st.device, st.world)
     if not math.isfinite(loss):
@@ -536,8 +559,9 @@ def _window_shares(st: _Setup, s: TrainSettings, data: PackedData, step: int) ->
     """The window indices each process took from the global batch of ``step`` (gathered from every
     process, so the record shows what each one actually did)."""
     rows = np.asarray(batch_indices(min(step, max(0, s.steps - 1)), s.batch_size, data.windows, s.seed))
-    per = len(rows) // st.world
-    mine = [int(i) for i in rows[st.rank * per : (st.rank + 1) * per]]
+    share, shares_n = (st.sp.data_rank, st.sp.data_size) if st.sp is not None else (st.rank, st.world)
+    per = len(rows) // shares_n
+    mine = [int(i) for i in rows[share * per : (share + 1) * per]]
     if st.world == 1:
         return [mine]
     shares = [None] * st.world

@@ -31,6 +31,7 @@ SETTING_KEYS = (
     "grad_accum",
     "precision",
     "gradient_checkpointing",
+    "sequence_parallel",
     "loss_chunk_tokens",
     "log_every",
     "checkpoint_every",
