@@ -23,11 +23,12 @@ import argparse
 import importlib
 import pkgutil
 import shlex
+import signal
 import sys
 
 import ropeext.commands as commands_pkg
 from ropeext import __version__
-from ropeext.errors import RopeextError
+from ropeext.errors import RopeextError, Terminated
 from ropeext.io import check_output
 from ropeext.suites import MODULES as suite_modules
 
@@ -122,8 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     return int(code or 0)
 
 
+def _terminate(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)  # a cancelled job closes its MLflow run as KILLED
     sys.exit(main())

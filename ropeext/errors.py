@@ -7,3 +7,11 @@ class RopeextError(Exception):
     The message names what was wrong and what was expected. ``ropeext`` prints it as
     ``error: <message>`` and exits with status 2.
     """
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM from Snakemake, SLURM's scancel, torch's launcher).
+
+    ``python -m ropeext.cli`` raises it from its SIGTERM handler, so that open MLflow runs end as
+    KILLED and ``finally`` blocks run; a BaseException, so that no ``except Exception`` swallows it.
+    """

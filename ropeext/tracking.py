@@ -10,6 +10,7 @@ import getpass
 import json
 import math
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ropeext.config import config_hash, flatten, validate_config
-from ropeext.errors import RopeextError
+from ropeext.errors import RopeextError, Terminated
 
 _MAX_PARAM_LEN = 6000
 
@@ -245,7 +246,8 @@ def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
         **source_tags("snakemake"),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
-    run = client.create_run(exp_id, run_name="workflow", tags=tags)
+    close_stale_runs(client, exp_id)  # what died with an earlier invocation on this machine ends KILLED
+    run = client.create_run(exp_id, run_name="workflow", tags={**tags, **process_tags()})
     return run.info.run_id
 
 
@@ -293,14 +295,58 @@ def stage_run(
     import mlflow  # heavy: the Snakefile parse imports this module
 
     exp_id = init_store(resolve_uri(config), resolve_experiment(config))
+    # an earlier attempt of this job that died without closing its run (SIGKILL, a lost node) ends KILLED now
+    same = {"ropeext.stage": stage, **{k: v for k, v in all_tags.items() if k.startswith("ropeext.wildcards.")}}
+    if variant:
+        same["ropeext.variant"] = variant
+    close_stale_runs(mlflow.MlflowClient(), exp_id, same)
+    all_tags.update(process_tags())
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     handle = StageRun(mlflow, run.info.run_id)
     try:
         if params:
             handle.log_params(params)
         yield handle
+    except (KeyboardInterrupt, Terminated):
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def process_tags() -> dict[str, str]:
+    """Where the process writing a run lives, so that a later job can tell whether it is still alive."""
+    return {"ropeext.host": socket.gethostname(), "ropeext.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live ropeext process on this machine (a reused pid of another program is not)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True  # no /proc here: trust the signal
+    return b"ropeext" in cmdline or b"snakemake" in cmdline
+
+
+def close_stale_runs(client, experiment_id: str, tags: dict[str, str] | None = None) -> list[str]:
+    """End as KILLED the RUNNING runs of this machine (matching ``tags``) whose process is gone; return
+    their ids. Runs of other machines are left alone: nothing here can tell whether they still run."""
+    query = ["attributes.status = 'RUNNING'", f"tags.`ropeext.host` = '{socket.gethostname()}'"]
+    query += [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    closed = []
+    for run in client.search_runs([experiment_id], " and ".join(query), max_results=1000):
+        pid = run.data.tags.get("ropeext.pid", "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "ropeext.ended", "its process died; closed by a later job")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed

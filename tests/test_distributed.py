@@ -309,3 +309,63 @@ def test_bare_accelerate_launches_stop_before_training(launcher, message, inputs
     assert done.returncode != 0
     assert message in done.stderr  # (accelerate's own launcher adds its traceback of the failed workers)
     assert "train[" not in done.stderr and not out.exists()
+
+
+# ------------------------------------------------------------------ cancelled and killed runs
+
+
+def _running_run(uri: str, timeout: float = 240):
+    """The run of the fine-tune once it has logged a training step."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            exps = [e.experiment_id for e in client.search_experiments()]
+            query = "tags.`ropeext.stage` = 'finetune' and attributes.status = 'RUNNING'"
+            runs = client.search_runs(exps, query) if exps else []
+        except Exception:  # noqa: BLE001 - the store may be half-created at the first polls
+            runs = []
+        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+            return client, runs[0]
+        time.sleep(0.2)
+    raise AssertionError("the fine-tune never logged a step")
+
+
+def test_a_cancelled_multi_process_run_stops_every_worker_and_ends_killed(inputs, tmp_path, monkeypatch):
+    """SIGTERM to the launcher (what Snakemake and scancel send) stops both workers and the MLflow run
+    ends KILLED (a SIGKILL of the launcher alone does too: the workers get SIGTERM when it dies); SIGKILL
+    to every process at once leaves it RUNNING only until the next attempt of the job starts."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "model"
+    cmd = [arg for arg in _launch_cmd(DDP, inputs, out, "--set", "steps=100000") if arg != "--no-mlflow"]
+    env = _env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="cancel")
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client, run = _running_run(uri)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert not _alive(str(out)), "a worker trains on after its launcher was cancelled"
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    client, run = _running_run(uri)
+    for pid in _alive(str(out)):  # every process at once, workers included: nobody can close the run
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        if not _alive(str(out)):
+            break
+        time.sleep(0.1)
+    assert not _alive(str(out))
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    from ropeext import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cancel")
+    with tracking.stage_run("finetune"):  # the next attempt of the same job
+        pass
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
