@@ -88,3 +88,24 @@ def test_published_values_stand_beside_ours_only_for_the_same_setting(tmp_path):
     assert "reduction_vs_pi (paper)" not in tiny.columns
     md = (tmp_path / "report" / "summary.md").read_text()
     assert "Published reference values" in md and "arXiv:2410.01490" in md
+
+
+def test_training_sentence_states_processes_strategy_and_rope_dtype():
+    from ropeext.report.provenance import training_row, training_sentence
+
+    summary = {
+        "steps": 40,
+        "tokens": 40 * 8 * 131072,
+        "settings": {"batch_size": 8, "precision": "bf16", "gradient_checkpointing": True, "layout": "anchor"},
+        "numeric_path": {"device": "cuda", "observed": {"rope_cos": "bfloat16"}},
+        "train_windows": 100,
+        "window": 131072,
+        "processes": 8,
+        "strategy": "fsdp",
+        "sequence_parallel": 8,
+        "rope_dtype": "bfloat16",
+    }
+    text = training_sentence(training_row(summary), short=False)
+    assert "on CUDA x 8 processes (fsdp, 8 processes per window), rotary cos/sin computed in bfloat16." in text
+    single = training_sentence(training_row({**summary, "processes": 1, "strategy": "single"}), short=False)
+    assert "processes" not in single and single.endswith("on CUDA, rotary cos/sin computed in bfloat16.")

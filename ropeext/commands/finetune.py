@@ -10,6 +10,7 @@ ropeext.cli finetune ...`` with the same options.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ropeext.attention import check_backend
@@ -23,7 +24,7 @@ from ropeext.io import is_hub_id, read_json
 from ropeext.modeling import load_causal_lm
 from ropeext.recipes import RECIPES
 from ropeext.train.data import load_packed
-from ropeext.train.distributed import start_worker
+from ropeext.train.distributed import check_launch, start_worker
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"
@@ -87,6 +88,8 @@ def run(args) -> None:
     data = load_packed(args.train)
     check_base(args.base)
     accelerator = make_accelerator(settings.precision)
+    # the processes that joined must be what the launch asked for: stop before loading anything
+    check_launch(os.environ, world=accelerator.num_processes, distributed_type=accelerator.distributed_type.value)
     model = load_causal_lm(args.base, scaling=scaling)
     tok = load_tokenizer(args.base)
     resolved = {**section, "steps": settings.steps}

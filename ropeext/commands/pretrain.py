@@ -6,13 +6,15 @@ KEY=VALUE`` on top. Checkpoints go to OUTPUT.checkpoints; running the same comma
 
 from __future__ import annotations
 
+import os
+
 from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 from ropeext.data.packed_file import check_packed
 from ropeext.data.tokenizer import load_tokenizer
 from ropeext.modeling import build_tiny_llama
 from ropeext.train.data import load_packed
-from ropeext.train.distributed import start_worker
+from ropeext.train.distributed import check_launch, start_worker
 
 COMMAND = ("pretrain",)
 HELP = "pre-train the tiny Llama of the embedded default on packed windows"
@@ -46,6 +48,8 @@ def run(args) -> None:
     check_packed(args.train, layout="full", max_window=mcfg["train_length"], window_note="model.train_length")
     data = load_packed(args.train)
     accelerator = make_accelerator(settings.precision)
+    # the processes that joined must be what the launch asked for: stop before loading anything
+    check_launch(os.environ, world=accelerator.num_processes, distributed_type=accelerator.distributed_type.value)
     model = build_tiny_llama(
         len(tok),
         mcfg["train_length"],

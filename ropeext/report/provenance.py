@@ -214,6 +214,9 @@ def training_row(summary: dict) -> dict:
         "grad_checkpointing": bool(settings.get("gradient_checkpointing")),
         "device": path.get("device", "?"),
         "processes": summary.get("processes", 1),
+        "strategy": summary.get("strategy", "single"),
+        "sequence_parallel": summary.get("sequence_parallel", settings.get("sequence_parallel", 1)),
+        "rope_dtype": summary.get("rope_dtype", (path.get("observed") or {}).get("rope_cos", "?")),
         "seconds": summary.get("seconds"),
         "first_loss": summary.get("first_loss"),
         "final_loss": summary.get("final_loss"),
@@ -242,12 +245,17 @@ def _plural(n: int, word: str) -> str:
 def training_sentence(row: dict, short: bool) -> str:
     """What one group of identical runs did, ending in the short-run label where it applies."""
     device = str(row["device"]).upper() if row["device"] in ("cpu", "cuda", "mps") else row["device"]
-    procs = f" x {row['processes']} processes" if (row["processes"] or 1) > 1 else ""
+    procs = f" x {row['processes']} processes ({row['strategy']}" if (row["processes"] or 1) > 1 else ""
+    if procs:
+        sp = int(row["sequence_parallel"] or 1)
+        procs += f", {sp} processes per window)" if sp > 1 else ")"
     text = (
         f"{_plural(int(row['steps']), 'optimizer step')} of {row['batch']} x {row['window']} tokens "
         f"({human_count(row['tokens'])} tokens in all) at a {row['window']}-token window, {row['precision']}, "
         f"gradient checkpointing {'on' if row['grad_checkpointing'] else 'off'}, on {device}{procs}"
     )
+    if row["rope_dtype"] not in (None, "?"):
+        text += f", rotary cos/sin computed in {row['rope_dtype']}"
     if short:
         text += (
             f". A short {device} run of {_plural(int(row['steps']), 'optimizer step')}: it shows the pipeline "
@@ -273,6 +281,9 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
             row["grad_checkpointing"],
             row["device"],
             row["processes"],
+            row["strategy"],
+            row["sequence_parallel"],
+            row["rope_dtype"],
             is_short_run(summaries[v], parameters),
         )
         groups.setdefault(key, []).append(v)
