@@ -4,8 +4,8 @@ Settings: the config's ``finetune`` section, resolved with its recipe (``finetun
 ropeext/recipes.py); ``--recipe`` on the command line replaces the config's values for the keys that
 recipe sets, and ``--set KEY=VALUE`` wins over everything.
 Checkpoints go to OUTPUT.checkpoints; running the same command again resumes from the newest
-complete one. Multi-GPU: ``accelerate launch --config_file config/accelerate/<ddp|fsdp>.yaml -m
-ropeext.cli finetune ...`` with the same options.
+complete one. Several processes (GPUs, or CPU processes over gloo): ``python -m ropeext.launch
+--config_file config/accelerate/<ddp|fsdp>.yaml --num_processes N -- finetune ...`` with the same options.
 """
 
 from __future__ import annotations
