@@ -202,7 +202,9 @@ def test_training_with_the_chunked_loss_follows_the_full_logits_run(precision, r
     if precision == "fp32":
         initial = _llama(True).float()
         for (name, a), b in zip(plain.named_parameters(), chunked.parameters()):
-            torch.testing.assert_close(b, a, rtol=rtol, atol=1e-6, msg=name)
+            # atol: a weight whose gradient is near zero moves by Adam's normalised step, so summation-order
+            # noise of the chunked head backward shows there as ~1e-6 (AVX2 kernels; 1e-7 with AVX-512)
+            torch.testing.assert_close(b, a, rtol=rtol, atol=1e-5, msg=name)
             assert not torch.allclose(a, initial.get_parameter(name), atol=1e-4), name  # and they did train
 
 
