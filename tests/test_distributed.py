@@ -111,11 +111,13 @@ def _alive(marker: str) -> list[int]:
     return pids
 
 
-def _kill_after_checkpoint(cmd, output: Path) -> int:
-    """Start ``cmd`` in a process group of its own, SIGKILL the group as soon as a complete checkpoint
-    exists, and return how many of the run's processes are left a few seconds later."""
+def _kill_after_checkpoint(cmd, output: Path, how: str, env: dict) -> int:
+    """Start ``cmd`` in a process group of its own and, as soon as a complete checkpoint exists, either
+    SIGKILL the group (``kill``: a scheduler's hard kill; torch starts the workers in sessions of their
+    own, so only the kernel's parent-death signal reaches them) or SIGTERM the launcher alone (``term``:
+    what Snakemake and scancel send). Returns how many of the run's processes are left after it."""
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     ckdir = output.with_name(output.name + ".checkpoints")
     deadline = time.time() + 240
@@ -123,19 +125,22 @@ def _kill_after_checkpoint(cmd, output: Path) -> int:
         if any((p / "manifest.json").exists() and not p.name.endswith(".tmp") for p in ckdir.glob("step-*")):
             break
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for _ in range(100):  # the workers get SIGTERM from the kernel when the launcher dies
+    assert proc.poll() is None, f"the run ended before it could be stopped:\n{proc.stderr.read()[-3000:]}"
+    if how == "kill":
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    for _ in range(100):
         if not _alive(str(output)):
             break
         time.sleep(0.1)
     return len(_alive(str(output)))
 
 
-@pytest.mark.parametrize(("name", "accelerate_config"), [("ddp", DDP), ("fsdp", FSDP)])
+@pytest.mark.parametrize(("name", "accelerate_config", "stop"), [("ddp", DDP, "term"), ("fsdp", FSDP, "kill")])
 def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
-    name, accelerate_config, inputs, single, tmp_path
+    name, accelerate_config, stop, inputs, single, tmp_path
 ):
     out = tmp_path / "model"
     done = _run(_launch_cmd(accelerate_config, inputs, out))
@@ -165,11 +170,21 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
     with safe_open(out / "model.safetensors", "pt") as a, safe_open(single / "model.safetensors", "pt") as b:
         assert sorted(a.keys()) == sorted(b.keys())
 
-    # every process killed after a checkpoint: no orphan trains on, and the rerun resumes bit-identically
+    # stopped after a checkpoint (SIGTERM to the launcher, or SIGKILL of its process group): no worker
+    # trains on, the MLflow run of a cancelled job ends KILLED, and the rerun resumes bit-identically
     killed = tmp_path / "killed" / "model"
     killed.parent.mkdir()
-    assert _kill_after_checkpoint(_launch_cmd(accelerate_config, inputs, killed), killed) == 0
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [a for a in _launch_cmd(accelerate_config, inputs, killed) if a != "--no-mlflow"]
+    env = _env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="stop")
+    assert _kill_after_checkpoint(cmd, killed, stop, env) == 0, "a worker trains on after its launcher stopped"
     assert not killed.exists()
+    if stop == "term":
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+        assert run.info.status == "KILLED"
     resumed = _run(_launch_cmd(accelerate_config, inputs, killed))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert _summary(killed)["resumed_from_step"] in (2, 4)
@@ -177,7 +192,7 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
     print(f"{name}: weights sha256 {_weights_hash(out)[:16]}, resumed at step {_summary(killed)['resumed_from_step']}")
 
 
-@pytest.mark.parametrize(("name", "accelerate_config"), [("ddp", DDP), ("fsdp", FSDP)])
+@pytest.mark.parametrize(("name", "accelerate_config"), [("fsdp", FSDP)])
 def test_two_processes_sharing_each_window_train_the_single_process_run(
     name, accelerate_config, inputs, single, tmp_path
 ):
@@ -309,63 +324,3 @@ def test_bare_accelerate_launches_stop_before_training(launcher, message, inputs
     assert done.returncode != 0
     assert message in done.stderr  # (accelerate's own launcher adds its traceback of the failed workers)
     assert "train[" not in done.stderr and not out.exists()
-
-
-# ------------------------------------------------------------------ cancelled and killed runs
-
-
-def _running_run(uri: str, timeout: float = 240):
-    """The run of the fine-tune once it has logged a training step."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            exps = [e.experiment_id for e in client.search_experiments()]
-            query = "tags.`ropeext.stage` = 'finetune' and attributes.status = 'RUNNING'"
-            runs = client.search_runs(exps, query) if exps else []
-        except Exception:  # noqa: BLE001 - the store may be half-created at the first polls
-            runs = []
-        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
-            return client, runs[0]
-        time.sleep(0.2)
-    raise AssertionError("the fine-tune never logged a step")
-
-
-def test_a_cancelled_multi_process_run_stops_every_worker_and_ends_killed(inputs, tmp_path, monkeypatch):
-    """SIGTERM to the launcher (what Snakemake and scancel send) stops both workers and the MLflow run
-    ends KILLED (a SIGKILL of the launcher alone does too: the workers get SIGTERM when it dies); SIGKILL
-    to every process at once leaves it RUNNING only until the next attempt of the job starts."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    out = tmp_path / "model"
-    cmd = [arg for arg in _launch_cmd(DDP, inputs, out, "--set", "steps=100000") if arg != "--no-mlflow"]
-    env = _env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="cancel")
-
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client, run = _running_run(uri)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert not _alive(str(out)), "a worker trains on after its launcher was cancelled"
-    assert client.get_run(run.info.run_id).info.status == "KILLED"
-
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    client, run = _running_run(uri)
-    for pid in _alive(str(out)):  # every process at once, workers included: nobody can close the run
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    for _ in range(100):
-        if not _alive(str(out)):
-            break
-        time.sleep(0.1)
-    assert not _alive(str(out))
-    assert client.get_run(run.info.run_id).info.status == "RUNNING"
-    from ropeext import tracking
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cancel")
-    with tracking.stage_run("finetune"):  # the next attempt of the same job
-        pass
-    assert client.get_run(run.info.run_id).info.status == "KILLED"

@@ -83,3 +83,37 @@ def test_a_workflow_job_and_the_parent_run_record_user_and_source(tmp_path, monk
     assert job["mlflow.parentRunId"] == parent and job["ropeext.wildcards.target"] == "1024"
     assert (top["mlflow.source.name"], top["mlflow.source.type"]) == ("snakemake", "LOCAL")
     assert job["mlflow.user"] == top["mlflow.user"] == getpass.getuser()
+
+
+def test_a_run_whose_process_died_is_closed_killed_by_the_next_attempt(tmp_path, monkeypatch):
+    """A job killed with every process at once (SIGKILL) cannot close its run; the next attempt of the same
+    job on this machine ends it KILLED. A run of the same job whose process still lives is left alone,
+    and so is another job's."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    exp = tracking.init_store(uri, "exp")
+    client = mlflow.MlflowClient(uri)
+
+    def running(stage: str, pid: int) -> str:
+        tags = {"ropeext.stage": stage, **tracking.process_tags(), "ropeext.pid": str(pid)}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    gone, other_job = running("finetune", dead.pid), running("pretrain", dead.pid)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # a ropeext job"])
+    try:
+        alive = running("finetune", live.pid)
+        with tracking.stage_run("finetune"):
+            pass
+    finally:
+        live.kill()
+    status = {r: client.get_run(r).info.status for r in (gone, other_job, alive)}
+    assert status == {gone: "KILLED", other_job: "RUNNING", alive: "RUNNING"}
+    assert "its process died" in client.get_run(gone).data.tags["ropeext.ended"]
