@@ -119,10 +119,16 @@ def source_tags(command: str) -> dict[str, str]:
     }
 
 
+# The experiment is one of model training (MLflow's UI then opens on its runs, not on the GenAI pages).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(mlflow, name: str, artifact_root: str | None) -> str:
     def find_or_create() -> str:  # creating fails when another job created it at the same moment: retried
         exp = mlflow.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else mlflow.create_experiment(name, artifact_location=artifact_root)
+        if exp is not None:
+            return exp.experiment_id
+        return mlflow.create_experiment(name, artifact_location=artifact_root, tags=EXPERIMENT_TAGS)
 
     try:
         return _retry(find_or_create, what="create or find the experiment", attempts=5)
@@ -251,6 +257,44 @@ def start_parent(uri: str, experiment: str, tags: dict | None = None) -> str:
     return run.info.run_id
 
 
+def describe_invocation(uri: str, run_id: str, config: dict, config_file: str, summary: str) -> None:
+    """What a reader of the experiment sees first: its description (what ran, where the summary is), and
+    on the parent run the resolved config as an artifact and the settings that tell runs apart as params."""
+    import mlflow  # heavy: the Snakefile parse imports this module
+
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    ext = config.get("extension", {})
+    settings = {
+        "experiment": config.get("experiment"),
+        "config_hash": config_hash(config),
+        "model": (config.get("model") or {}).get("path") or "built here (model.architecture)",
+        "methods": ",".join(map(str, ext.get("methods", []))),
+        "layouts": ",".join(map(str, ext.get("layouts", []))),
+        "target_lengths": ",".join(map(str, ext.get("target_lengths", []))),
+    }
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in settings.items()])
+    client.log_artifact(run_id, config_file, "config")
+    note = (
+        f"ropeext experiment `{settings['experiment']}`: methods {settings['methods']} x layouts "
+        f"{settings['layouts']} at target lengths {settings['target_lengths']} on {settings['model']}. "
+        "Each workflow invocation is a parent run named `workflow` (its params: the settings; its artifacts: "
+        "the resolved config and, when the report ran, `summary.md`); every job is a child run with params "
+        f"stage, variant, method, layout and target_length. The report: {summary}."
+    )
+    client.set_experiment_tag(run.info.experiment_id, "mlflow.note.content", note)
+    for key, value in EXPERIMENT_TAGS.items():
+        client.set_experiment_tag(run.info.experiment_id, key, value)
+
+
+def attach_summary(uri: str, run_id: str, summary: str) -> None:
+    """Log the report's summary on the parent run (its main artifact) when this invocation wrote one."""
+    import mlflow  # heavy: the Snakefile parse imports this module
+
+    if Path(summary).is_file():
+        mlflow.MlflowClient(uri).log_artifact(run_id, summary)
+
+
 def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Close the parent run; delete it when no stage ran under it (a no-op invocation adds no run)."""
     import mlflow  # heavy: the Snakefile parse imports this module
@@ -304,8 +348,7 @@ def stage_run(
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     handle = StageRun(mlflow, run.info.run_id)
     try:
-        if params:
-            handle.log_params(params)
+        handle.log_params({**run_params(stage, variant), **(params or {})})
         yield handle
     except (KeyboardInterrupt, Terminated):
         mlflow.end_run(status="KILLED")
@@ -315,6 +358,20 @@ def stage_run(
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+_WILDCARD_PARAMS = {"method": "method", "layout": "layout", "target": "target_length"}
+
+
+def run_params(stage: str, variant: str | None) -> dict[str, str]:
+    """The params every run has, so that MLflow's compare view and charts can group by them: the stage,
+    the variant and (for a workflow job) its method, layout and target length."""
+    out = {"stage": stage, **({"variant": variant} if variant else {})}
+    for item in filter(None, os.environ.get("ROPEEXT_WILDCARDS", "").split(",")):
+        key, _, value = item.partition("=")
+        if key in _WILDCARD_PARAMS and value:
+            out[_WILDCARD_PARAMS[key]] = value
+    return out
 
 
 def process_tags() -> dict[str, str]:

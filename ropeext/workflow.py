@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ropeext.config import config_hash
 from ropeext.io import write_text
-from ropeext.tracking import end_parent, start_parent, store_uri
+from ropeext.tracking import attach_summary, describe_invocation, end_parent, start_parent, store_uri
 
 
 def write_resolved_config(config: dict, results_dir: str) -> str:
@@ -49,10 +49,17 @@ def start_invocation(config: dict) -> None:
         uri, experiment, tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)}
     )
     os.environ["ROPEEXT_PARENT_RUN_ID"] = run_id
+    os.environ["ROPEEXT_SUMMARY"] = summary_path(config)
+    describe_invocation(uri, run_id, config, write_resolved_config(config, config["results_dir"]), summary_path(config))
+
+
+def summary_path(config: dict) -> str:
+    return str(Path(config["results_dir"]) / "report" / "summary.md")
 
 
 def end_invocation(status: str) -> None:
     """Close the parent run (deleted when nothing ran under it)."""
     run_id = os.environ.pop("ROPEEXT_PARENT_RUN_ID", None)
     if run_id:
+        attach_summary(os.environ["MLFLOW_TRACKING_URI"], run_id, os.environ.get("ROPEEXT_SUMMARY", ""))
         end_parent(os.environ["MLFLOW_TRACKING_URI"], run_id, status)

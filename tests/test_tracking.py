@@ -20,7 +20,7 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(tmp_path, monkeypatch)
         run.log_outputs(tmp_path / "out")
     client = mlflow.MlflowClient(uri)
     r = client.get_run(run.run_id)
-    assert r.info.status == "FINISHED" and r.data.params == {"a.b": "1"}
+    assert r.info.status == "FINISHED" and r.data.params == {"a.b": "1", "stage": "solve", "variant": "v1"}
     assert r.data.metrics == {"x": 1.5}
     assert r.data.tags["ropeext.stage"] == "solve" and r.data.tags["ropeext.variant"] == "v1"
     assert r.data.tags["mlflow.user"] == getpass.getuser()
@@ -117,3 +117,45 @@ def test_a_run_whose_process_died_is_closed_killed_by_the_next_attempt(tmp_path,
     status = {r: client.get_run(r).info.status for r in (gone, other_job, alive)}
     assert status == {gone: "KILLED", other_job: "RUNNING", alive: "RUNNING"}
     assert "its process died" in client.get_run(gone).data.tags["ropeext.ended"]
+
+
+def test_the_experiment_opens_on_its_runs_and_the_parent_run_carries_the_config(tmp_path, monkeypatch):
+    """A model-training experiment with a description; the parent run holds the resolved config, the
+    settings as params and, at the end, the summary; each job's run has stage/variant/method/layout/
+    target_length as params."""
+    from ropeext.config import validate_config
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    config = validate_config({"experiment": "demo", "results_dir": str(tmp_path / "results")})
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    summary = tmp_path / "summary.md"
+    parent = tracking.start_parent(uri, "exp")
+    tracking.describe_invocation(uri, parent, config, str(tmp_path / "config.yaml"), str(summary))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
+    monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
+    monkeypatch.setenv("ROPEEXT_WILDCARDS", "method=dprope,target=1024,layout=anchor")
+    with tracking.stage_run("eval_ppl", variant="demo-dprope-1024-anchor", params={"stride": 64}) as run:
+        for length, ppl in ((256, 9.0), (1024, 12.0)):
+            run.log_metrics({"ppl": ppl}, step=length)
+    summary.write_text("# summary\n")
+    tracking.attach_summary(uri, parent, str(summary))
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "`demo`" in exp.tags["mlflow.note.content"] and str(summary) in exp.tags["mlflow.note.content"]
+    top = client.get_run(parent)
+    assert top.data.params["experiment"] == "demo" and top.data.params["config_hash"]
+    assert {a.path for a in client.list_artifacts(parent)} == {"config", "summary.md"}
+    job = client.get_run(run.run_id).data.params
+    assert {k: job[k] for k in ("stage", "variant", "method", "layout", "target_length", "stride")} == {
+        "stage": "eval_ppl",
+        "variant": "demo-dprope-1024-anchor",
+        "method": "dprope",
+        "layout": "anchor",
+        "target_length": "1024",
+        "stride": "64",
+    }
+    curve = client.get_metric_history(run.run_id, "ppl")
+    assert [(m.step, m.value) for m in sorted(curve, key=lambda m: m.step)] == [(256, 9.0), (1024, 12.0)]

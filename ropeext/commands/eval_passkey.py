@@ -119,6 +119,8 @@ def run(args) -> None:
             {"passkey.accuracy": summary["accuracy"]}
             | {f"passkey.accuracy.L{L}": v for L, v in summary["accuracy_by_length"].items()}
         )
+        for L, v in summary["accuracy_by_length"].items():  # one curve against context length
+            run_.log_metrics({"passkey.accuracy_by_length": v}, step=int(L))
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")
     by_len = ", ".join(f"{L}: {v:.2f}" for L, v in summary["accuracy_by_length"].items())

@@ -87,5 +87,7 @@ def run(args) -> None:
         )
         write_json(out / "metrics.json", result)
         run_.log_metrics({f"ppl_at_{c}": v for c, v in result["ppl"].items()})
+        for c, v in result["ppl"].items():  # one curve against context length in MLflow's chart view
+            run_.log_metrics({"ppl": v}, step=int(c))
         run_.log_outputs(out)
     print("ppl: " + ", ".join(f"{c}={v:.2f}" for c, v in result["ppl"].items()))

@@ -23,7 +23,7 @@ from ropeext.eval.ruler import qa as qa_mod
 from ropeext.eval.ruler import report
 from ropeext.eval.ruler.generate import Sources
 from ropeext.eval.ruler.haystack import essay_stream
-from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, summarize
+from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, log_by_length, summarize
 from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates, resolve_tasks
 from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm, load_model_config
@@ -227,6 +227,7 @@ def run(args) -> None:
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, s["lengths"], out / "heatmaps")
         run_.log_metrics(flat_metrics(metrics))
+        log_by_length(run_, metrics)
         run_.set_tags({"ruler.subset": s["subset"]})
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")

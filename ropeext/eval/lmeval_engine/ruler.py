@@ -28,7 +28,7 @@ from ropeext import tracking
 from ropeext.eval.lmeval_engine import common
 from ropeext.eval.openllm import runner
 from ropeext.eval.ruler import report
-from ropeext.eval.ruler.run import flat_metrics, summarize
+from ropeext.eval.ruler.run import flat_metrics, log_by_length, summarize
 from ropeext.eval.ruler.tasks import TASKS, resolve_tasks
 from ropeext.io import write_json
 from ropeext.runtime import resolve_device
@@ -272,6 +272,7 @@ def evaluate(
         report.plot_overview(metrics, out / "heatmap.png")
         report.plot_task_heatmaps(records, lengths, out / "heatmaps")
         run_.log_metrics(flat_metrics(metrics))
+        log_by_length(run_, metrics)
         run_.set_tags({"ruler.subset": subset, "ruler.engine": "lm_eval", "lm_eval.version": common.version()})
         run_.log_outputs(out)
         run_.log_artifact(out / "predictions.jsonl")

@@ -150,6 +150,13 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     return logged
 
 
+def log_by_length(run, metrics: dict) -> None:
+    """The average over tasks with the context length as the step: one curve per run in MLflow's charts."""
+    for L, v in metrics["average"].items():
+        if v is not None:
+            run.log_metrics({"ruler.avg_by_length": v}, step=int(L))
+
+
 def check_any_ran(records: list[dict], skipped: dict) -> None:
     """A suite in which every cell was skipped measured nothing: one RopeextError saying why each was."""
     if records:
