@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ropeext import job_warnings
 from ropeext.io import atomic_path, read_json, write_text
 from ropeext.report import findings as F
 from ropeext.report import provenance
@@ -105,6 +106,18 @@ def paper_checks(
     checks += F.anchor_time_checks(seconds, min_wall_seconds)
     checks += F.bf16_checks(bf16_results)
     return checks
+
+
+def warnings_lines(records: list[dict]) -> list[str]:
+    """The report's Warnings section: what each job warned about (ropeext.job_warnings records)."""
+    if not records:
+        return ["No job recorded a warning."]
+    return [
+        "What the jobs warned about (their own warnings and those about the inputs; library notices stay in "
+        "the jobs' logs). A record stays until its job runs again.",
+        "",
+        *job_warnings.lines(records),
+    ]
 
 
 def compare_geometry(folder: Path) -> dict:
@@ -262,8 +275,14 @@ class Report:
             *extension_lines(self.config, self.variants, self.trained),
             "",
         ]
+        warned = job_warnings.read_records(self.inputs.get("warnings"))
+        if warned:
+            count = sum(len(r["warnings"]) for r in warned)
+            self.glance.append(f"- {count} warning{'s' if count > 1 else ''} from the jobs (see Warnings).")
         if self.glance:
             md += section("What the numbers show", [F.thresholds_text(), "", *self.glance])
+        if self.inputs.get("warnings"):
+            md += section("Warnings", warnings_lines(warned))
         md += section("Fine-tuning", provenance.finetuning_lines(self.trained, self.parameters, F.label))
         if self.trained:
             self.save(provenance.training_table(self.trained), "finetuning.csv")
