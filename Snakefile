@@ -18,7 +18,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-from ropeext.workflow import end_invocation, start_invocation  # noqa: E402
+from ropeext.workflow import end_invocation, print_warnings, start_invocation  # noqa: E402
 
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/tokenizer.smk"
@@ -59,8 +59,10 @@ onstart:
 
 
 onsuccess:
+    print_warnings()
     end_invocation("FINISHED")
 
 
 onerror:
+    print_warnings()
     end_invocation("FAILED")

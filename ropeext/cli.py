@@ -27,7 +27,7 @@ import signal
 import sys
 
 import ropeext.commands as commands_pkg
-from ropeext import __version__
+from ropeext import __version__, job_warnings
 from ropeext.errors import RopeextError, Terminated
 from ropeext.io import check_output
 from ropeext.suites import MODULES as suite_modules
@@ -114,6 +114,7 @@ def check_outputs(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    job_warnings.install()  # a job's own warnings go to its MLflow run and the report, not only to its log
     try:
         check_outputs(args)
         code = args._run(args)

@@ -7,9 +7,9 @@ import json
 import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
+from ropeext import job_warnings
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id, write_json
 
@@ -255,7 +255,7 @@ def link_file(src: Path, dst: Path, final_dir: Path) -> str:
         return "symlink"
     except OSError:
         pass
-    print(f"warning: cannot link {real} (neither a hard link nor a symlink); copying it to {dst}", file=sys.stderr)
+    job_warnings.note(f"cannot link {real} (neither a hard link nor a symlink); copying it to {dst}")
     shutil.copyfile(real, dst)
     return "copy"
 

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from ropeext import job_warnings
 from ropeext.config import config_hash, flatten, validate_config
 from ropeext.errors import RopeextError, Terminated
 
@@ -318,9 +319,11 @@ def stage_run(
     tags: dict | None = None,
     enabled: bool = True,
 ) -> Iterator[StageRun]:
-    """Open an MLflow run for one stage job; close it FAILED if the body raises."""
+    """Open an MLflow run for one stage job; close it FAILED if the body raises. The job's warnings go to the
+    run's tag and its record (ropeext.job_warnings), with or without MLflow."""
     if not enabled or os.environ.get("ROPEEXT_MLFLOW", "1") == "0":
-        yield StageRun()
+        with job_warnings.collected(stage, variant):
+            yield StageRun()
         return
     all_tags = {"ropeext.stage": stage, **git_state(), **source_tags(f"ropeext {stage}")}
     if config:
@@ -349,7 +352,8 @@ def stage_run(
     handle = StageRun(mlflow, run.info.run_id)
     try:
         handle.log_params({**run_params(stage, variant), **(params or {})})
-        yield handle
+        with job_warnings.collected(stage, variant, handle):
+            yield handle
     except (KeyboardInterrupt, Terminated):
         mlflow.end_run(status="KILLED")
         raise

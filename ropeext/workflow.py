@@ -1,7 +1,8 @@
 """Python support for the Snakemake workflow (called from workflow/rules/common.smk and the Snakefile).
 
 Kept in the package so the rule files stay declarative: the resolved config every job reads,
-the MLflow environment jobs inherit, and the parent run of one workflow invocation.
+the MLflow environment jobs inherit, the parent run of one workflow invocation, and where jobs record
+their warnings (printed at the end of the invocation, listed in the report).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 
+from ropeext import job_warnings
 from ropeext.config import config_hash
 from ropeext.io import write_text
 from ropeext.tracking import attach_summary, describe_invocation, end_parent, start_parent, store_uri
@@ -40,6 +43,18 @@ def export_tracking_env(config: dict) -> None:
     """Jobs log to the config's MLflow store and experiment unless the environment already names them."""
     os.environ.setdefault("MLFLOW_TRACKING_URI", store_uri(config))
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
+
+
+def export_warnings_env(results_dir: str) -> None:
+    """Jobs record their warnings in <results_dir>/warnings under this invocation's id (ropeext.job_warnings);
+    a job that parses the workflow again (a cluster job) keeps the id its invocation exported."""
+    os.environ[job_warnings.DIR_ENV] = os.path.abspath(os.path.join(results_dir, "warnings"))
+    os.environ.setdefault(job_warnings.INVOCATION_ENV, uuid.uuid4().hex)
+
+
+def print_warnings() -> int:
+    """The end of the workflow (Snakefile onsuccess / onerror): print the warnings of this invocation's jobs."""
+    return job_warnings.print_invocation_warnings(sys.stderr)
 
 
 def start_invocation(config: dict) -> None:

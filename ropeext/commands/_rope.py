@@ -7,12 +7,11 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ropeext import tracking
+from ropeext import job_warnings, tracking
 from ropeext.commands._common import add_config_args, add_tracking_args, parse_list
 from ropeext.config import load_schema
 from ropeext.io import atomic_path, write_csv, write_json
@@ -189,9 +188,10 @@ def stage_run(stage: str, args, config: dict, s: dict, **params):
 
 
 def show_warnings() -> None:
-    """Print library warnings as one ``warning:`` line each (no file and line of the library)."""
+    """Print library warnings as one ``warning:`` line each (no file and line of the library); ropeext's own
+    are also recorded for the job's run and the report (ropeext.job_warnings)."""
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show
+    job_warnings.install(show)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ropeext import tracking
+from ropeext import job_warnings, tracking
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.report.references import REPOSITORY_REFERENCES
 from ropeext.suites import SUITES
@@ -44,6 +45,12 @@ def add_arguments(parser) -> None:
         help="published values to show beside ours (default: report.references; null = the "
         "repository's config/reference_values.yaml)",
     )
+    parser.add_argument(
+        "--warnings",
+        metavar="FOLDER",
+        help="the jobs' warning records (default: $ROPEEXT_WARNINGS_DIR, which the workflow sets to "
+        "<results_dir>/warnings): listed in the report's Warnings section",
+    )
     parser.add_argument("--output-dir", required=True)
     add_tracking_args(parser)
 
@@ -59,6 +66,7 @@ def run(args) -> None:
     inputs["base_model"] = args.base_model
     inputs["training"] = args.training
     inputs["references"] = args.references or config["report"]["references"] or str(REPOSITORY_REFERENCES)
+    inputs["warnings"] = args.warnings or os.environ.get(job_warnings.DIR_ENV)
     with tracking.stage_run(
         "report",
         config=config,

@@ -23,6 +23,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ropeext import job_warnings
 from ropeext.data.shards import iter_rows, shard_file
 from ropeext.errors import RopeextError
 from ropeext.io import atomic_path
@@ -407,7 +408,7 @@ def _manifest(corpus_cfg: dict, tally: _Tally, log: SourceLog, shards: int, file
 
 def _warn_skipped(log: SourceLog) -> None:
     if log.skipped:
-        print(f"warning: corpus: {log.message()}", file=sys.stderr, flush=True)
+        job_warnings.note(f"corpus: {log.message()}")
 
 
 def build_splits(corpus_cfg: dict) -> tuple[dict[str, list[Document]], dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ropeext import job_warnings
 from ropeext.io import atomic_path, read_json, write_text
 from ropeext.report import findings as F
 from ropeext.report import provenance
@@ -76,10 +77,13 @@ def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) 
     ]
 
 
-def paper_checks(measured: list[Measured], disturbance: dict, trained: dict, bf16_results: dict) -> list[F.Check]:
+def paper_checks(
+    measured: list[Measured], disturbance: dict, trained: dict, bf16_results: dict, min_wall_seconds: float
+) -> list[F.Check]:
     """Every claim of the papers these numbers can test: DPRoPE's disturbance premise and its ranking per
     evaluation and group (without fine-tuning, then per fine-tuning layout); AnchorAttention's anchor vs
-    full per evaluation, its training-time claim and its BF16 claims."""
+    full per evaluation, its training-time claim (decided only on runs of at least ``min_wall_seconds``)
+    and its BF16 claims."""
     checks = []
     for m in measured:
         layouts = sorted({parse_variant(v)["layout"] for v in m.at} - {"noft"})
@@ -99,9 +103,21 @@ def paper_checks(measured: list[Measured], disturbance: dict, trained: dict, bf1
     for v, s in trained.items():
         info = parse_variant(v)
         seconds.setdefault(info["method"], {})[info["layout"]] = s.get("seconds")
-    checks += F.anchor_time_checks(seconds)
+    checks += F.anchor_time_checks(seconds, min_wall_seconds)
     checks += F.bf16_checks(bf16_results)
     return checks
+
+
+def warnings_lines(records: list[dict]) -> list[str]:
+    """The report's Warnings section: what each job warned about (ropeext.job_warnings records)."""
+    if not records:
+        return ["No job recorded a warning."]
+    return [
+        "What the jobs warned about (their own warnings and those about the inputs; library notices stay in "
+        "the jobs' logs). A record stays until its job runs again.",
+        "",
+        *job_warnings.lines(records),
+    ]
 
 
 def compare_geometry(folder: Path) -> dict:
@@ -228,7 +244,9 @@ class Report:
         for _, part in sorted(parts + [(ROPE_ORDER, self.rope)], key=lambda p: p[0]):
             part()
 
-        checks = paper_checks(self.measured, self.disturbance, self.trained, self.bf16_results)
+        checks = paper_checks(
+            self.measured, self.disturbance, self.trained, self.bf16_results, self.config["report"]["min_wall_seconds"]
+        )
         short = [v for v, s in self.trained.items() if provenance.is_short_run(s, self.parameters)]
         if short:
             self.caveats.append(
@@ -242,9 +260,11 @@ class Report:
         )
         if checks:
             disagree = sum(c.agrees is False for c in checks)
+            undecided = sum(c.agrees is None for c in checks)
             self.glance.append(
-                f'- Against the papers: {disagree} of {len(checks)} checks disagree (see "Where our '
-                'numbers disagree with the papers").'
+                f"- Against the papers: {disagree} of {len(checks) - undecided} checks disagree"
+                + (f", {undecided} more inconclusive" if undecided else "")
+                + ' (see "Where our numbers disagree with the papers").'
             )
 
         md = [
@@ -255,8 +275,14 @@ class Report:
             *extension_lines(self.config, self.variants, self.trained),
             "",
         ]
+        warned = job_warnings.read_records(self.inputs.get("warnings"))
+        if warned:
+            count = sum(len(r["warnings"]) for r in warned)
+            self.glance.append(f"- {count} warning{'s' if count > 1 else ''} from the jobs (see Warnings).")
         if self.glance:
             md += section("What the numbers show", [F.thresholds_text(), "", *self.glance])
+        if self.inputs.get("warnings"):
+            md += section("Warnings", warnings_lines(warned))
         md += section("Fine-tuning", provenance.finetuning_lines(self.trained, self.parameters, F.label))
         if self.trained:
             self.save(provenance.training_table(self.trained), "finetuning.csv")

@@ -231,13 +231,6 @@ def training_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return df.set_index("variant") if len(df) else df
 
 
-def wall_time(value) -> str:
-    """'95 s', '0.42 s', '? s'."""
-    if not isinstance(value, (int, float)):
-        return "? s"
-    return f"{value:.0f} s" if value >= 10 else f"{value:.2g} s"
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -266,7 +259,8 @@ def training_sentence(row: dict, short: bool) -> str:
 
 def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) -> list[str]:
     """The report's fine-tuning section: one sentence per group of identically trained variants, the
-    rule for 'short', and what each variant took (wall time, loss)."""
+    rule for 'short', and each variant's loss. No wall time: it differs between identical runs, and the
+    report must not (the wall times are in finetuning.csv)."""
     if not summaries:
         return ["No variant of this report was fine-tuned: every number below is without fine-tuning."]
     groups: dict[tuple, list[str]] = {}
@@ -304,6 +298,5 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
         if isinstance(row["first_loss"], (int, float)) and isinstance(row["final_loss"], (int, float)):
             loss = f", training loss {row['first_loss']:.3f} -> {row['final_loss']:.3f}"
         resumed = f", resumed at step {row['resumed_from_step']}" if row["resumed_from_step"] else ""
-        secs = wall_time(row["seconds"])
-        lines.append(f"- `{v}`: {row['method']} with the {row['layout']} layout, {secs} of training{loss}{resumed}.")
-    return lines
+        lines.append(f"- `{v}`: {row['method']} with the {row['layout']} layout{loss}{resumed}.")
+    return lines + ["", "Wall times (`seconds`) are in finetuning.csv, not here: they differ between identical runs."]

@@ -13,6 +13,7 @@ def build_report(config: dict, inputs: dict[str, list], out: Path) -> list[Path]
 
     ``inputs`` holds lists of the stages' files by kind (each evaluation suite's name, see
     ``ropeext.suites``; compare, angles), ``references`` (the published values file), ``base_model``
-    (the base model's import_manifest.json or pre-training training_summary.json) and ``training`` (the
-    fine-tuned variants' training_summary.json files, each in its model directory, named by the variant)."""
+    (the base model's import_manifest.json or pre-training training_summary.json), ``training`` (the
+    fine-tuned variants' training_summary.json files, each in its model directory, named by the variant)
+    and ``warnings`` (the folder of the jobs' warning records, ropeext.job_warnings; None: no Warnings section)."""
     return Report(config, inputs, out).write()

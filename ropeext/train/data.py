@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ropeext import job_warnings
 from ropeext.errors import RopeextError
 
 COLUMNS = ("input_ids", "labels", "position_ids", "doc_ids")
@@ -167,10 +167,8 @@ def load_packed(path: str | Path, mmap: bool = True) -> PackedData:
         try:
             _write_sidecar(path, pf, folder, key)
         except OSError as exc:
-            print(
-                f"warning: cannot write the memory-map sidecar of {path} ({exc.strerror or exc}); "
-                "reading it into memory instead",
-                file=sys.stderr,
+            job_warnings.note(
+                f"cannot write the memory-map sidecar of {path} ({exc.strerror or exc}); reading it into memory instead"
             )
             return PackedData(_load_in_memory(pf))
         arrays = _map_sidecar(folder, key)

@@ -19,7 +19,7 @@ from ropeext.config import finetuned_methods, load_schema, resolve_config, scali
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.rope.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from ropeext.suites import SUITES  # noqa: E402
-from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
+from ropeext.workflow import export_job_paths, export_tracking_env, export_warnings_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
 
@@ -46,6 +46,7 @@ if TOKENIZER_FROM_BASE:
     config["tokenizer"]["path"] = f"{R}/models/{MODEL}-base"
 
 export_tracking_env(config)
+export_warnings_env(R)  # jobs record their warnings in {R}/warnings (ropeext.job_warnings)
 CONFIG = write_resolved_config(config, R)
 REFERENCES = config["report"]["references"] or f"{REPO_ROOT}/config/reference_values.yaml"
 

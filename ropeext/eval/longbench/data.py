@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
+from ropeext import job_warnings
 from ropeext.errors import RopeextError
 from ropeext.eval.common import read_jsonl
 
@@ -130,5 +130,5 @@ def load_samples(path: Path, *, on_error: str = "fail") -> list[dict]:
         rec["_line"] = n
         out.append(rec)
     for msg in skipped:
-        print(f"warning: skipped {msg}", file=sys.stderr)
+        job_warnings.note(f"skipped {msg}")
     return out
