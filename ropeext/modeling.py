@@ -166,7 +166,7 @@ def load_pretrained(path: str | Path, *, config=None, allow_unexpected: Callable
         mismatched=[(k, tuple(stored), tuple(want)) for k, stored, want in info["mismatched_keys"]],
         errors=info.get("error_msgs") or (),
         layers=getattr(model.config, "num_hidden_layers", None),
-        files=kwargs.get("gguf_file"),
+        files=[kwargs["gguf_file"]] if kwargs.get("gguf_file") else None,
     )
     if problem:
         raise RopeextError(problem)
@@ -385,7 +385,7 @@ def weights_problem(folder: str | Path, config=None, *, deep: bool = False) -> s
     the safetensors headers against the model built on the meta device (tied weights stored once are
     fine). Where they disagree, transformers' own loading report onto the meta device decides (it knows
     the renames some architectures apply). Legacy ``.bin`` weights are compared only with ``deep``
-    (transformers reads them to tell).
+    (transformers reads them to tell); quantized folders are left to the loader.
     """
     folder = Path(folder)
     for name in weight_files(folder):
@@ -398,6 +398,8 @@ def weights_problem(folder: str | Path, config=None, *, deep: bool = False) -> s
         return str(exc)
     if config is None:
         config = load_model_config(folder, option=str(folder / "config.json"))
+    if getattr(config, "quantization_config", None):  # packed weights under other names: the loader's business
+        return None
     layers = getattr(config, "num_hidden_layers", None)
     found = None
     if names is not None:
@@ -405,7 +407,11 @@ def weights_problem(folder: str | Path, config=None, *, deep: bool = False) -> s
         if expected is None:
             return None
         want, tied = expected
-        stored = stored_shapes(folder, names)
+        try:
+            stored = stored_shapes(folder, names)
+        except Exception as exc:  # noqa: BLE001 - a header safetensors refuses (the length and JSON were fine)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return f"{folder}: cannot read the safetensors headers of {', '.join(names)} ({first})"
         served = {k for group in tied if group & stored.keys() for k in group}
         found = mismatch_message(
             folder,
