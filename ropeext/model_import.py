@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id, write_json
-from ropeext.modeling import link_file, local_snapshot, weight_files
+from ropeext.modeling import layer_index, link_file, load_pretrained, local_snapshot, weight_files, weights_problem
 
 MANIFEST = "import_manifest.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -141,7 +141,7 @@ def truncate_config(config, num_layers: int, what: str = "--num-layers") -> None
 def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None = None):
     """(model, tokenizer) of a resolved source, dense, in ``dtype``, on the CPU."""
     import torch  # heavy: ropeext.checks (the Snakefile parse) imports this module
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig  # heavy, as above
+    from transformers import AutoConfig, AutoTokenizer, GgufConfig  # heavy, as above
 
     if dtype not in DTYPES:
         raise RopeextError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -158,11 +158,15 @@ def load_source(src: Source, *, dtype: str = "float32", num_layers: int | None =
         raise RopeextError(f"{where}: cannot read a model config: {exc}") from None
     if num_layers is not None:
         truncate_config(config, num_layers)
+    dropped = None if num_layers is None else (lambda key: layer_index(key) >= num_layers)  # the layers cut off
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=getattr(torch, dtype), **kwargs)
+        model = load_pretrained(folder, config=config, allow_unexpected=dropped, dtype=getattr(torch, dtype), **kwargs)
+    except RopeextError as exc:
+        raise RopeextError(f"--source {src.given}: {exc}") from None
+    try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=kwargs.get("gguf_file"))
     except Exception as exc:  # noqa: BLE001
-        raise RopeextError(f"{where}: cannot load the model or its tokenizer: {exc}") from None
+        raise RopeextError(f"{where}: cannot load its tokenizer: {exc}") from None
     drop_quantization(model)
     return model, tokenizer
 
@@ -242,6 +246,9 @@ def _write_linked(src: Source, tmp: Path, final: Path) -> tuple:
     weights = weight_files(src.path)
     if not weights:
         raise RopeextError(f"{where}: no weight files (*.safetensors, *.bin and their index) in the directory")
+    problem = weights_problem(src.path, config)  # the weights are linked, never loaded here: their headers
+    if problem:
+        raise RopeextError(f"--source {src.given}: {problem}")
     config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if (src.path / "generation_config.json").is_file():

@@ -60,6 +60,40 @@ def _truncated_model(tmp: Path, fx: dict) -> str:
     return str(folder)
 
 
+def _edit_json(path: Path, drop: tuple[str, ...] = (), **values) -> None:
+    data = json.loads(path.read_text())
+    for key in drop:
+        data.pop(key, None)
+    path.write_text(json.dumps({**data, **values}))
+
+
+def _model_copy(tmp: Path, fx: dict, name: str, *, drop: tuple[str, ...] = (), **config) -> str:
+    """The tiny model (2 layers, tied embeddings) copied with its config.json edited."""
+    folder = tmp / name
+    shutil.copytree(fx["model"], folder)
+    _edit_json(folder / "config.json", drop, **config)
+    return str(folder)
+
+
+def _not_json(tmp: Path, fx: dict) -> str:
+    """The tiny model whose config.json is not JSON."""
+    folder = Path(_model_copy(tmp, fx, "bad-config"))
+    (folder / "config.json").write_text("{ not json")
+    return str(folder)
+
+
+def _local_model(path: str) -> dict:
+    """A config overlay reading the model folder ``path`` (head_dim 32, as the tiny model's)."""
+    return {"model": {"path": path, "architecture": {"hidden_size": 64}}}
+
+
+def _without_bos_eos(tmp: Path, fx: dict) -> str:
+    """The tiny model whose tokenizer names neither a BOS nor an EOS token."""
+    folder = Path(_model_copy(tmp, fx, "no-bos-eos"))
+    _edit_json(folder / "tokenizer_config.json", ("bos_token", "eos_token"))
+    return str(folder)
+
+
 def _longbench_dir(tmp: Path, *names: str) -> str:
     folder = tmp / "longbench"
     folder.mkdir(exist_ok=True)
@@ -359,6 +393,62 @@ CASES = [
         ("model.architecture: head dimension 16", "32"),
         model=True,
     ),
+    # the weights against the folder's config.json, from the safetensors header (no weight loaded)
+    Case(
+        "model_layers_beyond_weights",
+        MODEL,
+        lambda t, f: _local_model(_model_copy(t, f, "extra-layers", num_hidden_layers=4)),
+        (
+            "model.path",
+            "extra-layers: the weights in model.safetensors do not match config.json",
+            "18 weight(s) missing",
+            "model.layers.2.input_layernorm.weight",
+            "num_hidden_layers 4 but the weights hold layers 0-1",
+        ),
+        model=True,
+    ),
+    Case(
+        "model_weights_of_another_shape",
+        MODEL,
+        lambda t, f: _local_model(_model_copy(t, f, "wide-mlp", intermediate_size=256)),
+        ("wide-mlp", "6 weight(s) of another shape", "model.layers.0.mlp.down_proj.weight stored [64, 128], expected"),
+        model=True,
+    ),
+    Case(
+        "model_untied_without_lm_head",
+        MODEL,
+        lambda t, f: _local_model(_model_copy(t, f, "untied", tie_word_embeddings=False)),
+        ("untied", "1 weight(s) missing", "(lm_head.weight)"),
+        model=True,
+    ),
+    Case(
+        "model_config_not_json",
+        MODEL,
+        lambda t, f: _local_model(_not_json(t, f)),
+        ("model.path", "bad-config/config.json: not valid JSON", "line 1 column 3"),
+        model=True,
+    ),
+    Case(
+        "model_config_unknown_type",
+        MODEL,
+        lambda t, f: _local_model(_model_copy(t, f, "odd-type", model_type="nosuchmodel")),
+        ("model.path", "odd-type/config.json: cannot load a model config", "nosuchmodel"),
+        model=True,
+    ),
+    Case(
+        "model_tokenizer_without_bos_eos",
+        MODEL,
+        lambda t, f: _local_model(_without_bos_eos(t, f)),
+        ("model.path (its tokenizer, as tokenizer.path is null)", "no-bos-eos", "neither a BOS nor an EOS"),
+        model=True,
+    ),
+    Case(
+        "tokenizer_without_bos_eos",
+        MODEL,
+        lambda t, f: {"tokenizer": {"path": _without_bos_eos(t, f)}},
+        ("tokenizer.path: tokenizer", "no-bos-eos", "neither a BOS nor an EOS"),
+        model=True,
+    ),
     Case(
         "model_id_not_cached_offline",
         MODEL,
@@ -545,6 +635,12 @@ CASES = [
         ("eval.openllm.batch_size: 'big'",),
     ),
     # packing, outputs, references
+    Case(
+        "pretrain_window_too_short",
+        "packing",
+        lambda t, f: {"model": {"train_length": 2}},
+        ("model.train_length: 2 is a window the pack stage cuts", "more than 2 tokens"),
+    ),
     Case(
         "interleave_bounds",
         "packing",
@@ -775,12 +871,15 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
     cut = d / "cut-model"
     shutil.copytree(tiny_model_dir, cut)
     (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:5000])
+    extra = d / "extra-layers"  # config.json declares 2 more layers than model.safetensors holds
+    shutil.copytree(tiny_model_dir, extra)
+    _edit_json(extra / "config.json", num_hidden_layers=4)
     (d / "longbench").mkdir()
     (d / "longbench" / "qasper_e.jsonl").write_text("")
     (d / "longbench" / "dataset2prompt.json").write_text('{"qasper": "{context} {input}"}')
     (d / "longbench" / "dataset2maxlen.json").write_text('{"qasper": 8}')
     (d / "a-file").write_text("")
-    return {"dir": d, "model": tiny_model_dir, "cut": cut}
+    return {"dir": d, "model": tiny_model_dir, "cut": cut, "extra": extra}
 
 
 def _finetune(i, out, *extra, train="anchor.parquet", layout="anchor", base=None):
@@ -818,6 +917,10 @@ def _eval(i, suite, out, *extra, model=None):
     ]
 
 
+def _import(source, out, *extra):
+    return ["import-model", "--source", str(source), "--output", str(out), "--no-mlflow", *extra]
+
+
 RUNTIME = [
     (
         "weights_truncated_eval",
@@ -839,6 +942,57 @@ RUNTIME = [
         lambda i, t: _finetune(i, t / "m", base=i["cut"]),
         ("cut-model/model.safetensors", "truncated"),
     ),
+    (
+        "weights_truncated_import",
+        lambda i, t: _import(i["cut"], t / "m"),
+        ("--source", "cut-model/model.safetensors", "truncated"),
+    ),
+    # config.json declares 2 more layers than model.safetensors holds: every load names the folder and keys
+    *[
+        (
+            f"weights_missing_layers_{name}",
+            argv,
+            (
+                "extra-layers: the weights in model.safetensors do not match config.json",
+                "18 weight(s) missing",
+                "(model.layers.2.input_layernorm.weight, model.layers.2.mlp.down_proj.weight,",
+                "num_hidden_layers 4 but the weights hold layers 0-1",
+            ),
+        )
+        for name, argv in [
+            ("import", lambda i, t: _import(i["extra"], t / "m")),
+            ("import_float32", lambda i, t: _import(i["extra"], t / "m", "--dtype", "float32")),
+            (
+                "extend",
+                lambda i, t: [
+                    "extend",
+                    "--base",
+                    str(i["extra"]),
+                    "--scaling",
+                    str(i["dir"] / "pi.json"),
+                    "--output",
+                    str(t / "m"),
+                    "--no-mlflow",
+                ],
+            ),
+            ("finetune", lambda i, t: _finetune(i, t / "m", base=i["extra"])),
+            (
+                "eval_ppl",
+                lambda i, t: [
+                    "eval",
+                    "ppl",
+                    "--model",
+                    str(i["extra"]),
+                    "--tokens",
+                    str(i["dir"] / "short-docs.parquet"),
+                    "--output-dir",
+                    str(t / "o"),
+                    "--no-mlflow",
+                ],
+            ),
+            ("eval_passkey", lambda i, t: _eval(i, "passkey", t / "o", model=i["extra"])),
+        ]
+    ],
     (
         "output_dir_is_a_file",
         lambda i, t: _eval(i, "passkey", i["dir"] / "a-file"),
@@ -1072,6 +1226,32 @@ def test_weight_file_problem_reads_only_the_header(tmp_path, tiny_model_dir):
         assert (problem is None) if expect is None else (expect in problem), (cut, problem)
     path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops" + data[13:])
     assert "not valid JSON" in weight_file_problem(path)
+
+
+def test_weights_problem_compares_the_headers_with_the_config(tmp_path, tiny_model_dir):
+    """Tied embeddings stored once pass; stored layers the config lacks and a shard the index names but the
+    folder lacks are named."""
+    from ropeext.modeling import weights_problem
+
+    fx = {"model": tiny_model_dir}
+    assert weights_problem(tiny_model_dir) is None
+    problem = weights_problem(_model_copy(tmp_path, fx, "fewer", num_hidden_layers=1))
+    assert "9 stored weight(s) that no parameter takes (model.layers.1.input_layernorm.weight," in problem, problem
+    assert "num_hidden_layers 1 but the weights hold layers 0-1" in problem, problem
+    sharded = Path(_model_copy(tmp_path, fx, "sharded"))
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00002.safetensors")
+    shards = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
+    assert "names model-00002-of-00002.safetensors, absent from" in weights_problem(sharded)
+
+
+def test_lm_eval_models_are_checked_before_hflm_loads_them(inputs):
+    """HFLM reports no weight it initialised at random: make_lm checks the folder first."""
+    from ropeext.errors import RopeextError
+    from ropeext.eval.openllm import runner
+
+    with pytest.raises(RopeextError, match="extra-layers: the weights in model.safetensors do not match"):
+        runner.make_lm(inputs["extra"], tokenizer=None, max_length=64, batch_size=1, device="cpu", dtype="float32")
 
 
 def test_non_finite_weights_are_caught_on_every_process():

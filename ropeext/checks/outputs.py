@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ropeext.checks.registry import check
-from ropeext.data.packing import INTERLEAVED, TAGGED, check_interleave, render_tag
+from ropeext.data.packing import INTERLEAVED, TAGGED, check_interleave, check_window, render_tag
 from ropeext.errors import RopeextError
 from ropeext.io import output_problem
 from ropeext.report.references import REPOSITORY_REFERENCES, load_references
@@ -15,11 +15,25 @@ from ropeext.report.references import REPOSITORY_REFERENCES, load_references
 
 @check(
     "packing",
-    "interleave settings that cannot cut the documents they name; a tag template the anchor_tag layout cannot render",
+    "a window the workflow packs (model.train_length when it pre-trains, each extension.target_lengths) too "
+    "short for the anchor and 2 tokens; interleave settings that cannot cut the documents they name; a tag "
+    "template the anchor_tag layout cannot render",
 )
 def _packing(config: dict) -> Iterator[str]:
     layouts = config["extension"]["layouts"]
     p = config["packing"]
+    windows = {"extension.target_lengths": config["extension"]["target_lengths"]}
+    if not config["model"]["path"]:  # pre-training packs windows of the pre-training length
+        windows["model.train_length"] = [config["model"]["train_length"]]
+    for key, values in windows.items():
+        for window in values:
+            try:
+                check_window(window)
+            except RopeextError:
+                yield (
+                    f"{key}: {window} is a window the pack stage cuts; packing needs more than 2 tokens "
+                    "(the anchor and at least 2 more)"
+                )
     if any(layout in INTERLEAVED for layout in layouts):
         try:
             check_interleave(p["interleave"])

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 from pathlib import Path
 from typing import Iterator
 
 from ropeext.checks.registry import check, head_dim, offline
+from ropeext.data.tokenizer import load_tokenizer
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id
 from ropeext.model_import import is_gguf_source, resolve_source
-from ropeext.modeling import local_snapshot, weight_file_problem, weight_files
+from ropeext.modeling import local_snapshot, weight_files, weights_problem
 
 
 def _model_config(path: str) -> dict | None:
@@ -81,22 +83,73 @@ def _dataset_cached(repo: str) -> bool:
 @check(
     "model.path / tokenizer.path",
     "a model source that does not resolve (GGUF file, package shipping one, model folder, hub id), a model "
-    "folder without config.json or weights, a truncated .safetensors file, model.architecture disagreeing "
-    "with the model's config.json; a hub id outside the cache while offline",
+    "folder without config.json or weights, a config.json transformers cannot read, a truncated .safetensors "
+    "file, weights missing, unexpected or of another shape than the folder's config.json implies, "
+    "model.architecture disagreeing with the model's config.json; a tokenizer folder that does not load or has "
+    "neither BOS nor EOS; a hub id outside the cache while offline",
     paths=True,
 )
 def _model(config: dict) -> Iterator[str]:
     m = config["model"]
-    if m["path"]:
-        yield from _model_path(config, m["path"])
+    found = list(_model_path(config, m["path"])) if m["path"] else []
+    yield from found
     tok = config["tokenizer"]["path"]
+    if not (tok or found) and m["path"] and not is_gguf_source(m["path"]) and Path(m["path"]).expanduser().is_dir():
+        problem = _checked(_tokenizer_problem, Path(m["path"]).expanduser())  # the base model's own tokenizer
+        if problem:
+            yield f"model.path (its tokenizer, as tokenizer.path is null): {problem}"
     if tok:
         if Path(tok).expanduser().is_dir():
+            problem = _checked(_tokenizer_problem, Path(tok).expanduser())
+            if problem:
+                yield f"tokenizer.path: {problem}"
             return
         if not is_hub_id(tok):
             yield f"tokenizer.path: folder not found: {tok} (expected a tokenizer directory or a hub id like org/name)"
         elif offline() and _model_config(tok) is None and not _cached_file(tok, "tokenizer_config.json"):
             yield f"tokenizer.path: the hub id {tok} is not in the local cache and downloads are off (HF_HUB_OFFLINE)"
+
+
+def _checked(fn, folder: Path) -> str | None:
+    """``fn(folder)``, once per state of the folder's files (names, sizes, modification times)."""
+    stamp = []
+    for p in folder.iterdir():
+        try:
+            stat = p.stat()
+        except OSError:  # a broken link: the check itself reports what it lacks
+            continue
+        stamp.append((p.name, stat.st_size, stat.st_mtime_ns))
+    return _once(fn, str(folder.resolve()), tuple(sorted(stamp)))
+
+
+@functools.lru_cache(maxsize=16)
+def _once(fn, folder: str, stamp: tuple) -> str | None:
+    return fn(Path(folder))
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """What stops a local model folder from loading as its config.json says: an unreadable or invalid
+    config.json, a cut weight file, weights that do not match the config (headers only, no weight loaded)."""
+    path = folder / "config.json"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return f"{path}: not valid JSON ({exc})"
+    try:
+        return weights_problem(folder)
+    except RopeextError as exc:
+        return str(exc)
+
+
+def _tokenizer_problem(folder: Path) -> str | None:
+    """Why the tokenizer of a local folder would stop a job (it does not load; neither BOS nor EOS), or None."""
+    try:
+        load_tokenizer(folder)
+    except RopeextError as exc:
+        return str(exc)
+    return None
 
 
 def _cached_file(repo: str, name: str) -> bool:
@@ -116,16 +169,15 @@ def _model_path(config: dict, path: str) -> Iterator[str]:
         if not (folder / "config.json").is_file():
             yield f"model.path: {path} has no config.json (expected a Hugging Face model directory)"
             return
-        names = weight_files(folder)
-        if not any(not n.endswith(".json") for n in names):
+        if not any(not n.endswith(".json") for n in weight_files(folder)):
             yield (
                 f"model.path: {path} has no weight files (expected model.safetensors, model-*-of-*.safetensors or "
                 "pytorch_model.bin)"
             )
-        for name in names:
-            problem = weight_file_problem(folder / name)
+        else:
+            problem = _checked(_folder_problem, folder)
             if problem:
-                yield f"model.path: {folder / name}: {problem}"
+                yield f"model.path: {problem}"
     elif not is_hub_id(path):
         yield f"model.path: model directory not found: {path} (expected a Hugging Face model directory or a hub id)"
         return

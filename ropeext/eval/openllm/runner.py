@@ -18,7 +18,7 @@ import numpy as np
 
 from ropeext.errors import RopeextError
 from ropeext.eval.openllm.presets import check_known
-from ropeext.modeling import weights_error
+from ropeext.modeling import check_weights, weights_error
 
 
 class EntryError(RopeextError):
@@ -102,6 +102,7 @@ def make_lm(
     model: str | Path, *, tokenizer: str | Path | None, max_length: int, batch_size: int | str, device: str, dtype: str
 ):
     """lm-eval's ``HFLM`` over a model directory (or hub id): the one model construction of every lm-eval run."""
+    check_weights(model, deep=True)  # HFLM loads without telling which weights it initialised at random
     # heavy: lm-eval loads only when its engine runs
     from lm_eval.models.huggingface import HFLM
 
