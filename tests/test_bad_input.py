@@ -859,6 +859,11 @@ RUNTIME = [
         ("the train split is empty", "1 document(s)", "(validation 0, test 1)", "set corpus.segment_chars"),
     ),
     (
+        "finite_divergence",
+        lambda i, t: _finetune(i, t / "m", "--set", "lr=1"),
+        ("training diverged at step 3", "steps 2-3", "above divergence_factor 3 x the best loss", "stopping at lr"),
+    ),
+    (
         "weights_truncated_eval",
         lambda i, t: [
             "eval",
