@@ -17,6 +17,14 @@ corpus size (< 2 GB at 1.6 GB of text for the whole path) and throughput that gr
 cores (tokenize-only comparison of 1 vs all cores at the smallest size).
 
     .venv/bin/python benchmarks/bench_data.py [--quick] [--sizes 100,400,1600] [--old-limit-gb 8] [--window 8192]
+
+``--long-document [MB]`` measures instead the case where memory used to follow the longest document:
+one text file of MB (50 by default) megabytes without a newline (standard-library text, whitespace
+collapsed to single spaces), and the same text as 500 JSONL records, through ``ropeext corpus`` and
+``ropeext tokenizer`` (a BPE of 2048 tokens trained on the train split, then every split tokenized),
+with this checkout and with LONG_OLD_REV, the commit before long documents were encoded in pieces.
+It prints seconds and peak RSS per stage and whether both give the same tokenizer and token ids
+(``--new-only`` skips the old one).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 OLD_REV = "b1b096df53a5bcb821dd3bc69e5e61cba18924f0"  # the last commit before the streaming data path
+LONG_OLD_REV = "6517728714e56cb8fab3c2776267698a68b12e99"  # the last commit before long documents went in pieces
 MB = 1_000_000
 
 
@@ -283,6 +292,130 @@ def old_package(dest: Path, rev: str) -> Path | None:
     return dest
 
 
+def build_long_document(folder: Path, size_mb: int, records: int = 500) -> tuple[Path, Path]:
+    """One line of about ``size_mb`` MB of standard-library text (a ``.txt`` whose path the split hash puts
+    in train) and the same text cut into ``records`` JSONL records; (text file, JSONL folder)."""
+    from ropeext.data.corpus import split_of, stdlib_files
+    from ropeext.data.pieces import text_pieces
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, n = [], 0
+    while n < size_mb * MB:
+        for p in stdlib_files(root):
+            try:
+                text = " ".join(p.read_text(encoding="utf-8").split())
+            except (UnicodeDecodeError, OSError):
+                continue
+            parts.append(text)
+            n += len(text) + 1
+            if n >= size_mb * MB:
+                break
+    text = " ".join(parts)[: size_mb * MB]
+    folder.mkdir(parents=True, exist_ok=True)
+    # a text document's id is its path: pick a name that lands in train, as a one-document corpus must
+    name = next(
+        f"long-{i}.txt" for i in range(1000) if split_of((folder / f"long-{i}.txt").as_posix(), 0.05, 0.1) == "train"
+    )
+    (folder / name).write_text(text, encoding="utf-8")
+    many = folder / "records"
+    many.mkdir()
+    with open(many / "part.jsonl", "w", encoding="utf-8") as fh:
+        for piece in text_pieces(text, len(text) // records + 1):
+            fh.write(json.dumps({"text": piece}) + "\n")
+    return folder / name, many
+
+
+def long_document_run(package_root: Path, corpus_cfg: dict, work: Path) -> dict:
+    """``ropeext corpus`` then ``ropeext tokenizer`` (BPE training and tokenizing) of one corpus, measured."""
+    import yaml
+
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.yaml").write_text(yaml.safe_dump({"corpus": corpus_cfg, "tokenizer": {"vocab_size": 2048}}))
+    env = dict(os.environ, PYTHONPATH=str(package_root), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    py = [sys.executable, "-m", "ropeext.cli"]
+    cfg = ["--config", str(work / "config.yaml"), "--no-mlflow"]
+    c_s, c_rss, _ = run_measured(py + ["corpus", *cfg, "--output-dir", str(work / "corpus")], env)
+    t_s, t_rss, _ = run_measured(
+        py
+        + [
+            "tokenizer",
+            *cfg,
+            "--corpus-dir",
+            str(work / "corpus"),
+            "--tokenizer-dir",
+            str(work / "tok"),
+            "--tokens-dir",
+            str(work / "tokens"),
+        ],
+        env,
+    )
+    stats = json.loads((work / "tokens" / "stats.json").read_text())
+    return {"corpus_s": c_s, "corpus_peak": c_rss, "tokenizer_s": t_s, "tokenizer_peak": t_rss, "stats": stats}
+
+
+def _same_output(a: Path, b: Path) -> bool:
+    """Whether two runs wrote the same tokenizer and the same token ids for every split."""
+    import pyarrow.parquet as pq
+
+    if (a / "tok" / "tokenizer.json").read_text() != (b / "tok" / "tokenizer.json").read_text():
+        return False
+    return all(
+        pq.read_table(a / "tokens" / f"{s}.parquet", columns=["input_ids"]).equals(
+            pq.read_table(b / "tokens" / f"{s}.parquet", columns=["input_ids"])
+        )
+        for s in ("train", "validation", "test")
+    )
+
+
+def long_document_bench(size_mb: int, new_only: bool, tmp_root: str | None) -> None:
+    from ropeext.data.tokens import available_cores
+
+    print(
+        f"machine: {os.cpu_count()} cores ({available_cores()} usable), load average {os.getloadavg()[0]:.1f}; "
+        f"one {size_mb} MB line vs the same text as 500 records"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="bench_long_") as tmp:
+        tmp = Path(tmp)
+        text_file, records = build_long_document(tmp / "data", size_mb)
+        old = None if new_only else old_package(tmp / "old", LONG_OLD_REV)
+        corpora = (
+            ("1 document", {"source": "text", "path": str(text_file), "min_chars": 1}),
+            ("500 documents", {"source": "jsonl", "path": str(records / "*.jsonl"), "min_chars": 1}),
+        )
+        for label, cfg in corpora:
+            outs = {}
+            for path, root in (("new", REPO), ("old", old)):
+                if root is None:
+                    continue
+                work = tmp / f"work-{path}"
+                r = long_document_run(root, cfg, work)
+                outs[path] = work
+                rows.append({"corpus": label, "path": path, **r})
+                print(
+                    f"  {label}, {path}: tokenizer {r['tokenizer_s']:.1f} s, "
+                    f"peak {r['tokenizer_peak'] / 2**30:.2f} GiB",
+                    flush=True,
+                )
+            same = _same_output(outs["new"], outs["old"]) if len(outs) == 2 else None
+            for r in rows[-len(outs) :]:
+                r["same"] = same
+            for work in outs.values():
+                shutil.rmtree(work)
+    print(f"\n{size_mb} MB of text: ropeext corpus + ropeext tokenizer (BPE 2048 trained, every split tokenized)")
+    print(f"{'corpus':<14} {'path':<5} {'stage':<10} {'seconds':>8} {'peak RSS':>9} {'tokens':>12}  same ids as old")
+    for r in rows:
+        tokens = sum(r["stats"][s]["tokens"] for s in ("train", "validation", "test"))
+        same = "-" if r["same"] is None else ("yes" if r["same"] else "NO")
+        for stage in ("corpus", "tokenizer"):
+            print(
+                f"{r['corpus']:<14} {r['path']:<5} {stage:<10} {r[f'{stage}_s']:>8.1f} "
+                f"{r[f'{stage}_peak'] / 2**30:>7.2f}GB {tokens if stage == 'tokenizer' else '':>12}  "
+                f"{same if stage == 'tokenizer' else ''}"
+            )
+    print("peak RSS: largest sum of resident memory of the stage's process tree (workers included).")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 and 20 MB instead of 100, 400 and 1600 MB")
@@ -295,7 +428,19 @@ def main() -> None:
     )
     ap.add_argument("--tmp", default=None, help="folder for the generated corpora (default: the system temp)")
     ap.add_argument("--window", type=int, default=8192, help="packing window of the pack stage (layout anchor)")
+    ap.add_argument(
+        "--long-document",
+        type=int,
+        nargs="?",
+        const=50,
+        default=None,
+        metavar="MB",
+        help="measure one MB-megabyte line (default 50) against the same text as 500 records, new vs old",
+    )
     args = ap.parse_args()
+    if args.long_document is not None:
+        long_document_bench(args.long_document, args.new_only, args.tmp)
+        return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([5, 20] if args.quick else [100, 400, 1600])
     from ropeext.data.corpus import iter_stdlib
     from ropeext.data.tokenizer import train_bpe

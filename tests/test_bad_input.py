@@ -30,6 +30,7 @@ import yaml
 
 from ropeext import checks
 from ropeext.cli import main
+from ropeext.data.corpus import split_of
 from tests.conftest import REPO
 
 BASE = REPO / ".test" / "config.yaml"  # head_dim 16, L 32, L' 64, methods none + dprope, layouts full + anchor
@@ -92,6 +93,25 @@ def _without_bos_eos(tmp: Path, fx: dict) -> str:
     folder = Path(_model_copy(tmp, fx, "no-bos-eos"))
     _edit_json(folder / "tokenizer_config.json", ("bos_token", "eos_token"))
     return str(folder)
+
+
+def _in_split(path_of, split: str) -> Path:
+    """The first ``path_of(i)`` whose document id (``str(path)``, or the JSONL record's ``path:1``) the
+    corpus split hash puts in ``split``."""
+    for i in range(1000):
+        path = path_of(i)
+        doc_id = f"{path.as_posix()}:1" if path.suffix == ".jsonl" else path.as_posix()
+        if split_of(doc_id, 0.05, 0.1) == split:
+            return path
+    raise AssertionError(f"no name lands in {split}")
+
+
+def _one_document(tmp: Path, suffix: str = ".txt") -> str:
+    """A corpus of one long document (one line, no newline) that the split hash puts in test."""
+    path = _in_split(lambda i: tmp / f"doc{i}{suffix}", "test")
+    text = " ".join(f"word{i}" for i in range(2000))
+    path.write_text(json.dumps({"text": text}) + "\n" if suffix == ".jsonl" else text)
+    return str(path)
 
 
 def _longbench_dir(tmp: Path, *names: str) -> str:
@@ -359,6 +379,12 @@ CASES = [
         lambda t, f: {"corpus": {"source": "hf", "path": "someorg/uncached-ds"}},
         ("corpus.path", "someorg/uncached-ds", "not in the local cache"),
         env=OFFLINE,
+    ),
+    Case(
+        "text_corpus_of_one_document_in_test",
+        CORPUS,
+        lambda t, f: {"corpus": {"source": "text", "path": _one_document(t)}},
+        ("corpus.path", "can reach the train split", "it puts every one in validation or test", "corpus.segment_chars"),
     ),
     Case(
         "stdlib_root_missing",
@@ -921,7 +947,25 @@ def _import(source, out, *extra):
     return ["import-model", "--source", str(source), "--output", str(out), "--no-mlflow", *extra]
 
 
+def _corpus_of_one_record(t: Path) -> list[str]:
+    """``ropeext corpus`` of a JSONL file of one record, which the split hash puts in test (the config check
+    cannot tell without reading the file)."""
+    config = t / "one.yaml"
+    config.write_text(yaml.safe_dump({"corpus": {"source": "jsonl", "path": _one_document(t, ".jsonl")}}))
+    return ["corpus", "--config", str(config), "--output-dir", str(t / "o"), "--no-mlflow"]
+
+
 RUNTIME = [
+    (
+        "corpus_of_one_document_in_test",
+        lambda i, t: _corpus_of_one_record(t),
+        ("the train split is empty", "1 document(s)", "(validation 0, test 1)", "set corpus.segment_chars"),
+    ),
+    (
+        "finite_divergence",
+        lambda i, t: _finetune(i, t / "m", "--set", "lr=1"),
+        ("training diverged at step 3", "steps 2-3", "above divergence_factor 3 x the best loss", "stopping at lr"),
+    ),
     (
         "weights_truncated_eval",
         lambda i, t: [

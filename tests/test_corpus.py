@@ -1,8 +1,9 @@
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
-from ropeext.data.corpus import build_splits, split_of, stdlib_files, top_level_definitions
+from ropeext.data.corpus import build_splits, split_of, stdlib_files, top_level_definitions, write_splits
 from ropeext.errors import RopeextError
 
 
@@ -272,3 +273,43 @@ def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
     # ids carry the folder's path, so which record lands where varies; 200 records fill every split
     assert all(len(v) == 1 for v in splits.values()) and manifest["stopped_early"]
     assert {d.domain for v in splits.values() for d in v} <= {"s0", "s1"}
+
+
+def _file_in(folder, split: str, suffix: str = ".txt"):
+    """A path in ``folder`` whose id (the path itself) the split hash puts in ``split``."""
+    return next(p for i in range(1000) if split_of((p := folder / f"doc{i}{suffix}").as_posix(), 0.05, 0.1) == split)
+
+
+def test_a_one_document_corpus_says_why_train_is_empty_and_segments_fill_every_split(tmp_path):
+    doc = _file_in(tmp_path, "test")
+    text = " ".join(f"word{i}" for i in range(40_000))  # one line of about 300 KB
+    doc.write_text(text)
+    cfg = {"source": "text", "path": str(doc)}
+    with pytest.raises(RopeextError) as err:
+        write_splits(cfg, tmp_path / "whole")
+    message = str(err.value)
+    for part in ("the train split is empty", "1 document(s)", "(validation 0, test 1)", "corpus.segment_chars"):
+        assert part in message, message
+    assert not list((tmp_path / "whole").iterdir())  # nothing half-written
+
+    manifest = write_splits(cfg | {"segment_chars": 5000}, tmp_path / "cut")
+    assert all(manifest["documents"][s] > 0 for s in ("train", "validation", "test")), manifest["documents"]
+    assert manifest["segmented"] == 1 and manifest["segment_chars"] == 5000
+    rows = [
+        r for s in ("train", "validation", "test") for r in pq.read_table(tmp_path / "cut" / f"{s}.parquet").to_pylist()
+    ]
+    rows.sort(key=lambda r: int(r["id"].rsplit("#", 1)[1]))
+    assert [r["id"] for r in rows] == [f"{doc.as_posix()}#{k}" for k in range(len(rows))]
+    assert "".join(r["text"] for r in rows) == text and max(len(r["text"]) for r in rows) <= 5000
+    # short documents stay whole
+    short = _file_in(tmp_path / "more", "train")
+    short.parent.mkdir()
+    short.write_text("a short document that is long enough for min_chars, and whole " * 2)
+    splits, m = build_splits({"source": "text", "path": str(short.parent), "segment_chars": 5000})
+    assert [d.id for d in splits["train"]] == [short.as_posix()] and m["segmented"] == 0
+
+
+def test_documents_all_below_min_chars_are_named_as_the_reason(tmp_path):
+    (tmp_path / "a.txt").write_text("tiny")
+    with pytest.raises(RopeextError, match=r"1 document\(s\) read .* none with at least corpus.min_chars \(64\)"):
+        build_splits({"source": "text", "path": str(tmp_path)})

@@ -345,6 +345,8 @@ def test_training_settings_take_the_schemas_shared_defaults():
         "keep_checkpoints",
         "log_every",
         "system_metrics",
+        "divergence_factor",
+        "divergence_patience",
     ):
         assert getattr(s, key) == shared[key], key
     assert list(s.betas) == shared["betas"]

@@ -9,7 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ropeext.data.corpus import SPLITS, write_splits
+from ropeext.data import tokens
+from ropeext.data.corpus import SPLITS, Document, SplitWriter, stdlib_files, write_splits
+from ropeext.data.pieces import cut_points, piece_batches, text_pieces
 from ropeext.data.shards import gather, parse_shard, shard_file, split_files
 from ropeext.data.tokenizer import train_bpe
 from ropeext.data.tokens import (
@@ -203,3 +205,121 @@ def test_cli_one_job_equals_scatter_and_gather(tmp_path):
             k: b[s][k] for k in ("documents", "tokens", "median_length", "max_length")
         }
     assert main(["tokenizer", *two, "--shard", "0/2"]) == 2  # --split missing: a clear error, not a traceback
+
+
+# ---- long documents: encoded in pieces, ids as the whole text's --------------------------------------
+
+LLAMA3_SPLIT = (  # the pre-token regex of Llama 3 (and, but for the digit groups, Qwen 2)
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+@pytest.fixture(scope="module")
+def long_text():
+    """About 200 KB: standard-library source (newlines, indentation, digits, punctuation) with non-ASCII
+    words, runs of spaces and a single-line stretch, as one document."""
+    parts, n = [], 0
+    for p in stdlib_files():
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        parts.append(text)
+        n += len(text)
+        if n > 150_000:
+            break
+    source = "".join(parts)
+    one_line = " ".join(source[:40_000].split())
+    return source + " café naïve Straße 日本語のテキスト  \t  x\n\n   " + one_line + "   end"
+
+
+def _llama3_style_bpe(texts):
+    # heavy: tokenizers and transformers load only for this tokenizer
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>")
+
+
+def test_cut_points_fall_before_a_space_that_follows_a_word():
+    text = "alpha beta  gamma\tdelta\n epsilon " * 50  # at most 22 characters between two such spaces
+    for size in (7, 30, 100):
+        pieces = text_pieces(text, size)
+        assert "".join(pieces) == text and all(0 < len(p) <= size for p in pieces)
+        if size > 22:
+            for cut in cut_points(text, size)[1:]:
+                assert text[cut] == " " and not text[cut - 1].isspace()
+    # no such space within the limit: cut at the limit
+    assert text_pieces("abcdefgh", 3) == ["abc", "def", "gh"]
+    assert text_pieces("a" + " " * 9 + "b", 4) == ["a", "    ", "    ", " b"]
+    assert text_pieces("short", 10) == ["short"] and text_pieces("", 3) == [""]
+
+
+@pytest.mark.parametrize("style", ["ropeext", "llama3"])
+def test_a_long_document_in_pieces_has_the_ids_of_the_whole_text(style, long_text, tok, tmp_path):
+    tokenizer = tok if style == "ropeext" else _llama3_style_bpe([long_text[:50_000]])
+    whole = tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    assert len(text_pieces(long_text, 5000)) > 30
+    corpus = tmp_path / "train.parquet"
+    writer = SplitWriter(corpus)
+    writer.add(Document("short", "a short one"))
+    writer.add(Document("long", long_text))
+    writer.add(Document("after", "and after it"))
+    writer.close()
+    stats = tokenize_split(tokenizer, [corpus], tmp_path / "t.parquet", batch_chars=20_000, piece_chars=5000)
+    got = _table(tmp_path / "t.parquet")
+    assert got["id"] == ["short", "long", "after"]  # one row per document, pieces joined
+    assert got["input_ids"][1] == whole
+    assert got["input_ids"][0] == tokenizer("a short one", add_special_tokens=False)["input_ids"]
+    assert tokenizer.bos_token_id not in whole  # no special token between pieces
+    assert stats["documents"] == 3 and stats["max_length"] == len(whole)
+    assert tokenize_documents(tokenizer, [long_text, "x y"], piece_chars=3000, batch_chars=7000) == [
+        whole,
+        tokenizer("x y", add_special_tokens=False)["input_ids"],
+    ]
+
+
+def test_no_string_longer_than_a_piece_reaches_the_encoder(long_text, tok, tmp_path, monkeypatch):
+    """What the encoder holds at once is bounded by batch_chars and piece_chars, not by the document,
+    with one process and with the worker pool (whose output is the same file)."""
+    corpus = tmp_path / "train.parquet"
+    writer = SplitWriter(corpus)
+    docs = [long_text[i * 1000 : i * 1000 + 60_000] for i in range(3)]
+    for i, text in enumerate(docs):
+        writer.add(Document(f"d{i}", text))
+    writer.close()
+    seen = []
+    encode = tokens._Backend.encode
+
+    def spy(self, texts):
+        seen.append([len(t) for t in texts])
+        return encode(self, texts)
+
+    monkeypatch.setattr(tokens._Backend, "encode", spy)
+    tokenize_split(tok, [corpus], tmp_path / "a.parquet", batch_chars=12_000, piece_chars=4000)
+    assert seen and max(max(s) for s in seen) <= 4000 and max(sum(s) for s in seen) <= 12_000
+    tokenize_split(tok, [corpus], tmp_path / "b.parquet", threads=2, batch_chars=12_000, piece_chars=4000)
+    assert _table(tmp_path / "a.parquet") == _table(tmp_path / "b.parquet")
+    whole = tok(docs, add_special_tokens=False)["input_ids"]
+    assert _table(tmp_path / "a.parquet")["input_ids"] == whole
+
+
+def test_the_tokenizer_trained_on_pieces_is_the_one_trained_on_whole_documents(long_text):
+    texts = [long_text, long_text[::-1][:30_000], "short text"]
+    whole = train_bpe(texts, vocab_size=400)
+    pieces = list(piece_batches([texts[:2], texts[2:]], 4000))
+    assert max(len(p) for batch in pieces for p in batch) <= 4000
+    assert train_bpe(iter(pieces), vocab_size=400).backend_tokenizer.to_str() == whole.backend_tokenizer.to_str()

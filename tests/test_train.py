@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,10 @@ import torch
 from ropeext.checks import TRAINING, problems
 from ropeext.config import resolve_config
 from ropeext.errors import RopeextError
+from ropeext.modeling import build_tiny_llama
+from ropeext.train import checkpoint as ckpt
 from ropeext.train.data import PackedData, batch_indices
+from ropeext.train.divergence import DivergenceGuard
 from ropeext.train.loop import TrainSettings, lr_at, train
 
 
@@ -201,3 +206,107 @@ def test_keep_checkpoints_zero_keeps_every_checkpoint(tiny_model_dir, tmp_path):
         s = TrainSettings(steps=6, batch_size=2, lr=1e-3, precision="fp32", checkpoint_every=2, keep_checkpoints=keep)
         train(_model(tiny_model_dir), _packed(), s, checkpoint_dir=folder, progress=False)
         assert [f.step for f in ckpt.list_checkpoints(folder)] == kept
+
+
+# ---- a divergence that stays finite ------------------------------------------------------------------
+
+U320 = math.log(320)  # the uniform-prediction loss of the tiny models' 320-token vocabulary
+
+
+def _guard_stops(losses, factor=3.0, patience=2, vocab=320):
+    g = DivergenceGuard(vocab, factor, patience)
+    return next((i + 1 for i, loss in enumerate(losses) if g.update(i + 1, loss)), None)
+
+
+def test_divergence_rules_on_loss_histories():
+    u = U320
+    # a model from scratch sits at ln(V) and below it only by a little: never armed, never stopped
+    assert _guard_stops([u + 0.02, u, u - 0.01, u + 0.01, u, 0.97 * u, u, u, u]) is None
+    # once clearly below (< 0.95 ln V), coming back to ln(V) for `patience` steps stops the run
+    assert _guard_stops([u, 0.9 * u, u, u, u]) == 4
+    assert _guard_stops([u, 0.9 * u, u, 0.8 * u, u, 0.7 * u]) is None  # never twice in a row
+    assert _guard_stops([u, 0.9 * u, u, u, u], patience=3) == 5
+    # a jump above factor x the best (and 1 nat above it) for `patience` steps
+    assert _guard_stops([5.0, 2.0, 7.0, 9.0]) == 4
+    assert _guard_stops([5.0, 2.0, 7.0, 2.5, 7.0]) is None
+    assert _guard_stops([5.0, 2.0, 7.0, 9.0], factor=None) is None
+    assert _guard_stops([5.0, 0.01, 0.05, 0.2, 0.3]) is None  # tiny losses: a factor without a nat
+    assert _guard_stops([5.0, 2.0, 1e6, 1e6], patience=0) is None
+    # the uniform rule needs the vocabulary; without it only the jump rule acts
+    assert _guard_stops([u, 0.9 * u, u, u], vocab=None) is None
+    # the state is a function of the history: replaying it (a resumed run) decides as the whole run
+    losses = [5.0, 2.0, 1.5, 7.0, 2.0, 9.0, 9.5]
+    whole = _guard_stops(losses)
+    g = DivergenceGuard(320, 3.0, 2)
+    for i, loss in enumerate(losses[:4]):
+        g.update(i + 1, loss)
+    resumed = next(i + 5 for i, loss in enumerate(losses[4:]) if g.update(i + 5, loss))
+    assert whole == resumed == 7
+
+
+def _one_layer_model():
+    return build_tiny_llama(320, 64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+def test_a_huge_lr_that_collapses_to_uniform_predictions_stops_the_run():
+    """lr 1e6 after some training: finite weights, every prediction uniform, the loss exactly ln(320)."""
+    model = _one_layer_model()
+    train(model, _packed(), TrainSettings(steps=10, batch_size=4, lr=1e-2, precision="fp32"), progress=False)
+    s = TrainSettings(steps=6, batch_size=4, lr=1e6, warmup_steps=1, precision="fp32")
+    with pytest.raises(RopeextError) as err:
+        train(model, _packed(), s, progress=False)
+    message = str(err.value)
+    for part in (
+        "training diverged at step 3",
+        "steps 2-3",
+        f"uniform-prediction level ln(320) = {U320:.4g}",
+        "stopping at lr",
+        "divergence_patience 2",
+    ):
+        assert part in message, message
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # nothing non-finite to catch
+
+
+def test_a_collapse_names_the_checkpoint_from_before_it(tmp_path):
+    """From the 9th forward pass on the model predicts every token alike (a hook zeroes the final norm): the
+    run stops at step 10, and the checkpoint of step 8 (the weights step 9 measured) is not the good one."""
+    model = _one_layer_model()
+    calls = {"n": 0}
+
+    def collapse(module, args, out):
+        calls["n"] += 1
+        return out * 0 if calls["n"] >= 9 else out
+
+    model.model.norm.register_forward_hook(collapse)
+    s = TrainSettings(steps=14, batch_size=4, lr=1e-2, precision="fp32", checkpoint_every=2, keep_checkpoints=2)
+    with pytest.raises(RopeextError, match="training diverged at step 10") as err:
+        train(model, _packed(), s, checkpoint_dir=tmp_path, progress=False)
+    assert f"last good checkpoint kept: {tmp_path / 'step-0000006'}" in str(err.value)
+    assert "step-0000008 holds weights from after the divergence began" in str(err.value)
+    assert [f.step for f in ckpt.list_checkpoints(tmp_path)] == [6, 8]  # none written during the streak
+
+
+def test_a_jump_that_stays_finite_stops_the_run(tmp_path):
+    """From scratch with lr 10 (warm-up 10): the loss leaves ln(V) upwards, finite, 10x the best and more."""
+    s = TrainSettings(steps=12, batch_size=4, lr=10.0, warmup_steps=10, precision="fp32", checkpoint_every=1)
+    with pytest.raises(RopeextError) as err:
+        train(_one_layer_model(), _packed(), s, checkpoint_dir=tmp_path, progress=False)
+    message = str(err.value)
+    assert "above divergence_factor 3 x the best loss" in message and "stopping at lr" in message, message
+    assert "last good checkpoint kept" in message, message
+
+
+def test_a_fresh_model_near_the_uniform_level_and_normal_training_are_not_stopped(tiny_model_dir):
+    # from scratch the loss starts at ln(V) and stays there at a tiny lr: no divergence
+    summary = train(
+        _model(tiny_model_dir),
+        _packed(),
+        TrainSettings(steps=6, batch_size=2, lr=1e-7, precision="fp32"),
+        progress=False,
+    )
+    assert all(abs(x - U320) < 0.01 * U320 for x in summary["loss_history"]), summary["loss_history"]
+    # pre-training from scratch at a high lr, through its noisy first steps, with the defaults
+    summary = train(
+        _one_layer_model(), _packed(), TrainSettings(steps=30, batch_size=4, lr=3e-2, precision="fp32"), progress=False
+    )
+    assert summary["loss_history"][-1] < 0.5 * U320

@@ -31,7 +31,8 @@ def _model_config(path: str) -> dict | None:
 
 @check(
     "corpus.path",
-    "a corpus folder, file or glob that matches nothing; an hf dataset that is neither a local "
+    "a corpus folder, file or glob that matches nothing; a text corpus none of whose files can reach the "
+    "train split (one file that the split hash puts in test, say); an hf dataset that is neither a local "
     "folder nor in the cache while offline",
     paths=True,
 )
@@ -54,6 +55,8 @@ def _corpus(config: dict) -> Iterator[str]:
         )
         if found is None:
             yield f"corpus.path: no text file at {path!r} (corpus.source text: a folder, a file or a glob)"
+        elif not c["segment_chars"]:
+            yield from _text_train_split(c)
     elif source in ("jsonl", "parquet"):
         if not (Path(path).is_file() or glob.glob(path, recursive=True)):
             yield f"corpus.path: no {source} file at {path!r} (a file or a glob)"
@@ -67,6 +70,37 @@ def _corpus(config: dict) -> Iterator[str]:
                 f"corpus.path: the hub dataset {path} is not in the local cache and downloads are off "
                 "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); download it once, or point corpus.path at a local copy"
             )
+
+
+def _text_train_split(c: dict) -> Iterator[str]:
+    """A text corpus whose every file the split hash sends to validation/test, or that is shorter than
+    corpus.min_chars, leaves train empty (a text file's id is its path: no file needs reading)."""
+    # heavy: the corpus module loads pyarrow; only a text corpus needs this check
+    from ropeext.data.corpus import split_of
+
+    fr, path = c["split_fractions"], c["path"]
+    base = Path(path)
+    # lazily and in any order: the first file that can reach train ends the check
+    found = base.rglob("*") if base.is_dir() else map(Path, glob.iglob(path, recursive=True))
+    train, files = [], []
+    for p in filter(Path.is_file, found):
+        if split_of(p.as_posix(), fr["validation"], fr["test"]) == "train":
+            if p.stat().st_size >= c["min_chars"]:
+                return
+            train.append(p)
+        files.append(p)
+    names = ", ".join(sorted(p.name for p in files)[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    why = (
+        f"the {len(train)} it puts in train are shorter than corpus.min_chars ({c['min_chars']})"
+        if train
+        else "it puts every one in validation or test"
+    )
+    yield (
+        f"corpus.path: no file of {path!r} ({names}) can reach the train split: each file is one document, "
+        f"placed whole in the split a hash of its path picks (split_fractions: validation {fr['validation']}, "
+        f"test {fr['test']}), and {why}; set corpus.segment_chars (e.g. 1000000) to cut long documents into "
+        "segments placed one by one, or add files"
+    )
 
 
 def _dataset_cached(repo: str) -> bool:

@@ -18,9 +18,17 @@ from pathlib import Path
 from ropeext import tracking
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.data.corpus import SPLITS, iter_texts
+from ropeext.data.pieces import piece_batches
 from ropeext.data.shards import gather, parse_shard, shard_file, shard_set, split_files
 from ropeext.data.tokenizer import load_tokenizer, train_bpe
-from ropeext.data.tokens import TokenStats, available_cores, document_lengths, shard_budget, tokenize_split
+from ropeext.data.tokens import (
+    TOKENIZE_PIECE_CHARS,
+    TokenStats,
+    available_cores,
+    document_lengths,
+    shard_budget,
+    tokenize_split,
+)
 from ropeext.errors import RopeextError
 from ropeext.io import read_json, write_json
 
@@ -86,7 +94,9 @@ def _train_or_load(tcfg: dict, corpus: Path, tokenizer_dir: str):
     if tcfg.get("path"):
         tok = load_tokenizer(tcfg["path"])
     else:
-        tok = train_bpe(iter_texts(split_files(corpus, "train")), vocab_size=tcfg["vocab_size"])
+        # pieces cut at pre-token boundaries: the same word counts as whole documents, in bounded memory
+        texts = piece_batches(iter_texts(split_files(corpus, "train")), TOKENIZE_PIECE_CHARS)
+        tok = train_bpe(texts, vocab_size=tcfg["vocab_size"])
     seconds = time.perf_counter() - t0
     tok.save_pretrained(tokenizer_dir)
     write_json(Path(tokenizer_dir) / TRAINING_FILE, {"train_seconds": seconds, "trained": not tcfg.get("path")})

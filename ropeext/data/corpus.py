@@ -5,6 +5,11 @@ the corpus. ``id`` is stable and decides the split through a hash, so adding doc
 existing ones. ``domain`` is a stdlib file's top-level package, the record field
 ``corpus.domain_field`` (a dotted path), else ``corpus.domain``. Unreadable input is never dropped
 silently: ``SourceLog`` counts and names it for the manifest and a warning.
+
+A document is never divided between splits. With ``corpus.segment_chars`` set, a longer document
+is first cut into segments of at most that many characters (at spaces, ``ropeext.data.pieces``),
+each a document of its own (id ``<id>#<k>``, k from 0) that the hash places independently: a corpus
+of one long document then fills every split, and no later stage holds more than a segment at once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ropeext import job_warnings
+from ropeext.data.pieces import text_pieces
 from ropeext.data.shards import iter_rows, shard_file
 from ropeext.errors import RopeextError
 from ropeext.io import atomic_path
@@ -350,6 +356,9 @@ class _Tally:
         self.kinds: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
         self.domains: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
         self.stopped_early = False
+        self.read = 0  # documents read from the source, before min_chars (and before segmenting)
+        self.kept = 0  # documents (segments) at least min_chars long, before max_documents
+        self.segmented = 0  # documents cut into segments (corpus.segment_chars)
 
     def add(self, split: str, doc: Document) -> None:
         self.documents[split] += 1
@@ -358,20 +367,39 @@ class _Tally:
         self.domains[split][doc.domain] = self.domains[split].get(doc.domain, 0) + 1
 
 
+def segments(doc: Document, segment_chars: int | None) -> list[Document]:
+    """``doc`` cut into documents ``<id>#<k>`` of at most ``segment_chars`` characters; ``[doc]`` if short enough."""
+    if not segment_chars or len(doc.text) <= segment_chars:
+        return [doc]
+    return [
+        Document(f"{doc.id}#{k}", text, doc.kind, doc.domain)
+        for k, text in enumerate(text_pieces(doc.text, segment_chars))
+    ]
+
+
+def _segmented(source: Iterator[Document], segment_chars: int | None, tally: _Tally) -> Iterator[Document]:
+    for doc in source:
+        tally.read += 1
+        parts = segments(doc, segment_chars)
+        tally.segmented += len(parts) > 1
+        yield from parts
+
+
 def iter_split_documents(corpus_cfg: dict, log: SourceLog, tally: _Tally) -> Iterator[tuple[str, Document]]:
-    """(split, document) in source order after ``min_chars`` and ``max_documents``; stops reading the
-    source as soon as every split that can receive documents holds ``max_documents``."""
+    """(split, document) in source order after ``segment_chars``, ``min_chars`` and ``max_documents``; stops
+    reading the source as soon as every split that can receive documents holds ``max_documents``."""
     val, test = _fractions(corpus_cfg)
     min_chars = corpus_cfg.get("min_chars", 64)
     cap = corpus_cfg.get("max_documents")
     open_splits = {s for s, frac in (("train", 1 - val - test), ("validation", val), ("test", test)) if frac > 0}
     source = iter_documents(corpus_cfg, log)
     try:
-        for doc in source:
+        for doc in _segmented(source, corpus_cfg.get("segment_chars"), tally):
             if len(doc.text) < min_chars:
                 continue
             # definitions follow the split of their file, so no test code leaks into training
             split = split_of(doc.id.split("::", 1)[0], val, test)
+            tally.kept += 1
             tally.fingerprint.update(doc.id.encode() + b"\0")
             if cap and tally.documents[split] >= cap:
                 continue
@@ -399,11 +427,42 @@ def _manifest(corpus_cfg: dict, tally: _Tally, log: SourceLog, shards: int, file
         "domain_field": corpus_cfg.get("domain_field"),
         "domain_fallbacks": log.domain_fallbacks,
         "max_documents": corpus_cfg.get("max_documents"),
+        "segment_chars": corpus_cfg.get("segment_chars"),
+        "segmented": tally.segmented,
         "stopped_early": tally.stopped_early,
         "skipped": log.as_dict(),
         "shards": shards,
         "files": files,
     }
+
+
+def _check_train(corpus_cfg: dict, tally: _Tally, log: SourceLog) -> None:
+    """Stop with the reason when no document reached the train split."""
+    if tally.documents["train"]:
+        return
+    min_chars = corpus_cfg.get("min_chars", 64)
+    where = f"corpus.source {corpus_cfg['source']!r}" + (
+        f", corpus.path {corpus_cfg['path']!r}" if corpus_cfg.get("path") else ""
+    )
+    if not tally.kept:
+        skipped = f"; {log.message()}" if log.skipped else ""
+        raise RopeextError(
+            f"corpus: the train split is empty: {tally.read} document(s) read from {where}, none with at least "
+            f"corpus.min_chars ({min_chars}) characters{skipped}"
+        )
+    val, test = _fractions(corpus_cfg)
+    held = ", ".join(f"{s} {tally.documents[s]}" for s in ("validation", "test"))
+    hint = (
+        "set corpus.segment_chars (e.g. 1000000) to cut long documents into segments placed one by one, or "
+        if not corpus_cfg.get("segment_chars")
+        else "lower corpus.segment_chars for more, shorter segments, or "
+    )
+    raise RopeextError(
+        f"corpus: the train split is empty: the {tally.kept} document(s) of {where} all went to validation/test "
+        f"({held}); each document goes whole to the split a hash of its id picks (split_fractions: validation "
+        f"{val}, test {test}), so a corpus of one or a few documents can leave train empty. To fix: {hint}"
+        "give more documents (several files, or one JSONL record per document)"
+    )
 
 
 def _warn_skipped(log: SourceLog) -> None:
@@ -417,8 +476,7 @@ def build_splits(corpus_cfg: dict) -> tuple[dict[str, list[Document]], dict]:
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}
     for split, doc in iter_split_documents(corpus_cfg, log, tally):
         splits[split].append(doc)
-    if not splits["train"]:
-        raise RopeextError("corpus: the train split is empty (check corpus.path and corpus.min_chars)")
+    _check_train(corpus_cfg, tally, log)
     _warn_skipped(log)
     return splits, _manifest(corpus_cfg, tally, log, 1, {s: [f"{s}.parquet"] for s in SPLITS})
 
@@ -486,8 +544,7 @@ def write_splits(corpus_cfg: dict, out_dir: str | Path) -> dict:
         finally:
             for w in writers.values():
                 w.close()
-        if not tally.documents["train"]:
-            raise RopeextError("corpus: the train split is empty (check corpus.path and corpus.min_chars)")
+        _check_train(corpus_cfg, tally, log)
     _warn_skipped(log)
     return _manifest(corpus_cfg, tally, log, shards, files)
 

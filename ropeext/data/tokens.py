@@ -1,6 +1,12 @@
 """Tokenized documents on disk (one Parquet row per document: ``input_ids``, ``id``, ``kind``, ``domain``),
 and the streaming tokenizer that writes them (ids of ``tokenizer(texts, add_special_tokens=False)``,
 whatever the thread count). Readers take ``<split>.parquet`` or fall back to its shard set.
+
+Memory is bounded by the batch size, not by the longest document: a document longer than
+``piece_chars`` is encoded as pieces cut at spaces (``ropeext.data.pieces`` states the rule and when
+the joined ids equal those of the whole text) and its row holds the pieces' ids joined, one
+document as before. No special tokens are added to a piece (nor to a document): packing places
+BOS/EOS at document boundaries only.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from typing import Iterator
 import numpy as np
 from tokenizers import Tokenizer
 
+from ropeext.data.pieces import text_pieces
 from ropeext.data.shards import iter_rows, resolve
 from ropeext.errors import RopeextError
 from ropeext.io import atomic_path
 
 TOKENIZE_BATCH_CHARS = 1 << 20  # characters of text per encoded batch (a task of the worker pool)
 TOKENIZE_BATCH_ROWS = 256  # ... and at most this many documents
+TOKENIZE_PIECE_CHARS = 1 << 20  # a longer document is encoded in pieces of at most this many characters
 WORKER_TASKS = 32  # batches a worker process encodes before it is replaced by a fresh one
 META_COLUMNS = ("id", "kind", "domain")
 
@@ -91,12 +99,51 @@ def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return _flatten([e.ids for e in _WORKER["tok"].encode_batch(texts, add_special_tokens=False)])
 
 
-def tokenize_documents(tokenizer, texts: list[str], batch_size: int = TOKENIZE_BATCH_ROWS) -> list[list[int]]:
-    """Token ids of a small list of texts (no special tokens added); large splits go through ``tokenize_split``."""
+def _tasks(texts: list[str], batch_chars: int, piece_chars: int) -> Iterator[tuple[list[str], list[int]]]:
+    """The texts of a batch as encoding tasks of about ``batch_chars`` characters each: (pieces, the index in
+    ``texts`` of each piece's document). A text longer than ``piece_chars`` becomes several pieces, in order."""
+    task: list[str] = []
+    owners: list[int] = []
+    chars = 0
+    for i, text in enumerate(texts):
+        for piece in text_pieces(text, piece_chars):
+            if task and chars + len(piece) > batch_chars:
+                yield task, owners
+                task, owners, chars = [], [], 0
+            task.append(piece)
+            owners.append(i)
+            chars += len(piece)
+    if task:
+        yield task, owners
+
+
+def _joined(parts: list[tuple[list[int], np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat ids, lengths) of ``n`` documents from their encoded tasks (owners, flat ids, piece lengths) in order."""
+    if not parts:
+        return np.zeros(0, dtype=np.int32), np.zeros(n, dtype=np.int64)
+    owners = np.concatenate([np.asarray(o, dtype=np.int64) for o, _, _ in parts])
+    pieces = np.concatenate([lengths for _, _, lengths in parts])
+    lengths = np.bincount(owners, weights=pieces, minlength=n).astype(np.int64)
+    flat = parts[0][1] if len(parts) == 1 else np.concatenate([f for _, f, _ in parts])
+    return flat, lengths
+
+
+def tokenize_documents(
+    tokenizer,
+    texts: list[str],
+    batch_size: int = TOKENIZE_BATCH_ROWS,
+    *,
+    batch_chars: int = TOKENIZE_BATCH_CHARS,
+    piece_chars: int = TOKENIZE_PIECE_CHARS,
+) -> list[list[int]]:
+    """Token ids of a small list of texts (no special tokens added; long texts encoded in pieces as in
+    ``tokenize_split``); large splits go through ``tokenize_split``."""
     backend = _Backend(tokenizer)
     out: list[list[int]] = []
     for i in range(0, len(texts), batch_size):
-        flat, lengths = backend.encode(texts[i : i + batch_size])
+        chunk = texts[i : i + batch_size]
+        parts = [(owners, *backend.encode(task)) for task, owners in _tasks(chunk, batch_chars, piece_chars)]
+        flat, lengths = _joined(parts, len(chunk))
         out.extend(np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else [])
     return [x.tolist() for x in out]
 
@@ -142,12 +189,24 @@ class TokenStats:
         }
 
 
-def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
-    """(batch columns, flat ids, lengths) in input order; a pool of ``threads`` processes when > 1."""
+def _encoded_batches(
+    backend: _Backend,
+    batches: Iterator[dict],
+    threads: int,
+    batch_chars: int = TOKENIZE_BATCH_CHARS,
+    piece_chars: int = TOKENIZE_PIECE_CHARS,
+):
+    """(batch columns, flat ids, lengths) in input order; a pool of ``threads`` processes when > 1.
+
+    The unit of work is a task of about ``batch_chars`` characters (``_tasks``), so a batch holding a
+    document of 50 MB is encoded as 50 tasks of 1 MB, spread over the workers, never as one string.
+    """
     spec = backend.worker_spec()
     if threads <= 1 or spec is None:
         for cols in batches:
-            yield (cols, *backend.encode(cols["text"]))
+            texts = cols["text"]
+            parts = [(owners, *backend.encode(task)) for task, owners in _tasks(texts, batch_chars, piece_chars)]
+            yield (cols, *_joined(parts, len(texts)))
         return
     # spawned, not forked: the parent may hold threads (torch, tokenizers) that a fork would copy mid-flight,
     # and a spawned worker imports only numpy and tokenizers
@@ -160,19 +219,38 @@ def _encoded_batches(backend: _Backend, batches: Iterator[dict], threads: int):
         initargs=(spec,),
         max_tasks_per_child=WORKER_TASKS,
     ) as pool:
+        # pending, in order: (owners, future) of a task, and (columns, None) after the last task of a batch
         pending: deque = deque()
+        parts: list = []
+        in_flight = 0
+
+        def popped():
+            nonlocal parts, in_flight
+            entry, fut = pending.popleft()
+            if fut is None:
+                done = (entry, *_joined(parts, len(entry["text"])))
+                parts = []
+                return done
+            parts.append((entry, *fut.result()))
+            in_flight -= 1
+            return None
+
         try:
             for cols in batches:
-                pending.append((cols, pool.submit(_encode_in_worker, cols["text"])))
-                if len(pending) >= 2 * threads:  # bounded: never more than two batches per worker in flight
-                    cols0, fut = pending.popleft()
-                    yield (cols0, *fut.result())
+                for task, owners in _tasks(cols["text"], batch_chars, piece_chars):
+                    pending.append((owners, pool.submit(_encode_in_worker, task)))
+                    in_flight += 1
+                    while in_flight >= 2 * threads:  # bounded: never more than two tasks per worker in flight
+                        if (done := popped()) is not None:
+                            yield done
+                pending.append((cols, None))
             while pending:
-                cols0, fut = pending.popleft()
-                yield (cols0, *fut.result())
+                if (done := popped()) is not None:
+                    yield done
         finally:
             for _, fut in pending:
-                fut.cancel()
+                if fut is not None:
+                    fut.cancel()
 
 
 def tokenize_split(
@@ -184,10 +262,13 @@ def tokenize_split(
     max_tokens: int | None = None,
     batch_chars: int = TOKENIZE_BATCH_CHARS,
     batch_rows: int = TOKENIZE_BATCH_ROWS,
+    piece_chars: int = TOKENIZE_PIECE_CHARS,
 ) -> dict:
     """Tokenize a corpus split (one file or its shards) into ``output``, streaming; return its statistics.
 
     ``max_tokens``: stop after the document that brings the split to at least this many tokens.
+    ``piece_chars``: a longer document is encoded in pieces cut at spaces (``ropeext.data.pieces``),
+    its ids joined into one row.
     """
     import pyarrow as pa  # lazy: spawned encoder workers import this module
     import pyarrow.parquet as pq  # lazy, as above
@@ -203,7 +284,7 @@ def tokenize_split(
     stats, total, capped = TokenStats(), 0, False
     with atomic_path(output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         batches = _text_batches(corpus_paths, batch_chars, batch_rows)
-        encoded = _encoded_batches(backend, batches, threads)
+        encoded = _encoded_batches(backend, batches, threads, batch_chars, piece_chars)
         try:
             for cols, flat, lengths in encoded:
                 if max_tokens is not None:

@@ -5,6 +5,8 @@ masters after every step, as DeepSpeed's bf16 mode does; under FSDP / DeepSpeed 
 Every process knows the whole global batch of a step and takes its own rows (``shard_rows``); each
 micro-batch's summed token loss is divided by the *global* batch's label count, so gradients equal the
 single-process full batch's whatever the split. ``train`` resumes from the newest complete checkpoint.
+A non-finite loss, gradient or weight stops the run at once; a finite divergence (``divergence``) stops it
+after ``divergence_patience`` steps in a row.
 """
 
 from __future__ import annotations
@@ -31,13 +33,22 @@ from ropeext.errors import RopeextError
 from ropeext.train import checkpoint as ckpt
 from ropeext.train import distributed as dist_
 from ropeext.train.data import PackedData, batch_indices
+from ropeext.train.divergence import DivergenceGuard
 from ropeext.train.loss import ChunkedLossModule, loss_state_dict
 from ropeext.train.observe import observe_numeric_path
 from ropeext.train.sequence_parallel import model_inputs_sp, shard_columns
 from ropeext.train.sequence_parallel import setup as setup_sequence_parallel
 
 # Settings that may change between a run and its resumption without changing its result.
-_NOT_RESUME_RELEVANT = ("log_every", "checkpoint_every", "keep_checkpoints", "system_metrics", "extra")
+_NOT_RESUME_RELEVANT = (
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "system_metrics",
+    "divergence_factor",  # these two decide only whether a run stops, never what it computes
+    "divergence_patience",
+    "extra",
+)
 _DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
 
 
@@ -67,6 +78,8 @@ class TrainSettings:
     checkpoint_every: int = 0  # 0: no checkpoints
     keep_checkpoints: int = _DEFAULTS["keep_checkpoints"]
     system_metrics: bool = _DEFAULTS["system_metrics"]  # acts only with an active MLflow run
+    divergence_factor: float | None = _DEFAULTS["divergence_factor"]  # None: no jump rule (ropeext.train.divergence)
+    divergence_patience: int = _DEFAULTS["divergence_patience"]  # 0: a finite divergence never stops the run
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -283,6 +296,11 @@ def train(
 
     # resume: continue from the newest complete checkpoint, which must come from the same settings
     pos = _resume(st, s, ckdir) if ckdir is not None and resume else _Progress()
+    # a finite divergence: the same losses on every process, the same decision (rebuilt from a resumed history)
+    vocab = getattr(getattr(st.raw_model, "config", None), "vocab_size", None)
+    guard = DivergenceGuard(vocab, s.divergence_factor, s.divergence_patience)
+    for i, h in enumerate(pos.history):
+        guard.update(i + 1, h["loss"])
 
     # steps: one optimizer step per global batch, then logging, checkpoint and callback
     observed: dict = {}
@@ -297,6 +315,9 @@ def train(
         for step in range(pos.start, s.steps):
             t0 = time.perf_counter()
             loss, lr, grad_norm = _step(st, data, s, step, observed if step == pos.start else None, ckdir)
+            if guard.update(step + 1, loss):
+                # the checkpoint of step k holds the weights whose loss step k + 1 measured
+                raise RopeextError(guard.message(lr) + _kept(ckdir, before=guard.first_bad - 1))
             pos.tokens += step_tokens
             pos.history.append({"loss": loss, "lr": lr, "grad_norm": grad_norm})
             done = step + 1
@@ -315,7 +336,8 @@ def train(
                     },
                     step=done,
                 )
-            if ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
+            due = ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps
+            if due and not guard.streak:  # no checkpoint while the loss is diverged: it would push out good ones
                 _save_checkpoint(st, ckdir, done, s, {"tokens": pos.tokens, "history": pos.history})
             if on_step is not None:
                 on_step(done)
@@ -569,11 +591,18 @@ def _window_shares(st: _Setup, s: TrainSettings, data: PackedData, step: int) ->
     return shares
 
 
-def _kept(ckdir: Path | None) -> str:
+def _kept(ckdir: Path | None, before: int | None = None) -> str:
+    """Names the newest checkpoint (of a step below ``before``, where later ones hold diverged weights)."""
     if ckdir is None:
         return ""
-    last = ckpt.latest_checkpoint(ckdir)
-    return f" (last good checkpoint kept: {last.path})" if last else " (no checkpoint written yet)"
+    found = ckpt.list_checkpoints(ckdir)
+    good = [f for f in found if before is None or f.step < before]
+    newer = [f.path.name for f in found if before is not None and f.step >= before]
+    verb = "holds" if len(newer) == 1 else "hold"
+    after = f"; {', '.join(newer)} {verb} weights from after the divergence began" if newer else ""
+    if good:
+        return f" (last good checkpoint kept: {good[-1].path}{after})"
+    return f" (no good checkpoint kept{after})" if newer else " (no checkpoint written yet)"
 
 
 def _finite(tensors: list, accelerator, device, world: int) -> bool:

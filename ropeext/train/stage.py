@@ -37,6 +37,8 @@ SETTING_KEYS = (
     "checkpoint_every",
     "keep_checkpoints",
     "system_metrics",
+    "divergence_factor",
+    "divergence_patience",
 )
 
 
