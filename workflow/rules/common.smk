@@ -19,9 +19,11 @@ from ropeext.config import finetuned_methods, load_schema, resolve_config, scali
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.rope.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from ropeext.suites import SUITES  # noqa: E402
+from ropeext.jobs import export_workflow_pid  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
+export_workflow_pid()  # a job stops when this Snakemake process is gone (killed outright included)
 
 # the recipe overlay needs the raw config, so it runs before any default is filled in
 resolve_config(config, source="config")
