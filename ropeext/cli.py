@@ -14,22 +14,31 @@ A RopeextError anywhere becomes ``error: <message>`` and exit status 2.
 Before a command runs, every output it names is checked (``ropeext.io.output_problem``): an
 ``--output-dir`` or an option whose metavar is ``DIR`` must be a folder that can be written or made,
 the other outputs (``--output``, ``--stats``, ``--plot``) a file; a path blocked by a file or a
-folder without write permission stops the command before it does any work.
+folder without write permission stops the command before it does any work. Then the command takes
+the lock of each output (``ropeext.io.lock_output``: ``OUTPUT.lock`` beside it) and holds it while it
+runs: a second process on the same output stops at once with a message naming the first one's pid.
+Under a multi-process launch the first process (RANK 0) holds the locks for all.
+
+Started by the workflow (``ROPEEXT_WORKFLOW_PID`` set), ``python -m ropeext.cli`` also stops when
+that Snakemake process is gone (``ropeext.jobs.watch_workflow``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import shlex
 import signal
 import sys
+from contextlib import ExitStack
 
 import ropeext.commands as commands_pkg
 from ropeext import __version__, job_warnings
 from ropeext.errors import RopeextError, Terminated
-from ropeext.io import check_output
+from ropeext.io import check_output, lock_output
+from ropeext.jobs import watch_workflow
 from ropeext.suites import MODULES as suite_modules
 
 GROUP_HELP = {
@@ -105,11 +114,26 @@ def output_options(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]
     return out
 
 
-def check_outputs(args) -> None:
+def _output_paths(args):
     for dest, option, kind in getattr(args, "_outputs", ()):
         value = getattr(args, dest, None)
         for path in filter(None, value if isinstance(value, list) else [value]):  # nargs="+": one per item
-            check_output(path, kind, option)
+            yield path, option, kind
+
+
+def check_outputs(args) -> None:
+    for path, option, kind in _output_paths(args):
+        check_output(path, kind, option)
+
+
+def lock_outputs(args, stack: ExitStack) -> None:
+    """Hold the lock of every output of the command until ``stack`` closes (``ropeext.io.lock_output``); a
+    held one stops the command, naming its holder. Under a launcher only RANK 0 takes them."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    command = " ".join(["ropeext", *filter(None, (getattr(args, "command", None), getattr(args, "subcommand", None)))])
+    for path, option, _ in _output_paths(args):
+        stack.callback(lock_output(path, option, command).release)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     job_warnings.install()  # a job's own warnings go to its MLflow run and the report, not only to its log
     try:
         check_outputs(args)
-        code = args._run(args)
+        with ExitStack() as held:
+            lock_outputs(args, held)
+            code = args._run(args)
     except RopeextError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,4 +162,5 @@ def _terminate(signum, frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)  # a cancelled job closes its MLflow run as KILLED
+    watch_workflow()  # a workflow job stops (SIGTERM) when the Snakemake process that started it is gone
     sys.exit(main())

@@ -1,18 +1,24 @@
-"""File output every layer shares: atomic writes, JSON, figures.
+"""File output every layer shares: atomic writes, JSON, figures, one writer per output.
 
 Everything a stage writes goes through ``atomic_path``: the content is written under a temporary
 sibling name and renamed into place only when complete, so an interrupted job never leaves a
-file that looks finished. This module sits at the bottom of the package: it imports nothing
-from ropeext but the error type.
+file that looks finished. A command holds ``lock_output`` on each output it names while it runs,
+so a second process on the same output stops at once, naming the first. This module sits at the
+bottom of the package: it imports nothing from ropeext but the error type.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import re
+import socket
+import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -81,6 +87,127 @@ def check_output(path: str | Path, kind: str = "file", what: str = "--output") -
     if problem:
         raise RopeextError(f"{what} {path}: {problem}")
     return Path(path)
+
+
+LOCK_SUFFIX = ".lock"
+LOCK_MARK = "ropeext output lock"  # the first line of every lock file this module writes
+
+
+def lock_file(path: str | Path) -> Path:
+    """The lock file of an output: beside it, its name with ``.lock`` added (``models/x`` -> ``models/x.lock``)."""
+    path = Path(path).expanduser()
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+@dataclass
+class OutputLock:
+    """An exclusive ``flock`` on an output's lock file, held while the file stays open. The kernel drops it
+    when the holder exits, however it exits (SIGKILL and out-of-memory kills included)."""
+
+    output: Path
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        """Remove the lock file while still holding it, then let go (a waiter that opened the old file finds
+        it unlinked and tries again; see ``lock_output``)."""
+        if self.fd < 0:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def lock_holder(fd_or_path: int | str | Path) -> str:
+    """Who holds a lock, from what the holder wrote in the file: "pid 123 on host (ropeext finetune, since
+    12:00:01 UTC)", or "a process that has not written its pid yet"."""
+    try:
+        if isinstance(fd_or_path, int):
+            text = os.pread(fd_or_path, 4096, 0).decode("utf-8", "replace")
+        else:
+            text = Path(fd_or_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    lines = text.splitlines()
+    if len(lines) < 2 or lines[0] != LOCK_MARK:
+        return "a process that has not written its pid yet"
+    try:
+        info = json.loads(lines[1])
+        return f"pid {info['pid']} on {info['host']} ({info['command']}, since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not written its pid yet"
+
+
+def lock_output(path: str | Path, what: str = "--output", command: str | None = None) -> OutputLock:
+    """Take the exclusive lock of ``path`` (``lock_file``) without waiting: an ``OutputLock`` to release when
+    the work is done, or a RopeextError naming the output, the lock file and the holder's pid when another
+    process holds it. Makes the output's folder when missing; writes nothing else."""
+    path = Path(path).expanduser()
+    lock = lock_file(path)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RopeextError(f"{what} {path}: cannot create its folder ({exc.strerror or exc})") from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise RopeextError(f"{what} {path}: cannot make its lock file {lock} ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(fd)
+            os.close(fd)
+            raise RopeextError(
+                f"{what} {path}: another process is writing it: {holder}; lock file {lock}. "
+                "Wait for it to end or stop it, then run again"
+            ) from None
+        try:  # the holder we raced may have removed the file it held: the lock must be on the file at the path
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or " ".join(["ropeext", *sys.argv[1:2]]),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{LOCK_MARK}\n{json.dumps(info)}\n".encode(), 0)
+    return OutputLock(path, lock, fd)
+
+
+def held_outputs(root: str | Path) -> list[tuple[Path, str]]:
+    """(output, holder) for every output under ``root`` whose lock (``lock_output``) some process holds now;
+    reads the lock files, takes no lock that it keeps."""
+    held = []
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return held
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(LOCK_SUFFIX)):
+            lock = Path(folder) / name
+            try:
+                fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if os.pread(fd, len(LOCK_MARK), 0).decode("utf-8", "replace") not in ("", LOCK_MARK):
+                    continue  # another program's lock file (an empty one: a holder about to write its pid)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held.append((lock.with_name(name[: -len(LOCK_SUFFIX)]), lock_holder(fd)))
+            finally:
+                os.close(fd)
+    return held
 
 
 def write_text(path: str | Path, text: str) -> Path:

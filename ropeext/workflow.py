@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ropeext import job_warnings
 from ropeext.config import config_hash
-from ropeext.io import write_text
+from ropeext.errors import RopeextError
+from ropeext.io import held_outputs, write_text
 from ropeext.tracking import attach_summary, describe_invocation, end_parent, start_parent, store_uri
 
 
@@ -57,8 +58,23 @@ def print_warnings() -> int:
     return job_warnings.print_invocation_warnings(sys.stderr)
 
 
+def check_no_writers(results_dir: str) -> None:
+    """Stop before any job when some process still writes an output under ``results_dir`` (the lock of
+    ``ropeext.io.lock_output`` is held): a job of an earlier invocation that outlived it, or a command run
+    by hand. Names each output and its holder's pid."""
+    held = held_outputs(results_dir)
+    if held:
+        lines = "\n".join(f"  {output}: {holder}" for output, holder in held)
+        raise RopeextError(
+            f"{len(held)} output(s) under results_dir {results_dir} are still being written by another process:\n"
+            f"{lines}\nwait for them to end or stop them (kill PID), then start again"
+        )
+
+
 def start_invocation(config: dict) -> None:
-    """Open the store once (failing fast when it cannot be reached) and this invocation's parent run."""
+    """Refuse to start while another process writes an output here; open the store once (failing fast when
+    it cannot be reached) and this invocation's parent run."""
+    check_no_writers(config["results_dir"])
     uri, experiment = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_EXPERIMENT_NAME"]
     run_id = start_parent(
         uri, experiment, tags={"ropeext.experiment": config["experiment"], "ropeext.config_hash": config_hash(config)}

@@ -28,8 +28,8 @@ class Suite:
     name: str  # the report's --<name> option, <name>.csv
     section: str  # the config section ("eval.ppl"): its `variants` selects the models, a change re-runs the suite
     rule: str  # the workflow rule that evaluates one variant
-    # the rule's `ropeext` command (a Snakemake shell template: {input.model}, {params.cfg}, {params.outdir},
-    # {params.variant}, {params.args}, {threads})
+    # the rule's `ropeext` command (a template filled in with shell-quoted values: {input.model}, {params.cfg},
+    # {params.outdir}, {params.variant}, {params.args}, {threads})
     command: str
     report: Callable  # report(doc, paths): the suite's section of ropeext.report.document.Report
     order: int  # where its section stands in the report (the RoPE sections stand at 20)
@@ -37,7 +37,8 @@ class Suite:
     figures: dict[str, Figure] = field(default_factory=dict)  # further outputs of the rule, by name
     settings: tuple[str, ...] = ("seed",)  # config keys the command reads besides its section
     inputs: Callable[[dict], dict] = no_inputs  # rule inputs besides the model, from the config
-    args: Callable = no_args  # args(config, input): command arguments that depend on the config
+    # args(config, input): command arguments that depend on the config, as shell words (paths quoted)
+    args: Callable = no_args
 
     @property
     def folder(self) -> str:

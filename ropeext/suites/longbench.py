@@ -4,6 +4,8 @@ longbench_embedded)."""
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 
 from ropeext.eval.longbench.results import table1
@@ -27,7 +29,7 @@ def data_arg(config: dict, input) -> str:
     if lb["engine"] == "lm_eval":
         return ""
     embedded = f"{config['results_dir']}/eval/longbench-data"
-    return f"--data {lb['data_dir'] or embedded}"
+    return f"--data {shlex.quote(lb['data_dir'] or embedded)}"
 
 
 def report(doc, paths: list) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
 from ropeext.report import findings as F
@@ -26,7 +27,8 @@ def essay(config: dict) -> dict:
 def essay_args(config: dict, input) -> str:
     if config["eval"]["ruler"]["engine"] == "lm_eval":
         return ""
-    return f"--essay-source {input.essay} --essay-tokenizer {os.path.dirname(input.tokenizer)}"
+    tokenizer = os.path.dirname(input.tokenizer)
+    return f"--essay-source {shlex.quote(input.essay)} --essay-tokenizer {shlex.quote(tokenizer)}"
 
 
 def report(doc, paths: list) -> None:

@@ -19,9 +19,11 @@ from ropeext.config import finetuned_methods, load_schema, resolve_config, scali
 from ropeext.eval.longbench.run import embedded_windows  # noqa: E402
 from ropeext.rope.registry import METHODS as METHOD_REGISTRY  # noqa: E402
 from ropeext.suites import SUITES  # noqa: E402
+from ropeext.jobs import export_workflow_pid  # noqa: E402
 from ropeext.workflow import export_job_paths, export_tracking_env, export_warnings_env, write_resolved_config  # noqa: E402
 
 export_job_paths(REPO_ROOT)
+export_workflow_pid()  # a job stops when this Snakemake process is gone (killed outright included)
 
 # the recipe overlay needs the raw config, so it runs before any default is filled in
 resolve_config(config, source="config")
@@ -107,7 +109,8 @@ def base_model():
 
 def cli(rule_name):
     """The command a job runs `ropeext` with: `python -m ropeext.cli`, with its rule and wildcards in the
-    environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads.
+    environment (its MLflow run records them as tags) and OMP_NUM_THREADS set to its threads. Shell text:
+    every value in it is quoted (the accelerate config's path may hold spaces or quotes).
 
     A fine-tune with finetune.accelerate_config runs under `python -m ropeext.launch`, one process per GPU
     of the job (on a machine without GPUs, one CPU process per thread of the job, over gloo). A job that
@@ -121,12 +124,24 @@ def cli(rule_name):
         acc = config["finetune"]["accelerate_config"]
         run = "python -m ropeext.cli"
         if rule_name == "finetune" and acc:
-            run = f"python -m ropeext.launch --config_file {acc} --num_processes {gpus or threads} -- "
+            run = f"python -m ropeext.launch --config_file {shlex.quote(acc)} --num_processes {gpus or threads} -- "
         if gpus:
             run = f"python -m ropeext.gpu_slots --gpus {gpus} -- {run}"
-        return f"ROPEEXT_RULE={rule_name} ROPEEXT_WILDCARDS={pairs} OMP_NUM_THREADS={threads} {run}"
+        env = f"ROPEEXT_RULE={shlex.quote(rule_name)} ROPEEXT_WILDCARDS={shlex.quote(pairs)}"
+        return f"{env} OMP_NUM_THREADS={threads} {run}"
 
     return command
+
+
+def quoted(values, **shell):
+    """A namespace of ``values``' named entries (a namespace or Snakemake's input/output) quoted for the shell, with
+    ``shell`` (text that is shell words already) added as is: what a suite's command template is filled in with."""
+
+    def words(value):
+        return " ".join(map(shlex.quote, map(str, value))) if isinstance(value, list) else shlex.quote(str(value))
+
+    items = values.items() if hasattr(values, "items") else vars(values).items()
+    return SimpleNamespace(**{k: words(v) for k, v in items}, **shell)
 
 
 def selected_variants(selection):
@@ -173,15 +188,16 @@ def suite_jobs_outputs(suite):
 
 
 def suite_jobs_command(suite):
-    """eval.jobs per_suite: `ropeext each` with the suite's command for every selected variant, quoted."""
+    """eval.jobs per_suite: `ropeext each` with the suite's command for every selected variant. Quoted twice:
+    each path inside a command (`ropeext each` splits the command as a shell would), then each command."""
 
     def command(wildcards, input, output, threads):
         commands = []
         for name in suite_variants(suite):
             one = SimpleNamespace(model=f"{R}/models/{name}", **suite.inputs(config))
-            params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, one), outdir=f"{R}/{suite.folder}/{name}",
-                                     variant=name)
-            commands.append(suite.command.format(input=one, threads=threads, params=params))
+            params = SimpleNamespace(cfg=CONFIG, outdir=f"{R}/{suite.folder}/{name}", variant=name)
+            commands.append(suite.command.format(input=quoted(one), threads=threads,
+                                                 params=quoted(params, args=suite.args(config, one))))
         return " ".join(shlex.quote(c) for c in commands)
 
     return command
@@ -189,12 +205,14 @@ def suite_jobs_command(suite):
 
 def suite_command(suite):
     """A suite's command (Suite.command) filled in for one job. (Filled in here, not in the rule's shell: a
-    rule made in a loop runs its shell expression when the job runs, when the loop variable has moved on.)"""
+    rule made in a loop runs its shell expression when the job runs, when the loop variable has moved on.) Every
+    path in it is quoted for the shell; the suite's args come quoted already."""
 
     def command(wildcards, input, output, threads):
-        params = SimpleNamespace(cfg=CONFIG, args=suite.args(config, input), outdir=os.path.dirname(output.metrics),
+        params = SimpleNamespace(cfg=CONFIG, outdir=os.path.dirname(output.metrics),
                                  variant=variant(wildcards.method, wildcards.target, wildcards.layout))
-        return suite.command.format(input=input, output=output, threads=threads, wildcards=wildcards, params=params)
+        return suite.command.format(input=quoted(input), output=quoted(output), threads=threads, wildcards=wildcards,
+                                    params=quoted(params, args=suite.args(config, input)))
 
     return command
 

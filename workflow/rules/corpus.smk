@@ -18,4 +18,4 @@ rule corpus:
     conda:
         ENV
     shell:
-        "{params.cli} corpus --config {params.cfg} --output-dir {params.outdir} > {log} 2>&1"
+        "{params.cli} corpus --config {params.cfg:q} --output-dir {params.outdir:q} > {log:q} 2>&1"

@@ -29,7 +29,7 @@ for _suite in SUITES if config["eval"]["jobs"] == "per_variant" else []:
         conda:
             ENV
         shell:
-            "{params.cli} {params.command} > {log} 2>&1"
+            "{params.cli} {params.command} > {log:q} 2>&1"
 
 
 # eval.jobs per_suite: one job per suite evaluates every selected variant in one process (`ropeext each`),
@@ -58,4 +58,4 @@ for _suite in SUITES if config["eval"]["jobs"] == "per_suite" else []:
         conda:
             ENV
         shell:
-            "{params.cli} each {params.commands} > {log} 2>&1"
+            "{params.cli} each {params.commands} > {log:q} 2>&1"

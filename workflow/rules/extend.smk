@@ -22,4 +22,4 @@ rule extend:
     conda:
         ENV
     shell:
-        "{params.cli} extend --base {input.base} --scaling {input.scaling} --output {output} > {log} 2>&1"
+        "{params.cli} extend --base {input.base:q} --scaling {input.scaling:q} --output {output:q} > {log:q} 2>&1"

@@ -21,6 +21,6 @@ rule finetune:
     conda:
         ENV
     shell:
-        "{params.cli} finetune --config {params.cfg} --base {input.base} --scaling {input.scaling} "
-        "--train {input.train} --layout {wildcards.layout} --output {output} --threads {threads} "
-        "--variant {params.variant} > {log} 2>&1"
+        "{params.cli} finetune --config {params.cfg:q} --base {input.base:q} --scaling {input.scaling:q} "
+        "--train {input.train:q} --layout {wildcards.layout} --output {output:q} --threads {threads} "
+        "--variant {params.variant:q} > {log:q} 2>&1"

@@ -21,4 +21,4 @@ rule import_model:
     conda:
         ENV
     shell:
-        "{params.cli} import-model --config {params.cfg} --output {output} --variant {params.variant} > {log} 2>&1"
+        "{params.cli} import-model --config {params.cfg:q} --output {output:q} --variant {params.variant:q} > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule longbench_embedded:
     conda:
         ENV
     shell:
-        "{params.cli} eval longbench --build-embedded --config {params.cfg} --tokens {input.tokens} "
-        "--tokenizer {params.tokdir} --windows {params.windows} --output-dir {params.outdir} "
-        "--variant embedded > {log} 2>&1"
+        "{params.cli} eval longbench --build-embedded --config {params.cfg:q} --tokens {input.tokens:q} "
+        "--tokenizer {params.tokdir:q} --windows {params.windows:q} --output-dir {params.outdir:q} "
+        "--variant embedded > {log:q} 2>&1"
 

@@ -26,6 +26,6 @@ rule pack:
     conda:
         ENV
     shell:
-        "{params.cli} pack --config {params.cfg} --tokens {input.tokens} --tokenizer {params.tokdir} --window {wildcards.window} "
-        "--layout {wildcards.layout} --seed {params.seed} {params.flags} --output {output.data} "
-        "--stats {output.stats} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log} 2>&1"
+        "{params.cli} pack --config {params.cfg:q} --tokens {input.tokens:q} --tokenizer {params.tokdir:q} --window {wildcards.window} "
+        "--layout {wildcards.layout} --seed {params.seed:q} {params.flags} --output {output.data:q} "
+        "--stats {output.stats:q} --variant {wildcards.layout}-w{wildcards.window}-{wildcards.split} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule pretrain:
     conda:
         ENV
     shell:
-        "{params.cli} pretrain --config {params.cfg} --tokenizer {params.tokdir} --train {input.train} "
-        "--output {output} --threads {threads} --variant {params.variant} > {log} 2>&1"
+        "{params.cli} pretrain --config {params.cfg:q} --tokenizer {params.tokdir:q} --train {input.train:q} "
+        "--output {output:q} --threads {threads} --variant {params.variant:q} > {log:q} 2>&1"

@@ -13,8 +13,8 @@ REPORT_FINETUNED = list(
         if m[2] != "noft"
     )
 )
-# --<name> {input.<name>} for each suite of ropeext.suites
-SUITE_ARGS = "".join(f"--{suite.name} {{input.{suite.name}}} " for suite in SUITES)
+# --<name> {input.<name>:q} for each suite of ropeext.suites
+SUITE_ARGS = "".join(f"--{suite.name} {{input.{suite.name}:q}} " for suite in SUITES)
 BASE_INFO = "import_manifest.json" if config["model"]["path"] else "training_summary.json"
 
 
@@ -36,7 +36,7 @@ rule report:
         settings=section("experiment", "model", "extension", "report", "corpus", "rope", "eval"),
         outdir=lambda w, output: os.path.dirname(output.summary),
         base_info=lambda w, input: os.path.join(input.base, BASE_INFO),
-        training=lambda w, input: " ".join(os.path.join(d, "training_summary.json") for d in input.finetuned),
+        training=lambda w, input: [os.path.join(d, "training_summary.json") for d in input.finetuned],
     threads: threads_of("light")
     resources:
         **resources_of("light"),
@@ -47,6 +47,6 @@ rule report:
     conda:
         ENV
     shell:
-        f"{{params.cli}} report --config {{params.cfg}} {SUITE_ARGS}"
-        "--compare {input.compare} --angles {input.angles} --references {input.references} "
-        "--base-model {params.base_info} --training {params.training} --output-dir {params.outdir} > {log} 2>&1"
+        f"{{params.cli}} report --config {{params.cfg:q}} {SUITE_ARGS}"
+        "--compare {input.compare:q} --angles {input.angles:q} --references {input.references:q} "
+        "--base-model {params.base_info:q} --training {params.training:q} --output-dir {params.outdir:q} > {log:q} 2>&1"

@@ -28,5 +28,5 @@ rule rope:
     conda:
         ENV
     shell:
-        "{params.cli} rope --config {params.cfg} --target-length {wildcards.target} --output-dir {params.folder} "
-        "--variant {params.variant} > {log} 2>&1"
+        "{params.cli} rope --config {params.cfg:q} --target-length {wildcards.target} --output-dir {params.folder:q} "
+        "--variant {params.variant:q} > {log:q} 2>&1"

@@ -33,8 +33,8 @@ if SHARDS == 1:
         conda:
             ENV
         shell:
-            "{params.cli} tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
-            "--tokenizer-dir {params.tokdir} --tokens-dir {params.tokens} --threads {threads} > {log} 2>&1"
+            "{params.cli} tokenizer --config {params.cfg:q} --corpus-dir {params.corpus:q} "
+            "--tokenizer-dir {params.tokdir:q} --tokens-dir {params.tokens:q} --threads {threads} > {log:q} 2>&1"
 
 else:
 
@@ -61,8 +61,8 @@ else:
         conda:
             ENV
         shell:
-            "{params.cli} tokenizer --config {params.cfg} --corpus-dir {params.corpus} "
-            "--tokenizer-dir {params.tokdir} --train-only > {log} 2>&1"
+            "{params.cli} tokenizer --config {params.cfg:q} --corpus-dir {params.corpus:q} "
+            "--tokenizer-dir {params.tokdir:q} --train-only > {log:q} 2>&1"
 
     rule tokenize_shard:
         input:
@@ -90,9 +90,9 @@ else:
         conda:
             ENV
         shell:
-            "{params.cli} tokenizer --config {params.cfg} --corpus-dir {params.corpus} --tokenizer-dir {params.tokdir} "
-            "--tokens-dir {params.tokens} --split {wildcards.split} --shard {params.shard} --threads {threads} "
-            "> {log} 2>&1"
+            "{params.cli} tokenizer --config {params.cfg:q} --corpus-dir {params.corpus:q} --tokenizer-dir {params.tokdir:q} "
+            "--tokens-dir {params.tokens:q} --split {wildcards.split} --shard {params.shard:q} --threads {threads} "
+            "> {log:q} 2>&1"
 
     rule tokens_gather:
         input:
@@ -118,5 +118,5 @@ else:
         conda:
             ENV
         shell:
-            "{params.cli} tokenizer --config {params.cfg} --tokenizer-dir {params.tokdir} --tokens-dir {params.tokens} "
-            "--gather > {log} 2>&1"
+            "{params.cli} tokenizer --config {params.cfg:q} --tokenizer-dir {params.tokdir:q} --tokens-dir {params.tokens:q} "
+            "--gather > {log:q} 2>&1"
