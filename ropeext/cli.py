@@ -32,6 +32,7 @@ import pkgutil
 import shlex
 import signal
 import sys
+from pathlib import Path
 from contextlib import ExitStack
 
 import ropeext.commands as commands_pkg
@@ -132,7 +133,10 @@ def lock_outputs(args, stack: ExitStack) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     command = " ".join(["ropeext", *filter(None, (getattr(args, "command", None), getattr(args, "subcommand", None)))])
+    target = getattr(args, "target_length", None)
     for path, option, _ in _output_paths(args):
+        if option == "--output-dir" and target is not None:  # one folder the jobs of several lengths share
+            path = Path(path) / f"target-{target}"
         stack.callback(lock_output(path, option, command).release)
 
 

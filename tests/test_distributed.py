@@ -114,7 +114,7 @@ def _alive(marker: str) -> list[int]:
 def _kill_after_checkpoint(cmd, output: Path, how: str, env: dict) -> int:
     """Start ``cmd`` in a process group of its own and, as soon as a complete checkpoint exists, either
     SIGKILL the group (``kill``: a scheduler's hard kill; torch starts the workers in sessions of their
-    own, so only the kernel's parent-death signal reaches them) or SIGTERM the launcher alone (``term``:
+    own, so only the kernel's parent-death SIGKILL reaches them) or SIGTERM the launcher alone (``term``:
     what Snakemake and scancel send). Returns how many of the run's processes are left after it."""
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True

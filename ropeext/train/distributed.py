@@ -190,12 +190,15 @@ def launch_for(config_file: str, cfg: dict, *, num_processes: int | None, gpus: 
     return Launch(strategy=strategy, processes=processes, device=device, config_file=config_file, fsdp=fsdp)
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask the kernel to send ``sig`` to this process when the process that started it dies (Linux).
 
     torch's launcher starts each worker in a session of its own, so killing the launcher's process
     group (a SIGKILL from a scheduler, a closed terminal) would leave the workers training on; with
-    this they stop. A worker whose launcher is already gone exits at once.
+    this they stop. SIGKILL, not SIGTERM: a worker blocked in a collective whose peer is gone runs no
+    Python signal handler until the collective times out (minutes), and a launcher killed outright is a
+    hard stop anyway (its MLflow run is closed KILLED by the next attempt). A worker whose launcher is
+    already gone exits at once.
     """
     if not sys.platform.startswith("linux"):
         return
