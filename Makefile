@@ -38,7 +38,7 @@ demo-real: setup
 
 # ruff (lint and format, pyproject.toml), then two pytest workers, a test file to each (the workflow tests
 # share one DAG run per file); the longest files are named first so that they start first, not last
-SLOW_TESTS := tests/test_workflow.py tests/test_distributed.py tests/test_slurm.py tests/test_workflow_configs.py tests/test_mlflow_server.py
+SLOW_TESTS := tests/test_workflow.py tests/test_distributed.py tests/test_slurm.py tests/test_workflow_configs.py tests/test_bad_input_faults.py tests/test_mlflow_server.py
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
