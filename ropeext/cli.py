@@ -32,8 +32,8 @@ import pkgutil
 import shlex
 import signal
 import sys
-from pathlib import Path
 from contextlib import ExitStack
+from pathlib import Path
 
 import ropeext.commands as commands_pkg
 from ropeext import __version__, job_warnings
