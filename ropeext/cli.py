@@ -133,11 +133,18 @@ def lock_outputs(args, stack: ExitStack) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     command = " ".join(["ropeext", *filter(None, (getattr(args, "command", None), getattr(args, "subcommand", None)))])
+    for path, option in lock_targets(args):
+        stack.callback(lock_output(path, option, command).release)
+
+
+def lock_targets(args):
+    """(path, option) of each lock the command takes: its outputs, except that a folder the jobs of several
+    target lengths share (``rope --output-dir``) is locked per length."""
     target = getattr(args, "target_length", None)
     for path, option, _ in _output_paths(args):
-        if option == "--output-dir" and target is not None:  # one folder the jobs of several lengths share
+        if option == "--output-dir" and target is not None:
             path = Path(path) / f"target-{target}"
-        stack.callback(lock_output(path, option, command).release)
+        yield path, option
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from ropeext.cli import build_parser, main
+from ropeext.cli import build_parser, lock_targets, main
 from ropeext.io import held_outputs, lock_file, lock_output
 from tests.conftest import REPO
 from tests.test_bad_input import _argv, _leaf_parsers
@@ -63,25 +63,32 @@ def held(tmp_path_factory):
     """One output per WRITERS row under a folder named like ODD_NAME, all held by one other process."""
     root = tmp_path_factory.mktemp("writers") / ODD_NAME
     paths = {(name, option): root / f"{name.replace(' ', '-')}{option}" for name, _, option, _ in WRITERS}
-    proc = _holder(*paths.values())
-    yield paths, proc.pid
+    locks = {}  # what each command locks for that output (rope: its folder per target length)
+    for name, parser, option, _ in WRITERS:
+        args = build_parser().parse_args(_argv(name.split(), parser, {option: paths[(name, option)]}))
+        locks[(name, option)] = {opt: p for p, opt in lock_targets(args)}[option]
+    proc = _holder(*locks.values())
+    yield paths, locks, proc.pid
     proc.kill()
     proc.wait()
 
 
 @pytest.mark.parametrize("name,parser,option,kind", WRITERS, ids=[f"{w[0]} {w[2]}" for w in WRITERS])
 def test_a_second_writer_stops_at_once_naming_the_first(name, parser, option, kind, held, capsys):
-    paths, pid = held
-    path = paths[(name, option)]
+    paths, locks, pid = held
+    path, locked = paths[(name, option)], locks[(name, option)]
     start = time.monotonic()
     assert main(_argv(name.split(), parser, {option: path})) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in err, err
-    assert f"error: {option} {path}: another process is writing it: pid {pid} on " in errors[0], errors[0]
-    assert "(ropeext holder, since " in errors[0] and f"lock file {lock_file(path)}" in errors[0]
+    assert f"error: {option} {locked}: another process is writing it: pid {pid} on " in errors[0], errors[0]
+    assert "(ropeext holder, since " in errors[0] and f"lock file {lock_file(locked)}" in errors[0]
     assert time.monotonic() - start < 5  # at once: no wait on the lock
-    assert not path.exists()
+    if Path(locked) == Path(path):
+        assert not path.exists()
+    else:  # the holder's lock lives inside the shared folder: nothing else was written there
+        assert [p.name for p in path.iterdir()] == [lock_file(locked).name]
 
 
 def test_writers_cover_every_stage():

@@ -24,7 +24,7 @@ from ropeext.io import is_hub_id, read_json
 from ropeext.modeling import load_causal_lm
 from ropeext.recipes import RECIPES
 from ropeext.train.data import load_packed
-from ropeext.train.distributed import check_launch, start_worker
+from ropeext.train.distributed import check_launch, end_processes, start_worker
 
 COMMAND = ("finetune",)
 HELP = "apply a RoPE extension (scaling.json) to a base model and fine-tune it at the target window"
@@ -122,6 +122,7 @@ def run(args) -> None:
             "recipe": resolved["recipe"],
         },
     )
+    end_processes()
     if accelerator.is_main_process:
         resumed = summary.get("resumed_from_step")
         print(

@@ -14,7 +14,7 @@ from ropeext.data.packed_file import check_packed
 from ropeext.data.tokenizer import load_tokenizer
 from ropeext.modeling import build_tiny_llama
 from ropeext.train.data import load_packed
-from ropeext.train.distributed import check_launch, start_worker
+from ropeext.train.distributed import check_launch, end_processes, start_worker
 
 COMMAND = ("pretrain",)
 HELP = "pre-train the tiny Llama of the embedded default on packed windows"
@@ -76,6 +76,7 @@ def run(args) -> None:
         accelerator=accelerator,
         extra_summary={"parameters": n_params, "train_windows": data.windows},
     )
+    end_processes()
     if accelerator.is_main_process:
         print(
             f"pretrain: {n_params / 1e6:.2f}M parameters, final loss {summary['final_loss']:.3f}, "

@@ -288,3 +288,14 @@ def start_worker(threads: int | None, env=None) -> int | None:
     die_with_parent()
     local = int(env.get("LOCAL_WORLD_SIZE") or 1)
     return max(1, threads // local) if threads else threads
+
+
+def end_processes() -> None:
+    """Take the process group down once training is over, on every process: left to the interpreter's exit,
+    gloo's threads can abort it ("terminate called without an active exception") after a finished run."""
+    # heavy: torch loads only when a model trains
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
