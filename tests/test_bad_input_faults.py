@@ -1,5 +1,6 @@
 """Faults around a run rather than in its config: two writers on one output, a killed holder, a killed
-workflow, a results folder whose path is not a plain shell word.
+workflow, a results folder whose path is not a plain shell word (the whole DAG under such a folder is
+tests/test_workflow.py's micro run).
 
 Two tables:
 
@@ -29,10 +30,7 @@ from ropeext.cli import build_parser, lock_targets, main
 from ropeext.io import held_outputs, lock_file, lock_output
 from tests.conftest import REPO
 from tests.test_bad_input import _argv, _leaf_parsers
-from tests.test_workflow import _snakemake
-
-# a results folder with a space, both quote characters and non-ASCII letters
-ODD_NAME = 'rés ul\'ts "q"'
+from tests.test_workflow import ODD_NAME, _snakemake
 
 HOLD = """
 import sys, time
@@ -98,10 +96,6 @@ def test_writers_cover_every_stage():
 
 
 # --- the workflow-level cases ------------------------------------------------------------------------------
-
-
-def _files(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*") if p.is_file()}
 
 
 def _overlay(tmp: Path, **values) -> Path:
@@ -204,25 +198,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def odd_results_dir(tmp: Path) -> None:
-    """The whole DAG (every rule and every suite, on one method and one layout) with a results folder
-    holding a space, both quotes and non-ASCII letters: it succeeds, and nothing is written outside it but
-    Snakemake's own .snakemake folder."""
-    results = tmp / ODD_NAME
-    overlay = _overlay(tmp, results_dir=str(results), extension={"methods": ["dprope"], "layouts": ["anchor"]})
-    before = _files(tmp)
-    start = time.monotonic()
-    _snakemake(tmp, configs=(overlay,))
-    print(f"whole DAG under {results}: {time.monotonic() - start:.0f} s")
-    outside = {p for p in _files(tmp) - before if results not in p.parents and ".snakemake" not in p.parts}
-    assert not outside, sorted(outside)
-    summary = (results / "report" / "summary.md").read_text()
-    assert "micro-dprope-64-anchor" in summary and "micro-dprope-64-noft" in summary
-    assert not [p for p in results.rglob("*.lock")]
-    for suite in ("ppl", "passkey", "longbench", "openllm", "ruler"):
-        assert (results / "eval" / suite / "micro-dprope-64-anchor" / "metrics.json").is_file(), suite
-
-
 @dataclass
 class Fault:
     id: str
@@ -234,7 +209,6 @@ FAULTS = [
     Fault("holder_sigkilled_releases_the_lock", holder_killed),
     Fault("paths_stay_one_shell_word", shell_words, slow=True),
     Fault("workflow_sigkilled_stops_its_jobs_and_next_start_names_holders", workflow_sigkill, slow=True),
-    Fault("results_dir_with_space_quotes_non_ascii", odd_results_dir, slow=True),
 ]
 
 

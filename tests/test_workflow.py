@@ -45,16 +45,45 @@ def _snakemake(workdir: Path, *args: str, check: bool = True, configs: tuple = (
     ]
     proc = subprocess.run(cmd, cwd=workdir, env=_unactivated_env(), capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/**/logs/*/*.log")))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("**/logs/*/*.log")))
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-4000:]}\n{logs}")
     return proc
+
+
+# The micro run's results folder holds a space, both quote characters and non-ASCII letters (paths are data,
+# never shell words); `results` beside it links to it, so the tests below read it as the README names it.
+ODD_NAME = 'rés ul\'ts "q"'
+WRITTEN_OUTSIDE: dict[Path, set] = {}  # workdir -> files the run wrote outside its results folder
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def _micro(workdir: Path, *args: str, check: bool = True, configs: tuple = ()) -> subprocess.CompletedProcess:
+    """`_snakemake` on the micro run's folder, with its odd results folder."""
+    return _snakemake(workdir, *args, check=check, configs=(workdir / "odd.yaml", *configs))
 
 
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("micro")
-    _snakemake(workdir)
+    results = workdir / ODD_NAME
+    (workdir / "odd.yaml").write_text(yaml.safe_dump({"results_dir": str(results)}, allow_unicode=True))
+    before = _files(workdir)
+    _micro(workdir)
+    WRITTEN_OUTSIDE[workdir] = {
+        p for p in _files(workdir) - before if results not in p.parents and ".snakemake" not in p.parts
+    }
+    (workdir / "results").symlink_to(ODD_NAME)
     return workdir
+
+
+def test_a_results_folder_with_odd_characters_holds_everything(micro_run):
+    """The whole DAG ran under a results folder named with a space, quotes and non-ASCII letters: nothing was
+    written outside it but Snakemake's own .snakemake folder, and no output lock is left."""
+    assert not WRITTEN_OUTSIDE[micro_run], sorted(WRITTEN_OUTSIDE[micro_run])
+    assert not list((micro_run / ODD_NAME).rglob("*.lock"))
 
 
 def _runs(workdir: Path):
@@ -149,15 +178,15 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
 
 def test_rerun_does_nothing_and_adds_no_run(micro_run):
     _, before = _runs(micro_run)
-    dry = _snakemake(micro_run, "-n")
+    dry = _micro(micro_run, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
-    _snakemake(micro_run)
+    _micro(micro_run)
     _, after = _runs(micro_run)
     assert len(after) == len(before)
 
 
 def test_snakemake_html_report_has_the_figures(micro_run):
-    _snakemake(micro_run, "--report", "report.zip")
+    _micro(micro_run, "--report", "report.zip")
     import zipfile
 
     with zipfile.ZipFile(micro_run / "report.zip") as zf:
@@ -169,7 +198,7 @@ def test_snakemake_html_report_has_the_figures(micro_run):
 
 
 def _dry_run_jobs(workdir: Path, *configs) -> dict[str, int]:
-    out = _snakemake(workdir, "-n", configs=configs).stdout
+    out = _micro(workdir, "-n", configs=configs).stdout
     if "Nothing to be done" in out:
         return {}
     stats = out[out.index("Job stats") :]
@@ -193,7 +222,7 @@ def test_per_variant_jobs_evaluate_one_variant_each(micro_run, tmp_path):
     rewrites that variant's metrics. (Last in this file: it changes the shared run's passkey results.)"""
     overlay = tmp_path / "per_variant.yaml"
     overlay.write_text(yaml.safe_dump({"eval": {"jobs": "per_variant"}}))
-    out = _snakemake(micro_run, "-n", "--forceall", configs=(overlay,)).stdout
+    out = _micro(micro_run, "-n", "--forceall", configs=(overlay,)).stdout
     stats = out[out.index("Job stats") :]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     assert counts["eval_ppl"] == 6 and counts["analyze_bf16"] == 1, counts
@@ -201,7 +230,7 @@ def test_per_variant_jobs_evaluate_one_variant_each(micro_run, tmp_path):
     metrics = sorted((micro_run / "results" / "eval" / "passkey").glob("*/metrics.json"))
     assert len(metrics) == 2  # dprope and none, anchor layout
     before = {p: p.stat().st_mtime_ns for p in metrics}
-    _snakemake(micro_run, "--rerun-triggers", "mtime", "--forcerun", "eval_passkey", configs=(overlay,))
+    _micro(micro_run, "--rerun-triggers", "mtime", "--forcerun", "eval_passkey", configs=(overlay,))
     for method in ("none", "dprope"):
         log = (micro_run / "results" / "logs" / "eval_passkey" / f"{method}-64-anchor.log").read_text()
         assert "Traceback" not in log
