@@ -27,6 +27,8 @@ def _unactivated_env() -> dict:
     env = dict(os.environ, PATH=os.pathsep.join(path))
     for key in ("MLFLOW_TRACKING_URI", "ROPEEXT_PARENT_RUN_ID", "VIRTUAL_ENV", "PYTHONPATH"):
         env.pop(key, None)
+    if Path(os.environ.get("PYTHONPATH") or "/nonexistent").resolve() == REPO.resolve():
+        env["PYTHONPATH"] = str(REPO)  # a second checkout tested with the venv of another: its jobs run its code
     return env
 
 
