@@ -265,21 +265,27 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None, *
 
 def read_config_file(path: str | Path) -> dict:
     """The raw mapping of a YAML config file; a syntax error names the file, line and column."""
+    return read_yaml_mapping(path, "config file", "config keys")
+
+
+def read_yaml_mapping(path: str | Path, what: str, holding: str) -> dict:
+    """The mapping a YAML file holds (empty file: {}); a missing file, a syntax error (file, line and column),
+    text that is not UTF-8 or a top level that is not a mapping stops with one line naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise RopeextError(f"config file not found: {path}")
+        raise RopeextError(f"{what} not found: {path} (relative paths are read from the working directory)")
     try:
         with open(path, encoding="utf-8") as fh:
-            config = load_yaml(fh)
+            data = load_yaml(fh)
     except yaml.YAMLError as exc:
         raise RopeextError(describe_yaml_error(path, exc)) from None
     except UnicodeDecodeError as exc:
         raise RopeextError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    if config is None:
+    if data is None:
         return {}
-    if not isinstance(config, dict):
-        raise RopeextError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config
+    if not isinstance(data, dict):
+        raise RopeextError(f"{path}: expected a mapping of {holding}, got {type(data).__name__}")
+    return data
 
 
 def describe_yaml_error(path, exc) -> str:

@@ -20,8 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from ropeext.config import read_yaml_mapping
 from ropeext.errors import RopeextError
 from ropeext.train.distributed import ENV, Launch, launch_for
 
@@ -36,16 +35,10 @@ class Plan:
 
 
 def read_accelerate_config(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise RopeextError(f"--config_file {path}: no such accelerate config file")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise RopeextError(f"--config_file {path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise RopeextError(f"--config_file {path}: expected a mapping of accelerate settings")
-    return data
+        return read_yaml_mapping(path, "accelerate config file", "accelerate settings")
+    except RopeextError as exc:
+        raise RopeextError(f"--config_file: {exc}") from None
 
 
 def plan_launch(

@@ -202,6 +202,12 @@ CASES = [
         ("finetune.accelerate_config", "fsdp.yaml", "not found"),
     ),
     Case(
+        "accelerate_not_yaml",
+        ACC,
+        lambda t, f: {"finetune": {"accelerate_config": _file(t / "a.yaml", "distributed_type: [FSDP\n")}},
+        ("finetune.accelerate_config", "a.yaml:2:1", "not valid YAML"),
+    ),
+    Case(
         "accelerate_processes",
         ACC,
         lambda t, f: {

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
-import yaml
-
 from ropeext.checks.registry import CHECKS, check, problems
-from ropeext.config import describe_yaml_error
+from ropeext.config import read_yaml_mapping
 from ropeext.errors import RopeextError
 from ropeext.train.distributed import launch_for
 
@@ -69,16 +66,10 @@ def _accelerate(config: dict) -> Iterator[str]:
     path = ft["accelerate_config"]
     if not path:
         return
-    if not Path(path).is_file():
-        yield f"finetune.accelerate_config: file not found: {path} (relative paths are read from the working directory)"
-        return
     try:
-        launch = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        yield f"finetune.accelerate_config: {describe_yaml_error(path, exc)}"
-        return
-    if not isinstance(launch, dict):
-        yield f"finetune.accelerate_config: {path}: expected a mapping of accelerate settings"
+        launch = read_yaml_mapping(path, "file", "accelerate settings")
+    except RopeextError as exc:
+        yield f"finetune.accelerate_config: {exc}"
         return
     res = config["resources"]["finetune"]
     try:  # the processes the workflow rule launches: one per GPU of the job, else one per thread
