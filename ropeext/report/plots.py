@@ -202,7 +202,8 @@ def line_figure(
                 ax.legend(fontsize=6, loc="best")
     if title:
         if single:
-            axes[0].set_title(title, pad=14)
+            panel = next(iter(panels))
+            axes[0].set_title(f"{title}\n{panel}" if panel else title, pad=14)
         else:
             fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -238,10 +239,11 @@ def heatmap_figure(
     cols = min(columns, n)
     rows = -(-n // cols)
     first = np.asarray(next(iter(panels.values()))[0], dtype=float)
-    width, height = 1.0 + 0.75 * first.shape[1], 0.9 + 0.4 * first.shape[0]
+    label = max((len(str(r)) for _, rows_, _ in panels.values() for r in rows_), default=0)
+    width, height = 1.0 + 0.075 * label + 0.75 * first.shape[1], 0.9 + 0.4 * first.shape[0]
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, height * rows + 0.6), squeeze=False)
     image = None
-    for ax, (name, (data, row_labels, col_labels)) in zip(axes.flat, panels.items()):
+    for i, (ax, (name, (data, row_labels, col_labels))) in enumerate(zip(axes.flat, panels.items())):
         arr = np.asarray(data, dtype=float)
         image = ax.imshow(arr, vmin=0.0, vmax=vmax, cmap="RdYlGn", aspect="auto")
         ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels], fontsize=7)
@@ -252,7 +254,8 @@ def heatmap_figure(
         zero = finite.size > 0 and bool((finite == 0).all())
         ax.set_title(f"{name}\n({zero_note})" if zero else name, fontsize=8, color="dimgrey" if zero else "black")
         ax.set_xlabel(xlabel, fontsize=7)
-        ax.set_ylabel(ylabel, fontsize=7)
+        if i % cols == 0:  # the first column's; the others' row labels stand where it would
+            ax.set_ylabel(ylabel, fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
