@@ -1,4 +1,4 @@
-"""The pipeline's report: tables in the papers' shape (variants as rows), CSV, PNG and markdown."""
+"""The pipeline's report: tables in the papers' shape (variants as rows), CSV, PNG, markdown and HTML pages."""
 
 from __future__ import annotations
 
