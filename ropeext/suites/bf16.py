@@ -30,7 +30,7 @@ def report(doc, paths: list) -> None:
             pts = [(d, y) for d, y in zip(res["shift"]["delta1"], res["shift"]["column"]["mean"]) if y and y > 0]
             if pts:
                 series[f"{F.label(variant)}, {setting}"] = ([d for d, _ in pts], [y for _, y in pts])
-                panels.setdefault(F.label(variant), []).append(f"{F.label(variant)}, {setting}")
+                panels.setdefault(variant, []).append(f"{F.label(variant)}, {setting}")
     df = order_rows(pd.DataFrame(rows).set_index("variant"))
     doc.variants |= set(df.index)
     doc.save(df, "bf16.csv")
