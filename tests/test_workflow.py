@@ -187,16 +187,27 @@ def test_rerun_does_nothing_and_adds_no_run(micro_run):
     assert len(after) == len(before)
 
 
-def test_snakemake_html_report_has_the_figures(micro_run):
+def test_snakemake_html_report_has_the_tables_summary_and_figures(micro_run):
+    """The HTML report holds the summary, a page per table and each suite's figures across variants; no
+    per-variant figure (those stay files of the evaluation folders)."""
     _micro(micro_run, "--report", "report.zip")
     import zipfile
 
     with zipfile.ZipFile(micro_run / "report.zip") as zf:
         names = zf.namelist()
-    pngs = [n.rsplit("/", 1)[-1] for n in names if n.endswith(".png")]
-    assert pngs.count("ppl.png") == 7  # the report's plot and one per evaluated variant
-    assert {"per_pair_disturbance.png", "angle_histograms.png", "deviation_vs_delta.png", "longbench.png"} <= set(pngs)
-    assert any(n.endswith("report.html") for n in names)
+        page = zf.read(next(n for n in names if n.endswith("report.html"))).decode()
+    files = Counter(n.rsplit("/", 1)[-1] for n in names if "/data/raw/" in n)
+    figures = {"per_pair_disturbance.png", "angle_histograms.png", "heatmap.png"}  # RoPE, one L' here
+    tables = {f"{s.name}.html" for s in SUITES} | {"disturbance-compare-64.html", "finetuning.html"}
+    figures |= {f.file for s in SUITES for f in s.figures.values() if f.file.endswith(".png")}
+    assert {"ppl.png", "passkey_by_length.png", "ruler_tasks.png", "bf16_deviation.png"} <= figures
+    assert set(files) == figures | tables | {"summary.html", "published.html"}
+    assert set(files.values()) == {1}  # one ppl.png: the report's, no variant's
+    for caption in ("whole report", "Perplexity (log scale) against context length", "one panel per variant"):
+        assert caption in page, caption
+    summary = (micro_run / "results" / "report" / "summary.html").read_text()
+    assert "<table>" in summary and 'src="data:image/png;base64,' in summary
+    assert "micro-dprope-64-anchor" in (micro_run / "results" / "report" / "passkey.html").read_text()
 
 
 def _dry_run_jobs(workdir: Path, *configs) -> dict[str, int]:

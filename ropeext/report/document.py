@@ -17,7 +17,7 @@ from ropeext.io import atomic_path, read_json, write_text
 from ropeext.report import findings as F
 from ropeext.report import provenance
 from ropeext.report import references as published
-from ropeext.report.plots import plot_lines
+from ropeext.report.plots import facet_variants, plot_lines, with_intervals
 from ropeext.report.tables import parse_variant, section, variant_styles
 from ropeext.suites import SUITES
 from ropeext.text import markdown_table
@@ -167,7 +167,11 @@ class Report:
         return Path(path)
 
     def lines_plot(self, series: dict, name: str, df: pd.DataFrame, **kw) -> Path:
-        """One line per variant (a colour per method, a line style per layout)."""
+        """One line per variant (a colour per method, a line style per layout), at most eight per panel (by
+        target length, then layout); a band where ``df`` carries a 95% interval (`<x> lo`/`<x> hi` columns)."""
+        rows = {v: {str(k): x for k, x in row.items()} for v, row in df.iterrows()}
+        series = {v: with_intervals(points, rows.get(v, {})) for v, points in series.items()}
+        kw.setdefault("panels", facet_variants(list(series)))
         return self.add(plot_lines(series, self.out / name, styles=variant_styles(list(df.index)), **kw))
 
     # ------------------------------------------------------------------------- shared pieces

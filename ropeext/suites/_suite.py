@@ -8,7 +8,9 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Figure:
-    """A per-variant figure of the rule, shown in Snakemake's HTML report (caption: workflow/report/<caption>)."""
+    """An item of Snakemake's HTML report: a file that `ropeext report` writes into the report folder for the
+    suite, across its variants (a figure, or ``<name>.html``: the page of its table ``<name>.csv``). The report
+    rule declares it as a ``report()`` output in ``category`` with the caption workflow/report/<caption>."""
 
     file: str
     caption: str
@@ -34,7 +36,10 @@ class Suite:
     report: Callable  # report(doc, paths): the suite's section of ropeext.report.document.Report
     order: int  # where its section stands in the report (the RoPE sections stand at 20)
     metrics: str = "metrics.json"  # the file the rule writes per variant, which the report reads
-    figures: dict[str, Figure] = field(default_factory=dict)  # further outputs of the rule, by name
+    # its items in Snakemake's HTML report (the report rule's outputs), by name: its table's page, its figures
+    figures: dict[str, Figure] = field(default_factory=dict)
+    # further files the suite's rule writes per variant besides `metrics` (rule outputs, not in the HTML report)
+    variant_files: tuple[str, ...] = ()
     settings: tuple[str, ...] = ("seed",)  # config keys the command reads besides its section
     inputs: Callable[[dict], dict] = no_inputs  # rule inputs besides the model, from the config
     # args(config, input): command arguments that depend on the config, as shell words (paths quoted)

@@ -20,7 +20,7 @@ def report(doc, paths: list) -> None:
     # heavy: ropeext.analysis.bf16 imports torch at its top, and this module is imported for its declaration
     from ropeext.analysis.bf16 import summary_row
 
-    rows, series = [], {}
+    rows, series, panels = [], {}, {}
     for m in load_json(paths):
         variant = m.get("variant") or Path(m.get("model", "")).name
         row = summary_row(m)
@@ -30,6 +30,7 @@ def report(doc, paths: list) -> None:
             pts = [(d, y) for d, y in zip(res["shift"]["delta1"], res["shift"]["column"]["mean"]) if y and y > 0]
             if pts:
                 series[f"{F.label(variant)}, {setting}"] = ([d for d, _ in pts], [y for _, y in pts])
+                panels.setdefault(variant, []).append(f"{F.label(variant)}, {setting}")
     df = order_rows(pd.DataFrame(rows).set_index("variant"))
     doc.variants |= set(df.index)
     doc.save(df, "bf16.csv")
@@ -41,20 +42,26 @@ def report(doc, paths: list) -> None:
         markdown_table(df[keep], ".3g"),
         "",
     ]
-    if series:
-        styles = {n: {"linestyle": "-" if n.endswith(" bf16") else "--"} for n in series}
-        doc.add(
-            plot_lines(
-                series,
-                doc.out / "bf16_deviation.png",
-                xlabel="position shift delta1",
-                ylabel="D(delta1, delta2)",
-                logy=True,
-                styles=styles,
-                title="Attention deviation under a position shift, by setting",
-            )
+    # one panel per variant, one line per setting (a colour per setting, the same in every panel)
+    settings = list(dict.fromkeys(n.rsplit(", ", 1)[1] for n in series))
+    colours = {s: f"C{i % 10}" for i, s in enumerate(settings)}
+    styles = {
+        n: {"color": colours[n.rsplit(", ", 1)[1]], "linestyle": "-" if n.endswith(" bf16") else "--"} for n in series
+    }
+    doc.add(
+        plot_lines(
+            series,
+            doc.out / "bf16_deviation.png",
+            xlabel="position shift delta1 (tokens)",
+            ylabel="D(delta1, delta2) (summed |change| in attention)",
+            logy=True,
+            styles=styles,
+            panels=panels,
+            labels={n: n.rsplit(", ", 1)[1] for n in series},
+            title="Attention deviation under a position shift: one panel per variant, one line per setting",
         )
-        body += ["![deviation by shift](bf16_deviation.png)", ""]
+    )
+    body += ["![deviation by shift](bf16_deviation.png)", ""]
     for variant in df.index:
         row, m = doc.bf16_results[variant]
         if (m.get("settings") or {}).get("bf16", {}).get("key_columns"):
@@ -74,7 +81,11 @@ SUITE = Suite(
     report=report,
     metrics="bf16_deviation.json",
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
-    figures={"png": Figure("deviation_vs_delta.png", "bf16.rst", "BF16")},
+    figures={
+        "table": Figure("bf16.html", "bf16_table.rst", "BF16"),
+        "deviation": Figure("bf16_deviation.png", "bf16_deviation.rst", "BF16"),
+    },
+    variant_files=("deviation_vs_delta.png",),
     command="analyze bf16 --config {params.cfg} --model {input.model} --tokens {input.tokens} "
     "--output {params.outdir} --threads {threads} --variant {params.variant}",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ropeext.eval.openllm import summary_table
 from ropeext.report import findings as F
 from ropeext.report.tables import load_json, order_rows, section
-from ropeext.suites._suite import Suite
+from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
 
 
@@ -43,6 +43,7 @@ SUITE = Suite(
     order=50,
     report=report,
     inputs=lambda config: {"heldout": f"{config['results_dir']}/tokens/test.parquet"},
+    figures={"table": Figure("openllm.html", "openllm_table.rst", "Open LLM")},
     command="eval openllm --config {params.cfg} --model {input.model} "
     "--heldout {input.heldout} --output-dir {params.outdir} --no-progress --variant {params.variant}",
 )

@@ -33,6 +33,7 @@ def report(doc, paths: list) -> None:
         title="Passkey retrieval by length",
         vlines=doc.vlines,
         ylim=(-3, 103),
+        zero_note="every variant at 0 % at every length",
     )
     by_name = {m["variant"]: m for m in metrics}
     panels = {}
@@ -70,7 +71,12 @@ SUITE = Suite(
     rule="eval_passkey",
     order=30,
     report=report,
-    figures={"png": Figure("heatmap.png", "passkey.rst", "Passkey")},
+    figures={
+        "table": Figure("passkey.html", "passkey_table.rst", "Passkey"),
+        "by_length": Figure("passkey_by_length.png", "passkey_by_length.rst", "Passkey"),
+        "heatmaps": Figure("passkey_heatmaps.png", "passkey_heatmaps.rst", "Passkey"),
+    },
+    variant_files=("heatmap.png",),
     command="eval passkey --config {params.cfg} --model {input.model} "
     "--output-dir {params.outdir} --no-progress --variant {params.variant}",
 )

@@ -85,7 +85,11 @@ SUITE = Suite(
     report=report,
     settings=(),
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
-    figures={"png": Figure("ppl.png", "ppl_variant.rst", "Perplexity")},
+    figures={
+        "table": Figure("ppl.html", "ppl_table.rst", "Perplexity"),
+        "by_length": Figure("ppl.png", "ppl.rst", "Perplexity"),
+    },
+    variant_files=("ppl.png",),
     command="eval ppl --config {params.cfg} --model {input.model} --tokens {input.tokens} "
     "--output-dir {params.outdir} --threads {threads} --variant {params.variant}",
 )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 
-from ropeext.eval.ruler.report import ruler_table, ruler_task_heatmaps
+import numpy as np
+
+from ropeext.eval.ruler.report import ruler_table
 from ropeext.report import findings as F
 from ropeext.report import measures
+from ropeext.report.plots import plot_heatmap_grid
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
 from ropeext.text import markdown_table
@@ -31,6 +34,23 @@ def essay_args(config: dict, input) -> str:
     return f"--essay-source {shlex.quote(input.essay)} --essay-tokenizer {shlex.quote(tokenizer)}"
 
 
+def ruler_task_grid(metrics: list[dict], path):
+    """One heat map per task (rows: variants, columns: lengths, score %), side by side on one colour scale."""
+    lengths = sorted({int(L) for m in metrics for L in m["lengths"]})
+    tasks = list(dict.fromkeys(t for m in metrics for t in m["scores"]))
+    panels = {
+        task: (
+            [[np.nan if (x := m["scores"].get(task, {}).get(str(L))) is None else x for L in lengths] for m in metrics],
+            [m["variant"].split("-", 1)[-1] for m in metrics],  # method-L'-layout
+            lengths,
+        )
+        for task in tasks
+    }
+    return plot_heatmap_grid(
+        panels, path, title="RULER-style score per task (%)", xlabel="length (tokens)", ylabel="variant", columns=3
+    )
+
+
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
@@ -51,11 +71,12 @@ def report(doc, paths: list) -> None:
         ylim=(-3, 103),
         title="RULER-style average by length",
         vlines=doc.vlines,
+        zero_note="every variant at 0 % at every length",
     )
-    maps = ruler_task_heatmaps(metrics, doc.out / "ruler")
-    doc.written += maps
+    by_name = {m["variant"]: m for m in metrics}
+    doc.add(ruler_task_grid([by_name[v] for v in df.index], doc.out / "ruler_tasks.png"))
     body = [markdown_table(df, ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
-    body += [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]] + [""]
+    body += ["![RULER score per task](ruler_tasks.png)", ""]
     for t, pairs in doc.by_target(series, F.SCORE).items():
         note = F.sample_note(measures.ruler_samples(metrics, t), "sample")
         body += doc.extension("RULER average", F.SCORE, {t: pairs}, note)
@@ -74,7 +95,12 @@ SUITE = Suite(
     report=report,
     inputs=essay,
     args=essay_args,
-    figures={"png": Figure("heatmap.png", "ruler.rst", "RULER")},
+    figures={
+        "table": Figure("ruler.html", "ruler_table.rst", "RULER"),
+        "by_length": Figure("ruler_by_length.png", "ruler_by_length.rst", "RULER"),
+        "tasks": Figure("ruler_tasks.png", "ruler_tasks.rst", "RULER"),
+    },
+    variant_files=("heatmap.png",),
     command="eval ruler --config {params.cfg} --model {input.model} "
     "{params.args} --output-dir {params.outdir} "
     "--no-progress --variant {params.variant}",

@@ -169,22 +169,50 @@ def suite_outputs(suite):
 
 
 def suite_rule_outputs(suite):
-    """The outputs of a suite's rule: its metrics file and its figures (shown in Snakemake's HTML report)."""
+    """The outputs of a suite's rule: its metrics file and its further per-variant files (Suite.variant_files; the
+    HTML report shows the report's cross-variant figures instead, see report.smk)."""
     folder = f"{R}/{suite.folder}/{MODEL}-{{method}}-{{target}}-{{layout}}"
-    figures = {name: report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
-                            subcategory="{method}-{target}-{layout}") for name, f in suite.figures.items()}
-    return {"metrics": f"{folder}/{suite.metrics}", **figures}
+    files = {f"file{i}": f"{folder}/{name}" for i, name in enumerate(suite.variant_files)}
+    return {"metrics": f"{folder}/{suite.metrics}", **files}
 
 
 def suite_jobs_outputs(suite):
-    """eval.jobs per_suite: the outputs of a suite's one job, every selected variant's metrics file and figures."""
+    """eval.jobs per_suite: the outputs of a suite's one job, every selected variant's metrics file and further files."""
     out = []
     for name in suite_variants(suite):
         folder = f"{R}/{suite.folder}/{name}"
         out.append(f"{folder}/{suite.metrics}")
-        out += [report(f"{folder}/{f.file}", caption=f"../report/{f.caption}", category=f.category,
-                       subcategory=name.removeprefix(f"{MODEL}-")) for f in suite.figures.values()]
+        out += [f"{folder}/{file}" for file in suite.variant_files]
     return out
+
+
+def report_items(finetuned):
+    """The report rule's files in Snakemake's HTML report (`ropeext report` writes them all, with an .html page
+    beside each table and summary.md, ropeext.report.html): the summary and the published comparisons; per
+    evaluation suite that evaluates some variant, its category (its table's page and its cross-variant figures,
+    Suite.figures); the RoPE disturbance table per L'; the fine-tuning table when some variant is ``finetuned``.
+    Each CSV stays a plain output beside its page."""
+    out = f"{R}/report"
+
+    def item(name, caption, category, **kw):
+        return report(f"{out}/{name}", caption=f"../report/{caption}", category=category, **kw)
+
+    items = {
+        "summary_html": item("summary.html", "summary.rst", "Summary"),
+        "published_html": item("published.html", "published.rst", "Summary"),
+    }
+    for suite in SUITES:
+        if suite_outputs(suite):
+            items[f"{suite.name}_csv"] = f"{out}/{suite.name}.csv"
+            items |= {f"{suite.name}_{k}": item(f.file, f.caption, f.category) for k, f in suite.figures.items()}
+    for t in TARGETS:
+        items[f"disturbance_{t}_csv"] = f"{out}/disturbance-compare-{t}.csv"
+        items[f"disturbance_{t}_html"] = item(f"disturbance-compare-{t}.html", "disturbance_table.rst", "RoPE",
+                                              subcategory=f"L' = {t}")
+    if finetuned:
+        items["finetuning_csv"] = f"{out}/finetuning.csv"
+        items["finetuning_html"] = item("finetuning.html", "finetuning.rst", "Fine-tuning")
+    return items
 
 
 def suite_jobs_command(suite):

@@ -28,8 +28,7 @@ rule report:
         finetuned=REPORT_FINETUNED,
     output:
         summary=f"{R}/report/summary.md",
-        ppl_csv=f"{R}/report/ppl.csv",
-        ppl_png=report(f"{R}/report/ppl.png", caption="../report/ppl.rst", category="Perplexity"),
+        **report_items(REPORT_FINETUNED),
     params:
         cli=cli("report"),
         cfg=CONFIG,
