@@ -1,0 +1,110 @@
+"""The report's 95% intervals against independent references: scipy's Wilson interval, a plain bootstrap loop,
+and coverage on simulated data whose true value is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from ropeext.report import intervals as I
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (0, 3), (1, 3), (3, 3), (7, 20), (50, 100), (999, 1000), (0, 250)])
+def test_wilson_matches_scipy(k, n):
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = I.wilson(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+
+
+def test_wilson_of_a_mean_score_lies_between_its_neighbours_counts():
+    """A mean of scores in [0, 1] (RULER's partial matches) takes the same formula at a fractional count."""
+    lo, hi = I.wilson(2.5, 5)
+    lo2, hi2 = I.wilson(2, 5)
+    lo3, hi3 = I.wilson(3, 5)
+    assert lo2 < lo < lo3 and hi2 < hi < hi3
+    with pytest.raises(ValueError, match="0 <= successes <= n"):
+        I.wilson(4, 3)
+    with pytest.raises(ValueError, match="n >= 1"):
+        I.wilson(0, 0)
+
+
+def _loop_percentile(stats: list[float]) -> tuple[float, float]:
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def test_the_bootstrap_of_a_perplexity_equals_a_plain_loop_over_the_same_draws():
+    rng = np.random.default_rng(5)
+    nll = rng.gamma(2.0, 30.0, size=17)
+    tokens = rng.integers(20, 40, size=17).astype(float)
+    lo, hi = I.ppl_bootstrap(nll, tokens, resamples=500, seed=11)
+    draws = np.random.default_rng(11)
+    stats = []
+    for _ in range(500):
+        idx = [int(draws.integers(0, 17)) for _ in range(17)]
+        stats.append(math.exp(sum(nll[i] for i in idx) / sum(tokens[i] for i in idx)))
+    assert (lo, hi) == pytest.approx(_loop_percentile(stats), rel=1e-12)
+    point = math.exp(nll.sum() / tokens.sum())
+    assert lo < point < hi
+    assert I.ppl_bootstrap(nll, tokens, resamples=500, seed=11) == (lo, hi)  # deterministic
+    assert I.ppl_bootstrap(nll, tokens, resamples=500, seed=12) != (lo, hi)
+
+
+def test_the_stratified_bootstrap_of_a_mean_of_group_means_equals_a_plain_loop():
+    groups = [np.array([0.0, 1.0, 0.5, 1.0]), np.array([0.2, 0.4]), np.array([1.0, 1.0, 0.0])]
+    lo, hi = I.mean_of_means_bootstrap(groups, resamples=300, seed=3)
+    draws = np.random.default_rng(3)
+    means = [[] for _ in range(300)]  # the draws go group by group, each group's resamples one after another
+    for g in groups:
+        for r in range(300):
+            idx = [int(draws.integers(0, len(g))) for _ in range(len(g))]
+            means[r].append(sum(g[i] for i in idx) / len(g))
+    stats = [sum(m) / len(m) for m in means]
+    assert (lo, hi) == pytest.approx(_loop_percentile(stats), rel=1e-12)
+    one = [np.array([0.1, 0.9, 0.4, 0.6, 0.3])]
+    assert I.mean_of_means_bootstrap(one, resamples=300, seed=3) == I.mean_bootstrap(one[0], resamples=300, seed=3)
+
+
+def test_the_bootstrap_covers_the_true_perplexity_about_95_percent_of_the_time():
+    """200 simulated evaluations of 40 windows each: the interval holds the true perplexity ~95% of the time."""
+    rng = np.random.default_rng(0)
+    true_nll = 2.0  # per token
+    hits = 0
+    for _ in range(200):
+        tokens = np.full(40, 32.0)
+        nll = rng.gamma(shape=4.0, scale=true_nll * 32 / 4.0, size=40)  # per-window sums, mean 2.0 x 32
+        lo, hi = I.ppl_bootstrap(nll, tokens, resamples=400, seed=1)
+        hits += lo <= math.exp(true_nll) <= hi
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_wilson_covers_the_true_accuracy_at_least_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    for p, n in ((0.3, 20), (0.9, 30)):
+        k = rng.binomial(n, p, size=2000)
+        cover = np.mean([I.wilson(int(x), n)[0] <= p <= I.wilson(int(x), n)[1] for x in k])
+        assert 0.92 <= cover <= 0.99
+
+
+def test_intervals_are_told_apart_only_when_they_do_not_overlap():
+    a = I.Interval(10.0, 9.0, 11.0, 20, "windows", "bootstrap")
+    b = I.Interval(12.5, 11.5, 13.5, 20, "windows", "bootstrap")
+    c = I.Interval(11.8, 10.9, 12.6, 20, "windows", "bootstrap")
+    assert I.separated(b, a) == 1 and I.separated(a, b) == -1
+    assert I.separated(a, c) == 0 and I.separated(c, b) == 0
+    touching = I.Interval(12.0, 11.0, 13.0, 20, "windows", "bootstrap")
+    assert I.separated(touching, a) == 0  # sharing an end point is an overlap
+    unknown = I.Interval(30.0, n=20, unit="windows")
+    assert not unknown.known and I.separated(unknown, a) == 0
+    assert I.accuracy(0, 3).text(".1f") == "0.0 [0.0, 56.1]"
+    assert unknown.text(".1f") == "30.0"
+
+
+def test_an_accuracy_cell_is_in_percent_with_its_count():
+    iv = I.accuracy(7, 20, unit="prompts")
+    ref = binomtest(7, 20).proportion_ci(method="wilson")
+    assert iv.value == pytest.approx(35.0) and iv.n == 20 and iv.unit == "prompts" and iv.method == "wilson"
+    assert iv.lo == pytest.approx(100 * ref.low) and iv.hi == pytest.approx(100 * ref.high)
+    assert I.accuracy(0, 0).known is False
