@@ -67,6 +67,22 @@ def test_the_stratified_bootstrap_of_a_mean_of_group_means_equals_a_plain_loop()
     assert I.mean_of_means_bootstrap(one, resamples=300, seed=3) == I.mean_bootstrap(one[0], resamples=300, seed=3)
 
 
+def test_a_mean_over_buckets_of_task_means_resamples_every_task_bucket_on_its_own():
+    buckets = [[np.array([0.0, 1.0]), np.array([0.5])], [np.array([1.0, 1.0, 0.0])]]
+    lo, hi = I.nested_means_bootstrap(buckets, resamples=200, seed=2)
+    draws = np.random.default_rng(2)
+    tops = []
+    for groups in buckets:
+        means = [[] for _ in range(200)]
+        for g in groups:
+            for r in range(200):
+                means[r].append(np.mean([g[int(draws.integers(0, len(g)))] for _ in range(len(g))]))
+        tops.append([np.mean(m) for m in means])
+    assert (lo, hi) == pytest.approx(_loop_percentile([np.mean(x) for x in zip(*tops)]), rel=1e-12)
+    with pytest.raises(ValueError, match="every group needs at least one value"):
+        I.nested_means_bootstrap([[np.array([])]])
+
+
 def test_the_bootstrap_covers_the_true_perplexity_about_95_percent_of_the_time():
     """200 simulated evaluations of 40 windows each: the interval holds the true perplexity ~95% of the time."""
     rng = np.random.default_rng(0)

@@ -6,7 +6,9 @@ values are told apart.
   a mean of such scores the same formula is conservative.
 - A perplexity exp(sum nll / sum tokens) over scored windows, and a mean of LongBench samples' scores: a
   percentile bootstrap over the units (windows, samples) with a fixed seed, so the same numbers always give the
-  same interval. A mean over tasks resamples within each task (a stratified bootstrap).
+  same interval. A mean over tasks resamples within each task (a stratified bootstrap). A bootstrap over fewer
+  than MIN_BOOTSTRAP_UNITS units (one sample resamples to itself) is not used: a perplexity gets no interval,
+  a mean of scores in [0, 1] gets Wilson's at its mean.
 
 Two values are told apart only when their intervals do not overlap (``separated``); a value without an interval
 is never told apart from anything. Pure functions of numbers: no file, no pandas.
@@ -23,6 +25,7 @@ import numpy as np
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+MIN_BOOTSTRAP_UNITS = 10  # fewer units than this per resampled group: a percentile bootstrap is too narrow to use
 LEVEL = 95  # percent, of every interval below
 
 
@@ -106,12 +109,24 @@ def mean_of_means_bootstrap(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of the groups' means (tasks' scores in a length bucket),
     resampling within each group: one draw matrix per group, in the groups' order."""
-    arrays = [np.asarray(g, dtype=float) for g in groups]
-    if not arrays or any(a.ndim != 1 or not len(a) for a in arrays):
-        raise ValueError("mean_of_means_bootstrap: needs at least one group, each with at least one value")
+    return nested_means_bootstrap([groups], resamples, seed)
+
+
+def nested_means_bootstrap(
+    outer: Sequence[Sequence[Sequence[float]]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean of means of group means (LongBench's Avg: the mean over buckets of
+    the mean over tasks of each task's bucket score), resampling within each innermost group, outer by outer."""
     rng = np.random.default_rng(seed)
-    means = np.stack([a[_draws(rng, len(a), resamples)].mean(axis=1) for a in arrays])
-    return _percentiles(means.mean(axis=0))
+    tops = []
+    for groups in outer:
+        arrays = [np.asarray(g, dtype=float) for g in groups]
+        if not arrays or any(a.ndim != 1 or not len(a) for a in arrays):
+            raise ValueError("nested_means_bootstrap: every group needs at least one value")
+        tops.append(np.stack([a[_draws(rng, len(a), resamples)].mean(axis=1) for a in arrays]).mean(axis=0))
+    if not tops:
+        raise ValueError("nested_means_bootstrap: needs at least one outer group")
+    return _percentiles(np.stack(tops).mean(axis=0))
 
 
 def separated(a: Interval | None, b: Interval | None) -> int:

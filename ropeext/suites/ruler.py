@@ -10,7 +10,6 @@ from ropeext.report import findings as F
 from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def essay(config: dict) -> dict:
@@ -38,7 +37,7 @@ def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = order_rows(ruler_table(metrics))
     doc.variants |= set(df.index)
-    doc.save(df, "ruler.csv")
+    cells = {m["variant"]: measures.ruler_cells(m) for m in metrics}
     lengths = [c for c in df.columns if isinstance(c, int)]
     series = measures.length_series(df[lengths])
     doc.lines_plot(
@@ -54,13 +53,11 @@ def report(doc, paths: list) -> None:
     )
     maps = ruler_task_heatmaps(metrics, doc.out / "ruler")
     doc.written += maps
-    body = [markdown_table(df, ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
+    body = [*doc.table(df, cells, "ruler.csv", ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
     body += [f"![{p.stem}](ruler/{p.name})" for p in maps[:4]] + [""]
-    for t, pairs in doc.by_target(series, F.SCORE).items():
-        note = F.sample_note(measures.ruler_samples(metrics, t), "sample")
-        body += doc.extension("RULER average", F.SCORE, {t: pairs}, note)
-        if note:
-            doc.caveats.append(f"RULER at L' = {t}: {F.lower_first(note)}")
+    body += doc.extension(
+        "RULER average", F.SCORE, doc.by_target(series, F.SCORE), evidence=doc.evidence_at(series, cells)
+    )
     doc.sections += section(
         "RULER-style suite (average over tasks, % by length; effective length)", body + doc.beside("ruler", df, metrics)
     )
