@@ -124,3 +124,71 @@ def test_an_accuracy_cell_is_in_percent_with_its_count():
     assert iv.value == pytest.approx(35.0) and iv.n == 20 and iv.unit == "prompts" and iv.method == "wilson"
     assert iv.lo == pytest.approx(100 * ref.low) and iv.hi == pytest.approx(100 * ref.high)
     assert I.accuracy(0, 0).known is False
+
+
+# ----------------------------------------------------------------------------- cells from the stages' metrics
+def test_passkey_metrics_keep_their_counts_and_cells_take_wilson():
+    from ropeext.eval import passkey
+    from ropeext.report.measures import passkey_cells
+
+    records = [
+        {"length": n, "depth": d, "correct": c, "prompt_tokens": n - 5}
+        for n, hits in ((64, (1, 1, 0, 1)), (128, (0, 0, 0, 0)))
+        for d, c in zip((0.0, 0.5, 1.0, 1.0), hits)
+    ]
+    m = {"variant": "v", **passkey.summarize(records, [64, 128], [0.0, 0.5, 1.0])}
+    assert m["correct_by_length"] == {"64": 3, "128": 0} and m["n_by_length"] == {"64": 4, "128": 4}
+    cells = passkey_cells(m)
+    ref = binomtest(3, 4).proportion_ci(method="wilson")
+    assert cells["64"].value == 75.0 and cells["64"].n == 4
+    assert (cells["64"].lo, cells["64"].hi) == pytest.approx((100 * ref.low, 100 * ref.high))
+    assert cells["128"].value == 0.0 and cells["128"].lo == 0.0 and cells["Avg"].n == 8
+    # a file from before the counts were kept: summed from its cells (depth x length), the same interval
+    old = {k: v for k, v in m.items() if k not in ("correct_by_length", "n_by_length")}
+    assert passkey_cells(old)["64"] == cells["64"]
+
+
+def test_ruler_metrics_keep_score_sums_and_the_average_takes_wilson_over_every_task():
+    from ropeext.eval.ruler.run import summarize
+    from ropeext.report.measures import ruler_cells
+
+    recs = [
+        {"task": t, "length": n, "score": s}
+        for t, scores in (("niah_single_1", (1.0, 1.0, 0.0)), ("vt", (0.5, 1.0, 0.0)))
+        for n in (256, 512)
+        for s in scores
+    ]
+    m = summarize(recs, tasks=["niah_single_1", "vt"], lengths=[256, 512], subset="custom")
+    assert m["score_sum"] == {"niah_single_1": {"256": 2.0, "512": 2.0}, "vt": {"256": 1.5, "512": 1.5}}
+    cells = ruler_cells(m)
+    lo, hi = I.wilson(3.5, 6)
+    assert cells[256].value == pytest.approx(58.33, abs=0.01) and cells[256].n == 6
+    assert (cells[256].lo, cells[256].hi) == pytest.approx((100 * lo, 100 * hi), abs=0.01)
+    assert cells["avg"].n == 12 and cells["avg"].method == "wilson"
+
+
+def test_longbench_cells_bootstrap_enough_samples_and_say_so_when_they_cannot():
+    from ropeext.eval.longbench import results
+    from ropeext.report.measures import longbench_cells
+
+    buckets = results.edge_buckets([0, 100, 200])
+    answer = "    return value"
+    recs = [
+        {"pred": answer if i % 3 else "pass", "answers": [answer], "all_classes": None, "length": 50 + 100 * (i % 2)}
+        for i in range(24)
+    ]
+    m = results.build_metrics({"lcc": (recs, buckets)}, variant="v")
+    first = m["tasks"]["lcc"]["buckets"]["0-100"]
+    assert first["n"] == 12 and len(first["scores"]) == 12 and all(0.0 <= s <= 1.0 for s in first["scores"])
+    cells = longbench_cells(m)
+    assert cells["0-100"].method == "bootstrap" and cells["0-100"].n == 12
+    assert (cells["0-100"].lo, cells["0-100"].hi) == pytest.approx(
+        tuple(100 * x for x in I.mean_bootstrap(first["scores"])), rel=1e-9
+    )
+    assert cells["0-100"].lo <= cells["0-100"].value <= cells["0-100"].hi and cells["Avg"].n == 24
+    few = results.build_metrics({"lcc": (recs[:6], buckets)}, variant="v")  # 3 a bucket: Wilson at the mean
+    assert longbench_cells(few)["0-100"].method == "wilson"
+    for b in m["tasks"]["lcc"]["buckets"].values():  # a file without per-sample scores: n, and no interval
+        b.pop("scores")
+    bare = longbench_cells(m)["0-100"]
+    assert bare.n == 12 and not bare.known
