@@ -24,24 +24,6 @@ def length_series(df: pd.DataFrame) -> dict[str, dict[int, float | None]]:
     return {v: {int(c): number(row[c]) for c in cols} for v, row in df.iterrows()}
 
 
-def passkey_samples(metrics: list[dict]) -> int | None:
-    """Prompts per length (depths x samples), the smallest over the runs."""
-    ns = [len(m.get("depths") or []) * int(m.get("samples") or 0) for m in metrics]
-    ns = [n for n in ns if n]
-    return min(ns) if ns else None
-
-
-def ruler_samples(metrics: list[dict], length: int) -> int | None:
-    """Samples behind one RULER average at ``length`` (over every task), the smallest over the runs."""
-    ns = []
-    for m in metrics:
-        counts = m.get("samples") or {}
-        n = sum(int(c.get(str(length), 0)) for c in counts.values() if isinstance(c, dict))
-        if n:
-            ns.append(n)
-    return min(ns) if ns else None
-
-
 def buckets_of(metrics: dict) -> list[tuple[str, float | None, float | None]]:
     """(name, lower edge, upper edge) of each LongBench length bucket; edges None when unknown."""
     names = list(metrics.get("buckets") or [])
