@@ -75,7 +75,7 @@ def test_identical_runs_give_byte_identical_reports(case, run_a, run_b, agrees, 
     assert md[0] == md[1]
     text = md[0].decode()
     section = text[text.index("## Where our numbers disagree") :]
-    heading = {None: "**Inconclusive**", True: "**Agreements**", False: "**Disagreements**"}[agrees]
+    heading = {None: "**Inconclusive**", True: "**Supported**", False: "**Contradicted**"}[agrees]
     assert says in section[section.index(heading) :]
     assert "- 1 warning from the jobs (see Warnings)." in text and "  - warning: corpus: skipped 1 file" in text
 

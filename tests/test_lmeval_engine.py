@@ -229,11 +229,12 @@ def test_longbench_buckets_from_lm_eval_samples():
     samples = [sample(0, 100, 1.0), sample(1, 3999, 0.5), sample(2, 4000, 0.25), sample(3, 12000, 0.0)]
     rec = lb_engine.task_record(samples, STANDARD_BUCKETS)
     assert rec["metric"] == "qa_f1_score" and rec["n"] == 4 and rec["score"] == 43.75
-    assert rec["buckets"] == {
-        "0-4k": {"score": 75.0, "n": 2},
-        "4-8k": {"score": 25.0, "n": 1},
-        "8k+": {"score": 0.0, "n": 1},
+    assert rec["buckets"] == {  # with each sample's score, for an interval over samples
+        "0-4k": {"score": 75.0, "n": 2, "scores": [1.0, 0.5]},
+        "4-8k": {"score": 25.0, "n": 1, "scores": [0.25]},
+        "8k+": {"score": 0.0, "n": 1, "scores": [0.0]},
     }
+    assert lb_engine.task_record(samples, None)["scores"] == [1.0, 0.5, 0.25, 0.0]
     m = lb_engine.build_metrics(
         {"hotpotqa": samples},
         {"hotpotqa": {"results": {"longbench_hotpotqa_e": {"score,none": 0.4375}}}},

@@ -168,7 +168,7 @@ def test_buckets_summary_and_table():
     m = results.build_metrics(
         {"hotpotqa": (recs, results.STANDARD_BUCKETS), "triviaqa": (recs2, results.STANDARD_BUCKETS)}, variant="v1"
     )
-    assert m["tasks"]["hotpotqa"]["buckets"]["0-4k"] == {"score": 50.0, "n": 2}
+    assert m["tasks"]["hotpotqa"]["buckets"]["0-4k"] == {"score": 50.0, "n": 2, "scores": [1.0, 0.0]}  # and each sample
     assert m["tasks"]["hotpotqa"]["score"] == 75.0
     assert m["bucket_avg"] == {"0-4k": 25.0, "4-8k": 50.0, "8k+": 50.0}
     assert m["Avg"] == 41.67 and m["Avg>4k"] == 50.0
@@ -371,7 +371,7 @@ def test_end_to_end_official_layout_and_errors(tiny_model_dir, tmp_path, capsys)
     assert _cli(*base, "--tasks", "hotpotqa,samsum") == 0
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["tasks"]) == {"hotpotqa", "samsum"} and m["buckets"] == ["0-4k", "4-8k", "8k+"]
-    assert m["tasks"]["samsum"]["buckets"]["8k+"] == {"score": None, "n": 0}
+    assert m["tasks"]["samsum"]["buckets"]["8k+"] == {"score": None, "n": 0, "scores": []}
     assert m["max_input_length"] == {"hotpotqa": 58, "samsum": 59}
     samsum = [json.loads(x) for x in (out / "predictions" / "samsum.jsonl").read_text().splitlines()]
     assert all(p["pred"].count("\n") <= 1 for p in samsum)

@@ -163,14 +163,14 @@ def test_more_than_eight_variants_are_faceted_into_panels_of_at_most_eight():
 def test_intervals_in_the_table_draw_a_band_per_series():
     from matplotlib.collections import PolyCollection
 
-    from ropeext.report.plots import line_figure, with_intervals
+    from ropeext.report.plots import line_figure, with_band
 
     row = {"256": 10.0, "1024": 20.0, "256 lo": 9.0, "256 hi": 11.5, "1024 lo": 18.0, "1024 hi": 23.0}
-    assert with_intervals(([256, 1024], [10.0, 20.0]), row) == ([256, 1024], [10.0, 20.0], [9.0, 18.0], [11.5, 23.0])
-    assert with_intervals(([256], [10.0]), {"256_lo": 9, "256_hi": 11}) == ([256], [10.0], [9], [11])
-    assert with_intervals(([256], [10.0]), {"256": 10.0}) == ([256], [10.0])  # no interval: unchanged
+    assert with_band(([256, 1024], [10.0, 20.0]), row) == ([256, 1024], [10.0, 20.0], [9.0, 18.0], [11.5, 23.0])
+    assert with_band(([256], [10.0]), {"256_lo": 9, "256_hi": 11}) == ([256], [10.0], [9], [11])
+    assert with_band(([256], [10.0]), {"256": 10.0}) == ([256], [10.0])  # no interval: unchanged
     fig = line_figure(
-        {"a-pi-1024-full": with_intervals(([256, 1024], [10.0, 20.0]), row), "a-pi-1024-noft": ([256, 1024], [5, 6])},
+        {"a-pi-1024-full": with_band(([256, 1024], [10.0, 20.0]), row), "a-pi-1024-noft": ([256, 1024], [5, 6])},
         xlabel="x",
         ylabel="y",
     )

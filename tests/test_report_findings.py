@@ -4,6 +4,7 @@ metrics files in the formats the stages write, for the real-model experiment (co
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,12 +14,18 @@ import pytest
 from ropeext.errors import RopeextError
 from ropeext.report import findings as F
 from ropeext.report import provenance
+from ropeext.report.intervals import Interval
 from tests.conftest import REPO
 
 L, T = 8192, 16384
 
 
 # ----------------------------------------------------------------------------- pure findings
+def iv(value: float, half: float, n: int = 20) -> Interval:
+    """A value with a symmetric 95% interval (as the report's cells carry)."""
+    return Interval(value, value - half, value + half, n, "windows", "bootstrap")
+
+
 def test_perplexity_verdicts_name_who_holds_and_who_collapses_with_the_thresholds():
     pairs = {
         "m-none-16384-noft": (3.0, 40.0),
@@ -34,10 +41,22 @@ def test_perplexity_verdicts_name_who_holds_and_who_collapses_with_the_threshold
         "m-yarn-16384-anchor": "holds",
     }
     text = F.extension_sentence("Perplexity", F.verdicts(pairs, F.PPL), L, T, F.PPL)
-    assert "holds up (at most 1.10x) for `yarn/anchor` (0.98x) and `pi` (1.03x)" in text  # best ratio first
-    assert "degrades (1.10-2.00x) for `ntk` (1.50x)" in text
-    assert "collapses (2.00x or more) for `none` (13.33x)" in text
+    assert "holds up for `yarn/anchor` (0.98x) and `pi` (1.03x)" in text  # best ratio first
+    assert "degrades for `ntk` (1.50x)" in text and "collapses for `none` (13.33x)" in text
     assert text.endswith("Lowest at L': `yarn/anchor` (2.95).")
+    assert "at most 1.10x" in F.thresholds_text() and "2.00x or more" in F.thresholds_text()  # stated once
+    # with intervals: the best and every variant whose interval overlaps its interval
+    evidence = {
+        "m-none-16384-noft": iv(40.0, 2.0),
+        "m-pi-16384-noft": iv(3.1, 0.1),
+        "m-ntk-16384-noft": iv(4.5, 0.2),
+        "m-yarn-16384-anchor": iv(2.95, 0.1),
+    }
+    text = F.extension_sentence("Perplexity", F.verdicts(pairs, F.PPL), L, T, F.PPL, evidence=evidence)
+    assert text.endswith("Lowest at L': `yarn/anchor` (2.95 [2.85, 3.05]), not told apart from `pi`.")
+    tied = {v: iv(3.0, 0.5) for v in evidence}
+    text = F.extension_sentence("Perplexity", F.verdicts(pairs, F.PPL), L, T, F.PPL, evidence=tied)
+    assert text.endswith("At L' no variant is told apart from the best.")
 
 
 def test_score_verdicts_compare_with_the_mean_within_L_and_set_aside_a_variant_that_fails_there():
@@ -57,15 +76,17 @@ def test_score_verdicts_compare_with_the_mean_within_L_and_set_aside_a_variant_t
         "m-ntk-16384-noft": "fails within L",
     }
     text = F.extension_sentence("Passkey accuracy", F.verdicts(pairs, F.SCORE), L, T, F.SCORE)
-    assert "holds up (at least 80% of it) for `yarn` (100 vs 100)" in text
-    assert "collapses (25% of it or less) for `none` (0 vs 83.3)" in text
+    assert "holds up for `yarn` (100 vs 100)" in text
+    assert "collapses for `none` (0 vs 83.3)" in text
     assert "fails already within L (0 there, so it says nothing about extension) for `ntk`" in text
     assert text.endswith("Best at L': `yarn` (100).")
 
 
 def test_the_value_at_L_prime_falls_back_to_the_longest_length_past_L():
     assert F.within_and_at({4096: 5.0, 8192: 4.0, 12288: 6.0}, L, T, F.PPL) == (4.0, 6.0)
+    assert F.at_length({4096: 5.0, 8192: 4.0, 12288: 6.0}, L, T) == 12288
     assert F.within_and_at({4096: 5.0, 8192: 4.0}, L, T, F.PPL) == (4.0, None)
+    assert F.at_length({4096: 5.0, 8192: 4.0}, L, T) is None
     assert F.classify(F.PPL, 4.0, None) == (None, "not measured")
 
 
@@ -81,75 +102,145 @@ def test_finetune_effect_compares_each_finetuned_variant_with_its_method_without
 
 
 DISTURBANCE = {"none": 0.226, "pi": 0.000821, "ntk": 0.0429, "yarn": 0.00317, "dprope": 0.000701}
+G = "at L' = 16384 without fine-tuning"
 
 
-def test_a_method_with_lower_disturbance_and_worse_perplexity_is_a_plain_disagreement():
-    ppl = {"none": 40.0, "pi": 3.2, "ntk": 4.5, "yarn": 3.0, "dprope": 3.6}
-    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", "at L' = 16384 without fine-tuning")
-    assert check.agrees is False
+def test_a_clear_loss_contradicts_the_premise_and_the_ranking():
+    """dprope disturbs least but its interval lies wholly above yarn's and pi's: contradicted, both numbers named."""
+    ppl = {
+        "none": iv(40.0, 1.0),
+        "pi": iv(3.2, 0.05),
+        "ntk": iv(4.5, 0.1),
+        "yarn": iv(3.0, 0.05),
+        "dprope": iv(3.6, 0.05),
+    }
+    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", G)
+    assert check.outcome == F.CONTRADICTED and check.agrees is False
     assert check.text.startswith(
-        "At L' = 16384 without fine-tuning, perplexity: 7 of 10 method pairs order as the claim predicts"
+        "At L' = 16384 without fine-tuning, perplexity: of 10 method pairs, 7 are told apart as the claim predicts, "
+        "3 against it and 0 not told apart"
     )
     assert (
-        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)"
-        in check.text
+        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity "
+        "(3.6 [3.55, 3.65] vs 3 [2.95, 3.05])" in check.text
     )
-    assert (
-        "`pi` disturbs the angles less than `yarn` (0.000821 vs 0.00317) but has higher perplexity (3.2 vs 3)"
-        in check.text
+    (rank,) = F.dprope_rank_check(ppl, F.PPL, "perplexity", G)
+    assert rank.outcome == F.CONTRADICTED
+    assert rank.text == (
+        "`dprope` ranks 3 of 5 in perplexity at L' = 16384 without fine-tuning (3.6 [3.55, 3.65]; best `yarn` "
+        "3 [2.95, 3.05]): `pi` and `yarn` clearly better."
     )
-    rank = F.dprope_rank_check(ppl, F.PPL, "perplexity", "at L' = 16384 without fine-tuning")
-    assert [c.agrees for c in rank] == [False]
-    assert "`dprope` ranks 3 of 5 in perplexity at L' = 16384 without fine-tuning (3.6; best `yarn` 3)" in rank[0].text
 
 
-def test_no_disagreement_when_the_order_follows_the_disturbance():
-    ppl = {"none": 40.0, "pi": 3.02, "ntk": 4.5, "yarn": 3.3, "dprope": 3.0}
-    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", "at L' = 16384 without fine-tuning")
-    assert check.agrees is True and "Against it" not in check.text
-    assert "9 of 9 method pairs" in check.text  # pi vs dprope: 3.02 vs 3.0 is within the 1% tie
-    acc = {"none": 0.0, "pi": 66.7, "dprope": 100.0}
-    assert F.disturbance_check(DISTURBANCE, acc, F.SCORE, "passkey accuracy", "g").agrees is True
-    assert [c.agrees for c in F.dprope_rank_check(acc, F.SCORE, "passkey accuracy", "g")] == [True]
-    assert F.disturbance_check(DISTURBANCE, {"pi": 3.0}, F.PPL, "perplexity", "g") is None
+def test_a_clear_win_supports_the_premise_and_the_ranking():
+    ppl = {
+        "none": iv(40.0, 1.0),
+        "pi": iv(3.3, 0.05),
+        "ntk": iv(4.5, 0.1),
+        "yarn": iv(3.6, 0.05),
+        "dprope": iv(3.0, 0.05),
+    }
+    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", G)
+    assert check.outcome == F.SUPPORTED and "10 are told apart as the claim predicts, 0 against" in check.text
+    (rank,) = F.dprope_rank_check(ppl, F.PPL, "perplexity", G)
+    assert rank.outcome == F.SUPPORTED and rank.text.endswith("clearly better than every other method.")
+    acc = {"none": Interval(0.0, 0.0, 10.0), "pi": Interval(50.0, 40.0, 60.0), "dprope": Interval(95.0, 88.0, 99.0)}
+    assert F.disturbance_check(DISTURBANCE, acc, F.SCORE, "passkey accuracy", "g").outcome == F.SUPPORTED
+    assert [c.outcome for c in F.dprope_rank_check(acc, F.SCORE, "passkey accuracy", "g")] == [F.SUPPORTED]
+    assert F.disturbance_check(DISTURBANCE, {"pi": iv(3.0, 0.1)}, F.PPL, "perplexity", "g") is None
 
 
-def test_anchor_checks_state_agreement_or_disagreement_with_the_sample_note():
-    checks = F.anchor_checks(
-        {"dprope": {"full": 66.7, "anchor": 33.3}, "pi": {"full": 50.0, "anchor": 50.0}, "yarn": {"anchor": 10.0}},
-        F.SCORE,
-        "passkey accuracy at L' = 16384",
-        "From 3 prompts per length: one prompt moves the value by 33 points.",
-    )
-    assert [c.agrees for c in checks] == [False, True]
-    assert (
-        "`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 33.3 vs 66.7 (anchor worse)"
-        in checks[0].text
-        and "one prompt moves the value by 33 points" in checks[0].text
-    )
-    assert "(a tie)" in checks[1].text
-    time = F.anchor_time_checks({"dprope": {"full": 100.0, "anchor": 80.0}}, 60)
-    assert time[0].agrees is False and "anchor took at least 0.55x the wall time of full attention" in time[0].text
+def test_overlapping_intervals_leave_every_claim_inconclusive():
+    """A 0.7% gap and a 4% gap are alike when the intervals overlap: neither supports nor contradicts."""
+    ppl = {"pi": iv(3.02, 0.15), "yarn": iv(3.0, 0.15), "dprope": iv(3.12, 0.15), "none": iv(3.1, 0.15)}
+    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", G)
+    assert check.outcome == F.INCONCLUSIVE and check.agrees is None
+    assert "0 are told apart as the claim predicts, 0 against it and 6 not told apart" in check.text
+    assert check.text.endswith("too few pairs told apart to support it.")
+    (rank,) = F.dprope_rank_check(ppl, F.PPL, "perplexity", G)
+    assert rank.outcome == F.INCONCLUSIVE and rank.text.endswith("not told apart from `pi`, `yarn` and `none`.")
+    # one pair told apart as predicted out of six is not a majority
+    ppl["none"] = iv(9.0, 0.2)
+    ppl["yarn"] = iv(3.0, 0.15)
+    check = F.disturbance_check(DISTURBANCE, ppl, F.PPL, "perplexity", G)
+    assert check.outcome == F.INCONCLUSIVE and "3 are told apart as the claim predicts" in check.text
 
 
 @pytest.mark.parametrize(
-    "full, anchor, agrees, says",
+    "values, within, says",
     [
-        (0.3, 0.07, None, "not decided, a run took less than 60 s of training (`report.min_wall_seconds`)"),
-        (100.0, 59.0, None, "a run took less than 60 s"),  # the shorter run decides
-        (200.0, 70.0, True, "anchor took at most 0.45x the wall time"),
-        (200.0, 150.0, False, "anchor took at least 0.55x the wall time"),
-        (200.0, 104.0, None, "not decided, anchor took between 0.45x and 0.55x"),  # 0.52x: noise around 0.5x
+        ({"pi": 0.0, "yarn": 0.0, "dprope": 0.0}, None, "every variant compared scores 0 at L' (the floor)"),
+        ({"pi": 100.0, "yarn": 100.0, "dprope": 100.0}, None, "every variant compared scores 100 at L' (the ceiling)"),
+        (
+            {"pi": 0.0, "yarn": 33.3, "dprope": 0.0},
+            {"pi": 0.0, "yarn": 0.0, "dprope": 0.0},
+            "every variant compared scores 0 already within L",
+        ),
+    ],
+    ids=["all_zero", "ceiling", "zero_within_L"],
+)
+def test_floors_and_ceilings_decide_nothing(values, within, says):
+    """Ties at 0 or 100 (intervals as Wilson's from 3 prompts) never count as support."""
+    from ropeext.report.intervals import accuracy
+
+    ev = {m: accuracy(round(v / 100 * 3), 3) for m, v in values.items()}
+    check = F.disturbance_check(DISTURBANCE, ev, F.SCORE, "passkey accuracy", G, within)
+    assert check.outcome == F.INCONCLUSIVE and says in check.text
+    (rank,) = F.dprope_rank_check(ev, F.SCORE, "passkey accuracy", G, within)
+    assert rank.outcome == F.INCONCLUSIVE and says in rank.text
+    pairs = {"dprope": {"anchor": ev["pi"], "full": ev["dprope"]}}
+    inside = {"dprope": {"anchor": (within or {}).get("pi"), "full": (within or {}).get("dprope")}} if within else None
+    (anchor,) = F.anchor_checks(pairs, F.SCORE, "passkey accuracy at L' = 16384", inside)
+    assert anchor.outcome == F.INCONCLUSIVE and "not decided" in anchor.text
+
+
+def test_a_value_without_an_interval_decides_nothing():
+    check = F.disturbance_check(DISTURBANCE, {"pi": 3.2, "yarn": 3.0, "dprope": 3.6}, F.PPL, "perplexity", G)
+    assert check.outcome == F.INCONCLUSIVE
+    assert "no 95% interval for `pi`, `yarn` and `dprope`" in check.text
+
+
+def test_anchor_checks_decide_only_on_separated_intervals():
+    checks = F.anchor_checks(
+        {
+            "dprope": {"full": iv(3.0, 0.05), "anchor": iv(3.3, 0.05)},  # a clear loss
+            "pi": {"full": iv(3.0, 0.1), "anchor": iv(2.97, 0.1)},  # a tie: not support
+            "ntk": {"full": iv(3.4, 0.05), "anchor": iv(3.1, 0.05)},  # a clear win
+            "yarn": {"full": iv(3.4, 0.05), "anchor": iv(3.1, 0.05)},
+            "none": {"anchor": iv(3.0, 0.1)},
+        },
+        F.PPL,
+        "perplexity at L' = 16384",
+        short={"yarn": "the fine-tuning was a short run"},
+    )
+    assert [c.outcome for c in checks] == [F.CONTRADICTED, F.INCONCLUSIVE, F.SUPPORTED, F.INCONCLUSIVE]
+    assert checks[0].text == (
+        "`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.3 [3.25, 3.35] vs 3 [2.95, 3.05] "
+        "(anchor clearly worse)."
+    )
+    assert "(not told apart)" in checks[1].text and "(anchor clearly better)" in checks[2].text
+    assert "not decided, the fine-tuning was a short run" in checks[3].text
+    time = F.anchor_time_checks({"dprope": {"full": 100.0, "anchor": 80.0}}, 60)
+    assert time[0].outcome == F.CONTRADICTED and "anchor took at least 0.55x the wall time" in time[0].text
+
+
+@pytest.mark.parametrize(
+    "full, anchor, outcome, says",
+    [
+        (0.3, 0.07, F.INCONCLUSIVE, "not decided, a run took less than 60 s of training (`report.min_wall_seconds`)"),
+        (100.0, 59.0, F.INCONCLUSIVE, "a run took less than 60 s"),  # the shorter run decides
+        (200.0, 70.0, F.SUPPORTED, "anchor took at most 0.45x the wall time"),
+        (200.0, 150.0, F.CONTRADICTED, "anchor took at least 0.55x the wall time"),
+        (200.0, 104.0, F.INCONCLUSIVE, "not decided, anchor took between 0.45x and 0.55x"),  # 0.52x: noise
     ],
 )
-def test_the_training_time_check_decides_only_on_long_runs_away_from_the_claim(full, anchor, agrees, says):
+def test_the_training_time_check_decides_only_on_long_runs_away_from_the_claim(full, anchor, outcome, says):
     (check,) = F.anchor_time_checks({"pi": {"full": full, "anchor": anchor}}, 60)
-    assert check.agrees is agrees and says in check.text
+    assert check.outcome == outcome and says in check.text
     assert f"{full:g}" not in check.text and f"{anchor:g}" not in check.text  # no wall time in the report
-    lines = F.checks_lines([check, F.Check("DPRoPE", "c1", True, "fine.")], [])
-    if agrees is None:
-        assert lines[0] == "None of the 1 checks below disagrees with the papers."
-        assert "**Inconclusive** (1 more, not counted above):" in lines
+    lines = F.checks_lines([check, F.Check("DPRoPE", "c1", F.SUPPORTED, "fine.")], [])
+    title = {F.INCONCLUSIVE: "**Inconclusive** (1):", F.SUPPORTED: "**Supported** (2):"}.get(outcome)
+    assert (title or "**Contradicted** (1):") in lines
 
 
 def _bf16_result(bf16_d: float, fp32_d: float, top_key: int, share: float) -> dict:
@@ -186,26 +277,42 @@ def _bf16_result(bf16_d: float, fp32_d: float, top_key: int, share: float) -> di
 def test_bf16_checks_follow_the_ratio_and_the_first_key():
     from ropeext.analysis.bf16 import summary_row
 
-    breaks = _bf16_result(0.5, 0.001, 0, 0.4)
+    mostly = _bf16_result(0.5, 0.001, 0, 0.6)
+    largest = _bf16_result(0.5, 0.001, 0, 0.4)  # the largest single contributor, but under half
     weak = _bf16_result(0.5, 0.2, 7, 0.05)
-    checks = F.bf16_checks({"m-none-16384-noft": (summary_row(breaks), breaks)})
-    assert [c.agrees for c in checks] == [True, True]
-    assert "`none` 0.5 vs 0.001 (500x)" in checks[0].text and "`none` 40.0%" in checks[1].text
+    checks = F.bf16_checks({"m-none-16384-noft": (summary_row(mostly), mostly)})
+    assert [c.outcome for c in checks] == [F.SUPPORTED, F.SUPPORTED]
+    assert "`none` 0.5 vs 0.001 (500x)" in checks[0].text and checks[1].text.endswith("over 50% in every variant.")
+    checks = F.bf16_checks({"m-none-16384-noft": (summary_row(largest), largest)})
+    assert [c.outcome for c in checks] == [F.SUPPORTED, F.INCONCLUSIVE]
+    assert (
+        "`none` 40.0%" in checks[1].text and "largest single contributor but holds no more than 50%" in checks[1].text
+    )
     checks = F.bf16_checks({"m-none-16384-noft": (summary_row(weak), weak)})
-    assert [c.agrees for c in checks] == [False, False]
+    assert [c.outcome for c in checks] == [F.CONTRADICTED, F.CONTRADICTED]
     assert "below that: `none`" in checks[0].text and "(largest: key 7)" in checks[1].text
-    sentence = F.bf16_sentence("m-none-16384-noft", summary_row(breaks), breaks)
+    sentence = F.bf16_sentence("m-none-16384-noft", summary_row(largest), largest)
     assert "D(0, 16) = 0.5 in bf16 against 0.001 in fp32 (500x)" in sentence
     assert "the first key accounts for 40.0% of it in bf16, the largest single contributor" in sentence
 
 
-def test_checks_lines_put_disagreements_first():
-    checks = [F.Check("DPRoPE", "c1", True, "fine."), F.Check("AnchorAttention", "c2", False, "not so.")]
+def test_checks_lines_list_contradicted_then_supported_then_inconclusive():
+    checks = [
+        F.Check("DPRoPE", "c1", F.SUPPORTED, "fine."),
+        F.Check("DPRoPE", "c3", F.INCONCLUSIVE, "not decided, overlap."),
+        F.Check("AnchorAttention", "c2", F.CONTRADICTED, "not so."),
+    ]
     lines = F.checks_lines(checks, ["few samples"])
-    assert lines[0] == "**Disagreements** (1 of 2 checks):"
+    assert lines[0] == F.check_rules_text() and lines[2] == "3 checks: 1 contradicted, 1 supported, 1 inconclusive."
+    order = [lines.index(x) for x in ("**Contradicted** (1):", "**Supported** (1):", "**Inconclusive** (1):")]
+    assert order == sorted(order)
     assert lines.index('- AnchorAttention, "c2": not so.') < lines.index('- DPRoPE, "c1": fine.')
     assert lines[-1] == "- few samples"
-    assert F.checks_lines([F.Check("DPRoPE", "c1", True, "fine.")], [])[0].startswith("None of the 1 checks")
+    assert F.checks_glance(checks) == (
+        '- Against the papers: 1 of 3 checks contradict, 1 support, 1 inconclusive (contradicted "c2"; supported "c1").'
+    )
+    with pytest.raises(ValueError, match="not supported, contradicted or inconclusive"):
+        F.Check("DPRoPE", "c1", "agrees", "fine.")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -386,6 +493,7 @@ def smollm2_report(tmp_path_factory):
     lengths, depths = [4096, 8192, 16384], [0.1, 0.5, 0.9]
     inputs = {k: [] for k in ("ppl", "passkey", "ruler", "longbench", "bf16", "compare")}
     buckets = results.edge_buckets([1024, 4072, 8168, 16360])
+    spread = [0.04, -0.04] * 6  # each window's nll off the mean by 4%, summing to the perplexity exactly
     for key, values in PPL.items():
         v = f"smollm2-{key.replace('-', '-16384-')}"
         inputs["ppl"].append(
@@ -393,11 +501,16 @@ def smollm2_report(tmp_path_factory):
                 R / "eval/ppl" / v / "metrics.json",
                 {
                     "lengths": lengths,
-                    "stride": 1024,
-                    "windows": 3,
+                    "stride": 256,
+                    "windows": 12,
                     "documents": 3,
                     "tokens_scored": 3072,
                     "ppl": {str(n): p for n, p in zip(lengths, values)},
+                    "window_nll": {
+                        str(n): [256 * math.log(p) * (1 + e) for e in spread] for n, p in zip(lengths, values)
+                    },
+                    "window_tokens": [256] * 12,
+                    "window_documents": [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2],
                     "variant": v,
                     "model": f"results/models/{v}",
                 },
@@ -513,27 +626,38 @@ def test_report_states_what_each_evaluation_shows(smollm2_report):
     out, md, written = smollm2_report
     ppl = md[md.index("## Perplexity") : md.index("## RoPE disturbance")]
     assert (
-        "Perplexity at L' = 16384 against L = 8192: holds up (at most 1.10x) for `pi` (1.03x), `yarn` (1.03x), "
-        "`dprope/anchor` (1.08x) and `dprope/full` (1.09x); degrades (1.10-2.00x) for `dprope_threshold` (1.17x), "
-        "`dprope` (1.20x) and `ntk` (1.58x); collapses (2.00x or more) for `none` (14.29x). Lowest at L': "
-        "`yarn` (3)."
+        "Perplexity at L' = 16384 against L = 8192: holds up for `pi` (1.03x), `yarn` (1.03x), "
+        "`dprope/anchor` (1.08x) and `dprope/full` (1.09x); degrades for `dprope_threshold` (1.17x), "
+        "`dprope` (1.20x) and `ntk` (1.58x); collapses for `none` (14.29x). Lowest at L': `yarn` (3 [2.93, 3.07])."
+    ) in ppl
+    assert "| 3.60 [3.51, 3.69]" in ppl  # every sampled cell with its interval
+    assert (
+        "Each cell: value [95% interval], n = 12 windows per cell (percentile bootstrap over windows, 2000 "
+        "resamples, seed 0); per cell in ppl-intervals.csv."
     ) in ppl
     assert "`dprope/anchor` 3.25 vs 3.6 without fine-tuning (-10%)" in ppl
+    table = pd.read_csv(out / "ppl.csv", index_col=0)  # the plain values stay where other code reads them
+    assert table.loc["smollm2-dprope-16384-noft", "16384"] == 3.6
+    cells = pd.read_csv(out / "ppl-intervals.csv", dtype={"column": str}).set_index(["variant", "column"])
+    cell = cells.loc[("smollm2-dprope-16384-noft", "16384")]
+    assert cell["lo"] < 3.6 < cell["hi"] and cell["n"] == 12 and cell["method"] == "bootstrap"
     passkey_md = md[md.index("## Passkey") : md.index("## LongBench")]
-    assert "collapses (25% of it or less) for `none` (0 vs 100)" in passkey_md
-    assert "From 3 prompts per length: one prompt moves the value by 33 points." in passkey_md
+    assert "collapses for `none` (0 vs 100)" in passkey_md
+    assert "| 33.3 [6.1, 79.2]" in passkey_md and "n = 3-9 prompts per cell (Wilson score interval)" in passkey_md
+    assert "At L' no variant is told apart from the best." in passkey_md  # 3 prompts per length decide nothing
     assert "![passkey heat maps](passkey_heatmaps.png)" in passkey_md
+    keys = pd.read_csv(out / "passkey-intervals.csv", dtype={"column": str}).set_index(["variant", "column"])
+    assert keys.loc[("smollm2-none-16384-noft", "16384"), "hi"] == pytest.approx(56.15, abs=0.01)  # 0 of 3
     ruler_md = md[md.index("## RULER") : md.index("## BF16")]
     assert (
-        "RULER average at L' = 16384 against its mean within L = 8192: holds up (at least 80% of it) for `yarn`"
-        in ruler_md
-        and "collapses (25% of it or less) for `none` (0 vs 100)" in ruler_md
+        "RULER average at L' = 16384 against its mean within L = 8192: holds up for `yarn`" in ruler_md
+        and "collapses for `none` (0 vs 100)" in ruler_md
     )
     lb = md[md.index("## LongBench") : md.index("## RULER")]
     assert "LongBench score at L' = 16384 against its mean within L = 8192 (bucket 8168-16360 tokens" in lb
-    assert "holds up (at least 80% of it) for `pi` (100 vs 100) and `yarn` (100 vs 100)" in lb
-    assert "collapses (25% of it or less) for `dprope` (10 vs 100)" in lb
-    assert "(1 sample per variant in that bucket.)" in lb
+    assert "holds up for `pi` (100 vs 100) and `yarn` (100 vs 100)" in lb
+    assert "collapses for `dprope` (10 vs 100)" in lb
+    assert "n = 1-3 samples per cell" in lb  # one sample per bucket: Wilson at the mean, never a zero-width bootstrap
     assert "a position shift changes attention by D(0, 16) = 0.5 in bf16 against 0.001 in fp32 (500x)" in md
     glance = md[md.index("## What the numbers show") : md.index("## Fine-tuning")]
     assert "How the findings are judged" in glance
@@ -561,30 +685,36 @@ def test_report_states_what_each_evaluation_shows(smollm2_report):
 
 def test_report_shows_where_the_numbers_disagree_with_the_papers(smollm2_report):
     _, md, _ = smollm2_report
-    section = md[md.index("## Where our numbers disagree with the papers") : md.index("## Published reference values")]
-    first = section.splitlines()[2]
-    assert first.startswith("**Disagreements**")
-    disagree = section[: section.index("**Agreements**")]
-    assert (
-        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity (3.6 vs 3)"
-        in disagree
+    glance = md[md.index("## What the numbers show") : md.index("## Fine-tuning")]
+    assert glance.splitlines()[4].startswith(
+        "- Against the papers: 4 of 17 checks contradict, 1 support, 12 inconclusive"
     )
-    assert "`dprope` ranks 4 of 6 in perplexity at L' = 16384 without fine-tuning (3.6; best `yarn` 3)" in disagree
-    # anchor vs full after fine-tuning: passkey 2 of 3 against 3 of 3 goes against the paper, with the sample note
+    section = md[md.index("## Where our numbers disagree with the papers") : md.index("## Published reference values")]
+    assert section.splitlines()[2].startswith("How a claim is decided:")
+    assert "17 checks: 4 contradicted, 1 supported, 12 inconclusive." in section
+    contradicted = section[section.index("**Contradicted**") : section.index("**Supported**")]
     assert (
-        "`dprope` fine-tuned with anchor vs full: passkey accuracy at L' = 16384 66.7 vs 100 (anchor worse); "
-        "from 3 prompts per length: one prompt moves the value by 33 points."
-    ) in disagree
+        "`dprope` disturbs the angles less than `yarn` (0.000701 vs 0.00317) but has higher perplexity "
+        "(3.6 [3.51, 3.69] vs 3 [2.93, 3.07])"
+    ) in contradicted
+    assert "`dprope` ranks 4 of 6 in perplexity at L' = 16384 without fine-tuning" in contradicted
     assert (
         "`dprope` fine-tuned with anchor vs full attention: anchor took at least 0.55x the wall time of full "
-        "attention (the paper: at most 0.50x; both runs took at least 60 s" in disagree
+        "attention (the paper: at most 0.50x; both runs took at least 60 s" in contradicted
     )
-    agree = section[section.index("**Agreements**") :]
+    supported = section[section.index("**Supported**") : section.index("**Inconclusive**")]
+    assert "BF16 breaks RoPE's relative positions" in supported
+    inconclusive = section[section.index("**Inconclusive**") :]
+    # 3 prompts a length: the passkey ranking is not decided, and the anchor checks after a 2-step fine-tune neither
     assert (
-        "`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.25 vs 3.28 (a tie); each perplexity "
-        "scores the same 3072 tokens at every length."
-    ) in agree
-    assert "the first key is the largest single contributor in every variant" in agree
+        "`dprope` ranks 3 of 6 in passkey accuracy at L' = 16384 without fine-tuning (33.3 [6.1, 79.2]; best `yarn` "
+        "100 [43.9, 100]): not told apart from `none`, `ntk`, `pi` and `yarn`."
+    ) in inconclusive
+    assert (
+        "`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.25 [3.17, 3.33] vs 3.28 [3.2, 3.36]: not "
+        "decided, the fine-tuning was a short run (see Fine-tuning), too short to test it."
+    ) in inconclusive
+    assert "the first key is the largest single contributor but holds no more than 50%" in inconclusive
     assert "was a short run (see Fine-tuning)" in section
 
 

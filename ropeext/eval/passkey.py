@@ -156,7 +156,7 @@ def evaluate(
 
 
 def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> dict:
-    """Accuracy per cell, per length, per depth and overall."""
+    """Accuracy per cell, per length, per depth and overall, with the counts behind it."""
     cells = []
     grid = []
     for length in lengths:
@@ -180,9 +180,17 @@ def summarize(records: list[dict], lengths: list[int], depths: list[float]) -> d
     def acc_of(rs):
         return sum(r["correct"] for r in rs) / len(rs) if rs else math.nan
 
+    def of_length(L):
+        return [r for r in records if r["length"] == L]
+
     return {
         "accuracy": acc_of(records),
-        "accuracy_by_length": {str(L): acc_of([r for r in records if r["length"] == L]) for L in lengths},
+        "accuracy_by_length": {str(L): acc_of(of_length(L)) for L in lengths},
+        # the counts behind each accuracy (an interval needs them): keys found and prompts asked
+        "correct": int(sum(r["correct"] for r in records)),
+        "n": len(records),
+        "correct_by_length": {str(L): int(sum(r["correct"] for r in of_length(L))) for L in lengths},
+        "n_by_length": {str(L): len(of_length(L)) for L in lengths},
         "accuracy_by_depth": {f"{d:g}": acc_of([r for r in records if abs(r["depth"] - d) < 1e-9]) for d in depths},
         "grid": grid,
         "cells": cells,

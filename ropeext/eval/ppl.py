@@ -105,7 +105,7 @@ def perplexity_by_length(
     model.eval()
     for C in lengths:
         per_batch = max(1, tokens_per_batch // C)
-        nll, count = 0.0, 0
+        nll, count, per_window = 0.0, 0, []
         for b in range(0, len(windows), per_batch):
             chunk = windows[b : b + per_batch]
             inputs = np.stack([docs[d][e - C + 1 : e + 1] for d, e in chunk])
@@ -116,13 +116,14 @@ def perplexity_by_length(
                 logits = scored_logits(model, ids, pos, stride, slice_only=slice_only)
             tgt = torch.from_numpy(targets).to(device)
             loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="sum"
-            )
-            nll += float(loss)
+                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none"
+            ).reshape(tgt.shape)
+            per_window += [float(x) for x in loss.sum(dim=1, dtype=torch.float64)]
+            nll += float(loss.sum(dtype=torch.float64))
             count += tgt.numel()
             if bar is not None:
                 bar.update(len(chunk))
-        results[C] = {"nll": nll / count, "ppl": math.exp(nll / count), "tokens": count}
+        results[C] = {"nll": nll / count, "ppl": math.exp(nll / count), "tokens": count, "window_nll": per_window}
     if bar is not None:
         bar.close()
     return {
@@ -133,4 +134,9 @@ def perplexity_by_length(
         "tokens_scored": len(windows) * stride,
         "ppl": {str(C): r["ppl"] for C, r in results.items()},
         "nll": {str(C): r["nll"] for C, r in results.items()},
+        # the evidence for an interval over windows: each window's summed nll per length, its scored tokens and
+        # its document (the same windows at every length)
+        "window_nll": {str(C): r["window_nll"] for C, r in results.items()},
+        "window_tokens": [stride] * len(windows),
+        "window_documents": [d for d, _ in windows],
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +17,8 @@ from ropeext.io import atomic_path, read_json, write_text
 from ropeext.report import findings as F
 from ropeext.report import provenance
 from ropeext.report import references as published
-from ropeext.report.plots import facet_variants, plot_lines, with_intervals
-from ropeext.report.tables import parse_variant, section, variant_styles
+from ropeext.report.plots import facet_variants, plot_lines, with_band
+from ropeext.report.tables import evidence_line, intervals_frame, parse_variant, section, variant_styles, with_intervals
 from ropeext.suites import SUITES
 from ropeext.text import markdown_table
 
@@ -26,15 +26,21 @@ from ropeext.text import markdown_table
 ROPE_ORDER = 20
 
 
+SHORT_RUN = "the fine-tuning was a short run (see Fine-tuning), too short to test it"
+
+
 @dataclass
 class Measured:
-    """One evaluation's value at L' per variant, for the checks against the papers."""
+    """One evaluation's value at L' per variant, with its interval (``evidence``) and its value within L, for the
+    checks against the papers."""
 
     what: str
     kind: str
     target: int
     at: dict
     note: str = ""
+    evidence: dict = field(default_factory=dict)  # variant -> Interval at L'
+    within: dict = field(default_factory=dict)  # variant -> value within L
 
 
 def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) -> list[str]:
@@ -78,27 +84,42 @@ def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) 
 
 
 def paper_checks(
-    measured: list[Measured], disturbance: dict, trained: dict, bf16_results: dict, min_wall_seconds: float
+    measured: list[Measured],
+    disturbance: dict,
+    trained: dict,
+    bf16_results: dict,
+    min_wall_seconds: float,
+    short: set[str] | None = None,
 ) -> list[F.Check]:
     """Every claim of the papers these numbers can test: DPRoPE's disturbance premise and its ranking per
     evaluation and group (without fine-tuning, then per fine-tuning layout); AnchorAttention's anchor vs
     full per evaluation, its training-time claim (decided only on runs of at least ``min_wall_seconds``)
-    and its BF16 claims."""
+    and its BF16 claims. ``short``: the fine-tuned variants whose run was too short to test a claim about
+    fine-tuning (their checks are inconclusive)."""
+    short = short or set()
     checks = []
     for m in measured:
         layouts = sorted({parse_variant(v)["layout"] for v in m.at} - {"noft"})
         groups = [("noft", f"at L' = {m.target} without fine-tuning")]
         groups += [(lay, f"at L' = {m.target} after fine-tuning with the {lay} layout") for lay in layouts]
         for layout, words in groups:
-            metric = {parse_variant(v)["method"]: x for v, x in m.at.items() if parse_variant(v)["layout"] == layout}
-            found = F.disturbance_check(disturbance.get(m.target, {}), metric, m.kind, m.what, words)
+            members = [v for v in m.at if parse_variant(v)["layout"] == layout]
+            metric = {parse_variant(v)["method"]: m.evidence.get(v, m.at[v]) for v in members}
+            within = {parse_variant(v)["method"]: m.within.get(v) for v in members}
+            cut = SHORT_RUN if short & set(members) else ""
+            found = F.disturbance_check(disturbance.get(m.target, {}), metric, m.kind, m.what, words, within, cut)
             checks += [found] if found else []
-            checks += F.dprope_rank_check(metric, m.kind, m.what, words)
+            checks += F.dprope_rank_check(metric, m.kind, m.what, words, within, cut)
         pairs: dict[str, dict] = {}
+        inside: dict[str, dict] = {}
+        cuts: dict[str, str] = {}
         for v, x in m.at.items():
             info = parse_variant(v)
-            pairs.setdefault(info["method"], {})[info["layout"]] = x
-        checks += F.anchor_checks(pairs, m.kind, f"{m.what} at L' = {m.target}", m.note)
+            pairs.setdefault(info["method"], {})[info["layout"]] = m.evidence.get(v, x)
+            inside.setdefault(info["method"], {})[info["layout"]] = m.within.get(v)
+            if v in short and info["layout"] in ("anchor", "full"):
+                cuts[info["method"]] = SHORT_RUN
+        checks += F.anchor_checks(pairs, m.kind, f"{m.what} at L' = {m.target}", inside, cuts)
     seconds: dict[str, dict] = {}
     for v, s in trained.items():
         info = parse_variant(v)
@@ -166,11 +187,16 @@ class Report:
         self.written.append(Path(path))
         return Path(path)
 
-    def lines_plot(self, series: dict, name: str, df: pd.DataFrame, **kw) -> Path:
+    def lines_plot(self, series: dict, name: str, df: pd.DataFrame, cells: dict | None = None, **kw) -> Path:
         """One line per variant (a colour per method, a line style per layout), at most eight per panel (by
-        target length, then layout); a band where ``df`` carries a 95% interval (`<x> lo`/`<x> hi` columns)."""
+        target length, then layout); a band where a point has a 95% interval: in ``cells`` ({variant: {x:
+        Interval}}, as ``table`` takes them) or in ``df``'s `<x> lo`/`<x> hi` columns."""
         rows = {v: {str(k): x for k, x in row.items()} for v, row in df.iterrows()}
-        series = {v: with_intervals(points, rows.get(v, {})) for v, points in series.items()}
+        for v, by_x in (cells or {}).items():
+            for x, iv in by_x.items():
+                if iv is not None and iv.known:
+                    rows.setdefault(v, {}).update({f"{x} lo": iv.lo, f"{x} hi": iv.hi})
+        series = {v: with_band(points, rows.get(v, {})) for v, points in series.items()}
         kw.setdefault("panels", facet_variants(list(series)))
         return self.add(plot_lines(series, self.out / name, styles=variant_styles(list(df.index)), **kw))
 
@@ -190,21 +216,51 @@ class Report:
             for t in self.targets
         }
 
+    def evidence_at(self, series: dict, cells: dict) -> dict:
+        """{L': {variant: the Interval of the length that stands for L' (F.at_length)}}."""
+        out: dict = {}
+        for t in self.targets:
+            out[t] = {}
+            for v, vals in F.of_target(series, t).items():
+                at = F.at_length(vals, self.L, t)
+                if at is not None and (cells.get(v) or {}).get(at) is not None:
+                    out[t][v] = cells[v][at]
+        return out
+
+    def table(self, df: pd.DataFrame, cells: dict, name: str, floatfmt: str = ".2f") -> list[str]:
+        """Save ``df`` as ``name`` and its cells' intervals as the long-format ``<stem>-intervals.csv``; return the
+        markdown table (sampled cells as 'value [lo, hi]') and the line stating n and the interval's method."""
+        self.save(df, name)
+        companion = name.replace(".csv", "-intervals.csv")
+        self.save(intervals_frame(cells), companion, index=False)
+        line = evidence_line({v: c for v, c in cells.items() if v in df.index}, companion)
+        return [markdown_table(with_intervals(df, cells, floatfmt), floatfmt)] + (["", line] if line else [])
+
     def extension(
-        self, what: str, kind: str, pairs_by_target: dict, note: str = "", where: dict | None = None
+        self,
+        what: str,
+        kind: str,
+        pairs_by_target: dict,
+        note: str = "",
+        where: dict | None = None,
+        evidence: dict | None = None,
     ) -> list[str]:
-        """Per target: the hold/collapse sentence and the fine-tuning effect; recorded for the glance and checks."""
+        """Per target: the hold/collapse sentence and the fine-tuning effect; recorded for the glance and checks.
+        ``evidence``: {L': {variant: Interval at L'}}."""
         lines = []
         for t, pairs in pairs_by_target.items():
             if not any(a is not None for _, a in pairs.values()):
                 continue  # nothing measured past L up to this L'
-            sentence = F.extension_sentence(what, F.verdicts(pairs, kind), self.L, t, kind, (where or {}).get(t, ""))
+            ev = (evidence or {}).get(t, {})
+            found = F.verdicts(pairs, kind)
+            sentence = F.extension_sentence(what, found, self.L, t, kind, (where or {}).get(t, ""), ev)
             at = {v: a for v, (_, a) in pairs.items()}
             effect = F.finetune_effect_sentence(at, kind, t)
             lines.append(sentence + (f" {effect}" if effect else "") + (f" {note}" if note else ""))
             self.glance.append(f"- {sentence}")
             plain = F.lower_first(what) if what.split()[0][1:].islower() else what  # "RULER average" stays
-            self.measured.append(Measured(plain, kind, t, at, note))
+            within = {v: w for v, (w, _) in pairs.items()}
+            self.measured.append(Measured(plain, kind, t, at, note, ev, within))
         return lines
 
     # ------------------------------------------------------------------------- sections
@@ -248,10 +304,15 @@ class Report:
         for _, part in sorted(parts + [(ROPE_ORDER, self.rope)], key=lambda p: p[0]):
             part()
 
-        checks = paper_checks(
-            self.measured, self.disturbance, self.trained, self.bf16_results, self.config["report"]["min_wall_seconds"]
-        )
         short = [v for v, s in self.trained.items() if provenance.is_short_run(s, self.parameters)]
+        checks = paper_checks(
+            self.measured,
+            self.disturbance,
+            self.trained,
+            self.bf16_results,
+            self.config["report"]["min_wall_seconds"],
+            set(short),
+        )
         if short:
             self.caveats.append(
                 f"The fine-tuning of {', '.join(f'`{v}`' for v in short)} was a short run (see "
@@ -262,14 +323,8 @@ class Report:
             "The papers' numbers come from 7B-scale models fine-tuned on billions of tokens; a check "
             "without fine-tuning tests the disturbance premise on the base model directly."
         )
-        if checks:
-            disagree = sum(c.agrees is False for c in checks)
-            undecided = sum(c.agrees is None for c in checks)
-            self.glance.append(
-                f"- Against the papers: {disagree} of {len(checks) - undecided} checks disagree"
-                + (f", {undecided} more inconclusive" if undecided else "")
-                + ' (see "Where our numbers disagree with the papers").'
-            )
+        if checks:  # what the run can say leads the findings
+            self.glance.insert(0, F.checks_glance(checks))
 
         md = [
             f"# ropeext report: {self.config['experiment']}",

@@ -1,5 +1,7 @@
 """The evaluation stages' metrics reduced to what the findings compare: a value per variant and length
-(or length bucket), and how many samples stand behind a value.
+(or length bucket), how many samples stand behind a value and its 95% interval (ropeext.report.intervals).
+A metrics file without the per-unit records an interval needs (written before they were kept, or by an engine
+that keeps none) gives cells with their count and no interval: never an invented one.
 
 Pure functions of the metrics dicts the stages write (``ropeext eval ppl|passkey|ruler|longbench``) and
 of the report's tables built from them.
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
     import pandas as pd
 
+from ropeext.report.intervals import MIN_BOOTSTRAP_UNITS, Interval, accuracy, nested_means_bootstrap, ppl_bootstrap
 from ropeext.text import number
 
 
@@ -19,24 +22,6 @@ def length_series(df: pd.DataFrame) -> dict[str, dict[int, float | None]]:
     """{variant: {length: value}} from a report table whose length columns are ints or digit strings."""
     cols = [c for c in df.columns if str(c).isdigit()]
     return {v: {int(c): number(row[c]) for c in cols} for v, row in df.iterrows()}
-
-
-def passkey_samples(metrics: list[dict]) -> int | None:
-    """Prompts per length (depths x samples), the smallest over the runs."""
-    ns = [len(m.get("depths") or []) * int(m.get("samples") or 0) for m in metrics]
-    ns = [n for n in ns if n]
-    return min(ns) if ns else None
-
-
-def ruler_samples(metrics: list[dict], length: int) -> int | None:
-    """Samples behind one RULER average at ``length`` (over every task), the smallest over the runs."""
-    ns = []
-    for m in metrics:
-        counts = m.get("samples") or {}
-        n = sum(int(c.get(str(length), 0)) for c in counts.values() if isinstance(c, dict))
-        if n:
-            ns.append(n)
-    return min(ns) if ns else None
 
 
 def buckets_of(metrics: dict) -> list[tuple[str, float | None, float | None]]:
@@ -84,3 +69,117 @@ def longbench_within_at(metrics: dict, train_length: int, target: int) -> dict:
         "n": n,
         "inside": inside,
     }
+
+
+# ----------------------------------------------------------------------------- cells with their evidence
+def ppl_cells(metrics: dict) -> dict[int, Interval]:
+    """{length: perplexity with its bootstrap interval over the scored windows} of one ``eval ppl`` run."""
+    per_window = metrics.get("window_nll") or {}
+    tokens = metrics.get("window_tokens") or []
+    out = {}
+    for length, value in (metrics.get("ppl") or {}).items():
+        nll = per_window.get(str(length))
+        if nll and len(nll) == len(tokens) and len(nll) >= MIN_BOOTSTRAP_UNITS:
+            lo, hi = ppl_bootstrap(nll, tokens)
+            out[int(length)] = Interval(number(value), lo, hi, len(nll), "windows", "bootstrap")
+        else:
+            out[int(length)] = Interval(number(value), n=metrics.get("windows"), unit="windows")
+    return out
+
+
+def _passkey_counts(metrics: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """(keys found, prompts) per length: recorded, else summed over the cells (depth x length) of older runs."""
+    if "correct_by_length" in metrics and "n_by_length" in metrics:
+        return metrics["correct_by_length"], metrics["n_by_length"]
+    correct: dict[str, int] = {}
+    n: dict[str, int] = {}
+    for cell in metrics.get("cells") or []:
+        key = str(cell["length"])
+        correct[key] = correct.get(key, 0) + int(cell["correct"])
+        n[key] = n.get(key, 0) + int(cell["n"])
+    return correct, n
+
+
+def passkey_cells(metrics: dict) -> dict[str, Interval]:
+    """{"<length>" | "Avg": accuracy (%) with its Wilson interval} of one ``eval passkey`` run (the columns of
+    ``ropeext.eval.passkey.summary_table``)."""
+    correct, n = _passkey_counts(metrics)
+    out = {}
+    for length, acc in (metrics.get("accuracy_by_length") or {}).items():
+        if n.get(length):
+            out[length] = accuracy(correct[length], n[length], "prompts")
+        else:
+            out[length] = Interval(None if acc is None else 100.0 * acc, unit="prompts")
+    total = sum(n.values())
+    out["Avg"] = accuracy(sum(correct.values()), total, "prompts") if total else Interval(None, unit="prompts")
+    return out
+
+
+def ruler_cells(metrics: dict) -> dict:
+    """{length | "avg": average over tasks (%) with its Wilson interval} of one ``eval ruler`` run.
+
+    A task's per-sample score lies in [0, 1]; the average over tasks at a length stands on every task's samples
+    there (``samples``), and its interval is Wilson's at that mean and count (conservative for partial scores).
+    """
+    counts = metrics.get("samples") or {}
+    tasks = metrics.get("tasks") or list(counts)
+    out: dict = {}
+    total = 0
+    for length in metrics.get("lengths") or []:
+        value = number((metrics.get("average") or {}).get(str(length)))
+        n = sum(int((counts.get(t) or {}).get(str(length), 0)) for t in tasks)
+        if value is None or not n:
+            out[int(length)] = Interval(value, n=n or None, unit="samples")
+            continue
+        out[int(length)] = _mean_score(value, n)
+        total += n
+    avg = number(metrics.get("avg"))
+    out["avg"] = _mean_score(avg, total) if avg is not None and total else Interval(avg, unit="samples")
+    return out
+
+
+def _mean_score(percent: float, n: int) -> Interval:
+    """A mean score (%) over ``n`` samples with scores in [0, 1], as an accuracy: Wilson at that mean."""
+    iv = accuracy(min(max(percent / 100.0, 0.0), 1.0) * n, n, "samples")
+    return Interval(percent, iv.lo, iv.hi, n, "samples", "wilson")
+
+
+def longbench_cells(metrics: dict) -> dict[str, Interval]:
+    """{bucket | "Avg" | "Avg>...": score (x100) with its bootstrap interval over samples} of one LongBench run.
+
+    A bucket's score is the mean over tasks of each task's mean there: the bootstrap resamples each task's samples
+    in the bucket on their own; Avg (the mean of the bucket scores) and Avg>... resample every task x bucket. With
+    fewer than MIN_BOOTSTRAP_UNITS samples in some task x bucket the interval is Wilson's at the mean (the scores
+    lie in [0, 1])."""
+    tasks = metrics.get("tasks") or {}
+    names = list(metrics.get("buckets") or [])
+    summary_tasks = ((metrics.get("summaries") or [{}])[0].get("tasks")) or list(tasks)
+
+    def groups(bucket: str) -> tuple[list[list[float]] | None, int]:
+        found, n, complete = [], 0, True
+        for t in summary_tasks:
+            b = ((tasks.get(t) or {}).get("buckets") or {}).get(bucket) or {}
+            n += int(b.get("n") or 0)
+            if b.get("n"):
+                if b.get("scores") is None or len(b["scores"]) != b["n"]:
+                    complete = False
+                found.append(b.get("scores"))
+        return (found if complete and found else None), n
+
+    def cell(value, buckets: list[str]) -> Interval:
+        parts = [groups(b) for b in buckets]
+        n = sum(k for _, k in parts)
+        outer = [g for g, _ in parts if g is not None]
+        if value is None or not n or len(outer) != len([k for _, k in parts if k]):
+            return Interval(number(value), n=n or None, unit="samples")
+        if any(len(g) < MIN_BOOTSTRAP_UNITS for groups_ in outer for g in groups_):
+            return _mean_score(float(value), n)
+        lo, hi = nested_means_bootstrap(outer)
+        return Interval(number(value), 100.0 * lo, 100.0 * hi, n, "samples", "bootstrap")
+
+    out = {b: cell((metrics.get("bucket_avg") or {}).get(b), [b]) for b in names}
+    if names:
+        out["Avg"] = cell(metrics.get("Avg"), names)
+        for key in (k for k in metrics if k.startswith("Avg>")):
+            out[key] = cell(metrics.get(key), names[1:])
+    return out

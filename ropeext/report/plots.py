@@ -39,7 +39,7 @@ def split_series(points: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray |
 INTERVAL_SUFFIXES = ((" lo", " hi"), ("_lo", "_hi"))  # the columns of a 95% interval beside column <x>
 
 
-def with_intervals(points: Sequence, row) -> tuple:
+def with_band(points: Sequence, row) -> tuple:
     """(xs, ys) -> (xs, ys, lo, hi) from the table row (a mapping: column -> value) that holds the interval of
     each x in columns `<x> lo`/`<x> hi` (or `<x>_lo`/`<x>_hi`); unchanged when the row has no such columns."""
     xs, ys = points[0], points[1]

@@ -13,7 +13,6 @@ from ropeext.report import findings as F
 from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def data(config: dict) -> dict:
@@ -39,8 +38,8 @@ def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = order_rows(table1(metrics, [m["variant"] for m in metrics]))
     doc.variants |= set(df.index)
-    doc.save(df, "longbench.csv")
     by_name = {m["variant"]: m for m in metrics}
+    cells = {v: measures.longbench_cells(m) for v, m in by_name.items()}
     series, xticks, tokens = {}, {}, True
     for v in df.index:
         buckets = measures.buckets_of(by_name[v])
@@ -50,12 +49,13 @@ def report(doc, paths: list) -> None:
         xticks.update({x: name for x, (name, _, _) in zip(xs, buckets)})
         avg = by_name[v].get("bucket_avg") or {}
         series[v] = (xs, [np.nan if avg.get(name) is None else avg[name] for name, _, _ in buckets])
-    body = [markdown_table(df)]
+    body = doc.table(df, cells, "longbench.csv")
     # drawn even without buckets (then the panel says "nothing measured"): the workflow declares the file
     doc.lines_plot(
         series,
         "longbench_buckets.png",
         df,
+        cells={v: {x: cells[v].get(name) for x, name in xticks.items()} for v in df.index},
         ylabel="score (x100)",
         logx=tokens and bool(xticks),
         xticks=xticks,
@@ -65,26 +65,16 @@ def report(doc, paths: list) -> None:
         zero_note="every variant scores 0 in every bucket",
     )
     body += ["", "![score by length bucket](longbench_buckets.png)"]
-    pairs, where, counts = {}, {}, set()
+    pairs, where, evidence = {}, {}, {}
     for t in doc.targets:
-        pairs[t] = {}
+        pairs[t], evidence[t] = {}, {}
         for v in F.of_target(dict.fromkeys(df.index), t):
             found = measures.longbench_within_at(by_name[v], doc.L, t)
             pairs[t][v] = (found["within"], found["at"])
             if found["bucket"]:
                 where[t] = f" (bucket {found['bucket']} {found['unit']}, against the mean of {F.join(found['inside'])})"
-                counts.add(found["n"])
-    counts = sorted(c for c in counts if c)
-    note = ""
-    if counts:
-        n = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0])
-        plural = "s" if counts[-1] > 1 else ""
-        note = f"({n} sample{plural} per variant in that bucket.)"
-        doc.caveats.append(
-            f"LongBench: {n} sample{plural} per variant in the longest bucket: one sample moves "
-            f"its score by up to {100 / counts[0]:.0f} points."
-        )
-    body += [""] + doc.extension("LongBench score", F.SCORE, pairs, note, where)
+                evidence[t][v] = cells[v].get(found["bucket"])
+    body += [""] + doc.extension("LongBench score", F.SCORE, pairs, "", where, evidence)
     doc.sections += section(
         "LongBench-E-style evaluation (score x100 per length bucket, Avg, Avg above the first bucket)",
         body + doc.beside("longbench", df, metrics),

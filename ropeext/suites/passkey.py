@@ -10,7 +10,6 @@ from ropeext.report import measures
 from ropeext.report.plots import plot_heatmap_grid
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
@@ -20,13 +19,14 @@ def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = order_rows(summary_table(metrics))
     doc.variants |= set(df.index)
-    doc.save(df, "passkey.csv")
+    cells = {m["variant"]: measures.passkey_cells(m) for m in metrics}
     series = measures.length_series(df)
     lengths = sorted({k for vals in series.values() for k in vals})
     doc.lines_plot(
         {v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index},
         "passkey_by_length.png",
         df,
+        cells=cells,
         xlabel="prompt length (tokens)",
         ylabel="accuracy (%)",
         logx=True,
@@ -50,18 +50,17 @@ def report(doc, paths: list) -> None:
             title="Passkey accuracy (%): depth x length",
         )
     )
-    note = F.sample_note(measures.passkey_samples(metrics), "prompt")
     body = [
-        markdown_table(df, ".1f"),
+        *doc.table(df, cells, "passkey.csv", ".1f"),
         "",
         "![passkey accuracy by length](passkey_by_length.png)",
         "",
         "![passkey heat maps](passkey_heatmaps.png)",
         "",
     ]
-    body += doc.extension("Passkey accuracy", F.SCORE, doc.by_target(series, F.SCORE), note)
-    if note:
-        doc.caveats.append(f"Passkey: {F.lower_first(note)}")
+    by_length = {v: {int(c): iv for c, iv in by.items() if c.isdigit()} for v, by in cells.items()}
+    evidence = doc.evidence_at(series, by_length)
+    body += doc.extension("Passkey accuracy", F.SCORE, doc.by_target(series, F.SCORE), evidence=evidence)
     doc.sections += section("Passkey retrieval (accuracy %, rows: variants, columns: prompt length)", body)
 
 

@@ -8,7 +8,6 @@ from ropeext.report import findings as F
 from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, parse_variant, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,11 +46,12 @@ def report(doc, paths: list) -> None:
     df = ppl_table(metrics)
     doc.variants |= set(df.index)
     lengths = [c for c in df.columns if isinstance(c, int)]
-    doc.save(df, "ppl.csv")
+    cells = {m["variant"]: measures.ppl_cells(m) for m in metrics}
     doc.lines_plot(
         {v: (lengths, [row[c] for c in lengths]) for v, row in df.iterrows()},
         "ppl.png",
         df,
+        cells=cells,
         xlabel="context length (tokens)",
         ylabel="perplexity",
         logx=True,
@@ -65,12 +65,15 @@ def report(doc, paths: list) -> None:
         "Held-out test documents; at every length the same target tokens are scored, each with up to "
         "that many tokens of context (sliding window, `ropeext eval ppl`).",
         "",
-        markdown_table(df[["method", "layout"] + lengths]),
+        *doc.table(df, cells, "ppl.csv"),
         "",
         "![perplexity by length](ppl.png)",
         "",
     ]
-    body += doc.extension("Perplexity", F.PPL, doc.by_target(measures.length_series(df[lengths]), F.PPL), note)
+    series = measures.length_series(df[lengths])
+    body += doc.extension(
+        "Perplexity", F.PPL, doc.by_target(series, F.PPL), note, evidence=doc.evidence_at(series, cells)
+    )
     body.append("")
     for t in doc.targets:
         body += phenomenon(df[lengths], doc.L, t) + [""]

@@ -13,7 +13,6 @@ from ropeext.report import measures
 from ropeext.report.plots import plot_heatmap_grid
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def essay(config: dict) -> dict:
@@ -58,13 +57,14 @@ def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = order_rows(ruler_table(metrics))
     doc.variants |= set(df.index)
-    doc.save(df, "ruler.csv")
+    cells = {m["variant"]: measures.ruler_cells(m) for m in metrics}
     lengths = [c for c in df.columns if isinstance(c, int)]
     series = measures.length_series(df[lengths])
     doc.lines_plot(
         {v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index},
         "ruler_by_length.png",
         df,
+        cells=cells,
         xlabel="length (tokens)",
         ylabel="average over tasks (%)",
         logx=True,
@@ -75,13 +75,11 @@ def report(doc, paths: list) -> None:
     )
     by_name = {m["variant"]: m for m in metrics}
     doc.add(ruler_task_grid([by_name[v] for v in df.index], doc.out / "ruler_tasks.png"))
-    body = [markdown_table(df, ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
+    body = [*doc.table(df, cells, "ruler.csv", ".1f"), "", "![RULER average by length](ruler_by_length.png)", ""]
     body += ["![RULER score per task](ruler_tasks.png)", ""]
-    for t, pairs in doc.by_target(series, F.SCORE).items():
-        note = F.sample_note(measures.ruler_samples(metrics, t), "sample")
-        body += doc.extension("RULER average", F.SCORE, {t: pairs}, note)
-        if note:
-            doc.caveats.append(f"RULER at L' = {t}: {F.lower_first(note)}")
+    body += doc.extension(
+        "RULER average", F.SCORE, doc.by_target(series, F.SCORE), evidence=doc.evidence_at(series, cells)
+    )
     doc.sections += section(
         "RULER-style suite (average over tasks, % by length; effective length)", body + doc.beside("ruler", df, metrics)
     )

@@ -26,7 +26,7 @@ from ropeext import tracking
 from ropeext.errors import RopeextError
 from ropeext.eval.lmeval_engine import common
 from ropeext.eval.longbench import results
-from ropeext.eval.longbench.metrics import aggregate, aggregate_bucket, base_task
+from ropeext.eval.longbench.metrics import aggregate, base_task
 from ropeext.eval.longbench.protocol import EMBEDDED_TASK, LONGBENCH_E_TASKS, LONGBENCH_TASKS
 from ropeext.eval.longbench.run import flat_scores, metric_key
 from ropeext.eval.openllm import runner
@@ -102,11 +102,10 @@ def task_record(samples: list[dict], buckets) -> dict:
     specific = sorted({m for s in samples for m in s.get("metrics") or () if m != "score"})
     out = {"metric": specific[0] if len(specific) == 1 else "score", "n": len(samples), "score": aggregate(scores)}
     if buckets is not None:
-        groups: list[list[float]] = [[] for _ in buckets.names]
-        for s, v in zip(samples, scores):
-            groups[buckets.index(float(s["doc"]["length"]))].append(v)
-        out["buckets"] = {name: {"score": aggregate_bucket(g), "n": len(g)} for name, g in zip(buckets.names, groups)}
+        out["buckets"] = results.bucket_scores(scores, [float(s["doc"]["length"]) for s in samples], buckets)
         out["bucket_unit"] = buckets.unit
+    else:
+        out["scores"] = scores
     return out
 
 

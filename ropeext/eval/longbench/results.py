@@ -60,17 +60,25 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def score_task(task: str, records: Sequence[dict], buckets: Buckets | None) -> dict:
-    """Scores of one task's prediction records (``pred``, ``answers``, ``all_classes``, ``length``)."""
+    """Scores of one task's prediction records (``pred``, ``answers``, ``all_classes``, ``length``), with the
+    per-sample scores (per bucket, or of the task without buckets)."""
     per_sample = [metrics.score(task, r["pred"], r["answers"], r.get("all_classes")) for r in records]
     out = {"metric": metrics.metric_name(task), "n": len(records), "score": metrics.aggregate(per_sample)}
     if buckets is not None:
-        groups: list[list[float]] = [[] for _ in buckets.names]
-        for r, s in zip(records, per_sample):
-            groups[buckets.index(float(r["length"]))].append(s)
-        out["buckets"] = {
-            name: {"score": metrics.aggregate_bucket(g), "n": len(g)} for name, g in zip(buckets.names, groups)
-        }
+        out["buckets"] = bucket_scores(per_sample, [float(r["length"]) for r in records], buckets)
+    else:
+        out["scores"] = [float(s) for s in per_sample]
     return out
+
+
+def bucket_scores(per_sample: Sequence[float], lengths: Sequence[float], buckets: Buckets) -> dict:
+    """Each bucket's score, sample count and per-sample scores (in [0, 1], what a bootstrap over samples needs)."""
+    groups: list[list[float]] = [[] for _ in buckets.names]
+    for length, s in zip(lengths, per_sample):
+        groups[buckets.index(length)].append(float(s))
+    return {
+        name: {"score": metrics.aggregate_bucket(g), "n": len(g), "scores": g} for name, g in zip(buckets.names, groups)
+    }
 
 
 def summarize(task_scores: dict[str, dict], buckets: Buckets | None) -> dict:

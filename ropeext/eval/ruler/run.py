@@ -107,8 +107,8 @@ def summarize(
     skipped: dict | None = None,
     templates: dict | None = None,
 ) -> dict:
-    """Per task per length (x100), the average over tasks per length, its mean, the effective length,
-    and (given the templates) where each task kind's prompt wording came from."""
+    """Per task per length (x100), the average over tasks per length, its mean, the effective length, the sample
+    counts and score sums behind them, and (given the templates) where each task kind's prompt wording came from."""
     scores = task_scores(records)
     avg = average_by_length(scores, tasks, lengths)
     ran = [t for t in tasks if t in scores]
@@ -117,9 +117,12 @@ def summarize(
         vals = [scores[t][L] for t in ran if L in scores[t]]
         partial[L] = round(sum(vals) / len(vals), 2) if vals else None
     counts: dict[str, dict[str, int]] = {}
+    sums: dict[str, dict[str, float]] = {}
     for r in records:
         c = counts.setdefault(r["task"], {})
         c[str(r["length"])] = c.get(str(r["length"]), 0) + 1
+        t = sums.setdefault(r["task"], {})
+        t[str(r["length"])] = t.get(str(r["length"]), 0.0) + float(r["score"])
     full = [v for v in avg.values() if v is not None]
     return {
         "benchmark": "ruler",
@@ -133,6 +136,9 @@ def summarize(
         "effective_length": effective_length(avg, threshold),
         "average_of_tasks_run": {str(L): v for L, v in partial.items()},
         "samples": counts,
+        # per task and length the sum of the samples' scores in [0, 1] (the number correct where a score is 0 or 1):
+        # with ``samples`` what an interval of each score needs
+        "score_sum": {t: {L: round(v, 6) for L, v in by.items()} for t, by in sums.items()},
         "skipped": skipped or {},
         **(describe_templates(templates) if templates is not None else {}),
     }
