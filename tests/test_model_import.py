@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ropeext import tracking
 from ropeext.cli import main
 from ropeext.errors import RopeextError
 from ropeext.model_import import MANIFEST, import_model, resolve_source
@@ -214,7 +215,7 @@ def test_cli_logs_a_run_and_fails_cleanly(tmp_path, tiny_model_dir, monkeypatch,
     )[0]
     assert run.data.params["source"] == str(tiny_model_dir) and run.data.params["kind"] == "hf_dir"
     assert run.data.metrics["num_hidden_layers"] == 2
-    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts = tracking.run_artifacts(f"sqlite:///{tmp_path}/mlflow.db", run.info.run_id)
     assert {MANIFEST, "config.json"} <= arts
 
     capsys.readouterr()

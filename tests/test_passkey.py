@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ropeext import tracking
 from ropeext.errors import RopeextError
 from ropeext.eval import passkey
 from ropeext.eval.common import ResumableJsonl
@@ -226,5 +227,5 @@ def test_cli_logs_mlflow_run(tiny_model_dir, tmp_path, monkeypatch):
     acc = json.loads((out / "metrics.json").read_text())["accuracy"]
     assert runs[0].data.metrics["passkey.accuracy"] == acc
     assert runs[0].data.tags["ropeext.variant"] == "v1"
-    names = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)}
+    names = tracking.run_artifacts(uri, runs[0].info.run_id)
     assert {"metrics.json", "heatmap.png", "predictions.jsonl"} <= names

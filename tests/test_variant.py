@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ropeext import tracking
 from ropeext.cli import main
 from ropeext.errors import RopeextError
 from ropeext.modeling import VARIANT_MANIFEST, load_causal_lm, write_variant
@@ -220,4 +221,6 @@ def test_one_extend_writes_a_variant_per_scaling_file_with_one_run(tmp_path, tin
     client = mlflow.MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("e").experiment_id])
     assert run.data.params["tiny-yarn-256-noft.scaling"] == str(files[1])
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {out.name for out in outs}
+    assert tracking.run_artifacts(uri, run.info.run_id) == {
+        f"{out.name}/{name}" for out in outs for name in ("config.json", VARIANT_MANIFEST)
+    }

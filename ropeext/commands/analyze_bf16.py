@@ -183,6 +183,7 @@ def run(args) -> None:
     with tracking.stage_run(
         "analyze_bf16", config=config, params=params, variant=args.variant, enabled=not args.no_mlflow
     ) as run_:
+        run_.log_input(source, context="evaluation", config=config)
         result = analyze(model_dir, sequences, spec, settings=settings, seed=opts["seed"], device=args.device)
         result.update(
             {

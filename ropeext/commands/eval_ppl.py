@@ -60,7 +60,7 @@ def run(args) -> None:
         config=config,
         params={
             "model": args.model,
-            "scaling": args.scaling,
+            **({"scaling_file": args.scaling} if args.scaling else {}),
             "lengths": lengths,
             "stride": stride,
             "max_tokens": max_tokens,
@@ -68,7 +68,10 @@ def run(args) -> None:
         },
         variant=args.variant,
         enabled=not args.no_mlflow,
+        evaluates=args.model,
+        evaluates_scaling=scaling,
     ) as run_:
+        run_.log_input(args.tokens, context="evaluation", config=config)
         model = load_causal_lm(args.model, scaling=scaling)
         docs = read_tokens(args.tokens)
         result = perplexity_by_length(model, docs, lengths, stride, max_tokens, s["windows_per_document"])

@@ -49,5 +49,6 @@ def run(args) -> None:
             written = write_variant(args.base, scaling, output, info={"steps": 0})
             for name in ("config.json", "variant_manifest.json"):
                 run_.log_artifact(f"{output}/{name}", Path(output).name)
+            run_.log_model(output, name=Path(output).name, stage="extend", base=args.base)  # the Models tab
             links = ", ".join(sorted(set(written["weights"].values())))
             print(f"extend: {scaling['method']} applied to {args.base} -> {output} (weights: {links})")

@@ -117,10 +117,19 @@ def run(args) -> None:
         accelerator=accelerator,
         tags={"ropeext.method": scaling["method"], "ropeext.layout": args.layout, "ropeext.recipe": resolved["recipe"]},
         extra_summary={
-            "scaling": {"method": scaling["method"], "rope_parameters": scaling["rope_parameters"]},
+            "scaling": {
+                "method": scaling["method"],
+                "rope_parameters": scaling["rope_parameters"],
+                "target_length": target,
+                "train_length": scaling.get("train_length"),
+            },
+            "base": args.base,
+            "layout": args.layout,
             "train_windows": data.windows,
             "recipe": resolved["recipe"],
         },
+        train_path=args.train,
+        base=args.base,
     )
     end_processes()
     if accelerator.is_main_process:

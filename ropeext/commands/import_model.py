@@ -3,6 +3,8 @@ standard Hugging Face model directory with an import manifest."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ropeext import tracking
 from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args
 from ropeext.errors import RopeextError
@@ -69,6 +71,8 @@ def run(args) -> None:
         )
         run_.log_artifact(f"{args.output}/{MANIFEST}")
         run_.log_artifact(f"{args.output}/config.json")
+        name = args.variant or Path(str(args.output).rstrip("/")).name
+        run_.log_model(args.output, name=name, stage="import_model")  # the Models tab
     m = manifest["model"]
     print(
         f"import-model: {s['source']} ({manifest['kind']}) -> {args.output}: {m['model_type']}, "

@@ -132,6 +132,7 @@ def run(args) -> None:
         ) as run_,
         token_map(tokens_path, output) as tokens,
     ):
+        run_.log_input(tokens_path, context="training", config=config)
         if tokens.min_id is not None and (tokens.min_id < 0 or tokens.max_id >= len(tokenizer)):
             raise RopeextError(
                 f"{tokens_path}: token ids range over [{tokens.min_id}, {tokens.max_id}], outside the "

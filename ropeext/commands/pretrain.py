@@ -75,6 +75,7 @@ def run(args) -> None:
         cleanup=section["cleanup_checkpoints"],
         accelerator=accelerator,
         extra_summary={"parameters": n_params, "train_windows": data.windows},
+        train_path=args.train,
     )
     end_processes()
     if accelerator.is_main_process:

@@ -150,6 +150,7 @@ def _run_shard(args, config: dict, threads: int) -> None:
     with tracking.stage_run(
         "tokenizer", config=config, params=params, variant=variant, enabled=not args.no_mlflow
     ) as run_:
+        run_.log_input(corpus / name, context="training", config=config)
         tok = load_tokenizer(args.tokenizer_dir)
         stats = tokenize_split(
             tok,
@@ -190,6 +191,7 @@ def _run_all(args, config: dict, threads: int) -> None:
     with tracking.stage_run(
         "tokenizer", config=config, params=params, variant=args.variant, enabled=not args.no_mlflow
     ) as run_:
+        run_.log_input(corpus, context="training", config=config)
         tok, train_s = _train_or_load(config["tokenizer"], corpus, args.tokenizer_dir)
         stats = _tokenizer_info(tok) | {"train_seconds": train_s}
         if args.train_only:

@@ -75,12 +75,20 @@ def run_stage(
     tags: dict | None = None,
     extra_summary: dict | None = None,
     progress: bool = True,
+    train_path: str | Path | None = None,
+    base: str | None = None,
 ) -> dict:
-    """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints."""
+    """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints.
+
+    The run records ``train_path`` (the packed windows) as its training dataset; OUTPUT becomes a
+    LoggedModel made by the run (named after the variant, ``base`` its base model) and the final metrics
+    are logged against it."""
     output = Path(output)
     ckdir = ckpt.checkpoints_dir_for(output)
     is_main = accelerator.is_main_process
     with tracking.stage_run(stage, config=config, params=params, variant=variant, enabled=mlflow and is_main) as run_:
+        if train_path is not None:
+            run_.log_input(train_path, context="training", config=config)
         summary = train(
             model,
             data,
@@ -98,6 +106,7 @@ def run_stage(
         summary.update(extra_summary or {})
         if is_main:
             save_model_dir(model, tokenizer, output, summary, state_dict=state_dict)
+            run_.log_model(output, name=variant or output.name, stage=stage, base=base)  # the Models tab
             path = summary["numeric_path"]
             rope_dtype = summary["rope_dtype"]
             run_.log_params(
