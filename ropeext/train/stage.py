@@ -39,6 +39,7 @@ SETTING_KEYS = (
     "system_metrics",
     "divergence_factor",
     "divergence_patience",
+    "eval_every",
 )
 
 
@@ -75,8 +76,10 @@ def run_stage(
     tags: dict | None = None,
     extra_summary: dict | None = None,
     progress: bool = True,
+    val=None,
 ) -> dict:
-    """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints."""
+    """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints;
+    ``val``: held-out windows (``ropeext.train.heldout``) whose loss ``train`` logs."""
     output = Path(output)
     ckdir = ckpt.checkpoints_dir_for(output)
     is_main = accelerator.is_main_process
@@ -91,6 +94,7 @@ def run_stage(
             accelerator=accelerator,
             gather_state=True,
             progress=progress,
+            val=val,
         )
         state_dict = summary.pop("state_dict", None)
         # the dtype the rotary cos/sin were computed in (bf16 under FSDP's bf16 compute, fp32 elsewhere)
@@ -116,6 +120,9 @@ def run_stage(
                 "tokens_per_s": summary["tokens_per_s"],
                 "seconds": summary["seconds"],
             }
+            if summary.get("final_val_loss") is not None:
+                metrics["final_val_loss"] = summary["final_val_loss"]
+                metrics["heldout_seconds"] = summary["heldout_seconds"]
             if summary.get("resumed_from_step") is not None:
                 metrics["resumed_from_step"] = summary["resumed_from_step"]
             run_.log_metrics(metrics)
