@@ -287,3 +287,35 @@ def test_bad_heldout_settings_stop_the_command(finetune_inputs, tmp_path, capsys
     assert main(_args(finetune_inputs, tmp_path / "m", "--val", str(tmp_path / "nope.parquet"), "--no-mlflow")) == 2
     assert "nope.parquet" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def test_the_report_states_the_heldout_loss_and_labels_the_training_loss():
+    from ropeext.report.provenance import finetuning_lines, training_table
+
+    base = {
+        "settings": {"layout": "anchor", "batch_size": 3, "precision": "bf16-mixed"},
+        "steps": 40,
+        "tokens": 40 * 3 * 1024,
+        "scaling": {"method": "dprope"},
+        "first_loss": 3.773,
+        "final_loss": 3.348,
+        "loss_history": [3.773] * 40,
+    }
+    held = {**base, "val_windows": 4, "val_loss_history": [[0, 3.9], [40, 3.5]]}
+    held |= {"first_val_loss": 3.9, "final_val_loss": 3.5}
+    lines = finetuning_lines({"a": held, "b": base}, None, str)
+    text = "\n".join(lines)
+    a_line = "- `a`: dprope with the anchor layout, held-out loss 3.900 -> 3.500 (-0.400) on 4 validation windows."
+    assert a_line in text
+    assert (
+        "- `b`: dprope with the anchor layout, training loss 3.773 at step 1, 3.348 as the mean of the last steps "
+        "(no held-out loss)." in text
+    )
+    assert "the same windows for every variant" in text and "3.773 -> 3.348" not in text
+    table = training_table({"a": held, "b": base})
+    assert table.loc["a", "val_loss_step0"] == 3.9 and table.loc["a", "val_loss_final"] == 3.5
+    assert table.loc["b", "train_loss_last_steps_mean"] == 3.348 and table.loc["b", "train_loss_step1"] == 3.773
+    assert "final_loss" not in table.columns and table.loc["b", "val_windows"] == 0
