@@ -1,11 +1,10 @@
-def heldout_tokens():
-    """The held-out split whose first documents give the fine-tune's validation windows (finetune.val_windows):
-    validation, else test when corpus.split_fractions.validation is 0; none without either, or with 0 windows."""
-    if not config["finetune"]["val_windows"]:
-        return []
-    fractions = config["corpus"]["split_fractions"]
-    split = next((s for s in ("validation", "test") if fractions[s] > 0), None)
-    return [f"{R}/tokens/{split}.parquet"] if split else []
+# The held-out split whose first documents give the fine-tune's validation windows (finetune.val_windows):
+# validation, else test when corpus.split_fractions.validation is 0; none without either, or with 0 windows.
+HELDOUT_TOKENS = [
+    f"{R}/tokens/{split}.parquet"
+    for split in ("validation", "test")
+    if config["finetune"]["val_windows"] and config["corpus"]["split_fractions"][split] > 0
+][:1]
 
 
 rule finetune:
@@ -13,7 +12,7 @@ rule finetune:
         base=base_model(),
         scaling=f"{R}/rope/scaling/{{method}}-{{target}}.json",
         train=f"{R}/packed/{{layout}}-w{{target}}/train.parquet",
-        val=heldout_tokens(),
+        val=HELDOUT_TOKENS,
     output:
         directory(f"{R}/models/{MODEL}-{{method}}-{{target}}-{{layout}}"),
     params:
@@ -21,7 +20,7 @@ rule finetune:
         cfg=CONFIG,
         settings=section("finetune", "attention", "seed", "packing.mask_boundary_labels"),
         variant=lambda w: variant(w.method, w.target, w.layout),
-        val=" ".join(f"--val {shlex.quote(path)}" for path in heldout_tokens()),
+        val=" ".join(f"--val {shlex.quote(path)}" for path in HELDOUT_TOKENS),
     threads: threads_of("finetune")
     priority: FINETUNE_PRIORITY
     resources:
