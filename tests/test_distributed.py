@@ -1,7 +1,8 @@
 """Multi-process fine-tunes executed here: 2 CPU processes over gloo, started exactly as a GPU node starts
 them (``python -m ropeext.launch`` with the shipped accelerate configs, which the workflow rule runs),
 for DDP and FSDP2. Each run is compared with the single-process run of the same config: same global
-batch, same loss curve (fp32, 1e-5 per step), one set of checkpoints and one final model that stock
+batch, same loss curve (fp32, 1e-5 per step), the same held-out loss curve (3 validation windows over 2
+processes: one pads), one set of checkpoints and one final model that stock
 transformers loads with no extra tensors; a run whose every process is killed after a checkpoint
 resumes to bit-identical weights. The launches that would silently give something else than asked
 stop before the first step with a clear message (a table of them at the end)."""
@@ -18,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ropeext.cli import main
+from ropeext.data.tokens import write_tokens
 from tests.test_train_cli import _packed, _scaling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +36,7 @@ model: {{train_length: 32}}
 extension: {{target_lengths: [64]}}
 attention: {{backend: blockwise}}
 finetune: {{steps: {STEPS}, batch_size: 4, lr: 1.0e-3, warmup_steps: 1, precision: fp32,
-            checkpoint_every: 2, cleanup_checkpoints: false, log_every: 1}}
+            checkpoint_every: 2, cleanup_checkpoints: false, log_every: 1, val_windows: 3, eval_every: 3}}
 """
 
 
@@ -41,7 +44,12 @@ finetune: {{steps: {STEPS}, batch_size: 4, lr: 1.0e-3, warmup_steps: 1, precisio
 def inputs(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
     d = tmp_path_factory.mktemp("dist")
     (d / "config.yaml").write_text(CONFIG)
+    rng = np.random.default_rng(7)
+    write_tokens(
+        d / "validation.parquet", [rng.integers(3, 300, size=int(rng.integers(5, 40))).tolist() for _ in range(40)]
+    )
     return {
+        "val": d / "validation.parquet",
         "config": d / "config.yaml",
         "base": tiny_model_dir,
         "scaling": _scaling(d / "scaling.json"),
@@ -54,6 +62,8 @@ def _finetune_args(inp, output, *extra) -> list[str]:
     args += [
         "--train",
         str(inp["train"]),
+        "--val",
+        str(inp["val"]),
         "--layout",
         "anchor",
         "--output",
@@ -156,6 +166,9 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
     assert len(got["loss_history"]) == STEPS
     assert got["loss_history"] == pytest.approx(ref["loss_history"], abs=1e-5)
     assert got["rope_dtype"] == "float32"
+    # the held-out curve: each process scores its share of the windows, the sums are added
+    assert [s for s, _ in got["val_loss_history"]] == [s for s, _ in ref["val_loss_history"]] == [0, 3, 6]
+    assert [v for _, v in got["val_loss_history"]] == pytest.approx([v for _, v in ref["val_loss_history"]], abs=1e-5)
 
     # one checkpoint folder per checkpoint step, one final model, nothing half-written
     ckdir = out.with_name("model.checkpoints")
@@ -189,6 +202,7 @@ def test_two_processes_train_the_single_process_run_and_resume_bit_identically(
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert _summary(killed)["resumed_from_step"] in (2, 4)
     assert _weights_hash(killed) == _weights_hash(out)
+    assert _summary(killed)["val_loss_history"] == got["val_loss_history"]
     print(f"{name}: weights sha256 {_weights_hash(out)[:16]}, resumed at step {_summary(killed)['resumed_from_step']}")
 
 
@@ -205,6 +219,7 @@ def test_two_processes_sharing_each_window_train_the_single_process_run(
     assert got["processes"] == 2 and got["sequence_parallel"] == 2 and got["strategy"] == name
     assert got["first_step_windows"] == [ref["first_step_windows"][0]] * 2  # one data-parallel group
     assert got["loss_history"] == pytest.approx(ref["loss_history"], abs=1e-5)
+    assert [v for _, v in got["val_loss_history"]] == pytest.approx([v for _, v in ref["val_loss_history"]], abs=1e-5)
     print(f"{name} + sequence_parallel 2: losses {got['loss_history']} vs one process {ref['loss_history']}")
 
 

@@ -69,11 +69,14 @@ def store(tmp_path_factory, tiny_model_dir, tiny_tokenizer_dir):
         )
         train = _packed(root / "packed" / "anchor-w128" / "train.parquet", tiny_tokenizer_dir, 128, "anchor")
         argv = ["finetune", "--config", str(config), "--base", str(base), "--scaling", str(scalings[0])]
-        argv += ["--train", str(train), "--layout", "anchor", "--output", str(models / TUNED), "--variant", TUNED]
-        assert main(argv) == 0
         rng = np.random.default_rng(0)
+        val = root / "tokens" / "validation.parquet"
+        val.parent.mkdir(parents=True)
+        _write_tokens(val, [rng.integers(3, 200, size=n).tolist() for n in (150, 200)])
+        argv += ["--train", str(train), "--val", str(val), "--layout", "anchor"]
+        argv += ["--output", str(models / TUNED), "--variant", TUNED]
+        assert main(argv) == 0
         tokens = root / "tokens" / "test.parquet"
-        tokens.parent.mkdir(parents=True)
         _write_tokens(tokens, [rng.integers(3, 200, size=n).tolist() for n in (90, 120, 70)])
         for name in ("tiny-base", *NOFT, TUNED):
             _eval_ppl(models / name, tokens, root / "ppl" / name, "--config", str(config), "--variant", name)
@@ -162,9 +165,13 @@ def test_evaluations_log_their_metrics_against_the_model_and_record_its_scaling(
 
 def test_runs_name_the_data_they_read(store):
     [finetune] = _runs(store["uri"], "finetune")
-    [packed] = finetune.inputs.dataset_inputs
-    assert packed.dataset.name == "packed/anchor-w128/train.parquet" and len(packed.dataset.digest) == 16
-    assert [t.value for t in packed.tags if t.key == "mlflow.data.context"] == ["training"]
+    context = {
+        d.dataset.name: [t.value for t in d.tags if t.key == "mlflow.data.context"]
+        for d in finetune.inputs.dataset_inputs
+    }
+    assert context == {"packed/anchor-w128/train.parquet": ["training"], "tokens/validation.parquet": ["validation"]}
+    [packed] = [d for d in finetune.inputs.dataset_inputs if d.dataset.name.startswith("packed/")]
+    assert len(packed.dataset.digest) == 16
     assert json.loads(packed.dataset.source)["uri"].endswith("packed/anchor-w128/train.parquet")
     digests = set()
     for run in _runs(store["uri"], "eval_ppl"):

@@ -616,7 +616,10 @@ def test_report_names_the_base_model_and_says_who_was_finetuned(smollm2_report):
         "shows the pipeline works on this model, not what fine-tuning achieves."
     ) in fine
     assert "A run counts as short below 50 optimizer steps or below 0.01 tokens per model parameter" in fine
-    assert "- `smollm2-dprope-16384-anchor`: dprope with the anchor layout, training loss 2.500 -> 2.410." in fine
+    assert (
+        "- `smollm2-dprope-16384-anchor`: dprope with the anchor layout, training loss 2.500 at step 1, 2.410 as "
+        "the mean of the last steps (no held-out loss)."
+    ) in fine
     assert "Wall times (`seconds`) are in finetuning.csv" in fine and "95" not in fine
     assert pd.read_csv(out / "finetuning.csv", index_col=0).loc["smollm2-dprope-16384-anchor", "seconds"] == 95.0
     assert pd.read_csv(out / "finetuning.csv", index_col=0).loc["smollm2-dprope-16384-full", "steps"] == 2

@@ -109,6 +109,8 @@ def test_report_has_every_variant(micro_run):
     assert (table[["32", "64", "128"]] > 1).all().all()
     for v in variants:
         assert v in summary
+    fine = summary[summary.index("## Fine-tuning") :]
+    assert "held-out loss" in fine and "on 8 validation windows" in fine  # the same windows for every variant
     assert (micro_run / "results" / "report" / "ppl.png").stat().st_size > 1000
     for section in (
         "RoPE disturbance",
@@ -176,6 +178,8 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     assert ft.data.tags["ropeext.wildcards.layout"] in {"full", "anchor"}
     assert len(ft.data.tags["data.corpus_fingerprint"]) == 16
     assert "train/loss" in ft.data.metrics and len(client.get_metric_history(ft.info.run_id, "train/loss")) >= 1
+    held = client.get_metric_history(ft.info.run_id, "val/loss")
+    assert [m.step for m in held] == [0, 3] and ft.data.metrics["final_val_loss"] == held[-1].value
     report = by_stage["report"][0]
     assert "summary.md" in tracking.run_artifacts(uri, report.info.run_id)
 

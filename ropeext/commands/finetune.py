@@ -3,6 +3,8 @@
 Settings: the config's ``finetune`` section, resolved with its recipe (``finetune.recipe``, see
 ropeext/recipes.py); ``--recipe`` on the command line replaces the config's values for the keys that
 recipe sets, and ``--set KEY=VALUE`` wins over everything.
+With ``--val`` (held-out tokenized documents) the loss on ``finetune.val_windows`` fixed validation windows
+is logged every ``finetune.eval_every`` steps (``ropeext.train.heldout``).
 Checkpoints go to OUTPUT.checkpoints; running the same command again resumes from the newest
 complete one. Several processes (GPUs, or CPU processes over gloo): ``python -m ropeext.launch
 --config_file config/accelerate/<ddp|fsdp>.yaml --num_processes N -- finetune ...`` with the same options.
@@ -13,12 +15,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ropeext import job_warnings
 from ropeext.attention import check_backend
 from ropeext.checks import check_training
 from ropeext.commands._common import add_config_args, add_tracking_args, add_training_args, config_from_args
 from ropeext.data.packed_file import check_packed
 from ropeext.data.packing import check_layout
-from ropeext.data.tokenizer import load_tokenizer
+from ropeext.data.tokenizer import anchor_token_id, load_tokenizer
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id, read_json
 from ropeext.modeling import load_causal_lm
@@ -36,6 +39,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scaling", required=True, help="scaling.json from `ropeext solve`")
     parser.add_argument("--train", required=True, help="packed training windows (.parquet)")
     parser.add_argument("--layout", required=True, help="packing layout of --train")
+    parser.add_argument(
+        "--val",
+        default=None,
+        help="held-out tokenized documents (.parquet) for the validation windows of the held-out loss "
+        "(finetune.val_windows, finetune.eval_every); none: no held-out loss",
+    )
     add_training_args(parser, "finetune", "--set lr=1e-5 --set grad_accum=4")
     parser.add_argument(
         "--recipe",
@@ -58,6 +67,29 @@ def check_base(base: str) -> None:
             f"--base {base}: base model directory not found (expected a Hugging Face model directory "
             "or a hub id like org/name)"
         )
+
+
+def _heldout(path: str | None, count: int, window: int, tokenizer, config: dict):
+    """The fixed validation windows of ``--val`` (None without it, or with finetune.val_windows 0)."""
+    if path is None or count == 0:
+        return None
+    # heavy: ropeext.train.heldout imports ropeext.data.tokens, which loads the tokenizers library at its top
+    from ropeext.train.heldout import heldout_windows
+
+    val = heldout_windows(
+        path,
+        window=window,
+        count=count,
+        anchor_id=anchor_token_id(tokenizer),
+        seed=config["seed"],
+        mask_boundary_labels=config["packing"]["mask_boundary_labels"],
+    )
+    if val.windows < count:
+        job_warnings.note(
+            f"{path}: the held-out split fills {val.windows} validation windows of {window} tokens, "
+            f"not the {count} of finetune.val_windows"
+        )
+    return val
 
 
 def run(args) -> None:
@@ -90,8 +122,9 @@ def run(args) -> None:
     accelerator = make_accelerator(settings.precision)
     # the processes that joined must be what the launch asked for: stop before loading anything
     check_launch(os.environ, world=accelerator.num_processes, distributed_type=accelerator.distributed_type.value)
-    model = load_causal_lm(args.base, scaling=scaling)
     tok = load_tokenizer(args.base)
+    val = _heldout(args.val, section["val_windows"], data.window, tok, config)
+    model = load_causal_lm(args.base, scaling=scaling)
     resolved = {**section, "steps": settings.steps}
     params = {
         "finetune": {k: resolved[k] for k in sorted(resolved)},
@@ -100,6 +133,7 @@ def run(args) -> None:
         "scaling": {k: scaling[k] for k in ("method", "target_length")},
         "base": args.base,
         "processes": accelerator.num_processes,
+        "val_tokens": args.val,
     }
     summary = run_stage(
         "finetune",
@@ -113,6 +147,7 @@ def run(args) -> None:
         variant=args.variant,
         mlflow=not args.no_mlflow,
         resume=not args.no_resume,
+        val=val,
         cleanup=section["cleanup_checkpoints"],
         accelerator=accelerator,
         tags={"ropeext.method": scaling["method"], "ropeext.layout": args.layout, "ropeext.recipe": resolved["recipe"]},
@@ -126,15 +161,22 @@ def run(args) -> None:
             "base": args.base,
             "layout": args.layout,
             "train_windows": data.windows,
+            "val_tokens": args.val if val is not None else None,
             "recipe": resolved["recipe"],
         },
         train_path=args.train,
+        val_path=args.val,
         base=args.base,
     )
     end_processes()
     if accelerator.is_main_process:
         resumed = summary.get("resumed_from_step")
+        first, final = summary.get("first_val_loss"), summary.get("final_val_loss")
+        held = "" if final is None else f", held-out loss {final:.3f}"
+        if final is not None and first is not None:
+            held = f", held-out loss {first:.3f} -> {final:.3f}"
         print(
-            f"finetune[{scaling['method']}/{args.layout}]: final loss {summary['final_loss']:.3f}, "
-            f"{summary['tokens_per_s']:.0f} tokens/s" + (f" (resumed at step {resumed})" if resumed else "")
+            f"finetune[{scaling['method']}/{args.layout}]: training loss {summary['final_loss']:.3f} (mean of the "
+            f"last steps){held}, {summary['tokens_per_s']:.0f} tokens/s"
+            + (f" (resumed at step {resumed})" if resumed else "")
         )

@@ -218,8 +218,11 @@ def training_row(summary: dict) -> dict:
         "sequence_parallel": summary.get("sequence_parallel", settings.get("sequence_parallel", 1)),
         "rope_dtype": summary.get("rope_dtype", (path.get("observed") or {}).get("rope_cos", "?")),
         "seconds": summary.get("seconds"),
-        "first_loss": summary.get("first_loss"),
-        "final_loss": summary.get("final_loss"),
+        "val_windows": summary.get("val_windows") or 0,
+        "val_loss_step0": summary.get("first_val_loss"),  # held-out, before the first step
+        "val_loss_final": summary.get("final_val_loss"),  # held-out, after the last step
+        "train_loss_step1": summary.get("first_loss"),  # one batch
+        "train_loss_last_steps_mean": summary.get("final_loss"),  # the mean over the last tenth of the steps
         "resumed_from_step": summary.get("resumed_from_step"),
     }
 
@@ -257,10 +260,30 @@ def training_sentence(row: dict, short: bool) -> str:
     return text + "."
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def loss_phrase(row: dict) -> str:
+    """A variant's loss in its fine-tuning line: the held-out loss on the fixed validation windows from
+    before the first step to after the last, where the run has one; else the training loss, labelled
+    for what it is (one batch at step 1, the mean of the last steps' batches)."""
+    first, final = row.get("val_loss_step0"), row.get("val_loss_final")
+    if _number(final):
+        n = _plural(int(row.get("val_windows") or 0), "validation window")
+        if _number(first):
+            return f", held-out loss {first:.3f} -> {final:.3f} ({final - first:+.3f}) on {n}"
+        return f", held-out loss {final:.3f} after the last step on {n}"
+    first, last = row.get("train_loss_step1"), row.get("train_loss_last_steps_mean")
+    if _number(first) and _number(last):
+        return f", training loss {first:.3f} at step 1, {last:.3f} as the mean of the last steps (no held-out loss)"
+    return ""
+
+
 def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) -> list[str]:
     """The report's fine-tuning section: one sentence per group of identically trained variants, the
-    rule for 'short', and each variant's loss. No wall time: it differs between identical runs, and the
-    report must not (the wall times are in finetuning.csv)."""
+    rule for 'short', and each variant's loss (held-out where measured, ``loss_phrase``). No wall time:
+    it differs between identical runs, and the report must not (the wall times are in finetuning.csv)."""
     if not summaries:
         return ["No variant of this report was fine-tuned: every number below is without fine-tuning."]
     groups: dict[tuple, list[str]] = {}
@@ -294,9 +317,14 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
     rule += "."
     lines += ["", rule, ""]
     for v, row in rows.items():
-        loss = ""
-        if isinstance(row["first_loss"], (int, float)) and isinstance(row["final_loss"], (int, float)):
-            loss = f", training loss {row['first_loss']:.3f} -> {row['final_loss']:.3f}"
         resumed = f", resumed at step {row['resumed_from_step']}" if row["resumed_from_step"] else ""
-        lines.append(f"- `{v}`: {row['method']} with the {row['layout']} layout{loss}{resumed}.")
+        lines.append(f"- `{v}`: {row['method']} with the {row['layout']} layout{loss_phrase(row)}{resumed}.")
+    if any(_number(row["val_loss_final"]) for row in rows.values()):
+        lines += [
+            "",
+            "The held-out loss is the mean next-token loss on fixed windows of the held-out split, the same "
+            "windows for every variant (plain causal attention, positions from 0), before the first optimizer "
+            "step and after the last. The training loss, one batch per step, is in finetuning.csv "
+            "(`train_loss_step1`, and `train_loss_last_steps_mean` over the last tenth of the steps).",
+        ]
     return lines + ["", "Wall times (`seconds`) are in finetuning.csv, not here: they differ between identical runs."]

@@ -7,6 +7,11 @@ micro-batch's summed token loss is divided by the *global* batch's label count, 
 single-process full batch's whatever the split. ``train`` resumes from the newest complete checkpoint.
 A non-finite loss, gradient or weight stops the run at once; a finite divergence (``divergence``) stops it
 after ``divergence_patience`` steps in a row.
+
+Given held-out windows (``val``, ``ropeext.train.heldout``), ``train`` scores them before the first step, every
+``eval_every`` steps and after the last (``heldout_loss``): the full layout's plain causal attention, eval mode,
+no gradients, the training's precision, every process on its share of the windows. The random generators are
+restored around it, so the training trajectory is the same with or without it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from ropeext.train import checkpoint as ckpt
 from ropeext.train import distributed as dist_
 from ropeext.train.data import PackedData, batch_indices
 from ropeext.train.divergence import DivergenceGuard
+from ropeext.train.heldout import LAYOUT as HELDOUT_LAYOUT
+from ropeext.train.heldout import padded_rows, take_rows
 from ropeext.train.loss import ChunkedLossModule, loss_state_dict
 from ropeext.train.observe import observe_numeric_path
 from ropeext.train.sequence_parallel import model_inputs_sp, shard_columns
@@ -47,6 +54,7 @@ _NOT_RESUME_RELEVANT = (
     "system_metrics",
     "divergence_factor",  # these two decide only whether a run stops, never what it computes
     "divergence_patience",
+    "eval_every",  # the held-out loss only watches the run (it restores the random generators)
     "extra",
 )
 _DEFAULTS = training_defaults()  # the schema's defaults (config ``$defs/training``)
@@ -80,6 +88,7 @@ class TrainSettings:
     system_metrics: bool = _DEFAULTS["system_metrics"]  # acts only with an active MLflow run
     divergence_factor: float | None = _DEFAULTS["divergence_factor"]  # None: no jump rule (ropeext.train.divergence)
     divergence_patience: int = _DEFAULTS["divergence_patience"]  # 0: a finite divergence never stops the run
+    eval_every: int = 0  # steps between held-out losses (with ``val`` given); 0: at step 0 and the end only
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -199,6 +208,58 @@ def loss_module(model, chunk_tokens: int | None):
     return ChunkedLossModule(model, chunk_tokens)
 
 
+def heldout_loss(
+    model,
+    val: PackedData,
+    s: TrainSettings,
+    device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    accelerator=None,
+    engine: bool = False,
+    sp=None,
+    per_forward: int = 1,
+) -> float:
+    """Mean next-token cross-entropy over the labelled positions of the windows ``val``: the full layout
+    (plain causal attention, the windows' positions), eval mode, no gradients, ``s.precision``'s autocast.
+
+    Every process runs the same number of forward passes of ``per_forward`` windows (FSDP and DeepSpeed
+    gather weights inside them), each data-parallel group on its block of the windows (padding rows carry
+    no labels), and the summed losses and label counts are added over the processes. The model's
+    training mode is restored afterwards.
+    """
+    groups, group = (sp.data_size, sp.data_rank) if sp is not None else (world, rank)
+    rows = padded_rows(val.windows, groups, per_forward)[group]
+    loss_model = loss_module(model, s.loss_chunk_tokens)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for a in range(0, len(rows), per_forward):
+                part = {k: torch.from_numpy(v).to(device) for k, v in take_rows(val, rows[a : a + per_forward]).items()}
+                if sp is None:
+                    inputs, labels = model_inputs(part, HELDOUT_LAYOUT, s.backend), part["labels"]
+                else:
+                    inputs = model_inputs_sp(part, sp, HELDOUT_LAYOUT, s.backend)
+                    labels = shard_columns(part, sp)["labels"]
+                with _autocast(s.precision, device, engine):
+                    if loss_model is not None:
+                        loss_sum = loss_model(labels, **inputs)
+                    else:
+                        loss_sum, _ = causal_lm_loss(model(**inputs).logits, labels)
+                total += float(loss_sum)
+                count += int((labels != -100).sum())
+    finally:
+        model.train(was_training)
+    total = _global_sum(total, accelerator, device, world)
+    count = _global_sum(float(count), accelerator, device, world)
+    if count == 0:
+        raise RopeextError("the held-out windows have no labelled position")
+    return total / count
+
+
 def make_accelerator(precision: str):
     """An ``accelerate.Accelerator`` for this process (one CPU process when not launched)."""
     mp = "bf16" if _engine_env() and precision != "fp32" else "no"
@@ -262,11 +323,13 @@ class _Setup:
 
 @dataclass
 class _Progress:
-    """Where the run stands: the next step, tokens seen, per-step history and the step it resumed at."""
+    """Where the run stands: the next step, tokens seen, per-step history, the held-out losses so far
+    ([step, loss] pairs) and the step it resumed at."""
 
     start: int = 0
     tokens: int = 0
     history: list = field(default_factory=list)
+    val_history: list = field(default_factory=list)
     resumed_from: int | None = None
 
 
@@ -282,11 +345,13 @@ def train(
     accelerator=None,
     on_step=None,
     gather_state: bool = False,
+    val: PackedData | None = None,
 ) -> dict:
     """Train ``model`` in place on packed windows; return a summary dict (the model ends in fp32, eval mode).
 
     ``on_step(steps_done)`` runs after each optimizer step; ``gather_state`` puts the full state dict
-    gathered under FSDP / DeepSpeed in ``summary["state_dict"]`` (all processes must call ``train``).
+    gathered under FSDP / DeepSpeed in ``summary["state_dict"]`` (all processes must call ``train``);
+    ``val``: held-out windows scored at step 0, every ``settings.eval_every`` steps and at the end.
     """
     s = settings
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -311,7 +376,10 @@ def train(
     t_start = time.perf_counter()
     tokens_at_start = pos.tokens
     step_tokens = s.batch_size * data.window
+    heldout_seconds = 0.0
     try:
+        if val is not None and pos.start == 0:
+            heldout_seconds += _heldout(st, s, val, 0, pos, run)
         for step in range(pos.start, s.steps):
             t0 = time.perf_counter()
             loss, lr, grad_norm = _step(st, data, s, step, observed if step == pos.start else None, ckdir)
@@ -336,9 +404,12 @@ def train(
                     },
                     step=done,
                 )
+            if val is not None and (done == s.steps or (s.eval_every and done % s.eval_every == 0)):
+                heldout_seconds += _heldout(st, s, val, done, pos, run)
             due = ckdir is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps
             if due and not guard.streak:  # no checkpoint while the loss is diverged: it would push out good ones
-                _save_checkpoint(st, ckdir, done, s, {"tokens": pos.tokens, "history": pos.history})
+                state = {"tokens": pos.tokens, "history": pos.history, "val_history": pos.val_history}
+                _save_checkpoint(st, ckdir, done, s, state)
             if on_step is not None:
                 on_step(done)
     finally:
@@ -346,7 +417,7 @@ def train(
             bar.close()
         if monitor is not None:
             monitor.finish()
-    elapsed = time.perf_counter() - t_start
+    elapsed = time.perf_counter() - t_start - heldout_seconds  # the training steps' time
 
     # finish: eval mode, fp32 weights from the masters, the gathered state under FSDP / DeepSpeed
     full_state = _finish(st, s, gather_state)
@@ -364,6 +435,11 @@ def train(
         "resumed_from_step": pos.resumed_from,
         "loss_history": [h["loss"] for h in pos.history],
         "first_step_windows": shares,  # the windows each process trained on in this run's first step
+        "val_windows": val.windows if val is not None else 0,
+        "val_loss_history": [list(p) for p in pos.val_history],  # [optimizer step, held-out loss]
+        "first_val_loss": pos.val_history[0][1] if pos.val_history and pos.val_history[0][0] == 0 else None,
+        "final_val_loss": pos.val_history[-1][1] if pos.val_history else None,
+        "heldout_seconds": heldout_seconds,  # this run's held-out evaluations (not in ``seconds``)
         "processes": st.world,
         "sequence_parallel": s.sequence_parallel,
         "strategy": st.strategy,
@@ -473,8 +549,35 @@ def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
         start=found.step,
         tokens=int(found.state["tokens"]),
         history=list(found.state["history"]),
+        val_history=[list(p) for p in found.state.get("val_history", [])],
         resumed_from=found.step,
     )
+
+
+def _heldout(st: _Setup, s: TrainSettings, val: PackedData, done: int, pos: _Progress, run) -> float:
+    """Score the held-out windows after ``done`` optimizer steps: append [done, loss] to the history, log
+    ``val/loss`` and ``val/ppl`` at step ``done``; the random generators come out as they went in.
+    Returns the seconds it took."""
+    t0 = time.perf_counter()
+    rng = ckpt.rng_state()
+    groups = st.sp.data_size if st.sp is not None else st.world
+    loss = heldout_loss(
+        st.model,
+        val,
+        s,
+        st.device,
+        rank=st.rank,
+        world=st.world,
+        accelerator=st.accelerator,
+        engine=st.engine,
+        sp=st.sp,
+        per_forward=max(1, s.batch_size // (s.grad_accum * groups)),  # a training micro-batch
+    )
+    ckpt.set_rng_state(rng)
+    pos.val_history.append([done, loss])
+    if run is not None and st.is_main:
+        run.log_metrics({"val/loss": loss, "val/ppl": math.exp(min(loss, 700.0))}, step=done)
+    return time.perf_counter() - t0
 
 
 def _step(

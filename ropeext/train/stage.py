@@ -39,6 +39,7 @@ SETTING_KEYS = (
     "system_metrics",
     "divergence_factor",
     "divergence_patience",
+    "eval_every",
 )
 
 
@@ -77,18 +78,23 @@ def run_stage(
     progress: bool = True,
     train_path: str | Path | None = None,
     base: str | None = None,
+    val=None,
+    val_path: str | Path | None = None,
 ) -> dict:
     """Train under one MLflow run (main process), save OUTPUT atomically, then drop the checkpoints.
 
     The run records ``train_path`` (the packed windows) as its training dataset; OUTPUT becomes a
     LoggedModel made by the run (named after the variant, ``base`` its base model) and the final metrics
-    are logged against it."""
+    are logged against it. ``val``: held-out windows (``ropeext.train.heldout``, read from ``val_path``, the run's
+    dataset input of context "validation") whose loss ``train`` logs."""
     output = Path(output)
     ckdir = ckpt.checkpoints_dir_for(output)
     is_main = accelerator.is_main_process
     with tracking.stage_run(stage, config=config, params=params, variant=variant, enabled=mlflow and is_main) as run_:
         if train_path is not None:
             run_.log_input(train_path, context="training", config=config)
+        if val is not None and val_path is not None:
+            run_.log_input(val_path, context="validation", config=config)
         summary = train(
             model,
             data,
@@ -99,6 +105,7 @@ def run_stage(
             accelerator=accelerator,
             gather_state=True,
             progress=progress,
+            val=val,
         )
         state_dict = summary.pop("state_dict", None)
         # the dtype the rotary cos/sin were computed in (bf16 under FSDP's bf16 compute, fp32 elsewhere)
@@ -125,6 +132,9 @@ def run_stage(
                 "tokens_per_s": summary["tokens_per_s"],
                 "seconds": summary["seconds"],
             }
+            if summary.get("final_val_loss") is not None:
+                metrics["final_val_loss"] = summary["final_val_loss"]
+                metrics["heldout_seconds"] = summary["heldout_seconds"]
             if summary.get("resumed_from_step") is not None:
                 metrics["resumed_from_step"] = summary["resumed_from_step"]
             run_.log_metrics(metrics)
