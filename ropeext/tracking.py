@@ -15,11 +15,13 @@ R/mlartifacts`` serves them wherever the results folder R was copied.
 
 from __future__ import annotations
 
+import csv
 import getpass
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -634,9 +636,35 @@ def describe_invocation(uri: str, run_id: str, config: dict, config_file: str, s
 
 
 def attach_summary(uri: str, run_id: str, summary: str) -> None:
-    """Log the report's summary on the parent run (its main artifact) when this invocation wrote one."""
-    if Path(summary).is_file():
-        log_artifact(uri, run_id, summary)
+    """Log the report's summary on the parent run (its main artifact) when this invocation wrote one, and its
+    headline table (``headline.csv`` beside it: the best variant per evaluation within L and at L') as an
+    artifact, as metrics ``headline.<evaluation>.within_<L>`` / ``headline.<evaluation>.at_<L'>`` and as tags
+    naming the best variant (``<metric>.best``) and those not told apart from it (``<metric>.tied``)."""
+    if not Path(summary).is_file():
+        return
+    log_artifact(uri, run_id, summary)
+    headline = Path(summary).with_name("headline.csv")
+    if not headline.is_file():
+        return
+    log_artifact(uri, run_id, headline)
+    import mlflow  # heavy: the Snakefile parse imports this module
+
+    metrics, tags = [], []
+    with open(headline, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            where = "within" if row["at"] == "L" else "at"
+            key = f"headline.{_metric_word(row['evaluation'])}.{where}_{row['length']}"
+            if row["value"]:
+                metrics.append(mlflow.entities.Metric(key, float(row["value"]), int(time.time() * 1000), 0))
+            tags.append(mlflow.entities.RunTag(f"{key}.best", row["best"]))
+            if row["not_told_apart"]:
+                tags.append(mlflow.entities.RunTag(f"{key}.tied", row["not_told_apart"]))
+    mlflow.MlflowClient(uri).log_batch(run_id, metrics=metrics, tags=tags)
+
+
+def _metric_word(text: str) -> str:
+    """'RULER average' -> 'ruler_average': a metric key's word."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:

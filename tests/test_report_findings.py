@@ -771,3 +771,40 @@ def test_report_cli_takes_the_model_files(tmp_path, smollm2_report):
         text=True,
     )
     assert bad.returncode == 2 and "base model information not found" in bad.stderr
+
+
+def test_the_headline_names_the_best_variant_and_those_not_told_apart_from_it():
+    """One row per evaluation within L and at each L': the best value (lowest perplexity, highest score) with its
+    interval and n; variants whose intervals overlap the best one's are listed, the others are not."""
+    from ropeext.report.document import Measured, headline_rows
+
+    ppl = Measured(
+        "perplexity",
+        F.PPL,
+        128,
+        at={"m-pi-128-noft": 9.0, "m-yarn-128-noft": 9.2, "m-none-128-noft": 30.0},
+        evidence={
+            "m-pi-128-noft": Interval(9.0, 8.6, 9.4, 40, "windows", "bootstrap"),
+            "m-yarn-128-noft": Interval(9.2, 8.9, 9.6, 40, "windows", "bootstrap"),
+            "m-none-128-noft": Interval(30.0, 28.0, 32.0, 40, "windows", "bootstrap"),
+        },
+        within={"m-pi-128-noft": 8.0, "m-yarn-128-noft": 7.5, "m-none-128-noft": 7.5},
+    )
+    acc = Measured("passkey accuracy", F.SCORE, 128, at={"m-pi-128-noft": 40.0, "m-yarn-128-noft": 80.0})
+    rows = {(r["evaluation"], r["at"]): r for r in headline_rows([ppl, acc], 64)}
+    at = rows[("perplexity", "L'")]
+    assert (at["length"], at["best"], at["value"], at["lo"], at["hi"], at["n"]) == (
+        128,
+        "m-pi-128-noft",
+        9.0,
+        8.6,
+        9.4,
+        40,
+    )
+    assert at["not_told_apart"] == "m-yarn-128-noft"  # overlapping intervals; none's is far above
+    within = rows[("perplexity", "L")]
+    assert (within["length"], within["lo"]) == (64, None)
+    assert {within["best"], within["not_told_apart"]} == {"m-yarn-128-noft", "m-none-128-noft"}  # equal values
+    score = rows[("passkey accuracy", "L'")]
+    assert (score["best"], score["value"], score["not_told_apart"]) == ("m-yarn-128-noft", 80.0, "")
+    assert ("passkey accuracy", "L") not in rows  # nothing measured within L

@@ -139,6 +139,12 @@ def test_the_experiment_opens_on_its_runs_and_the_parent_run_carries_the_config(
         for length, ppl in ((256, 9.0), (1024, 12.0)):
             run.log_metrics({"ppl": ppl}, step=length)
     summary.write_text("# summary\n")
+    (tmp_path / "headline.csv").write_text(
+        "evaluation,at,length,best,value,lo,hi,n,not_told_apart\n"
+        "perplexity,L,512,demo-pi-1024-noft,9.5,,,,\n"
+        "perplexity,L',1024,demo-dprope-1024-anchor,12.0,11.5,12.6,40,demo-pi-1024-noft\n"
+        "RULER average,L',1024,demo-pi-1024-noft,,,,,\n"
+    )
     tracking.attach_summary(uri, parent, str(summary))
 
     client = mlflow.MlflowClient(uri)
@@ -147,7 +153,13 @@ def test_the_experiment_opens_on_its_runs_and_the_parent_run_carries_the_config(
     assert "`demo`" in exp.tags["mlflow.note.content"] and str(summary) in exp.tags["mlflow.note.content"]
     top = client.get_run(parent)
     assert top.data.params["experiment"] == "demo" and top.data.params["config_hash"]
-    assert tracking.run_artifacts(uri, parent) == {"config/config.yaml", "summary.md"}
+    assert tracking.run_artifacts(uri, parent) == {"config/config.yaml", "summary.md", "headline.csv"}
+    # the headline table: the best variant per evaluation within L and at L', as metrics and tags of the parent
+    assert top.data.metrics == {"headline.perplexity.within_512": 9.5, "headline.perplexity.at_1024": 12.0}
+    assert top.data.tags["headline.perplexity.at_1024.best"] == "demo-dprope-1024-anchor"
+    assert top.data.tags["headline.perplexity.at_1024.tied"] == "demo-pi-1024-noft"
+    assert top.data.tags["headline.ruler_average.at_1024.best"] == "demo-pi-1024-noft"
+    assert "headline.perplexity.within_512.tied" not in top.data.tags
     job = client.get_run(run.run_id).data.params
     assert {k: job[k] for k in ("stage", "variant", "method", "layout", "target_length", "stride")} == {
         "stage": "eval_ppl",

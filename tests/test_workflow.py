@@ -145,6 +145,9 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     stages = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
     assert len(parents) == 1 and len(jobs) > 15
+    top = parents[0].data  # the headline: the best variant per evaluation at L'
+    assert top.metrics["headline.perplexity.at_64"] > 1
+    assert top.tags["headline.perplexity.at_64.best"].startswith("micro-")
     for r in stages:
         assert r.info.status == "FINISHED", r.info.run_name
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -207,13 +210,15 @@ def test_snakemake_html_report_has_the_tables_summary_and_figures(micro_run):
     tables = {f"{s.name}.html" for s in SUITES} | {"disturbance-compare-64.html", "finetuning.html"}
     figures |= {f.file for s in SUITES for f in s.figures.values() if f.file.endswith(".png")}
     assert {"ppl.png", "passkey_by_length.png", "ruler_tasks.png", "bf16_deviation.png"} <= figures
-    assert set(files) == figures | tables | {"summary.html", "published.html"}
+    assert set(files) == figures | tables | {"summary.html", "published.html", "headline.html"}
     assert set(files.values()) == {1}  # one ppl.png: the report's, no variant's
     for caption in ("whole report", "Perplexity (log scale) against context length", "one panel per variant"):
         assert caption in page, caption
     summary = (micro_run / "results" / "report" / "summary.html").read_text()
     assert "<table>" in summary and 'src="data:image/png;base64,' in summary
     assert "micro-dprope-64-anchor" in (micro_run / "results" / "report" / "passkey.html").read_text()
+    headline = (micro_run / "results" / "report" / "headline.csv").read_text()
+    assert "perplexity,L',64,micro-" in headline and "perplexity,L,32,micro-" in headline
 
 
 def _dry_run_jobs(workdir: Path, *configs) -> dict[str, int]:

@@ -26,6 +26,7 @@ from ropeext.text import markdown_table
 ROPE_ORDER = 20
 
 
+HEADLINE_COLUMNS = ("evaluation", "at", "length", "best", "value", "lo", "hi", "n", "not_told_apart")
 SHORT_RUN = "the fine-tuning was a short run (see Fine-tuning), too short to test it"
 
 
@@ -127,6 +128,38 @@ def paper_checks(
     checks += F.anchor_time_checks(seconds, min_wall_seconds)
     checks += F.bf16_checks(bf16_results)
     return checks
+
+
+def headline_rows(measured: list[Measured], L: int) -> list[dict]:
+    """The best variant per evaluation within L and at each L' (lowest perplexity, highest score): its value,
+    95% interval and n where the cell has them, and the variants not told apart from it (``F.best``)."""
+    rows, seen = [], set()
+    for m in measured:
+        for at, length, values in (
+            ("L", L, m.within),
+            ("L'", m.target, {v: m.evidence.get(v, x) for v, x in m.at.items()}),
+        ):
+            if (m.what, at, length) in seen:
+                continue
+            seen.add((m.what, at, length))
+            top = F.best(values, m.kind)
+            if not top:
+                continue
+            iv = F.as_interval(values[top[0]])
+            rows.append(
+                {
+                    "evaluation": m.what,
+                    "at": at,
+                    "length": length,
+                    "best": top[0],
+                    "value": iv.value,
+                    "lo": iv.lo,
+                    "hi": iv.hi,
+                    "n": iv.n,
+                    "not_told_apart": " ".join(top[1:]),
+                }
+            )
+    return rows
 
 
 def warnings_lines(records: list[dict]) -> list[str]:
@@ -325,6 +358,9 @@ class Report:
         )
         if checks:  # what the run can say leads the findings
             self.glance.insert(0, F.checks_glance(checks))
+        # the best variant per evaluation within L and at L': headline.csv, the parent MLflow run's metrics
+        headline = pd.DataFrame(headline_rows(self.measured, self.L), columns=list(HEADLINE_COLUMNS))
+        self.save(headline, "headline.csv", index=False)
 
         md = [
             f"# ropeext report: {self.config['experiment']}",

@@ -200,6 +200,8 @@ def report_items(finetuned):
     items = {
         "summary_html": item("summary.html", "summary.rst", "Summary"),
         "published_html": item("published.html", "published.rst", "Summary"),
+        "headline_csv": f"{out}/headline.csv",
+        "headline_html": item("headline.html", "headline.rst", "Summary"),
     }
     for suite in SUITES:
         if suite_outputs(suite):
