@@ -86,7 +86,7 @@ SUITE = Suite(
     rule="eval_ppl",
     order=10,
     report=report,
-    settings=(),
+    settings=("eval.dtype",),
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
     figures={
         "table": Figure("ppl.html", "ppl_table.rst", "Perplexity"),
