@@ -13,7 +13,7 @@ from ropeext.commands._common import (
     overlay,
     precision_of,
 )
-from ropeext.data.tokens import read_tokens
+from ropeext.data.tokens import document_ids, read_tokens
 from ropeext.errors import RopeextError
 from ropeext.eval.ppl import perplexity_by_length
 from ropeext.io import read_json, write_json
@@ -25,7 +25,7 @@ COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
 
 SECTION = "eval.ppl"  # the config section the options below are laid over
-OPTIONS = ("lengths", "stride", "max_tokens", "windows_per_document")
+OPTIONS = ("lengths", "stride", "max_tokens", "windows_per_document", "exclude")
 
 
 def add_arguments(parser) -> None:
@@ -45,6 +45,11 @@ def add_arguments(parser) -> None:
         type=int,
         help="at most this many windows from one document (default: eval.ppl.windows_per_document)",
     )
+    parser.add_argument(
+        "--exclude",
+        help="comma-separated globs of document ids not to score, e.g. 'encodings/*,keyword.py' "
+        "(default: eval.ppl.exclude)",
+    )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--threads", type=int, default=None)
     add_run_args(parser)
@@ -56,7 +61,7 @@ def run(args) -> None:
     import torch
 
     config = config_from_args(args)
-    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int})
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "exclude": str})
     lengths, stride, max_tokens = s["lengths"], s["stride"], s["max_tokens"]
     if min(lengths) < 2:
         raise RopeextError(f"--lengths: every length must be >= 2, got {lengths}")
@@ -76,6 +81,7 @@ def run(args) -> None:
             "stride": stride,
             "max_tokens": max_tokens,
             "windows_per_document": s["windows_per_document"],
+            "exclude": s["exclude"],
             "device": device,
             **precision_params(precision),
         },
@@ -88,7 +94,15 @@ def run(args) -> None:
         model = load_causal_lm(args.model, scaling=scaling, dtype=getattr(torch, precision["dtype"])).to(device)
         docs = read_tokens(args.tokens)
         result = perplexity_by_length(
-            model, docs, lengths, stride, max_tokens, s["windows_per_document"], progress=not args.no_progress
+            model,
+            docs,
+            lengths,
+            stride,
+            max_tokens,
+            s["windows_per_document"],
+            progress=not args.no_progress,
+            doc_ids=document_ids(args.tokens),
+            exclude=s["exclude"],
         )
         result["precision"] = precision
         result["variant"] = args.variant
