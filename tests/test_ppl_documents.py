@@ -117,3 +117,23 @@ def test_the_report_lists_at_most_a_few_documents():
     assert line.startswith("Documents scored: `m0.py` (20,000 tokens, 2 windows), ")
     assert line.endswith("`m7.py` (20,007 tokens, 2 windows) and 2 more (metrics.json).")
     assert documents_line([{"ppl": {}}]) == ""
+
+
+def test_the_real_model_config_skips_the_generated_tables_and_spreads_over_three_documents():
+    from ropeext.config import load_config
+    from tests.conftest import REPO
+
+    c = load_config(REPO / "config" / "smollm2.yaml")["eval"]["ppl"]
+    for table in ("encodings/cp858.py", "encodings/mac_arabic.py", "html/entities.py", "keyword.py", "token.py"):
+        assert excluded(table, c["exclude"]), table
+    for ordinary in ("enum.py", "importlib/_bootstrap_external.py", "pydoc_data/topics.py", "subprocess.py"):
+        assert not excluded(ordinary, c["exclude"]), ordinary
+    assert c["windows_per_document"] == 1 and c["max_tokens"] // c["stride"] >= 3
+    # stand-ins of the test split's documents past 16k tokens, in its order: three distinct ones are scored
+    ids = ["encodings/cp858.py", "encodings/cp865.py", "enum.py", "importlib/_bootstrap_external.py"]
+    ids += ["pydoc_data/topics.py", "subprocess.py"]
+    docs = _docs([18112, 18524, 18436, 19221, 171599, 20427])
+    picked = choose_windows(
+        docs, ids, c["lengths"], c["stride"], c["max_tokens"], c["windows_per_document"], c["exclude"]
+    )
+    assert [ids[d] for d, _ in picked] == ["enum.py", "importlib/_bootstrap_external.py", "pydoc_data/topics.py"]
