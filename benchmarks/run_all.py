@@ -24,7 +24,7 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default=None,
-        help="comma-separated names, e.g. rope,packing,attention,train,data,loss,ppl,jobs,gpu_check",
+        help="comma-separated names, e.g. rope,packing,attention,train,data,loss,ppl,eval_dtype,jobs,gpu_check",
     )
     args = ap.parse_args()
     scripts = sorted(HERE.glob("bench_*.py")) + [HERE / "gpu_check.py"]

@@ -109,6 +109,9 @@ def test_report_has_every_variant(micro_run):
     assert (table[["32", "64", "128"]] > 1).all().all()
     for v in variants:
         assert v in summary
+    # every evaluation recorded its precision (eval.dtype auto: this machine's decision) and the report names it
+    assert "Evaluation precision: the forward passes ran in " in summary and "eval.dtype auto: " in summary
+    assert "Documents scored: `" in summary  # the perplexity section names its held-out documents
     fine = summary[summary.index("## Fine-tuning") :]
     assert "held-out loss" in fine and "on 8 validation windows" in fine  # the same windows for every variant
     assert (micro_run / "results" / "report" / "ppl.png").stat().st_size > 1000
@@ -176,6 +179,7 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     ppl = by_stage["eval_ppl"][0]
     assert {"ppl_at_32", "ppl_at_64", "ppl_at_128"} <= set(ppl.data.metrics)
     assert tracking.run_artifacts(uri, ppl.info.run_id) >= {"metrics.json", "ppl.png"}
+    assert ppl.data.params["eval.dtype"] == "auto" and ppl.data.params["eval.dtype_resolved"] in {"float32", "bfloat16"}
     ft = by_stage["finetune"][0]
     assert ft.data.tags["ropeext.rule"] == "finetune" and ft.data.tags["ropeext.wildcards.target"] == "64"
     assert ft.data.tags["ropeext.wildcards.layout"] in {"full", "anchor"}

@@ -15,6 +15,7 @@ from typing import Iterable
 from ropeext.config import load_config, parse_sets
 from ropeext.errors import RopeextError
 from ropeext.io import is_hub_id
+from ropeext.runtime import EVAL_DTYPES, eval_precision
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -65,9 +66,21 @@ def add_run_args(parser, seed: str | None = None) -> None:
     """Where a model runs (and, when ``seed`` says what it seeds, the seed): what every evaluation shares."""
     if seed:
         parser.add_argument("--seed", type=int, help=f"{seed} (default: the config's seed)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=EVAL_DTYPES,
+        help="precision of the forward passes; auto: bfloat16 where the device computes it natively "
+        "(default: eval.dtype)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def precision_of(args, config: dict, device: str) -> dict:
+    """The precision an evaluation runs in on ``device`` (resolved): ``--dtype`` when given, else ``eval.dtype``,
+    with ``auto`` decided by the device (``ropeext.runtime.choose_eval_dtype``)."""
+    return eval_precision(args.dtype or config["eval"]["dtype"], device)
 
 
 def seed_of(args, config: dict) -> int:

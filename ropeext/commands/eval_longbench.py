@@ -16,12 +16,14 @@ from ropeext.commands._common import (
     add_tracking_args,
     config_from_args,
     overlay,
+    precision_of,
     seed_of,
     variant_of,
 )
 from ropeext.errors import RopeextError
 from ropeext.eval.lmeval_engine import longbench
 from ropeext.eval.longbench.run import build_embedded, embedded_windows, evaluate
+from ropeext.runtime import resolve_device
 
 COMMAND = ("eval", "longbench")
 HELP = "LongBench / LongBench-E (official protocol and metrics) or build the embedded code-completion task"
@@ -182,13 +184,14 @@ def run(args) -> None:
     if not args.model:
         raise RopeextError("--model is required to evaluate (or pass --build-embedded)")
     variant = variant_of(args)
+    precision = precision_of(args, config, resolve_device(args.device))
     if s["engine"] == "lm_eval":
         result = longbench.evaluate(
             s,
             model=args.model,
             output_dir=args.output_dir,
             tokenizer=args.tokenizer,
-            dtype=args.dtype,
+            precision=precision,
             device=args.device,
             config=config,
             variant=variant,
@@ -201,7 +204,7 @@ def run(args) -> None:
             model=args.model,
             output_dir=args.output_dir,
             tokenizer=args.tokenizer,
-            dtype=args.dtype,
+            precision=precision,
             device=args.device,
             cache_dir=args.cache_dir,
             overwrite=args.overwrite,

@@ -13,6 +13,7 @@ from ropeext.commands._common import (
     check_model_path,
     config_from_args,
     overlay,
+    precision_of,
     seed_of,
     variant_of,
 )
@@ -24,7 +25,7 @@ from ropeext.eval.openllm import presets, report, runner
 from ropeext.eval.openllm.local_tasks import build_local_tasks
 from ropeext.io import read_json, write_json
 from ropeext.modeling import load_model_config
-from ropeext.runtime import model_window, resolve_device
+from ropeext.runtime import model_window, precision_params, resolve_device
 
 COMMAND = ("eval", "openllm")
 HELP = "Open LLM tasks with lm-eval (presets dprope_paper, leaderboard_v1, or local tasks built from held-out text)"
@@ -143,13 +144,14 @@ def run(args) -> None:
         shutil.rmtree(out / "tasks")
 
     device = resolve_device(args.device)
+    precision = precision_of(args, config, device)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = {
         "model": str(Path(model_path).resolve()) if Path(model_path).is_dir() else model_path,
         "max_length": max_length,
         "limit": s["limit"],
         "seed": s["seed"],
-        "dtype": args.dtype,
+        "dtype": precision["dtype"],
         "local_tasks": config_hash(local_manifest["sha256"]) if local_manifest else None,
     }
     params = {
@@ -157,7 +159,7 @@ def run(args) -> None:
         "tasks": dict(entries),
         "model": model_path,
         "max_length": max_length,
-        "dtype": args.dtype,
+        **precision_params(precision),
         "device": device,
     }
     with tracking.stage_run(
@@ -173,7 +175,7 @@ def run(args) -> None:
             max_length=max_length,
             batch_size=s["batch_size"],
             device=device,
-            dtype=args.dtype,
+            dtype=precision["dtype"],
         )
         with tqdm(total=len(entries), desc="openllm", unit="task", disable=args.no_progress) as bar:
             records = runner.evaluate_entries(
@@ -190,6 +192,7 @@ def run(args) -> None:
         metrics = report.build_metrics(
             records, variant=variant, model=model_path, max_length=max_length, preset=preset, local_tasks=local_manifest
         )
+        metrics["precision"] = precision
         write_json(out / "metrics.json", metrics)
         run_.set_tags({"lm_eval.version": metrics["lm_eval_version"]})
         run_.log_metrics(report.flat_metrics(metrics))

@@ -11,6 +11,7 @@ from ropeext.commands._common import (
     add_tracking_args,
     config_from_args,
     overlay,
+    precision_of,
     seed_of,
     variant_of,
 )
@@ -20,7 +21,7 @@ from ropeext.eval import passkey
 from ropeext.eval.common import ResumableJsonl, greedy_generate
 from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm
-from ropeext.runtime import model_window, resolve_device
+from ropeext.runtime import model_window, precision_params, resolve_device
 
 COMMAND = ("eval", "passkey")
 HELP = "passkey retrieval accuracy over context lengths x key depths (metrics JSON, predictions JSONL, heat map)"
@@ -77,15 +78,15 @@ def run(args) -> None:
     variant = variant_of(args)
 
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device)
-    model = load_causal_lm(args.model, dtype=dtype).to(device).eval()
+    precision = precision_of(args, config, device)
+    model = load_causal_lm(args.model, dtype=getattr(torch, precision["dtype"])).to(device).eval()
     window = model_window(model.config) or 0
 
     def generate(ids: list[int]) -> str:
         return greedy_generate(model, tokenizer, ids, s["max_new_tokens"])
 
-    params = {"eval.passkey": s, "model": str(args.model), "dtype": args.dtype, "device": device}
+    params = {"eval.passkey": s, "model": str(args.model), **precision_params(precision), "device": device}
     with tracking.stage_run(
         "eval_passkey", config=config, params=params, variant=variant, enabled=not args.no_mlflow
     ) as run_:
@@ -111,6 +112,7 @@ def run(args) -> None:
             "max_position_embeddings": window,
             **{k: s[k] for k in OPTIONS},
             "seed": s["seed"],
+            "precision": precision,
             **summary,
         }
         write_json(out / "metrics.json", metrics)

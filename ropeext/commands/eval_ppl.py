@@ -5,19 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from ropeext import tracking
-from ropeext.commands._common import add_config_args, add_tracking_args, config_from_args, overlay
-from ropeext.data.tokens import read_tokens
+from ropeext.commands._common import (
+    add_config_args,
+    add_run_args,
+    add_tracking_args,
+    config_from_args,
+    overlay,
+    precision_of,
+)
+from ropeext.data.tokens import document_ids, read_tokens
 from ropeext.errors import RopeextError
 from ropeext.eval.ppl import perplexity_by_length
 from ropeext.io import read_json, write_json
 from ropeext.modeling import load_causal_lm
 from ropeext.report.plots import plot_lines
+from ropeext.runtime import precision_params, resolve_device
 
 COMMAND = ("eval", "ppl")
 HELP = "perplexity at a list of context lengths (sliding window with a stride)"
 
 SECTION = "eval.ppl"  # the config section the options below are laid over
-OPTIONS = ("lengths", "stride", "max_tokens", "windows_per_document")
+OPTIONS = ("lengths", "stride", "max_tokens", "windows_per_document", "exclude")
 
 
 def add_arguments(parser) -> None:
@@ -37,8 +45,14 @@ def add_arguments(parser) -> None:
         type=int,
         help="at most this many windows from one document (default: eval.ppl.windows_per_document)",
     )
+    parser.add_argument(
+        "--exclude",
+        help="comma-separated globs of document ids not to score, e.g. 'encodings/*,keyword.py' "
+        "(default: eval.ppl.exclude)",
+    )
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--threads", type=int, default=None)
+    add_run_args(parser)
     add_tracking_args(parser)
 
 
@@ -47,7 +61,7 @@ def run(args) -> None:
     import torch
 
     config = config_from_args(args)
-    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int})
+    s = overlay(config, SECTION, args, OPTIONS, lists={"lengths": int, "exclude": str})
     lengths, stride, max_tokens = s["lengths"], s["stride"], s["max_tokens"]
     if min(lengths) < 2:
         raise RopeextError(f"--lengths: every length must be >= 2, got {lengths}")
@@ -55,6 +69,8 @@ def run(args) -> None:
         torch.set_num_threads(args.threads)
     scaling = read_json(args.scaling, "scaling file") if args.scaling else None
     out = Path(args.output_dir)
+    device = resolve_device(args.device)
+    precision = precision_of(args, config, device)
     with tracking.stage_run(
         "eval_ppl",
         config=config,
@@ -65,6 +81,9 @@ def run(args) -> None:
             "stride": stride,
             "max_tokens": max_tokens,
             "windows_per_document": s["windows_per_document"],
+            "exclude": s["exclude"],
+            "device": device,
+            **precision_params(precision),
         },
         variant=args.variant,
         enabled=not args.no_mlflow,
@@ -72,9 +91,20 @@ def run(args) -> None:
         evaluates_scaling=scaling,
     ) as run_:
         run_.log_input(args.tokens, context="evaluation", config=config)
-        model = load_causal_lm(args.model, scaling=scaling)
+        model = load_causal_lm(args.model, scaling=scaling, dtype=getattr(torch, precision["dtype"])).to(device)
         docs = read_tokens(args.tokens)
-        result = perplexity_by_length(model, docs, lengths, stride, max_tokens, s["windows_per_document"])
+        result = perplexity_by_length(
+            model,
+            docs,
+            lengths,
+            stride,
+            max_tokens,
+            s["windows_per_document"],
+            progress=not args.no_progress,
+            doc_ids=document_ids(args.tokens),
+            exclude=s["exclude"],
+        )
+        result["precision"] = precision
         result["variant"] = args.variant
         result["model"] = str(args.model)
         result["rope_parameters"] = dict(model.config.rope_parameters or {})

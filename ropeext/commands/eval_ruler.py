@@ -12,6 +12,7 @@ from ropeext.commands._common import (
     check_model_path,
     config_from_args,
     overlay,
+    precision_of,
     seed_of,
     variant_of,
 )
@@ -27,7 +28,7 @@ from ropeext.eval.ruler.run import check_any_ran, evaluate, flat_metrics, log_by
 from ropeext.eval.ruler.tasks import QA_TASKS, TASKS, load_templates, resolve_tasks
 from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm, load_model_config
-from ropeext.runtime import model_window, resolve_device
+from ropeext.runtime import model_window, precision_params, resolve_device
 
 COMMAND = ("eval", "ruler")
 HELP = (
@@ -167,9 +168,9 @@ def run(args) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     variant = variant_of(args)
-    dtype = getattr(torch, args.dtype)
     device = resolve_device(args.device)
-    model = load_causal_lm(args.model, dtype=dtype).to(device).eval()
+    precision = precision_of(args, config, device)
+    model = load_causal_lm(args.model, dtype=getattr(torch, precision["dtype"])).to(device).eval()
 
     def generate(ids: list[int], max_new_tokens: int) -> str:
         return greedy_generate(model, tokenizer, ids, max_new_tokens)
@@ -177,7 +178,7 @@ def run(args) -> None:
     params = {
         "eval.ruler": {k: v for k, v in s.items()},
         "model": str(args.model),
-        "dtype": args.dtype,
+        **precision_params(precision),
         "device": device,
         "window": window,
     }
@@ -221,6 +222,7 @@ def run(args) -> None:
             "window": window,
             "seed": s["seed"],
             "samples_per_cell": s["samples"],
+            "precision": precision,
             **summary,
         }
         write_json(out / "metrics.json", metrics)
@@ -247,7 +249,7 @@ def _run_lm_eval(args, config: dict, s: dict, window: int | None) -> None:
         output_dir=args.output_dir,
         window=window,
         tokenizer=args.tokenizer,
-        dtype=args.dtype,
+        precision=precision_of(args, config, resolve_device(args.device)),
         device=args.device,
         config=config,
         variant=variant,

@@ -393,3 +393,15 @@ def read_tokens(path: str | Path, kinds: set[str] | None = None) -> list[np.ndar
     values, offsets = read_token_arrays(path, kinds)
     flat = values.astype(np.int64)
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def document_ids(path: str | Path) -> list[str]:
+    """The ``id`` of every document of a split, in order (``#<index>`` where the file has no ``id`` column)."""
+    ids: list[str] = []
+    for batch in iter_tokens(path, ["input_ids", "id"]):
+        n = batch.num_rows
+        if "id" in batch.schema.names:
+            ids += [x if x is not None else f"#{len(ids) + i}" for i, x in enumerate(batch.column("id").to_pylist())]
+        else:
+            ids += [f"#{len(ids) + i}" for i in range(n)]
+    return ids

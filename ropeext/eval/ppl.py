@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -48,6 +49,45 @@ def select_windows(
             f"no held-out document is longer than the largest context length {max_c} (longest has {longest} tokens)"
         )
     return picked
+
+
+def excluded(doc_id: str, patterns) -> bool:
+    """Whether a document id (a stdlib path such as ``encodings/cp858.py``, or ``path::Name`` for one of its
+    definitions) matches one of the glob ``patterns`` (``fnmatch``, case-sensitive: ``*`` also matches ``/``)."""
+    return any(fnmatchcase(doc_id, p) for p in patterns)
+
+
+def choose_windows(
+    docs: list[np.ndarray],
+    ids: list[str],
+    lengths: list[int],
+    stride: int,
+    max_tokens: int,
+    per_document: int | None = None,
+    exclude=(),
+) -> list[tuple[int, int]]:
+    """``select_windows`` over the documents whose id matches none of ``exclude``; the pairs index ``docs``."""
+    keep = [i for i, x in enumerate(ids) if not excluded(x, exclude)]
+    try:
+        picked = select_windows([docs[i] for i in keep], lengths, stride, max_tokens, per_document)
+    except RopeextError as exc:
+        if len(keep) == len(docs) or "longer than" not in str(exc):
+            raise
+        longest = max((len(docs[i]) for i in keep), default=0)
+        raise RopeextError(
+            f"eval.ppl.exclude: {list(exclude)} leaves no held-out document longer than the largest context length "
+            f"{max(lengths)} ({len(docs) - len(keep)} of {len(docs)} excluded; the longest left has {longest} "
+            "tokens): remove a pattern or lower eval.ppl.lengths"
+        ) from None
+    return [(keep[d], e) for d, e in picked]
+
+
+def scored_documents(windows: list[tuple[int, int]], ids: list[str], docs: list[np.ndarray]) -> list[dict]:
+    """Each scored document once, in order: its id, its length in tokens and how many windows it gave."""
+    count: dict[int, int] = {}
+    for d, _ in windows:
+        count[d] = count.get(d, 0) + 1
+    return [{"id": ids[d], "tokens": len(docs[d]), "windows": n} for d, n in count.items()]
 
 
 def accepts_logits_to_keep(model) -> bool:
@@ -85,10 +125,13 @@ def perplexity_by_length(
     tokens_per_batch: int = 8192,
     progress: bool = True,
     slice_only: bool | None = None,
+    doc_ids: list[str] | None = None,
+    exclude=(),
 ) -> dict:
     """NLL and perplexity at each context length over the same scored tokens (see the module docstring).
 
     ``slice_only``: compute only the scored positions' logits (default: when the model supports it).
+    ``doc_ids`` name the documents (default ``#<index>``); those matching a glob of ``exclude`` are not scored.
     """
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     # heavy: torch loads only when a model runs
@@ -96,7 +139,8 @@ def perplexity_by_length(
     from tqdm import tqdm
 
     lengths = sorted(set(int(x) for x in lengths))
-    windows = select_windows(docs, lengths, stride, max_tokens, per_document)
+    names = list(doc_ids) if doc_ids is not None else [f"#{i}" for i in range(len(docs))]
+    windows = choose_windows(docs, names, lengths, stride, max_tokens, per_document, exclude)
     device = next(model.parameters()).device
     results = {}
     bar = None
@@ -131,6 +175,8 @@ def perplexity_by_length(
         "stride": stride,
         "windows": len(windows),
         "documents": len({d for d, _ in windows}),
+        "documents_scored": scored_documents(windows, names, docs),
+        "exclude": list(exclude),
         "tokens_scored": len(windows) * stride,
         "ppl": {str(C): r["ppl"] for C, r in results.items()},
         "nll": {str(C): r["nll"] for C, r in results.items()},

@@ -204,6 +204,14 @@ class Report:
         self.disturbance: dict[int, dict[str, float]] = {}
         self.bf16_results: dict[str, tuple[dict, dict]] = {}
 
+    def precisions(self) -> dict[str, list[dict | None]]:
+        """Each evaluation suite's ``precision`` records (one per metrics file; the BF16 analysis has its own)."""
+        return {
+            s.name: [read_json(p, f"{s.name} metrics").get("precision") for p in self.inputs[s.name]]
+            for s in SUITES
+            if s.section.startswith("eval.") and self.inputs.get(s.name)
+        }
+
     # ------------------------------------------------------------------------- files
     def save(self, df: pd.DataFrame, name: str, index: bool = True) -> None:
         with atomic_path(self.out / name) as tmp:
@@ -367,6 +375,7 @@ class Report:
             "",
             provenance.base_model_sentence(self.base_info, self.config),
             "",
+            *([precision, ""] if (precision := provenance.precision_sentence(self.precisions())) else []),
             *extension_lines(self.config, self.variants, self.trained),
             "",
         ]

@@ -328,3 +328,29 @@ def finetuning_lines(summaries: dict[str, dict], parameters: int | None, label) 
             "(`train_loss_step1`, and `train_loss_last_steps_mean` over the last tenth of the steps).",
         ]
     return lines + ["", "Wall times (`seconds`) are in finetuning.csv, not here: they differ between identical runs."]
+
+
+def precision_sentence(by_suite: dict[str, list[dict | None]]) -> str:
+    """One sentence naming the precision the evaluations' forward passes ran in, from each suite's metrics.json
+    ``precision`` records (``ropeext.runtime.choose_eval_dtype``; None where a file has none); "" without any."""
+    groups: dict[str, dict[str, set]] = {}  # dtype -> {"suites", "reasons"}
+    unrecorded = sorted(s for s, recs in by_suite.items() if any(r is None for r in recs))
+    for suite, records in by_suite.items():
+        for r in records:
+            if r:
+                g = groups.setdefault(r["dtype"], {"suites": set(), "reasons": set()})
+                g["suites"].add(suite)
+                g["reasons"].add(r["reason"])
+    if not groups:
+        return ""
+    parts = []
+    for dtype, g in sorted(groups.items()):
+        why = "; ".join(sorted(g["reasons"]))
+        who = "" if len(groups) == 1 else f"{', '.join(sorted(g['suites']))}: "
+        parts.append(f"{dtype} ({who}eval.dtype {why})")
+    text = f"Evaluation precision: the forward passes ran in {' and '.join(parts)}"
+    if any("ppl" in g["suites"] for g in groups.values()):
+        text += "; perplexity's log-softmax and sums in float32"
+    if unrecorded:
+        text += f"; {', '.join(unrecorded)} recorded no precision"
+    return text + "."

@@ -40,7 +40,8 @@ class Suite:
     figures: dict[str, Figure] = field(default_factory=dict)
     # further files the suite's rule writes per variant besides `metrics` (rule outputs, not in the HTML report)
     variant_files: tuple[str, ...] = ()
-    settings: tuple[str, ...] = ("seed",)  # config keys the command reads besides its section
+    # config keys the command reads besides its section (an evaluation's precision, eval.dtype, among them)
+    settings: tuple[str, ...] = ("seed",)
     inputs: Callable[[dict], dict] = no_inputs  # rule inputs besides the model, from the config
     # args(config, input): command arguments that depend on the config, as shell words (paths quoted)
     args: Callable = no_args

@@ -85,6 +85,7 @@ SUITE = Suite(
     name="longbench",
     section="eval.longbench",
     rule="eval_longbench",
+    settings=("seed", "eval.dtype"),
     order=40,
     report=report,
     inputs=data,

@@ -40,6 +40,7 @@ SUITE = Suite(
     name="openllm",
     section="eval.openllm",
     rule="eval_openllm",
+    settings=("seed", "eval.dtype"),
     order=50,
     report=report,
     inputs=lambda config: {"heldout": f"{config['results_dir']}/tokens/test.parquet"},

@@ -68,6 +68,7 @@ SUITE = Suite(
     name="passkey",
     section="eval.passkey",
     rule="eval_passkey",
+    settings=("seed", "eval.dtype"),
     order=30,
     report=report,
     figures={

@@ -41,6 +41,24 @@ def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[
     return lines
 
 
+SHOWN_DOCUMENTS = 8  # the report names at most this many scored documents (metrics.json lists all)
+
+
+def documents_line(metrics: list[dict]) -> str:
+    """The held-out documents scored (the same for every variant), by id with tokens and windows; "" if unrecorded."""
+    scored = next((m["documents_scored"] for m in metrics if m.get("documents_scored")), None)
+    if not scored:
+        return ""
+    named = ", ".join(
+        f"`{d['id']}` ({d['tokens']:,} tokens, {d['windows']} window{'s' if d['windows'] != 1 else ''})"
+        for d in scored[:SHOWN_DOCUMENTS]
+    )
+    more = f" and {len(scored) - SHOWN_DOCUMENTS} more (metrics.json)" if len(scored) > SHOWN_DOCUMENTS else ""
+    patterns = next((m["exclude"] for m in metrics if m.get("exclude")), [])
+    excluded = f"; not scored: ids matching {', '.join(f'`{p}`' for p in patterns)} (eval.ppl.exclude)"
+    return f"Documents scored: {named}{more}{excluded if patterns else ''}."
+
+
 def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = ppl_table(metrics)
@@ -65,6 +83,7 @@ def report(doc, paths: list) -> None:
         "Held-out test documents; at every length the same target tokens are scored, each with up to "
         "that many tokens of context (sliding window, `ropeext eval ppl`).",
         "",
+        *([documents, ""] if (documents := documents_line(metrics)) else []),
         *doc.table(df, cells, "ppl.csv"),
         "",
         "![perplexity by length](ppl.png)",
@@ -86,7 +105,7 @@ SUITE = Suite(
     rule="eval_ppl",
     order=10,
     report=report,
-    settings=(),
+    settings=("eval.dtype",),
     inputs=lambda config: {"tokens": f"{config['results_dir']}/tokens/test.parquet"},
     figures={
         "table": Figure("ppl.html", "ppl_table.rst", "Perplexity"),

@@ -89,6 +89,7 @@ SUITE = Suite(
     name="ruler",
     section="eval.ruler",
     rule="eval_ruler",
+    settings=("seed", "eval.dtype"),
     order=60,
     report=report,
     inputs=essay,

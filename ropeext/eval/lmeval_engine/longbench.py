@@ -32,7 +32,7 @@ from ropeext.eval.longbench.run import flat_scores, metric_key
 from ropeext.eval.openllm import runner
 from ropeext.io import write_json
 from ropeext.modeling import load_model_config
-from ropeext.runtime import model_window, resolve_device
+from ropeext.runtime import given_precision, model_window, precision_params, resolve_device
 
 FOLDER = "longbench"
 FIX = (
@@ -147,16 +147,21 @@ def evaluate(
     output_dir: str | Path,
     tokenizer: str | None = None,
     dtype: str = "float32",
+    precision: dict | None = None,
     device: str = "auto",
     config: dict | None = None,
     variant: str | None = None,
     mlflow: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Run lm-eval's LongBench(-E) tasks for the resolved ``eval.longbench`` section; write and return metrics.json."""
+    """Run lm-eval's LongBench(-E) tasks for the resolved ``eval.longbench`` section; write and return metrics.json.
+
+    ``precision`` (``ropeext.runtime.choose_eval_dtype``) says how the dtype was chosen; it replaces ``dtype``."""
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
 
+    precision = given_precision(dtype, precision)
+    dtype = precision["dtype"]
     failures, gen = load_tasks(settings)
     common.fail_on(_message(settings, failures))
     benchmark = settings["benchmark"]
@@ -197,7 +202,7 @@ def evaluate(
         "model": str(model),
         "window": window,
         "device": device,
-        "dtype": dtype,
+        **precision_params(precision),
     }
     with tracking.stage_run("eval_longbench", config=config, params=params, variant=variant, enabled=mlflow) as run_:
         lm = runner.make_lm(model, tokenizer=tokenizer, max_length=window, batch_size=1, device=device, dtype=dtype)
@@ -228,6 +233,7 @@ def evaluate(
             "limit_scope": "task",
             "protocol_notes": list(PROTOCOL_NOTES),
             "chat_template": "never",
+            "precision": precision,
         }
         metrics = build_metrics(samples, entries, names=names, benchmark=benchmark, meta=meta)
         write_json(out / "metrics.json", metrics)

@@ -31,7 +31,7 @@ from ropeext.eval.ruler import report
 from ropeext.eval.ruler.run import flat_metrics, log_by_length, summarize
 from ropeext.eval.ruler.tasks import TASKS, resolve_tasks
 from ropeext.io import write_json
-from ropeext.runtime import resolve_device
+from ropeext.runtime import given_precision, precision_params, resolve_device
 
 FOLDER = "ruler"
 # lm-eval's name of each of this project's RULER tasks
@@ -177,17 +177,22 @@ def evaluate(
     window: int | None,
     tokenizer: str | None = None,
     dtype: str = "float32",
+    precision: dict | None = None,
     device: str = "auto",
     config: dict | None = None,
     variant: str | None = None,
     mlflow: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Run lm-eval's RULER tasks for the resolved ``eval.ruler`` section; write and return metrics.json."""
+    """Run lm-eval's RULER tasks for the resolved ``eval.ruler`` section; write and return metrics.json.
+
+    ``precision`` (``ropeext.runtime.choose_eval_dtype``) says how the dtype was chosen; it replaces ``dtype``."""
     # heavy: tqdm (with asyncio) adds ~0.1 s to --help and the workflow parse; only a run draws a bar
     from tqdm import tqdm
 
     common.fail_on(problems(settings))
+    precision = given_precision(dtype, precision)
+    dtype = precision["dtype"]
     tasks, subset = resolve_tasks(settings["tasks"], settings["subset"])
     names = {t: LM_EVAL_TASKS[t] for t in tasks}
     lengths = sorted(dict.fromkeys(int(L) for L in settings["lengths"]))
@@ -219,7 +224,7 @@ def evaluate(
         "engine": "lm_eval",
         "lm_eval_tasks": names,
         "model": str(model),
-        "dtype": dtype,
+        **precision_params(precision),
         "device": device,
         "max_length": max_length,
     }
@@ -256,6 +261,7 @@ def evaluate(
         done = {k: v for k, v in keys.items() if (v[0], v[1]) in entries}
         records = sample_records(samples_store, done)
         meta = {"variant": variant, "model": str(model), "window": window, "max_length": max_length, "seed": seed}
+        meta["precision"] = precision
         metrics = build_metrics(
             records,
             entries,

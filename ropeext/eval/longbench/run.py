@@ -20,7 +20,7 @@ from ropeext.eval.common import ResumableJsonl
 from ropeext.eval.longbench import data, embedded, metrics, predict, protocol, results
 from ropeext.io import write_json
 from ropeext.modeling import load_causal_lm
-from ropeext.runtime import model_window, resolve_device
+from ropeext.runtime import given_precision, model_window, precision_params, resolve_device
 
 
 def embedded_windows(settings: dict, train_length: int, target_lengths: list[int]) -> list[int]:
@@ -92,6 +92,7 @@ def evaluate(
     output_dir: str | Path,
     tokenizer: str | None = None,
     dtype: str = "float32",
+    precision: dict | None = None,
     device: str = "auto",
     cache_dir: str | None = None,
     overwrite: bool = False,
@@ -100,11 +101,15 @@ def evaluate(
     mlflow: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Evaluate ``model`` on the tasks of ``settings['data_dir']``; return the metrics written to metrics.json."""
+    """Evaluate ``model`` on the tasks of ``settings['data_dir']``; return the metrics written to metrics.json.
+
+    ``precision`` (``ropeext.runtime.choose_eval_dtype``) says how the dtype was chosen; it replaces ``dtype``."""
     # heavy: torch loads only when a model runs
     import torch
 
     s = settings
+    precision = given_precision(dtype, precision)
+    dtype = precision["dtype"]
     if not s["data_dir"]:
         raise RopeextError("no LongBench data: pass --data DIR (or set eval.longbench.data_dir)")
     data_dir = data.resolve_data_dir(s["data_dir"], cache_dir)
@@ -179,7 +184,7 @@ def evaluate(
         "tasks": tasks,
         "window": window,
         "device": device,
-        "dtype": dtype,
+        **precision_params(precision),
         "bos": add_bos,
     }
     per_task, stats = {}, {}
@@ -219,6 +224,7 @@ def evaluate(
             prediction_stats=stats,
             data_dir=str(data_dir),
         )
+        result["precision"] = precision
         write_json(out / "metrics.json", result)
         results.plot_buckets(result, out / "longbench.png")
         run_.log_metrics({metric_key(k): v for k, v in flat_scores(result).items()})
