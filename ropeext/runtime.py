@@ -59,6 +59,15 @@ def choose_eval_dtype(setting: str, facts: DeviceFacts) -> dict:
     return {"setting": "auto", "dtype": dtype, "reason": f"auto: {native or 'no native bf16'}"}
 
 
+def choose_train_precision(setting: str, facts: DeviceFacts) -> tuple[str, str]:
+    """(precision, reason) of a training run from ``pretrain.precision`` / ``finetune.precision``: ``auto`` is
+    bf16-mixed where the device computes bf16 natively and fp32 elsewhere; any other setting is taken as given."""
+    if setting != "auto":
+        return setting, f"set: {setting}"
+    native = native_bf16(facts)
+    return ("bf16-mixed", f"auto: {native}") if native else ("fp32", "auto: no native bf16")
+
+
 def native_bf16(facts: DeviceFacts) -> str:
     """Why the device computes bf16 natively ("cuda bf16", "amx_bf16, avx512_bf16"), or "" when it does not."""
     kind = facts.device.split(":", 1)[0]

@@ -19,7 +19,14 @@ from ropeext.eval import passkey
 from ropeext.eval.ppl import perplexity_by_length
 from ropeext.modeling import load_causal_lm
 from ropeext.report.provenance import precision_sentence
-from ropeext.runtime import DeviceFacts, choose_eval_dtype, cpu_flags, device_facts, precision_params
+from ropeext.runtime import (
+    DeviceFacts,
+    choose_eval_dtype,
+    choose_train_precision,
+    cpu_flags,
+    device_facts,
+    precision_params,
+)
 from ropeext.suites import SUITES
 
 AVX2 = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f"})  # avx512f alone computes no bf16
@@ -203,3 +210,30 @@ def test_the_report_names_the_precision_the_evaluations_ran_in():
         "float32 (ruler: eval.dtype auto: no native bf16); ruler recorded no precision."
     )
     assert precision_sentence({"ppl": [None]}) == ""
+
+
+@pytest.mark.parametrize(
+    "facts, precision",
+    [
+        (DeviceFacts("cuda", cuda_bf16=True), "bf16-mixed"),
+        (DeviceFacts("cuda", cuda_bf16=False), "fp32"),
+        (DeviceFacts("cpu", cpu_flags=frozenset({"avx2", "amx_bf16"})), "bf16-mixed"),
+        (DeviceFacts("cpu", cpu_flags=frozenset({"avx2"})), "fp32"),
+    ],
+)
+def test_training_precision_auto_is_bf16_mixed_only_where_bf16_is_native(facts, precision):
+    assert choose_train_precision("auto", facts)[0] == precision
+    assert choose_train_precision("bf16", facts) == ("bf16", "set: bf16")  # an explicit setting as given
+
+
+def test_a_training_section_with_precision_auto_gets_this_machines_choice(monkeypatch):
+    """settings_from resolves `auto` once, from the training device's facts: the loop only sees real precisions."""
+    from ropeext.train import stage
+
+    config = load_config(None, overrides={"finetune": {"precision": "auto"}})
+    for flags, expected in ((frozenset({"avx512_bf16"}), "bf16-mixed"), (frozenset({"avx2"}), "fp32")):
+        monkeypatch.setattr(stage, "device_facts", lambda device, flags=flags: DeviceFacts("cpu", cpu_flags=flags))
+        monkeypatch.setattr(stage, "resolve_device", lambda device: "cpu")
+        section = config["finetune"]
+        settings = stage.settings_from(section, seed=0, layout="anchor", backend="blockwise", name="finetune")
+        assert settings.precision == expected

@@ -14,6 +14,7 @@ from pathlib import Path
 from ropeext import tracking
 from ropeext.config import by_target
 from ropeext.errors import RopeextError
+from ropeext.runtime import choose_train_precision, device_facts, resolve_device
 from ropeext.train import checkpoint as ckpt
 from ropeext.train.io import save_model_dir
 from ropeext.train.loop import TrainSettings, train
@@ -49,6 +50,10 @@ def settings_from(
     """TrainSettings from a resolved config section (``steps`` picked for ``target_length``); a bad
     value names ``name.key``."""
     kwargs = {k: section[k] for k in SETTING_KEYS if k in section}
+    if kwargs.get("precision") == "auto":  # bf16-mixed where the training device computes bf16 natively
+        device = resolve_device("auto")
+        kwargs["precision"], reason = choose_train_precision("auto", device_facts(device))
+        print(f"{name}.precision auto -> {kwargs['precision']} on {device} ({reason})", flush=True)
     kwargs["steps"] = by_target(kwargs.get("steps"), target_length, f"{name}.steps")
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
