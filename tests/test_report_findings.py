@@ -808,3 +808,12 @@ def test_the_headline_names_the_best_variant_and_those_not_told_apart_from_it():
     score = rows[("passkey accuracy", "L'")]
     assert (score["best"], score["value"], score["not_told_apart"]) == ("m-yarn-128-noft", 80.0, "")
     assert ("passkey accuracy", "L") not in rows  # nothing measured within L
+
+
+def test_the_headline_names_no_best_where_every_variant_is_equal():
+    from ropeext.report.document import Measured, headline_rows
+
+    zeros = Measured("passkey accuracy", F.SCORE, 128, at={"m-pi-128-anchor": 0.0, "m-yarn-128-anchor": 0.0})
+    [row] = headline_rows([zeros], 64)
+    assert (row["best"], row["value"]) == ("(every variant equal)", 0.0)
+    assert row["not_told_apart"] == "m-pi-128-anchor m-yarn-128-anchor"

@@ -132,7 +132,8 @@ def paper_checks(
 
 def headline_rows(measured: list[Measured], L: int) -> list[dict]:
     """The best variant per evaluation within L and at each L' (lowest perplexity, highest score): its value,
-    95% interval and n where the cell has them, and the variants not told apart from it (``F.best``)."""
+    95% interval and n where the cell has them, and the variants not told apart from it (``F.best``). Where
+    every variant has the same value (all at 0, say) none is best: "(every variant equal)"."""
     rows, seen = [], set()
     for m in measured:
         for at, length, values in (
@@ -146,6 +147,9 @@ def headline_rows(measured: list[Measured], L: int) -> list[dict]:
             if not top:
                 continue
             iv = F.as_interval(values[top[0]])
+            plain = {F.as_interval(x).value for x in values.values()}
+            if len(values) > 1 and len(plain) == 1:  # a tie of every variant (all at 0, say) has no best
+                top = ["(every variant equal)", *sorted(values)]
             rows.append(
                 {
                     "evaluation": m.what,
