@@ -192,3 +192,34 @@ def test_longbench_cells_bootstrap_enough_samples_and_say_so_when_they_cannot():
         b.pop("scores")
     bare = longbench_cells(m)["0-100"]
     assert bare.n == 12 and not bare.known
+
+
+def test_openllm_accuracies_take_wilson_over_their_items_and_bits_per_byte_keeps_its_count():
+    from ropeext.report.measures import openllm_cells
+
+    def task(name, headline, score, n):
+        return {"headline": headline, "score": score, "n_samples": {name: {"original": n + 5, "effective": n}}}
+
+    m = {
+        "task": "openllm",
+        "variant": "v",
+        "tasks": {
+            "arc": task("arc", "acc_norm", 0.35, 20),
+            "hella": task("hella", "acc", 0.5, 30),
+            "code_ppl": task("code_ppl", "bits_per_byte", 6.3, 4),
+            "broken": task("broken", "acc", None, 0),
+        },
+    }
+    cells = openllm_cells(m)
+    ref = binomtest(7, 20).proportion_ci(method="wilson")
+    assert cells["arc"].value == pytest.approx(35.0) and cells["arc"].n == 20 and cells["arc"].unit == "items"
+    assert (cells["arc"].lo, cells["arc"].hi) == pytest.approx((100 * ref.low, 100 * ref.high))
+    assert cells["code_ppl"].value == 6.3 and cells["code_ppl"].n == 4 and not cells["code_ppl"].known
+    assert "broken" not in cells
+    # the average over the accuracy tasks (the table's Avg): Wilson at that mean over every task's items
+    lo, hi = I.wilson((0.35 + 0.5) / 2 * 50, 50)
+    assert cells["Avg"].value == pytest.approx(42.5) and cells["Avg"].n == 50 and cells["Avg"].unit == "items"
+    assert (cells["Avg"].lo, cells["Avg"].hi) == pytest.approx((100 * lo, 100 * hi))
+    # a file without lm-eval's sample counts: the value and no interval
+    del m["tasks"]["arc"]["n_samples"]
+    assert openllm_cells(m)["arc"].value == pytest.approx(35.0) and not openllm_cells(m)["arc"].known

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse) import this module
     import pandas as pd
 
+from ropeext.eval.openllm.presets import is_percent
 from ropeext.report.intervals import MIN_BOOTSTRAP_UNITS, Interval, accuracy, nested_means_bootstrap, ppl_bootstrap
 from ropeext.text import number
 
@@ -138,10 +139,10 @@ def ruler_cells(metrics: dict) -> dict:
     return out
 
 
-def _mean_score(percent: float, n: int) -> Interval:
+def _mean_score(percent: float, n: int, unit: str = "samples") -> Interval:
     """A mean score (%) over ``n`` samples with scores in [0, 1], as an accuracy: Wilson at that mean."""
-    iv = accuracy(min(max(percent / 100.0, 0.0), 1.0) * n, n, "samples")
-    return Interval(percent, iv.lo, iv.hi, n, "samples", "wilson")
+    iv = accuracy(min(max(percent / 100.0, 0.0), 1.0) * n, n, unit)
+    return Interval(percent, iv.lo, iv.hi, n, unit, "wilson")
 
 
 def longbench_cells(metrics: dict) -> dict[str, Interval]:
@@ -182,4 +183,34 @@ def longbench_cells(metrics: dict) -> dict[str, Interval]:
         out["Avg"] = cell(metrics.get("Avg"), names)
         for key in (k for k in metrics if k.startswith("Avg>")):
             out[key] = cell(metrics.get(key), names[1:])
+    return out
+
+
+def _items(task: str, t: dict) -> int | None:
+    """How many items lm-eval scored for a task (its ``n_samples``, summed over subtasks); None if not recorded."""
+    counts = [c.get("effective") for c in (t.get("n_samples") or {}).values() if isinstance(c, dict)]
+    return sum(counts) if counts and all(isinstance(c, int) for c in counts) else None
+
+
+def openllm_cells(metrics: dict) -> dict[str, Interval]:
+    """{task | "Avg": score with its evidence} of one ``eval openllm`` run: an accuracy (x100) with its Wilson
+    interval over the task's items; a bits-per-byte cell with its count and no interval; ``Avg`` (the mean over
+    the accuracy tasks, the table's) with Wilson at that mean over every accuracy task's items."""
+    out: dict[str, Interval] = {}
+    scores, total, complete = [], 0, True
+    for task, t in (metrics.get("tasks") or {}).items():
+        if t.get("score") is None:
+            continue
+        n = _items(task, t)
+        if not is_percent(t["headline"]):
+            out[task] = Interval(number(t["score"]), n=n, unit="items")
+            continue
+        score = min(max(float(t["score"]), 0.0), 1.0)
+        out[task] = accuracy(score * n, n, "items") if n else Interval(100.0 * score, unit="items")
+        scores.append(score)
+        total += n or 0
+        complete = complete and bool(n)
+    if scores:
+        mean = 100.0 * sum(scores) / len(scores)
+        out["Avg"] = _mean_score(mean, total, "items") if complete else Interval(mean, n=total or None, unit="items")
     return out

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ropeext.eval.openllm import summary_table
 from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
@@ -17,8 +17,8 @@ def report(doc, paths: list) -> None:
     metrics = load_json(paths)
     df = order_rows(summary_table(metrics))
     doc.variants |= set(df.index)
-    doc.save(df, "openllm.csv")
-    body = [markdown_table(df)]
+    cells = {m["variant"]: measures.openllm_cells(m) for m in metrics if m.get("variant") in df.index}
+    body = doc.table(df, cells, "openllm.csv")
     avg = {v: x for v, x in df["Avg"].items() if pd.notna(x)} if "Avg" in df.columns else {}
     if avg:
         hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
