@@ -37,6 +37,19 @@ RESOURCES = {
     "data": {"threads": 1, "gpu": 0, "mem_mb": 12000, "runtime": 90},
     "pretrain": {"threads": 1, "gpu": 0, "mem_mb": 9000, "runtime": 45},
 }
+# The data and training sizes of this run only (the flags and the job flow under test do not depend on
+# them): a handful of whole stdlib files, two steps each way. Every job's cost is then its start-up.
+SMALL = {
+    "corpus": {
+        "max_documents": 8,
+        "max_tokens": 8000,
+        "definitions_as_documents": False,
+        "split_fractions": {"validation": 0.3, "test": 0.3},
+    },
+    "pretrain": {"steps": 2, "warmup_steps": 1},
+    "finetune": {"steps": 2, "warmup_steps": 1, "val_windows": 2},
+    "rope": {"compare_methods": ["none", "dprope"], "angles_methods": ["none", "dprope"]},
+}
 FILLED = {  # the profile's commented placeholders, as a user fills them in
     '# slurm_account: "<account>"': 'slurm_account: "testacct"',
     '# slurm_partition: "<cpu-partition>"': 'slurm_partition: "cpu"',
@@ -100,7 +113,7 @@ def slurm_run(tmp_path_factory):
     workdir.mkdir()
     profile = _fill_profile(root / "profile")
     overlay = root / "resources.yaml"
-    overlay.write_text(yaml.safe_dump({"resources": RESOURCES}))
+    overlay.write_text(yaml.safe_dump({**SMALL, "resources": RESOURCES}))
     cmd = [
         str(BIN / "snakemake"),
         "-s",
