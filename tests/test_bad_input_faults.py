@@ -148,11 +148,17 @@ def shell_words(tmp: Path) -> None:
 def workflow_sigkill(tmp: Path) -> None:
     """Snakemake SIGKILLed while a job runs: the job stops within seconds (it watches the workflow's pid),
     its output lock is free; a rerun while some process still holds an output stops before any job,
-    naming the output and the pid."""
+    naming the output and the pid.
+
+    The three jobs before the pre-training one (corpus, tokenizer, pack) run on 20 documents a split and log
+    no MLflow run (ROPEEXT_MLFLOW=0): only their outputs matter here, and the pre-training job is killed as
+    soon as it holds its output lock, while it still loads torch (before it would open its run)."""
     results = tmp / "results"
+    overlay = _overlay(tmp, corpus={"max_documents": 20})
     cmd = [str(Path(sys.executable).parent / "snakemake"), "results/models/micro-base", "-s", str(REPO / "Snakefile")]
-    cmd += ["--cores", "2", "--configfile", str(REPO / ".test" / "config.yaml")]
-    workflow = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd += ["--cores", "2", "--configfile", str(REPO / ".test" / "config.yaml"), str(overlay)]
+    env = dict(os.environ, ROPEEXT_MLFLOW="0")
+    workflow = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     lock = results / "models" / "micro-base.lock"
     try:
         deadline = time.monotonic() + 600
@@ -173,10 +179,10 @@ def workflow_sigkill(tmp: Path) -> None:
     assert held_outputs(results) == [] and not lock.exists()
     print(f"job {job} stopped {time.monotonic() - killed:.1f} s after its workflow was killed")
 
-    _snakemake(tmp, "--unlock")
+    _snakemake(tmp, "--unlock", configs=(overlay,))
     proc = _holder(results / "models" / "micro-base")
     try:
-        rerun = _snakemake(tmp, "results/models/micro-base", check=False)
+        rerun = _snakemake(tmp, "results/models/micro-base", check=False, configs=(overlay,))
     finally:
         proc.kill()
         proc.wait()

@@ -25,7 +25,8 @@ def test_scored_logits_only_same_nll_as_full_logits(which, request):
     vocab = model.config.vocab_size
     assert accepts_logits_to_keep(model)
     rng = np.random.default_rng(1)
-    docs = [rng.integers(3, vocab, size=n) for n in (150, 120)]
+    # 5 windows over 2 documents: a full and a partial batch at length 32 (4 windows a batch), 3 batches at 64
+    docs = [rng.integers(3, vocab, size=n) for n in (110, 90)]
     lengths, stride = [32, 64], 16
     seen = _logit_shapes(model)
     kept = perplexity_by_length(model, docs, lengths, stride, max_tokens=10_000, tokens_per_batch=128, progress=False)
@@ -37,7 +38,7 @@ def test_scored_logits_only_same_nll_as_full_logits(which, request):
     assert {shape[1] for shape in seen} == set(lengths)  # the old path: every position's logits
     for C in lengths:
         assert kept["nll"][str(C)] == pytest.approx(full["nll"][str(C)], rel=1e-6, abs=1e-7)
-    assert kept["tokens_scored"] == full["tokens_scored"] > 0
+    assert kept["tokens_scored"] == full["tokens_scored"] == 5 * stride
 
 
 def test_scored_logits_equal_the_tail_of_full_logits(tiny_model_dir):

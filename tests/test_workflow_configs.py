@@ -33,18 +33,15 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 
 def test_two_configs_in_one_checkout_share_no_file(tmp_path):
-    """Everything a run writes (outputs, logs, benchmarks, the MLflow store) lives under its results_dir."""
+    """Everything a run writes (outputs, logs, benchmarks, the MLflow store) lives under its results_dir.
+    Each run is one job, the cheapest with no input: the corpus of a few documents."""
     written = {}
     for name in ("a", "b"):
         overlay = tmp_path / f"{name}.yaml"
-        overlay.write_text(yaml.safe_dump({"results_dir": f"out/{name}", "experiment": f"exp_{name}"}))
+        values = {"results_dir": f"out/{name}", "experiment": f"exp_{name}", "corpus": {"max_documents": 4}}
+        overlay.write_text(yaml.safe_dump(values))
         before = {p for p in tmp_path.rglob("*") if p.is_file()}
-        _snakemake(
-            tmp_path,
-            f"out/{name}/rope/scaling/dprope-64.json",
-            f"out/{name}/rope/compare-64/table.csv",
-            configs=(overlay,),
-        )
+        _snakemake(tmp_path, f"out/{name}/corpus/manifest.json", configs=(overlay,))
         written[name] = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()} - {
             p.relative_to(tmp_path) for p in before
         }
@@ -57,15 +54,21 @@ def test_two_configs_in_one_checkout_share_no_file(tmp_path):
     assert not (written["a"] & written["b"])
 
 
-def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_tokens(tmp_path):
+def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_tokens(tmp_path, monkeypatch):
     """corpus.shards > 1 scatters tokenization over one job per (split, shard) and gathers the shards: the
-    gathered tokens equal what one job writes for the same corpus."""
+    gathered tokens equal what one job writes for the same corpus.
+
+    Eleven jobs, each a Python start-up: on 20 documents a split (10 a shard, interleaved) and without the
+    jobs' MLflow runs (ROPEEXT_MLFLOW=0), which would double what each job costs: this test checks the DAG and
+    the tokens, test_workflow.py's whole-DAG run the jobs' runs."""
     import pyarrow.parquet as pq
 
+    monkeypatch.setenv("ROPEEXT_MLFLOW", "0")
     runs = {}
     for shards in (1, 2):
         overlay = tmp_path / f"shards{shards}.yaml"
-        overlay.write_text(yaml.safe_dump({"results_dir": f"out/s{shards}", "corpus": {"shards": shards}}))
+        corpus = {"shards": shards, "max_documents": 20}
+        overlay.write_text(yaml.safe_dump({"results_dir": f"out/s{shards}", "corpus": corpus}))
         _snakemake(
             tmp_path, f"out/s{shards}/tokens/train.parquet", f"out/s{shards}/tokens/test.parquet", configs=(overlay,)
         )
@@ -77,5 +80,6 @@ def test_sharded_corpus_is_tokenized_in_parallel_jobs_and_gathers_to_the_same_to
     assert {"train.tsv", "gather.tsv", "train-00000.tsv", "train-00001.tsv", "test-00001.tsv"} <= jobs
     assert not list((tmp_path / "out/s2/tokens").glob("*-of-*"))  # the shard files are temporary
     for split in ("train", "test"):
+        assert len(runs[1][split]["id"]) == 20
         assert runs[2][split]["id"] == runs[1][split]["id"]
         assert runs[2][split]["input_ids"] == runs[1][split]["input_ids"]
