@@ -69,6 +69,8 @@ def plan_launch(
 
 
 def visible_gpus() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":  # every GPU hidden: no need to load torch to count none
+        return 0
     # heavy: torch is needed only to count the devices of this machine
     import torch
 

@@ -483,6 +483,10 @@ def _set_up(model, s: TrainSettings, accelerator, *, window: int | None = None) 
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    # the transformers model itself, whatever wraps it below (ChunkedLossModule, DDP, DeepSpeed); FSDP2
+    # shards it in place. Kept here rather than taken back with ``accelerator.unwrap_model``, which
+    # imports DeepSpeed (and with it MLflow) wherever the package is installed: seconds per process.
+    raw = model
     own_masters = s.precision == "bf16" and not engine
     # the chunked loss runs inside the forward of the module that DDP, FSDP or DeepSpeed wraps (DDP's
     # gradient hooks, FSDP's and DeepSpeed's gathering of sharded weights, the output head's included)
@@ -508,9 +512,6 @@ def _set_up(model, s: TrainSettings, accelerator, *, window: int | None = None) 
         model, opt = accelerator.prepare(model, opt)
     elif strategy != "fsdp":
         model = accelerator.prepare(model)
-    raw = accelerator.unwrap_model(model)
-    if s.loss_chunk_tokens is not None:
-        raw = raw.lm
     return _Setup(
         accelerator=accelerator,
         model=model,
