@@ -281,7 +281,14 @@ def _file_in(folder, split: str, suffix: str = ".txt"):
 
 
 def test_a_one_document_corpus_says_why_train_is_empty_and_segments_fill_every_split(tmp_path):
-    doc = _file_in(tmp_path, "test")
+    # a path the split hash puts in test, whose first 50 segments (it has more) the hash spreads over every split
+    # (each segment's id is hashed: with a 5% validation share a path may, by chance, send none there)
+    doc = next(
+        p
+        for i in range(1000)
+        if split_of((p := tmp_path / f"doc{i}.txt").as_posix(), 0.05, 0.1) == "test"
+        and {split_of(f"{p.as_posix()}#{k}", 0.05, 0.1) for k in range(50)} == {"train", "validation", "test"}
+    )
     text = " ".join(f"word{i}" for i in range(40_000))  # one line of about 300 KB
     doc.write_text(text)
     cfg = {"source": "text", "path": str(doc)}
