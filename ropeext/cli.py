@@ -26,6 +26,7 @@ that Snakemake process is gone (``ropeext.jobs.watch_workflow``).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import pkgutil
@@ -174,4 +175,8 @@ def _terminate(signum, frame):
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)  # a cancelled job closes its MLflow run as KILLED
     watch_workflow()  # a workflow job stops (SIGTERM) when the Snakemake process that started it is gone
-    sys.exit(main())
+    code = main()
+    # the interpreter's last garbage collections walk every object of torch, transformers and the rest
+    # (2-3 s per process on a small CPU); what they would free goes with the process anyway
+    gc.freeze()
+    sys.exit(code)
