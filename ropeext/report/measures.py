@@ -186,7 +186,7 @@ def longbench_cells(metrics: dict) -> dict[str, Interval]:
     return out
 
 
-def _items(task: str, t: dict) -> int | None:
+def _items(t: dict) -> int | None:
     """How many items lm-eval scored for a task (its ``n_samples``, summed over subtasks); None if not recorded."""
     counts = [c.get("effective") for c in (t.get("n_samples") or {}).values() if isinstance(c, dict)]
     return sum(counts) if counts and all(isinstance(c, int) for c in counts) else None
@@ -201,7 +201,7 @@ def openllm_cells(metrics: dict) -> dict[str, Interval]:
     for task, t in (metrics.get("tasks") or {}).items():
         if t.get("score") is None:
             continue
-        n = _items(task, t)
+        n = _items(t)
         if not is_percent(t["headline"]):
             out[task] = Interval(number(t["score"]), n=n, unit="items")
             continue
