@@ -275,20 +275,25 @@ def test_hf_dataset_folder_is_streamed(tmp_path, monkeypatch):
     assert {d.domain for v in splits.values() for d in v} <= {"s0", "s1"}
 
 
-def _file_in(folder, split: str, suffix: str = ".txt"):
-    """A path in ``folder`` whose id (the path itself) the split hash puts in ``split``."""
-    return next(p for i in range(1000) if split_of((p := folder / f"doc{i}{suffix}").as_posix(), 0.05, 0.1) == split)
+def _file_in(folder, split: str, suffix: str = ".txt", segments: int = 0):
+    """A path in ``folder`` whose id (the path itself) the split hash puts in ``split``; with ``segments``, one
+    whose first ``segments`` segment ids (``<path>#<k>``) the hash spreads over every split."""
+
+    def spread(path) -> bool:
+        ids = {split_of(f"{path.as_posix()}#{k}", 0.05, 0.1) for k in range(segments)}
+        return not segments or ids == {"train", "validation", "test"}
+
+    return next(
+        p
+        for i in range(1000)
+        if split_of((p := folder / f"doc{i}{suffix}").as_posix(), 0.05, 0.1) == split and spread(p)
+    )
 
 
 def test_a_one_document_corpus_says_why_train_is_empty_and_segments_fill_every_split(tmp_path):
-    # a path the split hash puts in test, whose first 50 segments (it has more) the hash spreads over every split
-    # (each segment's id is hashed: with a 5% validation share a path may, by chance, send none there)
-    doc = next(
-        p
-        for i in range(1000)
-        if split_of((p := tmp_path / f"doc{i}.txt").as_posix(), 0.05, 0.1) == "test"
-        and {split_of(f"{p.as_posix()}#{k}", 0.05, 0.1) for k in range(50)} == {"train", "validation", "test"}
-    )
+    # each segment's id is hashed: with a 5% validation share a path may, by chance, send none of its segments
+    # there, so the path is one whose first 50 segments (it has about 70) reach every split
+    doc = _file_in(tmp_path, "test", segments=50)
     text = " ".join(f"word{i}" for i in range(40_000))  # one line of about 300 KB
     doc.write_text(text)
     cfg = {"source": "text", "path": str(doc)}
