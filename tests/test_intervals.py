@@ -223,3 +223,4 @@ def test_openllm_accuracies_take_wilson_over_their_items_and_bits_per_byte_keeps
     # a file without lm-eval's sample counts: the value and no interval
     del m["tasks"]["arc"]["n_samples"]
     assert openllm_cells(m)["arc"].value == pytest.approx(35.0) and not openllm_cells(m)["arc"].known
+    assert openllm_cells(m)["Avg"].n is None and not openllm_cells(m)["Avg"].known  # not hella's 30 alone
