@@ -117,7 +117,7 @@ def test_eval_ruler_end_to_end_and_resume(tmp_path, tiny_model_dir, essay_dir, m
 
     runs = mlflow.search_runs(experiment_names=["ropeext"])
     assert (runs["tags.ropeext.stage"] == "eval_ruler").sum() >= 2
-    assert "metrics.ruler.niah_single_1.L512" in runs.columns
+    assert "metrics.ruler.niah_single_1_at_512" in runs.columns
 
 
 @pytest.mark.parametrize(

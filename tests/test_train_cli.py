@@ -124,9 +124,9 @@ def test_finetune_writes_model_and_logs_per_step_metrics(finetune_inputs, tmp_pa
     run = client.search_runs(
         [e.experiment_id for e in client.search_experiments()], "tags.`ropeext.stage` = 'finetune'"
     )[0]
-    for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/peak_rss_gb"):
+    for key in ("train.loss", "train.lr", "train.grad_norm", "train.tokens_per_s", "train.peak_rss_gb"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3, 4], key
-    lrs = [m.value for m in client.get_metric_history(run.info.run_id, "train/lr")]
+    lrs = [m.value for m in client.get_metric_history(run.info.run_id, "train.lr")]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[1]  # warm-up 1 step, then cosine decay
     assert run.data.tags["ropeext.numeric_path.attention"] == "float32"
     assert run.data.params["finetune.grad_accum"] == "1" and run.data.params["finetune.recipe"] == "none"

@@ -250,12 +250,12 @@ def test_finetune_logs_the_heldout_loss_the_same_for_two_layouts(finetune_inputs
     assert len(runs) == 2
     for run in runs:
         layout = run.data.tags["ropeext.layout"]
-        loss = client.get_metric_history(run.info.run_id, "val/loss")
-        ppl = client.get_metric_history(run.info.run_id, "val/ppl")
+        loss = client.get_metric_history(run.info.run_id, "val.loss")
+        ppl = client.get_metric_history(run.info.run_id, "val.ppl")
         assert [(m.step, m.value) for m in loss] == [tuple(p) for p in summaries[layout]["val_loss_history"]]
         assert [m.value for m in ppl] == pytest.approx([math.exp(m.value) for m in loss])
         assert run.data.metrics["final_val_loss"] == summaries[layout]["final_val_loss"]
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train.loss")] == [1, 2, 3, 4]
 
 
 def test_without_val_or_with_no_windows_there_is_no_heldout_loss(finetune_inputs, tmp_path):  # noqa: F811

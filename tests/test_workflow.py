@@ -184,11 +184,24 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     assert ft.data.tags["ropeext.rule"] == "finetune" and ft.data.tags["ropeext.wildcards.target"] == "64"
     assert ft.data.tags["ropeext.wildcards.layout"] in {"full", "anchor"}
     assert len(ft.data.tags["data.corpus_fingerprint"]) == 16
-    assert "train/loss" in ft.data.metrics and len(client.get_metric_history(ft.info.run_id, "train/loss")) >= 1
-    held = client.get_metric_history(ft.info.run_id, "val/loss")
+    assert "train.loss" in ft.data.metrics and len(client.get_metric_history(ft.info.run_id, "train.loss")) >= 1
+    held = client.get_metric_history(ft.info.run_id, "val.loss")
     assert [m.step for m in held] == [0, 3] and ft.data.metrics["final_val_loss"] == held[-1].value
     report = by_stage["report"][0]
     assert "summary.md" in tracking.run_artifacts(uri, report.info.run_id)
+
+
+# config/README.md: groups joined by ".", words by "_", a length in a name as "_at_<L>"; "-" only inside a name
+# taken from the data (a LongBench-E bucket, a BF16 setting); MLflow's own system metrics keep "system/"
+METRIC_KEY = re.compile(r"system/[a-z_]+|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def test_metric_keys_follow_one_scheme(micro_run):
+    _, runs = _runs(micro_run)
+    keys = {k for r in runs for k in r.data.metrics}
+    assert {"train.loss", "val.loss", "ppl", "ppl_at_128", "passkey.accuracy_at_256", "ruler.avg_at_512"} <= keys
+    bad = sorted(k for k in keys if not METRIC_KEY.fullmatch(k) or re.search(r"(^|\.)L\d+$", k))
+    assert not bad
 
 
 def test_rerun_does_nothing_and_adds_no_run(micro_run):

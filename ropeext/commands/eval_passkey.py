@@ -119,7 +119,7 @@ def run(args) -> None:
         passkey.plot_heatmap(metrics, out / "heatmap.png", title=f"passkey: {variant}")
         run_.log_metrics(
             {"passkey.accuracy": summary["accuracy"]}
-            | {f"passkey.accuracy.L{L}": v for L, v in summary["accuracy_by_length"].items()}
+            | {f"passkey.accuracy_at_{L}": v for L, v in summary["accuracy_by_length"].items()}
         )
         for L, v in summary["accuracy_by_length"].items():  # one curve against context length
             run_.log_metrics({"passkey.accuracy_by_length": v}, step=int(L))

@@ -279,8 +279,8 @@ def _engine_env() -> bool:
 
 def _peak_memory_gb(device: torch.device) -> dict:
     if device.type == "cuda":
-        return {"train/peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
-    return {"train/peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        return {"train.peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+    return {"train.peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 def _system_monitor(run, enabled: bool):
@@ -396,10 +396,10 @@ def train(
                 seconds = time.perf_counter() - t0
                 run.log_metrics(
                     {
-                        "train/loss": loss,
-                        "train/lr": lr,
-                        "train/grad_norm": grad_norm,
-                        "train/tokens_per_s": step_tokens / max(1e-9, seconds),
+                        "train.loss": loss,
+                        "train.lr": lr,
+                        "train.grad_norm": grad_norm,
+                        "train.tokens_per_s": step_tokens / max(1e-9, seconds),
                         **_peak_memory_gb(st.device),
                     },
                     step=done,
@@ -557,7 +557,7 @@ def _resume(st: _Setup, s: TrainSettings, ckdir: Path) -> _Progress:
 
 def _heldout(st: _Setup, s: TrainSettings, val: PackedData, done: int, pos: _Progress, run) -> float:
     """Score the held-out windows after ``done`` optimizer steps: append [done, loss] to the history, log
-    ``val/loss`` and ``val/ppl`` at step ``done``; the random generators come out as they went in.
+    ``val.loss`` and ``val.ppl`` at step ``done``; the random generators come out as they went in.
     Returns the seconds it took."""
     t0 = time.perf_counter()
     rng = ckpt.rng_state()
@@ -577,7 +577,7 @@ def _heldout(st: _Setup, s: TrainSettings, val: PackedData, done: int, pos: _Pro
     ckpt.set_rng_state(rng)
     pos.val_history.append([done, loss])
     if run is not None and st.is_main:
-        run.log_metrics({"val/loss": loss, "val/ppl": math.exp(min(loss, 700.0))}, step=done)
+        run.log_metrics({"val.loss": loss, "val.ppl": math.exp(min(loss, 700.0))}, step=done)
     return time.perf_counter() - t0
 
 

@@ -147,8 +147,8 @@ def summarize(
 def flat_metrics(metrics: dict) -> dict[str, float]:
     """The scalar metrics logged to MLflow: per task and length, the average per length and overall, the
     effective length."""
-    logged = {f"ruler.{t}.L{L}": v for t, by in metrics["scores"].items() for L, v in by.items()}
-    logged |= {f"ruler.avg.L{L}": v for L, v in metrics["average"].items() if v is not None}
+    logged = {f"ruler.{t}_at_{L}": v for t, by in metrics["scores"].items() for L, v in by.items()}
+    logged |= {f"ruler.avg_at_{L}": v for L, v in metrics["average"].items() if v is not None}
     if metrics["avg"] is not None:
         logged["ruler.avg"] = metrics["avg"]
     if metrics["effective_length"] is not None:
