@@ -237,6 +237,18 @@ def test_summary_row_and_json(tiny_result):
     assert "NaN" not in text
 
 
+def test_report_cells_carry_the_sequence_count(tiny_result):
+    from ropeext.report.measures import bf16_cells
+
+    data = json.loads(json.dumps(jsonable(tiny_result)))  # as the report reads it
+    cells = bf16_cells(data)
+    row = summary_row(tiny_result)
+    for name in ("bf16", "fp32", "random-bf16"):
+        cell = cells[f"{name}.D_0_16"]
+        assert cell.value == pytest.approx(row[f"{name}.D_0_16"]) and cell.n == 2 and cell.unit == "sequences"
+        assert not cell.known  # two sequences are too few for a bootstrap
+
+
 def test_eager_path_runs_eager_forward(tiny_model_dir):
     model = load_setting(str(tiny_model_dir), "bf16", seed=0, device="cpu", attn_implementation="eager")
     seqs = torch.as_tensor(_ids(tiny_model_dir, t=32))

@@ -224,3 +224,22 @@ def test_openllm_accuracies_take_wilson_over_their_items_and_bits_per_byte_keeps
     del m["tasks"]["arc"]["n_samples"]
     assert openllm_cells(m)["arc"].value == pytest.approx(35.0) and not openllm_cells(m)["arc"].known
     assert openllm_cells(m)["Avg"].n is None and not openllm_cells(m)["Avg"].known  # not hella's 30 alone
+
+
+def test_bf16_cells_bootstrap_the_mean_deviation_over_enough_sequences():
+    from ropeext.report.measures import bf16_cells
+
+    rng = np.random.default_rng(1)
+    per_seq = rng.uniform(0.2, 0.4, size=(12, 3))  # 12 sequences x shifts 0, 4, 16
+
+    def setting(rows):
+        shift = {"delta1": [0, 4, 16], "delta2": 16, "per_sequence_column": rows.tolist()}
+        shift["column"] = {"mean": rows.mean(axis=0).tolist()}
+        return {"shift": shift, "key_columns": {"delta1": 0}}
+
+    cells = bf16_cells({"settings": {"bf16": setting(per_seq), "fp32": setting(per_seq[:3] * 1e-3)}})
+    bf16 = cells["bf16.D_0_16"]
+    assert bf16.value == pytest.approx(per_seq[:, 0].mean()) and bf16.n == 12 and bf16.method == "bootstrap"
+    assert (bf16.lo, bf16.hi) == pytest.approx(I.mean_bootstrap(per_seq[:, 0]))
+    fp32 = cells["fp32.D_0_16"]  # three sequences: the mean and its count, no interval
+    assert fp32.n == 3 and not fp32.known and fp32.value == pytest.approx(1e-3 * per_seq[:3, 0].mean())

@@ -272,14 +272,18 @@ class Report:
                     out[t][v] = cells[v][at]
         return out
 
-    def table(self, df: pd.DataFrame, cells: dict, name: str, floatfmt: str = ".2f") -> list[str]:
+    def table(
+        self, df: pd.DataFrame, cells: dict, name: str, floatfmt: str = ".2f", shown: list | None = None
+    ) -> list[str]:
         """Save ``df`` as ``name`` and its cells' intervals as the long-format ``<stem>-intervals.csv``; return the
-        markdown table (sampled cells as 'value [lo, hi]') and the line stating n and the interval's method."""
+        markdown table of the ``shown`` columns (default all; sampled cells as 'value [lo, hi]') and the line
+        stating n and the interval's method."""
         self.save(df, name)
         companion = name.replace(".csv", "-intervals.csv")
         self.save(intervals_frame(cells), companion, index=False)
         line = evidence_line({v: c for v, c in cells.items() if v in df.index}, companion)
-        return [markdown_table(with_intervals(df, cells, floatfmt), floatfmt)] + (["", line] if line else [])
+        table = with_intervals(df if shown is None else df[shown], cells, floatfmt)
+        return [markdown_table(table, floatfmt)] + (["", line] if line else [])
 
     def extension(
         self,

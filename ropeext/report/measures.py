@@ -15,7 +15,14 @@ if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse)
     import pandas as pd
 
 from ropeext.eval.openllm.presets import is_percent
-from ropeext.report.intervals import MIN_BOOTSTRAP_UNITS, Interval, accuracy, nested_means_bootstrap, ppl_bootstrap
+from ropeext.report.intervals import (
+    MIN_BOOTSTRAP_UNITS,
+    Interval,
+    accuracy,
+    mean_bootstrap,
+    nested_means_bootstrap,
+    ppl_bootstrap,
+)
 from ropeext.text import number
 
 
@@ -214,4 +221,23 @@ def openllm_cells(metrics: dict) -> dict[str, Interval]:
         mean = 100.0 * sum(scores) / len(scores)
         # without every task's count the average's n is unknown (a partial sum would understate it)
         out["Avg"] = _mean_score(mean, total, "items") if complete else Interval(mean, unit="items")
+    return out
+
+
+def bf16_cells(metrics: dict) -> dict[str, Interval]:
+    """{"<setting>.D_<d1>_<d2>": the mean deviation over the sequences with its bootstrap interval} of one
+    ``analyze bf16`` run (the table's headline columns); fewer sequences than a bootstrap needs: the mean and
+    its count."""
+    out = {}
+    for name, res in (metrics.get("settings") or {}).items():
+        shift = res["shift"]
+        d1, d2 = res["key_columns"]["delta1"], shift["delta2"]
+        i = list(shift["delta1"]).index(d1)
+        per_sequence = [row[i] for row in shift.get("per_sequence_column") or []]
+        value, key = number(shift["column"]["mean"][i]), f"{name}.D_{d1}_{d2}"
+        if len(per_sequence) >= MIN_BOOTSTRAP_UNITS:
+            lo, hi = mean_bootstrap(per_sequence)
+            out[key] = Interval(value, lo, hi, len(per_sequence), "sequences", "bootstrap")
+        else:
+            out[key] = Interval(value, n=len(per_sequence) or None, unit="sequences")
     return out

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ropeext.analysis.plots import plot_key_columns
 from ropeext.report import findings as F
+from ropeext.report import measures
 from ropeext.report.plots import plot_lines
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
-from ropeext.text import markdown_table
 
 
 def report(doc, paths: list) -> None:
@@ -20,11 +20,12 @@ def report(doc, paths: list) -> None:
     # heavy: ropeext.analysis.bf16 imports torch at its top, and this module is imported for its declaration
     from ropeext.analysis.bf16 import summary_row
 
-    rows, series, panels = [], {}, {}
+    rows, series, panels, cells = [], {}, {}, {}
     for m in load_json(paths):
         variant = m.get("variant") or Path(m.get("model", "")).name
         row = summary_row(m)
         rows.append({"variant": variant, **row})
+        cells[variant] = measures.bf16_cells(m)
         doc.bf16_results[variant] = (row, m)
         for setting, res in (m.get("settings") or {}).items():
             pts = [(d, y) for d, y in zip(res["shift"]["delta1"], res["shift"]["column"]["mean"]) if y and y > 0]
@@ -33,13 +34,12 @@ def report(doc, paths: list) -> None:
                 panels.setdefault(variant, []).append(f"{F.label(variant)}, {setting}")
     df = order_rows(pd.DataFrame(rows).set_index("variant"))
     doc.variants |= set(df.index)
-    doc.save(df, "bf16.csv")
     keep = [c for c in df.columns if c.endswith(("D_0_16", "first_key_share")) or c == "bf16_over_fp32"]
     body = [
         "In exact arithmetic a shift of every position changes nothing; larger values mean BF16 "
         "breaks RoPE's relative-position property more (`ropeext analyze bf16`).",
         "",
-        markdown_table(df[keep], ".3g"),
+        *doc.table(df, cells, "bf16.csv", ".3g", shown=keep),
         "",
     ]
     # one panel per variant, one line per setting (a colour per setting, the same in every panel)
