@@ -268,6 +268,16 @@ def test_per_variant_jobs_evaluate_one_variant_each(micro_run, tmp_path):
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
     assert counts["eval_ppl"] == 6 and counts["analyze_bf16"] == 1, counts
     assert all(counts[s] == 2 for s in ("eval_passkey", "eval_longbench", "eval_openllm", "eval_ruler")), counts
+    # where jobs are ready at once: data first, then the noft models, the fine-tunes, the longest evaluations
+    priority = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule:
+            found = re.search(r"^\s+priority: (\d+)$", block, re.M)
+            priority.setdefault(rule.group(1), int(found.group(1)) if found else 0)
+    evals = [priority[s.rule] for s in sorted(SUITES, key=lambda s: -s.priority)]
+    assert evals == sorted(evals, reverse=True) and evals[0] > evals[-1], priority
+    assert priority["pack"] > priority["extend"] > priority["finetune"] > max(evals), priority
     metrics = sorted((micro_run / "results" / "eval" / "passkey").glob("*/metrics.json"))
     assert len(metrics) == 2  # dprope and none, anchor layout
     before = {p: p.stat().st_mtime_ns for p in metrics}

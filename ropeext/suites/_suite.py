@@ -45,6 +45,11 @@ class Suite:
     inputs: Callable[[dict], dict] = no_inputs  # rule inputs besides the model, from the config
     # args(config, input): command arguments that depend on the config, as shell words (paths quoted)
     args: Callable = no_args
+    # Snakemake's priority of its rule, 0-9 (below the data and fine-tuning jobs, workflow/rules/common.smk):
+    # among the evaluations ready at once the higher start first. The suites that take longest go first, so
+    # that the last jobs of a run on few cores end together rather than one running alone (on the demo's
+    # 2 cores: perplexity, Open LLM, RULER, LongBench, passkey, BF16)
+    priority: int = 0
 
     @property
     def folder(self) -> str:

@@ -83,6 +83,7 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="longbench",
+    priority=2,
     section="eval.longbench",
     rule="eval_longbench",
     settings=("seed", "eval.dtype"),

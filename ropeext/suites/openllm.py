@@ -38,6 +38,7 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="openllm",
+    priority=4,
     section="eval.openllm",
     rule="eval_openllm",
     settings=("seed", "eval.dtype"),

@@ -66,6 +66,7 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="passkey",
+    priority=1,
     section="eval.passkey",
     rule="eval_passkey",
     settings=("seed", "eval.dtype"),

@@ -101,6 +101,7 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="ppl",
+    priority=5,
     section="eval.ppl",
     rule="eval_ppl",
     order=10,

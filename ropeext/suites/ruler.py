@@ -87,6 +87,7 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="ruler",
+    priority=3,
     section="eval.ruler",
     rule="eval_ruler",
     settings=("seed", "eval.dtype"),

@@ -82,9 +82,11 @@ def bench_file(rule_name, name):
 
 
 # Scheduling order where several jobs are ready: the data jobs first (pre-training waits for them and
-# nothing else is long), then fine-tuning (the longest jobs; evaluations then fill the cores around
-# them rather than trail the last one), then the rest.
+# nothing else is long), then the noft models (seconds of work, which the evaluations wait for), then
+# fine-tuning (the longest jobs; evaluations then fill the cores around them rather than trail the last
+# one), then the evaluations, the longest first (their suites' priority, 0-9), then the rest.
 DATA_PRIORITY = 20
+EXTEND_PRIORITY = 15
 FINETUNE_PRIORITY = 10
 
 

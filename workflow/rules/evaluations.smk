@@ -20,6 +20,7 @@ for _suite in SUITES if config["eval"]["jobs"] == "per_variant" else []:
             settings=section(_suite.section, *_suite.settings),
             command=suite_command(_suite),
         threads: threads_of("eval")
+        priority: _suite.priority
         resources:
             **resources_of("eval"),
         log:
@@ -49,6 +50,7 @@ for _suite in SUITES if config["eval"]["jobs"] == "per_suite" else []:
             settings=section(_suite.section, *_suite.settings),
             commands=suite_jobs_command(_suite),
         threads: threads_of("eval")
+        priority: _suite.priority
         resources:
             **resources_of("eval"),
         log:

@@ -13,6 +13,7 @@ rule extend:
     params:
         cli=cli("extend"),
     threads: threads_of("light")
+    priority: EXTEND_PRIORITY
     resources:
         **resources_of("light"),
     log:
