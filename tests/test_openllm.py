@@ -142,6 +142,31 @@ def test_local_tasks_are_real_next_lines(heldout, tok, tmp_path):
     assert (tmp_path / "again" / "ropeext_nextline" / "test.jsonl").read_text() == (nl / "test.jsonl").read_text()
 
 
+def test_local_tasks_are_drawn_once_per_file_tokenizer_and_settings(heldout, tok, tmp_path, monkeypatch):
+    """`ropeext each` evaluates several variants in one process: the second build of the same items (a second
+    copy of the same tokenizer) writes the same files without drawing again; another seed or file draws anew."""
+    import copy
+
+    from ropeext.eval.openllm import local_tasks
+
+    path, _ = heldout
+    draws = []
+    real = local_tasks.nextline_items
+    monkeypatch.setattr(local_tasks, "nextline_items", lambda *a, **k: draws.append(k["seed"]) or real(*a, **k))
+    monkeypatch.setattr(local_tasks, "_DRAWS", {})
+    opts = dict(n_items=10, n_fewshot_items=2, context_lines=3, ppl_docs=3, ppl_tokens=40)
+    first = build_local_tasks(path, tok, tmp_path / "a", seed=3, **opts)
+    second = build_local_tasks(path, copy.deepcopy(tok), tmp_path / "b", seed=3, **opts)
+    assert draws == [3] and first == second
+    for task in ("ropeext_nextline/test.jsonl", "ropeext_nextline/train.jsonl", "ropeext_code_ppl/test.jsonl"):
+        assert (tmp_path / "a" / task).read_bytes() == (tmp_path / "b" / task).read_bytes()
+    build_local_tasks(path, tok, tmp_path / "c", seed=4, **opts)
+    moved = tmp_path / "moved.parquet"
+    moved.write_bytes(path.read_bytes())
+    build_local_tasks(moved, tok, tmp_path / "d", seed=3, **opts)
+    assert draws == [3, 4, 3]
+
+
 def test_local_task_input_errors(heldout, tok, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

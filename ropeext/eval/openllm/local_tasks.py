@@ -211,6 +211,23 @@ def code_ppl_yaml(test: Path) -> dict:
     }
 
 
+# One process evaluating several variants (`ropeext each`) draws the items once per held-out file, tokenizer
+# and settings: the draw is a function of them alone, and on a large held-out split it takes seconds.
+_DRAWS: dict[tuple, tuple[int, list[dict], list[dict]]] = {}
+
+
+def _draw_key(parquet: str | Path, tokenizer, settings) -> tuple | None:
+    """What the items are drawn from: the file (path, size, mtime), the tokenizer (its serialized vocabulary and
+    rules) and the settings; None (no reuse) for a tokenizer without a serialized form."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    path = Path(parquet).resolve()
+    if backend is None or not path.is_file():
+        return None
+    stat = path.stat()
+    vocab = hashlib.sha256(backend.to_str().encode()).hexdigest()
+    return str(path), stat.st_size, stat.st_mtime_ns, vocab, repr(settings)
+
+
 def build_local_tasks(
     parquet: str | Path,
     tokenizer,
@@ -232,19 +249,18 @@ def build_local_tasks(
     items but never coincide with them.
     """
     folder = Path(folder)
-    docs = read_documents(parquet, tokenizer)
-    items = nextline_items(
-        docs,
-        tokenizer,
-        n_items=n_items + n_fewshot_items,
-        context_lines=context_lines,
-        n_choices=n_choices,
-        max_context_tokens=max_context_tokens,
-        seed=seed,
-        max_line_tokens=max_line_tokens,
-    )
+    options = dict(context_lines=context_lines, n_choices=n_choices, max_context_tokens=max_context_tokens, seed=seed)
+    options |= dict(n_items=n_items + n_fewshot_items, max_line_tokens=max_line_tokens)
+    key = _draw_key(parquet, tokenizer, (sorted(options.items()), ppl_docs, ppl_tokens))
+    drawn = _DRAWS.get(key) if key is not None else None
+    if drawn is None:
+        docs = read_documents(parquet, tokenizer)
+        nextline = nextline_items(docs, tokenizer, **options)
+        drawn = len(docs), nextline, ppl_items(docs, tokenizer, n_docs=ppl_docs, max_tokens=ppl_tokens)
+        if key is not None:
+            _DRAWS[key] = drawn
+    n_docs, items, ppl = drawn
     train, test = items[:n_fewshot_items], items[n_fewshot_items:]
-    ppl = ppl_items(docs, tokenizer, n_docs=ppl_docs, max_tokens=ppl_tokens)
 
     nl_dir, ppl_dir = folder / NEXTLINE_TASK, folder / CODE_PPL_TASK
     nl_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +274,7 @@ def build_local_tasks(
     _write_yaml(ppl_dir / f"{CODE_PPL_TASK}.yaml", code_ppl_yaml(ppl_dir / "test.jsonl"))
     return {
         "source": str(Path(parquet).resolve()),
-        "documents": len(docs),
+        "documents": n_docs,
         "tasks": {
             NEXTLINE_TASK: {
                 "test_items": len(test),
