@@ -282,7 +282,13 @@ def test_bf16_checks_follow_the_ratio_and_the_first_key():
     weak = _bf16_result(0.5, 0.2, 7, 0.05)
     checks = F.bf16_checks({"m-none-16384-noft": (summary_row(mostly), mostly)})
     assert [c.outcome for c in checks] == [F.SUPPORTED, F.SUPPORTED]
-    assert "`none` 0.5 vs 0.001 (500x)" in checks[0].text and checks[1].text.endswith("over 50% in every variant.")
+    assert "`none` 0.5 vs 0.001 (500x)" in checks[0].text and "over 50% in every variant." in checks[1].text
+    # each check says what it stands on; one sequence says it has no interval
+    assert all(c.text.endswith("Each variant measured on 2 sequences of 4096 tokens.") for c in checks)
+    single = dict(mostly, num_sequences=1)
+    checks = F.bf16_checks({"m-none-16384-noft": (summary_row(single), single)})
+    assert all(c.text.endswith("measured on 1 sequence of 4096 tokens, so no interval.") for c in checks)
+    assert "(1 sequence of 4096 tokens, so no interval)." in F.bf16_sentence("v", summary_row(single), single)
     checks = F.bf16_checks({"m-none-16384-noft": (summary_row(largest), largest)})
     assert [c.outcome for c in checks] == [F.SUPPORTED, F.INCONCLUSIVE]
     assert (

@@ -291,9 +291,16 @@ def bf16_sentence(variant: str, row: dict, result: dict) -> str:
         top = (key_cols.get("top") or [{}])[0].get("key")
         largest = "the largest single contributor" if top == 0 else f"not the largest contributor (key {top} is)"
         parts.append(f"the first key accounts for {share:.1%} of it in bf16, {largest}")
+    return f"`{label(variant)}`: {'; '.join(parts)} ({_measured_on(result)})."
+
+
+def _measured_on(result: dict) -> str:
+    """'3 sequences of 1024 tokens' of a bf16 result; one sequence gives no interval, and says so."""
     tokens = (result.get("spec") or {}).get("length")
     n = result.get("num_sequences")
-    return f"`{label(variant)}`: {'; '.join(parts)} ({n} sequences of {tokens} tokens)."
+    if n == 1:
+        return f"1 sequence of {tokens} tokens, so no interval"
+    return f"{n} sequences of {tokens} tokens"
 
 
 # ----------------------------------------------------------------------------- checks against the papers
@@ -486,11 +493,12 @@ def anchor_time_checks(seconds: dict[str, dict[str, float | None]], minimum: flo
 def bf16_checks(results: dict[str, tuple[dict, dict]]) -> list[Check]:
     """AnchorAttention: BF16 breaks RoPE's relative positions, mostly through the first token.
     ``results``: variant -> (summary_row, bf16_deviation.json); one check per claim over all variants."""
-    ratios, firsts = {}, {}
+    ratios, firsts, measured = {}, {}, set()
     for variant, (row, result) in results.items():
         found = _bf16_numbers(row, result)
         if found is None:
             continue
+        measured.add(_measured_on(result))
         cols, head, bf_d, fp_d = found
         if bf_d is not None and fp_d is not None and fp_d > 0:
             ratios[variant] = (bf_d, fp_d, head)
@@ -511,7 +519,8 @@ def bf16_checks(results: dict[str, tuple[dict, dict]]) -> list[Check]:
         out.append(Check("AnchorAttention", "BF16 breaks RoPE's relative positions", outcome, text))
     if firsts:
         out.append(first_token_check(firsts))
-    return out
+    on = f" Each variant measured on {join(sorted(measured))}."  # what the outcome stands on
+    return [Check(c.paper, c.claim, c.outcome, c.text + on) for c in out]
 
 
 def first_token_check(firsts: dict[str, tuple[int, float, str]]) -> Check:
