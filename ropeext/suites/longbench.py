@@ -83,9 +83,9 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="longbench",
-    priority=2,
     section="eval.longbench",
     rule="eval_longbench",
+    priority=2,
     settings=("seed", "eval.dtype"),
     order=40,
     report=report,

@@ -38,9 +38,9 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="openllm",
-    priority=4,
     section="eval.openllm",
     rule="eval_openllm",
+    priority=4,
     settings=("seed", "eval.dtype"),
     order=50,
     report=report,

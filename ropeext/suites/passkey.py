@@ -66,9 +66,9 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="passkey",
-    priority=1,
     section="eval.passkey",
     rule="eval_passkey",
+    priority=1,
     settings=("seed", "eval.dtype"),
     order=30,
     report=report,

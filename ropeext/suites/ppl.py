@@ -101,9 +101,9 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="ppl",
-    priority=5,
     section="eval.ppl",
     rule="eval_ppl",
+    priority=5,
     order=10,
     report=report,
     settings=("eval.dtype",),

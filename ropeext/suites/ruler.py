@@ -87,9 +87,9 @@ def report(doc, paths: list) -> None:
 
 SUITE = Suite(
     name="ruler",
-    priority=3,
     section="eval.ruler",
     rule="eval_ruler",
+    priority=3,
     settings=("seed", "eval.dtype"),
     order=60,
     report=report,
