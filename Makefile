@@ -17,11 +17,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup demo demo-real test bench lint dry-run clean
 
-# uv installs the lock about three times faster than pip. It does not read pip's configuration, so a
-# find-links location given to pip (a local torch wheel, for one) is passed on to it.
+# uv installs the lock about three times faster than pip. It does not read pip's configuration, so the
+# index and the find-links locations given to pip (a mirror; a local torch wheel, for one) are passed on.
 UV_VERSION := 0.13.9
-FIND_LINKS  = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_INSTALL  = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(addprefix --find-links ,$(FIND_LINKS))
+PIP_SETTING = $(or $($(1)),$(shell $(PYTHON) -m pip config get global.$(2) 2>/dev/null))
+UV_INSTALL  = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode \
+	$(addprefix --index-url ,$(call PIP_SETTING,PIP_INDEX_URL,index-url)) \
+	$(addprefix --find-links ,$(call PIP_SETTING,PIP_FIND_LINKS,find-links))
 
 $(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
