@@ -243,3 +243,12 @@ def test_bf16_cells_bootstrap_the_mean_deviation_over_enough_sequences():
     assert (bf16.lo, bf16.hi) == pytest.approx(I.mean_bootstrap(per_seq[:, 0]))
     fp32 = cells["fp32.D_0_16"]  # three sequences: the mean and its count, no interval
     assert fp32.n == 3 and not fp32.known and fp32.value == pytest.approx(1e-3 * per_seq[:3, 0].mean())
+
+
+def test_the_evidence_line_counts_one_unit_in_the_singular():
+    from ropeext.report.tables import evidence_line
+
+    one = {"v": {"bf16.D_0_16": I.Interval(0.27, n=1, unit="sequences")}}
+    assert "n = 1 sequence per cell; 1 cell has no interval" in evidence_line(one, "bf16-intervals.csv")
+    two = {"v": {"bf16.D_0_16": I.Interval(0.27, n=2, unit="sequences")}}
+    assert "n = 2 sequences per cell" in evidence_line(two, "bf16-intervals.csv")

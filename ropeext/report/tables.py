@@ -114,6 +114,8 @@ def evidence_line(cells: dict[str, dict], csv: str) -> str:
     unit = ivs[0].unit or "samples"
     ns = sorted({iv.n for iv in ivs if iv.n})
     count = "n unknown" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
+    if ns == [1]:
+        unit = unit.removesuffix("s")  # "1 sequence", "1 prompt"
     methods = sorted({method_words(iv) for iv in ivs if iv.known})
     missing = sum(not iv.known for iv in ivs)
     text = f"Each cell: value [95% interval], {count} {unit} per cell"
