@@ -302,6 +302,27 @@ def test_bf16_checks_follow_the_ratio_and_the_first_key():
     assert "the first key accounts for 40.0% of it in bf16, the largest single contributor" in sentence
 
 
+def test_checks_one_reason_leaves_undecided_are_listed_under_it_once_after_the_others():
+    short = "the fine-tuning was a short run"
+    checks = [
+        F._undecided("AnchorAttention", "c1", "`pi` anchor vs full", short),
+        F.Check("DPRoPE", "c2", F.INCONCLUSIVE, "`dprope` ranks 2 of 4: not told apart from `pi`."),
+        F._undecided("DPRoPE", "c3", "`dprope` ranks 1 of 4", short),
+        F._undecided("DPRoPE", "c4", "`dprope` ranks 3 of 4", "every variant compared scores 0 at L' (the floor)"),
+    ]
+    assert checks[0].text == "`pi` anchor vs full: not decided, the fine-tuning was a short run."
+    assert checks[0].head == "`pi` anchor vs full" and checks[1].head == checks[1].text
+    lines = F.checks_lines(checks, [])
+    items = lines[lines.index("**Inconclusive** (4):") + 2 : -1]
+    assert items == [
+        '- DPRoPE, "c2": `dprope` ranks 2 of 4: not told apart from `pi`.',
+        '- DPRoPE, "c4": `dprope` ranks 3 of 4: not decided, every variant compared scores 0 at L\' (the floor).',
+        "- Not decided, the fine-tuning was a short run (2):",
+        '  - AnchorAttention, "c1": `pi` anchor vs full.',
+        '  - DPRoPE, "c3": `dprope` ranks 1 of 4.',
+    ]
+
+
 def test_checks_lines_list_contradicted_then_supported_then_inconclusive():
     checks = [
         F.Check("DPRoPE", "c1", F.SUPPORTED, "fine."),
@@ -719,10 +740,13 @@ def test_report_shows_where_the_numbers_disagree_with_the_papers(smollm2_report)
         "`dprope` ranks 3 of 6 in passkey accuracy at L' = 16384 without fine-tuning (33.3 [6.1, 79.2]; best `yarn` "
         "100 [43.9, 100]): not told apart from `none`, `ntk`, `pi` and `yarn`."
     ) in inconclusive
+    # the checks a short fine-tuning run leaves undecided come last, under the reason stated once
+    short = inconclusive[inconclusive.index("- Not decided, the fine-tuning was a short run (see Fine-tuning)") :]
     assert (
-        "`dprope` fine-tuned with anchor vs full: perplexity at L' = 16384 3.25 [3.17, 3.33] vs 3.28 [3.2, 3.36]: not "
-        "decided, the fine-tuning was a short run (see Fine-tuning), too short to test it."
-    ) in inconclusive
+        '\n  - AnchorAttention, "anchor at least as good as full attention": `dprope` fine-tuned with anchor vs full: '
+        "perplexity at L' = 16384 3.25 [3.17, 3.33] vs 3.28 [3.2, 3.36].\n"
+    ) in short
+    assert "not decided" not in short.split("\n", 1)[1]
     assert "the first key is the largest single contributor but holds no more than 50%" in inconclusive
     assert "was a short run (see Fine-tuning)" in section
 

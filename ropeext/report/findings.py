@@ -9,6 +9,7 @@ overlap, and a tie, a floor or a ceiling never supports anything.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from ropeext.report.intervals import LEVEL, Interval, separated
@@ -310,6 +311,7 @@ class Check:
     claim: str
     outcome: str  # supported | contradicted | inconclusive (the text says why)
     text: str
+    reason: str = ""  # why it cannot be decided however its values compare (a short run; all at 0); ends the text
 
     def __post_init__(self):
         if self.outcome not in (SUPPORTED, CONTRADICTED, INCONCLUSIVE):
@@ -320,9 +322,19 @@ class Check:
         """True: supported; False: contradicted; None: inconclusive."""
         return {SUPPORTED: True, CONTRADICTED: False}.get(self.outcome)
 
+    @property
+    def head(self) -> str:
+        """What was compared: the text without its reason (the whole text when it has none)."""
+        return self.text.removesuffix(_undecided_tail(self.reason)) if self.reason else self.text
+
+
+def _undecided_tail(reason: str) -> str:
+    return f": not decided, {reason}."
+
 
 def _undecided(paper: str, claim: str, head: str, reason: str) -> Check:
-    return Check(paper, claim, INCONCLUSIVE, f"{head}: not decided, {reason}.")
+    """A check the run cannot decide for ``reason`` (a short fine-tuning run, say), whatever its numbers."""
+    return Check(paper, claim, INCONCLUSIVE, head + _undecided_tail(reason), reason)
 
 
 def disturbance_check(
@@ -465,12 +477,12 @@ def anchor_time_checks(seconds: dict[str, dict[str, float | None]], minimum: flo
             continue
         head = f"`{method}` fine-tuned with anchor vs full attention"
         if min(a, f) < minimum:
-            text = (
-                f"{head}: not decided, a run took less than {minimum:g} s of training (`report.min_wall_seconds`), "
-                "too short for its wall time to tell the layouts apart from timing noise (start-up, caches, "
-                "other jobs); the wall times are in finetuning.csv."
+            reason = (
+                f"a run took less than {minimum:g} s of training (`report.min_wall_seconds`), too short for its "
+                "wall time to tell the layouts apart from timing noise (start-up, caches, other jobs); the wall "
+                "times are in finetuning.csv"
             )
-            out.append(Check("AnchorAttention", claim, INCONCLUSIVE, text))
+            out.append(_undecided("AnchorAttention", claim, head, reason))
             continue
         ratio = a / f
         if lo < ratio < hi:
@@ -584,8 +596,21 @@ def checks_lines(checks: list[Check], caveats: list[str]) -> list[str]:
     for outcome, title in ((CONTRADICTED, "Contradicted"), (SUPPORTED, "Supported"), (INCONCLUSIVE, "Inconclusive")):
         found = [c for c in checks if c.outcome == outcome]
         if found:
-            lines += [f"**{title}** ({len(found)}):", ""]
-            lines += [f'- {c.paper}, "{c.claim}": {c.text}' for c in found] + [""]
+            lines += [f"**{title}** ({len(found)}):", ""] + _check_items(found) + [""]
     if caveats:
         lines += ["Caveats:", ""] + [f"- {c}" for c in caveats]
+    return lines
+
+
+def _check_items(checks: list[Check]) -> list[str]:
+    """One item per check; the checks that one reason leaves undecided whatever their values (two or more: a short
+    fine-tuning run, every variant at 0) come last, under one item that states the reason once. What the
+    intervals decided or left open reads first."""
+    shared = Counter(c.reason for c in checks if c.reason)
+    grouped = [reason for reason, n in shared.items() if n > 1]
+    lines = [f'- {c.paper}, "{c.claim}": {c.text}' for c in checks if c.reason not in grouped]
+    for reason in grouped:
+        members = [c for c in checks if c.reason == reason]
+        lines.append(f"- Not decided, {reason} ({len(members)}):")
+        lines += [f'  - {c.paper}, "{c.claim}": {c.head}.' for c in members]
     return lines
