@@ -847,3 +847,21 @@ def test_the_headline_names_no_best_where_every_variant_is_equal():
     [row] = headline_rows([zeros], 64)
     assert (row["best"], row["value"]) == ("(every variant equal)", 0.0)
     assert row["not_told_apart"] == "m-pi-128-anchor m-yarn-128-anchor"
+
+
+def test_the_open_llm_sentence_carries_its_intervals_and_says_whether_the_spread_is_told_apart():
+    from ropeext.report.intervals import accuracy
+    from ropeext.suites.openllm import average_sentence
+
+    same = {"m-pi-64-full": 45.0, "m-yarn-64-full": 45.0}
+    cells = {v: accuracy(9, 20, "items") for v in same}
+    assert average_sentence(same, cells) == "Open LLM average: 45 [25.8, 65.8] for every variant."
+    close = {"m-pi-64-full": 50.0, "m-yarn-64-full": 45.0}
+    cells = {"m-pi-64-full": accuracy(10, 20, "items"), "m-yarn-64-full": accuracy(9, 20, "items")}
+    text = average_sentence(close, cells)
+    assert "highest `pi/full` (50 [29.9, 70.1]), lowest `yarn/full` (45 [25.8, 65.8]), 5.0 points apart" in text
+    assert text.endswith("not told apart (overlapping intervals, or one without an interval).")
+    far = {"m-pi-64-full": 90.0, "m-yarn-64-full": 10.0}
+    cells = {"m-pi-64-full": accuracy(180, 200, "items"), "m-yarn-64-full": accuracy(20, 200, "items")}
+    assert average_sentence(far, cells).endswith("80.0 points apart: told apart.")
+    assert average_sentence(far, {}).endswith("not told apart (overlapping intervals, or one without an interval).")

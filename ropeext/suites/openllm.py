@@ -21,18 +21,29 @@ def report(doc, paths: list) -> None:
     body = doc.table(df, cells, "openllm.csv")
     avg = {v: x for v, x in df["Avg"].items() if pd.notna(x)} if "Avg" in df.columns else {}
     if avg:
-        hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
-        if avg[hi] == avg[lo]:
-            sentence = f"Open LLM average: {avg[hi]:.1f} for {'every variant' if len(avg) > 1 else F.label(hi)}."
-        else:
-            sentence = (
-                f"Open LLM average: highest `{F.label(hi)}` ({avg[hi]:.1f}), lowest `{F.label(lo)}` "
-                f"({avg[lo]:.1f}), a spread of {avg[hi] - avg[lo]:.1f} points."
-            )
+        sentence = average_sentence(avg, {v: cells.get(v, {}).get("Avg") for v in avg})
         body += ["", sentence]
         doc.glance.append(f"- {sentence}")
     doc.sections += section(
         "Open LLM tasks through lm-eval (accuracy x100; bits per byte as is)", body + doc.beside("openllm", df, metrics)
+    )
+
+
+def average_sentence(avg: dict[str, float], cells: dict) -> str:
+    """The Open LLM averages in one sentence with their intervals: one value for every variant, or the highest and
+    lowest and whether their intervals tell them apart."""
+
+    def value(v):
+        return F.fmt_iv(cells.get(v) if cells.get(v) is not None else avg[v], F.SCORE)
+
+    hi, lo = max(avg, key=avg.get), min(avg, key=avg.get)
+    if avg[hi] == avg[lo]:
+        return f"Open LLM average: {value(hi)} for {'every variant' if len(avg) > 1 else F.label(hi)}."
+    told = F.order(cells.get(hi), cells.get(lo), F.SCORE)
+    verdict = "told apart" if told else "not told apart (overlapping intervals, or one without an interval)"
+    return (
+        f"Open LLM average: highest `{F.label(hi)}` ({value(hi)}), lowest `{F.label(lo)}` ({value(lo)}), "
+        f"{avg[hi] - avg[lo]:.1f} points apart: {verdict}."
     )
 
 

@@ -30,17 +30,6 @@ def ppl_table(metrics: list[dict]) -> pd.DataFrame:
     return order_rows(pd.DataFrame(rows).set_index("variant"))
 
 
-def phenomenon(df: pd.DataFrame, train_length: int, target_length: int) -> list[str]:
-    """What the perplexity table shows around the windows, in plain sentences."""
-    lengths = [c for c in df.columns if isinstance(c, int)]
-    if train_length not in lengths or target_length not in lengths:
-        return []
-    lines = [f"Perplexity at L' = {target_length} relative to L = {train_length} (1.00 = flat):", ""]
-    for variant, row in df.iterrows():
-        lines.append(f"- `{variant}`: {row[target_length] / row[train_length]:.2f}x")
-    return lines
-
-
 SHOWN_DOCUMENTS = 8  # the report names at most this many scored documents (metrics.json lists all)
 
 
@@ -94,8 +83,6 @@ def report(doc, paths: list) -> None:
         "Perplexity", F.PPL, doc.by_target(series, F.PPL), note, evidence=doc.evidence_at(series, cells)
     )
     body.append("")
-    for t in doc.targets:
-        body += phenomenon(df[lengths], doc.L, t) + [""]
     doc.sections += section("Perplexity by context length", body)
 
 
