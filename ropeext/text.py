@@ -24,3 +24,8 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     """``df`` as a Markdown table (index first): floats as ``floatfmt``, missing ones as a dash."""
     cells = df.map(lambda v: ("–" if math.isnan(v) else format(v, floatfmt)) if isinstance(v, float) else str(v))
     return cells.to_markdown(disable_numparse=True)
+
+
+def plural(n, word: str) -> str:
+    """'1 window', '3 windows' ('? windows' for a count not recorded)."""
+    return f"{n} {word}" + ("" if n == 1 else "s")

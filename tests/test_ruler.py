@@ -414,3 +414,11 @@ def test_ruler_table_rows_variants_columns_lengths(tmp_path):
     assert only.loc["pi", 8] == 60.0 and only.loc["pi", "effective_length"] == 8
     with pytest.raises(RopeextError, match="no scores for t3"):
         ruler_table([m1], tasks=["t3"])
+    # the report writes a variant that fails already at its shortest length in RULER's notation ("<4K")
+    from ropeext.suites.ruler import below_shortest
+
+    m3 = {**metrics("none", (0.0, 10.0), (0.0, 0.0)), "average": {"4": None, "8": 5.0}}  # 4: not measured
+    table = ruler_table([m1, m3])
+    lengths = [4, 8]
+    assert [below_shortest(row, lengths) for _, row in table.iterrows()] == ["<4", "<8"]
+    assert below_shortest(only.loc["pi"], lengths) == 8

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pandas is heavy; the light paths (CLI help, workflow parse)
     import pandas as pd
 
 from ropeext.errors import RopeextError
+from ropeext.text import plural
 
 SHORT_RUN_STEPS = 50
 SHORT_RUN_TOKENS_PER_PARAMETER = 0.01
@@ -76,7 +77,7 @@ def _digest(sha) -> str:
 
 
 def _geometry(summary: dict, layers) -> str:
-    layers = _plural(layers, "layer") if isinstance(layers, int) else f"{layers} layers"
+    layers = plural(layers, "layer") if isinstance(layers, int) else f"{layers} layers"
     parts = [summary.get("model_type") or "?", layers, f"hidden {summary.get('hidden_size')}"]
     heads, kv = summary.get("num_attention_heads"), summary.get("num_key_value_heads")
     parts.append(f"{heads} query / {kv} KV heads" if kv and kv != heads else f"{heads} heads")
@@ -150,7 +151,7 @@ def pretrained_sentence(summary: dict, config: dict) -> str:
     settings = summary.get("settings") or {}
     window = _window(summary) or config["model"]["train_length"]
     loss = summary.get("final_loss")
-    layers = _plural(arch["num_hidden_layers"], "layer")
+    layers = plural(arch["num_hidden_layers"], "layer")
     text = (
         f"a {human_count(summary.get('parameters'))}-parameter Llama ({layers}, hidden {arch['hidden_size']}, "
         f"{arch['num_attention_heads']} heads, RoPE base {float(arch['rope_theta']):g}) "
@@ -234,10 +235,6 @@ def training_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return df.set_index("variant") if len(df) else df
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def training_sentence(row: dict, short: bool) -> str:
     """What one group of identical runs did, ending in the short-run label where it applies."""
     device = str(row["device"]).upper() if row["device"] in ("cpu", "cuda", "mps") else row["device"]
@@ -246,7 +243,7 @@ def training_sentence(row: dict, short: bool) -> str:
         sp = int(row["sequence_parallel"] or 1)
         procs += f", {sp} processes per window)" if sp > 1 else ")"
     text = (
-        f"{_plural(int(row['steps']), 'optimizer step')} of {row['batch']} x {row['window']} tokens "
+        f"{plural(int(row['steps']), 'optimizer step')} of {row['batch']} x {row['window']} tokens "
         f"({human_count(row['tokens'])} tokens in all) at a {row['window']}-token window, {row['precision']}, "
         f"gradient checkpointing {'on' if row['grad_checkpointing'] else 'off'}, on {device}{procs}"
     )
@@ -254,7 +251,7 @@ def training_sentence(row: dict, short: bool) -> str:
         text += f", rotary cos/sin computed in {row['rope_dtype']}"
     if short:
         text += (
-            f". A short {device} run of {_plural(int(row['steps']), 'optimizer step')}: it shows the pipeline "
+            f". A short {device} run of {plural(int(row['steps']), 'optimizer step')}: it shows the pipeline "
             "works on this model, not what fine-tuning achieves"
         )
     return text + "."
@@ -270,7 +267,7 @@ def loss_phrase(row: dict) -> str:
     for what it is (one batch at step 1, the mean of the last steps' batches)."""
     first, final = row.get("val_loss_step0"), row.get("val_loss_final")
     if _number(final):
-        n = _plural(int(row.get("val_windows") or 0), "validation window")
+        n = plural(int(row.get("val_windows") or 0), "validation window")
         if _number(first):
             return f", held-out loss {first:.3f} -> {final:.3f} ({final - first:+.3f}) on {n}"
         return f", held-out loss {final:.3f} after the last step on {n}"

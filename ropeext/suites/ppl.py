@@ -8,6 +8,7 @@ from ropeext.report import findings as F
 from ropeext.report import measures
 from ropeext.report.tables import load_json, order_rows, parse_variant, section
 from ropeext.suites._suite import Figure, Suite
+from ropeext.text import plural
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +40,7 @@ def documents_line(metrics: list[dict]) -> str:
     if not scored:
         return ""
     named = ", ".join(
-        f"`{d['id']}` ({d['tokens']:,} tokens, {d['windows']} window{'s' if d['windows'] != 1 else ''})"
-        for d in scored[:SHOWN_DOCUMENTS]
+        f"`{d['id']}` ({d['tokens']:,} tokens, {plural(d['windows'], 'window')})" for d in scored[:SHOWN_DOCUMENTS]
     )
     more = f" and {len(scored) - SHOWN_DOCUMENTS} more (metrics.json)" if len(scored) > SHOWN_DOCUMENTS else ""
     patterns = next((m["exclude"] for m in metrics if m.get("exclude")), [])

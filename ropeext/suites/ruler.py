@@ -50,6 +50,15 @@ def ruler_task_grid(metrics: list[dict], path):
     )
 
 
+def below_shortest(row, lengths: list[int]):
+    """A variant's effective length, or RULER's notation for one that fails already at the shortest length it
+    was measured at ("<4096"; the RULER paper writes "<4K")."""
+    if row["effective_length"] is not None and row["effective_length"] == row["effective_length"]:  # not NaN
+        return int(row["effective_length"])
+    measured = [L for L in lengths if row[L] is not None and row[L] == row[L]]
+    return f"<{measured[0]}" if measured else None
+
+
 def report(doc, paths: list) -> None:
     # the report's stack (pandas, matplotlib) loads only when a report is written; the CLI and the workflow
     # import this module for its declaration alone
@@ -59,6 +68,7 @@ def report(doc, paths: list) -> None:
     doc.variants |= set(df.index)
     cells = {m["variant"]: measures.ruler_cells(m) for m in metrics}
     lengths = [c for c in df.columns if isinstance(c, int)]
+    df["effective_length"] = [below_shortest(row, lengths) for _, row in df.iterrows()]
     series = measures.length_series(df[lengths])
     doc.lines_plot(
         {v: (lengths, [series[v].get(k) for k in lengths]) for v in df.index},
