@@ -481,7 +481,7 @@ def _set_up(model, s: TrainSettings, accelerator, *, window: int | None = None) 
     model.config.use_cache = False
     model.train()
     if s.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     # the transformers model itself, whatever wraps it below (ChunkedLossModule, DDP, DeepSpeed); FSDP2
     # shards it in place. Kept here rather than taken back with ``accelerator.unwrap_model``, which
@@ -661,7 +661,7 @@ def _finish(st: _Setup, s: TrainSettings, gather_state: bool) -> dict | None:
     """Leave the model in eval mode in fp32 (masters copied in); the full state dict under FSDP / DeepSpeed."""
     st.model.eval()
     if s.gradient_checkpointing:
-        st.raw_model.gradient_checkpointing_disable()
+        st.raw_model.activation_checkpointing_disable()
     if st.own_masters:
         st.raw_model.to(torch.float32)
         with torch.no_grad():
