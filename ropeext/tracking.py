@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -668,16 +669,33 @@ def _metric_word(text: str) -> str:
 
 
 def end_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Close the parent run; delete it when no stage ran under it (a no-op invocation adds no run)."""
+    """Close the parent run, named for the runs under it (``invocation_name``); delete it when none did
+    (a no-op invocation adds no run)."""
     import mlflow  # heavy: the Snakefile parse imports this module
 
     client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
-    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1)
+    children = client.search_runs(
+        [run.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{run_id}'",
+        max_results=10000,
+        order_by=["attributes.start_time ASC"],
+    )
     if not children:
         client.delete_run(run_id)
         return
+    client.update_run(run_id, name=invocation_name([c.data.tags.get("ropeext.stage", "?") for c in children]))
     client.set_terminated(run_id, status=status)
+
+
+def invocation_name(stages: list[str]) -> str:
+    """A parent run's name in the runs table, from its runs' stages in the order they started: every stage when
+    there are at most three kinds ('workflow: finetune x2, report'), else the number of runs and the first three."""
+    counts = Counter(stages)
+    items = [stage if n == 1 else f"{stage} x{n}" for stage, n in counts.items()]
+    if len(items) <= 3:
+        return f"workflow: {', '.join(items)}"
+    return f"workflow: {len(stages)} runs ({', '.join(items[:3])}, ...)"
 
 
 @contextmanager

@@ -213,6 +213,7 @@ def test_cached_jobs_add_no_run(lineage):
     parent = next(r for r in new if _tags(r)["ropeext.stage"] == "workflow")
     rope = next(r for r in new if _tags(r)["ropeext.stage"] == "rope")
     assert _tags(rope)["mlflow.parentRunId"] == parent["info"]["run_id"]
+    assert parent["info"]["run_name"] == "workflow: rope"  # named for the one job that ran under it
     assert "heatmap.png" in _artifacts(uri, rope["info"]["run_id"])
 
 

@@ -85,6 +85,33 @@ def test_a_workflow_job_and_the_parent_run_record_user_and_source(tmp_path, monk
     assert job["mlflow.user"] == top["mlflow.user"] == getpass.getuser()
 
 
+@pytest.mark.parametrize(
+    "stages, name",
+    [
+        (["report"], "workflow: report"),
+        (["finetune", "eval_ppl", "finetune", "report"], "workflow: finetune x2, eval_ppl, report"),
+        (["corpus", "tokenizer", "pack", "pack", "pretrain"], "workflow: 5 runs (corpus, tokenizer, pack x2, ...)"),
+    ],
+)
+def test_an_invocation_is_named_by_what_ran_under_it(stages, name):
+    assert tracking.invocation_name(stages) == name
+
+
+def test_the_parent_run_is_named_by_its_jobs_when_it_ends(tmp_path, monkeypatch):
+    """Four invocations in the runs table read apart: each parent is renamed for the runs under it."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    parent = tracking.start_parent(uri, "exp")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
+    monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
+    for stage in ("finetune", "finetune", "report"):
+        with tracking.stage_run(stage):
+            pass
+    tracking.end_parent(uri, parent)
+    run = mlflow.MlflowClient(uri).get_run(parent)
+    assert (run.info.run_name, run.info.status) == ("workflow: finetune x2, report", "FINISHED")
+
+
 def test_a_run_whose_process_died_is_closed_killed_by_the_next_attempt(tmp_path, monkeypatch):
     """A job killed with every process at once (SIGKILL) cannot close its run; the next attempt of the same
     job on this machine ends it KILLED. A run of the same job whose process still lives is left alone,

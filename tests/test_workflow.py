@@ -148,6 +148,8 @@ def test_one_mlflow_run_per_job_with_params_metrics_artifacts(micro_run):
     parents = [r for r in runs if r.data.tags.get("ropeext.stage") == "workflow"]
     stages = [r for r in runs if r.data.tags.get("ropeext.stage") != "workflow"]
     assert len(parents) == 1 and len(jobs) > 15
+    # named for what ran under it, in the order the runs started (the corpus first)
+    assert parents[0].info.run_name.startswith(f"workflow: {len(stages)} runs (corpus, ")
     top = parents[0].data  # the headline: the best variant per evaluation at L'
     assert top.metrics["headline.perplexity.at_64"] > 1
     assert top.tags["headline.perplexity.at_64.best"].startswith("micro-")
