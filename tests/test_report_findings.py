@@ -865,3 +865,20 @@ def test_the_open_llm_sentence_carries_its_intervals_and_says_whether_the_spread
     cells = {"m-pi-64-full": accuracy(180, 200, "items"), "m-yarn-64-full": accuracy(20, 200, "items")}
     assert average_sentence(far, cells).endswith("80.0 points apart: told apart.")
     assert average_sentence(far, {}).endswith("not told apart (overlapping intervals, or one without an interval).")
+
+
+def test_the_fine_tuned_methods_are_named_with_their_layouts_once_when_they_share_them():
+    from ropeext.config import validate_config
+    from ropeext.report.document import extension_lines
+
+    config = validate_config({"extension": {"methods": ["none", "pi", "dprope"], "target_lengths": [1024]}})
+    trained = {f"m-{m}-1024-{lay}": {} for m in ("pi", "dprope") for lay in ("full", "anchor")}
+    text = " ".join(extension_lines(config, set(trained), trained))
+    assert "Fine-tuned: pi and dprope, each with the layouts anchor and full (see Fine-tuning)." in text
+    trained.pop("m-pi-1024-anchor")
+    text = " ".join(extension_lines(config, set(trained), trained))
+    assert "Fine-tuned: pi with the layout full; dprope with the layouts anchor and full (see" in text
+    alone = {k: v for k, v in trained.items() if "dprope" in k}
+    assert "Fine-tuned: dprope with the layouts anchor and full (see" in " ".join(
+        extension_lines(config, set(alone), alone)
+    )

@@ -44,6 +44,10 @@ class Measured:
     within: dict = field(default_factory=dict)  # variant -> value within L
 
 
+def _layouts(layouts: list[str]) -> str:
+    return f"the layout{'s' if len(layouts) > 1 else ''} {F.join(layouts)}"
+
+
 def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) -> list[str]:
     """Which methods were applied, which variants were evaluated without fine-tuning and which were fine-tuned
     (with which layouts): from the variants the report shows and the training summaries it was given."""
@@ -66,8 +70,10 @@ def extension_lines(config: dict, variants: set[str], trained: dict[str, dict]) 
             + "."
         )
     if tuned:
-        parts = [f"{m} with the layout{'s' if len(lays) > 1 else ''} {F.join(lays)}" for m, lays in tuned.items()]
-        text += f" Fine-tuned: {'; '.join(parts)}"
+        if len(tuned) > 1 and len({tuple(lays) for lays in tuned.values()}) == 1:  # the same layouts: said once
+            text += f" Fine-tuned: {F.join(list(tuned))}, each with {_layouts(next(iter(tuned.values())))}"
+        else:
+            text += f" Fine-tuned: {'; '.join(f'{m} with {_layouts(lays)}' for m, lays in tuned.items())}"
         missing = sorted({v for v in variants if parse_variant(v)["layout"] not in ("noft", "")} - set(trained))
         text += (
             " (see Fine-tuning)."
