@@ -66,13 +66,21 @@ def test_tracking_off(monkeypatch):
         run.log_metrics({"a": 1})
 
 
-def test_a_workflow_job_and_the_parent_run_record_user_and_source(tmp_path, monkeypatch):
-    """A job of the workflow is the JOB of its rule, nested under the invocation's parent run (snakemake)."""
+@pytest.fixture
+def parent_run(tmp_path, monkeypatch):
+    """A sqlite store with an invocation's parent run open, and the environment its jobs' runs read:
+    (store URI, parent run id)."""
     uri = f"sqlite:///{tmp_path}/m.db"
     parent = tracking.start_parent(uri, "exp")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
     monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
+    return uri, parent
+
+
+def test_a_workflow_job_and_the_parent_run_record_user_and_source(parent_run, monkeypatch):
+    """A job of the workflow is the JOB of its rule, nested under the invocation's parent run (snakemake)."""
+    uri, parent = parent_run
     monkeypatch.setenv("ROPEEXT_RULE", "extend")
     monkeypatch.setenv("ROPEEXT_WILDCARDS", "target=1024")
     with tracking.stage_run("extend") as run:
@@ -97,13 +105,9 @@ def test_an_invocation_is_named_by_what_ran_under_it(stages, name):
     assert tracking.invocation_name(stages) == name
 
 
-def test_the_parent_run_is_named_by_its_jobs_when_it_ends(tmp_path, monkeypatch):
+def test_the_parent_run_is_named_by_its_jobs_when_it_ends(parent_run):
     """Four invocations in the runs table read apart: each parent is renamed for the runs under it."""
-    uri = f"sqlite:///{tmp_path}/m.db"
-    parent = tracking.start_parent(uri, "exp")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
-    monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
+    uri, parent = parent_run
     for stage in ("finetune", "finetune", "report"):
         with tracking.stage_run(stage):
             pass
@@ -146,21 +150,17 @@ def test_a_run_whose_process_died_is_closed_killed_by_the_next_attempt(tmp_path,
     assert "its process died" in client.get_run(gone).data.tags["ropeext.ended"]
 
 
-def test_the_experiment_opens_on_its_runs_and_the_parent_run_carries_the_config(tmp_path, monkeypatch):
+def test_the_experiment_opens_on_its_runs_and_the_parent_run_carries_the_config(parent_run, tmp_path, monkeypatch):
     """A model-training experiment with a description; the parent run holds the resolved config, the
     settings as params and, at the end, the summary; each job's run has stage/variant/method/layout/
     target_length as params."""
     from ropeext.config import validate_config
 
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri, parent = parent_run
     config = validate_config({"experiment": "demo", "results_dir": str(tmp_path / "results")})
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     summary = tmp_path / "summary.md"
-    parent = tracking.start_parent(uri, "exp")
     tracking.describe_invocation(uri, parent, config, str(tmp_path / "config.yaml"), str(summary))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
-    monkeypatch.setenv("ROPEEXT_PARENT_RUN_ID", parent)
     monkeypatch.setenv("ROPEEXT_WILDCARDS", "method=dprope,target=1024,layout=anchor")
     with tracking.stage_run("eval_ppl", variant="demo-dprope-1024-anchor", params={"stride": 64}) as run:
         for length, ppl in ((256, 9.0), (1024, 12.0)):

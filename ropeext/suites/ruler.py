@@ -13,6 +13,7 @@ from ropeext.report import measures
 from ropeext.report.plots import plot_heatmap_grid
 from ropeext.report.tables import load_json, order_rows, section
 from ropeext.suites._suite import Figure, Suite
+from ropeext.text import number
 
 
 def essay(config: dict) -> dict:
@@ -53,9 +54,9 @@ def ruler_task_grid(metrics: list[dict], path):
 def below_shortest(row, lengths: list[int]):
     """A variant's effective length, or RULER's notation for one that fails already at the shortest length it
     was measured at ("<4096"; the RULER paper writes "<4K")."""
-    if row["effective_length"] is not None and row["effective_length"] == row["effective_length"]:  # not NaN
+    if number(row["effective_length"]) is not None:
         return int(row["effective_length"])
-    measured = [L for L in lengths if row[L] is not None and row[L] == row[L]]
+    measured = [L for L in lengths if number(row[L]) is not None]
     return f"<{measured[0]}" if measured else None
 
 
